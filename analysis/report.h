@@ -1,0 +1,130 @@
+/* report: turns a results database into paper figures, tables and an HTML index.
+ *
+ * What it reads: the runs of one sweep (or of all sweeps), their metric curves and AdaLoRA's final
+ * ranks, through the store's read-only query functions (no SQL here). Only runs whose status is
+ * `done` enter the statistics; `diverged` runs are counted beside their configuration, so a table
+ * says "n=2, 1 diverged" instead of hiding them; other statuses are left out and counted.
+ *
+ * Groups: runs that differ only by seed (same method, targets, r, alpha, lr) form one group; a
+ * group's numbers are the mean and the sample standard deviation (n - 1 in the denominator) over
+ * its seeds. The final metric is the eval loss (lower is better), or the accuracy (higher is
+ * better) when any done run of the selection recorded one (a classification sweep).
+ *
+ * What it writes into the output folder:
+ *   NAME.gp + NAME.dat -> NAME.pdf, NAME.svg, NAME.png   for each figure (below); the .gp script
+ *       sets its own terminals and reads NAME.dat by relative path, so `gnuplot NAME.gp` in the
+ *       folder redraws all three, and `gnuplot -e 'formats="png"' NAME.gp` one of them;
+ *   table.md, table.tex (booktabs)                       one row per group, best values in bold;
+ *   index.html                                           every figure, the table, and one line for
+ *                                                        each figure left out, saying why.
+ * Figures: curves (train and eval loss against step: the best configuration of each method, mean
+ * over seeds with a band of one sd), curves_METHOD (the same, a line per configuration, the best
+ * REPORT_MAX_CURVES of the method), rank (final metric against r, best configuration per rank),
+ * rank_alpha (LoRA heatmap), params (final metric against trainable parameters, Pareto front),
+ * targets (final metric per target-module set), adalora_ranks (layer x module heatmap of the
+ * final ranks of the best AdaLoRA configuration, mean over its seeds).
+ *
+ * gnuplot runs as an external program (fork + exec of `gnuplot NAME.gp` in the folder) and its
+ * exit status is checked; its stderr goes into the error message. Without gnuplot the scripts,
+ * data and tables are still written and the index says how to render them.
+ */
+#ifndef LL_REPORT_H
+#define LL_REPORT_H
+
+#include <stdint.h>
+
+#include "core.h"
+#include "experiments/store.h"
+
+#define REPORT_MAX_FIGS 32
+#define REPORT_MAX_CURVES 8 /* lines in one per-method curves figure (the best configurations) */
+
+typedef enum { REPORT_EVAL_LOSS, REPORT_ACCURACY } ReportMetric;
+
+/* Mean and sample standard deviation of the finite values; n counts them. mean is NaN when
+ * n = 0, sd is NaN when n < 2 (one seed has no spread). */
+typedef struct {
+    double mean, sd;
+    int n;
+} ReportStat;
+void report_stat(const double *x, int n, ReportStat *out);
+
+/* One configuration (everything but the seed) and its seeds. */
+typedef struct {
+    char *method, *targets; /* targets as stored ("q_proj,v_proj"; "" when none) */
+    int r;
+    double alpha, lr;
+    int n_runs;             /* done runs (seeds) */
+    int n_diverged;         /* diverged runs of this configuration (not in the statistics) */
+    int64_t *run_ids, *seeds; /* of the done runs, ascending by seed */
+    ReportStat metric;      /* the final metric (eval loss or accuracy) */
+    ReportStat train_loss, wall_s, peak_mem, trainable;
+    ReportStat trainable_pct; /* 100 * trainable / total */
+} ReportGroup;
+
+/* REPORT_ACCURACY when any done run has a finite accuracy, else REPORT_EVAL_LOSS. */
+ReportMetric report_metric_of(const RunRow *rows, int n);
+const char *report_metric_label(ReportMetric m); /* "eval loss" | "accuracy" */
+int report_higher_better(ReportMetric m);
+/* Full fine-tuning ("full"): no rank, drawn as a reference. */
+int report_is_full(const char *method);
+
+/* Groups the done and diverged rows by configuration; returns the number of groups, sorted by
+ * method (full, lora, adalora, vera, then by name), targets, r, alpha, lr. *out is NULL when 0.
+ * Free with report_free_groups. */
+int report_aggregate(const RunRow *rows, int n, ReportMetric metric, ReportGroup **out);
+void report_free_groups(ReportGroup *g, int n);
+
+/* Index of the best finite value (lowest, or highest when higher_better); the first of equals;
+ * -1 when none is finite. */
+int report_best(const double *v, int n, int higher_better);
+
+/* Pareto front of (cost, value) points: on_front[i] = 1 when no other point has cost <= and a
+ * value at least as good, with one of the two strictly better. Points with a non-finite
+ * coordinate are never on the front. Returns the number of points on the front. */
+int report_pareto(const double *cost, const double *value, int n, int higher_better,
+                  int *on_front /* OUT, n */);
+
+/* A curve averaged over k runs: at every step logged by any run, mean and sd over the runs that
+ * logged a finite value there. Each run's steps must be ascending (the store returns them so). */
+typedef struct {
+    int len;
+    int *steps, *n;
+    double *mean, *sd;
+} ReportCurve;
+void report_curve(int k, const int *const *steps, const double *const *values, const int *lens,
+                  ReportCurve *out);
+void report_free_curve(ReportCurve *c);
+
+/* One figure of the report: written and rendered, written only (no gnuplot), or left out. */
+typedef struct {
+    char name[48];     /* file stem: NAME.gp, NAME.dat, NAME.{pdf,svg,png} */
+    char title[160];
+    int skipped;       /* 1: left out, reason says why */
+    int rendered;      /* 1: gnuplot made the pdf, svg and png */
+    char note[320];    /* skipped: the reason; otherwise remarks ("single seed: no band") */
+} ReportFigure;
+
+typedef struct {
+    int n_rows;        /* runs read */
+    int n_done, n_diverged, n_other; /* by status; n_other: pending, running, failed, ... */
+    int n_groups;
+    ReportMetric metric;
+    int gnuplot_missing;
+    int n_figs;
+    ReportFigure figs[REPORT_MAX_FIGS];
+} ReportSummary;
+
+/* Writes the report of sweep (NULL: all sweeps) of the database db into out_dir (created).
+ * LL_ERR_IO: db missing or unwritable folder; LL_ERR_FORMAT: not a loralab database or a newer
+ * schema (the store's message); LL_ERR_STATE: no finished runs to report (the message says what
+ * the database holds); LL_ERR_IO also when gnuplot fails on a script (its stderr in the message).
+ * A missing gnuplot is not an error: sum->gnuplot_missing = 1 and only scripts, data, tables and
+ * the index are written. sum may be NULL. */
+LLStatus report_write(const char *db, const char *sweep, const char *out_dir, ReportSummary *sum,
+                      LLError *err);
+
+/* "targets" for people: "q_proj,v_proj" -> "q,v" (the "_proj" suffixes dropped); "" -> "-". */
+void report_short_targets(const char *targets, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,264 @@
+/* The commands that use one model folder: eval, generate, tokenize, merge. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "adapter.h"
+#include "checkpoint.h"
+#include "commands.h"
+#include "data.h"
+#include "rng.h"
+#include "train.h"
+
+typedef struct {
+    const char *model, *adapter, *data, *prompt, *out;
+    int json, max_new, top_k, batch, seq;
+    float temperature;
+    uint64_t seed;
+} Args;
+
+static int bad_usage(const char *cmd, const char *msg) {
+    fprintf(stderr, "loralab %s: %s (see `loralab --help`)\n", cmd, msg);
+    return 2;
+}
+
+/* Parses the flags these commands share; returns 0 or prints a message and returns 2. */
+static int parse(const char *cmd, int argc, char **argv, Args *a) {
+    memset(a, 0, sizeof *a);
+    a->max_new = 200, a->top_k = 40, a->temperature = 0.8f, a->batch = 8, a->seq = 128;
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        if (strcmp(f, "--json") == 0) a->json = 1, takes = 0;
+        else if (!v) return bad_usage(cmd, "a flag is missing its value");
+        else if (strcmp(f, "--model") == 0) a->model = v;
+        else if (strcmp(f, "--adapter") == 0) a->adapter = v;
+        else if (strcmp(f, "--data") == 0) a->data = v;
+        else if (strcmp(f, "--prompt") == 0) a->prompt = v;
+        else if (strcmp(f, "--out") == 0) a->out = v;
+        else if (strcmp(f, "--max-new") == 0) a->max_new = atoi(v);
+        else if (strcmp(f, "--top-k") == 0) a->top_k = atoi(v);
+        else if (strcmp(f, "--temperature") == 0) a->temperature = strtof(v, NULL);
+        else if (strcmp(f, "--seed") == 0) a->seed = strtoull(v, NULL, 10);
+        else if (strcmp(f, "--batch") == 0) a->batch = atoi(v);
+        else if (strcmp(f, "--seq") == 0) a->seq = atoi(v);
+        else {
+            char msg[256];
+            snprintf(msg, sizeof msg, "unknown flag '%s'", f);
+            return bad_usage(cmd, msg);
+        }
+        i += takes;
+    }
+    if (!a->model) return bad_usage(cmd, "--model DIR is required");
+    if (a->batch < 1 || a->seq < 2 || a->max_new < 0 || a->top_k < 0 || !(a->temperature >= 0.0f))
+        return bad_usage(cmd, "--batch, --seq, --max-new, --top-k and --temperature must be positive");
+    return 0;
+}
+
+static int fail(const char *cmd, const LLError *e) {
+    fprintf(stderr, "loralab %s: %s\n", cmd, e->msg);
+    return e->code == LL_ERR_DIVERGED || e->code == LL_ERR_INTERRUPTED ? 1 : 2;
+}
+
+/* Opens the model (with n_labels for a classification task) and the adapter, if given. */
+static int open_model(const char *cmd, const Args *a, int B, int T, int n_labels, LoadedModel *lm, Adapter **ad) {
+    LLError e;
+    ModelOptions o = {B, T, 0, 0};
+    *ad = NULL;
+    if (checkpoint_open(a->model, &o, n_labels, lm, &e)) return fail(cmd, &e);
+    if (a->adapter) {
+        if (adapter_load(a->adapter, &lm->model, ad, &e)) {
+            checkpoint_close(lm);
+            return fail(cmd, &e);
+        }
+        adapter_attach(&lm->model, *ad);
+    }
+    return 0;
+}
+
+static int count_labels_file(const char *data_path) {
+    char dir[2048], path[2100];
+    snprintf(dir, sizeof dir, "%s", data_path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    snprintf(path, sizeof path, "%s/labels.txt", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int n = 0;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (line[0] != '\n') n++;
+    fclose(f);
+    return n;
+}
+
+int cmd_eval(int argc, char **argv) {
+    Args a;
+    if (parse("eval", argc, argv, &a)) return 2;
+    if (!a.data) return bad_usage("eval", "--data FILE is required");
+    size_t n = strlen(a.data);
+    int cls = n > 6 && strcmp(a.data + n - 6, ".jsonl") == 0;
+    int n_labels = 0;
+    if (cls) {
+        ModelConfig mc;
+        LLError e;
+        if (checkpoint_load_config(a.model, &mc, &e)) return fail("eval", &e);
+        n_labels = mc.n_labels > 0 ? mc.n_labels : count_labels_file(a.data);
+        if (n_labels < 2) {
+            fprintf(stderr, "loralab eval: '%s' is classification data, but neither the model nor a labels.txt beside it says how many labels\n", a.data);
+            return 2;
+        }
+    }
+    LoadedModel lm;
+    Adapter *ad;
+    int rc = open_model("eval", &a, a.batch, a.seq, n_labels, &lm, &ad);
+    if (rc) return rc;
+    Dataset d;
+    LLError e;
+    LLStatus st = cls ? data_load_jsonl(a.data, lm.tok, &d, &e) : data_load_text(a.data, lm.tok, &d, &e);
+    if (!st && cls && d.n_labels > n_labels)
+        st = ll_err(&e, LL_ERR_FORMAT, "'%s' has label %d but the model has %d labels", a.data, d.n_labels - 1, n_labels);
+    if (st) {
+        adapter_free(ad);
+        checkpoint_close(&lm);
+        return fail("eval", &e);
+    }
+    Batch b;
+    batch_alloc(&b, a.batch, lm.model.T);
+    double t0 = ll_now();
+    EvalResult r = eval_run(&lm.model, &d, &b, a.batch, lm.model.T, 0);
+    double dt = ll_now() - t0;
+    if (a.json) {
+        printf("{\"data\": \"%s\", \"loss\": %.6f, \"perplexity\": %.6f, \"n\": %ld", a.data, r.loss, r.ppl, r.n);
+        if (cls) printf(", \"accuracy\": %.6f, \"macro_f1\": %.6f", r.accuracy, r.macro_f1);
+        printf(", \"seconds\": %.3f}\n", dt);
+    } else {
+        printf("%s: loss %.4f  perplexity %.3f  (%ld %s)", a.data, r.loss, r.ppl, r.n, cls ? "examples" : "tokens");
+        if (cls) printf("  accuracy %.4f  macro-F1 %.4f", r.accuracy, r.macro_f1);
+        printf("\n");
+    }
+    batch_free(&b);
+    data_free(&d);
+    adapter_free(ad);
+    checkpoint_close(&lm);
+    return isfinite(r.loss) ? 0 : 1;
+}
+
+int cmd_generate(int argc, char **argv) {
+    Args a;
+    if (parse("generate", argc, argv, &a)) return 2;
+    if (!a.prompt) return bad_usage("generate", "--prompt TEXT is required");
+    ModelConfig mc;
+    LLError e;
+    if (checkpoint_load_config(a.model, &mc, &e)) return fail("generate", &e);
+    if (mc.n_labels > 0) return bad_usage("generate", "the model is a classifier; generation needs a causal LM");
+    int T = mc.max_T < 256 ? mc.max_T : 256;
+    LoadedModel lm;
+    Adapter *ad;
+    int rc = open_model("generate", &a, 1, T, 0, &lm, &ad);
+    if (rc) return rc;
+    Model *m = &lm.model;
+    int *ids = NULL;
+    size_t cap = 0;
+    size_t n = tok_encode(lm.tok, a.prompt, strlen(a.prompt), &ids, &cap);
+    int *ctx = ll_malloc((size_t)n + (size_t)a.max_new + 1, sizeof(int));
+    ctx[0] = mc.bos_id;
+    memcpy(ctx + 1, ids, n * sizeof(int));
+    size_t len = n + 1;
+    Batch b;
+    batch_alloc(&b, 1, T);
+    Rng r;
+    rng_seed(&r, a.seed);
+    float *probs = ll_alloc_floats((size_t)mc.V);
+    int *order = ll_malloc((size_t)mc.V, sizeof(int));
+    fputs(a.prompt, stdout);
+    for (int step = 0; step < a.max_new; step++) {
+        /* The window is the last T tokens; no KV cache: the models here are small. */
+        size_t start = len > (size_t)T ? len - (size_t)T : 0;
+        int t = (int)(len - start);
+        b.B = 1, b.T = t;
+        memcpy(b.ids, ctx + start, sizeof(int) * (size_t)t);
+        for (int i = 0; i < t; i++) b.targets[i] = -1;
+        model_forward(m, &b, 0);
+        const float *z = model_logits(m, 0, t - 1);
+        int next = 0;
+        if (a.temperature == 0.0f) {
+            for (int v = 1; v < mc.V; v++) next = z[v] > z[next] ? v : next;
+        } else {
+            /* top-k then softmax at the temperature */
+            int k = a.top_k > 0 && a.top_k < mc.V ? a.top_k : mc.V;
+            for (int v = 0; v < mc.V; v++) order[v] = v;
+            for (int i = 0; i < k; i++) { /* partial selection sort: k is small */
+                int best = i;
+                for (int v = i + 1; v < mc.V; v++) best = z[order[v]] > z[order[best]] ? v : best;
+                int tmp = order[i];
+                order[i] = order[best], order[best] = tmp;
+            }
+            double s = 0.0, mx = z[order[0]];
+            for (int i = 0; i < k; i++) s += probs[i] = (float)exp((z[order[i]] - mx) / a.temperature);
+            double u = rng_uniform(&r) * s, acc = 0.0;
+            next = order[k - 1];
+            for (int i = 0; i < k; i++)
+                if ((acc += probs[i]) >= u) {
+                    next = order[i];
+                    break;
+                }
+        }
+        if (next == mc.eos_id) break;
+        ctx[len++] = next;
+        char buf[256];
+        size_t nb = tok_decode_one(lm.tok, next, buf, sizeof buf);
+        fwrite(buf, 1, nb, stdout);
+        fflush(stdout);
+    }
+    fputc('\n', stdout);
+    ll_free(ids), ll_free(ctx), ll_free(probs), ll_free(order);
+    batch_free(&b);
+    adapter_free(ad);
+    checkpoint_close(&lm);
+    return 0;
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    Args a;
+    if (parse("tokenize", argc, argv, &a)) return 2;
+    LLError e;
+    Tokenizer *tok;
+    if (tok_load(a.model, &tok, &e)) return fail("tokenize", &e);
+    size_t cap = 1 << 16, len = 0, got;
+    char *text = ll_malloc(cap, 1);
+    while ((got = fread(text + len, 1, cap - len, stdin)) > 0) {
+        len += got;
+        if (len == cap) text = ll_realloc(text, cap *= 2, 1);
+    }
+    int *ids = NULL;
+    size_t idcap = 0, n = tok_encode(tok, text, len, &ids, &idcap);
+    for (size_t i = 0; i < n; i++) printf("%d%c", ids[i], i + 1 == n ? '\n' : ' ');
+    ll_free(text), ll_free(ids);
+    tok_free(tok);
+    return 0;
+}
+
+int cmd_merge(int argc, char **argv) {
+    Args a;
+    if (parse("merge", argc, argv, &a)) return 2;
+    if (!a.adapter || !a.out) return bad_usage("merge", "--adapter DIR and --out DIR are required");
+    LoadedModel lm;
+    Adapter *ad;
+    int rc = open_model("merge", &a, 1, 2, 0, &lm, &ad);
+    if (rc) return rc;
+    adapter_merge(ad, &lm.model);
+    adapter_attach(&lm.model, NULL);
+    LLError e;
+    LLStatus st = checkpoint_save(&lm.model, lm.tok, NULL, a.out, &e);
+    adapter_free(ad);
+    checkpoint_close(&lm);
+    if (st) return fail("merge", &e);
+    printf("merged %s into %s -> %s\n", a.adapter, a.model, a.out);
+    return 0;
+}

@@ -1,0 +1,16 @@
+/* commands: the `loralab` subcommands. Each takes the arguments from its own name on (argv[0] is
+ * the subcommand's name, e.g. "runs") and returns the process exit status: 0 success, 1 failure,
+ * 2 bad usage or bad input (with a message on stderr). */
+#ifndef LL_COMMANDS_H
+#define LL_COMMANDS_H
+
+int cmd_runs(int argc, char **argv);
+int cmd_merge_db(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+
+#endif

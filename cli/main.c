@@ -1,0 +1,46 @@
+/* loralab: the command. Parses the subcommand and hands off; no logic of its own. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *usage;
+} Command;
+
+static const Command commands[] = {
+    {"pretrain", cmd_pretrain, "pretrain CONFIG.yaml [--set k=v]...   train a base model from scratch -> model folder"},
+    {"train", cmd_train, "train CONFIG.yaml [--set k=v]... [--db FILE]   one fine-tuning run -> adapter folder"},
+    {"sweep", cmd_sweep, "sweep CONFIG.yaml [--jobs N] [--threads T] [--db FILE] [--shard I/N] [--dry-run] [--emit-slurm]"},
+    {"runs", cmd_runs, "runs [--db FILE] [--sweep NAME]          table of runs and their status"},
+    {"report", cmd_report, "report --db FILE [--sweep NAME] [--out DIR]   figures, tables, index.html"},
+    {"eval", cmd_eval, "eval --model DIR [--adapter DIR] --data FILE [--json]"},
+    {"generate", cmd_generate, "generate --model DIR [--adapter DIR] --prompt TEXT [--max-new N] [--temperature X] [--top-k K] [--seed S]"},
+    {"tokenize", cmd_tokenize, "tokenize --model DIR                     text on stdin -> token ids on stdout"},
+    {"merge", cmd_merge, "merge --model DIR --adapter DIR --out DIR   a merged model folder"},
+    {"merge-db", cmd_merge_db, "merge-db OUT.db IN.db...                 join shard databases"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: loralab COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) fprintf(f, "  loralab %s\n", commands[i].usage);
+    fprintf(f, "\nexit status: 0 success, 1 a run failed, 2 bad usage or bad input\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "loralab: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,590 @@
+/* adapter: site resolution, dispatch, merge, parameter report and PEFT-layout adapter folders.
+ * The methods themselves are in lora.c, adalora.c and vera.c. */
+#define _POSIX_C_SOURCE 200809L
+#include "adapter.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const method_names[] = {"full", "lora", "adalora", "vera"};
+
+const char *adapter_method_name(AdapterMethod m) { return method_names[m]; }
+
+int adapter_method_from_name(const char *name, AdapterMethod *out) {
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, method_names[i]) == 0) {
+            *out = (AdapterMethod)i;
+            return 1;
+        }
+    return 0;
+}
+
+void adapter_config_defaults(AdapterConfig *c, AdapterMethod method) {
+    memset(c, 0, sizeof *c);
+    c->method = method;
+    c->r = method == ADAPTER_VERA ? 256 : 8; /* VeraConfig r=256, LoraConfig r=8 */
+    c->alpha = 8.0f;
+    c->init = ADAPTER_INIT_KAIMING;
+    c->targets = (1u << MOD_Q) | (1u << MOD_V); /* PEFT's Llama default */
+    c->init_r = 12, c->target_r = 8, c->deltaT = 1;
+    c->beta1 = 0.85f, c->beta2 = 0.85f, c->orth_reg_weight = 0.5f;
+    c->projection_prng_key = 0, c->save_projection = 1, c->d_initial = 0.1f;
+}
+
+LLStatus adapter_parse_targets(const char *list, unsigned *mask, LLError *err) {
+    *mask = 0;
+    if (strcasecmp(list, "all-linear") == 0 || strcasecmp(list, "all") == 0) {
+        *mask = (1u << MOD_COUNT) - 1;
+        return LL_OK;
+    }
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ", []", &save); tok; tok = strtok_r(NULL, ", []", &save)) {
+        int mod = model_module_from_name(tok);
+        if (mod < 0) { /* short forms q, k, v, o, gate, up, down */
+            char longer[64];
+            snprintf(longer, sizeof longer, "%s_proj", tok);
+            mod = model_module_from_name(longer);
+        }
+        if (mod < 0)
+            return ll_err(err, LL_ERR_CONFIG,
+                          "unknown target module '%s'; the linear layers of this model are q_proj, k_proj, "
+                          "v_proj, o_proj, gate_proj, up_proj, down_proj (or all-linear)", tok);
+        *mask |= 1u << mod;
+    }
+    if (*mask == 0) return ll_err(err, LL_ERR_CONFIG, "target_modules is empty");
+    return LL_OK;
+}
+
+void adapter_targets_string(unsigned mask, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (int mod = 0; mod < MOD_COUNT; mod++)
+        if (mask & (1u << mod))
+            n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? "," : "", model_module_name(mod));
+}
+
+void adapter_site_path(const AdapterSite *s, char *out, size_t cap) {
+    snprintf(out, cap, "model.layers.%d.%s.%s", s->layer, s->mod <= MOD_O ? "self_attn" : "mlp",
+             model_module_name(s->mod));
+}
+
+double adapter_json_float(float v) {
+    if (!isfinite(v)) return (double)v;
+    char buf[32];
+    for (int prec = 6; prec <= 9; prec++) { /* 9 significant digits always round-trip a float */
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    return strtod(buf, NULL);
+}
+
+/* PEFT's pattern rule: the first key k (in order) with re.match(f"(.*\.)?({k})$", name). */
+static int pattern_lookup(const AdapterPattern *pats, int n, const char *path, float *value) {
+    for (int i = 0; i < n; i++) {
+        char rx[300];
+        snprintf(rx, sizeof rx, "^(.*\\.)?(%s)$", pats[i].key);
+        regex_t re;
+        if (regcomp(&re, rx, REG_EXTENDED | REG_NOSUB) != 0) continue; /* validated by the config loader */
+        int hit = regexec(&re, path, 0, NULL, 0) == 0;
+        regfree(&re);
+        if (hit) {
+            *value = pats[i].value;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int layer_selected(const AdapterConfig *c, int layer) {
+    if (c->n_layers == 0) return 1;
+    for (int i = 0; i < c->n_layers; i++)
+        if (c->layers[i] == layer) return 1;
+    return 0;
+}
+
+static const AdapterOps *ops_for(AdapterMethod m) {
+    switch (m) {
+    case ADAPTER_LORA: return lora_ops();
+    case ADAPTER_ADALORA: return adalora_ops();
+    case ADAPTER_VERA: return vera_ops();
+    case ADAPTER_FULL: return NULL;
+    }
+    return NULL;
+}
+
+LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLError *err) {
+    *out = NULL;
+    const AdapterOps *ops = ops_for(cfg->method);
+    if (!ops) return ll_err(err, LL_ERR_CONFIG, "method '%s' has no adapter", adapter_method_name(cfg->method));
+    if (cfg->targets == 0) return ll_err(err, LL_ERR_CONFIG, "no target modules");
+    if (cfg->dropout < 0.0f || cfg->dropout >= 1.0f)
+        return ll_err(err, LL_ERR_CONFIG, "dropout %g must be in [0, 1)", cfg->dropout);
+    for (int i = 0; i < cfg->n_layers; i++)
+        if (cfg->layers[i] < 0 || cfg->layers[i] >= m->cfg.L)
+            return ll_err(err, LL_ERR_CONFIG, "layers_to_transform names layer %d; the model has layers 0..%d",
+                          cfg->layers[i], m->cfg.L - 1);
+    Adapter *a = ll_calloc(1, sizeof *a);
+    a->ops = ops;
+    a->cfg = *cfg;
+    a->mc = m->cfg;
+    a->N_max = m->B * m->T;
+    a->n_sites = m->cfg.L * MOD_COUNT;
+    a->sites = ll_calloc((size_t)a->n_sites, sizeof(AdapterSite));
+    size_t total = 0, wide = 0, rmax = 1, saved = 0;
+    int any = 0;
+    for (int l = 0; l < m->cfg.L; l++)
+        for (int mod = 0; mod < MOD_COUNT; mod++) {
+            AdapterSite *s = &a->sites[l * MOD_COUNT + mod];
+            s->layer = l, s->mod = mod;
+            s->w0 = model_weight(m, l, mod);
+            model_module_dims(&m->cfg, mod, &s->in, &s->out);
+            if (!(cfg->targets & (1u << mod)) || !layer_selected(cfg, l)) continue;
+            char path[128];
+            adapter_site_path(s, path, sizeof path);
+            float v;
+            s->r = cfg->r;
+            s->alpha = cfg->alpha;
+            if (pattern_lookup(cfg->rank_pattern, cfg->n_rank_pattern, path, &v)) s->r = (int)v;
+            if (pattern_lookup(cfg->alpha_pattern, cfg->n_alpha_pattern, path, &v)) s->alpha = v;
+            s->active = 1;
+            any = 1;
+            s->off = total;
+            s->n = ops->site_size(a, s);
+            if (s->r < 1) {
+                ll_free(a->sites);
+                ll_free(a);
+                return ll_err(err, LL_ERR_CONFIG, "rank of %s is %d; it must be at least 1", path, s->r);
+            }
+            total += s->n;
+            size_t w = (size_t)(s->in > s->out ? s->in : s->out);
+            wide = w > wide ? w : wide;
+            rmax = (size_t)s->r > rmax ? (size_t)s->r : rmax;
+            saved += ops->saved_per_row(a, s);
+            if (cfg->dropout > 0.0f) saved += (size_t)s->in;
+        }
+    if (!any) {
+        ll_free(a->sites);
+        ll_free(a);
+        return ll_err(err, LL_ERR_CONFIG, "the target modules and layers_to_transform select no layer");
+    }
+    a->n_params = total;
+    a->params = ll_alloc_floats(total);
+    a->grads = ll_alloc_floats(total);
+    a->scratch_floats = (size_t)a->N_max * (wide > rmax ? wide : rmax);
+    a->scratch = ll_alloc_floats(a->scratch_floats);
+    a->scratch2 = ll_alloc_floats((size_t)a->N_max * rmax);
+    for (int i = 0; i < a->n_sites; i++) {
+        AdapterSite *s = &a->sites[i];
+        if (!s->active) continue;
+        size_t per = ops->saved_per_row(a, s);
+        if (per) s->saved = ll_alloc_floats((size_t)a->N_max * per);
+        if (cfg->dropout > 0.0f) {
+            s->xdrop = ll_alloc_floats((size_t)a->N_max * s->in);
+            s->keep = ll_malloc((size_t)a->N_max * s->in, 1);
+        }
+    }
+    (void)saved;
+    rng_seed(&a->drop_rng, rng_derive(cfg->seed, 11));
+    LLStatus st = ops->init(a, m, err);
+    if (st) {
+        adapter_free(a);
+        return st;
+    }
+    *out = a;
+    return LL_OK;
+}
+
+void adapter_free(Adapter *a) {
+    if (!a) return;
+    if (a->ops && a->ops->free_priv) a->ops->free_priv(a);
+    for (int i = 0; i < a->n_sites; i++) {
+        ll_free(a->sites[i].saved);
+        ll_free(a->sites[i].xdrop);
+        ll_free(a->sites[i].keep);
+    }
+    ll_free(a->sites);
+    ll_free(a->params);
+    ll_free(a->grads);
+    ll_free(a->scratch);
+    ll_free(a->scratch2);
+    ll_free(a);
+}
+
+void adapter_attach(Model *m, Adapter *a) {
+    if (a) {
+        LL_ASSERT(a->mc.C == m->cfg.C && a->mc.L == m->cfg.L && a->N_max >= m->B * m->T);
+        for (int i = 0; i < a->n_sites; i++) a->sites[i].w0 = model_weight(m, a->sites[i].layer, a->sites[i].mod);
+    }
+    m->adapter = a;
+}
+
+void adapter_forward(Adapter *a, int layer, int mod, const float *x, float *y, int N, int train) {
+    AdapterSite *s = &a->sites[layer * MOD_COUNT + mod];
+    if (!s->active || a->merged) return;
+    LL_ASSERT(N <= a->N_max);
+    a->ops->forward(a, s, x, y, N, train);
+}
+
+void adapter_backward(Adapter *a, int layer, int mod, const float *x, const float *dy, float *dx, int N) {
+    AdapterSite *s = &a->sites[layer * MOD_COUNT + mod];
+    if (!s->active) return;
+    LL_ASSERT(!a->merged);
+    a->ops->backward(a, s, x, dy, dx, N);
+}
+
+float adapter_reg_loss(Adapter *a, float weight) {
+    return a->ops->reg_loss ? a->ops->reg_loss(a, weight) : 0.0f;
+}
+
+void adapter_on_step(Adapter *a, int step) {
+    if (a->ops->on_step) a->ops->on_step(a, step);
+}
+
+void adapter_zero_grad(Adapter *a) { memset(a->grads, 0, sizeof(float) * a->n_params); }
+
+const float *adapter_dropout(Adapter *a, AdapterSite *s, const float *x, int N, int train) {
+    float p = a->cfg.dropout;
+    if (!train || p <= 0.0f) return x;
+    /* Inverted dropout (peft-spec.md section 1.5); a fresh mask per call, drawn serially from the
+     * adapter's stream so that it does not depend on the thread count. */
+    float keep_scale = 1.0f / (1.0f - p);
+    size_t n = (size_t)N * s->in;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t k = rng_uniform(&a->drop_rng) >= p;
+        s->keep[i] = k;
+        s->xdrop[i] = k ? x[i] * keep_scale : 0.0f;
+    }
+    return s->xdrop;
+}
+
+void adapter_dropout_backward(const Adapter *a, const AdapterSite *s, const float *dxd, float *dx, int N) {
+    float keep_scale = 1.0f / (1.0f - a->cfg.dropout);
+    size_t n = (size_t)N * s->in;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        if (s->keep[i]) dx[i] += dxd[i] * keep_scale;
+}
+
+static void merge_sign(Adapter *a, Model *m, float sign) {
+    size_t cap = 0;
+    for (int i = 0; i < a->n_sites; i++)
+        if (a->sites[i].active) {
+            size_t n = (size_t)a->sites[i].in * a->sites[i].out;
+            cap = n > cap ? n : cap;
+        }
+    float *dW = ll_alloc_floats(cap);
+    for (int i = 0; i < a->n_sites; i++) {
+        AdapterSite *s = &a->sites[i];
+        if (!s->active) continue;
+        float *W = model_weight(m, s->layer, s->mod);
+        if (a->ops->merge_site) {
+            a->ops->merge_site(a, s, W, sign);
+            continue;
+        }
+        a->ops->delta(a, s, dW);
+        size_t n = (size_t)s->in * s->out;
+        for (size_t j = 0; j < n; j++) W[j] += sign * dW[j];
+    }
+    ll_free(dW);
+}
+
+void adapter_merge(Adapter *a, Model *m) {
+    LL_ASSERT(!a->merged);
+    merge_sign(a, m, 1.0f);
+    a->merged = 1;
+}
+
+void adapter_unmerge(Adapter *a, Model *m) {
+    LL_ASSERT(a->merged);
+    merge_sign(a, m, -1.0f);
+    a->merged = 0;
+}
+
+size_t adapter_trainable_count(const Model *m, const Adapter *a) {
+    if (!a) return m->n_params + m->n_head;
+    return a->n_params + m->n_head;
+}
+
+/* n with thousands separators, as Python's f"{n:,d}". */
+static void with_commas(size_t n, char *out, size_t cap) {
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%zu", n), j = 0;
+    for (int i = 0; i < len && (size_t)j + 2 < cap; i++) {
+        if (i > 0 && (len - i) % 3 == 0) out[j++] = ',';
+        out[j++] = digits[i];
+    }
+    out[j] = '\0';
+}
+
+void adapter_param_report(const Model *m, const Adapter *a, char *out, size_t cap) {
+    /* PEFT's print_trainable_parameters counts every parameter of the wrapped model: the base,
+     * the adapter, and for a classification head (modules_to_save) both the frozen original and
+     * its trainable copy. VeRA's shared projections are buffers, not parameters: not counted. */
+    size_t trainable = adapter_trainable_count(m, a);
+    size_t all = m->n_params + m->n_head + (a ? a->n_params + m->n_head : 0);
+    char t[40], l[40];
+    with_commas(trainable, t, sizeof t);
+    with_commas(all, l, sizeof l);
+    snprintf(out, cap, "trainable params: %s || all params: %s || trainable%%: %.4f", t, l,
+             100.0 * (double)trainable / (double)all);
+}
+
+/* ---- adapter folders ------------------------------------------------------------------------ */
+
+#define PEFT_PREFIX "base_model.model."
+
+static void export_one(void *ctx, const AdapterSite *s, const char *name, int ndim, const int64_t *shape,
+                       const float *data) {
+    char full[256];
+    if (!s) {
+        snprintf(full, sizeof full, "%s", name);
+    } else {
+        char path[128];
+        adapter_site_path(s, path, sizeof path);
+        snprintf(full, sizeof full, PEFT_PREFIX "%s.%s", path, name);
+    }
+    st_writer_add_f32((StWriter *)ctx, full, ndim, shape, data);
+}
+
+static int cmp_json_keys(const void *x, const void *y) {
+    const cJSON *const *a = x, *const *b = y;
+    return strcmp((*a)->string, (*b)->string);
+}
+
+/* PEFT writes adapter_config.json with sort_keys=True; cJSON keeps insertion order, so sort. */
+static void json_sort_keys(cJSON *obj) {
+    int n = cJSON_GetArraySize(obj);
+    if (n < 2) return;
+    cJSON **items = ll_malloc((size_t)n, sizeof *items);
+    int i = 0;
+    for (cJSON *c = obj->child; c; c = c->next) items[i++] = c;
+    qsort(items, (size_t)n, sizeof *items, cmp_json_keys);
+    for (i = 0; i < n; i++) {
+        items[i]->prev = i ? items[i - 1] : items[n - 1]; /* cJSON: child->prev is the last item */
+        items[i]->next = i + 1 < n ? items[i + 1] : NULL;
+    }
+    obj->child = items[0];
+    ll_free(items);
+}
+
+LLStatus adapter_save(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err) {
+    LLStatus st = ll_mkdirs(dir, err);
+    if (st) return st;
+    LL_ASSERT(!a->merged);
+    StWriter *w = st_writer_new();
+    st_writer_meta(w, "format", "pt");
+    a->ops->export_tensors(a, export_one, w);
+    if (m->head) {
+        int64_t shape[2] = {m->cfg.n_labels, m->cfg.C};
+        st_writer_add_f32(w, PEFT_PREFIX "score.weight", 2, shape, m->head);
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    st = st_writer_write(w, path, err);
+    st_writer_free(w);
+    if (st) return st;
+
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "peft_type", a->ops->peft_type);
+    cJSON_AddStringToObject(c, "task_type", m->cfg.n_labels > 0 ? "SEQ_CLS" : "CAUSAL_LM");
+    cJSON_AddItemToObject(c, "auto_mapping", cJSON_CreateNull());
+    if (base_name) cJSON_AddStringToObject(c, "base_model_name_or_path", base_name);
+    else cJSON_AddItemToObject(c, "base_model_name_or_path", cJSON_CreateNull());
+    cJSON_AddItemToObject(c, "revision", cJSON_CreateNull());
+    cJSON_AddBoolToObject(c, "inference_mode", 1);
+    cJSON_AddStringToObject(c, "bias", "none");
+    cJSON_AddBoolToObject(c, "fan_in_fan_out", 0);
+    cJSON *targets = cJSON_CreateArray();
+    for (int mod = 0; mod < MOD_COUNT; mod++)
+        if (a->cfg.targets & (1u << mod)) cJSON_AddItemToArray(targets, cJSON_CreateString(model_module_name(mod)));
+    cJSON_AddItemToObject(c, "target_modules", targets);
+    if (a->cfg.n_layers > 0) {
+        cJSON *ls = cJSON_CreateArray();
+        for (int i = 0; i < a->cfg.n_layers; i++) cJSON_AddItemToArray(ls, cJSON_CreateNumber(a->cfg.layers[i]));
+        cJSON_AddItemToObject(c, "layers_to_transform", ls);
+    } else {
+        cJSON_AddItemToObject(c, "layers_to_transform", cJSON_CreateNull());
+    }
+    cJSON_AddItemToObject(c, "layers_pattern", cJSON_CreateNull());
+    if (m->head) {
+        cJSON *mts = cJSON_CreateArray();
+        cJSON_AddItemToArray(mts, cJSON_CreateString("score"));
+        cJSON_AddItemToObject(c, "modules_to_save", mts);
+    } else {
+        cJSON_AddItemToObject(c, "modules_to_save", cJSON_CreateNull());
+    }
+    a->ops->config_json(a, c);
+    json_sort_keys(c);
+    char *text = cJSON_Print(c);
+    cJSON_Delete(c);
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    st = ll_write_file_atomic(path, text, strlen(text), err);
+    cJSON_free(text);
+    return st;
+}
+
+LLStatus adapter_read_site_tensor(const SafeTensors *st, const char *path, const AdapterSite *s,
+                                  const char *name, int ndim, const int64_t *shape, float *out, LLError *err) {
+    char sp[128], full[256];
+    adapter_site_path(s, sp, sizeof sp);
+    snprintf(full, sizeof full, PEFT_PREFIX "%s.%s", sp, name);
+    if (!st_find(st, full)) {
+        /* PEFT tolerates keys saved without the base_model.model. prefix */
+        snprintf(full, sizeof full, "%s.%s", sp, name);
+        if (!st_find(st, full))
+            return ll_err(err, LL_ERR_FORMAT, "%s: tensor '" PEFT_PREFIX "%s.%s' is missing", path, sp, name);
+    }
+    LLStatus rc = st_read_f32(st, full, ndim, shape, out, err);
+    if (rc) ll_err_prefix(err, "%s", path);
+    return rc;
+}
+
+static double json_num(const cJSON *o, const char *key, double dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsNumber(v)) return v->valuedouble;
+    if (cJSON_IsBool(v)) return cJSON_IsTrue(v);
+    return dflt;
+}
+
+static LLStatus read_patterns(const cJSON *o, const char *key, AdapterPattern *pats, int *n, const char *path,
+                              LLError *err) {
+    *n = 0;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!p || cJSON_IsNull(p)) return LL_OK;
+    if (!cJSON_IsObject(p)) return ll_err(err, LL_ERR_FORMAT, "%s: '%s' must be an object", path, key);
+    for (const cJSON *c = p->child; c; c = c->next) {
+        if (!cJSON_IsNumber(c)) continue; /* AdaLoRA's boolean masks use the same key; adalora.c reads them */
+        if (*n >= ADAPTER_MAX_PATTERNS)
+            return ll_err(err, LL_ERR_FORMAT, "%s: more than %d entries in '%s'", path, ADAPTER_MAX_PATTERNS, key);
+        snprintf(pats[*n].key, sizeof pats[*n].key, "%s", c->string);
+        pats[*n].value = (float)c->valuedouble;
+        (*n)++;
+    }
+    return LL_OK;
+}
+
+LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err) {
+    *out = NULL;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    char *text = NULL;
+    size_t len = 0;
+    LLStatus st = ll_read_file(path, &text, &len, err);
+    if (st) return ll_err_prefix(err, "loading adapter folder '%s'", dir);
+    cJSON *c = cJSON_ParseWithLength(text, len);
+    ll_free(text);
+    if (!c || !cJSON_IsObject(c)) {
+        cJSON_Delete(c);
+        return ll_err(err, LL_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    AdapterConfig cfg;
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(c, "peft_type");
+    AdapterMethod method;
+    if (!cJSON_IsString(pt)) {
+        cJSON_Delete(c);
+        return ll_err(err, LL_ERR_FORMAT, "%s: 'peft_type' is missing", path);
+    }
+    if (strcmp(pt->valuestring, "LORA") == 0) method = ADAPTER_LORA;
+    else if (strcmp(pt->valuestring, "ADALORA") == 0) method = ADAPTER_ADALORA;
+    else if (strcmp(pt->valuestring, "VERA") == 0) method = ADAPTER_VERA;
+    else {
+        st = ll_err(err, LL_ERR_FORMAT, "%s: peft_type '%s' is not supported (LORA, ADALORA, VERA are)", path,
+                    pt->valuestring);
+        cJSON_Delete(c);
+        return st;
+    }
+    adapter_config_defaults(&cfg, method);
+    /* Unknown keys are ignored and missing ones take PEFT's defaults (peft-spec.md section 5.2). */
+    cfg.r = (int)json_num(c, "r", cfg.r);
+    cfg.alpha = (float)json_num(c, "lora_alpha", cfg.alpha);
+    cfg.dropout = (float)json_num(c, method == ADAPTER_VERA ? "vera_dropout" : "lora_dropout", 0.0);
+    cfg.use_rslora = (int)json_num(c, "use_rslora", 0);
+    cfg.use_dora = (int)json_num(c, "use_dora", 0);
+    cfg.init_r = (int)json_num(c, "init_r", cfg.init_r);
+    cfg.target_r = (int)json_num(c, "target_r", cfg.target_r);
+    cfg.tinit = (int)json_num(c, "tinit", 0);
+    cfg.tfinal = (int)json_num(c, "tfinal", 0);
+    cfg.deltaT = (int)json_num(c, "deltaT", 1);
+    cfg.total_step = (int)json_num(c, "total_step", 0);
+    cfg.beta1 = (float)json_num(c, "beta1", cfg.beta1);
+    cfg.beta2 = (float)json_num(c, "beta2", cfg.beta2);
+    cfg.orth_reg_weight = (float)json_num(c, "orth_reg_weight", cfg.orth_reg_weight);
+    cfg.projection_prng_key = (uint32_t)json_num(c, "projection_prng_key", 0);
+    cfg.save_projection = (int)json_num(c, "save_projection", 1);
+    cfg.d_initial = (float)json_num(c, "d_initial", cfg.d_initial);
+    /* A loaded AdaLoRA adapter serves inference; configs from PEFT releases that allowed
+     * total_step = null are accepted with a schedule that never masks (its masks come from the
+     * saved rank_pattern, read by adalora.c). */
+    if (method == ADAPTER_ADALORA && cfg.total_step <= 0) cfg.total_step = cfg.tinit + cfg.tfinal + 1;
+    const cJSON *ilw = cJSON_GetObjectItemCaseSensitive(c, "init_lora_weights");
+    if (cJSON_IsString(ilw)) {
+        /* PiSSA is re-applied on load, as PEFT does: the SVD of the original base weights gives
+         * the residual the adapter was trained on (deterministic for a given base). */
+        if (strcmp(ilw->valuestring, "gaussian") == 0) cfg.init = ADAPTER_INIT_GAUSSIAN;
+        else if (strcmp(ilw->valuestring, "pissa") == 0) cfg.init = ADAPTER_INIT_PISSA;
+        else st = ll_err(err, LL_ERR_CONFIG,
+                         "init_lora_weights '%s' is not supported (true, false, \"gaussian\" and \"pissa\" are)",
+                         ilw->valuestring);
+    }
+    const cJSON *tm = cJSON_GetObjectItemCaseSensitive(c, "target_modules");
+    if (st) {
+        /* reported below */
+    } else if (cJSON_IsString(tm)) {
+        st = adapter_parse_targets(tm->valuestring, &cfg.targets, err);
+    } else if (cJSON_IsArray(tm)) {
+        cfg.targets = 0;
+        for (const cJSON *t = tm->child; t && !st; t = t->next) {
+            unsigned one;
+            if (!cJSON_IsString(t)) st = ll_err(err, LL_ERR_FORMAT, "%s: target_modules holds a non-string", path);
+            else if (!(st = adapter_parse_targets(t->valuestring, &one, err))) cfg.targets |= one;
+        }
+    }
+    const cJSON *ltt = cJSON_GetObjectItemCaseSensitive(c, "layers_to_transform");
+    if (!st && cJSON_IsNumber(ltt)) {
+        cfg.n_layers = 1, cfg.layers[0] = ltt->valueint;
+    } else if (!st && cJSON_IsArray(ltt)) {
+        for (const cJSON *t = ltt->child; t; t = t->next)
+            if (cJSON_IsNumber(t) && cfg.n_layers < ADAPTER_MAX_LAYERS) cfg.layers[cfg.n_layers++] = t->valueint;
+    }
+    if (!st && method == ADAPTER_LORA)
+        st = read_patterns(c, "rank_pattern", cfg.rank_pattern, &cfg.n_rank_pattern, path, err);
+    if (!st) st = read_patterns(c, "alpha_pattern", cfg.alpha_pattern, &cfg.n_alpha_pattern, path, err);
+    if (st) {
+        cJSON_Delete(c);
+        return ll_err_prefix(err, "%s", path);
+    }
+
+    Adapter *a = NULL;
+    st = adapter_create(&cfg, m, &a, err);
+    if (!st && a->ops->config_load) st = a->ops->config_load(a, c, path, err);
+    cJSON_Delete(c);
+    if (st) {
+        adapter_free(a);
+        return ll_err_prefix(err, "%s", path);
+    }
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    SafeTensors sf;
+    st = st_load(path, &sf, err);
+    if (!st) {
+        st = a->ops->import_tensors(a, &sf, path, err);
+        if (!st && m->head) {
+            int64_t shape[2] = {m->cfg.n_labels, m->cfg.C};
+            const char *hn = PEFT_PREFIX "score.weight";
+            if (st_find(&sf, hn)) st = st_read_f32(&sf, hn, 2, shape, m->head, err);
+        }
+        st_free(&sf);
+    }
+    if (st) {
+        adapter_free(a);
+        return st;
+    }
+    *out = a;
+    return LL_OK;
+}

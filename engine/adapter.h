@@ -1,0 +1,198 @@
+/* adapter: the one interface every fine-tuning method plugs into.
+ *
+ * An Adapter is attached to a Model (model->adapter) and wraps a set of "sites": the (layer, module)
+ * pairs of linear layers it adapts, chosen by target modules (a list or all-linear), an optional
+ * layers_to_transform list, and per-module rank/alpha overrides (rank_pattern, alpha_pattern) matched
+ * as PEFT does (peft-spec.md section 1.8). The model calls adapter_forward right after each base
+ * product (y = x·W0ᵀ, then the adapter adds its delta into y) and adapter_backward right after the
+ * base input gradient (the adapter adds its part into dx and accumulates its own gradients).
+ *
+ * Memory: every trainable float of every site sits in one flat buffer `params` with a matching
+ * `grads`, so the optimizer runs one loop over it; frozen method state (VeRA's shared projections,
+ * AdaLoRA's importance scores) lives in the method's private struct. Saved activations and scratch
+ * for N = B*T rows are sized in adapter_create; forward and backward allocate nothing.
+ *
+ * Methods (one file each): lora.c (LoRA, rsLoRA, DoRA, PiSSA init), adalora.c, vera.c. Full
+ * fine-tuning is not an adapter: it trains the base weights themselves (train.c). Model code never
+ * switches on the method; only adapter.c maps a method name to its AdapterOps.
+ */
+#ifndef LL_ADAPTER_H
+#define LL_ADAPTER_H
+
+#include "core.h"
+#include "model.h"
+#include "rng.h"
+#include "safetensors.h"
+
+#include <cjson/cJSON.h>
+
+typedef enum { ADAPTER_FULL, ADAPTER_LORA, ADAPTER_ADALORA, ADAPTER_VERA } AdapterMethod;
+typedef enum { ADAPTER_INIT_KAIMING, ADAPTER_INIT_GAUSSIAN, ADAPTER_INIT_PISSA } AdapterInit;
+
+enum { ADAPTER_MAX_PATTERNS = 32, ADAPTER_MAX_LAYERS = 256 };
+
+typedef struct {
+    char key[128]; /* module name or suffix, matched by the regex (.*\.)?(key)$ */
+    float value;
+} AdapterPattern;
+
+typedef struct {
+    AdapterMethod method;
+    int r;            /* LoRA / VeRA rank */
+    float alpha;      /* lora_alpha */
+    float dropout;    /* lora_dropout / vera_dropout */
+    int use_rslora;   /* scale alpha/sqrt(r) */
+    int use_dora;     /* weight-decomposed LoRA (magnitude vector) */
+    AdapterInit init; /* init_lora_weights */
+    unsigned targets; /* bit (1u << MOD_*) per targeted module */
+    int n_layers;     /* layers_to_transform; 0 = every layer */
+    int layers[ADAPTER_MAX_LAYERS];
+    int n_rank_pattern, n_alpha_pattern;
+    AdapterPattern rank_pattern[ADAPTER_MAX_PATTERNS], alpha_pattern[ADAPTER_MAX_PATTERNS];
+    /* AdaLoRA (peft-spec.md section 2) */
+    int init_r, target_r, tinit, tfinal, deltaT, total_step;
+    float beta1, beta2, orth_reg_weight;
+    /* VeRA (section 3) */
+    uint32_t projection_prng_key;
+    int save_projection;
+    float d_initial;
+    uint64_t seed; /* init and dropout streams */
+} AdapterConfig;
+
+/* PEFT's defaults for a method (LoraConfig, AdaLoraConfig, VeraConfig). */
+void adapter_config_defaults(AdapterConfig *c, AdapterMethod method);
+const char *adapter_method_name(AdapterMethod m); /* "full", "lora", "adalora", "vera" */
+int adapter_method_from_name(const char *name, AdapterMethod *out);
+/* Parses "q_proj,v_proj", "all-linear", "q,v" style lists into a target mask; an unknown name
+ * fails and lists the names that exist. */
+LLStatus adapter_parse_targets(const char *list, unsigned *mask, LLError *err);
+void adapter_targets_string(unsigned mask, char *out, size_t cap);
+
+typedef struct AdapterSite {
+    int active;
+    int layer, mod, in, out;
+    int r;          /* allocated rank (AdaLoRA: init_r) */
+    float alpha, scale;
+    size_t off;     /* start of this site's trainable floats in params/grads */
+    size_t n;       /* how many */
+    float *w0;      /* the model's base weight W0 (out x in) of this site, refreshed by adapter_attach;
+                     * read by methods whose forward or backward involves W0 (DoRA) and written
+                     * only by init (PiSSA replaces W0 by its residual) */
+    float *saved;   /* activations saved for backward, method-defined, sized for N_max rows */
+    float *xdrop;   /* dropout(x) saved for backward when dropout > 0 (N_max x in), else NULL */
+    uint8_t *keep;  /* the dropout mask (N_max x in), else NULL */
+} AdapterSite;
+
+typedef struct Adapter Adapter;
+
+/* Tensors a method exports for saving, in PEFT names relative to the site's module path (e.g.
+ * "lora_A.weight"), or with s == NULL model-level names (VeRA's "base_model.vera_A"). */
+typedef void (*AdapterTensorFn)(void *ctx, const struct AdapterSite *s, const char *name, int ndim,
+                                const int64_t *shape, const float *data);
+
+typedef struct {
+    const char *name;      /* "lora" */
+    const char *peft_type; /* "LORA" */
+    /* Resolves the site's rank/scale (s->r, s->alpha set from config and patterns) and returns
+     * its trainable float count; called once per active site before buffers exist. */
+    size_t (*site_size)(Adapter *a, AdapterSite *s);
+    /* Rows of saved activations per site (floats per row), for N_max rows. */
+    size_t (*saved_per_row)(const Adapter *a, const AdapterSite *s);
+    /* After buffers exist: initialises params and private state. */
+    LLStatus (*init)(Adapter *a, Model *m, LLError *err);
+    void (*forward)(Adapter *a, AdapterSite *s, const float *x, float *y, int N, int train);
+    void (*backward)(Adapter *a, AdapterSite *s, const float *x, const float *dy, float *dx, int N);
+    /* Optional: a regulariser added to the loss (AdaLoRA's orthogonality term); adds its gradient
+     * (times weight) into grads and returns its value (unweighted). */
+    float (*reg_loss)(Adapter *a, float weight);
+    /* Optional: after each optimizer step (AdaLoRA's rank allocation). */
+    void (*on_step)(Adapter *a, int step);
+    /* ΔW (out x in) of a site as it acts in forward: y += x·ΔWᵀ. For merge. */
+    void (*delta)(const Adapter *a, const AdapterSite *s, float *dW);
+    /* Export trainable (and, for VeRA, shared) tensors for saving. */
+    void (*export_tensors)(const Adapter *a, AdapterTensorFn fn, void *ctx);
+    /* Import from a loaded adapter file; `get` returns the float data of a site tensor by relative
+     * name (or global name) with the expected shape, or an error. */
+    LLStatus (*import_tensors)(Adapter *a, const SafeTensors *st, const char *path, LLError *err);
+    /* Method-specific keys of adapter_config.json. */
+    void (*config_json)(const Adapter *a, cJSON *obj);
+    /* Optional: reads method-specific keys of a loaded adapter_config.json that change the
+     * adapter's state beyond its AdapterConfig (AdaLoRA's boolean rank_pattern: per-site masks
+     * that size the tensors import_tensors then reads). Called after init, before import. */
+    LLStatus (*config_load)(Adapter *a, const cJSON *obj, const char *path, LLError *err);
+    /* Optional: merge (sign +1) or unmerge (sign -1) one site into its base weight W (out x in).
+     * When NULL, merge adds sign·ΔW from `delta`; DoRA needs its own (the magnitude rescales
+     * W + ΔW, so the merge is not additive). */
+    void (*merge_site)(Adapter *a, AdapterSite *s, float *W, float sign);
+    void (*free_priv)(Adapter *a);
+} AdapterOps;
+
+struct Adapter {
+    const AdapterOps *ops;
+    AdapterConfig cfg;
+    ModelConfig mc;
+    int N_max;
+    int n_sites;          /* L * MOD_COUNT, indexed layer * MOD_COUNT + mod */
+    AdapterSite *sites;
+    float *params, *grads;
+    size_t n_params;
+    float *scratch;       /* N_max x max(in, out) + N_max x max r, for backward */
+    float *scratch2;
+    size_t scratch_floats;
+    Rng drop_rng;
+    int merged;           /* ΔW currently added into the base weights */
+    void *priv;
+};
+
+/* Builds an adapter for model m (sized for m's batch capacity), initialised, not yet attached. */
+LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLError *err);
+void adapter_free(Adapter *a);
+void adapter_attach(Model *m, Adapter *a); /* NULL detaches: the base model alone */
+
+void adapter_forward(Adapter *a, int layer, int mod, const float *x, float *y, int N, int train);
+void adapter_backward(Adapter *a, int layer, int mod, const float *x, const float *dy, float *dx, int N);
+float adapter_reg_loss(Adapter *a, float weight);
+void adapter_on_step(Adapter *a, int step);
+void adapter_zero_grad(Adapter *a);
+
+/* W += ΔW for every active site (merge) or W -= ΔW (unmerge). The adapter's forward is skipped
+ * while merged. */
+void adapter_merge(Adapter *a, Model *m);
+void adapter_unmerge(Adapter *a, Model *m);
+
+/* PEFT's report: "trainable params: 4,194,304 || all params: ... || trainable%: 0.0622". */
+void adapter_param_report(const Model *m, const Adapter *a, char *out, size_t cap);
+size_t adapter_trainable_count(const Model *m, const Adapter *a); /* adapter + head, or all for NULL */
+
+/* Adapter folders (PEFT layout): adapter_config.json + adapter_model.safetensors. */
+LLStatus adapter_save(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err);
+LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err);
+
+/* AdaLoRA (adalora.c). The rank a site currently keeps: the number of true entries of its mask
+ * from the last budget masking (or from a loaded rank_pattern); init_r before any masking. */
+int adalora_site_rank(const Adapter *a, const AdapterSite *s);
+/* The budget schedule b(t) of peft-spec.md section 2.5 for n_sites adapted layers: returns the
+ * total rank budget at `step` and sets *mask_now (may be NULL) when the schedule masks at that
+ * step. init_bgt = init_r·n_sites, target_bgt = target_r·n_sites. */
+int adalora_budget(const AdapterConfig *c, int n_sites, int step, int *mask_now);
+/* Checks the AdaLoRA keys (ranks, schedule, betas, orth_reg_weight) as PEFT's AdaLoraConfig does. */
+LLStatus adalora_validate(const AdapterConfig *c, LLError *err);
+
+/* Shared by the methods. */
+const AdapterOps *lora_ops(void);
+const AdapterOps *adalora_ops(void);
+const AdapterOps *vera_ops(void);
+/* Inverted dropout of x into a->sites' xdrop buffer; returns the buffer to use as input. */
+const float *adapter_dropout(Adapter *a, AdapterSite *s, const float *x, int N, int train);
+/* dx += dxd ⊙ keep/(1-p), the dropout backward. */
+void adapter_dropout_backward(const Adapter *a, const AdapterSite *s, const float *dxd, float *dx, int N);
+/* Reads a site tensor "PREFIX<site path>.<name>" from an adapter file into out, checking its shape. */
+LLStatus adapter_read_site_tensor(const SafeTensors *st, const char *path, const AdapterSite *s,
+                                  const char *name, int ndim, const int64_t *shape, float *out, LLError *err);
+/* A float config value as the shortest decimal that reads back to the same float, so that
+ * adapter_config.json says 0.05 rather than 0.05000000074505806. */
+double adapter_json_float(float v);
+/* The PEFT module path of a site: "model.layers.3.self_attn.q_proj". */
+void adapter_site_path(const AdapterSite *s, char *out, size_t cap);
+
+#endif

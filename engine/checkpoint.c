@@ -1,0 +1,264 @@
+/* checkpoint: see checkpoint.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "checkpoint.h"
+
+#include "safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+char *checkpoint_config_json(const ModelConfig *c, const char *const *label_names) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arch = cJSON_CreateArray();
+    cJSON_AddItemToArray(arch, cJSON_CreateString(c->n_labels > 0 ? "LlamaForSequenceClassification" : "LlamaForCausalLM"));
+    cJSON_AddItemToObject(o, "architectures", arch);
+    cJSON_AddStringToObject(o, "model_type", "llama");
+    cJSON_AddNumberToObject(o, "vocab_size", c->V);
+    cJSON_AddNumberToObject(o, "hidden_size", c->C);
+    cJSON_AddNumberToObject(o, "intermediate_size", c->F);
+    cJSON_AddNumberToObject(o, "num_hidden_layers", c->L);
+    cJSON_AddNumberToObject(o, "num_attention_heads", c->NH);
+    cJSON_AddNumberToObject(o, "num_key_value_heads", c->NKV);
+    cJSON_AddNumberToObject(o, "head_dim", c->HS);
+    cJSON_AddStringToObject(o, "hidden_act", "silu");
+    cJSON_AddNumberToObject(o, "max_position_embeddings", c->max_T);
+    cJSON_AddNumberToObject(o, "initializer_range", c->init_range);
+    cJSON_AddNumberToObject(o, "rms_norm_eps", c->eps);
+    cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
+    cJSON_AddItemToObject(o, "rope_scaling", cJSON_CreateNull());
+    cJSON_AddBoolToObject(o, "attention_bias", 0);
+    cJSON_AddNumberToObject(o, "attention_dropout", 0.0);
+    cJSON_AddBoolToObject(o, "mlp_bias", 0);
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied);
+    cJSON_AddNumberToObject(o, "pretraining_tp", 1);
+    cJSON_AddNumberToObject(o, "bos_token_id", c->bos_id);
+    cJSON_AddNumberToObject(o, "eos_token_id", c->eos_id);
+    cJSON_AddNumberToObject(o, "pad_token_id", c->pad_id);
+    cJSON_AddStringToObject(o, "torch_dtype", "float32");
+    cJSON_AddBoolToObject(o, "use_cache", 1);
+    if (c->n_labels > 0) {
+        cJSON *id2 = cJSON_CreateObject(), *l2id = cJSON_CreateObject();
+        for (int k = 0; k < c->n_labels; k++) {
+            char idx[16], fallback[32];
+            snprintf(idx, sizeof idx, "%d", k);
+            snprintf(fallback, sizeof fallback, "LABEL_%d", k);
+            const char *name = label_names && label_names[k] ? label_names[k] : fallback;
+            cJSON_AddStringToObject(id2, idx, name);
+            cJSON_AddNumberToObject(l2id, name, k);
+        }
+        cJSON_AddItemToObject(o, "id2label", id2);
+        cJSON_AddItemToObject(o, "label2id", l2id);
+        cJSON_AddStringToObject(o, "problem_type", "single_label_classification");
+    }
+    char *text = cJSON_Print(o);
+    cJSON_Delete(o);
+    return text;
+}
+
+static int get_int(const cJSON *o, const char *key, int dflt, int *ok) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return dflt;
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble) {
+        *ok = 0;
+        return dflt;
+    }
+    return v->valueint;
+}
+
+static double get_num(const cJSON *o, const char *key, double dflt, int *ok) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return dflt;
+    if (!cJSON_IsNumber(v)) {
+        *ok = 0;
+        return dflt;
+    }
+    return v->valuedouble;
+}
+
+LLStatus checkpoint_load_config(const char *dir, ModelConfig *c, LLError *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text;
+    size_t len;
+    if (ll_read_file(path, &text, &len, err)) return ll_err_prefix(err, "model folder '%s'", dir);
+    cJSON *o = cJSON_ParseWithLength(text, len);
+    ll_free(text);
+    if (!o || !cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return ll_err(err, LL_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(o, "model_type");
+    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "llama") != 0) {
+        LLStatus st = ll_err(err, LL_ERR_FORMAT, "%s: model_type '%s' is not llama", path, mt->valuestring);
+        cJSON_Delete(o);
+        return st;
+    }
+    int ok = 1;
+    memset(c, 0, sizeof *c);
+    /* defaults: LlamaConfig's class defaults where a key is absent */
+    c->V = get_int(o, "vocab_size", 32000, &ok);
+    c->C = get_int(o, "hidden_size", 4096, &ok);
+    c->F = get_int(o, "intermediate_size", 11008, &ok);
+    c->L = get_int(o, "num_hidden_layers", 32, &ok);
+    c->NH = get_int(o, "num_attention_heads", 32, &ok);
+    c->NKV = get_int(o, "num_key_value_heads", c->NH, &ok);
+    c->HS = get_int(o, "head_dim", c->NH > 0 ? c->C / c->NH : 0, &ok);
+    c->max_T = get_int(o, "max_position_embeddings", 2048, &ok);
+    c->init_range = (float)get_num(o, "initializer_range", 0.02, &ok);
+    c->eps = (float)get_num(o, "rms_norm_eps", 1e-6, &ok);
+    c->rope_theta = (float)get_num(o, "rope_theta", 10000.0, &ok);
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(o, "rope_parameters"); /* transformers v5 */
+    if (cJSON_IsObject(rp)) c->rope_theta = (float)get_num(rp, "rope_theta", c->rope_theta, &ok);
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs)) {
+        cJSON_Delete(o);
+        return ll_err(err, LL_ERR_FORMAT, "%s: rope_scaling is not supported", path);
+    }
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(o, "tie_word_embeddings");
+    c->tied = cJSON_IsTrue(tie);
+    c->bos_id = get_int(o, "bos_token_id", 1, &ok);
+    c->eos_id = get_int(o, "eos_token_id", 2, &ok);
+    c->pad_id = get_int(o, "pad_token_id", c->eos_id, &ok);
+    const cJSON *id2 = cJSON_GetObjectItemCaseSensitive(o, "id2label");
+    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(o, "architectures");
+    int is_cls = cJSON_IsArray(arch) && cJSON_IsString(arch->child) &&
+                 strstr(arch->child->valuestring, "SequenceClassification") != NULL;
+    c->n_labels = is_cls && cJSON_IsObject(id2) ? cJSON_GetArraySize(id2) : 0;
+    cJSON_Delete(o);
+    if (!ok) return ll_err(err, LL_ERR_FORMAT, "%s: a size or id key has the wrong type", path);
+    LLStatus st = model_config_validate(c, err);
+    if (st) return ll_err_prefix(err, "%s", path);
+    return LL_OK;
+}
+
+LLStatus checkpoint_load_weights(const char *dir, Model *m, int *head_loaded, LLError *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    SafeTensors st;
+    LLStatus rc = st_load(path, &st, err);
+    if (rc) return rc;
+    if (head_loaded) *head_loaded = 0;
+    for (int i = 0; i < model_n_tensors(m) && !rc; i++) {
+        char name[128];
+        int ndim;
+        int64_t shape[2];
+        float *data;
+        model_tensor_info(m, i, name, sizeof name, &ndim, shape, &data);
+        if (m->cfg.tied && strcmp(name, "lm_head.weight") == 0) continue;
+        if (!st_find(&st, name)) {
+            if (strcmp(name, "lm_head.weight") == 0) continue; /* a seq-cls model has no LM head */
+            rc = ll_err(err, LL_ERR_FORMAT, "%s: tensor '%s' is missing", path, name);
+            break;
+        }
+        rc = st_read_f32(&st, name, ndim, shape, data, err);
+    }
+    if (!rc && m->head && st_find(&st, "score.weight")) {
+        int64_t shape[2] = {m->cfg.n_labels, m->cfg.C};
+        rc = st_read_f32(&st, "score.weight", 2, shape, m->head, err);
+        if (!rc && head_loaded) *head_loaded = 1;
+    }
+    st_free(&st);
+    return rc;
+}
+
+static void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) remove_tree(p);
+        else unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+LLStatus checkpoint_save(const Model *m, const Tokenizer *tok, const char *const *label_names, const char *dir,
+                         LLError *err) {
+    char tmp[4096], path[4096], old[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
+    remove_tree(tmp);
+    LLStatus rc = ll_mkdirs(tmp, err);
+    if (rc) return rc;
+    char *cfg = checkpoint_config_json(&m->cfg, label_names);
+    snprintf(path, sizeof path, "%s/config.json", tmp);
+    rc = ll_write_file_atomic(path, cfg, strlen(cfg), err);
+    cJSON_free(cfg);
+    if (!rc) {
+        StWriter *w = st_writer_new();
+        st_writer_meta(w, "format", "pt");
+        for (int i = 0; i < model_n_tensors(m); i++) {
+            char name[128];
+            int ndim;
+            int64_t shape[2];
+            float *data;
+            model_tensor_info(m, i, name, sizeof name, &ndim, shape, &data);
+            if (m->cfg.tied && strcmp(name, "lm_head.weight") == 0) continue;
+            if (m->cfg.n_labels > 0 && strcmp(name, "lm_head.weight") == 0) continue;
+            st_writer_add_f32(w, name, ndim, shape, data);
+        }
+        if (m->head) {
+            int64_t shape[2] = {m->cfg.n_labels, m->cfg.C};
+            st_writer_add_f32(w, "score.weight", 2, shape, m->head);
+        }
+        snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+        rc = st_writer_write(w, path, err);
+        st_writer_free(w);
+    }
+    if (!rc && tok) rc = tok_save(tok, tmp, err);
+    if (rc) {
+        remove_tree(tmp);
+        return ll_err_prefix(err, "writing model folder '%s' (nothing was replaced)", dir);
+    }
+    /* Swap into place: move an existing folder aside, rename the new one in, then drop the old. */
+    snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
+    int had_old = rename(dir, old) == 0;
+    if (rename(tmp, dir) != 0) {
+        int e = errno;
+        if (had_old) rename(old, dir);
+        remove_tree(tmp);
+        return ll_err(err, LL_ERR_IO, "cannot move the new model folder into '%s': %s", dir, strerror(e));
+    }
+    if (had_old) remove_tree(old);
+    return LL_OK;
+}
+
+LLStatus checkpoint_open(const char *dir, const ModelOptions *o, int n_labels, LoadedModel *lm, LLError *err) {
+    memset(lm, 0, sizeof *lm);
+    LLStatus rc = checkpoint_load_config(dir, &lm->cfg, err);
+    if (rc) return rc;
+    if (n_labels > 0) lm->cfg.n_labels = n_labels;
+    rc = tok_load(dir, &lm->tok, err);
+    if (rc) return ll_err_prefix(err, "model folder '%s'", dir);
+    if (tok_vocab_size(lm->tok) > lm->cfg.V) {
+        rc = ll_err(err, LL_ERR_FORMAT, "model folder '%s': the tokenizer has %d ids but vocab_size is %d", dir,
+                    tok_vocab_size(lm->tok), lm->cfg.V);
+        checkpoint_close(lm);
+        return rc;
+    }
+    ModelOptions opts = *o;
+    if (opts.T > lm->cfg.max_T) opts.T = lm->cfg.max_T;
+    rc = model_init(&lm->model, &lm->cfg, &opts, err);
+    if (!rc) rc = checkpoint_load_weights(dir, &lm->model, NULL, err);
+    if (rc) {
+        checkpoint_close(lm);
+        return rc;
+    }
+    return LL_OK;
+}
+
+void checkpoint_close(LoadedModel *lm) {
+    if (lm->model.params) model_free(&lm->model);
+    if (lm->tok) tok_free(lm->tok);
+    memset(lm, 0, sizeof *lm);
+}

@@ -1,0 +1,50 @@
+/* data: datasets and batches.
+ *
+ * Language modelling: a plain-text file, tokenized once into one stream of ids. Training batches
+ * are B random windows of T+1 tokens (inputs and next-token targets), drawn from the caller's Rng;
+ * evaluation walks non-overlapping windows from the start, so every eval sees the same tokens.
+ *
+ * Classification: a JSONL file of {"text": "...", "label": k} lines. Each example becomes
+ * [BOS] + tokens, truncated to T and right-padded with PAD; the row is pooled at its last non-pad
+ * position (HF LlamaForSequenceClassification). */
+#ifndef LL_DATA_H
+#define LL_DATA_H
+
+#include "core.h"
+#include "model.h"
+#include "rng.h"
+#include "tokenizer.h"
+
+typedef enum { DATA_LM, DATA_CLS } DataKind;
+
+typedef struct {
+    DataKind kind;
+    char *path;
+    /* LM */
+    int *tokens;
+    size_t n_tokens;
+    /* CLS: example i has tokens ex_tokens[ex_off[i] .. ex_off[i] + ex_len[i]) */
+    int n_ex;
+    size_t *ex_off;
+    int *ex_len;
+    int *ex_label;
+    int *ex_tokens;
+    int n_labels; /* 1 + the largest label seen */
+} Dataset;
+
+LLStatus data_load_text(const char *path, const Tokenizer *tok, Dataset *d, LLError *err);
+LLStatus data_load_jsonl(const char *path, const Tokenizer *tok, Dataset *d, LLError *err);
+void data_free(Dataset *d);
+
+/* Batch buffers for capacity (B, T). */
+void batch_alloc(Batch *b, int B, int T);
+void batch_free(Batch *b);
+
+/* Training batch: random windows (LM) or random examples (CLS), B x T. */
+void data_sample(const Dataset *d, Rng *r, Batch *b, int B, int T, int bos, int pad);
+/* Evaluation batch `index`: deterministic; returns the rows filled (0 past the end; b->B is set). */
+int data_eval_batch(const Dataset *d, int index, Batch *b, int B, int T, int bos, int pad);
+/* How many eval batches cover the dataset. */
+int data_eval_count(const Dataset *d, int B, int T);
+
+#endif

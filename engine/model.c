@@ -1,0 +1,412 @@
+/* model: see model.h. */
+#include "model.h"
+
+#include "adapter.h"
+#include "ops.h"
+#include "rng.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const module_names[MOD_COUNT] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                    "gate_proj", "up_proj", "down_proj"};
+
+const char *model_module_name(int mod) {
+    LL_ASSERT(mod >= 0 && mod < MOD_COUNT);
+    return module_names[mod];
+}
+
+int model_module_from_name(const char *name) {
+    for (int i = 0; i < MOD_COUNT; i++)
+        if (strcmp(name, module_names[i]) == 0) return i;
+    return -1;
+}
+
+void model_module_dims(const ModelConfig *c, int mod, int *in, int *out) {
+    int qd = c->NH * c->HS, kd = c->NKV * c->HS;
+    switch (mod) {
+    case MOD_Q: *in = c->C, *out = qd; break;
+    case MOD_K:
+    case MOD_V: *in = c->C, *out = kd; break;
+    case MOD_O: *in = qd, *out = c->C; break;
+    case MOD_GATE:
+    case MOD_UP: *in = c->C, *out = c->F; break;
+    case MOD_DOWN: *in = c->F, *out = c->C; break;
+    default: LL_ASSERT(0);
+    }
+}
+
+LLStatus model_config_validate(const ModelConfig *c, LLError *err) {
+    struct { const char *key; int v; int lo, hi; } ints[] = {
+        {"vocab_size", c->V, 2, 1 << 20},          {"hidden_size", c->C, 1, 1 << 16},
+        {"num_hidden_layers", c->L, 1, 1024},      {"num_attention_heads", c->NH, 1, 1024},
+        {"num_key_value_heads", c->NKV, 1, 1024},  {"head_dim", c->HS, 2, 4096},
+        {"intermediate_size", c->F, 1, 1 << 18},   {"max_position_embeddings", c->max_T, 1, 1 << 20},
+        {"num_labels", c->n_labels, 0, 1 << 16},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (ints[i].v < ints[i].lo || ints[i].v > ints[i].hi)
+            return ll_err(err, LL_ERR_CONFIG, "model key '%s' = %d is outside [%d, %d]", ints[i].key,
+                          ints[i].v, ints[i].lo, ints[i].hi);
+    if (c->NH % c->NKV != 0)
+        return ll_err(err, LL_ERR_CONFIG,
+                      "num_attention_heads (%d) must be a multiple of num_key_value_heads (%d)", c->NH, c->NKV);
+    if (c->HS % 2 != 0) return ll_err(err, LL_ERR_CONFIG, "head_dim (%d) must be even for RoPE", c->HS);
+    if (!(c->eps > 0.0f) || !(c->rope_theta > 1.0f) || !(c->init_range > 0.0f))
+        return ll_err(err, LL_ERR_CONFIG, "rms_norm_eps, rope_theta and initializer_range must be positive");
+    int ids[3] = {c->bos_id, c->eos_id, c->pad_id};
+    for (int i = 0; i < 3; i++)
+        if (ids[i] < 0 || ids[i] >= c->V)
+            return ll_err(err, LL_ERR_CONFIG, "special token id %d is outside the vocabulary (%d)", ids[i], c->V);
+    return LL_OK;
+}
+
+static size_t layer_size(const ModelConfig *c) {
+    size_t n = 2 * (size_t)c->C;
+    for (int mod = 0; mod < MOD_COUNT; mod++) {
+        int in, out;
+        model_module_dims(c, mod, &in, &out);
+        n += (size_t)in * out;
+    }
+    return n;
+}
+
+size_t model_param_count(const ModelConfig *c) {
+    size_t n = (size_t)c->V * c->C + (size_t)c->L * layer_size(c) + c->C;
+    if (!c->tied) n += (size_t)c->V * c->C;
+    return n;
+}
+
+/* Activation floats for capacity (B, T); one function so that the estimate and the allocation
+ * cannot disagree. With `slices` non-NULL, also carves the buffer. */
+static size_t act_layout(const ModelConfig *c, int B, int T, int training, float *base, ModelActs *a) {
+    size_t N = (size_t)B * T, C = c->C, L = c->L, QD = (size_t)c->NH * c->HS,
+           KD = (size_t)c->NKV * c->HS, F = c->F;
+    size_t logits = c->n_labels > 0 ? (size_t)B * c->n_labels : N * c->V;
+    size_t losses = c->n_labels > 0 ? (size_t)B : N;
+    size_t off = 0;
+#define CARVE(field, n)                                                                      \
+    do {                                                                                     \
+        if (base) a->field = base + off;                                                     \
+        off += ((size_t)(n) + 15) & ~(size_t)15; /* keep every slice 64-byte aligned */      \
+    } while (0)
+    CARVE(res, (L + 1) * N * C);
+    CARVE(x2, L * N * C);
+    CARVE(ln1, L * N * C);
+    CARVE(ln2, L * N * C);
+    CARVE(rstd1, L * N);
+    CARVE(rstd2, L * N);
+    CARVE(q, L * N * QD);
+    CARVE(k, L * N * KD);
+    CARVE(v, L * N * KD);
+    CARVE(att, L * N * QD);
+    CARVE(probs, L * (size_t)B * c->NH * T * T);
+    CARVE(g, L * N * F);
+    CARVE(u, L * N * F);
+    CARVE(s, L * N * F);
+    CARVE(lnf, N * C);
+    CARVE(rstdf, N);
+    CARVE(logits, logits);
+    CARVE(losses, losses);
+    CARVE(lse, losses);
+    CARVE(pooled, (size_t)B * C);
+    if (training) {
+        size_t wide = QD > C ? QD : C;
+        CARVE(dres, N * C);
+        CARVE(dln, N * wide);
+        CARVE(datt, N * QD);
+        CARVE(dq, N * QD);
+        CARVE(dk, N * KD);
+        CARVE(dv, N * KD);
+        CARVE(dg, N * F);
+        CARVE(du, N * F);
+        CARVE(ds, N * F);
+        CARVE(attn_scratch, (size_t)omp_get_max_threads() * attention_scratch_floats(T));
+        CARVE(dpooled, (size_t)B * C);
+    }
+#undef CARVE
+    return off;
+}
+
+double model_memory_estimate(const ModelConfig *c, const ModelOptions *o) {
+    ModelActs dummy;
+    double floats = (double)model_param_count(c) * (o->train_base ? 4.0 : 1.0); /* w, g, m, v */
+    floats += (double)act_layout(c, o->B, o->T, o->training, NULL, &dummy);
+    floats += (double)c->max_T * c->HS;
+    return floats * sizeof(float);
+}
+
+LLStatus model_init(Model *m, const ModelConfig *c, const ModelOptions *o, LLError *err) {
+    memset(m, 0, sizeof *m);
+    LLStatus st = model_config_validate(c, err);
+    if (st) return st;
+    if (o->B < 1 || o->T < 1 || o->T > c->max_T)
+        return ll_err(err, LL_ERR_CONFIG, "batch %d x %d: the sequence length must be in [1, %d]", o->B,
+                      o->T, c->max_T);
+    m->cfg = *c;
+    m->B = o->B;
+    m->T = o->T;
+    m->training = o->training;
+    m->lay = ll_calloc((size_t)c->L, sizeof(LayerOffsets));
+    size_t off = 0;
+    m->off_embed = off;
+    off += (size_t)c->V * c->C;
+    for (int l = 0; l < c->L; l++) {
+        LayerOffsets *lo = &m->lay[l];
+        /* HF order within a layer: input_layernorm, self_attn.{q,k,v,o}, post_attention_layernorm, mlp */
+        lo->ln1 = off;
+        off += c->C;
+        for (int mod = 0; mod < MOD_COUNT; mod++) {
+            if (mod == MOD_GATE) {
+                lo->ln2 = off;
+                off += c->C;
+            }
+            int in, out;
+            model_module_dims(c, mod, &in, &out);
+            lo->w[mod] = off;
+            off += (size_t)in * out;
+        }
+    }
+    m->off_lnf = off;
+    off += c->C;
+    m->off_lm = c->tied ? m->off_embed : off;
+    if (!c->tied) off += (size_t)c->V * c->C;
+    LL_ASSERT(off == model_param_count(c));
+    m->n_params = off;
+    m->params = ll_alloc_floats(off);
+    if (o->train_base) m->grads = ll_alloc_floats(off);
+    if (c->n_labels > 0) {
+        m->n_head = (size_t)c->n_labels * c->C;
+        m->head = ll_alloc_floats(m->n_head);
+        m->head_grad = ll_alloc_floats(m->n_head);
+    }
+    int half = c->HS / 2;
+    m->rope_cos = ll_alloc_floats((size_t)c->max_T * half);
+    m->rope_sin = ll_alloc_floats((size_t)c->max_T * half);
+    rope_tables(m->rope_cos, m->rope_sin, c->max_T, c->HS, c->rope_theta);
+    m->n_act = act_layout(c, o->B, o->T, o->training, NULL, &m->a);
+    m->act_mem = ll_alloc_floats(m->n_act);
+    act_layout(c, o->B, o->T, o->training, m->act_mem, &m->a);
+    return LL_OK;
+}
+
+void model_free(Model *m) {
+    ll_free(m->lay);
+    ll_free(m->params);
+    ll_free(m->grads);
+    ll_free(m->head);
+    ll_free(m->head_grad);
+    ll_free(m->rope_cos);
+    ll_free(m->rope_sin);
+    ll_free(m->act_mem);
+    memset(m, 0, sizeof *m);
+}
+
+void model_init_weights(Model *m, uint64_t seed) {
+    const ModelConfig *c = &m->cfg;
+    Rng r;
+    rng_seed(&r, rng_derive(seed, 1));
+    rng_fill_normal(&r, m->params + m->off_embed, (size_t)c->V * c->C, c->init_range);
+    for (int l = 0; l < c->L; l++) {
+        for (int i = 0; i < c->C; i++) m->params[m->lay[l].ln1 + i] = m->params[m->lay[l].ln2 + i] = 1.0f;
+        for (int mod = 0; mod < MOD_COUNT; mod++) {
+            int in, out;
+            model_module_dims(c, mod, &in, &out);
+            rng_fill_normal(&r, m->params + m->lay[l].w[mod], (size_t)in * out, c->init_range);
+        }
+    }
+    for (int i = 0; i < c->C; i++) m->params[m->off_lnf + i] = 1.0f;
+    if (!c->tied) rng_fill_normal(&r, m->params + m->off_lm, (size_t)c->V * c->C, c->init_range);
+    model_init_head(m, seed);
+}
+
+void model_init_head(Model *m, uint64_t seed) {
+    if (!m->head) return;
+    Rng r;
+    rng_seed(&r, rng_derive(seed, 2));
+    rng_fill_normal(&r, m->head, m->n_head, m->cfg.init_range);
+}
+
+float *model_weight(Model *m, int layer, int mod) { return m->params + m->lay[layer].w[mod]; }
+
+float *model_weight_grad(Model *m, int layer, int mod) {
+    return m->grads ? m->grads + m->lay[layer].w[mod] : NULL;
+}
+
+int model_n_tensors(const Model *m) {
+    return 1 + m->cfg.L * (2 + MOD_COUNT) + 1 + (m->cfg.tied ? 0 : 1);
+}
+
+void model_tensor_info(const Model *m, int i, char *name, size_t cap, int *ndim, int64_t shape[2],
+                       float **data) {
+    const ModelConfig *c = &m->cfg;
+    LL_ASSERT(i >= 0 && i < model_n_tensors(m));
+    const int per = 2 + MOD_COUNT;
+    if (i == 0) {
+        snprintf(name, cap, "model.embed_tokens.weight");
+        *ndim = 2, shape[0] = c->V, shape[1] = c->C, *data = m->params + m->off_embed;
+        return;
+    }
+    i -= 1;
+    if (i < c->L * per) {
+        int l = i / per, j = i % per;
+        const LayerOffsets *lo = &m->lay[l];
+        if (j == 0 || j == 1) {
+            snprintf(name, cap, "model.layers.%d.%s.weight", l, j == 0 ? "input_layernorm" : "post_attention_layernorm");
+            *ndim = 1, shape[0] = c->C, shape[1] = 1, *data = m->params + (j == 0 ? lo->ln1 : lo->ln2);
+            return;
+        }
+        int mod = j - 2, in, out;
+        model_module_dims(c, mod, &in, &out);
+        snprintf(name, cap, "model.layers.%d.%s.%s.weight", l, mod <= MOD_O ? "self_attn" : "mlp",
+                 module_names[mod]);
+        *ndim = 2, shape[0] = out, shape[1] = in, *data = m->params + lo->w[mod];
+        return;
+    }
+    i -= c->L * per;
+    if (i == 0) {
+        snprintf(name, cap, "model.norm.weight");
+        *ndim = 1, shape[0] = c->C, shape[1] = 1, *data = m->params + m->off_lnf;
+        return;
+    }
+    snprintf(name, cap, "lm_head.weight");
+    *ndim = 2, shape[0] = c->V, shape[1] = c->C, *data = m->params + m->off_lm;
+}
+
+/* ---- forward -------------------------------------------------------------------------------- */
+
+static void linear_forward(Model *m, int l, int mod, const float *x, float *y, int N, int train) {
+    int in, out;
+    model_module_dims(&m->cfg, mod, &in, &out);
+    matmul_forward(y, x, model_weight(m, l, mod), N, in, out);
+    if (m->adapter) adapter_forward(m->adapter, l, mod, x, y, N, train);
+}
+
+float model_forward(Model *m, const Batch *b, int train) {
+    const ModelConfig *c = &m->cfg;
+    const int B = b->B, T = b->T, N = B * T, C = c->C, QD = c->NH * c->HS, KD = c->NKV * c->HS, F = c->F;
+    LL_ASSERT(B >= 1 && B <= m->B && T >= 1 && T <= m->T);
+    ModelActs *a = &m->a;
+    /* Per-layer slices use the capacity strides so that a smaller batch still fits. */
+    const size_t sN = (size_t)m->B * m->T;
+    m->last_B = B, m->last_T = T;
+    embedding_forward(a->res, b->ids, m->params + m->off_embed, N, C);
+    for (int l = 0; l < c->L; l++) {
+        const LayerOffsets *lo = &m->lay[l];
+        float *x = a->res + l * sN * C, *x2 = a->x2 + l * sN * C, *xo = a->res + (l + 1) * sN * C;
+        float *ln1 = a->ln1 + l * sN * C, *ln2 = a->ln2 + l * sN * C;
+        float *q = a->q + l * sN * QD, *k = a->k + l * sN * KD, *v = a->v + l * sN * KD;
+        float *att = a->att + l * sN * QD, *probs = a->probs + (size_t)l * m->B * c->NH * m->T * m->T;
+        float *g = a->g + l * sN * F, *u = a->u + l * sN * F, *s = a->s + l * sN * F;
+        rmsnorm_forward(ln1, a->rstd1 + l * sN, x, m->params + lo->ln1, N, C, c->eps);
+        linear_forward(m, l, MOD_Q, ln1, q, N, train);
+        linear_forward(m, l, MOD_K, ln1, k, N, train);
+        linear_forward(m, l, MOD_V, ln1, v, N, train);
+        rope_forward(q, m->rope_cos, m->rope_sin, B, T, c->NH, c->HS);
+        rope_forward(k, m->rope_cos, m->rope_sin, B, T, c->NKV, c->HS);
+        attention_forward(att, probs, q, k, v, B, T, c->NH, c->NKV, c->HS);
+        linear_forward(m, l, MOD_O, att, x2, N, train); /* x2 = o, then the residual in place */
+        residual_forward(x2, x2, x, (size_t)N * C);
+        rmsnorm_forward(ln2, a->rstd2 + l * sN, x2, m->params + lo->ln2, N, C, c->eps);
+        linear_forward(m, l, MOD_GATE, ln2, g, N, train);
+        linear_forward(m, l, MOD_UP, ln2, u, N, train);
+        swiglu_forward(s, g, u, (size_t)N * F);
+        linear_forward(m, l, MOD_DOWN, s, xo, N, train);
+        residual_forward(xo, xo, x2, (size_t)N * C);
+    }
+    const float *hL = a->res + c->L * sN * C;
+    rmsnorm_forward(a->lnf, a->rstdf, hL, m->params + m->off_lnf, N, C, c->eps);
+    double total = 0.0;
+    if (c->n_labels > 0) {
+        for (int i = 0; i < B; i++) {
+            LL_ASSERT(b->pool[i] >= 0 && b->pool[i] < T);
+            memcpy(a->pooled + (size_t)i * C, a->lnf + ((size_t)i * T + b->pool[i]) * C, sizeof(float) * C);
+        }
+        matmul_forward(a->logits, a->pooled, m->head, B, C, c->n_labels);
+        m->n_counted = crossentropy_forward(a->losses, a->lse, a->logits, b->labels, B, c->n_labels);
+        for (int i = 0; i < B; i++) total += a->losses[i];
+    } else {
+        matmul_forward(a->logits, a->lnf, m->params + m->off_lm, N, C, c->V);
+        m->n_counted = crossentropy_forward(a->losses, a->lse, a->logits, b->targets, N, c->V);
+        for (int i = 0; i < N; i++) total += a->losses[i]; /* fixed order: thread-count independent */
+    }
+    return m->n_counted > 0 ? (float)(total / m->n_counted) : NAN;
+}
+
+const float *model_logits(const Model *m, int b, int t) {
+    if (m->cfg.n_labels > 0) return m->a.logits + (size_t)b * m->cfg.n_labels;
+    return m->a.logits + ((size_t)b * m->last_T + t) * m->cfg.V;
+}
+
+/* ---- backward ------------------------------------------------------------------------------- */
+
+static void linear_backward(Model *m, int l, int mod, const float *x, const float *dy, float *dx, int N,
+                            int acc) {
+    int in, out;
+    model_module_dims(&m->cfg, mod, &in, &out);
+    matmul_backward(dx, model_weight_grad(m, l, mod), dy, x, model_weight(m, l, mod), N, in, out, acc);
+    if (m->adapter) adapter_backward(m->adapter, l, mod, x, dy, dx, N);
+}
+
+void model_zero_grad(Model *m) {
+    if (m->grads) memset(m->grads, 0, sizeof(float) * m->n_params);
+    if (m->head_grad) memset(m->head_grad, 0, sizeof(float) * m->n_head);
+}
+
+void model_backward(Model *m, const Batch *b, float dloss) {
+    const ModelConfig *c = &m->cfg;
+    LL_ASSERT(m->training && b->B == m->last_B && b->T == m->last_T);
+    const int B = b->B, T = b->T, N = B * T, C = c->C, QD = c->NH * c->HS, KD = c->NKV * c->HS, F = c->F;
+    const size_t sN = (size_t)m->B * m->T;
+    ModelActs *a = &m->a;
+    float *g_params = m->grads;
+    float scale = m->n_counted > 0 ? dloss / (float)m->n_counted : 0.0f;
+
+    /* loss -> dlnf (in a->dln) */
+    if (c->n_labels > 0) {
+        crossentropy_backward(a->logits, a->lse, b->labels, B, c->n_labels, scale);
+        matmul_backward(a->dpooled, m->head_grad, a->logits, a->pooled, m->head, B, C, c->n_labels, 0);
+        memset(a->dln, 0, sizeof(float) * (size_t)N * C);
+        for (int i = 0; i < B; i++)
+            memcpy(a->dln + ((size_t)i * T + b->pool[i]) * C, a->dpooled + (size_t)i * C, sizeof(float) * C);
+    } else {
+        crossentropy_backward(a->logits, a->lse, b->targets, N, c->V, scale);
+        matmul_backward(a->dln, g_params ? g_params + m->off_lm : NULL, a->logits, a->lnf,
+                        m->params + m->off_lm, N, C, c->V, 0);
+    }
+    rmsnorm_backward(a->dres, g_params ? g_params + m->off_lnf : NULL, a->dln, a->res + c->L * sN * C,
+                     m->params + m->off_lnf, a->rstdf, N, C, 0);
+
+    for (int l = c->L - 1; l >= 0; l--) {
+        const LayerOffsets *lo = &m->lay[l];
+        float *x = a->res + l * sN * C, *x2 = a->x2 + l * sN * C;
+        float *ln1 = a->ln1 + l * sN * C, *ln2 = a->ln2 + l * sN * C;
+        float *q = a->q + l * sN * QD, *k = a->k + l * sN * KD, *v = a->v + l * sN * KD;
+        float *att = a->att + l * sN * QD, *probs = a->probs + (size_t)l * m->B * c->NH * m->T * m->T;
+        float *g = a->g + l * sN * F, *u = a->u + l * sN * F, *s = a->s + l * sN * F;
+        /* MLP: dres is d(x3); down, SwiGLU, gate/up, then RMSNorm back into dres (the residual
+         * path passes dres through unchanged, so norm gradients accumulate onto it). */
+        linear_backward(m, l, MOD_DOWN, s, a->dres, a->ds, N, 0);
+        swiglu_backward(a->dg, a->du, a->ds, g, u, (size_t)N * F);
+        linear_backward(m, l, MOD_GATE, ln2, a->dg, a->dln, N, 0);
+        linear_backward(m, l, MOD_UP, ln2, a->du, a->dln, N, 1);
+        rmsnorm_backward(a->dres, g_params ? g_params + lo->ln2 : NULL, a->dln, x2, m->params + lo->ln2,
+                         a->rstd2 + l * sN, N, C, 1);
+        /* attention */
+        linear_backward(m, l, MOD_O, att, a->dres, a->datt, N, 0);
+        attention_backward(a->dq, a->dk, a->dv, a->datt, probs, q, k, v, a->attn_scratch, B, T, c->NH,
+                           c->NKV, c->HS);
+        rope_backward(a->dq, m->rope_cos, m->rope_sin, B, T, c->NH, c->HS);
+        rope_backward(a->dk, m->rope_cos, m->rope_sin, B, T, c->NKV, c->HS);
+        /* q, k were saved after RoPE, but the adapter and dW need the linear's input (ln1), which
+         * is what we pass: x of every q/k/v product is ln1. */
+        linear_backward(m, l, MOD_Q, ln1, a->dq, a->dln, N, 0);
+        linear_backward(m, l, MOD_K, ln1, a->dk, a->dln, N, 1);
+        linear_backward(m, l, MOD_V, ln1, a->dv, a->dln, N, 1);
+        rmsnorm_backward(a->dres, g_params ? g_params + lo->ln1 : NULL, a->dln, x, m->params + lo->ln1,
+                         a->rstd1 + l * sN, N, C, 1);
+    }
+    if (g_params) embedding_backward(g_params + m->off_embed, a->dres, b->ids, N, C);
+}

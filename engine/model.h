@@ -1,0 +1,137 @@
+/* model: a decoder-only, Llama-style transformer (HF LlamaForCausalLM / ...ForSequenceClassification).
+ *
+ * Dimension letters used across the engine:
+ *   B batch, T time (sequence), N = B*T rows, C channels (hidden), L layers, NH attention heads,
+ *   NKV kv heads (grouped-query attention when NKV < NH), HS head size, F ffn width, V vocabulary,
+ *   R adapter rank.
+ *
+ * Block (HF Llama, fp32): h = E[ids]; per layer: a = RMSNorm(h); q,k,v = a·Wqᵀ, a·Wkᵀ, a·Wvᵀ;
+ * RoPE on q,k (rotate-half); causal softmax attention; h += o·Woᵀ; b = RMSNorm(h);
+ * h += (SiLU(b·Wgᵀ) ⊙ b·Wuᵀ)·Wdᵀ; then RMSNorm and the LM head (tied to E or not), or, with
+ * n_labels > 0, the `score` head pooled at each row's last non-pad token.
+ *
+ * Memory: the base weights are one contiguous buffer (`params`, HF names via model_tensor_name);
+ * their gradient buffer exists only when the base is trained (full fine-tuning, pretraining). The
+ * `score` head has its own buffer and gradient, because it is trained under every method (PEFT's
+ * modules_to_save). Activations for a (B, T) capacity are sized once in model_init; forward and
+ * backward allocate nothing.
+ *
+ * Every linear layer calls into the attached adapter (if any) right after its base product; the
+ * model never asks which method the adapter is.
+ */
+#ifndef LL_MODEL_H
+#define LL_MODEL_H
+
+#include "core.h"
+
+#include <stddef.h>
+
+enum { MOD_Q, MOD_K, MOD_V, MOD_O, MOD_GATE, MOD_UP, MOD_DOWN, MOD_COUNT };
+
+typedef struct {
+    int V, C, L, NH, NKV, HS, F;
+    int max_T;        /* max_position_embeddings */
+    float eps;        /* rms_norm_eps */
+    float rope_theta;
+    float init_range; /* initializer_range: std of the normal init of linear weights */
+    int tied;         /* tie_word_embeddings */
+    int n_labels;     /* 0: causal LM; > 0: sequence classification with a `score` head */
+    int bos_id, eos_id, pad_id;
+} ModelConfig;
+
+typedef struct {
+    size_t ln1, ln2, w[MOD_COUNT];
+} LayerOffsets;
+
+/* One batch. LM: targets[B*T] are the next-token ids already shifted (position t predicts
+ * targets[t]); a negative target is ignored (HF's -100). Classification: labels[B] and pool[B], the
+ * index of each row's last non-pad token; targets is NULL. */
+typedef struct {
+    int B, T;
+    int *ids;
+    int *targets;
+    int *labels;
+    int *pool;
+} Batch;
+
+struct Adapter;
+
+typedef struct {
+    /* saved for backward, per layer l at [l * size] */
+    float *res;   /* (L+1) x N x C: residual stream entering each layer, and leaving the last */
+    float *x2;    /* L x N x C: residual after attention */
+    float *ln1, *ln2;     /* L x N x C */
+    float *rstd1, *rstd2; /* L x N */
+    float *q;     /* L x N x NH*HS, after RoPE */
+    float *k, *v; /* L x N x NKV*HS (k after RoPE) */
+    float *att;   /* L x N x NH*HS: attention output before o_proj */
+    float *probs; /* L x B x NH x T x T */
+    float *g, *u, *s; /* L x N x F: gate, up, SiLU(gate)*up */
+    float *lnf, *rstdf; /* N x C, N */
+    float *logits;      /* LM: N x V (becomes dlogits in backward); CLS: B x n_labels */
+    float *losses, *lse; /* N (LM) or B (CLS) */
+    float *pooled;      /* CLS: B x C */
+    /* backward scratch (training only), reused by every layer */
+    float *dres, *dln, *datt, *dq, *dk, *dv, *dg, *du, *ds, *attn_scratch, *dpooled;
+} ModelActs;
+
+typedef struct Model {
+    ModelConfig cfg;
+    int B, T;          /* activation capacity */
+    int training;      /* backward scratch exists */
+    float *params;     /* base weights, HF layout */
+    float *grads;      /* same layout; NULL when the base is frozen */
+    size_t n_params;
+    size_t off_embed, off_lnf, off_lm;
+    LayerOffsets *lay;
+    float *head, *head_grad; /* score [n_labels, C]; NULL for causal LM */
+    size_t n_head;
+    float *rope_cos, *rope_sin;
+    float *act_mem;
+    size_t n_act;
+    ModelActs a;
+    struct Adapter *adapter; /* the active adapter, or NULL; switching is a pointer swap */
+    int last_B, last_T;      /* shape of the last forward, for backward */
+    int n_counted;           /* rows counted in the last loss */
+} Model;
+
+typedef struct {
+    int B, T;          /* largest batch the model will see */
+    int training;      /* allocate backward scratch */
+    int train_base;    /* allocate gradients for the base weights (full fine-tuning, pretraining) */
+} ModelOptions;
+
+const char *model_module_name(int mod);   /* "q_proj", ... */
+int model_module_from_name(const char *name); /* -1 if unknown */
+void model_module_dims(const ModelConfig *c, int mod, int *in, int *out);
+
+/* Checks sizes (positive, heads divide, HS even, ...); fills err naming the bad key. */
+LLStatus model_config_validate(const ModelConfig *c, LLError *err);
+size_t model_param_count(const ModelConfig *c);        /* base weights, without the score head */
+/* Bytes model_init would allocate (weights, gradients, activations, scratch): checked before any
+ * allocation so that a model that does not fit is refused with the estimate. */
+double model_memory_estimate(const ModelConfig *c, const ModelOptions *o);
+
+LLStatus model_init(Model *m, const ModelConfig *c, const ModelOptions *o, LLError *err);
+void model_free(Model *m);
+/* Normal(0, init_range) for linear weights and embeddings, 1 for norms (HF _init_weights). */
+void model_init_weights(Model *m, uint64_t seed);
+void model_init_head(Model *m, uint64_t seed);
+
+float *model_weight(Model *m, int layer, int mod);     /* W (out, in) of a linear layer */
+float *model_weight_grad(Model *m, int layer, int mod); /* NULL when frozen */
+/* The tensor table in HF names: i-th tensor's name, shape and pointer (score excluded). */
+int model_n_tensors(const Model *m);
+void model_tensor_info(const Model *m, int i, char *name, size_t cap, int *ndim, int64_t shape[2],
+                       float **data);
+
+/* Forward over a batch (B <= capacity, T <= capacity). Returns the mean cross-entropy over counted
+ * rows (NaN when none counted). With train set, adapters apply dropout. */
+float model_forward(Model *m, const Batch *b, int train);
+/* Backward of dloss * (last forward's mean loss): accumulates into base/head/adapter gradients. */
+void model_backward(Model *m, const Batch *b, float dloss);
+void model_zero_grad(Model *m); /* base and head gradients */
+/* Logits of the last forward: LM row (b, t) of length V, or CLS row b of length n_labels. */
+const float *model_logits(const Model *m, int b, int t);
+
+#endif

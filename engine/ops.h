@@ -1,0 +1,73 @@
+/* ops: every kernel of the model as a forward/backward pair, side by side.
+ *
+ * Conventions (dimension letters as in model.h; N = B*T rows of activations):
+ * - Row-major everywhere. A linear weight W has the PyTorch shape (out, in): y = x·Wᵀ.
+ * - Backward functions ACCUMULATE into parameter gradients (+=). For activation gradients, an
+ *   `acc` flag says whether to add into (1) or overwrite (0) the destination, so that scratch
+ *   buffers need no zeroing pass.
+ * - OpenMP parallelism sits inside the kernels and is always over the dimension that owns the
+ *   written buffer (rows for activations, columns for a weight gradient summed over rows). No
+ *   atomics, no cross-thread float reductions: results do not depend on the thread count.
+ * - Every linear product goes through cblas_sgemm; matmul_forward_naive is the reference it is
+ *   tested against.
+ */
+#ifndef LL_OPS_H
+#define LL_OPS_H
+
+#include <stddef.h>
+
+/* ---- linear: y[N,out] = x[N,in] · W[out,in]ᵀ ---------------------------------------------- */
+void matmul_forward(float *y, const float *x, const float *W, int N, int in, int out);
+void matmul_forward_naive(float *y, const float *x, const float *W, int N, int in, int out);
+/* dx[N,in] (+)= dy·W  (skipped when dx is NULL); dW[out,in] += dyᵀ·x  (skipped when dW is NULL) */
+void matmul_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int N,
+                     int in, int out, int acc);
+
+/* ---- embedding: out[N,C] = E[ids[i]] ---------------------------------------------------------- */
+void embedding_forward(float *out, const int *ids, const float *E, int N, int C);
+/* dE[V,C] += scatter of dout rows; parallel over column blocks so each thread owns its columns. */
+void embedding_backward(float *dE, const float *dout, const int *ids, int N, int C);
+
+/* ---- RMSNorm (HF Llama): out = w ⊙ x / sqrt(mean(x²) + eps). Saves rstd[N] for backward. ---- */
+void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps);
+/* dx[N,C] (+)= ...; dw[C] += ... (dw may be NULL when the weight is frozen). */
+void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                      const float *rstd, int N, int C, int acc);
+
+/* ---- RoPE, HF rotate-half on split halves, in place on x[B*T, NHx, HS] -------------------- */
+/* cos/sin tables: [T_max, HS/2], inv_freq_j = theta^(-2j/HS) in fp32 as HF computes it. */
+void rope_tables(float *cosv, float *sinv, int T_max, int HS, float theta);
+void rope_forward(float *x, const float *cosv, const float *sinv, int B, int T, int NHx, int HS);
+/* The rotation is orthogonal: backward rotates the gradient by the negative angle, in place. */
+void rope_backward(float *dx, const float *cosv, const float *sinv, int B, int T, int NHx, int HS);
+
+/* ---- causal attention with grouped kv heads ---------------------------------------------------
+ * q[B*T, NH*HS], k/v[B*T, NKV*HS] (post-RoPE) -> out[B*T, NH*HS]; probs[B, NH, T, T] saved (the
+ * softmax, zero above the diagonal). Scores and mixing are per-head sgemm calls inside an OpenMP
+ * loop over (b, head); query head h reads kv head h / (NH/NKV). */
+void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+                       int B, int T, int NH, int NKV, int HS);
+/* dq, dk, dv are overwritten. scratch needs attention_scratch_floats(T) floats per thread slot
+ * (max_threads of them). Parallel over (b, kv head): each task owns its dk/dv slice and the dq
+ * slices of its query-head group, so no two threads write the same element. */
+size_t attention_scratch_floats(int T);
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
+                        const float *q, const float *k, const float *v, float *scratch, int B, int T,
+                        int NH, int NKV, int HS);
+
+/* ---- SwiGLU: out = SiLU(g) ⊙ u, SiLU(z) = z·σ(z) ----------------------------------------- */
+void swiglu_forward(float *out, const float *g, const float *u, size_t n);
+void swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n);
+
+/* ---- residual: y = a + b ------------------------------------------------------------------ */
+void residual_forward(float *y, const float *a, const float *b, size_t n);
+
+/* ---- softmax cross-entropy, fused ---------------------------------------------------------
+ * logits[N,V], targets[N] (a negative target is ignored, like HF's -100). Writes the per-row loss
+ * (0 for ignored rows) and the per-row log-sum-exp, both in double-accumulated fp32. Returns the
+ * number of counted rows. */
+int crossentropy_forward(float *losses, float *lse, const float *logits, const int *targets, int N, int V);
+/* In place: logits become dlogits = (softmax - onehot) * scale for counted rows, 0 for ignored. */
+void crossentropy_backward(float *logits, const float *lse, const int *targets, int N, int V, float scale);
+
+#endif

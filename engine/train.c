@@ -1,0 +1,186 @@
+/* train: see train.h. */
+#include "train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+void train_config_defaults(TrainConfig *c) {
+    memset(c, 0, sizeof *c);
+    c->steps = 100, c->batch = 8, c->seq = 128, c->accum = 1;
+    c->lr = 1e-3f, c->min_lr_ratio = 0.1f, c->weight_decay = 0.0f;
+    c->beta1 = 0.9f, c->beta2 = 0.999f, c->eps = 1e-8f, c->clip = 1.0f;
+    c->warmup = 0, c->schedule = SCHED_COSINE;
+    c->eval_every = 0, c->eval_batches = 0, c->log_every = 10;
+    c->seed = 0;
+}
+
+EvalResult eval_run(Model *m, const Dataset *d, Batch *b, int B, int T, int max_batches) {
+    EvalResult r = {NAN, NAN, NAN, NAN, 0};
+    const ModelConfig *c = &m->cfg;
+    int nb = data_eval_count(d, B, T);
+    if (max_batches > 0 && max_batches < nb) nb = max_batches;
+    double total = 0.0;
+    long counted = 0;
+    int K = c->n_labels > 0 ? c->n_labels : 1;
+    long *tp = ll_calloc((size_t)K, sizeof(long)), *fp = ll_calloc((size_t)K, sizeof(long)),
+         *fn = ll_calloc((size_t)K, sizeof(long));
+    long correct = 0;
+    for (int i = 0; i < nb; i++) {
+        if (data_eval_batch(d, i, b, B, T, c->bos_id, c->pad_id) == 0) break;
+        float loss = model_forward(m, b, 0);
+        if (m->n_counted == 0) continue;
+        total += (double)loss * m->n_counted;
+        counted += m->n_counted;
+        if (c->n_labels > 0)
+            for (int row = 0; row < b->B; row++) {
+                const float *z = model_logits(m, row, 0);
+                int best = 0;
+                for (int k = 1; k < c->n_labels; k++) best = z[k] > z[best] ? k : best;
+                int y = b->labels[row];
+                if (best == y) correct++, tp[y]++;
+                else fp[best]++, fn[y]++;
+            }
+    }
+    if (counted > 0) {
+        r.loss = total / (double)counted;
+        r.ppl = exp(r.loss);
+        r.n = counted;
+        if (c->n_labels > 0) {
+            r.accuracy = (double)correct / (double)counted;
+            double f1 = 0.0; /* macro-F1: unweighted mean over classes of 2TP / (2TP + FP + FN) */
+            for (int k = 0; k < K; k++) {
+                long den = 2 * tp[k] + fp[k] + fn[k];
+                f1 += den ? 2.0 * (double)tp[k] / (double)den : 0.0;
+            }
+            r.macro_f1 = f1 / K;
+        }
+    }
+    ll_free(tp), ll_free(fp), ll_free(fn);
+    return r;
+}
+
+static void emit(const TrainHooks *h, int step, const char *split, const char *name, double v) {
+    if (h && h->metric) h->metric(h->user, step, split, name, v);
+}
+
+static void emit_eval(const TrainHooks *h, int step, const EvalResult *e) {
+    emit(h, step, "eval", "loss", e->loss);
+    emit(h, step, "eval", "ppl", e->ppl);
+    if (!isnan(e->accuracy)) {
+        emit(h, step, "eval", "accuracy", e->accuracy);
+        emit(h, step, "eval", "macro_f1", e->macro_f1);
+    }
+}
+
+LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *train, const Dataset *valid,
+                   const TrainHooks *hooks, TrainResult *res, LLError *err) {
+    memset(res, 0, sizeof *res);
+    res->diverged_step = -1;
+    res->train_loss = NAN;
+    res->eval = (EvalResult){NAN, NAN, NAN, NAN, 0};
+    const ModelConfig *c = &m->cfg;
+    if (tc->batch > m->B || tc->seq > m->T)
+        return ll_err(err, LL_ERR_CONFIG, "batch %d x %d exceeds the model's capacity %d x %d", tc->batch, tc->seq,
+                      m->B, m->T);
+    if (!a && !m->grads)
+        return ll_err(err, LL_ERR_STATE, "no adapter and a frozen base: nothing to train");
+    if ((c->n_labels > 0) != (train->kind == DATA_CLS))
+        return ll_err(err, LL_ERR_CONFIG, "the model's head (%s) does not fit the data '%s' (%s)",
+                      c->n_labels > 0 ? "classification" : "language modelling", train->path,
+                      train->kind == DATA_CLS ? "classification" : "language modelling");
+    if (train->kind == DATA_CLS && train->n_labels > c->n_labels)
+        return ll_err(err, LL_ERR_CONFIG, "'%s' has label %d but the model has %d labels", train->path,
+                      train->n_labels - 1, c->n_labels);
+    adapter_attach(m, a);
+
+    AdamW opt;
+    adamw_init(&opt, tc->beta1, tc->beta2, tc->eps, tc->weight_decay);
+    if (a) {
+        adamw_add(&opt, a->params, a->grads, a->n_params, 1);
+    } else {
+        /* full fine-tuning: one segment per tensor, decay on matrices only */
+        for (int i = 0; i < model_n_tensors(m); i++) {
+            char name[128];
+            int ndim;
+            int64_t shape[2];
+            float *p;
+            model_tensor_info(m, i, name, sizeof name, &ndim, shape, &p);
+            if (c->tied && strcmp(name, "lm_head.weight") == 0) continue;
+            adamw_add(&opt, p, m->grads + (p - m->params), (size_t)(shape[0] * (ndim == 2 ? shape[1] : 1)), ndim == 2);
+        }
+    }
+    if (m->head) adamw_add(&opt, m->head, m->head_grad, m->n_head, 1);
+    adamw_ready(&opt);
+    res->trainable = opt.n;
+    res->optimizer_bytes = adamw_state_bytes(&opt);
+
+    Batch b;
+    batch_alloc(&b, tc->batch, tc->seq);
+    Rng rng;
+    rng_seed(&rng, rng_derive(tc->seed, 21));
+    const float inv_accum = 1.0f / (float)tc->accum;
+    double t0 = ll_now(), eval_time = 0.0, window_loss = 0.0;
+    int window_n = 0;
+    LLStatus st = LL_OK;
+    for (int step = 0; step < tc->steps; step++) {
+        float lr = lr_at(tc->schedule, step, tc->steps, tc->warmup, tc->lr, tc->min_lr_ratio);
+        adamw_zero_grad(&opt);
+        double loss = 0.0, reg = 0.0;
+        for (int k = 0; k < tc->accum; k++) {
+            data_sample(train, &rng, &b, tc->batch, tc->seq, c->bos_id, c->pad_id);
+            loss += (double)model_forward(m, &b, 1) * inv_accum;
+            model_backward(m, &b, inv_accum);
+            if (a) reg += (double)adapter_reg_loss(a, a->cfg.orth_reg_weight * inv_accum) * inv_accum;
+        }
+        double gnorm = adamw_grad_norm(&opt);
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            res->diverged_step = step;
+            st = ll_err(err, LL_ERR_DIVERGED, "training diverged at step %d: %s is %s (lr %.3g); try a lower learning rate",
+                        step, !isfinite(loss) ? "the loss" : "the gradient norm",
+                        isnan(!isfinite(loss) ? loss : gnorm) ? "NaN" : "infinite", lr);
+            emit(hooks, step, "train", "loss", loss);
+            break;
+        }
+        if (tc->clip > 0.0f && gnorm > tc->clip) adamw_scale_grads(&opt, (float)(tc->clip / gnorm));
+        adamw_step(&opt, lr);
+        if (a) adapter_on_step(a, step);
+        res->steps_done = step + 1;
+        window_loss += loss;
+        window_n++;
+        int last = step + 1 == tc->steps;
+        if ((tc->log_every > 0 && (step + 1) % tc->log_every == 0) || last) {
+            res->train_loss = window_loss / window_n;
+            emit(hooks, step + 1, "train", "loss", res->train_loss);
+            emit(hooks, step + 1, "train", "lr", lr);
+            emit(hooks, step + 1, "train", "grad_norm", gnorm);
+            if (reg != 0.0) emit(hooks, step + 1, "train", "orth_reg", reg);
+            window_loss = 0.0, window_n = 0;
+        }
+        if (valid && ((tc->eval_every > 0 && (step + 1) % tc->eval_every == 0) || last)) {
+            double e0 = ll_now();
+            res->eval = eval_run(m, valid, &b, tc->batch, tc->seq, tc->eval_batches);
+            emit_eval(hooks, step + 1, &res->eval);
+            eval_time += ll_now() - e0;
+        }
+        double elapsed = ll_now() - t0, train_time = elapsed - eval_time;
+        res->wall_s = elapsed;
+        res->tokens_per_s = (double)res->steps_done * tc->accum * tc->batch * tc->seq / (train_time > 0 ? train_time : 1e-9);
+        if (hooks && hooks->progress)
+            hooks->progress(hooks->user, step + 1, tc->steps, loss, res->tokens_per_s,
+                            elapsed / (step + 1) * (tc->steps - step - 1));
+        if (!last && hooks && hooks->stop && hooks->stop(hooks->user)) {
+            st = ll_err(err, LL_ERR_INTERRUPTED, "interrupted at step %d of %d", step + 1, tc->steps);
+            break;
+        }
+        if (!last && tc->max_minutes > 0 && elapsed > tc->max_minutes * 60.0) {
+            st = ll_err(err, LL_ERR_INTERRUPTED, "stopped by train.max_minutes (%.1f) at step %d of %d",
+                        tc->max_minutes, step + 1, tc->steps);
+            break;
+        }
+    }
+    res->wall_s = ll_now() - t0;
+    batch_free(&b);
+    adamw_free(&opt);
+    return st;
+}

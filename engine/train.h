@@ -1,0 +1,64 @@
+/* train: the training loop and evaluation.
+ *
+ * One step: zero gradients; for each of `accum` micro-batches: forward, backward of loss/accum,
+ * plus the adapter's regulariser if it has one; stop as diverged if the loss or the gradient norm
+ * is not finite; clip to the global norm; AdamW at the scheduled learning rate; then the adapter's
+ * on_step (AdaLoRA's rank allocation runs here, post-step weights with pre-step gradients, as PEFT
+ * does). What is trained: the adapter's flat buffer when an adapter is attached, else the base
+ * weights (full fine-tuning, pretraining; the model must have been built with train_base); the
+ * classification head always. Nothing is allocated inside the step loop.
+ *
+ * Metrics leave through hooks (the results store, a progress line); the engine prints nothing. */
+#ifndef LL_TRAIN_H
+#define LL_TRAIN_H
+
+#include "adapter.h"
+#include "core.h"
+#include "data.h"
+#include "model.h"
+#include "optim.h"
+
+typedef struct {
+    int steps, batch, seq, accum;
+    float lr, min_lr_ratio, weight_decay, beta1, beta2, eps, clip;
+    int warmup;
+    LrSchedule schedule;
+    int eval_every;   /* 0: only at the end */
+    int eval_batches; /* 0: the whole validation set */
+    int log_every;    /* train metrics every N steps */
+    uint64_t seed;    /* data order (init seeds live with the model and the adapter) */
+    double max_minutes; /* wall-clock bound, 0 = none */
+} TrainConfig;
+
+void train_config_defaults(TrainConfig *c);
+
+typedef struct {
+    double loss, ppl, accuracy, macro_f1; /* accuracy and F1 NaN for language modelling */
+    long n;                               /* tokens or examples counted */
+} EvalResult;
+
+typedef struct {
+    void (*metric)(void *user, int step, const char *split, const char *name, double value);
+    void (*progress)(void *user, int step, int steps, double loss, double tokens_per_s, double eta_s);
+    int (*stop)(void *user); /* non-zero: stop now, status interrupted */
+    void *user;
+} TrainHooks;
+
+typedef struct {
+    int steps_done;
+    double train_loss;  /* mean over the last log window */
+    EvalResult eval;    /* final evaluation */
+    double tokens_per_s, wall_s;
+    size_t trainable, optimizer_bytes;
+    int diverged_step;  /* -1 unless diverged */
+} TrainResult;
+
+/* Runs tc->steps steps. Returns LL_OK, LL_ERR_DIVERGED (message names the step and what was not
+ * finite), or LL_ERR_INTERRUPTED. res is filled in every case with what was done. */
+LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *train, const Dataset *valid,
+                   const TrainHooks *hooks, TrainResult *res, LLError *err);
+
+/* Mean loss (and accuracy, macro-F1 for classification) over max_batches eval batches (0 = all). */
+EvalResult eval_run(Model *m, const Dataset *d, Batch *b, int B, int T, int max_batches);
+
+#endif

@@ -1,0 +1,229 @@
+/* config: YAML experiment files -> validated, resolved run configurations.
+ *
+ * The schema is one static table (config.c) of every valid dotted key: its type (int, float, bool,
+ * string, string list, int list, map string -> number), bounds or choices, default and a one-line
+ * doc. A YAML file is read into (dotted key -> value, line) pairs: nesting and dotted keys are the
+ * same thing (`adapter: {r: 8}` is `adapter.r: 8`). Every key is checked against the table and
+ * every value against its type and bounds before anything runs; each error names the file, the
+ * line and the key ("configs/x.yaml:12: unknown key 'adapter.rank'; did you mean 'adapter.r'?").
+ * `--set key=value` overrides (the value is parsed as a YAML scalar or flow list/map) pass the same
+ * checks and report as "--set: ...". A --set of a key that a sweep varies (grid axis, random-search
+ * key, derived key) removes that axis: the command line wins.
+ *
+ * Resolution (config_resolve) turns the flat document plus one grid point's assignments into a
+ * RunConfig: engine defaults (train_config_defaults, adapter_config_defaults for the method) are
+ * the schema defaults; adapter.seed follows train.seed unless set; adapter.total_step is
+ * train.steps. Cross-key checks (exactly one of base.path / base.preset, AdaLoRA's schedule, ...)
+ * run here. Paths in a config (base.path, base.data, task.data, output.dir) are relative to the
+ * working directory (the project root), not to the config file; presets are looked up as
+ * configs/models/<preset>.yaml unless the value is itself a path (contains '/' or ends in .yaml).
+ *
+ * Run identity. Keys a method ignores are dropped from the canonical config AND reset to the
+ * method's defaults in the resolved structs (full fine-tuning ignores every adapter key but the
+ * method; VeRA ignores alpha, rsLoRA/DoRA, init and the patterns; AdaLoRA ignores r, rsLoRA/DoRA,
+ * init and the patterns; LoRA ignores the AdaLoRA and VeRA keys), so equal keys mean equal runs.
+ * canonical_json is a compact JSON object of every remaining resolved key (defaults included),
+ * flat dotted names in byte order, numbers in their shortest round-trip form for the field's C type
+ * (so 1e-3 and 0.001 are one run), target modules as the sorted full names. Labels that do not
+ * change what a run computes are left out: name, description, output.dir and the sweep section.
+ * With a pretrained base, the preset's sizes enter as base.model.<hf key>.
+ *   key      = the first 16 hex digits of SHA-256 (FIPS 180-4) of canonical_json's bytes; anyone can
+ *              check one with `printf '%s' "$json" | sha256sum | cut -c1-16`.
+ *   base_hash = the same over the canonical JSON of the base.* keys alone (the pretraining cache
+ *              key: results/bases/<base_hash>).
+ * Changing the schema's key set or a default changes keys: bump nothing silently, say so in the log.
+ */
+#ifndef LL_CONFIG_H
+#define LL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "adapter.h"
+#include "core.h"
+#include "model.h"
+#include "train.h"
+
+#define CONFIG_MODELS_DIR "configs/models"
+#define CONFIG_BASES_DIR "results/bases"
+#define CONFIG_DEFAULT_OUT_DIR "results/runs"
+#define CONFIG_KEY_MAX 96
+
+typedef enum {
+    CFG_INT,      /* whole number */
+    CFG_FLOAT,    /* number (an int is accepted) */
+    CFG_BOOL,     /* true/false (yes/no, on/off) */
+    CFG_STRING,   /* any scalar */
+    CFG_STR_LIST, /* a list of strings, or one scalar "a,b" split at commas */
+    CFG_INT_LIST, /* a list of whole numbers, or one */
+    CFG_NUM_MAP   /* a mapping of string -> number */
+} ConfigType;
+
+/* A typed value. Lists and maps keep n items in `names` (strings, map keys) and `nums` (int list
+ * items, map values); ints and bools in i, floats in f, strings in s. Owned; config_value_free. */
+typedef struct {
+    ConfigType type;
+    int64_t i;
+    double f;
+    char *s;
+    int n;
+    char **names;
+    double *nums;
+} ConfigValue;
+
+void config_value_free(ConfigValue *v);
+void config_value_copy(ConfigValue *dst, const ConfigValue *src);
+/* Compares values of the same key: numbers numerically, target lists as sets of modules. */
+int config_value_equal(const char *key, const ConfigValue *a, const ConfigValue *b);
+/* Short text for tables and messages ("8", "0.001", "[q_proj,v_proj]"). */
+void config_value_string(const ConfigValue *v, char *out, size_t cap);
+/* Checks v (any numeric or scalar type) against key's schema entry and converts it to the key's
+ * type (an integral float to an int key, a number to a float key). Fills err with "KEY: what". */
+LLStatus config_value_check(const char *key, ConfigValue *v, LLError *err);
+
+/* One assignment of a sweep point (or an override given by a caller). */
+typedef struct {
+    char key[CONFIG_KEY_MAX];
+    ConfigValue value;
+} ConfigAssign;
+
+void config_assign_free(ConfigAssign *a, int n); /* frees the values and the array */
+
+/* The sweep section, parsed and type-checked (expanded by sweep.c). */
+typedef struct {
+    char key[CONFIG_KEY_MAX];
+    ConfigValue *values;
+    int n;
+    int line;
+} SweepAxis;
+
+typedef enum { SPACE_CHOICE, SPACE_UNIFORM, SPACE_LOG_UNIFORM, SPACE_INT_LOG2 } SweepSpaceKind;
+
+typedef struct {
+    char key[CONFIG_KEY_MAX];
+    SweepSpaceKind kind;
+    ConfigValue *choices; /* SPACE_CHOICE */
+    int n_choices;
+    double lo, hi;        /* the others */
+    int line;
+} SweepSpace;
+
+typedef struct {
+    char key[CONFIG_KEY_MAX];
+    char *expr;
+    int line;
+} SweepDerived;
+
+typedef struct {
+    ConfigAssign *match; /* a point matching every entry is dropped */
+    int n;
+    int line;
+} SweepExclude;
+
+typedef struct {
+    SweepAxis *axes;
+    int n_axes;
+    int64_t *seeds; /* sweep.seeds: a train.seed axis, the slowest one */
+    int n_seeds;
+    int random_n;   /* 0: no random search */
+    uint64_t random_seed;
+    SweepSpace *space;
+    int n_space;
+    SweepDerived *derived;
+    int n_derived;
+    SweepExclude *exclude;
+    int n_exclude;
+} SweepSpec;
+
+typedef struct {
+    char key[CONFIG_KEY_MAX];
+    ConfigValue value;
+    int line;          /* 0 for --set */
+    int from_set;      /* given on the command line */
+} ConfigEntry;
+
+typedef struct {
+    char name[128];
+    ModelConfig mc;
+    char *canonical;   /* "\"base.model.hidden_size\":128,..." (no braces) */
+} ConfigPreset;
+
+/* A loaded, validated document: explicit values (file, then --set) plus the sweep section. */
+typedef struct ConfigDoc {
+    char path[1024];
+    char *text;           /* the file's text, with the --set list appended as comments */
+    char default_name[128]; /* the file's base name without extension */
+    ConfigEntry *entries;
+    int n_entries;
+    SweepSpec sweep;
+    ConfigPreset *presets; /* every preset the document can name, loaded once */
+    int n_presets;
+} ConfigDoc;
+
+typedef struct {
+    char name[128];
+    /* base model: either base.path (a model folder) or the pretraining keys */
+    char base_path[1024];     /* resolved: given path, or results/bases/<base_hash> */
+    int pretrain;             /* 1 when built from the base.* pretraining keys */
+    char base_preset[64];     /* configs/models/<preset>.yaml holds the sizes */
+    ModelConfig base_model;   /* sizes from the preset file (V = 0: the tokenizer fills it) */
+    char base_data[1024];     /* pretraining corpus folder: train.txt, valid.txt */
+    int base_bpe, base_vocab; /* base.tokenizer: bpe|bytes; base.vocab_size */
+    TrainConfig base_train;   /* base.steps, base.batch, base.seq, base.lr, base.warmup, ... */
+    char base_hash[17];       /* hash of the canonical base section (cache key) */
+    int task_cls;             /* task.type: lm | cls */
+    char task_data[1024];     /* folder with train/valid/test .txt (lm) or .jsonl (cls) */
+    TrainConfig train;        /* train.* */
+    AdapterConfig adapter;    /* adapter.*; total_step = train.steps */
+    char out_dir[1024];       /* output.dir; a run writes <out_dir>/<sweep name>/<run key>/ */
+    char key[17];             /* hash (16 hex chars) of canonical_json */
+    char *canonical_json;     /* sorted-key JSON of every resolved key the run depends on */
+} RunConfig;
+
+/* Reads, parses and validates path (flat values, sweep section) and applies the --set overrides
+ * ("key=value" strings). Every error is LL_ERR_CONFIG (LL_ERR_IO for an unreadable file) with a
+ * message naming file:line and key. */
+LLStatus config_load(const char *path, const char *const *sets, int n_sets, struct ConfigDoc **doc,
+                     LLError *err);
+/* The same from text already in memory; `path` is only used in messages and for the default name. */
+LLStatus config_load_text(const char *path, const char *text, const char *const *sets, int n_sets,
+                          struct ConfigDoc **doc, LLError *err);
+void config_doc_free(struct ConfigDoc *doc);
+
+/* One point: the document's values, with overrides[0..n) on top (they win), resolved and checked.
+ * rc is zeroed first; free it with run_config_free (also after a failure). */
+LLStatus config_resolve(const struct ConfigDoc *doc, const ConfigAssign *overrides, int n, RunConfig *rc,
+                        LLError *err);
+void run_config_free(RunConfig *rc);
+
+/* The value of one key in the canonical config, as JSON text; returns 0 when the key is not part
+ * of it (a key the method ignores). */
+int config_canonical_get(const RunConfig *rc, const char *key, char *out, size_t cap);
+
+/* The effective number of a numeric key for a point (override, file value, else default; adapter
+ * defaults of the point's method): what derived expressions read. Returns 0 when the key is not
+ * numeric. */
+int config_number(const struct ConfigDoc *doc, const ConfigAssign *overrides, int n, const char *key,
+                  double *out);
+
+/* Schema lookups. */
+int config_key_known(const char *key);           /* 1 for a valid dotted key */
+ConfigType config_key_type(const char *key);     /* the key must be known */
+/* A bare name such as "r" -> "adapter.r" (unique suffix among non-base keys). Returns 0 and fills
+ * err when unknown or ambiguous. */
+int config_short_name(const char *name, char *out, size_t cap, LLError *err);
+/* The nearest valid key by edit distance (or a known alias such as lora_alpha -> adapter.alpha);
+ * NULL when nothing is close. */
+const char *config_suggest_key(const char *key);
+/* Prints the schema: key, type, default, bounds, doc (for `loralab sweep --keys` and the docs). */
+void config_describe(FILE *f);
+
+/* SHA-256 of data, as 64 lower-case hex digits plus NUL (out has room for 65). */
+void config_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* Loads a model size file (HF key names); V stays 0. canonical receives the base.model.* JSON
+ * members (malloc'd; may be NULL). */
+LLStatus config_load_preset(const char *preset, ModelConfig *mc, char **canonical, LLError *err);
+
+#endif

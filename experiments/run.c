@@ -1,0 +1,287 @@
+/* run: see run.h. */
+#define _GNU_SOURCE
+#include "run.h"
+
+#include "adapter.h"
+#include "checkpoint.h"
+#include "data.h"
+#include "model.h"
+#include "tokenizer.h"
+#include "train.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+static int64_t peak_rss_bytes(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
+    return (int64_t)ru.ru_maxrss * 1024;
+}
+
+static void set_threads(int threads) {
+    if (threads <= 0) return;
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+}
+
+/* ---- progress and metrics hooks ------------------------------------------------------------- */
+
+typedef struct {
+    const RunEnv *env;
+    const char *label;
+    LLStatus store_rc;
+    LLError store_err;
+    double last_print;
+} HookCtx;
+
+static void on_metric(void *user, int step, const char *split, const char *name, double value) {
+    HookCtx *h = user;
+    if (!h->env->store || h->store_rc) return;
+    /* A store failure (say, a database locked past the timeout) must not kill the training: the run
+     * goes on, and the error is reported when it finishes. */
+    h->store_rc = store_add_metric(h->env->store, h->env->run_id, step, split, name, value, &h->store_err);
+}
+
+static void on_progress(void *user, int step, int steps, double loss, double tps, double eta) {
+    HookCtx *h = user;
+    if (!h->env->progress) return;
+    double now = ll_now();
+    if (step != steps && now - h->last_print < 0.5) return;
+    h->last_print = now;
+    fprintf(stderr, "\r%s step %d/%d  loss %.4f  %.0f tok/s  ETA %d:%02d   ", h->label, step, steps, loss, tps,
+            (int)eta / 60, (int)eta % 60);
+    if (step == steps) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static int on_stop(void *user) {
+    HookCtx *h = user;
+    return h->env->stop && *h->env->stop;
+}
+
+/* ---- data ----------------------------------------------------------------------------------- */
+
+static LLStatus load_split(const char *folder, const char *split, int cls, const Tokenizer *tok, Dataset *d,
+                           LLError *err) {
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s.%s", folder, split, cls ? "jsonl" : "txt");
+    return cls ? data_load_jsonl(path, tok, d, err) : data_load_text(path, tok, d, err);
+}
+
+/* Label names from DATA/labels.txt (one per line); returns the count, 0 when absent. */
+static int read_labels(const char *folder, char ***names) {
+    char path[2048], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/labels.txt", folder);
+    *names = NULL;
+    if (ll_read_file(path, &text, &len, NULL)) return 0;
+    int n = 0;
+    char **out = NULL;
+    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        out = ll_realloc(out, (size_t)n + 2, sizeof(char *));
+        out[n++] = ll_strdup(line);
+        out[n] = NULL;
+    }
+    ll_free(text);
+    *names = out;
+    return n;
+}
+
+static void free_labels(char **names) {
+    for (int i = 0; names && names[i]; i++) ll_free(names[i]);
+    ll_free(names);
+}
+
+/* ---- the base model ------------------------------------------------------------------------- */
+
+static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char *dir, LLError *err) {
+    char path[2048];
+    Tokenizer *tok = NULL;
+    LLStatus st;
+    snprintf(path, sizeof path, "%s/train.txt", rc->base_data);
+    if (rc->base_bpe) {
+        char *text;
+        size_t len;
+        if (ll_read_file(path, &text, &len, err)) return ll_err_prefix(err, "pretraining corpus (run `make data`)");
+        double t0 = ll_now();
+        st = tok_train_bpe(text, len, rc->base_vocab, &tok, err);
+        ll_free(text);
+        if (st) return st;
+        if (env->progress) fprintf(stderr, "trained a BPE tokenizer of %d ids on %s in %.1f s\n", tok_vocab_size(tok), path, ll_now() - t0);
+    } else {
+        tok = tok_new_bytes();
+    }
+    Dataset train = {0}, valid = {0};
+    st = load_split(rc->base_data, "train", 0, tok, &train, err);
+    if (!st) st = load_split(rc->base_data, "valid", 0, tok, &valid, err);
+    ModelConfig mc = rc->base_model;
+    mc.V = tok_vocab_size(tok);
+    mc.bos_id = tok_bos(tok), mc.eos_id = tok_eos(tok), mc.pad_id = tok_pad(tok);
+    mc.n_labels = 0;
+    ModelOptions mo = {rc->base_train.batch, rc->base_train.seq, 1, 1};
+    Model m = {0};
+    if (!st) st = model_init(&m, &mc, &mo, err);
+    if (!st) {
+        model_init_weights(&m, rc->base_train.seed);
+        HookCtx h = {env, "pretrain", LL_OK, {0}, 0};
+        RunEnv quiet = *env;
+        quiet.store = NULL; /* the base is not a run of the sweep */
+        h.env = &quiet;
+        TrainHooks hooks = {on_metric, on_progress, on_stop, &h};
+        TrainResult res;
+        st = train_run(&m, NULL, &rc->base_train, &train, &valid, &hooks, &res, err);
+        if (!st) {
+            if (env->progress)
+                fprintf(stderr, "pretrained base: %zu parameters, valid loss %.4f (ppl %.2f), %.0f tok/s, %.0f s\n",
+                        m.n_params, res.eval.loss, res.eval.ppl, res.tokens_per_s, res.wall_s);
+            st = checkpoint_save(&m, tok, NULL, dir, err);
+        } else {
+            ll_err_prefix(err, "pretraining the base model");
+        }
+    }
+    model_free(&m);
+    data_free(&train);
+    data_free(&valid);
+    tok_free(tok);
+    return st;
+}
+
+LLStatus run_ensure_base(const RunConfig *rc, const RunEnv *env, char *path, size_t cap, LLError *err) {
+    snprintf(path, cap, "%s", rc->base_path);
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg, "%s/config.json", rc->base_path);
+    if (ll_file_exists(cfg)) return LL_OK;
+    if (!rc->pretrain)
+        return ll_err(err, LL_ERR_IO, "base model folder '%s' has no config.json", rc->base_path);
+    /* Several workers may want the same base: a lock file makes one of them build it. */
+    char parent[2048];
+    snprintf(parent, sizeof parent, "%s", rc->base_path);
+    char *slash = strrchr(parent, '/');
+    if (slash) {
+        *slash = '\0';
+        LLStatus st = ll_mkdirs(parent, err);
+        if (st) return st;
+    }
+    char lock[2048];
+    snprintf(lock, sizeof lock, "%s.lock", rc->base_path);
+    int fd = open(lock, O_CREAT | O_RDWR, 0644);
+    if (fd < 0) return ll_err(err, LL_ERR_IO, "cannot create lock '%s': %s", lock, strerror(errno));
+    flock(fd, LOCK_EX);
+    LLStatus st = LL_OK;
+    if (!ll_file_exists(cfg)) {
+        if (env->progress) fprintf(stderr, "pretraining the base model into %s (cached for later runs)\n", rc->base_path);
+        st = pretrain_base(rc, env, rc->base_path, err);
+    }
+    flock(fd, LOCK_UN);
+    close(fd);
+    return st;
+}
+
+/* ---- one run -------------------------------------------------------------------------------- */
+
+static void record(const RunEnv *env, const RunOutcome *o, const char *error) {
+    if (!env->store) return;
+    RunResult r = {o->status, o->tokens_per_s, o->wall_s, o->trainable, o->total, o->peak_mem, o->train_loss,
+                   o->eval_loss, o->eval_ppl, o->accuracy, o->macro_f1, error, o->out_dir[0] ? o->out_dir : NULL};
+    LLError e;
+    if (store_finish_run(env->store, env->run_id, &r, &e))
+        fprintf(stderr, "loralab: could not record the run's outcome: %s\n", e.msg);
+}
+
+LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LLError *err) {
+    memset(out, 0, sizeof *out);
+    snprintf(out->status, sizeof out->status, "failed");
+    out->train_loss = out->eval_loss = out->eval_ppl = out->accuracy = out->macro_f1 = NAN;
+    out->trainable = out->total = out->peak_mem = -1;
+    set_threads(env->threads);
+    double t0 = ll_now();
+
+    char base[2048];
+    LoadedModel lm = {0};
+    Dataset train = {0}, valid = {0};
+    Adapter *a = NULL;
+    char **labels = NULL;
+    LLStatus st = run_ensure_base(rc, env, base, sizeof base, err);
+    int n_labels = 0;
+    if (!st && rc->task_cls) {
+        n_labels = read_labels(rc->task_data, &labels);
+        if (n_labels < 2)
+            st = ll_err(err, LL_ERR_IO, "classification data '%s' needs a labels.txt with at least 2 label names",
+                        rc->task_data);
+    }
+    const int full = rc->adapter.method == ADAPTER_FULL;
+    ModelOptions mo = {rc->train.batch, rc->train.seq, 1, full};
+    if (!st) st = checkpoint_open(base, &mo, n_labels, &lm, err);
+    Model *m = &lm.model;
+    if (!st) {
+        st = load_split(rc->task_data, "train", rc->task_cls, lm.tok, &train, err);
+        if (!st) st = load_split(rc->task_data, "valid", rc->task_cls, lm.tok, &valid, err);
+    }
+    if (!st && m->head) model_init_head(m, rc->adapter.seed);
+    if (!st && !full) st = adapter_create(&rc->adapter, m, &a, err);
+    if (!st) {
+        out->trainable = (int64_t)adapter_trainable_count(m, a);
+        out->total = (int64_t)(m->n_params + m->n_head + (a ? a->n_params : 0));
+        char report[256];
+        adapter_param_report(m, a, report, sizeof report);
+        ll_log(&env->log, LL_LOG_INFO, "%s", report);
+        HookCtx h = {env, rc->name, LL_OK, {0}, 0};
+        TrainHooks hooks = {on_metric, on_progress, on_stop, &h};
+        TrainResult res;
+        st = train_run(m, a, &rc->train, &train, &valid, &hooks, &res, err);
+        out->train_loss = res.train_loss;
+        out->eval_loss = res.eval.loss;
+        out->eval_ppl = res.eval.ppl;
+        out->accuracy = res.eval.accuracy;
+        out->macro_f1 = res.eval.macro_f1;
+        out->tokens_per_s = res.tokens_per_s;
+        if (st == LL_ERR_DIVERGED) snprintf(out->status, sizeof out->status, "diverged");
+        else if (st == LL_ERR_INTERRUPTED) snprintf(out->status, sizeof out->status, "interrupted");
+        if (!st && h.store_rc) {
+            st = h.store_rc;
+            *err = h.store_err;
+        }
+        if (!st && env->store) st = store_flush(env->store, err);
+        if (!st && a && env->store && rc->adapter.method == ADAPTER_ADALORA) {
+            for (int i = 0; i < a->n_sites && !st; i++) {
+                const AdapterSite *s = &a->sites[i];
+                if (!s->active) continue;
+                st = store_add_rank(env->store, env->run_id, s->layer, model_module_name(s->mod),
+                                    adalora_site_rank(a, s), s->r, err);
+            }
+        }
+        if (!st) {
+            /* Only a finished run writes its folder, so a diverged or interrupted run never
+             * replaces a good one. */
+            snprintf(out->out_dir, sizeof out->out_dir, "%s/%s/%s", rc->out_dir, rc->name, rc->key);
+            if (full) {
+                adapter_attach(m, NULL);
+                st = checkpoint_save(m, lm.tok, (const char *const *)labels, out->out_dir, err);
+            } else {
+                st = ll_mkdirs(out->out_dir, err);
+                if (!st) st = adapter_save(a, m, out->out_dir, base, err);
+            }
+            if (st) out->out_dir[0] = '\0';
+        }
+    }
+    out->wall_s = ll_now() - t0;
+    out->peak_mem = peak_rss_bytes();
+    if (!st) snprintf(out->status, sizeof out->status, "done");
+    record(env, out, st ? err->msg : NULL);
+    adapter_free(a);
+    data_free(&train);
+    data_free(&valid);
+    checkpoint_close(&lm);
+    free_labels(labels);
+    return st;
+}

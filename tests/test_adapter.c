@@ -1,0 +1,1172 @@
+/* test_adapter: the adapter interface and its methods (LoRA, rsLoRA, DoRA, PiSSA, AdaLoRA, VeRA)
+ * on a tiny Llama (V=32, C=16, L=2, NH=4, NKV=2, HS=4, F=24, batch 2 x 5).
+ *
+ * core:   identity at init (bitwise), frozen base after updates (bitwise), merge/unmerge,
+ *         parameter counts and PEFT's report string, patterns and layers_to_transform, VeRA's
+ *         projections, AdaLoRA's budget schedule and rank allocator, save -> load -> same logits.
+ * grad:   central finite differences of the model's own cross-entropy for every adapter float
+ *         (and every base float with train_base), with and without dropout (the dropout stream is
+ *         rewound before every forward so that all evaluations see one mask), and AdaLoRA's
+ *         orthogonality regulariser on its own.
+ * limits: bad configurations and bad adapter folders give the right status and message.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "adapter.h"
+#include "model.h"
+#include "safetensors.h"
+
+enum { TB = 2, TT = 5 };
+
+static ModelConfig tiny_config(void) {
+    ModelConfig c;
+    memset(&c, 0, sizeof c);
+    c.V = 32, c.C = 16, c.L = 2, c.NH = 4, c.NKV = 2, c.HS = 4, c.F = 24, c.max_T = 16;
+    c.eps = 1e-5f, c.rope_theta = 10000.0f;
+    c.init_range = 0.25f; /* larger than HF's 0.02 so that gradients are far above float noise */
+    c.tied = 0, c.n_labels = 0, c.bos_id = 1, c.eos_id = 2, c.pad_id = 0;
+    return c;
+}
+
+static void make_model(Model *m, int train_base, int tied) {
+    ModelConfig c = tiny_config();
+    c.tied = tied;
+    ModelOptions o = {.B = TB, .T = TT, .training = 1, .train_base = train_base};
+    LLError err;
+    ck_assert_msg(model_init(m, &c, &o, &err) == LL_OK, "%s", err.msg);
+    model_init_weights(m, 1234);
+}
+
+typedef struct {
+    int ids[TB * TT], targets[TB * TT];
+    Batch b;
+} TestBatch;
+
+static void make_batch(TestBatch *tb) {
+    Rng r;
+    rng_seed(&r, 99);
+    for (int i = 0; i < TB * TT; i++) tb->ids[i] = (int)rng_below(&r, 32);
+    for (int b = 0; b < TB; b++)
+        for (int t = 0; t < TT; t++)
+            tb->targets[b * TT + t] = t + 1 < TT ? tb->ids[b * TT + t + 1] : -1; /* LM shift, last ignored */
+    tb->targets[1] = -1; /* one more ignored row */
+    memset(&tb->b, 0, sizeof tb->b);
+    tb->b.B = TB, tb->b.T = TT, tb->b.ids = tb->ids, tb->b.targets = tb->targets;
+}
+
+static Adapter *make_adapter(const AdapterConfig *c, Model *m) {
+    Adapter *a = NULL;
+    LLError err;
+    ck_assert_msg(adapter_create(c, m, &a, &err) == LL_OK, "%s", err.msg);
+    return a;
+}
+
+static void randomize(float *x, size_t n, float std, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    rng_fill_normal(&r, x, n, std);
+}
+
+static size_t n_logits(void) { return (size_t)TB * TT * 32; }
+
+static float *copy_logits(const Model *m) {
+    float *out = malloc(sizeof(float) * n_logits());
+    memcpy(out, model_logits(m, 0, 0), sizeof(float) * n_logits());
+    return out;
+}
+
+static AdapterConfig lora_cfg(int r, float alpha) {
+    AdapterConfig c;
+    adapter_config_defaults(&c, ADAPTER_LORA);
+    c.r = r, c.alpha = alpha, c.seed = 7;
+    return c;
+}
+
+static AdapterConfig vera_cfg(int r) {
+    AdapterConfig c;
+    adapter_config_defaults(&c, ADAPTER_VERA);
+    c.r = r, c.seed = 7;
+    return c;
+}
+
+static AdapterConfig adalora_cfg(void) {
+    AdapterConfig c;
+    adapter_config_defaults(&c, ADAPTER_ADALORA);
+    c.init_r = 6, c.target_r = 2, c.alpha = 8.0f, c.seed = 7;
+    c.total_step = 20, c.tinit = 3, c.tfinal = 5, c.deltaT = 2;
+    return c;
+}
+
+/* The adapter's E floats of AdaLoRA, or B of LoRA: the block that makes the method a no-op. */
+static AdapterConfig cfg_for(AdapterMethod m) {
+    if (m == ADAPTER_LORA) return lora_cfg(4, 8.0f);
+    if (m == ADAPTER_VERA) return vera_cfg(6);
+    return adalora_cfg();
+}
+
+/* ---- identity at init --------------------------------------------------------------------- */
+
+static void check_identity(AdapterConfig c) {
+    Model m;
+    make_model(&m, 0, 0);
+    TestBatch tb;
+    make_batch(&tb);
+    float base_loss = model_forward(&m, &tb.b, 0);
+    float *base = copy_logits(&m);
+    Adapter *a = make_adapter(&c, &m);
+    adapter_attach(&m, a);
+    for (int train = 0; train <= 1; train++) {
+        float loss = model_forward(&m, &tb.b, train);
+        ck_assert_msg(memcmp(base, model_logits(&m, 0, 0), sizeof(float) * n_logits()) == 0,
+                      "%s (train=%d, dropout=%g): logits differ from the base model at init",
+                      adapter_method_name(c.method), train, c.dropout);
+        ck_assert(memcmp(&loss, &base_loss, sizeof loss) == 0);
+    }
+    adapter_free(a);
+    free(base);
+    model_free(&m);
+}
+
+START_TEST(test_identity_at_init) {
+    AdapterMethod ms[3] = {ADAPTER_LORA, ADAPTER_VERA, ADAPTER_ADALORA};
+    for (int i = 0; i < 3; i++) {
+        AdapterConfig c = cfg_for(ms[i]);
+        c.targets = (1u << MOD_COUNT) - 1;
+        check_identity(c);
+        c.dropout = 0.3f; /* the base path never sees the dropout */
+        check_identity(c);
+    }
+}
+END_TEST
+
+/* ---- frozen base ---------------------------------------------------------------------------- */
+
+START_TEST(test_frozen_base_unchanged) {
+    AdapterMethod ms[3] = {ADAPTER_LORA, ADAPTER_VERA, ADAPTER_ADALORA};
+    for (int i = 0; i < 3; i++) {
+        Model m;
+        make_model(&m, 0, 0);
+        ck_assert(m.grads == NULL);
+        TestBatch tb;
+        make_batch(&tb);
+        float *before = malloc(sizeof(float) * m.n_params);
+        memcpy(before, m.params, sizeof(float) * m.n_params);
+        AdapterConfig c = cfg_for(ms[i]);
+        c.targets = (1u << MOD_COUNT) - 1;
+        c.dropout = 0.1f;
+        Adapter *a = make_adapter(&c, &m);
+        adapter_attach(&m, a);
+        float *p0 = malloc(sizeof(float) * a->n_params);
+        memcpy(p0, a->params, sizeof(float) * a->n_params);
+        for (int step = 0; step < 3; step++) {
+            model_zero_grad(&m);
+            adapter_zero_grad(a);
+            model_forward(&m, &tb.b, 1);
+            model_backward(&m, &tb.b, 1.0f);
+            adapter_reg_loss(a, c.orth_reg_weight);
+            for (size_t j = 0; j < a->n_params; j++) a->params[j] -= 0.5f * a->grads[j];
+            adapter_on_step(a, step);
+        }
+        ck_assert_msg(memcmp(before, m.params, sizeof(float) * m.n_params) == 0, "%s changed the frozen base",
+                      adapter_method_name(c.method));
+        ck_assert_msg(memcmp(p0, a->params, sizeof(float) * a->n_params) != 0, "%s: the adapter did not train",
+                      adapter_method_name(c.method));
+        free(p0);
+        free(before);
+        adapter_free(a);
+        model_free(&m);
+    }
+}
+END_TEST
+
+/* ---- finite differences ------------------------------------------------------------------- */
+
+typedef struct {
+    Model *m;
+    Adapter *a; /* may be NULL */
+    TestBatch *tb;
+    int train;
+    Rng rng0; /* dropout stream at the analytic forward, rewound before every evaluation */
+} FdCtx;
+
+static double fd_loss(FdCtx *f) {
+    if (f->a) f->a->drop_rng = f->rng0;
+    return model_forward(f->m, &f->tb->b, f->train);
+}
+
+/* Checks analytic[i] against the central difference of the loss in param[i] for every i. */
+static void fd_check(const char *what, FdCtx *f, float *param, const float *analytic, size_t n, float eps,
+                     double atol, double rtol) {
+    int bad = 0;
+    double worst = 0.0;
+    size_t worst_i = 0;
+    double worst_a = 0, worst_n = 0;
+    for (size_t i = 0; i < n; i++) {
+        float v = param[i];
+        param[i] = v + eps;
+        double lp = fd_loss(f);
+        param[i] = v - eps;
+        double lm = fd_loss(f);
+        param[i] = v;
+        double num = (lp - lm) / ((double)(v + eps) - (double)(v - eps));
+        double an = analytic[i];
+        double tol = atol + rtol * fmax(fabs(an), fabs(num));
+        double ratio = fabs(an - num) / tol;
+        if (ratio > worst) worst = ratio, worst_i = i, worst_a = an, worst_n = num;
+        if (ratio > 1.0 && bad++ < 8) fprintf(stderr, "%s: [%zu] analytic %.8g numeric %.8g\n", what, i, an, num);
+    }
+    ck_assert_msg(bad == 0, "%s: %d of %zu gradients off; worst [%zu] analytic %.8g numeric %.8g (%.2fx tol)", what,
+                  bad, n, worst_i, worst_a, worst_n, worst);
+}
+
+/* Analytic adapter (and base) gradients of the model's mean cross-entropy. */
+static void analytic_grads(FdCtx *f) {
+    model_zero_grad(f->m);
+    if (f->a) {
+        adapter_zero_grad(f->a);
+        f->rng0 = f->a->drop_rng;
+    }
+    model_forward(f->m, &f->tb->b, f->train);
+    model_backward(f->m, &f->tb->b, 1.0f);
+}
+
+static void check_adapter_grads(AdapterConfig c, const char *what, int train) {
+    Model m;
+    make_model(&m, 0, 0);
+    TestBatch tb;
+    make_batch(&tb);
+    Adapter *a = make_adapter(&c, &m);
+    adapter_attach(&m, a);
+    randomize(a->params, a->n_params, 0.3f, 4242); /* B, lambda_b, E non-zero: non-trivial gradients */
+    FdCtx f = {.m = &m, .a = a, .tb = &tb, .train = train};
+    analytic_grads(&f);
+    float *g = malloc(sizeof(float) * a->n_params);
+    memcpy(g, a->grads, sizeof(float) * a->n_params);
+    double gmax = 0;
+    for (size_t i = 0; i < a->n_params; i++) gmax = fmax(gmax, fabs(g[i]));
+    ck_assert_msg(gmax > 1e-3, "%s: gradients are trivially small (%g)", what, gmax);
+    fd_check(what, &f, a->params, g, a->n_params, 1e-2f, 2e-4, 2e-2);
+    free(g);
+    adapter_free(a);
+    model_free(&m);
+}
+
+START_TEST(test_grad_lora) {
+    AdapterConfig c = lora_cfg(3, 6.0f);
+    c.targets = (1u << MOD_COUNT) - 1;
+    check_adapter_grads(c, "lora all-linear", 1);
+    c.dropout = 0.25f;
+    check_adapter_grads(c, "lora all-linear, dropout 0.25", 1);
+    c = lora_cfg(4, 8.0f);
+    c.use_rslora = 1;
+    c.n_rank_pattern = 1;
+    snprintf(c.rank_pattern[0].key, sizeof c.rank_pattern[0].key, "v_proj");
+    c.rank_pattern[0].value = 2;
+    check_adapter_grads(c, "rslora q,v with rank_pattern", 1);
+}
+END_TEST
+
+START_TEST(test_grad_vera) {
+    AdapterConfig c = vera_cfg(5);
+    c.targets = (1u << MOD_COUNT) - 1; /* sites of several shapes share the projections */
+    check_adapter_grads(c, "vera all-linear", 1);
+    c.dropout = 0.25f;
+    check_adapter_grads(c, "vera all-linear, dropout 0.25", 1);
+}
+END_TEST
+
+START_TEST(test_grad_adalora) {
+    AdapterConfig c = adalora_cfg();
+    c.targets = (1u << MOD_COUNT) - 1;
+    check_adapter_grads(c, "adalora all-linear", 1);
+    c.dropout = 0.25f;
+    check_adapter_grads(c, "adalora all-linear, dropout 0.25", 1);
+}
+END_TEST
+
+START_TEST(test_grad_adalora_regulariser) {
+    Model m;
+    make_model(&m, 0, 0);
+    AdapterConfig c = adalora_cfg();
+    c.targets = (1u << MOD_Q) | (1u << MOD_DOWN);
+    Adapter *a = make_adapter(&c, &m);
+    randomize(a->params, a->n_params, 0.4f, 77);
+    adapter_zero_grad(a);
+    float R = adapter_reg_loss(a, 1.0f);
+    /* the value by hand: mean over the 2·n matrices of ‖AAᵀ − I‖_F and ‖BᵀB − I‖_F */
+    double want = 0.0;
+    int nm = 0;
+    for (int i = 0; i < a->n_sites; i++) {
+        const AdapterSite *s = &a->sites[i];
+        if (!s->active) continue;
+        const float *A = a->params + s->off, *B = A + (size_t)s->r * s->in + s->r;
+        double fa = 0, fb = 0;
+        for (int p = 0; p < s->r; p++)
+            for (int q = 0; q < s->r; q++) {
+                double ga = 0, gb = 0;
+                for (int j = 0; j < s->in; j++) ga += (double)A[p * s->in + j] * A[q * s->in + j];
+                for (int o = 0; o < s->out; o++) gb += (double)B[o * s->r + p] * B[o * s->r + q];
+                ga -= p == q, gb -= p == q;
+                fa += ga * ga, fb += gb * gb;
+            }
+        want += sqrt(fa) + sqrt(fb);
+        nm += 2;
+    }
+    want /= nm;
+    ck_assert_int_eq(nm, 8);
+    ck_assert_msg(fabs(R - want) <= 1e-5 * want, "orth reg %.9g, by hand %.9g", R, want);
+    float *g = malloc(sizeof(float) * a->n_params);
+    memcpy(g, a->grads, sizeof(float) * a->n_params);
+    /* weight 0 adds nothing to the gradients and returns the same value */
+    adapter_zero_grad(a);
+    ck_assert(adapter_reg_loss(a, 0.0f) == R);
+    for (size_t i = 0; i < a->n_params; i++) ck_assert(a->grads[i] == 0.0f);
+    int bad = 0;
+    for (size_t i = 0; i < a->n_params; i++) {
+        float v = a->params[i];
+        a->params[i] = v + 1e-3f;
+        double lp = adapter_reg_loss(a, 0.0f);
+        a->params[i] = v - 1e-3f;
+        double lm = adapter_reg_loss(a, 0.0f);
+        a->params[i] = v;
+        double num = (lp - lm) / ((double)(v + 1e-3f) - (double)(v - 1e-3f));
+        if (fabs(num - g[i]) > 2e-4 + 1e-2 * fmax(fabs(num), fabs(g[i]))) {
+            if (bad++ < 3) fprintf(stderr, "reg grad [%zu]: analytic %g numeric %g\n", i, g[i], num);
+        }
+    }
+    ck_assert_int_eq(bad, 0);
+    /* E gets no regulariser gradient; the weight scales linearly */
+    adapter_zero_grad(a);
+    adapter_reg_loss(a, 0.5f);
+    for (size_t i = 0; i < a->n_params; i++) ck_assert(fabsf(a->grads[i] - 0.5f * g[i]) <= 1e-6f + 1e-5f * fabsf(g[i]));
+    for (int i = 0; i < a->n_sites; i++) {
+        const AdapterSite *s = &a->sites[i];
+        if (!s->active) continue;
+        for (int k = 0; k < s->r; k++) ck_assert(g[s->off + (size_t)s->r * s->in + k] == 0.0f);
+    }
+    free(g);
+    adapter_free(a);
+    model_free(&m);
+}
+END_TEST
+
+static void check_base_grads(int tied) {
+    Model m;
+    make_model(&m, 1, tied);
+    TestBatch tb;
+    make_batch(&tb);
+    FdCtx f = {.m = &m, .a = NULL, .tb = &tb, .train = 1};
+    analytic_grads(&f);
+    float *g = malloc(sizeof(float) * m.n_params);
+    memcpy(g, m.grads, sizeof(float) * m.n_params);
+    fd_check(tied ? "base weights (tied head)" : "base weights", &f, m.params, g, m.n_params, 1e-2f, 2e-4, 2e-2);
+    free(g);
+    model_free(&m);
+}
+
+START_TEST(test_grad_base_model) {
+    check_base_grads(0);
+    check_base_grads(1);
+}
+END_TEST
+
+/* Base and adapter gradients together: with train_base the base still gets its full gradient
+ * and the adapter path adds into dx. */
+START_TEST(test_grad_base_with_adapter) {
+    Model m;
+    make_model(&m, 1, 0);
+    TestBatch tb;
+    make_batch(&tb);
+    AdapterConfig c = lora_cfg(2, 4.0f);
+    c.targets = (1u << MOD_V) | (1u << MOD_UP);
+    Adapter *a = make_adapter(&c, &m);
+    adapter_attach(&m, a);
+    randomize(a->params, a->n_params, 0.3f, 5);
+    FdCtx f = {.m = &m, .a = a, .tb = &tb, .train = 1};
+    analytic_grads(&f);
+    float *g = malloc(sizeof(float) * m.n_params);
+    memcpy(g, m.grads, sizeof(float) * m.n_params);
+    /* the layer-0 weights only: their gradient flows back through both layers' adapters */
+    size_t lo = m.lay[0].ln1, hi = m.lay[1].ln1;
+    fd_check("base weights of layer 0 with a LoRA attached", &f, m.params + lo, g + lo, hi - lo, 1e-2f, 2e-4, 2e-2);
+    free(g);
+    adapter_free(a);
+    model_free(&m);
+}
+END_TEST
+
+/* ---- merge -------------------------------------------------------------------------------- */
+
+static void check_merge(AdapterConfig c) {
+    Model m;
+    make_model(&m, 0, 0);
+    TestBatch tb;
+    make_batch(&tb);
+    Adapter *a = make_adapter(&c, &m);
+    adapter_attach(&m, a);
+    randomize(a->params, a->n_params, 0.3f, 31);
+    model_forward(&m, &tb.b, 0);
+    float *want = copy_logits(&m);
+    float *w0 = malloc(sizeof(float) * m.n_params);
+    memcpy(w0, m.params, sizeof(float) * m.n_params);
+    adapter_merge(a, &m);
+    ck_assert(a->merged);
+    ck_assert(memcmp(w0, m.params, sizeof(float) * m.n_params) != 0);
+    model_forward(&m, &tb.b, 0);
+    const float *got = model_logits(&m, 0, 0);
+    double maxd = 0, maxv = 0;
+    for (size_t i = 0; i < n_logits(); i++) {
+        maxd = fmax(maxd, fabs((double)got[i] - want[i]));
+        maxv = fmax(maxv, fabs((double)want[i]));
+    }
+    ck_assert_msg(maxd / maxv < 1e-5, "%s: merged forward differs, relative error %g", adapter_method_name(c.method),
+                  maxd / maxv);
+    adapter_unmerge(a, &m);
+    ck_assert(!a->merged);
+    for (size_t i = 0; i < m.n_params; i++)
+        ck_assert_msg(fabsf(m.params[i] - w0[i]) <= 1e-6f + 1e-5f * fabsf(w0[i]), "%s: unmerge left %g, want %g",
+                      adapter_method_name(c.method), m.params[i], w0[i]);
+    /* and the adapter runs again after unmerge */
+    model_forward(&m, &tb.b, 0);
+    got = model_logits(&m, 0, 0);
+    for (size_t i = 0; i < n_logits(); i++) ck_assert(fabsf(got[i] - want[i]) <= 1e-5f * (float)maxv);
+    free(w0);
+    free(want);
+    adapter_free(a);
+    model_free(&m);
+}
+
+START_TEST(test_merge_unmerge) {
+    AdapterMethod ms[3] = {ADAPTER_LORA, ADAPTER_VERA, ADAPTER_ADALORA};
+    for (int i = 0; i < 3; i++) {
+        AdapterConfig c = cfg_for(ms[i]);
+        c.targets = (1u << MOD_COUNT) - 1;
+        check_merge(c);
+    }
+}
+END_TEST
+
+/* ---- counts, report, targets, patterns ---------------------------------------------------- */
+
+START_TEST(test_param_counts) {
+    Model m;
+    make_model(&m, 0, 0);
+    ck_assert_uint_eq(m.n_params, 4944); /* 512 + 2·1952 + 16 + 512 by hand */
+    AdapterMethod ms[3] = {ADAPTER_LORA, ADAPTER_VERA, ADAPTER_ADALORA};
+    for (int k = 0; k < 3; k++) {
+        AdapterConfig c = cfg_for(ms[k]);
+        c.targets = (1u << MOD_COUNT) - 1;
+        Adapter *a = make_adapter(&c, &m);
+        size_t want = 0;
+        for (int l = 0; l < 2; l++)
+            for (int mod = 0; mod < MOD_COUNT; mod++) {
+                int in, out;
+                model_module_dims(&m.cfg, mod, &in, &out);
+                if (ms[k] == ADAPTER_LORA) want += (size_t)c.r * (in + out);       /* r(in + out) */
+                else if (ms[k] == ADAPTER_VERA) want += (size_t)c.r + out;         /* r + out */
+                else want += (size_t)c.init_r * (in + out) + c.init_r;             /* A, B and E */
+            }
+        ck_assert_uint_eq(a->n_params, want);
+        ck_assert_uint_eq(adapter_trainable_count(&m, a), want);
+        size_t off = 0;
+        for (int i = 0; i < a->n_sites; i++) {
+            ck_assert(a->sites[i].active);
+            ck_assert_uint_eq(a->sites[i].off, off);
+            off += a->sites[i].n;
+        }
+        adapter_free(a);
+    }
+    model_free(&m);
+}
+END_TEST
+
+START_TEST(test_report_string) {
+    Model m;
+    make_model(&m, 0, 0);
+    AdapterConfig c = lora_cfg(4, 8.0f); /* q, v: 2 · (4·(16+16) + 4·(16+8)) = 448 */
+    Adapter *a = make_adapter(&c, &m);
+    char buf[200];
+    adapter_param_report(&m, a, buf, sizeof buf);
+    ck_assert_str_eq(buf, "trainable params: 448 || all params: 5,392 || trainable%: 8.3086");
+    adapter_param_report(&m, NULL, buf, sizeof buf);
+    ck_assert_str_eq(buf, "trainable params: 4,944 || all params: 4,944 || trainable%: 100.0000");
+    adapter_free(a);
+    model_free(&m);
+}
+END_TEST
+
+START_TEST(test_targets_parse) {
+    unsigned mask;
+    LLError err;
+    ck_assert_int_eq(adapter_parse_targets("q_proj,v_proj", &mask, &err), LL_OK);
+    ck_assert_uint_eq(mask, (1u << MOD_Q) | (1u << MOD_V));
+    ck_assert_int_eq(adapter_parse_targets("[k, o, down]", &mask, &err), LL_OK);
+    ck_assert_uint_eq(mask, (1u << MOD_K) | (1u << MOD_O) | (1u << MOD_DOWN));
+    ck_assert_int_eq(adapter_parse_targets("all-linear", &mask, &err), LL_OK);
+    ck_assert_uint_eq(mask, (1u << MOD_COUNT) - 1);
+    char s[128];
+    adapter_targets_string((1u << MOD_Q) | (1u << MOD_UP), s, sizeof s);
+    ck_assert_str_eq(s, "q_proj,up_proj");
+}
+END_TEST
+
+START_TEST(test_patterns_and_layers) {
+    Model m;
+    make_model(&m, 0, 0);
+    AdapterConfig c = lora_cfg(4, 8.0f);
+    c.targets = (1u << MOD_Q) | (1u << MOD_V) | (1u << MOD_DOWN);
+    c.n_rank_pattern = 2;
+    snprintf(c.rank_pattern[0].key, sizeof c.rank_pattern[0].key, "model.layers.1.self_attn.q_proj");
+    c.rank_pattern[0].value = 3;
+    snprintf(c.rank_pattern[1].key, sizeof c.rank_pattern[1].key, "q_proj"); /* first match wins */
+    c.rank_pattern[1].value = 2;
+    c.n_alpha_pattern = 1;
+    snprintf(c.alpha_pattern[0].key, sizeof c.alpha_pattern[0].key, "mlp.down_proj");
+    c.alpha_pattern[0].value = 16;
+    Adapter *a = make_adapter(&c, &m);
+    const AdapterSite *q0 = &a->sites[0 * MOD_COUNT + MOD_Q], *q1 = &a->sites[1 * MOD_COUNT + MOD_Q];
+    const AdapterSite *v0 = &a->sites[MOD_V], *d1 = &a->sites[MOD_COUNT + MOD_DOWN];
+    ck_assert(q0->active && q1->active && v0->active && d1->active);
+    ck_assert(!a->sites[MOD_K].active && !a->sites[MOD_COUNT + MOD_O].active);
+    ck_assert_int_eq(q0->r, 2);
+    ck_assert_int_eq(q1->r, 3);
+    ck_assert_int_eq(v0->r, 4);
+    ck_assert(q0->scale == 8.0f / 2 && q1->scale == 8.0f / 3 && v0->scale == 2.0f);
+    ck_assert(d1->alpha == 16.0f && d1->scale == 4.0f && d1->r == 4);
+    ck_assert_uint_eq(a->n_params, 2 * 32 + 3 * 32 + 4 * 24 * 2 + 4 * (24 + 16) * 2);
+    adapter_free(a);
+    /* a pattern key must match whole path components: "_proj" alone matches nothing */
+    c = lora_cfg(4, 8.0f);
+    c.n_rank_pattern = 1;
+    snprintf(c.rank_pattern[0].key, sizeof c.rank_pattern[0].key, "proj");
+    c.rank_pattern[0].value = 1;
+    a = make_adapter(&c, &m);
+    ck_assert_int_eq(a->sites[MOD_Q].r, 4);
+    adapter_free(a);
+    /* rsLoRA */
+    c = lora_cfg(4, 8.0f);
+    c.use_rslora = 1;
+    a = make_adapter(&c, &m);
+    ck_assert(a->sites[MOD_Q].scale == 8.0f / 2.0f);
+    adapter_free(a);
+    /* layers_to_transform */
+    c = lora_cfg(4, 8.0f);
+    c.n_layers = 1, c.layers[0] = 1;
+    a = make_adapter(&c, &m);
+    for (int i = 0; i < a->n_sites; i++)
+        ck_assert_int_eq(a->sites[i].active, a->sites[i].layer == 1 && (a->sites[i].mod == MOD_Q || a->sites[i].mod == MOD_V));
+    adapter_free(a);
+    /* the same selection for VeRA and AdaLoRA; VeRA sizes its projections from the kept sites */
+    c = vera_cfg(4);
+    c.targets = (1u << MOD_K) | (1u << MOD_DOWN);
+    c.n_layers = 1, c.layers[0] = 0;
+    a = make_adapter(&c, &m);
+    int n_active = 0;
+    for (int i = 0; i < a->n_sites; i++) n_active += a->sites[i].active;
+    ck_assert_int_eq(n_active, 2);
+    ck_assert_uint_eq(a->n_params, (4 + 8) + (4 + 16));
+    adapter_free(a);
+    model_free(&m);
+}
+END_TEST
+
+/* ---- VeRA projections ----------------------------------------------------------------------- */
+
+START_TEST(test_vera_projections) {
+    /* torch.manual_seed(0); torch.rand(4) (peft-spec.md section 3.1) */
+    Mt19937 g;
+    mt_seed(&g, 0);
+    float u[4];
+    mt_fill_uniform_torch(&g, u, 4, 0.0f, 1.0f);
+    const float want[4] = {0.49625659f, 0.76822180f, 0.08847743f, 0.13203049f};
+    for (int i = 0; i < 4; i++) ck_assert_msg(fabsf(u[i] - want[i]) < 1e-7f, "u[%d] = %.8f", i, u[i]);
+    /* the adapter's projections: A (r x max_in) then B (max_out x r) from one stream */
+    Model m;
+    make_model(&m, 0, 0);
+    AdapterConfig c = vera_cfg(3);
+    c.targets = (1u << MOD_COUNT) - 1;
+    c.projection_prng_key = 5;
+    Adapter *a = make_adapter(&c, &m);
+    /* max_in = F = 24 (down_proj), max_out = F = 24 (gate/up) */
+    float *ref = malloc(sizeof(float) * (3 * 24 + 24 * 3));
+    mt_seed(&g, 5);
+    float ba = (float)(sqrt(3.0) * (sqrt(2.0) / sqrt(24.0))), bb = (float)(sqrt(3.0) * (sqrt(2.0) / sqrt(3.0)));
+    mt_fill_uniform_torch(&g, ref, 3 * 24, -ba, ba);
+    mt_fill_uniform_torch(&g, ref + 3 * 24, 24 * 3, -bb, bb);
+    for (int i = 0; i < 72; i++) ck_assert(fabsf(ref[i]) <= ba && fabsf(ref[72 + i]) <= bb);
+    /* recover the projections through the merge delta of one site with unit vectors:
+     * lambda_b = e_o, lambda_d = e_i gives ΔW[o, j] = B[o, i]·A[i, j] */
+    const AdapterSite *s = &a->sites[MOD_DOWN]; /* in 24, out 16: a top-left corner */
+    float *dW = malloc(sizeof(float) * 16 * 24);
+    memset(a->params + s->off, 0, sizeof(float) * s->n);
+    a->params[s->off + 1] = 1.0f;        /* lambda_d[1] */
+    a->params[s->off + 3 + 2] = 1.0f;    /* lambda_b[2] */
+    a->ops->delta(a, s, dW);
+    for (int o = 0; o < 16; o++)
+        for (int j = 0; j < 24; j++) {
+            float w = o == 2 ? ref[72 + 2 * 3 + 1] * ref[1 * 24 + j] : 0.0f;
+            ck_assert_msg(dW[o * 24 + j] == w, "delta[%d,%d] = %g, want %g", o, j, dW[o * 24 + j], w);
+        }
+    /* a narrower site (q_proj: in 16, out 16) uses the first 16 columns of the same A */
+    s = &a->sites[MOD_Q];
+    memset(a->params + s->off, 0, sizeof(float) * s->n);
+    a->params[s->off + 0] = 1.0f;
+    a->params[s->off + 3 + 15] = 1.0f;
+    a->ops->delta(a, s, dW);
+    for (int j = 0; j < 16; j++) ck_assert(dW[15 * 16 + j] == ref[72 + 15 * 3 + 0] * ref[j]);
+    /* init values */
+    adapter_free(a);
+    a = make_adapter(&c, &m);
+    for (int i = 0; i < a->n_sites; i++) {
+        s = &a->sites[i];
+        for (int k = 0; k < s->r; k++) ck_assert(a->params[s->off + k] == 0.1f);
+        for (int o = 0; o < s->out; o++) ck_assert(a->params[s->off + s->r + o] == 0.0f);
+    }
+    free(dW);
+    free(ref);
+    adapter_free(a);
+    model_free(&m);
+}
+END_TEST
+
+/* ---- AdaLoRA schedule and allocator ------------------------------------------------------- */
+
+START_TEST(test_adalora_budget_schedule) {
+    AdapterConfig c = adalora_cfg(); /* init_r 6, target_r 2, T 20, tinit 3, tfinal 5, deltaT 2 */
+    const int n = 4;                 /* init_bgt 24, target_bgt 8 */
+    /* by hand: m = 1 - (t-3)/12, b = floor(16·m³ + 8) */
+    struct { int t, b, mask; } want[] = {
+        {0, 24, 0}, {3, 24, 0},  {4, 20, 1},  {5, 17, 0}, {8, 11, 1}, {9, 10, 0},
+        {10, 9, 1}, {14, 8, 1},  {15, 8, 0},  {16, 8, 1}, {19, 8, 1}, {25, 8, 1},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int mask = -1;
+        int b = adalora_budget(&c, n, want[i].t, &mask);
+        ck_assert_msg(b == want[i].b && mask == want[i].mask, "t=%d: budget %d mask %d, want %d %d", want[i].t, b, mask,
+                      want[i].b, want[i].mask);
+    }
+    /* PEFT's defaults with a 1000-step run: 12·L → 8·L */
+    AdapterConfig d;
+    adapter_config_defaults(&d, ADAPTER_ADALORA);
+    d.total_step = 1000, d.tinit = 200, d.tfinal = 300, d.deltaT = 10;
+    ck_assert_int_eq(adalora_budget(&d, 10, 450, NULL), 85); /* 40·0.125 + 80 */
+    ck_assert_int_eq(adalora_budget(&d, 10, 700, NULL), 80);
+    ck_assert_int_eq(adalora_budget(&d, 10, 201, NULL), 119); /* 40·(1-1/500)³ + 80 = 119.76 */
+}
+END_TEST
+
+/* Runs the allocator over a whole schedule with synthetic gradients. */
+START_TEST(test_adalora_allocator_reaches_target) {
+    Model m;
+    make_model(&m, 0, 0);
+    AdapterConfig c = adalora_cfg();
+    Adapter *a = make_adapter(&c, &m);
+    const int n_sites = 4, init_bgt = 24, target_bgt = 8;
+    Rng r;
+    rng_seed(&r, 3);
+    int final_step = c.total_step - c.tfinal;
+    for (int t = 0; t < c.total_step; t++) {
+        /* an "optimizer step" that regrows every E, then gradients for the allocator */
+        for (int i = 0; i < a->n_sites; i++) {
+            const AdapterSite *s = &a->sites[i];
+            if (!s->active) continue;
+            float *E = a->params + s->off + (size_t)s->r * s->in;
+            for (int k = 0; k < s->r; k++) E[k] += 0.01f + 0.01f * rng_uniform(&r);
+        }
+        rng_fill_normal(&r, a->grads, a->n_params, 1.0f);
+        adapter_on_step(a, t);
+        int total = 0, zeros = 0;
+        for (int i = 0; i < a->n_sites; i++) {
+            const AdapterSite *s = &a->sites[i];
+            if (!s->active) continue;
+            total += adalora_site_rank(a, s);
+            const float *E = a->params + s->off + (size_t)s->r * s->in;
+            for (int k = 0; k < s->r; k++) zeros += E[k] == 0.0f;
+        }
+        int mask;
+        int b = adalora_budget(&c, n_sites, t, &mask);
+        if (t <= c.tinit) {
+            ck_assert_int_eq(total, init_bgt);
+            ck_assert_int_eq(zeros, 0);
+        } else if (t < final_step && mask) {
+            ck_assert_msg(total == b, "t=%d: %d kept, budget %d", t, total, b); /* no ties with random scores */
+            ck_assert_int_eq(zeros, init_bgt - b);
+        } else if (t >= final_step) {
+            ck_assert_int_eq(total, target_bgt);
+            ck_assert_int_eq(zeros, init_bgt - target_bgt); /* re-masked every step after the final mask */
+        }
+    }
+    adapter_free(a);
+    model_free(&m);
+}
+END_TEST
+
+/* One masking step checked against the importance formulas computed here independently. */
+START_TEST(test_adalora_allocator_scores) {
+    Model m;
+    make_model(&m, 0, 0);
+    AdapterConfig c = adalora_cfg();
+    c.tinit = 0, c.deltaT = 1, c.total_step = 10, c.tfinal = 2, c.beta1 = 0.7f, c.beta2 = 0.6f;
+    Adapter *a = make_adapter(&c, &m);
+    randomize(a->params, a->n_params, 1.0f, 8);
+    size_t np = a->n_params;
+    float *g0 = malloc(sizeof(float) * np), *g1 = malloc(sizeof(float) * np), *p0 = malloc(sizeof(float) * np);
+    randomize(g0, np, 1.0f, 9);
+    randomize(g1, np, 1.0f, 10);
+    memcpy(a->grads, g0, sizeof(float) * np);
+    adapter_on_step(a, 0); /* t <= tinit: importance only */
+    memcpy(p0, a->params, sizeof(float) * np);
+    memcpy(a->grads, g1, sizeof(float) * np);
+    adapter_on_step(a, 1); /* b(1) = floor(16·(7/8)³ + 8) = 18: prune 6 */
+    ck_assert_int_eq(adalora_budget(&c, 4, 1, NULL), 18);
+    /* expected: Ī1 = (1-b1)·I0, Ū1 = (1-b2)·|I0 - Ī1|, Ī2 = b1·Ī1 + (1-b1)·I1, Ū2 = b2·Ū1 + (1-b2)·|I1 - Ī2| */
+    double b1 = c.beta1, b2 = c.beta2;
+    double *score = malloc(sizeof(double) * np);
+    for (size_t j = 0; j < np; j++) {
+        double I0 = fabs((double)p0[j] * g0[j]), I1 = fabs((double)p0[j] * g1[j]);
+        double ia = (1 - b1) * I0, ua = (1 - b2) * fabs(I0 - ia);
+        ia = b1 * ia + (1 - b1) * I1;
+        ua = b2 * ua + (1 - b2) * fabs(I1 - ia);
+        score[j] = ia * ua;
+    }
+    double S[24];
+    int q = 0;
+    for (int i = 0; i < a->n_sites; i++) {
+        const AdapterSite *s = &a->sites[i];
+        if (!s->active) continue;
+        for (int k = 0; k < s->r; k++, q++) {
+            double sa = 0, sb = 0;
+            for (int j = 0; j < s->in; j++) sa += score[s->off + (size_t)k * s->in + j];
+            for (int o = 0; o < s->out; o++) sb += score[s->off + (size_t)s->r * s->in + s->r + (size_t)o * s->r + k];
+            S[q] = score[s->off + (size_t)s->r * s->in + k] + sa / s->in + sb / s->out;
+        }
+    }
+    ck_assert_int_eq(q, 24);
+    /* the 6 smallest are pruned */
+    q = 0;
+    for (int i = 0; i < a->n_sites; i++) {
+        const AdapterSite *s = &a->sites[i];
+        if (!s->active) continue;
+        for (int k = 0; k < s->r; k++, q++) {
+            int smaller = 0;
+            for (int z = 0; z < 24; z++) smaller += S[z] < S[q];
+            int pruned = smaller < 6;
+            const float *E = a->params + s->off + (size_t)s->r * s->in;
+            ck_assert_msg((E[k] == 0.0f) == pruned, "site %d triplet %d: pruned %d, expected %d", i, k, E[k] == 0.0f,
+                          pruned);
+            if (!pruned) ck_assert(E[k] == p0[s->off + (size_t)s->r * s->in + k]); /* kept E untouched */
+        }
+    }
+    int total = 0;
+    for (int i = 0; i < a->n_sites; i++) total += adalora_site_rank(a, &a->sites[i]);
+    ck_assert_int_eq(total, 18);
+    free(score);
+    free(g0);
+    free(g1);
+    free(p0);
+    adapter_free(a);
+    model_free(&m);
+}
+END_TEST
+
+/* Ties at the threshold are all pruned (PEFT masks score <= threshold). */
+START_TEST(test_adalora_ties) {
+    Model m;
+    make_model(&m, 0, 0);
+    AdapterConfig c = adalora_cfg();
+    c.tinit = 0, c.deltaT = 1, c.total_step = 10, c.tfinal = 2;
+    Adapter *a = make_adapter(&c, &m);
+    /* every param 1, every gradient 1: all scores equal, so pruning 1 prunes all 24 */
+    for (size_t j = 0; j < a->n_params; j++) a->params[j] = 1.0f, a->grads[j] = 1.0f;
+    adapter_on_step(a, 0);
+    adapter_on_step(a, 1);
+    int total = 0;
+    for (int i = 0; i < a->n_sites; i++) total += adalora_site_rank(a, &a->sites[i]);
+    ck_assert_int_eq(total, 0);
+    adapter_free(a);
+    model_free(&m);
+}
+END_TEST
+
+/* ---- save / load -------------------------------------------------------------------------- */
+
+static char *make_tmpdir(void) {
+    char *d = strdup("/tmp/loralab_adapter_XXXXXX");
+    ck_assert(mkdtemp(d) != NULL);
+    return d;
+}
+
+static void rm_tree(const char *dir) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static cJSON *read_json(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    char *text;
+    size_t len;
+    LLError err;
+    ck_assert_msg(ll_read_file(path, &text, &len, &err) == LL_OK, "%s", err.msg);
+    cJSON *c = cJSON_Parse(text);
+    ll_free(text);
+    ck_assert(c != NULL);
+    return c;
+}
+
+/* Saves a, loads it into a fresh copy of the base, and compares logits bitwise. */
+static Adapter *roundtrip(Adapter *a, Model *m, const char *dir, Model *m2) {
+    TestBatch tb;
+    make_batch(&tb);
+    model_forward(m, &tb.b, 0);
+    float *want = copy_logits(m);
+    LLError err;
+    ck_assert_msg(adapter_save(a, m, dir, "tiny-base", &err) == LL_OK, "%s", err.msg);
+    make_model(m2, 0, 0);
+    Adapter *b = NULL;
+    ck_assert_msg(adapter_load(dir, m2, &b, &err) == LL_OK, "%s", err.msg);
+    adapter_attach(m2, b);
+    ck_assert_uint_eq(b->n_params, a->n_params);
+    model_forward(m2, &tb.b, 0);
+    ck_assert_msg(memcmp(want, model_logits(m2, 0, 0), sizeof(float) * n_logits()) == 0,
+                  "%s: loaded adapter gives different logits", adapter_method_name(a->cfg.method));
+    free(want);
+    return b;
+}
+
+START_TEST(test_save_load_lora) {
+    char *dir = make_tmpdir();
+    Model m, m2;
+    make_model(&m, 0, 0);
+    AdapterConfig c = lora_cfg(4, 16.0f);
+    c.targets = (1u << MOD_Q) | (1u << MOD_V) | (1u << MOD_GATE);
+    c.dropout = 0.05f;
+    c.n_rank_pattern = 1;
+    snprintf(c.rank_pattern[0].key, sizeof c.rank_pattern[0].key, "gate_proj");
+    c.rank_pattern[0].value = 2;
+    c.n_alpha_pattern = 1;
+    snprintf(c.alpha_pattern[0].key, sizeof c.alpha_pattern[0].key, "model.layers.1.self_attn.v_proj");
+    c.alpha_pattern[0].value = 4;
+    Adapter *a = make_adapter(&c, &m);
+    adapter_attach(&m, a);
+    randomize(a->params, a->n_params, 0.3f, 11);
+    Adapter *b = roundtrip(a, &m, dir, &m2);
+    ck_assert(b->cfg.dropout == 0.05f && b->cfg.alpha == 16.0f && b->cfg.r == 4);
+    ck_assert_int_eq(b->sites[MOD_COUNT + MOD_GATE].r, 2);
+    ck_assert(b->sites[MOD_COUNT + MOD_V].scale == 1.0f);
+    cJSON *j = read_json(dir);
+    ck_assert_str_eq(cJSON_GetObjectItem(j, "peft_type")->valuestring, "LORA");
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "inference_mode")));
+    ck_assert(cJSON_GetObjectItem(j, "lora_dropout")->valuedouble == 0.05);
+    ck_assert(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "rank_pattern"), "gate_proj")->valuedouble == 2.0);
+    for (const cJSON *k = j->child; k && k->next; k = k->next) ck_assert(strcmp(k->string, k->next->string) < 0);
+    cJSON_Delete(j);
+    char path[512];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    SafeTensors st;
+    LLError err;
+    ck_assert_msg(st_load(path, &st, &err) == LL_OK, "%s", err.msg);
+    const StTensor *t = st_find(&st, "base_model.model.model.layers.1.mlp.gate_proj.lora_B.weight");
+    ck_assert(t && t->ndim == 2 && t->shape[0] == 24 && t->shape[1] == 2);
+    ck_assert(st_find(&st, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight") != NULL);
+    ck_assert_int_eq(st.n, 12);
+    ck_assert_str_eq(st_meta_get(&st, "format"), "pt");
+    st_free(&st);
+    adapter_free(b);
+    adapter_free(a);
+    model_free(&m2);
+    model_free(&m);
+    rm_tree(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_save_load_vera) {
+    char *dir = make_tmpdir();
+    for (int save_proj = 1; save_proj >= 0; save_proj--) {
+        Model m, m2;
+        make_model(&m, 0, 0);
+        AdapterConfig c = vera_cfg(6);
+        c.targets = (1u << MOD_COUNT) - 1;
+        c.save_projection = save_proj;
+        c.projection_prng_key = 17;
+        Adapter *a = make_adapter(&c, &m);
+        adapter_attach(&m, a);
+        randomize(a->params, a->n_params, 0.3f, 12);
+        Adapter *b = roundtrip(a, &m, dir, &m2);
+        ck_assert_int_eq(b->cfg.save_projection, save_proj);
+        ck_assert_uint_eq(b->cfg.projection_prng_key, 17);
+        char path[512];
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+        SafeTensors st;
+        LLError err;
+        ck_assert_msg(st_load(path, &st, &err) == LL_OK, "%s", err.msg);
+        const StTensor *t = st_find(&st, "base_model.vera_A");
+        if (save_proj) {
+            ck_assert(t && t->shape[0] == 6 && t->shape[1] == 24);
+            t = st_find(&st, "base_model.vera_B");
+            ck_assert(t && t->shape[0] == 24 && t->shape[1] == 6);
+        } else {
+            ck_assert(t == NULL); /* regenerated from the key on load */
+        }
+        t = st_find(&st, "base_model.model.model.layers.0.mlp.down_proj.vera_lambda_b");
+        ck_assert(t && t->ndim == 1 && t->shape[0] == 16);
+        t = st_find(&st, "base_model.model.model.layers.0.mlp.down_proj.vera_lambda_d");
+        ck_assert(t && t->ndim == 1 && t->shape[0] == 6);
+        st_free(&st);
+        cJSON *j = read_json(dir);
+        ck_assert_str_eq(cJSON_GetObjectItem(j, "peft_type")->valuestring, "VERA");
+        ck_assert(cJSON_GetObjectItem(j, "d_initial")->valuedouble == 0.1);
+        cJSON_Delete(j);
+        adapter_free(b);
+        adapter_free(a);
+        model_free(&m2);
+        model_free(&m);
+    }
+    rm_tree(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_save_load_adalora) {
+    char *dir = make_tmpdir();
+    Model m, m2;
+    make_model(&m, 0, 0);
+    AdapterConfig c = adalora_cfg();
+    c.targets = (1u << MOD_Q) | (1u << MOD_V);
+    Adapter *a = make_adapter(&c, &m);
+    adapter_attach(&m, a);
+    /* before any masking: rank_pattern null, full-size tensors */
+    randomize(a->params, a->n_params, 0.3f, 13);
+    Adapter *b = roundtrip(a, &m, dir, &m2);
+    cJSON *j = read_json(dir);
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(j, "rank_pattern")));
+    ck_assert_int_eq(cJSON_GetObjectItem(j, "total_step")->valueint, 20);
+    ck_assert(cJSON_GetObjectItem(j, "beta1")->valuedouble == 0.85);
+    cJSON_Delete(j);
+    adapter_free(b);
+    model_free(&m2);
+    /* through the final mask, with one site pruned to rank 0 */
+    Rng r;
+    rng_seed(&r, 21);
+    for (int t = 0; t <= c.total_step - c.tfinal; t++) {
+        rng_fill_normal(&r, a->grads, a->n_params, 1.0f);
+        /* make layer 1's v_proj the least important by far */
+        const AdapterSite *s = &a->sites[MOD_COUNT + MOD_V];
+        for (size_t k = 0; k < s->n; k++) a->grads[s->off + k] *= 1e-6f;
+        adapter_on_step(a, t);
+    }
+    int ranks[4], n = 0, total = 0;
+    for (int i = 0; i < a->n_sites; i++)
+        if (a->sites[i].active) total += ranks[n++] = adalora_site_rank(a, &a->sites[i]);
+    ck_assert_int_eq(total, 8);
+    ck_assert_int_eq(ranks[3], 0);
+    b = roundtrip(a, &m, dir, &m2);
+    for (int i = 0, k = 0; i < b->n_sites; i++)
+        if (b->sites[i].active) ck_assert_int_eq(adalora_site_rank(b, &b->sites[i]), ranks[k++]);
+    ck_assert(b->sites[0].scale == a->sites[0].scale); /* ranknum stays init_r */
+    j = read_json(dir);
+    const cJSON *rp = cJSON_GetObjectItem(j, "rank_pattern");
+    ck_assert(cJSON_IsObject(rp) && cJSON_GetArraySize(rp) == 4);
+    const cJSON *l0 = cJSON_GetObjectItem(rp, "model.layers.0.self_attn.q_proj.lora_E");
+    ck_assert(cJSON_IsArray(l0) && cJSON_GetArraySize(l0) == 6 && cJSON_IsBool(l0->child));
+    cJSON_Delete(j);
+    char path[512];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    SafeTensors st;
+    LLError err;
+    ck_assert_msg(st_load(path, &st, &err) == LL_OK, "%s", err.msg);
+    const StTensor *t = st_find(&st, "base_model.model.model.layers.0.self_attn.q_proj.lora_A");
+    ck_assert(t && t->shape[0] == ranks[0] && t->shape[1] == 16);
+    t = st_find(&st, "base_model.model.model.layers.0.self_attn.q_proj.lora_E");
+    ck_assert(t && t->ndim == 2 && t->shape[0] == ranks[0] && t->shape[1] == 1);
+    t = st_find(&st, "base_model.model.model.layers.1.self_attn.v_proj.lora_B");
+    ck_assert(t && t->shape[0] == 8 && t->shape[1] == 0);
+    st_free(&st);
+    adapter_free(b);
+    adapter_free(a);
+    model_free(&m2);
+    model_free(&m);
+    rm_tree(dir);
+    free(dir);
+}
+END_TEST
+
+/* ---- limits ------------------------------------------------------------------------------- */
+
+static void expect_create_error(const AdapterConfig *c, LLStatus code, const char *needle) {
+    Model m;
+    make_model(&m, 0, 0);
+    Adapter *a = (Adapter *)1;
+    LLError err = {0};
+    LLStatus st = adapter_create(c, &m, &a, &err);
+    ck_assert_msg(st == code, "status %d (%s), want %d", st, err.msg, code);
+    ck_assert(a == NULL);
+    ck_assert_msg(strstr(err.msg, needle) != NULL, "message '%s' lacks '%s'", err.msg, needle);
+    model_free(&m);
+}
+
+START_TEST(test_limits_config) {
+    AdapterConfig c = lora_cfg(4, 8.0f);
+    c.dropout = 1.0f;
+    expect_create_error(&c, LL_ERR_CONFIG, "dropout");
+    c = lora_cfg(4, 8.0f);
+    c.n_layers = 1, c.layers[0] = 2;
+    expect_create_error(&c, LL_ERR_CONFIG, "layers 0..1");
+    c = lora_cfg(0, 8.0f);
+    expect_create_error(&c, LL_ERR_CONFIG, "at least 1");
+    c = adalora_cfg();
+    c.tinit = 15;
+    expect_create_error(&c, LL_ERR_CONFIG, "budgeting phase");
+    c = adalora_cfg();
+    c.total_step = 0;
+    expect_create_error(&c, LL_ERR_CONFIG, "total_step");
+    c = adalora_cfg();
+    c.target_r = 6;
+    expect_create_error(&c, LL_ERR_CONFIG, "target_r");
+    c = adalora_cfg();
+    c.beta1 = 1.0f;
+    expect_create_error(&c, LL_ERR_CONFIG, "beta1");
+    c = adalora_cfg();
+    c.orth_reg_weight = -1.0f;
+    expect_create_error(&c, LL_ERR_CONFIG, "orth_reg_weight");
+    c = vera_cfg(0);
+    expect_create_error(&c, LL_ERR_CONFIG, "at least 1");
+    c = lora_cfg(4, 8.0f);
+    c.method = ADAPTER_FULL;
+    expect_create_error(&c, LL_ERR_CONFIG, "no adapter");
+}
+END_TEST
+
+START_TEST(test_limits_targets) {
+    unsigned mask = 123;
+    LLError err = {0};
+    ck_assert_int_eq(adapter_parse_targets("q_proj,qq_proj", &mask, &err), LL_ERR_CONFIG);
+    ck_assert(strstr(err.msg, "'qq_proj'") != NULL);
+    const char *names[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "all-linear"};
+    for (int i = 0; i < 8; i++) ck_assert_msg(strstr(err.msg, names[i]) != NULL, "'%s' not listed: %s", names[i], err.msg);
+    ck_assert_int_eq(adapter_parse_targets(" , ", &mask, &err), LL_ERR_CONFIG);
+    ck_assert(strstr(err.msg, "empty") != NULL);
+}
+END_TEST
+
+static void write_text(const char *dir, const char *name, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    LLError err;
+    ck_assert(ll_write_file_atomic(path, text, strlen(text), &err) == LL_OK);
+}
+
+static void expect_load_error(const char *dir, LLStatus code, const char *needle) {
+    Model m;
+    make_model(&m, 0, 0);
+    Adapter *a = (Adapter *)1;
+    LLError err = {0};
+    LLStatus st = adapter_load(dir, &m, &a, &err);
+    ck_assert_msg(st == code, "status %d (%s), want %d", st, err.msg, code);
+    ck_assert(a == NULL);
+    ck_assert_msg(strstr(err.msg, needle) != NULL, "message '%s' lacks '%s'", err.msg, needle);
+    model_free(&m);
+}
+
+START_TEST(test_limits_load) {
+    char *dir = make_tmpdir();
+    char missing[512];
+    snprintf(missing, sizeof missing, "%s/nothing", dir);
+    expect_load_error(missing, LL_ERR_IO, "nothing");
+    write_text(dir, "adapter_config.json", "[1, 2]");
+    expect_load_error(dir, LL_ERR_FORMAT, "not a JSON object");
+    write_text(dir, "adapter_config.json", "{\"r\": 4}");
+    expect_load_error(dir, LL_ERR_FORMAT, "peft_type");
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"IA3\"}");
+    expect_load_error(dir, LL_ERR_FORMAT, "IA3");
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"target_modules\": [\"q_proj\", \"zz\"]}");
+    expect_load_error(dir, LL_ERR_CONFIG, "'zz'");
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"init_lora_weights\": \"olora\"}");
+    expect_load_error(dir, LL_ERR_CONFIG, "olora");
+    /* a real adapter, then damage it */
+    Model m;
+    make_model(&m, 0, 0);
+    AdapterConfig c = lora_cfg(4, 8.0f);
+    Adapter *a = make_adapter(&c, &m);
+    LLError err;
+    ck_assert(adapter_save(a, &m, dir, NULL, &err) == LL_OK);
+    adapter_free(a);
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\", \"k_proj\"]}");
+    expect_load_error(dir, LL_ERR_FORMAT, "k_proj.lora_A.weight' is missing");
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 5, \"target_modules\": \"q_proj,v_proj\"}");
+    expect_load_error(dir, LL_ERR_FORMAT, "q_proj.lora_A.weight");
+    /* AdaLoRA: a rank_pattern naming a module that is not adapted, or of the wrong length */
+    AdapterConfig d = adalora_cfg();
+    a = make_adapter(&d, &m);
+    ck_assert(adapter_save(a, &m, dir, NULL, &err) == LL_OK);
+    adapter_free(a);
+    write_text(dir, "adapter_config.json",
+               "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"target_r\": 2, \"total_step\": 20, \"tinit\": 3, "
+               "\"tfinal\": 5, \"rank_pattern\": {\"model.layers.0.self_attn.k_proj.lora_E\": [true]}}");
+    expect_load_error(dir, LL_ERR_FORMAT, "k_proj.lora_E");
+    write_text(dir, "adapter_config.json",
+               "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"target_r\": 2, \"total_step\": 20, \"tinit\": 3, "
+               "\"tfinal\": 5, \"rank_pattern\": {\"model.layers.0.self_attn.q_proj.lora_E\": [true, false]}}");
+    expect_load_error(dir, LL_ERR_FORMAT, "init_r = 6");
+    /* a rank pattern that truncates, against full-size tensors: the shape check catches it */
+    write_text(dir, "adapter_config.json",
+               "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"target_r\": 2, \"rank_pattern\": "
+               "{\"model.layers.0.self_attn.q_proj.lora_E\": [true, false, true, true, true, true]}}");
+    expect_load_error(dir, LL_ERR_FORMAT, "q_proj.lora_A");
+    /* VeRA saved with projections, then told they were saved but they are gone */
+    AdapterConfig v = vera_cfg(4);
+    v.save_projection = 0;
+    a = make_adapter(&v, &m);
+    ck_assert(adapter_save(a, &m, dir, NULL, &err) == LL_OK);
+    adapter_free(a);
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"VERA\", \"r\": 4, \"save_projection\": true}");
+    expect_load_error(dir, LL_ERR_FORMAT, "vera_A");
+    model_free(&m);
+    rm_tree(dir);
+    free(dir);
+}
+END_TEST
+
+Suite *adapter_suite(void) {
+    Suite *s = suite_create("adapter");
+    TCase *core = tcase_create("core");
+    tcase_add_test(core, test_identity_at_init);
+    tcase_add_test(core, test_frozen_base_unchanged);
+    tcase_add_test(core, test_merge_unmerge);
+    tcase_add_test(core, test_param_counts);
+    tcase_add_test(core, test_report_string);
+    tcase_add_test(core, test_targets_parse);
+    tcase_add_test(core, test_patterns_and_layers);
+    tcase_add_test(core, test_vera_projections);
+    tcase_add_test(core, test_adalora_budget_schedule);
+    tcase_add_test(core, test_adalora_allocator_reaches_target);
+    tcase_add_test(core, test_adalora_allocator_scores);
+    tcase_add_test(core, test_adalora_ties);
+    tcase_add_test(core, test_save_load_lora);
+    tcase_add_test(core, test_save_load_vera);
+    tcase_add_test(core, test_save_load_adalora);
+    suite_add_tcase(s, core);
+    TCase *grad = tcase_create("grad");
+    tcase_set_timeout(grad, 120);
+    tcase_add_test(grad, test_grad_base_model);
+    tcase_add_test(grad, test_grad_base_with_adapter);
+    tcase_add_test(grad, test_grad_lora);
+    tcase_add_test(grad, test_grad_vera);
+    tcase_add_test(grad, test_grad_adalora);
+    tcase_add_test(grad, test_grad_adalora_regulariser);
+    suite_add_tcase(s, grad);
+    TCase *limits = tcase_create("limits");
+    tcase_add_test(limits, test_limits_config);
+    tcase_add_test(limits, test_limits_targets);
+    tcase_add_test(limits, test_limits_load);
+    suite_add_tcase(s, limits);
+    return s;
+}

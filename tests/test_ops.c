@@ -1,0 +1,304 @@
+/* Tests of engine/ops*.c: BLAS products against the naive reference, and finite-difference checks
+ * of every backward. Each gradient check uses loss = Σ out ⊙ W for a fixed random W, perturbs every
+ * input element by ±eps (central differences, loss accumulated in double) and compares with the
+ * analytic gradient element by element: |a - n| <= atol + rtol * max(|a|, |n|). */
+#include <check.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "core.h"
+#include "ops.h"
+#include "rng.h"
+
+static void fill(float *x, size_t n, uint64_t seed, float scale) {
+    Rng r;
+    rng_seed(&r, seed);
+    rng_fill_uniform(&r, x, n, -scale, scale);
+}
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+static int close_enough(double a, double n, double atol, double rtol) {
+    double m = fabs(a) > fabs(n) ? fabs(a) : fabs(n);
+    return fabs(a - n) <= atol + rtol * m;
+}
+
+/* The op under test, as a loss of its (perturbable) input x given a fixed upstream weight. */
+typedef double (*LossFn)(void *ctx, const float *x);
+
+static void check_grad(const char *what, LossFn f, void *ctx, float *x, size_t n, const float *analytic,
+                       float eps, double atol, double rtol) {
+    for (size_t i = 0; i < n; i++) {
+        float keep = x[i];
+        x[i] = keep + eps;
+        double lp = f(ctx, x);
+        x[i] = keep - eps;
+        double lm = f(ctx, x);
+        x[i] = keep;
+        double num = (lp - lm) / (2.0 * eps);
+        ck_assert_msg(close_enough(analytic[i], num, atol, rtol), "%s: element %zu analytic %.6g numeric %.6g", what,
+                      i, (double)analytic[i], num);
+    }
+}
+
+START_TEST(test_matmul_blas_vs_naive) {
+    const int N = 37, in = 53, out = 29;
+    float *x = ll_alloc_floats((size_t)N * in), *W = ll_alloc_floats((size_t)out * in);
+    float *y = ll_alloc_floats((size_t)N * out), *yr = ll_alloc_floats((size_t)N * out);
+    fill(x, (size_t)N * in, 1, 1.0f);
+    fill(W, (size_t)out * in, 2, 1.0f);
+    matmul_forward(y, x, W, N, in, out);
+    matmul_forward_naive(yr, x, W, N, in, out);
+    for (int i = 0; i < N * out; i++) ck_assert_msg(close_enough(y[i], yr[i], 1e-5, 1e-5), "y[%d] %g vs %g", i, y[i], yr[i]);
+    ll_free(x), ll_free(W), ll_free(y), ll_free(yr);
+}
+END_TEST
+
+/* ---- matmul gradients ---- */
+typedef struct {
+    int N, in, out;
+    const float *x, *W, *up;
+    int wrt_w;
+    float *y;
+} MatCtx;
+
+static double mat_loss(void *c, const float *v) {
+    MatCtx *m = c;
+    matmul_forward(m->y, m->wrt_w ? m->x : v, m->wrt_w ? v : m->W, m->N, m->in, m->out);
+    return dot(m->y, m->up, (size_t)m->N * m->out);
+}
+
+START_TEST(test_matmul_grad) {
+    const int N = 5, in = 7, out = 6;
+    float *x = ll_alloc_floats((size_t)N * in), *W = ll_alloc_floats((size_t)out * in), *up = ll_alloc_floats((size_t)N * out);
+    float *y = ll_alloc_floats((size_t)N * out), *dx = ll_alloc_floats((size_t)N * in), *dW = ll_alloc_floats((size_t)out * in);
+    fill(x, (size_t)N * in, 3, 1.0f), fill(W, (size_t)out * in, 4, 1.0f), fill(up, (size_t)N * out, 5, 1.0f);
+    dx[0] = 123.0f; /* acc = 0 must overwrite */
+    matmul_backward(dx, dW, up, x, W, N, in, out, 0);
+    MatCtx c = {N, in, out, x, W, up, 0, y};
+    check_grad("matmul dx", mat_loss, &c, x, (size_t)N * in, dx, 1e-2f, 1e-3, 1e-3);
+    c.wrt_w = 1;
+    check_grad("matmul dW", mat_loss, &c, W, (size_t)out * in, dW, 1e-2f, 1e-3, 1e-3);
+    ll_free(x), ll_free(W), ll_free(up), ll_free(y), ll_free(dx), ll_free(dW);
+}
+END_TEST
+
+/* ---- RMSNorm ---- */
+typedef struct {
+    int N, C;
+    const float *x, *w, *up;
+    int wrt_w;
+    float *y, *rstd;
+} NormCtx;
+
+static double norm_loss(void *c, const float *v) {
+    NormCtx *m = c;
+    rmsnorm_forward(m->y, m->rstd, m->wrt_w ? m->x : v, m->wrt_w ? v : m->w, m->N, m->C, 1e-6f);
+    return dot(m->y, m->up, (size_t)m->N * m->C);
+}
+
+START_TEST(test_rmsnorm_grad) {
+    const int N = 4, C = 9;
+    float *x = ll_alloc_floats(N * C), *w = ll_alloc_floats(C), *up = ll_alloc_floats(N * C), *y = ll_alloc_floats(N * C);
+    float *rstd = ll_alloc_floats(N), *dx = ll_alloc_floats(N * C), *dw = ll_alloc_floats(C);
+    fill(x, N * C, 6, 2.0f), fill(w, C, 7, 1.0f), fill(up, N * C, 8, 1.0f);
+    rmsnorm_forward(y, rstd, x, w, N, C, 1e-6f);
+    /* exact small case: y = w x / sqrt(mean x² + eps) */
+    double ss = 0;
+    for (int c = 0; c < C; c++) ss += x[c] * x[c];
+    ck_assert(close_enough(y[3], w[3] * x[3] / sqrt(ss / C + 1e-6), 1e-6, 1e-5));
+    rmsnorm_backward(dx, dw, up, x, w, rstd, N, C, 0);
+    NormCtx c = {N, C, x, w, up, 0, y, rstd};
+    check_grad("rmsnorm dx", norm_loss, &c, x, N * C, dx, 1e-3f, 1e-3, 2e-3);
+    c.wrt_w = 1;
+    check_grad("rmsnorm dw", norm_loss, &c, w, C, dw, 1e-3f, 1e-3, 2e-3);
+    ll_free(x), ll_free(w), ll_free(up), ll_free(y), ll_free(rstd), ll_free(dx), ll_free(dw);
+}
+END_TEST
+
+/* ---- RoPE ---- */
+typedef struct {
+    int B, T, NH, HS;
+    const float *cosv, *sinv, *up;
+    float *y;
+} RopeCtx;
+
+static double rope_loss(void *c, const float *v) {
+    RopeCtx *m = c;
+    size_t n = (size_t)m->B * m->T * m->NH * m->HS;
+    memcpy(m->y, v, n * sizeof(float));
+    rope_forward(m->y, m->cosv, m->sinv, m->B, m->T, m->NH, m->HS);
+    return dot(m->y, m->up, n);
+}
+
+START_TEST(test_rope) {
+    const int B = 2, T = 5, NH = 3, HS = 8, n = B * T * NH * HS;
+    float *cosv = ll_alloc_floats(T * HS / 2), *sinv = ll_alloc_floats(T * HS / 2);
+    rope_tables(cosv, sinv, T, HS, 10000.0f);
+    /* inv_freq_1 = 10000^(-2/8) = 0.1; position 3 angle 0.3 */
+    ck_assert(close_enough(cosv[3 * 4 + 1], cos(0.3), 1e-6, 1e-6));
+    float *x = ll_alloc_floats(n), *up = ll_alloc_floats(n), *y = ll_alloc_floats(n), *d = ll_alloc_floats(n);
+    fill(x, n, 9, 1.0f), fill(up, n, 10, 1.0f);
+    /* HF rotate-half: pair (j, j+HS/2) at position p */
+    memcpy(y, x, sizeof(float) * n);
+    rope_forward(y, cosv, sinv, B, T, NH, HS);
+    int p = 3, h = 1, j = 1;
+    const float *xv = x + ((size_t)(0 * T + p) * NH + h) * HS;
+    const float *yv = y + ((size_t)(0 * T + p) * NH + h) * HS;
+    double c = cos(0.3), s = sin(0.3);
+    ck_assert(close_enough(yv[j], xv[j] * c - xv[j + 4] * s, 1e-6, 1e-5));
+    ck_assert(close_enough(yv[j + 4], xv[j + 4] * c + xv[j] * s, 1e-6, 1e-5));
+    memcpy(d, up, sizeof(float) * n);
+    rope_backward(d, cosv, sinv, B, T, NH, HS);
+    RopeCtx ctx = {B, T, NH, HS, cosv, sinv, up, y};
+    check_grad("rope", rope_loss, &ctx, x, n, d, 1e-2f, 1e-3, 1e-3);
+    ll_free(cosv), ll_free(sinv), ll_free(x), ll_free(up), ll_free(y), ll_free(d);
+}
+END_TEST
+
+/* ---- attention ---- */
+typedef struct {
+    int B, T, NH, NKV, HS, which;
+    float *q, *k, *v, *out, *probs;
+    const float *up;
+} AttCtx;
+
+static double att_loss(void *c, const float *x) {
+    AttCtx *m = c;
+    (void)x; /* the perturbed buffer is one of q, k, v in place */
+    attention_forward(m->out, m->probs, m->q, m->k, m->v, m->B, m->T, m->NH, m->NKV, m->HS);
+    return dot(m->out, m->up, (size_t)m->B * m->T * m->NH * m->HS);
+}
+
+START_TEST(test_attention_grad) {
+    const int B = 2, T = 6, NH = 4, NKV = 2, HS = 4;
+    size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
+    float *q = ll_alloc_floats(nq), *k = ll_alloc_floats(nk), *v = ll_alloc_floats(nk), *out = ll_alloc_floats(nq);
+    float *probs = ll_alloc_floats((size_t)B * NH * T * T), *up = ll_alloc_floats(nq);
+    float *dq = ll_alloc_floats(nq), *dk = ll_alloc_floats(nk), *dv = ll_alloc_floats(nk);
+    float *scratch = ll_alloc_floats((size_t)omp_get_max_threads() * attention_scratch_floats(T));
+    fill(q, nq, 11, 1.0f), fill(k, nk, 12, 1.0f), fill(v, nk, 13, 1.0f), fill(up, nq, 14, 1.0f);
+    attention_forward(out, probs, q, k, v, B, T, NH, NKV, HS);
+    /* causality: the first query attends only to itself, so its output is v of position 0 */
+    for (int d = 0; d < HS; d++) ck_assert(close_enough(out[d], v[d], 1e-6, 1e-6));
+    for (int i = 0; i < T; i++) {
+        double s = 0;
+        for (int j = 0; j < T; j++) {
+            s += probs[i * T + j];
+            if (j > i) ck_assert(probs[i * T + j] == 0.0f);
+        }
+        ck_assert(close_enough(s, 1.0, 1e-6, 1e-6));
+    }
+    attention_backward(dq, dk, dv, up, probs, q, k, v, scratch, B, T, NH, NKV, HS);
+    AttCtx c = {B, T, NH, NKV, HS, 0, q, k, v, out, probs, up};
+    check_grad("attention dq", att_loss, &c, q, nq, dq, 1e-2f, 1e-3, 5e-3);
+    check_grad("attention dk", att_loss, &c, k, nk, dk, 1e-2f, 1e-3, 5e-3);
+    check_grad("attention dv", att_loss, &c, v, nk, dv, 1e-2f, 1e-3, 5e-3);
+    ll_free(q), ll_free(k), ll_free(v), ll_free(out), ll_free(probs), ll_free(up);
+    ll_free(dq), ll_free(dk), ll_free(dv), ll_free(scratch);
+}
+END_TEST
+
+/* ---- SwiGLU ---- */
+typedef struct {
+    size_t n;
+    const float *g, *u, *up;
+    int wrt_u;
+    float *y;
+} SwiCtx;
+
+static double swi_loss(void *c, const float *x) {
+    SwiCtx *m = c;
+    swiglu_forward(m->y, m->wrt_u ? m->g : x, m->wrt_u ? x : m->u, m->n);
+    return dot(m->y, m->up, m->n);
+}
+
+START_TEST(test_swiglu_grad) {
+    const size_t n = 40;
+    float *g = ll_alloc_floats(n), *u = ll_alloc_floats(n), *up = ll_alloc_floats(n), *y = ll_alloc_floats(n);
+    float *dg = ll_alloc_floats(n), *du = ll_alloc_floats(n);
+    fill(g, n, 15, 4.0f), fill(u, n, 16, 1.0f), fill(up, n, 17, 1.0f);
+    swiglu_forward(y, g, u, n);
+    ck_assert(close_enough(y[0], g[0] / (1.0 + exp(-g[0])) * u[0], 1e-6, 1e-5));
+    swiglu_backward(dg, du, up, g, u, n);
+    SwiCtx c = {n, g, u, up, 0, y};
+    check_grad("swiglu dg", swi_loss, &c, g, n, dg, 1e-3f, 1e-3, 2e-3);
+    c.wrt_u = 1;
+    check_grad("swiglu du", swi_loss, &c, u, n, du, 1e-3f, 1e-3, 2e-3);
+    ll_free(g), ll_free(u), ll_free(up), ll_free(y), ll_free(dg), ll_free(du);
+}
+END_TEST
+
+/* ---- cross-entropy ---- */
+typedef struct {
+    int N, V;
+    const int *t;
+    float *losses, *lse;
+} CeCtx;
+
+static double ce_loss(void *c, const float *x) {
+    CeCtx *m = c;
+    int n = crossentropy_forward(m->losses, m->lse, x, m->t, m->N, m->V);
+    double s = 0;
+    for (int i = 0; i < m->N; i++) s += m->losses[i];
+    return s / n;
+}
+
+START_TEST(test_crossentropy) {
+    const int N = 4, V = 7;
+    int t[4] = {3, -100, 0, 6};
+    float *z = ll_alloc_floats(N * V), *d = ll_alloc_floats(N * V), *losses = ll_alloc_floats(N), *lse = ll_alloc_floats(N);
+    fill(z, N * V, 18, 3.0f);
+    int n = crossentropy_forward(losses, lse, z, t, N, V);
+    ck_assert_int_eq(n, 3);
+    ck_assert(losses[1] == 0.0f);
+    double s = 0;
+    for (int v = 0; v < V; v++) s += exp(z[v]);
+    ck_assert(close_enough(losses[0], log(s) - z[3], 1e-5, 1e-5));
+    memcpy(d, z, sizeof(float) * N * V);
+    crossentropy_backward(d, lse, t, N, V, 1.0f / n);
+    for (int v = 0; v < V; v++) ck_assert(d[V + v] == 0.0f); /* ignored row */
+    CeCtx c = {N, V, t, losses, lse};
+    check_grad("crossentropy", ce_loss, &c, z, N * V, d, 1e-2f, 1e-4, 2e-3);
+    ll_free(z), ll_free(d), ll_free(losses), ll_free(lse);
+}
+END_TEST
+
+/* ---- embedding ---- */
+START_TEST(test_embedding) {
+    const int V = 5, C = 20, N = 6;
+    int ids[6] = {1, 4, 1, 0, 1, 3};
+    float *E = ll_alloc_floats(V * C), *out = ll_alloc_floats(N * C), *dout = ll_alloc_floats(N * C), *dE = ll_alloc_floats(V * C);
+    fill(E, V * C, 19, 1.0f), fill(dout, N * C, 20, 1.0f);
+    embedding_forward(out, ids, E, N, C);
+    ck_assert(memcmp(out + 2 * C, E + 1 * C, sizeof(float) * C) == 0);
+    embedding_backward(dE, dout, ids, N, C);
+    for (int c = 0; c < C; c++) {
+        ck_assert(dE[1 * C + c] == (dout[0 * C + c] + dout[2 * C + c]) + dout[4 * C + c]);
+        ck_assert(dE[2 * C + c] == 0.0f);
+    }
+    ll_free(E), ll_free(out), ll_free(dout), ll_free(dE);
+}
+END_TEST
+
+Suite *ops_suite(void) {
+    Suite *s = suite_create("ops");
+    TCase *core = tcase_create("core");
+    tcase_add_test(core, test_matmul_blas_vs_naive);
+    tcase_add_test(core, test_embedding);
+    suite_add_tcase(s, core);
+    TCase *grad = tcase_create("grad");
+    tcase_add_test(grad, test_matmul_grad);
+    tcase_add_test(grad, test_rmsnorm_grad);
+    tcase_add_test(grad, test_rope);
+    tcase_add_test(grad, test_attention_grad);
+    tcase_add_test(grad, test_swiglu_grad);
+    tcase_add_test(grad, test_crossentropy);
+    suite_add_tcase(s, grad);
+    return s;
+}

@@ -1,0 +1,962 @@
+/* Tests of the results store (experiments/store.c): schema creation and migration, refusal of
+ * newer and foreign files, the run state machine, idempotent and NaN-safe metrics, batching,
+ * lock contention between processes, concurrent writers, resume after an interrupt, and merging.
+ *
+ * Every database lives in one mkdtemp folder per TCase (an unchecked fixture, so it is removed in
+ * the runner process even when a test fails). Tests that fork never carry an open Store across
+ * fork(): SQLite's per-process lock bookkeeping would be wrong in the child, so children open their
+ * own connection and parents (re)open theirs only after forking.
+ */
+#define _XOPEN_SOURCE 700
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "experiments/store.h"
+
+static char g_dir[64];
+
+static void dir_setup(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/loralab_store_XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        abort();
+    }
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void dir_teardown(void) {
+    if (g_dir[0]) nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A path in this TCase's folder; names are unique per test. */
+static const char *tmp_path(char *buf, size_t cap, const char *name) {
+    snprintf(buf, cap, "%s/%s", g_dir, name);
+    return buf;
+}
+
+#define CK_OK(expr)                                                                             \
+    do {                                                                                        \
+        LLStatus st_ = (expr);                                                                  \
+        ck_assert_msg(st_ == LL_OK, "%s -> %s: %s", #expr, ll_status_name(st_), err.msg);      \
+    } while (0)
+
+static RunInfo make_info(const char *key, int r, int64_t seed) {
+    static char cfg[16][128];
+    static int next = 0;
+    char *c = cfg[next++ % 16];
+    snprintf(c, 128, "{\"key\":\"%s\",\"r\":%d,\"seed\":%lld}", key, r, (long long)seed);
+    RunInfo in = {key, c, "lora", "q_proj,v_proj", r, 2.0 * r, 1e-3, seed};
+    return in;
+}
+
+static RunResult done_result(double eval_loss) {
+    RunResult res = {"done", 1234.5, 6.25, 1000, 50000, 1 << 20, 2.5, eval_loss, exp(eval_loss),
+                     NAN, NAN, NULL, NULL};
+    return res;
+}
+
+static int count_metrics(Store *s, int64_t run, const char *split, const char *name) {
+    int *steps = NULL, n = -1;
+    double *vals = NULL;
+    LLError err = {0};
+    LLStatus st = store_get_metrics(s, run, split, name, &steps, &vals, &n, &err);
+    ck_assert_msg(st == LL_OK, "get_metrics: %s", err.msg);
+    free(steps);
+    free(vals);
+    return n;
+}
+
+static void status_of(Store *s, int64_t sweep, const char *key, char status[16], int64_t *id) {
+    LLError err = {0};
+    CK_OK(store_run_status(s, sweep, key, status, id, &err));
+}
+
+/* Overwrites a 4-byte big-endian field of the SQLite header (user_version at 60, application_id
+ * at 68) of a closed database. */
+static void patch_header(const char *path, long offset, uint32_t value) {
+    unsigned char b[4] = {(unsigned char)(value >> 24), (unsigned char)(value >> 16),
+                          (unsigned char)(value >> 8), (unsigned char)value};
+    int fd = open(path, O_WRONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, b, 4, offset), 4);
+    close(fd);
+}
+
+/* ---- core ----------------------------------------------------------------------------------- */
+
+START_TEST(t_create_reopen) {
+    char p[256];
+    LLError err = {0};
+    Store *s = NULL;
+    /* The parent folder does not exist yet: a writable open creates it. */
+    tmp_path(p, sizeof p, "sub/dir/create.db");
+    CK_OK(store_open(p, 0, &s, &err));
+    ck_assert_int_eq(store_schema_version(s), STORE_SCHEMA_VERSION);
+    ck_assert_str_eq(store_path(s), p);
+    int64_t sw = 0, sw2 = 0, run = 0, run2 = 0;
+    CK_OK(store_upsert_sweep(s, "grid", "configs/experiments/grid.yaml", "a: 1\n", &sw, &err));
+    ck_assert_int_gt(sw, 0);
+    RunInfo in = make_info("k1", 8, 0);
+    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    ck_assert_int_gt(run, 0);
+    store_close(s);
+
+    /* Reopening is a no-op for the schema and keeps every row; adding again is idempotent. */
+    CK_OK(store_open(p, 0, &s, &err));
+    ck_assert_int_eq(store_schema_version(s), STORE_SCHEMA_VERSION);
+    CK_OK(store_upsert_sweep(s, "grid", "configs/experiments/grid.yaml", "a: 2\n", &sw2, &err));
+    ck_assert_int_eq(sw2, sw);
+    CK_OK(store_add_run(s, sw, &in, &run2, &err));
+    ck_assert_int_eq(run2, run);
+    char st[16];
+    int64_t id = 0;
+    status_of(s, sw, "k1", st, &id);
+    ck_assert_str_eq(st, "pending");
+    ck_assert_int_eq(id, run);
+    status_of(s, sw, "absent", st, &id);
+    ck_assert_str_eq(st, "");
+    ck_assert_int_eq(id, 0);
+    RunRow *rows = NULL;
+    int n = 0;
+    CK_OK(store_list_runs(s, NULL, &rows, &n, &err));
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(rows[0].sweep, "grid");
+    ck_assert_str_eq(rows[0].key, "k1");
+    ck_assert_str_eq(rows[0].config_json, in.config_json);
+    ck_assert_str_eq(rows[0].method, "lora");
+    ck_assert_str_eq(rows[0].targets, "q_proj,v_proj");
+    ck_assert_int_eq(rows[0].r, 8);
+    ck_assert(rows[0].alpha == 16.0 && rows[0].lr == 1e-3);
+    ck_assert_int_eq(rows[0].attempt, 0);
+    ck_assert(isnan(rows[0].eval_loss) && rows[0].trainable == -1 && rows[0].host == NULL);
+    store_free_runs(rows, n);
+    store_close(s);
+
+    /* A read-only open sees the same and refuses writes. */
+    CK_OK(store_open(p, 1, &s, &err));
+    CK_OK(store_list_runs(s, "grid", &rows, &n, &err));
+    ck_assert_int_eq(n, 1);
+    store_free_runs(rows, n);
+    CK_OK(store_list_runs(s, "other", &rows, &n, &err));
+    ck_assert_int_eq(n, 0);
+    store_free_runs(rows, n);
+    ck_assert_int_eq(store_upsert_sweep(s, "x", NULL, NULL, &sw2, &err), LL_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "read-only"));
+    ck_assert_int_eq(store_add_metric(s, run, 0, "train", "loss", 1.0, &err), LL_ERR_STATE);
+    store_close(s);
+}
+END_TEST
+
+START_TEST(t_state_machine) {
+    char p[256];
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(tmp_path(p, sizeof p, "state.db"), 0, &s, &err));
+    int64_t sw, run;
+    CK_OK(store_upsert_sweep(s, "sm", NULL, NULL, &sw, &err));
+    RunInfo in = make_info("a", 4, 1);
+    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    /* Finishing an unclaimed run is a state error. */
+    RunResult res = done_result(1.75);
+    ck_assert_int_eq(store_finish_run(s, run, &res, &err), LL_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "'pending'"));
+
+    int claimed = -1;
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    ck_assert_int_eq(claimed, 1);
+    char st[16];
+    status_of(s, sw, "a", st, NULL);
+    ck_assert_str_eq(st, "running");
+    CK_OK(store_add_metric(s, run, 10, "train", "loss", 2.0, &err));
+    res.adapter_dir = "results/sm/a/adapter";
+    CK_OK(store_finish_run(s, run, &res, &err));
+    status_of(s, sw, "a", st, NULL);
+    ck_assert_str_eq(st, "done");
+    /* done is final. */
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    ck_assert_int_eq(claimed, 0);
+    ck_assert_int_eq(store_finish_run(s, run, &res, &err), LL_ERR_STATE);
+
+    RunRow *rows = NULL;
+    int n = 0;
+    CK_OK(store_list_runs(s, "sm", &rows, &n, &err));
+    ck_assert_int_eq(n, 1);
+    RunRow *r = &rows[0];
+    ck_assert_str_eq(r->status, "done");
+    ck_assert_int_eq(r->attempt, 1);
+    ck_assert_int_eq(r->pid, (int64_t)getpid());
+    ck_assert_ptr_nonnull(r->host);
+    ck_assert(r->started > 1.6e9 && r->ended >= r->started);
+    ck_assert(r->tokens_per_s == 1234.5 && r->wall_s == 6.25);
+    ck_assert_int_eq(r->trainable, 1000);
+    ck_assert_int_eq(r->total, 50000);
+    ck_assert_int_eq(r->peak_mem, 1 << 20);
+    ck_assert(r->train_loss == 2.5 && r->eval_loss == 1.75 && r->eval_ppl == exp(1.75));
+    ck_assert(isnan(r->accuracy) && isnan(r->macro_f1));
+    ck_assert_ptr_null(r->error);
+    ck_assert_str_eq(r->adapter_dir, "results/sm/a/adapter");
+    store_free_runs(rows, n);
+    ck_assert_int_eq(count_metrics(s, run, "train", "loss"), 1);
+    ArtifactRow *arts = NULL;
+    CK_OK(store_list_artifacts(s, run, &arts, &n, &err));
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(arts[0].kind, "adapter");
+    ck_assert_str_eq(arts[0].path, "results/sm/a/adapter");
+    store_free_artifacts(arts, n);
+
+    /* failed -> claimable again, with attempt 2; the error text is kept until then. */
+    RunInfo in2 = make_info("b", 4, 2);
+    int64_t run2;
+    CK_OK(store_add_run(s, sw, &in2, &run2, &err));
+    CK_OK(store_claim_run(s, run2, &claimed, &err));
+    RunResult bad = done_result(NAN);
+    bad.status = "failed";
+    bad.error = "out of memory for batch 8";
+    CK_OK(store_finish_run(s, run2, &bad, &err));
+    CK_OK(store_list_runs(s, "sm", &rows, &n, &err));
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(rows[1].status, "failed");
+    ck_assert_str_eq(rows[1].error, "out of memory for batch 8");
+    store_free_runs(rows, n);
+    CK_OK(store_claim_run(s, run2, &claimed, &err));
+    ck_assert_int_eq(claimed, 1);
+    CK_OK(store_list_runs(s, "sm", &rows, &n, &err));
+    ck_assert_str_eq(rows[1].status, "running");
+    ck_assert_int_eq(rows[1].attempt, 2);
+    ck_assert_ptr_null(rows[1].error);
+    store_free_runs(rows, n);
+
+    /* AdaLoRA ranks: upsert per (layer, module), listed in order. */
+    CK_OK(store_add_rank(s, run2, 1, "v_proj", 3, 8, &err));
+    CK_OK(store_add_rank(s, run2, 0, "q_proj", 5, 8, &err));
+    CK_OK(store_add_rank(s, run2, 1, "v_proj", 2, 8, &err));
+    RankRow *ranks = NULL;
+    CK_OK(store_list_ranks(s, run2, &ranks, &n, &err));
+    ck_assert_int_eq(n, 2);
+    ck_assert(ranks[0].layer == 0 && strcmp(ranks[0].module, "q_proj") == 0 && ranks[0].rank == 5);
+    ck_assert(ranks[1].layer == 1 && ranks[1].rank == 2 && ranks[1].init_rank == 8);
+    free(ranks);
+    store_close(s);
+}
+END_TEST
+
+START_TEST(t_metric_idempotent) {
+    char p[256];
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(tmp_path(p, sizeof p, "idem.db"), 0, &s, &err));
+    int64_t sw, run;
+    CK_OK(store_upsert_sweep(s, "m", NULL, NULL, &sw, &err));
+    RunInfo in = make_info("m1", 8, 0);
+    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    for (int rep = 0; rep < 3; rep++) {
+        for (int step = 0; step < 5; step++)
+            CK_OK(store_add_metric(s, run, step * 10, "train", "loss", 3.0 - step, &err));
+        CK_OK(store_flush(s, &err));
+    }
+    /* The same key twice in one batch and across batches: last value wins, one row. */
+    CK_OK(store_add_metric(s, run, 20, "train", "loss", 9.0, &err));
+    CK_OK(store_add_metric(s, run, 20, "train", "loss", 0.5, &err));
+    CK_OK(store_add_metric(s, run, 20, "eval", "loss", 0.75, &err));
+    CK_OK(store_flush(s, &err));
+    int *steps = NULL, n = 0;
+    double *v = NULL;
+    CK_OK(store_get_metrics(s, run, "train", "loss", &steps, &v, &n, &err));
+    ck_assert_int_eq(n, 5);
+    for (int i = 0; i < 5; i++) ck_assert_int_eq(steps[i], i * 10);
+    ck_assert(v[0] == 3.0 && v[1] == 2.0 && v[2] == 0.5 && v[3] == 0.0 && v[4] == -1.0);
+    free(steps);
+    free(v);
+    ck_assert_int_eq(count_metrics(s, run, "eval", "loss"), 1);
+    ck_assert_int_eq(count_metrics(s, run, "eval", "accuracy"), 0);
+    store_close(s);
+}
+END_TEST
+
+START_TEST(t_nan_roundtrip) {
+    char p[256];
+    LLError err = {0};
+    Store *s = NULL;
+    tmp_path(p, sizeof p, "nan.db");
+    CK_OK(store_open(p, 0, &s, &err));
+    int64_t sw, run;
+    CK_OK(store_upsert_sweep(s, "n", NULL, NULL, &sw, &err));
+    RunInfo in = make_info("hi-lr", 8, 0);
+    in.lr = 10.0;
+    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    int claimed;
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    const double vals[] = {2.25, 0.1, INFINITY, -INFINITY, NAN, -0.0, 1e-300};
+    const int nv = (int)(sizeof vals / sizeof vals[0]);
+    for (int i = 0; i < nv; i++) CK_OK(store_add_metric(s, run, i, "train", "loss", vals[i], &err));
+    RunResult res = done_result(NAN);
+    res.status = "diverged";
+    res.train_loss = NAN;
+    res.eval_ppl = INFINITY;
+    res.error = "loss became NaN at step 4";
+    CK_OK(store_finish_run(s, run, &res, &err));
+    store_close(s);
+
+    /* Read back through a fresh read-only connection: nothing came from a cache. */
+    CK_OK(store_open(p, 1, &s, &err));
+    int *steps = NULL, n = 0;
+    double *v = NULL;
+    CK_OK(store_get_metrics(s, run, "train", "loss", &steps, &v, &n, &err));
+    ck_assert_int_eq(n, nv);
+    for (int i = 0; i < nv; i++) {
+        ck_assert_int_eq(steps[i], i);
+        if (isnan(vals[i])) ck_assert_msg(isnan(v[i]), "step %d: NaN came back as %g", i, v[i]);
+        else if (vals[i] == 0.0) ck_assert(v[i] == 0.0); /* SQLite stores -0.0 as integer 0 */
+        else ck_assert_msg(memcmp(&v[i], &vals[i], sizeof(double)) == 0,
+                           "step %d: %.17g came back as %.17g", i, vals[i], v[i]);
+    }
+    free(steps);
+    free(v);
+    RunRow *rows = NULL;
+    CK_OK(store_list_runs(s, "n", &rows, &n, &err));
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(rows[0].status, "diverged");
+    ck_assert(isnan(rows[0].train_loss) && isnan(rows[0].eval_loss));
+    ck_assert(isinf(rows[0].eval_ppl) && rows[0].eval_ppl > 0);
+    ck_assert_str_eq(rows[0].error, "loss became NaN at step 4");
+    ck_assert(rows[0].lr == 10.0);
+    store_free_runs(rows, n);
+    store_close(s);
+}
+END_TEST
+
+START_TEST(t_batched_flush) {
+    char p[256];
+    LLError err = {0};
+    Store *w = NULL, *r = NULL;
+    tmp_path(p, sizeof p, "batch.db");
+    CK_OK(store_open(p, 0, &w, &err));
+    CK_OK(store_open(p, 1, &r, &err));
+    int64_t sw, run;
+    CK_OK(store_upsert_sweep(w, "b", NULL, NULL, &sw, &err));
+    RunInfo in = make_info("b1", 8, 0);
+    CK_OK(store_add_run(w, sw, &in, &run, &err));
+    int claimed;
+    CK_OK(store_claim_run(w, run, &claimed, &err));
+    /* Below one batch nothing is committed yet (the reader is another connection). */
+    for (int i = 0; i < STORE_METRIC_BATCH - 1; i++)
+        CK_OK(store_add_metric(w, run, i, "train", "loss", 1.0 / (i + 1), &err));
+    ck_assert_int_eq(count_metrics(r, run, "train", "loss"), 0);
+    /* The 64th row commits the batch. */
+    CK_OK(store_add_metric(w, run, STORE_METRIC_BATCH - 1, "train", "loss", 0.0, &err));
+    ck_assert_int_eq(count_metrics(r, run, "train", "loss"), STORE_METRIC_BATCH);
+    for (int i = 0; i < 6; i++) CK_OK(store_add_metric(w, run, 100 + i, "eval", "loss", 0.5, &err));
+    ck_assert_int_eq(count_metrics(r, run, "eval", "loss"), 0);
+    /* finish_run writes the rest in its own transaction. */
+    RunResult res = done_result(0.5);
+    CK_OK(store_finish_run(w, run, &res, &err));
+    ck_assert_int_eq(count_metrics(r, run, "eval", "loss"), 6);
+    ck_assert_int_eq(count_metrics(r, run, "train", "loss"), STORE_METRIC_BATCH);
+    /* store_close flushes what is left. */
+    int64_t run2;
+    RunInfo in2 = make_info("b2", 8, 1);
+    CK_OK(store_add_run(w, sw, &in2, &run2, &err));
+    CK_OK(store_add_metric(w, run2, 0, "train", "loss", 4.0, &err));
+    ck_assert_int_eq(count_metrics(r, run2, "train", "loss"), 0);
+    store_close(w);
+    ck_assert_int_eq(count_metrics(r, run2, "train", "loss"), 1);
+    store_close(r);
+}
+END_TEST
+
+START_TEST(t_resume_after_interrupt) {
+    char p[256];
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(tmp_path(p, sizeof p, "resume.db"), 0, &s, &err));
+    int64_t sw, run, other;
+    CK_OK(store_upsert_sweep(s, "r", NULL, NULL, &sw, &err));
+    RunInfo in = make_info("r1", 8, 0), in2 = make_info("r2", 8, 1);
+    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    CK_OK(store_add_run(s, sw, &in2, &other, &err));
+    int claimed;
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    CK_OK(store_claim_run(s, other, &claimed, &err));
+    for (int i = 0; i < 10; i++) CK_OK(store_add_metric(s, run, i, "train", "loss", 5.0 - i, &err));
+    for (int i = 0; i < 3; i++) CK_OK(store_add_metric(s, other, i, "train", "loss", 1.0, &err));
+    CK_OK(store_flush(s, &err));
+    CK_OK(store_add_metric(s, run, 10, "train", "loss", -5.0, &err)); /* still buffered */
+    CK_OK(store_add_rank(s, run, 0, "q_proj", 4, 8, &err));
+    CK_OK(store_add_artifact(s, run, "figure", "results/figs/r1.pdf", &err));
+
+    /* Ctrl-C: this process's running rows become interrupted. */
+    int marked = -1;
+    CK_OK(store_mark_running_interrupted(s, sw, &marked, &err));
+    ck_assert_int_eq(marked, 2);
+    char st[16];
+    status_of(s, sw, "r1", st, NULL);
+    ck_assert_str_eq(st, "interrupted");
+    CK_OK(store_mark_running_interrupted(s, sw, &marked, &err));
+    ck_assert_int_eq(marked, 0);
+
+    /* Resume: the new attempt starts with no rows of the old one, the other run keeps its rows. */
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    ck_assert_int_eq(claimed, 1);
+    ck_assert_int_eq(count_metrics(s, run, "train", "loss"), 0);
+    RankRow *ranks = NULL;
+    int n = -1;
+    CK_OK(store_list_ranks(s, run, &ranks, &n, &err));
+    ck_assert_int_eq(n, 0);
+    free(ranks);
+    ArtifactRow *arts = NULL;
+    CK_OK(store_list_artifacts(s, run, &arts, &n, &err));
+    ck_assert_int_eq(n, 0);
+    store_free_artifacts(arts, n);
+    ck_assert_int_eq(count_metrics(s, other, "train", "loss"), 3);
+    for (int i = 0; i < 4; i++) CK_OK(store_add_metric(s, run, i, "train", "loss", 7.0, &err));
+    RunResult res = done_result(1.0);
+    CK_OK(store_finish_run(s, run, &res, &err));
+    int *steps = NULL;
+    double *v = NULL;
+    CK_OK(store_get_metrics(s, run, "train", "loss", &steps, &v, &n, &err));
+    ck_assert_int_eq(n, 4);
+    for (int i = 0; i < n; i++) ck_assert(steps[i] == i && v[i] == 7.0);
+    free(steps);
+    free(v);
+    RunRow *rows = NULL;
+    CK_OK(store_list_runs(s, "r", &rows, &n, &err));
+    ck_assert_int_eq(rows[0].attempt, 2);
+    ck_assert_str_eq(rows[0].status, "done");
+    ck_assert_str_eq(rows[1].status, "interrupted");
+    ck_assert_ptr_nonnull(strstr(rows[1].error, "interrupted"));
+    store_free_runs(rows, n);
+    store_close(s);
+}
+END_TEST
+
+/* A run owned by a live process of this host is neither claimed nor marked; once it is dead, it
+ * is marked interrupted and can be claimed. */
+START_TEST(t_live_owner) {
+    char p[256];
+    LLError err = {0};
+    Store *s = NULL;
+    tmp_path(p, sizeof p, "owner.db");
+    CK_OK(store_open(p, 0, &s, &err));
+    int64_t sw, run;
+    CK_OK(store_upsert_sweep(s, "o", NULL, NULL, &sw, &err));
+    RunInfo in = make_info("o1", 8, 0);
+    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    store_close(s);
+
+    int ready[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        Store *c = NULL;
+        LLError ce = {0};
+        int claimed = 0;
+        char ok = 'n';
+        if (store_open(p, 0, &c, &ce) == LL_OK && store_claim_run(c, run, &claimed, &ce) == LL_OK &&
+            claimed)
+            ok = 'y';
+        store_close(c);
+        if (write(ready[1], &ok, 1) != 1) _exit(1);
+        pause(); /* owned until killed */
+        _exit(0);
+    }
+    close(ready[1]);
+    char ok = 0;
+    ck_assert_int_eq(read(ready[0], &ok, 1), 1);
+    close(ready[0]);
+    ck_assert_int_eq(ok, 'y');
+
+    CK_OK(store_open(p, 0, &s, &err));
+    int claimed = -1, marked = -1;
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    ck_assert_int_eq(claimed, 0);
+    CK_OK(store_mark_running_interrupted(s, 0, &marked, &err));
+    ck_assert_int_eq(marked, 0);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    CK_OK(store_mark_running_interrupted(s, 0, &marked, &err));
+    ck_assert_int_eq(marked, 1);
+    char st[16];
+    status_of(s, sw, "o1", st, NULL);
+    ck_assert_str_eq(st, "interrupted");
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    ck_assert_int_eq(claimed, 1);
+    store_close(s);
+}
+END_TEST
+
+/* Builds one shard: sweep "s1" with runs given as key=status pairs, metrics (steps 0..k-1 with
+ * value base + step), one rank per run, and sweep "s2" when with_s2. */
+typedef struct {
+    const char *sweep, *key, *status;
+    int n_metrics;
+    double base;
+} ShardRun;
+
+static void build_shard(const char *path, const ShardRun *runs, int n) {
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(path, 0, &s, &err));
+    for (int i = 0; i < n; i++) {
+        int64_t sw, run;
+        CK_OK(store_upsert_sweep(s, runs[i].sweep, NULL, "grid", &sw, &err));
+        RunInfo in = make_info(runs[i].key, 8, 0);
+        CK_OK(store_add_run(s, sw, &in, &run, &err));
+        if (strcmp(runs[i].status, "pending") == 0) continue;
+        int claimed;
+        CK_OK(store_claim_run(s, run, &claimed, &err));
+        for (int k = 0; k < runs[i].n_metrics; k++)
+            CK_OK(store_add_metric(s, run, k, "train", "loss", runs[i].base + k, &err));
+        CK_OK(store_add_rank(s, run, 0, "q_proj", runs[i].n_metrics, 8, &err));
+        if (strcmp(runs[i].status, "running") == 0) {
+            CK_OK(store_flush(s, &err));
+            continue;
+        }
+        RunResult res = done_result(runs[i].base);
+        res.status = runs[i].status;
+        CK_OK(store_finish_run(s, run, &res, &err));
+    }
+    store_close(s);
+}
+
+static const RunRow *find_run(const RunRow *rows, int n, const char *sweep, const char *key) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(rows[i].sweep, sweep) == 0 && strcmp(rows[i].key, key) == 0) return &rows[i];
+    return NULL;
+}
+
+START_TEST(t_merge) {
+    char pa[256], pb[256], po[256];
+    tmp_path(pa, sizeof pa, "shard_a.db");
+    tmp_path(pb, sizeof pb, "shard_b.db");
+    tmp_path(po, sizeof po, "merged.db");
+    const ShardRun a[] = {{"s1", "k1", "done", 5, 10.0}, {"s1", "k2", "failed", 3, 20.0},
+                          {"s1", "k4", "interrupted", 2, 40.0}};
+    const ShardRun b[] = {{"s1", "k2", "done", 4, 30.0}, {"s1", "k3", "pending", 0, 0.0},
+                          {"s2", "k1", "done", 2, 50.0}, {"s1", "k4", "failed", 1, 60.0},
+                          {"s1", "k1", "failed", 7, 70.0}};
+    build_shard(pa, a, 3);
+    build_shard(pb, b, 5);
+
+    LLError err = {0};
+    Store *o = NULL;
+    CK_OK(store_open(po, 0, &o, &err));
+    int added = -1;
+    CK_OK(store_merge(o, pa, &added, &err));
+    ck_assert_int_eq(added, 3);
+    /* b adds k3 and s2/k1, replaces k2 (done > failed) and k4 (failed > interrupted), and leaves
+     * k1 (done stays done). */
+    CK_OK(store_merge(o, pb, &added, &err));
+    ck_assert_int_eq(added, 4);
+    CK_OK(store_merge(o, pa, &added, &err));
+    ck_assert_int_eq(added, 0);
+    CK_OK(store_merge(o, pb, &added, &err));
+    ck_assert_int_eq(added, 0);
+
+    RunRow *rows = NULL;
+    int n = 0;
+    CK_OK(store_list_runs(o, NULL, &rows, &n, &err));
+    ck_assert_int_eq(n, 5);
+    struct {
+        const char *sweep, *key, *status;
+        int n_metrics;
+        double base;
+    } want[] = {{"s1", "k1", "done", 5, 10.0}, {"s1", "k2", "done", 4, 30.0},
+                {"s1", "k3", "pending", 0, 0.0}, {"s1", "k4", "failed", 1, 60.0},
+                {"s2", "k1", "done", 2, 50.0}};
+    int total = 0;
+    for (int i = 0; i < 5; i++) {
+        const RunRow *r = find_run(rows, n, want[i].sweep, want[i].key);
+        ck_assert_msg(r != NULL, "%s/%s missing", want[i].sweep, want[i].key);
+        ck_assert_str_eq(r->status, want[i].status);
+        int *steps = NULL, m = 0;
+        double *v = NULL;
+        CK_OK(store_get_metrics(o, r->id, "train", "loss", &steps, &v, &m, &err));
+        ck_assert_int_eq(m, want[i].n_metrics);
+        for (int k = 0; k < m; k++) ck_assert(steps[k] == k && v[k] == want[i].base + k);
+        free(steps);
+        free(v);
+        total += m;
+        RankRow *ranks = NULL;
+        CK_OK(store_list_ranks(o, r->id, &ranks, &m, &err));
+        ck_assert_int_eq(m, want[i].n_metrics > 0 ? 1 : 0);
+        if (m) ck_assert_int_eq(ranks[0].rank, want[i].n_metrics);
+        free(ranks);
+        if (strcmp(want[i].status, "done") == 0) ck_assert(r->eval_loss == want[i].base);
+    }
+    ck_assert_int_eq(total, 12);
+    store_free_runs(rows, n);
+
+    /* A database cannot be merged into itself. */
+    ck_assert_int_eq(store_merge(o, po, &added, &err), LL_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(err.msg, "into itself"));
+    store_close(o);
+}
+END_TEST
+
+/* ---- limits --------------------------------------------------------------------------------- */
+
+START_TEST(t_newer_version_refused) {
+    char p[256];
+    LLError err = {0};
+    Store *s = NULL;
+    tmp_path(p, sizeof p, "newer.db");
+    CK_OK(store_open(p, 0, &s, &err));
+    store_close(s);
+    patch_header(p, 60, STORE_SCHEMA_VERSION + 6);
+    char want[512];
+    snprintf(want, sizeof want,
+             "database %s has schema version %d, this loralab knows up to %d; upgrade loralab", p,
+             STORE_SCHEMA_VERSION + 6, STORE_SCHEMA_VERSION);
+    for (int ro = 0; ro < 2; ro++) {
+        err.msg[0] = '\0';
+        ck_assert_int_eq(store_open(p, ro, &s, &err), LL_ERR_FORMAT);
+        ck_assert_ptr_null(s);
+        /* The message quotes the path: compare without the quotes. */
+        char plain[1024];
+        size_t k = 0;
+        for (const char *c = err.msg; *c && k + 1 < sizeof plain; c++)
+            if (*c != '\'') plain[k++] = *c;
+        plain[k] = '\0';
+        ck_assert_msg(strstr(plain, want) != NULL, "message was: %s", err.msg);
+    }
+    /* A newer shard is refused by merge too. */
+    char po[256];
+    CK_OK(store_open(tmp_path(po, sizeof po, "newer_out.db"), 0, &s, &err));
+    int added = -1;
+    ck_assert_int_eq(store_merge(s, p, &added, &err), LL_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "upgrade loralab"));
+    store_close(s);
+}
+END_TEST
+
+START_TEST(t_foreign_files) {
+    char p[256];
+    LLError err = {0};
+    Store *s = NULL;
+    ck_assert_int_eq(store_open(tmp_path(p, sizeof p, "missing.db"), 1, &s, &err), LL_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(err.msg, "no database at"));
+    ck_assert_ptr_nonnull(strstr(err.msg, "missing.db"));
+    ck_assert_int_eq(ll_file_exists(p), 0); /* a read-only open never creates */
+
+    tmp_path(p, sizeof p, "garbage.db");
+    FILE *f = fopen(p, "wb");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < 200; i++) fputs("this is not sqlite ", f);
+    fclose(f);
+    for (int ro = 0; ro < 2; ro++) {
+        ck_assert_int_eq(store_open(p, ro, &s, &err), LL_ERR_FORMAT);
+        ck_assert_ptr_nonnull(strstr(err.msg, "not a loralab database"));
+    }
+
+    tmp_path(p, sizeof p, "otherapp.db");
+    CK_OK(store_open(p, 0, &s, &err));
+    store_close(s);
+    patch_header(p, 68, 0x12345678);
+    ck_assert_int_eq(store_open(p, 0, &s, &err), LL_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "another program"));
+
+    /* Tables but no version: someone else's database; refused, not migrated. */
+    tmp_path(p, sizeof p, "noversion.db");
+    CK_OK(store_open(p, 0, &s, &err));
+    store_close(s);
+    patch_header(p, 60, 0);
+    patch_header(p, 68, 0);
+    ck_assert_int_eq(store_open(p, 0, &s, &err), LL_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "no loralab schema version"));
+
+    ck_assert_int_eq(store_open("", 0, &s, &err), LL_ERR_CONFIG);
+}
+END_TEST
+
+START_TEST(t_bad_input) {
+    char p[256];
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(tmp_path(p, sizeof p, "bad.db"), 0, &s, &err));
+    int64_t sw, run, id;
+    CK_OK(store_upsert_sweep(s, "bad", NULL, NULL, &sw, &err));
+    RunInfo in = make_info("x", 8, 0);
+    CK_OK(store_add_run(s, sw, &in, &run, &err));
+
+    ck_assert_int_eq(store_add_metric(s, run, 0, "valid", "loss", 1, &err), LL_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(err.msg, "'valid'"));
+    char longname[100];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    ck_assert_int_eq(store_add_metric(s, run, 0, "train", longname, 1, &err), LL_ERR_CONFIG);
+    ck_assert_int_eq(store_add_metric(s, run, -1, "train", "loss", 1, &err), LL_ERR_CONFIG);
+    ck_assert_int_eq(store_add_metric(s, run + 99, 0, "train", "loss", 1, &err), LL_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "no run with id"));
+    /* None of the rejected rows poisoned the buffer. */
+    CK_OK(store_add_metric(s, run, 0, "train", "loss", 1, &err));
+    CK_OK(store_flush(s, &err));
+
+    int claimed;
+    ck_assert_int_eq(store_claim_run(s, run + 99, &claimed, &err), LL_ERR_STATE);
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    RunResult res = done_result(1.0);
+    res.status = "running";
+    ck_assert_int_eq(store_finish_run(s, run, &res, &err), LL_ERR_CONFIG);
+    ck_assert_int_eq(store_finish_run(s, run + 99, &(RunResult){.status = "done"}, &err),
+                     LL_ERR_STATE);
+
+    RunInfo nan_lr = make_info("y", 8, 0);
+    nan_lr.lr = NAN;
+    ck_assert_int_eq(store_add_run(s, sw, &nan_lr, &id, &err), LL_ERR_CONFIG);
+    RunInfo no_key = make_info("", 8, 0);
+    ck_assert_int_eq(store_add_run(s, sw, &no_key, &id, &err), LL_ERR_CONFIG);
+    ck_assert_int_eq(store_add_run(s, sw + 5, &in, &id, &err), LL_ERR_STATE);
+    /* The same key with another config: refused. */
+    RunInfo clash = make_info("x", 16, 0);
+    ck_assert_int_eq(store_add_run(s, sw, &clash, &id, &err), LL_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(err.msg, "different config"));
+
+    ck_assert_int_eq(store_add_rank(s, run, -1, "q_proj", 1, 2, &err), LL_ERR_CONFIG);
+    ck_assert_int_eq(store_add_rank(s, run, 0, "a_module_name_longer_than_31_bytes", 1, 2, &err),
+                     LL_ERR_CONFIG);
+    ck_assert_int_eq(store_add_rank(s, run + 99, 0, "q_proj", 1, 2, &err), LL_ERR_STATE);
+    ck_assert_int_eq(store_add_artifact(s, run, "checkpoint", "x", &err), LL_ERR_CONFIG);
+    ck_assert_int_eq(store_upsert_sweep(s, "", NULL, NULL, &id, &err), LL_ERR_CONFIG);
+
+    char missing[256];
+    int added;
+    ck_assert_int_eq(store_merge(s, tmp_path(missing, sizeof missing, "nope.db"), &added, &err),
+                     LL_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(err.msg, "nope.db"));
+    ck_assert_int_eq(ll_file_exists(missing), 0); /* ATTACH would have created it */
+    ck_assert_int_eq(store_unlock(s, &err), LL_ERR_STATE);
+    store_close(s);
+}
+END_TEST
+
+/* A child of a process with an open Store may not open one (SQLite's lock bookkeeping would be
+ * inherited without the locks); closing the inherited Store in the child leaves the parent's
+ * connection working. */
+START_TEST(t_fork_guard) {
+    char p[256], q[256];
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(tmp_path(p, sizeof p, "fork.db"), 0, &s, &err));
+    int64_t sw;
+    CK_OK(store_upsert_sweep(s, "f", NULL, NULL, &sw, &err));
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        Store *c = NULL;
+        LLError ce = {0};
+        LLStatus st = store_open(tmp_path(q, sizeof q, "fork_child.db"), 0, &c, &ce);
+        int ok = st == LL_ERR_STATE && c == NULL && strstr(ce.msg, "fork()") != NULL;
+        store_close(s); /* releases memory only */
+        _exit(ok ? 0 : 1);
+    }
+    int wst = 0;
+    ck_assert_int_eq(waitpid(child, &wst, 0), child);
+    ck_assert_msg(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "the child could open a Store");
+    ck_assert_int_eq(ll_file_exists(q), 0);
+    int64_t sw2;
+    CK_OK(store_upsert_sweep(s, "g", NULL, NULL, &sw2, &err));
+    ck_assert_int_ne(sw2, sw);
+    store_close(s);
+}
+END_TEST
+
+/* ---- processes ------------------------------------------------------------------------------ */
+
+/* Another process holds the write lock longer than our busy timeout: writes fail with LL_ERR_BUSY
+ * naming the file, committed rows survive, buffered rows are written once the lock is gone. */
+START_TEST(t_locked_by_other_process) {
+    char p[256];
+    LLError err = {0};
+    Store *s = NULL;
+    tmp_path(p, sizeof p, "locked.db");
+    CK_OK(store_open(p, 0, &s, &err));
+    int64_t sw, run;
+    CK_OK(store_upsert_sweep(s, "l", NULL, NULL, &sw, &err));
+    RunInfo in = make_info("l1", 8, 0);
+    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    for (int i = 0; i < 10; i++) CK_OK(store_add_metric(s, run, i, "train", "loss", i, &err));
+    CK_OK(store_flush(s, &err));
+    store_close(s);
+
+    int locked[2], release[2];
+    ck_assert_int_eq(pipe(locked), 0);
+    ck_assert_int_eq(pipe(release), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        close(locked[0]);
+        close(release[1]);
+        Store *c = NULL;
+        LLError ce = {0};
+        char ok = 'n';
+        if (store_open(p, 0, &c, &ce) == LL_OK && store_lock_exclusive(c, &ce) == LL_OK) ok = 'y';
+        if (write(locked[1], &ok, 1) != 1) _exit(1);
+        char b;
+        if (read(release[0], &b, 1) < 0) _exit(1); /* held until the parent says so (or dies) */
+        int rc = store_unlock(c, &ce) == LL_OK ? 0 : 1;
+        store_close(c);
+        _exit(rc);
+    }
+    close(locked[1]);
+    close(release[0]);
+    char ok = 0;
+    ck_assert_int_eq(read(locked[0], &ok, 1), 1);
+    ck_assert_int_eq(ok, 'y');
+
+    CK_OK(store_open(p, 0, &s, &err));
+    store_set_busy_timeout(s, 100);
+    double t0 = ll_now();
+    RunInfo in2 = make_info("l2", 8, 1);
+    int64_t run2 = 0;
+    ck_assert_int_eq(store_add_run(s, sw, &in2, &run2, &err), LL_ERR_BUSY);
+    double waited = ll_now() - t0;
+    ck_assert_ptr_nonnull(strstr(err.msg, p));
+    ck_assert_ptr_nonnull(strstr(err.msg, "another process holds the lock"));
+    ck_assert_msg(waited >= 0.3 && waited < 3.0, "waited %.2f s", waited);
+    /* Reads go on while the other process writes (WAL). */
+    ck_assert_int_eq(count_metrics(s, run, "train", "loss"), 10);
+    /* A full batch cannot be written: it stays buffered. */
+    for (int i = 0; i < STORE_METRIC_BATCH - 1; i++)
+        CK_OK(store_add_metric(s, run, 100 + i, "eval", "loss", 0.5, &err));
+    ck_assert_int_eq(store_add_metric(s, run, 999, "eval", "loss", 0.25, &err), LL_ERR_BUSY);
+    ck_assert_int_eq(store_flush(s, &err), LL_ERR_BUSY);
+
+    ck_assert_int_eq(write(release[1], "x", 1), 1);
+    int wst = 0;
+    waitpid(child, &wst, 0);
+    ck_assert(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    close(locked[0]);
+    close(release[1]);
+
+    CK_OK(store_flush(s, &err));
+    CK_OK(store_add_run(s, sw, &in2, &run2, &err));
+    ck_assert_int_eq(count_metrics(s, run, "train", "loss"), 10);
+    ck_assert_int_eq(count_metrics(s, run, "eval", "loss"), STORE_METRIC_BATCH);
+    RunRow *rows = NULL;
+    int n = 0;
+    CK_OK(store_list_runs(s, NULL, &rows, &n, &err));
+    ck_assert_int_eq(n, 2);
+    store_free_runs(rows, n);
+    store_close(s);
+}
+END_TEST
+
+enum { N_WRITERS = 4, RUNS_PER_WRITER = 12, METRICS_PER_RUN = 150 };
+
+/* One writer process: its own runs in a shared sweep, each claimed, logged and finished. */
+static int writer_main(const char *path, int w) {
+    LLError err = {0};
+    Store *s = NULL;
+    if (store_open(path, 0, &s, &err) != LL_OK) goto fail;
+    int64_t sw;
+    if (store_upsert_sweep(s, "shared", "sweep.yaml", "grid", &sw, &err) != LL_OK) goto fail;
+    for (int i = 0; i < RUNS_PER_WRITER; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "w%d-r%d", w, i);
+        RunInfo in = make_info(key, 4 << (i % 3), i);
+        int64_t run;
+        int claimed;
+        if (store_add_run(s, sw, &in, &run, &err) != LL_OK) goto fail;
+        if (store_claim_run(s, run, &claimed, &err) != LL_OK || !claimed) goto fail;
+        for (int k = 0; k < METRICS_PER_RUN; k++)
+            if (store_add_metric(s, run, k, k % 5 ? "train" : "eval", "loss", w + 0.001 * k,
+                                 &err) != LL_OK)
+                goto fail;
+        RunResult res = done_result(w);
+        if (store_finish_run(s, run, &res, &err) != LL_OK) goto fail;
+    }
+    store_close(s);
+    return 0;
+fail:
+    fprintf(stderr, "writer %d: %s\n", w, err.msg);
+    store_close(s);
+    return 1;
+}
+
+START_TEST(t_concurrent_writers) {
+    char p[256];
+    tmp_path(p, sizeof p, "concurrent.db"); /* created by whichever writer comes first */
+    pid_t kids[N_WRITERS];
+    for (int w = 0; w < N_WRITERS; w++) {
+        kids[w] = fork();
+        ck_assert_int_ge(kids[w], 0);
+        if (kids[w] == 0) _exit(writer_main(p, w));
+    }
+    for (int w = 0; w < N_WRITERS; w++) {
+        int wst = 0;
+        ck_assert_int_eq(waitpid(kids[w], &wst, 0), kids[w]);
+        ck_assert_msg(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "writer %d failed", w);
+    }
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(p, 1, &s, &err));
+    RunRow *rows = NULL;
+    int n = 0;
+    CK_OK(store_list_runs(s, "shared", &rows, &n, &err));
+    ck_assert_int_eq(n, N_WRITERS * RUNS_PER_WRITER);
+    long total = 0;
+    for (int i = 0; i < n; i++) {
+        ck_assert_str_eq(rows[i].status, "done");
+        int tr = count_metrics(s, rows[i].id, "train", "loss");
+        int ev = count_metrics(s, rows[i].id, "eval", "loss");
+        ck_assert_int_eq(tr + ev, METRICS_PER_RUN);
+        ck_assert_int_eq(ev, METRICS_PER_RUN / 5);
+        total += tr + ev;
+    }
+    ck_assert_int_eq(total, (long)N_WRITERS * RUNS_PER_WRITER * METRICS_PER_RUN);
+    /* All writers joined one sweep row. */
+    for (int i = 1; i < n; i++) ck_assert_int_eq(rows[i].sweep_id, rows[0].sweep_id);
+    store_free_runs(rows, n);
+    store_close(s);
+}
+END_TEST
+
+Suite *store_suite(void) {
+    Suite *s = suite_create("store");
+    TCase *core = tcase_create("core");
+    tcase_add_unchecked_fixture(core, dir_setup, dir_teardown);
+    tcase_add_test(core, t_create_reopen);
+    tcase_add_test(core, t_state_machine);
+    tcase_add_test(core, t_metric_idempotent);
+    tcase_add_test(core, t_nan_roundtrip);
+    tcase_add_test(core, t_batched_flush);
+    tcase_add_test(core, t_resume_after_interrupt);
+    tcase_add_test(core, t_live_owner);
+    tcase_add_test(core, t_merge);
+    tcase_set_timeout(core, 20);
+    suite_add_tcase(s, core);
+
+    TCase *limits = tcase_create("limits");
+    tcase_add_unchecked_fixture(limits, dir_setup, dir_teardown);
+    tcase_add_test(limits, t_newer_version_refused);
+    tcase_add_test(limits, t_foreign_files);
+    tcase_add_test(limits, t_bad_input);
+    tcase_add_test(limits, t_fork_guard);
+    tcase_set_timeout(limits, 20);
+    suite_add_tcase(s, limits);
+
+    TCase *procs = tcase_create("processes");
+    tcase_add_unchecked_fixture(procs, dir_setup, dir_teardown);
+    tcase_add_test(procs, t_locked_by_other_process);
+    tcase_add_test(procs, t_concurrent_writers);
+    tcase_set_timeout(procs, 60);
+    suite_add_tcase(s, procs);
+    return s;
+}

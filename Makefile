@@ -19,7 +19,7 @@ CFLAGS  += -std=c11 -Wall -Wextra -Wpedantic -Wshadow -fopenmp -march=native -MM
 # Paths are formatted into fixed buffers with snprintf, which truncates safely; GCC's guess that a
 # path *may* be truncated fires on every such call and says nothing about a real bug.
 CFLAGS  += -Wno-format-truncation
-CFLAGS  += -I. -Iengine -I$(BLAS_INC) $(shell pkg-config --cflags $(PKGS))
+CFLAGS  += -I. -Iengine -Iexperiments -Ianalysis -I$(BLAS_INC) $(shell pkg-config --cflags $(PKGS))
 LDLIBS  += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -llapack -fopenmp
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm
 ifdef WERROR

@@ -158,9 +158,10 @@ LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLErr
             s->off = total;
             s->n = ops->site_size(a, s);
             if (s->r < 1) {
-                ll_free(a->sites);
+                LLStatus bad = ll_err(err, LL_ERR_CONFIG, "rank of %s is %d; it must be at least 1", path, s->r);
+                ll_free(a->sites); /* s points into it */
                 ll_free(a);
-                return ll_err(err, LL_ERR_CONFIG, "rank of %s is %d; it must be at least 1", path, s->r);
+                return bad;
             }
             total += s->n;
             size_t w = (size_t)(s->in > s->out ? s->in : s->out);

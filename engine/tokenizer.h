@@ -102,6 +102,10 @@ LLStatus tok_load(const char *path, Tokenizer **out, LLError *err);
 /* Parses and validates the text of a tokenizer.json (never crashes on any input). */
 LLStatus tok_parse_json(const char *json, size_t len, Tokenizer **out, LLError *err);
 
+/* End of the pre-split word that starts at byte i of s[0..n) (i < n): the rule above, exposed so
+ * tests and tools can see the words the encoder and the trainer see. */
+size_t tok_split_next(const char *s, size_t n, size_t i);
+
 /* GPT-2's byte-to-unicode table (as HF's ByteLevel): the code point that stands for byte b in
  * token strings of tokenizer.json. */
 unsigned tok_byte_to_unicode(unsigned char b);

@@ -20,8 +20,9 @@
  *
  * Run identity. Keys a method ignores are dropped from the canonical config AND reset to the
  * method's defaults in the resolved structs (full fine-tuning ignores every adapter key but the
- * method; VeRA ignores alpha, rsLoRA/DoRA, init and the patterns; AdaLoRA ignores r, rsLoRA/DoRA,
- * init and the patterns; LoRA ignores the AdaLoRA and VeRA keys), so equal keys mean equal runs.
+ * method and the seed, which also seeds the classification head's init; VeRA ignores alpha,
+ * rsLoRA/DoRA, init and the patterns; AdaLoRA ignores r, rsLoRA/DoRA, init and the patterns; LoRA
+ * ignores the AdaLoRA and VeRA keys), so equal keys mean equal runs.
  * canonical_json is a compact JSON object of every remaining resolved key (defaults included),
  * flat dotted names in byte order, numbers in their shortest round-trip form for the field's C type
  * (so 1e-3 and 0.001 are one run), target modules as the sorted full names. Labels that do not
@@ -31,7 +32,8 @@
  *              check one with `printf '%s' "$json" | sha256sum | cut -c1-16`.
  *   base_hash = the same over the canonical JSON of the base.* keys alone (the pretraining cache
  *              key: results/bases/<base_hash>).
- * Changing the schema's key set or a default changes keys: bump nothing silently, say so in the log.
+ * Adding a key to the schema or changing a default changes every key (the canonical config lists
+ * all resolved keys): do it knowingly, since old results then no longer count as done.
  */
 #ifndef LL_CONFIG_H
 #define LL_CONFIG_H

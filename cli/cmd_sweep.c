@@ -1,0 +1,147 @@
+/* cmd_sweep: `loralab sweep FILE [options]`: load and validate the config, expand the sweep, then
+ * print it (--dry-run), write a SLURM array script (--emit-slurm), or run it (experiments/sweep.h).
+ * Every config error is reported before any run starts (exit 2). Exit 0 when every run of the
+ * shard is done, 1 when one failed or diverged (or could not run), 130 when interrupted. */
+#include "commands.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "experiments/config.h"
+#include "experiments/sweep.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: loralab sweep FILE [--jobs N] [--threads T] [--db FILE] [--shard I/N] [--dry-run]\n"
+            "                          [--set KEY=VALUE]... [--emit-slurm [--tasks K]] [--retry-diverged]\n"
+            "       loralab sweep --keys\n"
+            "  --jobs N          runs at once, one process each (default: the cores, at most the runs)\n"
+            "  --threads T       threads per run (default: cores / jobs)\n"
+            "  --db FILE         results database (default results/<name>.db)\n"
+            "  --shard I/N       only runs whose plan index i has i %% N == I (default: from\n"
+            "                    SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when set)\n"
+            "  --dry-run         print the expanded runs (key and varying values) and stop\n"
+            "  --set KEY=VALUE   override a key (a YAML value: 8, 1e-3, [q,v]); fixes a swept key\n"
+            "  --emit-slurm      write <name>.sbatch, an array job of --tasks K shards, and stop\n"
+            "  --retry-diverged  run diverged runs again (they are final otherwise)\n"
+            "  --keys            list every config key with its type, default and bounds\n");
+}
+
+/* "--opt VALUE" or "--opt=VALUE"; advances *i past what it used. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name) {
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0) return NULL;
+    if (argv[*i][n] == '=') {
+        if (!argv[*i][n + 1]) fprintf(stderr, "loralab sweep: %s needs a value\n", name);
+        return argv[*i] + n + 1;
+    }
+    if (argv[*i][n] != '\0') return NULL;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "loralab sweep: %s needs a value\n", name);
+        return "";
+    }
+    return argv[++*i];
+}
+
+static int parse_count(const char *s, const char *name, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 1 || v > 100000) {
+        fprintf(stderr, "loralab sweep: %s '%s': expected a whole number from 1\n", name, s);
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+int cmd_sweep(int argc, char **argv) {
+    const char *file = NULL, *db = NULL, *shard = NULL, *v;
+    const char **sets = calloc((size_t)argc + 1, sizeof(char *));
+    int n_sets = 0, dry = 0, slurm = 0, tasks = 0, retry = 0, code = 2;
+    SweepOptions o;
+    sweep_options_defaults(&o);
+    ConfigDoc *doc = NULL;
+    SweepPlan plan = {0};
+    LLError err;
+    if (!sets) return 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            code = 0;
+            goto done;
+        } else if (strcmp(a, "--keys") == 0) {
+            config_describe(stdout);
+            code = 0;
+            goto done;
+        } else if (strcmp(a, "--dry-run") == 0) dry = 1;
+        else if (strcmp(a, "--emit-slurm") == 0) slurm = 1;
+        else if (strcmp(a, "--retry-diverged") == 0) retry = 1;
+        else if ((v = opt_value(argc, argv, &i, "--jobs"))) {
+            if (!parse_count(v, "--jobs", &o.jobs)) goto done;
+        } else if ((v = opt_value(argc, argv, &i, "--threads"))) {
+            if (!parse_count(v, "--threads", &o.threads)) goto done;
+        } else if ((v = opt_value(argc, argv, &i, "--tasks"))) {
+            if (!parse_count(v, "--tasks", &tasks)) goto done;
+        } else if ((v = opt_value(argc, argv, &i, "--db"))) {
+            if (!*v) goto done;
+            db = v;
+        } else if ((v = opt_value(argc, argv, &i, "--shard"))) {
+            if (!*v) goto done;
+            shard = v;
+        } else if ((v = opt_value(argc, argv, &i, "--set"))) {
+            if (!*v) goto done;
+            sets[n_sets++] = v;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "loralab sweep: unknown option '%s'\n", a);
+            usage(stderr);
+            goto done;
+        } else if (!file) file = a;
+        else {
+            fprintf(stderr, "loralab sweep: one config file, got '%s' and '%s'\n", file, a);
+            goto done;
+        }
+    }
+    if (!file) {
+        usage(stderr);
+        goto done;
+    }
+    if (config_load(file, sets, n_sets, &doc, &err) || sweep_expand(doc, &plan, &err)) {
+        fprintf(stderr, "loralab sweep: %s\n", err.msg);
+        goto done;
+    }
+    if (shard ? sweep_parse_shard(shard, &o.shard_i, &o.shard_n, &err)
+              : sweep_shard_from_env(&o.shard_i, &o.shard_n, &err)) {
+        fprintf(stderr, "loralab sweep: %s\n", err.msg);
+        goto done;
+    }
+    if (dry) {
+        sweep_print_plan(stdout, &plan, o.shard_i, o.shard_n);
+        code = 0;
+        goto done;
+    }
+    if (slurm) {
+        char out[256];
+        snprintf(out, sizeof out, "%s.sbatch", plan.n ? plan.points[0].rc.name : "sweep");
+        if (sweep_emit_slurm(&plan, file, sets, n_sets, tasks, o.threads, out, &err)) {
+            fprintf(stderr, "loralab sweep: %s\n", err.msg);
+            goto done;
+        }
+        printf("wrote %s (%d runs); submit with: sbatch %s\n", out, plan.n, out);
+        code = 0;
+        goto done;
+    }
+    o.db_path = db;
+    o.retry_diverged = retry;
+    SweepSummary sum;
+    LLStatus st = sweep_run(doc, &plan, &o, &sum, &err);
+    if (st) fprintf(stderr, "loralab sweep: %s\n", err.msg);
+    code = st == LL_ERR_INTERRUPTED ? 130 : st ? 1 : sum.exit_code;
+done:
+    sweep_plan_free(&plan);
+    config_doc_free(doc);
+    free(sets);
+    return code;
+}

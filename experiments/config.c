@@ -1,0 +1,2017 @@
+/* config: see config.h for the file format, the resolution rules and the run key.
+ *
+ * Invariants kept here:
+ *   - KEYS[] is the single source of truth: parsing, type checks, --set, suggestions, resolution,
+ *     the canonical config and config_describe all walk it. A key with an engine field (st != FS_NONE)
+ *     takes its default from train_config_defaults / adapter_config_defaults, never from a copy.
+ *   - A ConfigDoc holds only checked values: every entry has the type of its key and lies within its
+ *     bounds, so config_resolve only has cross-key checks left to do.
+ *   - Every error message starts with where: "FILE:LINE: KEY: ..." for file values, "--set: KEY: ..."
+ *     for overrides, "FILE: ..." for checks that span keys (with the keys named).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "config.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+/* ---- the schema ------------------------------------------------------------------------------ */
+
+typedef enum { FS_NONE, FS_TRAIN, FS_BASE, FS_ADAPTER } FieldStruct;
+typedef enum { FK_NONE, FK_INT, FK_F32, FK_F64, FK_U64, FK_U32 } FieldKind;
+enum {
+    B_LO = 1,        /* lo applies */
+    B_HI = 2,        /* hi applies */
+    B_LO_OPEN = 4,   /* value > lo */
+    B_HI_OPEN = 8,   /* value < hi */
+    B_INTEGRAL = 16, /* map values must be whole numbers */
+    B_NOT_RUN = 32   /* not part of a run (labels, sweep section): never swept, never hashed */
+};
+
+typedef struct {
+    const char *key;
+    ConfigType type;
+    FieldStruct st;
+    size_t off;
+    FieldKind fk;
+    unsigned flags;
+    double lo, hi;
+    const char *choices; /* "a|b|c" */
+    const char *def;     /* default of a key without an engine field (NULL: none) */
+    const char *doc;
+} KeySpec;
+
+#define MAX_SEED 9007199254740992.0 /* 2^53: seeds survive a round trip through a double */
+#define NUM(key, T, ST, STRUCT, field, FK, flags, lo, hi, doc) \
+    {key, T, ST, offsetof(STRUCT, field), FK, flags, lo, hi, NULL, NULL, doc}
+#define TRAIN(f, T, FK, flags, lo, hi, doc) NUM("train." #f, T, FS_TRAIN, TrainConfig, f, FK, flags, lo, hi, doc)
+#define BASE(f, T, FK, flags, lo, hi, doc) NUM("base." #f, T, FS_BASE, TrainConfig, f, FK, flags, lo, hi, doc)
+#define ADAPT(f, T, FK, flags, lo, hi, doc) \
+    NUM("adapter." #f, T, FS_ADAPTER, AdapterConfig, f, FK, flags, lo, hi, doc)
+#define SPECIAL(key, T, flags, lo, hi, choices, def, doc) {key, T, FS_NONE, 0, FK_NONE, flags, lo, hi, choices, def, doc}
+#define LOHI (B_LO | B_HI)
+
+static const KeySpec KEYS[] = {
+    SPECIAL("name", CFG_STRING, B_NOT_RUN, 0, 0, NULL, NULL,
+            "sweep name: database results/<name>.db, outputs under output.dir/<name>/ (default: file name)"),
+    SPECIAL("description", CFG_STRING, B_NOT_RUN, 0, 0, NULL, "", "free text, kept with the sweep"),
+    SPECIAL("output.dir", CFG_STRING, B_NOT_RUN, 0, 0, NULL, CONFIG_DEFAULT_OUT_DIR,
+            "where runs write <dir>/<name>/<run key>/"),
+    SPECIAL("base.path", CFG_STRING, 0, 0, 0, NULL, NULL, "a model folder (config.json + model.safetensors)"),
+    SPECIAL("base.preset", CFG_STRING, 0, 0, 0, NULL, NULL,
+            "pretrain a base of this size: tiny|small|medium or a file of configs/models/"),
+    SPECIAL("base.data", CFG_STRING, 0, 0, 0, NULL, NULL, "pretraining corpus folder (train.txt, valid.txt)"),
+    SPECIAL("base.tokenizer", CFG_STRING, 0, 0, 0, "bpe|bytes", "bpe", "tokenizer trained for the base"),
+    SPECIAL("base.vocab_size", CFG_INT, LOHI, 260, 1 << 20, NULL, "1024", "BPE vocabulary size"),
+    BASE(steps, CFG_INT, FK_INT, LOHI, 1, 1e9, "pretraining steps"),
+    BASE(batch, CFG_INT, FK_INT, LOHI, 1, 65536, "pretraining batch size (sequences)"),
+    BASE(seq, CFG_INT, FK_INT, LOHI, 1, 1 << 20, "pretraining sequence length"),
+    BASE(lr, CFG_FLOAT, FK_F32, LOHI | B_LO_OPEN, 0, 10, "pretraining peak learning rate"),
+    BASE(warmup, CFG_INT, FK_INT, LOHI, 0, 1e9, "pretraining warmup steps"),
+    BASE(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED, "pretraining seed (weights and data order)"),
+    BASE(min_lr_ratio, CFG_FLOAT, FK_F32, LOHI, 0, 1, "pretraining final lr / peak lr"),
+    BASE(weight_decay, CFG_FLOAT, FK_F32, LOHI, 0, 10, "pretraining AdamW weight decay"),
+    SPECIAL("task.type", CFG_STRING, 0, 0, 0, "lm|cls", "lm", "language modelling or classification"),
+    SPECIAL("task.data", CFG_STRING, 0, 0, 0, NULL, NULL,
+            "folder with train/valid/test .txt (lm) or .jsonl (cls)"),
+    TRAIN(steps, CFG_INT, FK_INT, LOHI, 1, 1e9, "optimizer steps"),
+    TRAIN(batch, CFG_INT, FK_INT, LOHI, 1, 65536, "sequences per micro-batch"),
+    TRAIN(seq, CFG_INT, FK_INT, LOHI, 1, 1 << 20, "sequence length (tokens)"),
+    TRAIN(accum, CFG_INT, FK_INT, LOHI, 1, 65536, "micro-batches per step (gradient accumulation)"),
+    TRAIN(lr, CFG_FLOAT, FK_F32, LOHI | B_LO_OPEN, 0, 10, "peak learning rate"),
+    TRAIN(min_lr_ratio, CFG_FLOAT, FK_F32, LOHI, 0, 1, "final lr / peak lr"),
+    TRAIN(weight_decay, CFG_FLOAT, FK_F32, LOHI, 0, 10, "AdamW decoupled weight decay"),
+    TRAIN(beta1, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "AdamW beta1"),
+    TRAIN(beta2, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "AdamW beta2"),
+    TRAIN(eps, CFG_FLOAT, FK_F32, LOHI | B_LO_OPEN, 0, 1, "AdamW epsilon"),
+    TRAIN(clip, CFG_FLOAT, FK_F32, LOHI, 0, 1e6, "global gradient-norm clip (0: off)"),
+    TRAIN(warmup, CFG_INT, FK_INT, LOHI, 0, 1e9, "linear warmup steps"),
+    SPECIAL("train.schedule", CFG_STRING, 0, 0, 0, "cosine|linear|constant", NULL, "lr decay after warmup"),
+    TRAIN(eval_every, CFG_INT, FK_INT, LOHI, 0, 1e9, "evaluate every N steps (0: only at the end)"),
+    TRAIN(eval_batches, CFG_INT, FK_INT, LOHI, 0, 1e9, "batches per evaluation (0: whole split)"),
+    TRAIN(log_every, CFG_INT, FK_INT, LOHI, 1, 1e9, "train metrics every N steps"),
+    TRAIN(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED, "data order seed (adapter.seed follows it unless set)"),
+    TRAIN(max_minutes, CFG_FLOAT, FK_F64, LOHI, 0, 1e7, "wall-clock bound in minutes (0: none)"),
+    SPECIAL("adapter.method", CFG_STRING, 0, 0, 0, "full|lora|adalora|vera", "lora", "fine-tuning method"),
+    ADAPT(r, CFG_INT, FK_INT, LOHI, 1, 65536, "rank (LoRA, VeRA)"),
+    ADAPT(alpha, CFG_FLOAT, FK_F32, LOHI | B_LO_OPEN, 0, 1e6, "lora_alpha (scale alpha/r)"),
+    ADAPT(dropout, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "dropout on the adapter input"),
+    SPECIAL("adapter.targets", CFG_STR_LIST, 0, 0, 0, NULL, NULL,
+            "target modules: q,k,v,o,gate,up,down (or *_proj), or all-linear"),
+    SPECIAL("adapter.layers", CFG_INT_LIST, LOHI, 0, ADAPTER_MAX_LAYERS - 1, NULL, NULL,
+            "layers_to_transform (empty: every layer)"),
+    ADAPT(use_rslora, CFG_BOOL, FK_INT, 0, 0, 0, "rsLoRA scale alpha/sqrt(r)"),
+    ADAPT(use_dora, CFG_BOOL, FK_INT, 0, 0, 0, "DoRA magnitude vector"),
+    SPECIAL("adapter.init", CFG_STRING, 0, 0, 0, "kaiming|gaussian|pissa", NULL, "init_lora_weights"),
+    SPECIAL("adapter.rank_pattern", CFG_NUM_MAP, LOHI | B_INTEGRAL, 1, 65536, NULL, NULL,
+            "per-module rank overrides {module suffix: r}"),
+    SPECIAL("adapter.alpha_pattern", CFG_NUM_MAP, LOHI | B_LO_OPEN, 0, 1e6, NULL, NULL,
+            "per-module alpha overrides {module suffix: alpha}"),
+    ADAPT(init_r, CFG_INT, FK_INT, LOHI, 1, 65536, "AdaLoRA initial rank"),
+    ADAPT(target_r, CFG_INT, FK_INT, LOHI, 1, 65536, "AdaLoRA average target rank"),
+    ADAPT(tinit, CFG_INT, FK_INT, LOHI, 0, 1e9, "AdaLoRA warmup steps before budgeting"),
+    ADAPT(tfinal, CFG_INT, FK_INT, LOHI, 0, 1e9, "AdaLoRA final fine-tuning steps"),
+    ADAPT(deltaT, CFG_INT, FK_INT, LOHI, 1, 1e9, "AdaLoRA steps between rank allocations"),
+    ADAPT(beta1, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "AdaLoRA sensitivity EMA"),
+    ADAPT(beta2, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "AdaLoRA uncertainty EMA"),
+    ADAPT(orth_reg_weight, CFG_FLOAT, FK_F32, LOHI, 0, 1e6, "AdaLoRA orthogonality weight"),
+    ADAPT(projection_prng_key, CFG_INT, FK_U32, LOHI, 0, 4294967295.0, "VeRA projection seed"),
+    ADAPT(save_projection, CFG_BOOL, FK_INT, 0, 0, 0, "VeRA: save vera_A/vera_B"),
+    ADAPT(d_initial, CFG_FLOAT, FK_F32, LOHI, -1e6, 1e6, "VeRA initial lambda_d"),
+    ADAPT(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED, "adapter init and dropout seed (default: train.seed)"),
+    SPECIAL("sweep.seeds", CFG_INT_LIST, LOHI | B_NOT_RUN, 0, MAX_SEED, NULL, NULL,
+            "a train.seed axis (the slowest one)"),
+    SPECIAL("sweep.random.n", CFG_INT, LOHI | B_NOT_RUN, 1, 1e6, NULL, NULL, "random-search points"),
+    SPECIAL("sweep.random.seed", CFG_INT, LOHI | B_NOT_RUN, 0, MAX_SEED, NULL, "0", "random-search seed"),
+};
+#define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
+
+/* Sweep sub-sections with a structure of their own (parsed by dedicated code below). */
+static const char *const SWEEP_SPECIAL[] = {"sweep.grid", "sweep.derived", "sweep.exclude", "sweep.random.space"};
+#define N_SWEEP_SPECIAL ((int)(sizeof SWEEP_SPECIAL / sizeof SWEEP_SPECIAL[0]))
+
+/* Names people bring from PEFT/HF/W&B, matched on the last component of an unknown key. */
+static const struct { const char *from, *to; } ALIASES[] = {
+    {"lora_alpha", "adapter.alpha"},         {"lora_dropout", "adapter.dropout"},
+    {"vera_dropout", "adapter.dropout"},     {"target_modules", "adapter.targets"},
+    {"layers_to_transform", "adapter.layers"}, {"init_lora_weights", "adapter.init"},
+    {"rank", "adapter.r"},                   {"learning_rate", "train.lr"},
+    {"max_steps", "train.steps"},            {"batch_size", "train.batch"},
+    {"warmup_steps", "train.warmup"},        {"parameters", "sweep.grid"},
+};
+
+static const KeySpec *find_spec(const char *key) {
+    for (int i = 0; i < N_KEYS; i++)
+        if (strcmp(KEYS[i].key, key) == 0) return &KEYS[i];
+    return NULL;
+}
+
+int config_key_known(const char *key) { return find_spec(key) != NULL; }
+
+ConfigType config_key_type(const char *key) {
+    const KeySpec *ks = find_spec(key);
+    LL_ASSERT(ks);
+    return ks->type;
+}
+
+static int is_sweep_special(const char *key) {
+    for (int i = 0; i < N_SWEEP_SPECIAL; i++)
+        if (strcmp(SWEEP_SPECIAL[i], key) == 0) return 1;
+    return 0;
+}
+
+/* "adapter" is a section because "adapter.r" exists. */
+static int is_section(const char *prefix) {
+    size_t n = strlen(prefix);
+    for (int i = 0; i < N_KEYS; i++)
+        if (strncmp(KEYS[i].key, prefix, n) == 0 && KEYS[i].key[n] == '.') return 1;
+    for (int i = 0; i < N_SWEEP_SPECIAL; i++)
+        if (strncmp(SWEEP_SPECIAL[i], prefix, n) == 0 && SWEEP_SPECIAL[i][n] == '.') return 1;
+    return 0;
+}
+
+static int is_numeric(const KeySpec *ks) { return ks->type == CFG_INT || ks->type == CFG_FLOAT; }
+
+/* ---- suggestions ----------------------------------------------------------------------------- */
+
+static int edit_distance(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    if (na > 127 || nb > 127) return 1000;
+    int prev[128], cur[128];
+    for (size_t j = 0; j <= nb; j++) prev[j] = (int)j;
+    for (size_t i = 1; i <= na; i++) {
+        cur[0] = (int)i;
+        for (size_t j = 1; j <= nb; j++) {
+            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            int del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, sizeof(int) * (nb + 1));
+    }
+    return prev[nb];
+}
+
+const char *config_suggest_key(const char *key) {
+    const char *last = strrchr(key, '.');
+    last = last ? last + 1 : key;
+    for (size_t i = 0; i < sizeof ALIASES / sizeof ALIASES[0]; i++)
+        if (strcmp(ALIASES[i].from, last) == 0) return ALIASES[i].to;
+    const char *best = NULL;
+    int bd = 1 << 30;
+    for (int i = 0; i < N_KEYS + N_SWEEP_SPECIAL; i++) {
+        const char *k = i < N_KEYS ? KEYS[i].key : SWEEP_SPECIAL[i - N_KEYS];
+        int d = edit_distance(key, k);
+        if (d < bd) bd = d, best = k;
+    }
+    /* The bare last component often names the key ("rank_pattern" for "adapter.rank_pattern"). */
+    for (int i = 0; i < N_KEYS; i++) {
+        const char *kl = strrchr(KEYS[i].key, '.');
+        if (kl && strcmp(kl + 1, key) == 0 && strncmp(KEYS[i].key, "base.", 5) != 0) return KEYS[i].key;
+    }
+    int limit = (int)strlen(key) / 3;
+    if (limit < 2) limit = 2;
+    return bd <= limit ? best : NULL;
+}
+
+int config_short_name(const char *name, char *out, size_t cap, LLError *err) {
+    if (find_spec(name)) {
+        snprintf(out, cap, "%s", name);
+        return 1;
+    }
+    const char *found = NULL, *second = NULL;
+    for (int i = 0; i < N_KEYS; i++) {
+        const char *k = KEYS[i].key, *dot = strrchr(k, '.');
+        if (!dot || strcmp(dot + 1, name) != 0) continue;
+        if (strncmp(k, "base.", 5) == 0 || strncmp(k, "sweep.", 6) == 0) continue;
+        if (!found) found = k;
+        else if (!second) second = k;
+    }
+    if (found && !second) {
+        snprintf(out, cap, "%s", found);
+        return 1;
+    }
+    if (second)
+        ll_err(err, LL_ERR_CONFIG, "name '%s' is ambiguous (%s, %s): write the full key", name, found, second);
+    else {
+        const char *s = config_suggest_key(name);
+        if (s) ll_err(err, LL_ERR_CONFIG, "unknown name '%s'; did you mean '%s'?", name, s);
+        else ll_err(err, LL_ERR_CONFIG, "unknown name '%s'", name);
+    }
+    return 0;
+}
+
+/* ---- values ---------------------------------------------------------------------------------- */
+
+void config_value_free(ConfigValue *v) {
+    if (!v) return;
+    ll_free(v->s);
+    for (int i = 0; i < v->n; i++)
+        if (v->names) ll_free(v->names[i]);
+    ll_free(v->names);
+    ll_free(v->nums);
+    memset(v, 0, sizeof *v);
+}
+
+void config_value_copy(ConfigValue *dst, const ConfigValue *src) {
+    *dst = *src;
+    dst->s = src->s ? ll_strdup(src->s) : NULL;
+    dst->names = NULL, dst->nums = NULL;
+    if (src->names) {
+        dst->names = ll_calloc((size_t)(src->n > 0 ? src->n : 1), sizeof(char *));
+        for (int i = 0; i < src->n; i++) dst->names[i] = ll_strdup(src->names[i]);
+    }
+    if (src->nums) {
+        dst->nums = ll_malloc((size_t)(src->n > 0 ? src->n : 1), sizeof(double));
+        if (src->n > 0) memcpy(dst->nums, src->nums, sizeof(double) * (size_t)src->n);
+    }
+}
+
+static double value_number(const ConfigValue *v) {
+    return v->type == CFG_FLOAT ? v->f : (double)v->i;
+}
+
+static void append(char *out, size_t cap, size_t *len, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void append(char *out, size_t cap, size_t *len, const char *fmt, ...) {
+    if (*len >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(out + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (k > 0) *len = *len + (size_t)k < cap ? *len + (size_t)k : cap - 1;
+}
+
+/* Shortest decimal text that reads back as the same float (f32 = 1) or double. Integral values
+ * below 1e15 print without exponent ("16", not "1.6e+01"), so the text is stable and readable. */
+static void fmt_number(double v, int f32, char *out, size_t cap) {
+    if (f32) v = (double)(float)v;
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(out, cap, "%.0f", v == 0.0 ? 0.0 : v);
+        return;
+    }
+    for (int p = 1; p <= 17; p++) {
+        snprintf(out, cap, "%.*g", p, v);
+        if (f32 ? strtof(out, NULL) == (float)v : strtod(out, NULL) == v) return;
+    }
+}
+
+void config_value_string(const ConfigValue *v, char *out, size_t cap) {
+    size_t len = 0;
+    char num[40];
+    out[0] = '\0';
+    switch (v->type) {
+    case CFG_INT: snprintf(out, cap, "%lld", (long long)v->i); break;
+    case CFG_FLOAT: fmt_number(v->f, 0, out, cap); break;
+    case CFG_BOOL: snprintf(out, cap, "%s", v->i ? "true" : "false"); break;
+    case CFG_STRING: snprintf(out, cap, "%s", v->s ? v->s : ""); break;
+    case CFG_STR_LIST:
+    case CFG_INT_LIST:
+        append(out, cap, &len, "[");
+        for (int i = 0; i < v->n; i++) {
+            if (v->type == CFG_STR_LIST) append(out, cap, &len, "%s%s", i ? "," : "", v->names[i]);
+            else append(out, cap, &len, "%s%lld", i ? "," : "", (long long)v->nums[i]);
+        }
+        append(out, cap, &len, "]");
+        break;
+    case CFG_NUM_MAP:
+        append(out, cap, &len, "{");
+        for (int i = 0; i < v->n; i++) {
+            fmt_number(v->nums[i], 0, num, sizeof num);
+            append(out, cap, &len, "%s%s:%s", i ? "," : "", v->names[i], num);
+        }
+        append(out, cap, &len, "}");
+        break;
+    }
+}
+
+static unsigned targets_mask(const ConfigValue *v) {
+    unsigned mask = 0, one;
+    for (int i = 0; i < v->n; i++)
+        if (adapter_parse_targets(v->names[i], &one, NULL) == LL_OK) mask |= one;
+    return mask;
+}
+
+int config_value_equal(const char *key, const ConfigValue *a, const ConfigValue *b) {
+    int an = a->type == CFG_INT || a->type == CFG_FLOAT, bn = b->type == CFG_INT || b->type == CFG_FLOAT;
+    if (an && bn) return value_number(a) == value_number(b);
+    if (a->type != b->type) return 0;
+    if (key && strcmp(key, "adapter.targets") == 0 && a->type == CFG_STR_LIST)
+        return targets_mask(a) == targets_mask(b);
+    switch (a->type) {
+    case CFG_BOOL: return a->i == b->i;
+    case CFG_STRING: return strcmp(a->s, b->s) == 0;
+    case CFG_STR_LIST:
+    case CFG_INT_LIST:
+    case CFG_NUM_MAP:
+        if (a->n != b->n) return 0;
+        for (int i = 0; i < a->n; i++) {
+            if (a->names && strcmp(a->names[i], b->names[i]) != 0) return 0;
+            if (a->nums && a->nums[i] != b->nums[i]) return 0;
+        }
+        return 1;
+    default: return 0;
+    }
+}
+
+static const char *type_name(ConfigType t) {
+    switch (t) {
+    case CFG_INT: return "a whole number";
+    case CFG_FLOAT: return "a number";
+    case CFG_BOOL: return "true or false";
+    case CFG_STRING: return "a string";
+    case CFG_STR_LIST: return "a list of strings";
+    case CFG_INT_LIST: return "a list of whole numbers";
+    case CFG_NUM_MAP: return "a mapping of names to numbers";
+    }
+    return "?";
+}
+
+static void bounds_text(const KeySpec *ks, char *out, size_t cap) {
+    char lo[40], hi[40];
+    fmt_number(ks->lo, 0, lo, sizeof lo);
+    fmt_number(ks->hi, 0, hi, sizeof hi);
+    if ((ks->flags & LOHI) == LOHI)
+        snprintf(out, cap, "%s%.24s, %.24s%s", ks->flags & B_LO_OPEN ? "(" : "[", lo, hi, ks->flags & B_HI_OPEN ? ")" : "]");
+    else if (ks->flags & B_LO)
+        snprintf(out, cap, "%s %.24s", ks->flags & B_LO_OPEN ? ">" : ">=", lo);
+    else
+        snprintf(out, cap, "%s %.24s", ks->flags & B_HI_OPEN ? "<" : "<=", hi);
+}
+
+static int in_bounds(const KeySpec *ks, double x) {
+    if (!isfinite(x)) return 0;
+    if (ks->flags & B_LO) {
+        if (ks->flags & B_LO_OPEN ? !(x > ks->lo) : !(x >= ks->lo)) return 0;
+    }
+    if (ks->flags & B_HI) {
+        if (ks->flags & B_HI_OPEN ? !(x < ks->hi) : !(x <= ks->hi)) return 0;
+    }
+    return 1;
+}
+
+static int choice_ok(const char *choices, const char *s) {
+    size_t n = strlen(s);
+    for (const char *p = choices; p && *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, s, n) == 0) return 1;
+        p = bar ? bar + 1 : NULL;
+    }
+    return 0;
+}
+
+static int valid_name(const char *s) {
+    if (!s[0] || s[0] == '.' || strlen(s) >= 128) return 0;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') return 0;
+    return 1;
+}
+
+/* Converts v to the type of ks (numbers between int and float, integral floats to ints) and checks
+ * bounds, choices and key-specific rules. On failure writes what is wrong into msg (no key). */
+static int check_value(const KeySpec *ks, ConfigValue *v, char *msg, size_t cap) {
+    char b[80], txt[256];
+    if (ks->type == CFG_FLOAT && v->type == CFG_INT) v->f = (double)v->i, v->type = CFG_FLOAT;
+    if (ks->type == CFG_INT && v->type == CFG_FLOAT) {
+        if (!(v->f == floor(v->f)) || fabs(v->f) > 9.2e18) {
+            fmt_number(v->f, 0, txt, sizeof txt);
+            snprintf(msg, cap, "expected %s, got %s", type_name(ks->type), txt);
+            return 0;
+        }
+        v->i = (int64_t)v->f, v->type = CFG_INT;
+    }
+    if (ks->type == CFG_INT_LIST && v->type == CFG_INT) { /* one number is a list of one */
+        double x = (double)v->i;
+        v->type = CFG_INT_LIST, v->n = 1;
+        v->nums = ll_malloc(1, sizeof(double));
+        v->nums[0] = x;
+    }
+    if (ks->type == CFG_STR_LIST && v->type == CFG_STRING) {
+        char *s = v->s;
+        v->s = NULL;
+        v->type = CFG_STR_LIST;
+        v->n = 0;
+        v->names = ll_calloc(strlen(s) + 1, sizeof(char *));
+        char *save = NULL;
+        for (char *tok = strtok_r(s, ", []", &save); tok; tok = strtok_r(NULL, ", []", &save))
+            v->names[v->n++] = ll_strdup(tok);
+        ll_free(s);
+    }
+    if (v->type != ks->type) {
+        config_value_string(v, txt, sizeof txt);
+        snprintf(msg, cap, "expected %s, got %s%s%s", type_name(ks->type),
+                 v->type == CFG_STRING ? "the string '" : "", txt, v->type == CFG_STRING ? "'" : "");
+        return 0;
+    }
+    switch (ks->type) {
+    case CFG_INT:
+    case CFG_FLOAT:
+        if (!in_bounds(ks, value_number(v))) {
+            config_value_string(v, txt, sizeof txt);
+            bounds_text(ks, b, sizeof b);
+            snprintf(msg, cap, "%s is outside %s", txt, b);
+            return 0;
+        }
+        break;
+    case CFG_STRING:
+        if (ks->choices && !choice_ok(ks->choices, v->s)) {
+            snprintf(msg, cap, "'%.200s' is not one of %s", v->s, ks->choices);
+            return 0;
+        }
+        if (strcmp(ks->key, "name") == 0 && !valid_name(v->s)) {
+            snprintf(msg, cap, "'%.200s' must be 1-127 characters of letters, digits, '_', '-', '.' (not first)", v->s);
+            return 0;
+        }
+        if (!v->s[0] && strcmp(ks->key, "description") != 0) {
+            snprintf(msg, cap, "is empty");
+            return 0;
+        }
+        break;
+    case CFG_STR_LIST:
+        if (v->n == 0) {
+            snprintf(msg, cap, "the list is empty");
+            return 0;
+        }
+        if (strcmp(ks->key, "adapter.targets") == 0) {
+            LLError e;
+            unsigned mask;
+            for (int i = 0; i < v->n; i++)
+                if (adapter_parse_targets(v->names[i], &mask, &e) != LL_OK) {
+                    snprintf(msg, cap, "%.500s", e.msg);
+                    return 0;
+                }
+        }
+        break;
+    case CFG_INT_LIST:
+        if (v->n > ADAPTER_MAX_LAYERS) {
+            snprintf(msg, cap, "%d items; at most %d", v->n, ADAPTER_MAX_LAYERS);
+            return 0;
+        }
+        for (int i = 0; i < v->n; i++)
+            if (v->nums[i] != floor(v->nums[i]) || !in_bounds(ks, v->nums[i])) {
+                fmt_number(v->nums[i], 0, txt, sizeof txt);
+                bounds_text(ks, b, sizeof b);
+                snprintf(msg, cap, "item %s is not a whole number in %s", txt, b);
+                return 0;
+            }
+        break;
+    case CFG_NUM_MAP:
+        if (v->n > ADAPTER_MAX_PATTERNS) {
+            snprintf(msg, cap, "%d entries; at most %d", v->n, ADAPTER_MAX_PATTERNS);
+            return 0;
+        }
+        for (int i = 0; i < v->n; i++) {
+            if (strlen(v->names[i]) >= sizeof(((AdapterPattern *)0)->key) || !v->names[i][0]) {
+                snprintf(msg, cap, "module name '%.60s' must be 1-127 characters", v->names[i]);
+                return 0;
+            }
+            if (((ks->flags & B_INTEGRAL) && v->nums[i] != floor(v->nums[i])) || !in_bounds(ks, v->nums[i])) {
+                fmt_number(v->nums[i], 0, txt, sizeof txt);
+                bounds_text(ks, b, sizeof b);
+                snprintf(msg, cap, "%s: %s is not %s in %s", v->names[i], txt,
+                         ks->flags & B_INTEGRAL ? "a whole number" : "a number", b);
+                return 0;
+            }
+        }
+        break;
+    case CFG_BOOL: break;
+    }
+    return 1;
+}
+
+LLStatus config_value_check(const char *key, ConfigValue *v, LLError *err) {
+    const KeySpec *ks = find_spec(key);
+    if (!ks) return ll_err(err, LL_ERR_CONFIG, "unknown key '%s'", key);
+    char msg[600];
+    if (!check_value(ks, v, msg, sizeof msg)) return ll_err(err, LL_ERR_CONFIG, "%s: %s", key, msg);
+    return LL_OK;
+}
+
+void config_assign_free(ConfigAssign *a, int n) {
+    if (!a) return;
+    for (int i = 0; i < n; i++) config_value_free(&a[i].value);
+    ll_free(a);
+}
+
+/* ---- SHA-256 (FIPS 180-4) ---------------------------------------------------------------------- */
+
+static const uint32_t SHA_K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+static void sha256_block(uint32_t h[8], const uint8_t *p) {
+    uint32_t w[64];
+    for (int t = 0; t < 16; t++)
+        w[t] = (uint32_t)p[4 * t] << 24 | (uint32_t)p[4 * t + 1] << 16 | (uint32_t)p[4 * t + 2] << 8 | p[4 * t + 3];
+    for (int t = 16; t < 64; t++) {
+        uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
+        uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
+        w[t] = w[t - 16] + s0 + w[t - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+    for (int t = 0; t < 64; t++) {
+        uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + SHA_K[t] + w[t];
+        uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        hh = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
+}
+
+void config_sha256_hex(const void *data, size_t len, char out[65]) {
+    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    const uint8_t *p = data;
+    size_t full = len / 64;
+    for (size_t i = 0; i < full; i++) sha256_block(h, p + 64 * i);
+    /* Padding: 0x80, zeros, then the bit length as a big-endian 64-bit number (one or two blocks). */
+    uint8_t tail[128] = {0};
+    size_t rest = len - 64 * full;
+    memcpy(tail, p + 64 * full, rest);
+    tail[rest] = 0x80;
+    size_t nt = rest + 1 + 8 <= 64 ? 64 : 128;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++) tail[nt - 1 - i] = (uint8_t)(bits >> (8 * i));
+    for (size_t off = 0; off < nt; off += 64) sha256_block(h, tail + off);
+    for (int i = 0; i < 8; i++) snprintf(out + 8 * i, 9, "%08x", h[i]);
+}
+
+/* ---- YAML ------------------------------------------------------------------------------------ */
+
+/* Where values come from, for messages: a file (with lines) or the command line. */
+typedef struct {
+    const char *path; /* NULL: --set */
+    yaml_document_t *doc;
+} Src;
+
+static void where(const Src *src, const yaml_node_t *n, char *out, size_t cap) {
+    if (!src->path) snprintf(out, cap, "--set");
+    else snprintf(out, cap, "%s:%d", src->path, n ? (int)n->start_mark.line + 1 : 1);
+}
+
+static int line_of(const yaml_node_t *n) { return n ? (int)n->start_mark.line + 1 : 0; }
+
+static const char *scalar(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
+
+static int is_null(const yaml_node_t *n) {
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
+    const char *s = scalar(n);
+    return !s[0] || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 || strcmp(s, "Null") == 0 ||
+           strcmp(s, "NULL") == 0;
+}
+
+static int parse_int_text(const char *s, int64_t *out) {
+    if (!s[0]) return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (*end || errno) return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_float_text(const char *s, double *out) {
+    if (!s[0] || isspace((unsigned char)s[0])) return 0;
+    for (const char *p = s; *p; p++) /* no hex floats, inf or nan spellings */
+        if (!strchr("0123456789+-.eE", *p)) return 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_bool_text(const char *s, int64_t *out) {
+    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+    for (int i = 0; i < 3; i++) {
+        if (strcasecmp(s, yes[i]) == 0) return *out = 1, 1;
+        if (strcasecmp(s, no[i]) == 0) return *out = 0, 1;
+    }
+    return 0;
+}
+
+/* A scalar node as the most specific plain value: int, float, bool, else string. Quoted scalars
+ * are always strings (so "8" is not a number: the type check then says so). */
+static void scalar_value(const yaml_node_t *n, ConfigValue *v) {
+    memset(v, 0, sizeof *v);
+    const char *s = scalar(n);
+    int plain = n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    if (plain && parse_int_text(s, &v->i)) v->type = CFG_INT;
+    else if (plain && parse_float_text(s, &v->f)) v->type = CFG_FLOAT;
+    else if (plain && parse_bool_text(s, &v->i)) v->type = CFG_BOOL;
+    else v->type = CFG_STRING, v->s = ll_strdup(s);
+}
+
+/* Converts a node to the type of ks and checks it; errors are "WHERE: KEY: what". */
+static LLStatus node_value(const Src *src, yaml_node_t *n, const KeySpec *ks, ConfigValue *out, LLError *err) {
+    char loc[1100], msg[700];
+    where(src, n, loc, sizeof loc);
+    memset(out, 0, sizeof *out);
+    if (is_null(n)) return ll_err(err, LL_ERR_CONFIG, "%s: %s: no value given", loc, ks->key);
+    if (n->type == YAML_SCALAR_NODE) {
+        scalar_value(n, out);
+        if ((ks->type == CFG_STRING || ks->type == CFG_STR_LIST) && out->type != CFG_STRING) {
+            /* a plain 2024 or true under a string key is its text */
+            config_value_free(out);
+            out->type = CFG_STRING, out->s = ll_strdup(scalar(n));
+        }
+    } else if (n->type == YAML_SEQUENCE_NODE) {
+        if (ks->type != CFG_STR_LIST && ks->type != CFG_INT_LIST)
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s, got a list%s", loc, ks->key, type_name(ks->type),
+                          src->path && !(ks->flags & B_NOT_RUN) ? " (to sweep it, put it under sweep.grid)" : "");
+        int cnt = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+        out->type = ks->type;
+        out->names = ks->type == CFG_STR_LIST ? ll_calloc((size_t)cnt + 1, sizeof(char *)) : NULL;
+        out->nums = ks->type == CFG_INT_LIST ? ll_calloc((size_t)cnt + 1, sizeof(double)) : NULL;
+        for (int i = 0; i < cnt; i++) {
+            yaml_node_t *it = yaml_document_get_node(src->doc, n->data.sequence.items.start[i]);
+            if (!it || it->type != YAML_SCALAR_NODE || is_null(it)) {
+                config_value_free(out);
+                return ll_err(err, LL_ERR_CONFIG, "%s: %s: list items must be plain values", loc, ks->key);
+            }
+            if (ks->type == CFG_STR_LIST) {
+                /* "q,v" inside a list is split like a top-level "q,v" */
+                char *copy = ll_strdup(scalar(it)), *save = NULL;
+                out->names = ll_realloc(out->names, (size_t)out->n + strlen(copy) + 2, sizeof(char *));
+                for (char *tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
+                    out->names[out->n++] = ll_strdup(tok);
+                ll_free(copy);
+            } else {
+                ConfigValue iv;
+                scalar_value(it, &iv);
+                if (iv.type != CFG_INT && iv.type != CFG_FLOAT) {
+                    config_value_free(&iv);
+                    config_value_free(out);
+                    return ll_err(err, LL_ERR_CONFIG, "%s: %s: item '%s' is not a whole number", loc, ks->key,
+                                  scalar(it));
+                }
+                out->nums[out->n++] = value_number(&iv);
+            }
+        }
+    } else { /* mapping */
+        if (ks->type != CFG_NUM_MAP)
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s, got a mapping", loc, ks->key, type_name(ks->type));
+        int cnt = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+        out->type = CFG_NUM_MAP;
+        out->names = ll_calloc((size_t)cnt + 1, sizeof(char *));
+        out->nums = ll_calloc((size_t)cnt + 1, sizeof(double));
+        for (int i = 0; i < cnt; i++) {
+            yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+            yaml_node_t *k = yaml_document_get_node(src->doc, p->key), *v = yaml_document_get_node(src->doc, p->value);
+            ConfigValue nv = {0};
+            if (k->type != YAML_SCALAR_NODE || v->type != YAML_SCALAR_NODE) {
+                config_value_free(out);
+                return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s", loc, ks->key, type_name(ks->type));
+            }
+            for (int j = 0; j < out->n; j++)
+                if (strcmp(out->names[j], scalar(k)) == 0) {
+                    char l2[1100];
+                    where(src, k, l2, sizeof l2);
+                    ll_err(err, LL_ERR_CONFIG, "%s: %s: duplicate entry '%s'", l2, ks->key, scalar(k));
+                    config_value_free(out);
+                    return LL_ERR_CONFIG;
+                }
+            scalar_value(v, &nv);
+            if (nv.type != CFG_INT && nv.type != CFG_FLOAT) {
+                config_value_free(&nv);
+                config_value_free(out);
+                return ll_err(err, LL_ERR_CONFIG, "%s: %s: '%s' has no number", loc, ks->key, scalar(k));
+            }
+            out->names[out->n] = ll_strdup(scalar(k));
+            out->nums[out->n++] = value_number(&nv);
+        }
+    }
+    if (!check_value(ks, out, msg, sizeof msg)) {
+        config_value_free(out);
+        return ll_err(err, LL_ERR_CONFIG, "%s: %s: %s", loc, ks->key, msg);
+    }
+    return LL_OK;
+}
+
+static LLStatus yaml_error(const char *path, yaml_parser_t *p, LLError *err) {
+    char ctx[256] = "";
+    if (p->context)
+        snprintf(ctx, sizeof ctx, " (%s at line %d)", p->context, (int)p->context_mark.line + 1);
+    return ll_err(err, LL_ERR_CONFIG, "%s:%d: YAML syntax error: %s%s", path ? path : "--set",
+                  (int)p->problem_mark.line + 1, p->problem ? p->problem : "malformed input", ctx);
+}
+
+/* ---- documents ------------------------------------------------------------------------------- */
+
+static ConfigEntry *doc_find(const ConfigDoc *d, const char *key) {
+    for (int i = 0; i < d->n_entries; i++)
+        if (strcmp(d->entries[i].key, key) == 0) return &d->entries[i];
+    return NULL;
+}
+
+static ConfigEntry *doc_add(ConfigDoc *d, const char *key) {
+    d->entries = ll_realloc(d->entries, (size_t)d->n_entries + 1, sizeof(ConfigEntry));
+    ConfigEntry *e = &d->entries[d->n_entries++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->key, sizeof e->key, "%s", key);
+    return e;
+}
+
+static int mapping_len(const yaml_node_t *n) { return (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start); }
+static int sequence_len(const yaml_node_t *n) { return (int)(n->data.sequence.items.top - n->data.sequence.items.start); }
+
+/* The nearest section prefix ("train" for "trian"), or NULL. */
+static const char *suggest_section(const char *key, char *buf, size_t cap) {
+    int bd = 1 << 30;
+    for (int i = 0; i < N_KEYS + N_SWEEP_SPECIAL; i++) {
+        const char *k = i < N_KEYS ? KEYS[i].key : SWEEP_SPECIAL[i - N_KEYS];
+        for (const char *dot = strchr(k, '.'); dot; dot = strchr(dot + 1, '.')) {
+            char prefix[CONFIG_KEY_MAX];
+            snprintf(prefix, sizeof prefix, "%.*s", (int)(dot - k), k);
+            int d = edit_distance(key, prefix);
+            if (d < bd) bd = d, snprintf(buf, cap, "%s", prefix);
+        }
+    }
+    int limit = (int)strlen(key) / 3;
+    return bd <= (limit < 2 ? 2 : limit) ? buf : NULL;
+}
+
+static LLStatus unknown_key(const Src *src, const yaml_node_t *n, const char *context, const char *key, LLError *err) {
+    char loc[1100];
+    where(src, n, loc, sizeof loc);
+    const char *s = config_suggest_key(key);
+    if (s)
+        return ll_err(err, LL_ERR_CONFIG, "%s: %sunknown key '%s'; did you mean '%s'?", loc, context, key, s);
+    return ll_err(err, LL_ERR_CONFIG, "%s: %sunknown key '%s' (`loralab sweep --keys` lists the keys)", loc, context, key);
+}
+
+static int join_key(char *out, size_t cap, const char *prefix, const char *k) {
+    int n = prefix && prefix[0] ? snprintf(out, cap, "%s.%s", prefix, k) : snprintf(out, cap, "%s", k);
+    return n > 0 && (size_t)n < cap;
+}
+
+/* A key of a sweep sub-section (grid axis, exclusion entry): a run key, not a label. */
+static LLStatus sweep_key(const Src *src, const yaml_node_t *kn, const char *ctx, const char *key,
+                          const KeySpec **out, LLError *err) {
+    char loc[1100];
+    where(src, kn, loc, sizeof loc);
+    const KeySpec *ks = find_spec(key);
+    if (!ks) return unknown_key(src, kn, ctx, key, err);
+    if (ks->flags & B_NOT_RUN)
+        return ll_err(err, LL_ERR_CONFIG, "%s: %s'%s' is not a run setting and cannot be swept", loc, ctx, key);
+    *out = ks;
+    return LL_OK;
+}
+
+typedef LLStatus (*PairFn)(const Src *src, void *ctx, const char *key, yaml_node_t *kn, yaml_node_t *vn,
+                           LLError *err);
+
+/* Calls fn for each (dotted key, value) of a mapping, descending into sections (a mapping value
+ * whose key is a section prefix and not itself a key). */
+static LLStatus walk_pairs(const Src *src, yaml_node_t *map, const char *prefix, const char *ctx_name, PairFn fn,
+                           void *ctx, int depth, LLError *err) {
+    char loc[1100];
+    if (depth > 8) {
+        where(src, map, loc, sizeof loc);
+        return ll_err(err, LL_ERR_CONFIG, "%s: nesting is too deep", loc);
+    }
+    for (int i = 0; i < mapping_len(map); i++) {
+        yaml_node_pair_t *p = &map->data.mapping.pairs.start[i];
+        yaml_node_t *kn = yaml_document_get_node(src->doc, p->key), *vn = yaml_document_get_node(src->doc, p->value);
+        where(src, kn, loc, sizeof loc);
+        if (kn->type != YAML_SCALAR_NODE)
+            return ll_err(err, LL_ERR_CONFIG, "%s: %skeys must be plain names", loc, ctx_name);
+        for (int j = 0; j < i; j++) { /* the same key twice in one mapping */
+            yaml_node_t *kj = yaml_document_get_node(src->doc, map->data.mapping.pairs.start[j].key);
+            if (kj->type == YAML_SCALAR_NODE && strcmp(scalar(kj), scalar(kn)) == 0)
+                return ll_err(err, LL_ERR_CONFIG, "%s: %sduplicate key '%s' (first at line %d)", loc, ctx_name,
+                              scalar(kn), line_of(kj));
+        }
+        char key[CONFIG_KEY_MAX];
+        if (!join_key(key, sizeof key, prefix, scalar(kn)))
+            return ll_err(err, LL_ERR_CONFIG, "%s: %skey '%.60s...' is too long", loc, ctx_name, scalar(kn));
+        if (!find_spec(key) && !is_sweep_special(key) && !is_section(key) && vn->type == YAML_MAPPING_NODE) {
+            char sec[CONFIG_KEY_MAX];
+            if (suggest_section(key, sec, sizeof sec))
+                return ll_err(err, LL_ERR_CONFIG, "%s: %sunknown section '%s'; did you mean '%s'?", loc, ctx_name, key,
+                              sec);
+        }
+        if (!find_spec(key) && !is_sweep_special(key) && is_section(key)) {
+            if (vn->type != YAML_MAPPING_NODE)
+                return ll_err(err, LL_ERR_CONFIG, "%s: %s'%s' is a section: expected a mapping of its keys", loc,
+                              ctx_name, key);
+            LLStatus st = walk_pairs(src, vn, key, ctx_name, fn, ctx, depth + 1, err);
+            if (st) return st;
+            continue;
+        }
+        LLStatus st = fn(src, ctx, key, kn, vn, err);
+        if (st) return st;
+    }
+    return LL_OK;
+}
+
+static LLStatus parse_sweep_special(const Src *src, ConfigDoc *d, const char *key, yaml_node_t *kn, yaml_node_t *vn,
+                                    LLError *err);
+
+/* A top-level pair of the file: a schema key (value checked) or a sweep sub-section. */
+static LLStatus file_pair(const Src *src, void *ctx, const char *key, yaml_node_t *kn, yaml_node_t *vn, LLError *err) {
+    ConfigDoc *d = ctx;
+    char loc[1100];
+    where(src, kn, loc, sizeof loc);
+    if (is_sweep_special(key)) return parse_sweep_special(src, d, key, kn, vn, err);
+    const KeySpec *ks = find_spec(key);
+    if (!ks) return unknown_key(src, kn, "", key, err);
+    ConfigEntry *prev = doc_find(d, key);
+    if (prev) /* `adapter: {r: 4}` and `adapter.r: 8` in one file */
+        return ll_err(err, LL_ERR_CONFIG, "%s: duplicate key '%s' (first at line %d)", loc, key, prev->line);
+    ConfigValue v;
+    LLStatus st = node_value(src, vn, ks, &v, err);
+    if (st) return st;
+    ConfigEntry *e = doc_add(d, key);
+    e->value = v;
+    e->line = line_of(kn);
+    return LL_OK;
+}
+
+/* --- the sweep section --- */
+
+typedef struct {
+    ConfigDoc *d;
+    SweepExclude *ex; /* exclusion entry being filled */
+} SweepCtx;
+
+static LLStatus grid_pair(const Src *src, void *ctx, const char *key, yaml_node_t *kn, yaml_node_t *vn, LLError *err) {
+    ConfigDoc *d = ((SweepCtx *)ctx)->d;
+    const KeySpec *ks;
+    LLStatus st = sweep_key(src, kn, "sweep.grid: ", key, &ks, err);
+    if (st) return st;
+    SweepSpec *sw = &d->sweep;
+    char loc[1100];
+    where(src, kn, loc, sizeof loc);
+    for (int i = 0; i < sw->n_axes; i++)
+        if (strcmp(sw->axes[i].key, key) == 0)
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.grid: duplicate axis '%s' (first at line %d)", loc, key,
+                          sw->axes[i].line);
+    SweepAxis ax = {.line = line_of(kn)};
+    snprintf(ax.key, sizeof ax.key, "%s", key);
+    /* A list is the axis; a lone value (or a mapping for a map key) is an axis of one. */
+    int n = vn->type == YAML_SEQUENCE_NODE ? sequence_len(vn) : 1;
+    if (n == 0) return ll_err(err, LL_ERR_CONFIG, "%s: sweep.grid: %s: the list is empty", loc, key);
+    ax.values = ll_calloc((size_t)n, sizeof(ConfigValue));
+    for (int i = 0; i < n; i++) {
+        yaml_node_t *it = vn->type == YAML_SEQUENCE_NODE ? yaml_document_get_node(src->doc, vn->data.sequence.items.start[i]) : vn;
+        st = node_value(src, it, ks, &ax.values[i], err);
+        if (st) {
+            for (int j = 0; j < i; j++) config_value_free(&ax.values[j]);
+            ll_free(ax.values);
+            return st;
+        }
+        ax.n++;
+    }
+    sw->axes = ll_realloc(sw->axes, (size_t)sw->n_axes + 1, sizeof(SweepAxis));
+    sw->axes[sw->n_axes++] = ax;
+    return LL_OK;
+}
+
+static LLStatus exclude_pair(const Src *src, void *ctx, const char *key, yaml_node_t *kn, yaml_node_t *vn,
+                             LLError *err) {
+    SweepExclude *ex = ((SweepCtx *)ctx)->ex;
+    const KeySpec *ks;
+    LLStatus st = sweep_key(src, kn, "sweep.exclude: ", key, &ks, err);
+    if (st) return st;
+    ConfigValue v;
+    st = node_value(src, vn, ks, &v, err);
+    if (st) return st;
+    ex->match = ll_realloc(ex->match, (size_t)ex->n + 1, sizeof(ConfigAssign));
+    ConfigAssign *a = &ex->match[ex->n++];
+    snprintf(a->key, sizeof a->key, "%s", key);
+    a->value = v;
+    return LL_OK;
+}
+
+static LLStatus derived_pair(const Src *src, void *ctx, const char *key, yaml_node_t *kn, yaml_node_t *vn,
+                             LLError *err) {
+    ConfigDoc *d = ((SweepCtx *)ctx)->d;
+    const KeySpec *ks;
+    char loc[1100];
+    where(src, kn, loc, sizeof loc);
+    LLStatus st = sweep_key(src, kn, "sweep.derived: ", key, &ks, err);
+    if (st) return st;
+    if (!is_numeric(ks))
+        return ll_err(err, LL_ERR_CONFIG, "%s: sweep.derived: %s is %s; only numeric keys can be derived", loc, key,
+                      type_name(ks->type));
+    if (vn->type != YAML_SCALAR_NODE || is_null(vn))
+        return ll_err(err, LL_ERR_CONFIG, "%s: sweep.derived: %s: expected an expression such as \"2*adapter.r\"", loc,
+                      key);
+    SweepSpec *sw = &d->sweep;
+    for (int i = 0; i < sw->n_derived; i++)
+        if (strcmp(sw->derived[i].key, key) == 0)
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.derived: duplicate key '%s'", loc, key);
+    sw->derived = ll_realloc(sw->derived, (size_t)sw->n_derived + 1, sizeof(SweepDerived));
+    SweepDerived *dv = &sw->derived[sw->n_derived++];
+    snprintf(dv->key, sizeof dv->key, "%s", key);
+    dv->expr = ll_strdup(scalar(vn));
+    dv->line = line_of(kn);
+    return LL_OK;
+}
+
+static LLStatus space_pair(const Src *src, void *ctx, const char *key, yaml_node_t *kn, yaml_node_t *vn, LLError *err) {
+    ConfigDoc *d = ((SweepCtx *)ctx)->d;
+    const KeySpec *ks;
+    char loc[1100];
+    where(src, kn, loc, sizeof loc);
+    LLStatus st = sweep_key(src, kn, "sweep.random.space: ", key, &ks, err);
+    if (st) return st;
+    SweepSpace sp = {.line = line_of(kn)};
+    snprintf(sp.key, sizeof sp.key, "%s", key);
+    if (vn->type == YAML_SEQUENCE_NODE) { /* choices */
+        sp.kind = SPACE_CHOICE;
+        int n = sequence_len(vn);
+        if (n == 0) return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: no choices", loc, key);
+        sp.choices = ll_calloc((size_t)n, sizeof(ConfigValue));
+        for (int i = 0; i < n; i++) {
+            st = node_value(src, yaml_document_get_node(src->doc, vn->data.sequence.items.start[i]), ks, &sp.choices[i],
+                            err);
+            if (st) {
+                for (int j = 0; j < i; j++) config_value_free(&sp.choices[j]);
+                ll_free(sp.choices);
+                return st;
+            }
+            sp.n_choices++;
+        }
+    } else if (vn->type == YAML_MAPPING_NODE && mapping_len(vn) == 1) {
+        yaml_node_pair_t *p = vn->data.mapping.pairs.start;
+        yaml_node_t *dk = yaml_document_get_node(src->doc, p->key), *dv = yaml_document_get_node(src->doc, p->value);
+        const char *dist = dk->type == YAML_SCALAR_NODE ? scalar(dk) : "";
+        if (strcmp(dist, "uniform") == 0) sp.kind = SPACE_UNIFORM;
+        else if (strcmp(dist, "log_uniform") == 0) sp.kind = SPACE_LOG_UNIFORM;
+        else if (strcmp(dist, "int_log2") == 0) sp.kind = SPACE_INT_LOG2;
+        else
+            return ll_err(err, LL_ERR_CONFIG,
+                          "%s: sweep.random.space: %s: unknown distribution '%s' (uniform, log_uniform, int_log2, "
+                          "or a list of choices)", loc, key, dist);
+        if (!is_numeric(ks))
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s is %s; %s needs a numeric key", loc, key,
+                          type_name(ks->type), dist);
+        if (dv->type != YAML_SEQUENCE_NODE || sequence_len(dv) != 2)
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: %s takes [lo, hi]", loc, key, dist);
+        double b[2];
+        for (int i = 0; i < 2; i++) {
+            yaml_node_t *it = yaml_document_get_node(src->doc, dv->data.sequence.items.start[i]);
+            ConfigValue v = {0};
+            if (it->type == YAML_SCALAR_NODE) scalar_value(it, &v);
+            if (v.type != CFG_INT && v.type != CFG_FLOAT) {
+                config_value_free(&v);
+                return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: %s bounds must be numbers", loc, key,
+                              dist);
+            }
+            b[i] = value_number(&v);
+            char msg[600];
+            ConfigValue chk = v;
+            if (!check_value(ks, &chk, msg, sizeof msg)) /* each bound must be a valid value */
+                return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: bound %s", loc, key, msg);
+        }
+        sp.lo = b[0], sp.hi = b[1];
+        if (!(sp.lo < sp.hi))
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: need lo < hi", loc, key);
+        if (sp.kind == SPACE_LOG_UNIFORM && !(sp.lo > 0))
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: log_uniform needs lo > 0", loc, key);
+        if (sp.kind == SPACE_INT_LOG2) {
+            int ok = ks->type == CFG_INT;
+            for (int i = 0; i < 2 && ok; i++) {
+                double x = i ? sp.hi : sp.lo;
+                int e;
+                ok = x >= 1 && frexp(x, &e) == 0.5; /* an exact power of two */
+            }
+            if (!ok)
+                return ll_err(err, LL_ERR_CONFIG,
+                              "%s: sweep.random.space: %s: int_log2 needs a whole-number key and powers of two "
+                              "[lo, hi] such as [2, 64]", loc, key);
+        }
+    } else {
+        return ll_err(err, LL_ERR_CONFIG,
+                      "%s: sweep.random.space: %s: expected a list of choices or {uniform|log_uniform|int_log2: "
+                      "[lo, hi]}", loc, key);
+    }
+    SweepSpec *sw = &d->sweep;
+    for (int i = 0; i < sw->n_space; i++)
+        if (strcmp(sw->space[i].key, key) == 0) {
+            for (int j = 0; j < sp.n_choices; j++) config_value_free(&sp.choices[j]);
+            ll_free(sp.choices);
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: duplicate key '%s'", loc, key);
+        }
+    sw->space = ll_realloc(sw->space, (size_t)sw->n_space + 1, sizeof(SweepSpace));
+    sw->space[sw->n_space++] = sp;
+    return LL_OK;
+}
+
+static LLStatus parse_sweep_special(const Src *src, ConfigDoc *d, const char *key, yaml_node_t *kn, yaml_node_t *vn,
+                                    LLError *err) {
+    char loc[1100];
+    where(src, kn, loc, sizeof loc);
+    SweepCtx c = {d, NULL};
+    if (strcmp(key, "sweep.exclude") == 0) {
+        if (vn->type != YAML_SEQUENCE_NODE)
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.exclude: expected a list of {key: value} entries", loc);
+        for (int i = 0; i < sequence_len(vn); i++) {
+            yaml_node_t *it = yaml_document_get_node(src->doc, vn->data.sequence.items.start[i]);
+            if (it->type != YAML_MAPPING_NODE || mapping_len(it) == 0) {
+                where(src, it, loc, sizeof loc);
+                return ll_err(err, LL_ERR_CONFIG, "%s: sweep.exclude: each entry is a mapping {key: value, ...}", loc);
+            }
+            d->sweep.exclude = ll_realloc(d->sweep.exclude, (size_t)d->sweep.n_exclude + 1, sizeof(SweepExclude));
+            SweepExclude *ex = &d->sweep.exclude[d->sweep.n_exclude++];
+            memset(ex, 0, sizeof *ex);
+            ex->line = line_of(it);
+            c.ex = ex;
+            LLStatus st = walk_pairs(src, it, "", "sweep.exclude: ", exclude_pair, &c, 0, err);
+            if (st) return st;
+        }
+        return LL_OK;
+    }
+    if (vn->type != YAML_MAPPING_NODE)
+        return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected a mapping", loc, key);
+    if (strcmp(key, "sweep.grid") == 0) return walk_pairs(src, vn, "", "sweep.grid: ", grid_pair, &c, 0, err);
+    if (strcmp(key, "sweep.derived") == 0)
+        return walk_pairs(src, vn, "", "sweep.derived: ", derived_pair, &c, 0, err);
+    return walk_pairs(src, vn, "", "sweep.random.space: ", space_pair, &c, 0, err);
+}
+
+/* --- presets --- */
+
+static const struct {
+    const char *key;
+    int is_int;
+    double def; /* NaN: required */
+    double lo, hi;
+} PRESET_KEYS[] = {
+    {"hidden_size", 1, NAN, 1, 1 << 16},
+    {"num_hidden_layers", 1, NAN, 1, 1024},
+    {"num_attention_heads", 1, NAN, 1, 1024},
+    {"num_key_value_heads", 1, 0, 1, 1024}, /* 0: = num_attention_heads */
+    {"intermediate_size", 1, NAN, 1, 1 << 18},
+    {"max_position_embeddings", 1, 512, 1, 1 << 20},
+    {"rms_norm_eps", 0, 1e-5, 1e-12, 1},
+    {"rope_theta", 0, 10000, 1.0001, 1e9},
+    {"tie_word_embeddings", 2, 1, 0, 1},
+    {"initializer_range", 0, 0.02, 1e-9, 10},
+};
+#define N_PRESET_KEYS ((int)(sizeof PRESET_KEYS / sizeof PRESET_KEYS[0]))
+
+static void preset_file(const char *preset, char *out, size_t cap) {
+    size_t n = strlen(preset);
+    if (strchr(preset, '/') || (n > 5 && strcmp(preset + n - 5, ".yaml") == 0) ||
+        (n > 4 && strcmp(preset + n - 4, ".yml") == 0))
+        snprintf(out, cap, "%s", preset);
+    else snprintf(out, cap, "%s/%s.yaml", CONFIG_MODELS_DIR, preset);
+}
+
+static int cmp_name(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
+
+static void list_presets(char *out, size_t cap) {
+    size_t len = 0;
+    out[0] = '\0';
+    DIR *dir = opendir(CONFIG_MODELS_DIR);
+    if (!dir) return;
+    char names[64][64];
+    int n = 0;
+    for (struct dirent *de; (de = readdir(dir)) && n < 64;) {
+        size_t l = strlen(de->d_name);
+        if (l > 5 && l < 64 && strcmp(de->d_name + l - 5, ".yaml") == 0) {
+            snprintf(names[n], sizeof names[n], "%.*s", (int)(l - 5), de->d_name);
+            n++;
+        }
+    }
+    closedir(dir);
+    qsort(names, (size_t)n, sizeof names[0], cmp_name);
+    for (int i = 0; i < n; i++) append(out, cap, &len, "%s%s", i ? ", " : "", names[i]);
+}
+
+LLStatus config_load_preset(const char *preset, ModelConfig *mc, char **canonical, LLError *err) {
+    char path[1100];
+    preset_file(preset, path, sizeof path);
+    if (canonical) *canonical = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    if (ll_read_file(path, &text, &len, NULL) != LL_OK) {
+        char avail[512];
+        list_presets(avail, sizeof avail);
+        return ll_err(err, LL_ERR_CONFIG, "base.preset '%s': cannot read %s%s%s%s", preset, path,
+                      avail[0] ? " (presets in " CONFIG_MODELS_DIR ": " : "", avail, avail[0] ? ")" : "");
+    }
+    yaml_parser_t parser;
+    yaml_document_t ydoc;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &ydoc)) {
+        LLStatus st = yaml_error(path, &parser, err);
+        yaml_parser_delete(&parser);
+        ll_free(text);
+        return st;
+    }
+    double vals[N_PRESET_KEYS];
+    int lines[N_PRESET_KEYS] = {0};
+    for (int i = 0; i < N_PRESET_KEYS; i++) vals[i] = PRESET_KEYS[i].def;
+    LLStatus st = LL_OK;
+    yaml_node_t *root = yaml_document_get_root_node(&ydoc);
+    if (!root || root->type != YAML_MAPPING_NODE) {
+        st = ll_err(err, LL_ERR_CONFIG, "%s: expected a mapping of model sizes (hidden_size: 128, ...)", path);
+    }
+    for (int i = 0; !st && i < mapping_len(root); i++) {
+        yaml_node_pair_t *p = &root->data.mapping.pairs.start[i];
+        yaml_node_t *kn = yaml_document_get_node(&ydoc, p->key), *vn = yaml_document_get_node(&ydoc, p->value);
+        int ln = line_of(kn), k = -1;
+        const char *name = kn->type == YAML_SCALAR_NODE ? scalar(kn) : "?";
+        for (int j = 0; j < N_PRESET_KEYS; j++)
+            if (strcmp(PRESET_KEYS[j].key, name) == 0) k = j;
+        if (k < 0) {
+            const char *best = NULL;
+            int bd = 1 << 30;
+            for (int j = 0; j < N_PRESET_KEYS; j++) {
+                int dd = edit_distance(name, PRESET_KEYS[j].key);
+                if (dd < bd) bd = dd, best = PRESET_KEYS[j].key;
+            }
+            if (bd <= (int)strlen(name) / 3 + 1)
+                st = ll_err(err, LL_ERR_CONFIG, "%s:%d: unknown key '%s'; did you mean '%s'?", path, ln, name, best);
+            else
+                st = ll_err(err, LL_ERR_CONFIG, "%s:%d: unknown key '%s' (model files take Hugging Face LlamaConfig "
+                            "names: hidden_size, num_hidden_layers, ...)", path, ln, name);
+            break;
+        }
+        if (lines[k]) {
+            st = ll_err(err, LL_ERR_CONFIG, "%s:%d: duplicate key '%s' (first at line %d)", path, ln, name, lines[k]);
+            break;
+        }
+        lines[k] = ln;
+        ConfigValue v = {0};
+        if (vn->type == YAML_SCALAR_NODE && !is_null(vn)) scalar_value(vn, &v);
+        double x = NAN;
+        if (PRESET_KEYS[k].is_int == 2 && v.type == CFG_BOOL) x = (double)v.i;
+        else if (PRESET_KEYS[k].is_int != 2 && (v.type == CFG_INT || v.type == CFG_FLOAT)) x = value_number(&v);
+        config_value_free(&v);
+        const char *want = PRESET_KEYS[k].is_int == 2 ? "true or false" : PRESET_KEYS[k].is_int ? "a whole number" : "a number";
+        if (isnan(x) || (PRESET_KEYS[k].is_int == 1 && x != floor(x)))
+            st = ll_err(err, LL_ERR_CONFIG, "%s:%d: %s: expected %s", path, ln, name, want);
+        else if (x < PRESET_KEYS[k].lo || x > PRESET_KEYS[k].hi)
+            st = ll_err(err, LL_ERR_CONFIG, "%s:%d: %s: %g is outside [%g, %g]", path, ln, name, x, PRESET_KEYS[k].lo,
+                        PRESET_KEYS[k].hi);
+        else vals[k] = x;
+    }
+    for (int j = 0; !st && j < N_PRESET_KEYS; j++)
+        if (isnan(vals[j])) st = ll_err(err, LL_ERR_CONFIG, "%s: missing key '%s'", path, PRESET_KEYS[j].key);
+    if (!st) {
+        memset(mc, 0, sizeof *mc);
+        mc->C = (int)vals[0], mc->L = (int)vals[1], mc->NH = (int)vals[2];
+        mc->NKV = vals[3] > 0 ? (int)vals[3] : mc->NH;
+        mc->F = (int)vals[4], mc->max_T = (int)vals[5];
+        mc->eps = (float)vals[6], mc->rope_theta = (float)vals[7], mc->tied = (int)vals[8];
+        mc->init_range = (float)vals[9];
+        if (mc->C % mc->NH != 0)
+            st = ll_err(err, LL_ERR_CONFIG, "%s: hidden_size (%d) must be a multiple of num_attention_heads (%d)", path,
+                        mc->C, mc->NH);
+        mc->HS = mc->C / mc->NH;
+        ModelConfig probe = *mc; /* the vocabulary comes later; validate the sizes with a stand-in */
+        probe.V = 1024;
+        LLError e;
+        if (!st && model_config_validate(&probe, &e) != LL_OK) st = ll_err(err, LL_ERR_CONFIG, "%s: %s", path, e.msg);
+    }
+    if (!st && canonical) {
+        char buf[1024], num[40];
+        size_t blen = 0;
+        double out[N_PRESET_KEYS] = {mc->C, mc->L, mc->NH, mc->NKV, mc->F, mc->max_T, mc->eps, mc->rope_theta,
+                                     mc->tied, mc->init_range};
+        buf[0] = '\0';
+        for (int j = 0; j < N_PRESET_KEYS; j++) {
+            if (PRESET_KEYS[j].is_int == 2) snprintf(num, sizeof num, "%s", out[j] ? "true" : "false");
+            else fmt_number(out[j], !PRESET_KEYS[j].is_int, num, sizeof num);
+            append(buf, sizeof buf, &blen, "%s\"base.model.%s\":%s", j ? "," : "", PRESET_KEYS[j].key, num);
+        }
+        *canonical = ll_strdup(buf);
+    }
+    yaml_document_delete(&ydoc);
+    yaml_parser_delete(&parser);
+    ll_free(text);
+    return st;
+}
+
+static const ConfigPreset *doc_preset(const ConfigDoc *d, const char *name) {
+    for (int i = 0; i < d->n_presets; i++)
+        if (strcmp(d->presets[i].name, name) == 0) return &d->presets[i];
+    return NULL;
+}
+
+static LLStatus doc_load_preset(ConfigDoc *d, const char *name, const char *loc, LLError *err) {
+    if (doc_preset(d, name)) return LL_OK;
+    ConfigPreset p = {0};
+    snprintf(p.name, sizeof p.name, "%s", name);
+    LLStatus st = config_load_preset(name, &p.mc, &p.canonical, err);
+    if (st) {
+        ll_err_prefix(err, "%s", loc);
+        return st;
+    }
+    d->presets = ll_realloc(d->presets, (size_t)d->n_presets + 1, sizeof(ConfigPreset));
+    d->presets[d->n_presets++] = p;
+    return LL_OK;
+}
+
+/* --- --set --- */
+
+static LLStatus apply_set(ConfigDoc *d, const char *set, LLError *err) {
+    const char *eq = strchr(set, '=');
+    if (!eq || eq == set)
+        return ll_err(err, LL_ERR_CONFIG, "--set: '%s' is not KEY=VALUE", set);
+    char name[CONFIG_KEY_MAX], key[CONFIG_KEY_MAX];
+    if ((size_t)(eq - set) >= sizeof name) return ll_err(err, LL_ERR_CONFIG, "--set: key too long in '%s'", set);
+    snprintf(name, sizeof name, "%.*s", (int)(eq - set), set);
+    if (is_sweep_special(name))
+        return ll_err(err, LL_ERR_CONFIG, "--set: %s cannot be given on the command line; edit the file", name);
+    if (!find_spec(name)) {
+        LLError e;
+        if (strchr(name, '.') || !config_short_name(name, key, sizeof key, &e)) {
+            const char *s = config_suggest_key(name);
+            if (s) return ll_err(err, LL_ERR_CONFIG, "--set: unknown key '%s'; did you mean '%s'?", name, s);
+            return ll_err(err, LL_ERR_CONFIG, "--set: unknown key '%s'", name);
+        }
+    } else {
+        snprintf(key, sizeof key, "%s", name);
+    }
+    const KeySpec *ks = find_spec(key);
+    const char *val = eq + 1;
+    if (!val[0]) return ll_err(err, LL_ERR_CONFIG, "--set: %s: no value given", key);
+    yaml_parser_t parser;
+    yaml_document_t ydoc;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)val, strlen(val));
+    if (!yaml_parser_load(&parser, &ydoc)) {
+        ll_err(err, LL_ERR_CONFIG, "--set: %s: cannot read '%s' as a YAML value: %s", key, val,
+               parser.problem ? parser.problem : "malformed");
+        yaml_parser_delete(&parser);
+        return LL_ERR_CONFIG;
+    }
+    Src src = {NULL, &ydoc};
+    yaml_node_t *root = yaml_document_get_root_node(&ydoc);
+    ConfigValue v;
+    LLStatus st = root ? node_value(&src, root, ks, &v, err) : ll_err(err, LL_ERR_CONFIG, "--set: %s: no value", key);
+    yaml_document_delete(&ydoc);
+    yaml_parser_delete(&parser);
+    if (st) return st;
+    ConfigEntry *e = doc_find(d, key);
+    if (e) config_value_free(&e->value);
+    else e = doc_add(d, key);
+    e->value = v;
+    e->line = 0;
+    e->from_set = 1;
+    /* The command line wins over a sweep axis of the same key: the axis collapses to this value. */
+    SweepSpec *sw = &d->sweep;
+    for (int i = 0; i < sw->n_axes; i++)
+        if (strcmp(sw->axes[i].key, key) == 0) {
+            for (int j = 0; j < sw->axes[i].n; j++) config_value_free(&sw->axes[i].values[j]);
+            ll_free(sw->axes[i].values);
+            memmove(&sw->axes[i], &sw->axes[i + 1], sizeof(SweepAxis) * (size_t)(sw->n_axes - i - 1));
+            sw->n_axes--, i--;
+        }
+    for (int i = 0; i < sw->n_space; i++)
+        if (strcmp(sw->space[i].key, key) == 0) {
+            for (int j = 0; j < sw->space[i].n_choices; j++) config_value_free(&sw->space[i].choices[j]);
+            ll_free(sw->space[i].choices);
+            memmove(&sw->space[i], &sw->space[i + 1], sizeof(SweepSpace) * (size_t)(sw->n_space - i - 1));
+            sw->n_space--, i--;
+        }
+    for (int i = 0; i < sw->n_derived; i++)
+        if (strcmp(sw->derived[i].key, key) == 0) {
+            ll_free(sw->derived[i].expr);
+            memmove(&sw->derived[i], &sw->derived[i + 1], sizeof(SweepDerived) * (size_t)(sw->n_derived - i - 1));
+            sw->n_derived--, i--;
+        }
+    if (strcmp(key, "train.seed") == 0 && sw->n_seeds) {
+        ll_free(sw->seeds);
+        sw->seeds = NULL, sw->n_seeds = 0;
+    }
+    return LL_OK;
+}
+
+void config_doc_free(ConfigDoc *d) {
+    if (!d) return;
+    ll_free(d->text);
+    for (int i = 0; i < d->n_entries; i++) config_value_free(&d->entries[i].value);
+    ll_free(d->entries);
+    SweepSpec *sw = &d->sweep;
+    for (int i = 0; i < sw->n_axes; i++) {
+        for (int j = 0; j < sw->axes[i].n; j++) config_value_free(&sw->axes[i].values[j]);
+        ll_free(sw->axes[i].values);
+    }
+    ll_free(sw->axes);
+    ll_free(sw->seeds);
+    for (int i = 0; i < sw->n_space; i++) {
+        for (int j = 0; j < sw->space[i].n_choices; j++) config_value_free(&sw->space[i].choices[j]);
+        ll_free(sw->space[i].choices);
+    }
+    ll_free(sw->space);
+    for (int i = 0; i < sw->n_derived; i++) ll_free(sw->derived[i].expr);
+    ll_free(sw->derived);
+    for (int i = 0; i < sw->n_exclude; i++) config_assign_free(sw->exclude[i].match, sw->exclude[i].n);
+    ll_free(sw->exclude);
+    for (int i = 0; i < d->n_presets; i++) ll_free(d->presets[i].canonical);
+    ll_free(d->presets);
+    ll_free(d);
+}
+
+/* Checks across the sweep section that need the whole file: conflicts between axes, random keys,
+ * derived keys, seeds, and the file's own values; and the presets every point can name. */
+static LLStatus check_sweep(ConfigDoc *d, LLError *err) {
+    SweepSpec *sw = &d->sweep;
+    const ConfigEntry *se = doc_find(d, "sweep.seeds");
+    if (se) {
+        sw->n_seeds = se->value.n;
+        sw->seeds = ll_malloc((size_t)se->value.n + 1, sizeof(int64_t));
+        for (int i = 0; i < se->value.n; i++) sw->seeds[i] = (int64_t)se->value.nums[i];
+        for (int i = 0; i < sw->n_axes; i++)
+            if (strcmp(sw->axes[i].key, "train.seed") == 0)
+                return ll_err(err, LL_ERR_CONFIG, "%s:%d: sweep.seeds and a train.seed grid axis (line %d) are both "
+                              "given; keep one", d->path, se->line, sw->axes[i].line);
+    }
+    const ConfigEntry *rn = doc_find(d, "sweep.random.n"), *rs = doc_find(d, "sweep.random.seed");
+    sw->random_n = rn ? (int)rn->value.i : 0;
+    sw->random_seed = rs ? (uint64_t)rs->value.i : 0;
+    if (sw->n_space && !sw->random_n)
+        return ll_err(err, LL_ERR_CONFIG, "%s:%d: sweep.random.space needs sweep.random.n (how many points)", d->path,
+                      sw->space[0].line);
+    if (sw->random_n && !sw->n_space)
+        return ll_err(err, LL_ERR_CONFIG, "%s:%d: sweep.random.n needs sweep.random.space (what to draw)", d->path,
+                      rn->line);
+    for (int i = 0; i < sw->n_space; i++) {
+        for (int j = 0; j < sw->n_axes; j++)
+            if (strcmp(sw->space[i].key, sw->axes[j].key) == 0)
+                return ll_err(err, LL_ERR_CONFIG, "%s:%d: %s is both a grid axis (line %d) and a random-search key",
+                              d->path, sw->space[i].line, sw->space[i].key, sw->axes[j].line);
+        if (strcmp(sw->space[i].key, "train.seed") == 0 && sw->n_seeds)
+            return ll_err(err, LL_ERR_CONFIG, "%s:%d: train.seed is drawn at random and given by sweep.seeds", d->path,
+                          sw->space[i].line);
+    }
+    for (int i = 0; i < sw->n_derived; i++) {
+        const SweepDerived *dv = &sw->derived[i];
+        for (int j = 0; j < sw->n_axes; j++)
+            if (strcmp(dv->key, sw->axes[j].key) == 0)
+                return ll_err(err, LL_ERR_CONFIG, "%s:%d: %s is both a grid axis (line %d) and derived", d->path,
+                              dv->line, dv->key, sw->axes[j].line);
+        for (int j = 0; j < sw->n_space; j++)
+            if (strcmp(dv->key, sw->space[j].key) == 0)
+                return ll_err(err, LL_ERR_CONFIG, "%s:%d: %s is both a random-search key and derived", d->path,
+                              dv->line, dv->key);
+        const ConfigEntry *e = doc_find(d, dv->key);
+        if (e && !e->from_set)
+            return ll_err(err, LL_ERR_CONFIG, "%s:%d: %s is set (line %d) and derived; keep one", d->path, dv->line,
+                          dv->key, e->line);
+        if (strcmp(dv->key, "train.seed") == 0 && sw->n_seeds)
+            return ll_err(err, LL_ERR_CONFIG, "%s:%d: train.seed is derived and given by sweep.seeds", d->path, dv->line);
+    }
+    /* A key fixed in the file and swept is a mistake (the sweep would silently win). */
+    for (int j = 0; j < sw->n_axes; j++) {
+        const ConfigEntry *e = doc_find(d, sw->axes[j].key);
+        if (e && !e->from_set)
+            return ll_err(err, LL_ERR_CONFIG, "%s:%d: %s is set (line %d) and is a grid axis; keep one", d->path,
+                          sw->axes[j].line, sw->axes[j].key, e->line);
+    }
+    for (int j = 0; j < sw->n_space; j++) {
+        const ConfigEntry *e = doc_find(d, sw->space[j].key);
+        if (e && !e->from_set)
+            return ll_err(err, LL_ERR_CONFIG, "%s:%d: %s is set (line %d) and drawn at random; keep one", d->path,
+                          sw->space[j].line, sw->space[j].key, e->line);
+    }
+    /* Presets every point may name, loaded now so that a missing file is reported before any run. */
+    char loc[1100];
+    const ConfigEntry *pe = doc_find(d, "base.preset");
+    if (pe) {
+        if (pe->from_set) snprintf(loc, sizeof loc, "--set");
+        else snprintf(loc, sizeof loc, "%s:%d", d->path, pe->line);
+        LLStatus st = doc_load_preset(d, pe->value.s, loc, err);
+        if (st) return st;
+    }
+    for (int j = 0; j < sw->n_axes; j++)
+        if (strcmp(sw->axes[j].key, "base.preset") == 0)
+            for (int k = 0; k < sw->axes[j].n; k++) {
+                snprintf(loc, sizeof loc, "%s:%d", d->path, sw->axes[j].line);
+                LLStatus st = doc_load_preset(d, sw->axes[j].values[k].s, loc, err);
+                if (st) return st;
+            }
+    for (int j = 0; j < sw->n_space; j++)
+        if (strcmp(sw->space[j].key, "base.preset") == 0)
+            for (int k = 0; k < sw->space[j].n_choices; k++) {
+                snprintf(loc, sizeof loc, "%s:%d", d->path, sw->space[j].line);
+                LLStatus st = doc_load_preset(d, sw->space[j].choices[k].s, loc, err);
+                if (st) return st;
+            }
+    return LL_OK;
+}
+
+LLStatus config_load_text(const char *path, const char *text, const char *const *sets, int n_sets, ConfigDoc **out,
+                          LLError *err) {
+    *out = NULL;
+    ConfigDoc *d = ll_calloc(1, sizeof *d);
+    snprintf(d->path, sizeof d->path, "%s", path);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    snprintf(d->default_name, sizeof d->default_name, "%s", base);
+    char *dot = strrchr(d->default_name, '.');
+    if (dot && dot != d->default_name) *dot = '\0';
+    for (char *p = d->default_name; *p; p++) /* a usable name whatever the file is called */
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') *p = '_';
+    if (d->default_name[0] == '.' || !d->default_name[0]) d->default_name[0] = '_';
+    /* The text as stored with the sweep: the file plus the overrides that shaped this plan. */
+    size_t tl = strlen(text), cap = tl + 64;
+    for (int i = 0; i < n_sets; i++) cap += strlen(sets[i]) + 16;
+    d->text = ll_malloc(cap, 1);
+    size_t len = 0;
+    append(d->text, cap, &len, "%s", text);
+    for (int i = 0; i < n_sets; i++) append(d->text, cap, &len, "%s# --set %s\n", i == 0 && tl && text[tl - 1] != '\n' ? "\n" : "", sets[i]);
+
+    yaml_parser_t parser;
+    yaml_document_t ydoc;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, tl);
+    if (!yaml_parser_load(&parser, &ydoc)) {
+        LLStatus st = yaml_error(path, &parser, err);
+        yaml_parser_delete(&parser);
+        config_doc_free(d);
+        return st;
+    }
+    Src src = {path, &ydoc};
+    LLStatus st = LL_OK;
+    yaml_node_t *root = yaml_document_get_root_node(&ydoc);
+    if (root && !(root->type == YAML_SCALAR_NODE && is_null(root))) {
+        if (root->type != YAML_MAPPING_NODE)
+            st = ll_err(err, LL_ERR_CONFIG, "%s:%d: expected a mapping of keys (name: ..., train: {...}, ...)", path,
+                        line_of(root));
+        else st = walk_pairs(&src, root, "", "", file_pair, d, 0, err);
+    }
+    yaml_document_delete(&ydoc);
+    yaml_parser_delete(&parser);
+    for (int i = 0; !st && i < n_sets; i++) st = apply_set(d, sets[i], err);
+    if (!st) st = check_sweep(d, err);
+    if (st) {
+        config_doc_free(d);
+        return st;
+    }
+    *out = d;
+    return LL_OK;
+}
+
+LLStatus config_load(const char *path, const char *const *sets, int n_sets, ConfigDoc **doc, LLError *err) {
+    char *text = NULL;
+    size_t len = 0;
+    *doc = NULL;
+    LLStatus st = ll_read_file(path, &text, &len, err);
+    if (st) return st;
+    if (strlen(text) != len) {
+        ll_free(text);
+        return ll_err(err, LL_ERR_CONFIG, "%s: the file contains a NUL byte; is it a YAML text file?", path);
+    }
+    st = config_load_text(path, text, sets, n_sets, doc, err);
+    ll_free(text);
+    return st;
+}
+
+/* ---- resolution ------------------------------------------------------------------------------ */
+
+static const ConfigValue *lookup(const ConfigDoc *d, const ConfigAssign *ov, int n, const char *key) {
+    for (int i = n - 1; i >= 0; i--) /* the last override of a key wins */
+        if (strcmp(ov[i].key, key) == 0) return &ov[i].value;
+    const ConfigEntry *e = doc_find(d, key);
+    return e ? &e->value : NULL;
+}
+
+/* Where a key's value came from, for cross-key messages. */
+static void key_where(const ConfigDoc *d, const ConfigAssign *ov, int n, const char *key, char *out, size_t cap) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(ov[i].key, key) == 0) {
+            snprintf(out, cap, "%s (sweep point)", d->path);
+            return;
+        }
+    const ConfigEntry *e = doc_find(d, key);
+    if (e && e->from_set) snprintf(out, cap, "--set");
+    else if (e) snprintf(out, cap, "%s:%d", d->path, e->line);
+    else snprintf(out, cap, "%s", d->path);
+}
+
+static AdapterMethod method_of(const ConfigDoc *d, const ConfigAssign *ov, int n) {
+    const ConfigValue *v = lookup(d, ov, n, "adapter.method");
+    AdapterMethod m = ADAPTER_LORA;
+    if (v) adapter_method_from_name(v->s, &m);
+    return m;
+}
+
+static void *field_ptr(RunConfig *rc, const KeySpec *ks) {
+    switch (ks->st) {
+    case FS_TRAIN: return (char *)&rc->train + ks->off;
+    case FS_BASE: return (char *)&rc->base_train + ks->off;
+    case FS_ADAPTER: return (char *)&rc->adapter + ks->off;
+    default: return NULL;
+    }
+}
+
+static const void *field_cptr(const RunConfig *rc, const KeySpec *ks) { return field_ptr((RunConfig *)rc, ks); }
+
+static void write_field(void *p, FieldKind fk, double x) {
+    switch (fk) {
+    case FK_INT: *(int *)p = (int)x; break;
+    case FK_F32: *(float *)p = (float)x; break;
+    case FK_F64: *(double *)p = x; break;
+    case FK_U64: *(uint64_t *)p = (uint64_t)x; break;
+    case FK_U32: *(uint32_t *)p = (uint32_t)x; break;
+    default: break;
+    }
+}
+
+static double read_field(const void *p, FieldKind fk) {
+    switch (fk) {
+    case FK_INT: return *(const int *)p;
+    case FK_F32: return *(const float *)p;
+    case FK_F64: return *(const double *)p;
+    case FK_U64: return (double)*(const uint64_t *)p;
+    case FK_U32: return *(const uint32_t *)p;
+    default: return NAN;
+    }
+}
+
+/* Defaults of the engine structs for a method, with the config layer's own rule on top. */
+static void engine_defaults(RunConfig *rc, AdapterMethod m) {
+    train_config_defaults(&rc->train);
+    train_config_defaults(&rc->base_train);
+    adapter_config_defaults(&rc->adapter, m);
+}
+
+int config_number(const ConfigDoc *d, const ConfigAssign *ov, int n, const char *key, double *out) {
+    const KeySpec *ks = find_spec(key);
+    if (!ks || !(is_numeric(ks) || ks->type == CFG_BOOL)) return 0;
+    const ConfigValue *v = lookup(d, ov, n, key);
+    if (v) {
+        *out = v->type == CFG_FLOAT ? v->f : (double)v->i;
+        return 1;
+    }
+    if (strcmp(key, "adapter.seed") == 0) return config_number(d, ov, n, "train.seed", out);
+    if (ks->st == FS_NONE) {
+        *out = ks->def ? strtod(ks->def, NULL) : 0.0;
+        return 1;
+    }
+    RunConfig tmp;
+    memset(&tmp, 0, sizeof tmp);
+    engine_defaults(&tmp, method_of(d, ov, n));
+    *out = read_field(field_cptr(&tmp, ks), ks->fk);
+    return 1;
+}
+
+/* Which keys a method reads (see config.h, "Run identity"). */
+static int adapter_key_relevant(AdapterMethod m, const char *key) {
+    static const char *const lora[] = {"r", "alpha", "dropout", "targets", "layers", "use_rslora", "use_dora",
+                                       "init", "rank_pattern", "alpha_pattern", "seed", NULL};
+    static const char *const adalora[] = {"alpha", "dropout", "targets", "layers", "init_r", "target_r", "tinit",
+                                          "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight", "seed", NULL};
+    static const char *const vera[] = {"r", "dropout", "targets", "layers", "projection_prng_key",
+                                       "save_projection", "d_initial", "seed", NULL};
+    if (strncmp(key, "adapter.", 8) != 0) return 1;
+    key += 8;
+    /* The seed also draws the classification head's init, which full fine-tuning trains too. */
+    if (strcmp(key, "method") == 0 || strcmp(key, "seed") == 0) return 1;
+    const char *const *list = m == ADAPTER_LORA ? lora : m == ADAPTER_ADALORA ? adalora : m == ADAPTER_VERA ? vera : NULL;
+    for (int i = 0; list && list[i]; i++)
+        if (strcmp(list[i], key) == 0) return 1;
+    return 0;
+}
+
+static int key_relevant(const RunConfig *rc, const KeySpec *ks) {
+    if (ks->flags & B_NOT_RUN) return 0;
+    if (strcmp(ks->key, "base.path") == 0) return !rc->pretrain;
+    if (strncmp(ks->key, "base.", 5) == 0) {
+        if (!rc->pretrain) return 0;
+        if (strcmp(ks->key, "base.vocab_size") == 0) return rc->base_bpe;
+        return 1;
+    }
+    return adapter_key_relevant(rc->adapter.method, ks->key);
+}
+
+static void fill_patterns(AdapterPattern *dst, int *n, const ConfigValue *v) {
+    *n = v->n;
+    for (int i = 0; i < v->n; i++) {
+        snprintf(dst[i].key, sizeof dst[i].key, "%s", v->names[i]);
+        dst[i].value = (float)v->nums[i];
+    }
+}
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Applies a special (non-field) key's value. */
+static void apply_special(RunConfig *rc, const ConfigDoc *d, const KeySpec *ks, const ConfigValue *v) {
+    const char *k = ks->key;
+    if (strcmp(k, "name") == 0) snprintf(rc->name, sizeof rc->name, "%s", v->s);
+    else if (strcmp(k, "output.dir") == 0) snprintf(rc->out_dir, sizeof rc->out_dir, "%s", v->s);
+    else if (strcmp(k, "base.path") == 0) snprintf(rc->base_path, sizeof rc->base_path, "%s", v->s);
+    else if (strcmp(k, "base.preset") == 0) snprintf(rc->base_preset, sizeof rc->base_preset, "%s", v->s);
+    else if (strcmp(k, "base.data") == 0) snprintf(rc->base_data, sizeof rc->base_data, "%s", v->s);
+    else if (strcmp(k, "base.tokenizer") == 0) rc->base_bpe = strcmp(v->s, "bpe") == 0;
+    else if (strcmp(k, "base.vocab_size") == 0) rc->base_vocab = (int)v->i;
+    else if (strcmp(k, "task.type") == 0) rc->task_cls = strcmp(v->s, "cls") == 0;
+    else if (strcmp(k, "task.data") == 0) snprintf(rc->task_data, sizeof rc->task_data, "%s", v->s);
+    else if (strcmp(k, "train.schedule") == 0) lr_schedule_from_name(v->s, &rc->train.schedule);
+    else if (strcmp(k, "adapter.targets") == 0) rc->adapter.targets = targets_mask(v);
+    else if (strcmp(k, "adapter.layers") == 0) {
+        int n = 0;
+        for (int i = 0; i < v->n; i++) { /* a set: sorted, without repeats */
+            int x = (int)v->nums[i], seen = 0;
+            for (int j = 0; j < n; j++) seen |= rc->adapter.layers[j] == x;
+            if (!seen) rc->adapter.layers[n++] = x;
+        }
+        qsort(rc->adapter.layers, (size_t)n, sizeof(int), cmp_int);
+        rc->adapter.n_layers = n;
+    } else if (strcmp(k, "adapter.init") == 0)
+        rc->adapter.init = strcmp(v->s, "pissa") == 0      ? ADAPTER_INIT_PISSA
+                           : strcmp(v->s, "gaussian") == 0 ? ADAPTER_INIT_GAUSSIAN
+                                                           : ADAPTER_INIT_KAIMING;
+    else if (strcmp(k, "adapter.rank_pattern") == 0)
+        fill_patterns(rc->adapter.rank_pattern, &rc->adapter.n_rank_pattern, v);
+    else if (strcmp(k, "adapter.alpha_pattern") == 0)
+        fill_patterns(rc->adapter.alpha_pattern, &rc->adapter.n_alpha_pattern, v);
+    (void)d;
+}
+
+/* Canonical JSON members. */
+typedef struct {
+    char key[CONFIG_KEY_MAX];
+    char *json;
+} Member;
+
+static void json_string(const char *s, char *out, size_t cap) {
+    size_t len = 0;
+    append(out, cap, &len, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') append(out, cap, &len, "\\%c", *p);
+        else if (*p < 0x20) append(out, cap, &len, "\\u%04x", *p);
+        else append(out, cap, &len, "%c", *p);
+    }
+    append(out, cap, &len, "\"");
+}
+
+static int cmp_pattern(const void *a, const void *b) {
+    return strcmp(((const AdapterPattern *)a)->key, ((const AdapterPattern *)b)->key);
+}
+
+static void json_patterns(const AdapterPattern *pats, int n, int f32, char *out, size_t cap) {
+    AdapterPattern sorted[ADAPTER_MAX_PATTERNS];
+    memcpy(sorted, pats, sizeof(AdapterPattern) * (size_t)n);
+    qsort(sorted, (size_t)n, sizeof sorted[0], cmp_pattern);
+    size_t len = 0;
+    char key[300], num[40];
+    append(out, cap, &len, "{");
+    for (int i = 0; i < n; i++) {
+        json_string(sorted[i].key, key, sizeof key);
+        fmt_number(sorted[i].value, f32, num, sizeof num);
+        append(out, cap, &len, "%s%s:%s", i ? "," : "", key, num);
+    }
+    append(out, cap, &len, "}");
+}
+
+/* The JSON text of one key's resolved value. */
+static void member_json(const RunConfig *rc, const KeySpec *ks, char *out, size_t cap) {
+    const char *k = ks->key;
+    const AdapterConfig *a = &rc->adapter;
+    if (ks->st != FS_NONE) {
+        double x = read_field(field_cptr(rc, ks), ks->fk);
+        if (ks->type == CFG_BOOL) snprintf(out, cap, "%s", x != 0 ? "true" : "false");
+        else fmt_number(x, ks->fk == FK_F32, out, cap);
+        return;
+    }
+    if (strcmp(k, "base.path") == 0) json_string(rc->base_path, out, cap);
+    else if (strcmp(k, "base.preset") == 0) json_string(rc->base_preset, out, cap);
+    else if (strcmp(k, "base.data") == 0) json_string(rc->base_data, out, cap);
+    else if (strcmp(k, "base.tokenizer") == 0) json_string(rc->base_bpe ? "bpe" : "bytes", out, cap);
+    else if (strcmp(k, "base.vocab_size") == 0) snprintf(out, cap, "%d", rc->base_vocab);
+    else if (strcmp(k, "task.type") == 0) json_string(rc->task_cls ? "cls" : "lm", out, cap);
+    else if (strcmp(k, "task.data") == 0) json_string(rc->task_data, out, cap);
+    else if (strcmp(k, "train.schedule") == 0) json_string(lr_schedule_name(rc->train.schedule), out, cap);
+    else if (strcmp(k, "adapter.method") == 0) json_string(adapter_method_name(a->method), out, cap);
+    else if (strcmp(k, "adapter.init") == 0)
+        json_string(a->init == ADAPTER_INIT_PISSA ? "pissa" : a->init == ADAPTER_INIT_GAUSSIAN ? "gaussian" : "kaiming",
+                    out, cap);
+    else if (strcmp(k, "adapter.targets") == 0) {
+        size_t len = 0;
+        append(out, cap, &len, "[");
+        for (int m = 0, first = 1; m < MOD_COUNT; m++)
+            if (a->targets & (1u << m)) append(out, cap, &len, "%s\"%s\"", first ? "" : ",", model_module_name(m)), first = 0;
+        append(out, cap, &len, "]");
+    } else if (strcmp(k, "adapter.layers") == 0) {
+        size_t len = 0;
+        append(out, cap, &len, "[");
+        for (int i = 0; i < a->n_layers; i++) append(out, cap, &len, "%s%d", i ? "," : "", a->layers[i]);
+        append(out, cap, &len, "]");
+    } else if (strcmp(k, "adapter.rank_pattern") == 0) json_patterns(a->rank_pattern, a->n_rank_pattern, 1, out, cap);
+    else if (strcmp(k, "adapter.alpha_pattern") == 0) json_patterns(a->alpha_pattern, a->n_alpha_pattern, 1, out, cap);
+    else snprintf(out, cap, "null");
+}
+
+static int cmp_member(const void *a, const void *b) { return strcmp(((const Member *)a)->key, ((const Member *)b)->key); }
+
+/* Builds "{...}" from members whose key starts with prefix ("" for all), sorted by key. */
+static char *join_members(Member *m, int n, const char *prefix) {
+    size_t cap = 3;
+    for (int i = 0; i < n; i++) cap += strlen(m[i].key) + strlen(m[i].json) + 4;
+    char *out = ll_malloc(cap, 1);
+    size_t len = 0, pl = strlen(prefix);
+    int first = 1;
+    out[0] = '\0';
+    append(out, cap, &len, "{");
+    for (int i = 0; i < n; i++) {
+        if (strncmp(m[i].key, prefix, pl) != 0) continue;
+        append(out, cap, &len, "%s\"%s\":%s", first ? "" : ",", m[i].key, m[i].json);
+        first = 0;
+    }
+    append(out, cap, &len, "}");
+    return out;
+}
+
+static void add_member(Member **m, int *n, const char *key, const char *json) {
+    *m = ll_realloc(*m, (size_t)*n + 1, sizeof(Member));
+    snprintf((*m)[*n].key, sizeof(*m)[*n].key, "%s", key);
+    (*m)[*n].json = ll_strdup(json);
+    (*n)++;
+}
+
+static void build_canonical(RunConfig *rc, const char *preset_members) {
+    Member *m = NULL;
+    int n = 0;
+    char json[8192];
+    for (int i = 0; i < N_KEYS; i++) {
+        if (!key_relevant(rc, &KEYS[i])) continue;
+        member_json(rc, &KEYS[i], json, sizeof json);
+        add_member(&m, &n, KEYS[i].key, json);
+    }
+    if (rc->pretrain && preset_members) { /* "base.model.x":v,... split back into members */
+        char *copy = ll_strdup(preset_members), *save = NULL;
+        for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            char *colon = strchr(tok, ':');
+            if (!colon || tok[0] != '"' || colon[-1] != '"') continue;
+            colon[-1] = '\0';
+            add_member(&m, &n, tok + 1, colon + 1);
+        }
+        ll_free(copy);
+    }
+    qsort(m, (size_t)n, sizeof *m, cmp_member);
+    char hex[65];
+    if (rc->pretrain) {
+        char *base = join_members(m, n, "base.");
+        config_sha256_hex(base, strlen(base), hex);
+        snprintf(rc->base_hash, sizeof rc->base_hash, "%.16s", hex);
+        snprintf(rc->base_path, sizeof rc->base_path, "%s/%s", CONFIG_BASES_DIR, rc->base_hash);
+        ll_free(base);
+    }
+    rc->canonical_json = join_members(m, n, "");
+    config_sha256_hex(rc->canonical_json, strlen(rc->canonical_json), hex);
+    snprintf(rc->key, sizeof rc->key, "%.16s", hex);
+    for (int i = 0; i < n; i++) ll_free(m[i].json);
+    ll_free(m);
+}
+
+void run_config_free(RunConfig *rc) {
+    if (!rc) return;
+    ll_free(rc->canonical_json);
+    rc->canonical_json = NULL;
+}
+
+LLStatus config_resolve(const ConfigDoc *d, const ConfigAssign *ov, int n, RunConfig *rc, LLError *err) {
+    memset(rc, 0, sizeof *rc);
+    char w1[1100], w2[1100];
+    for (int i = 0; i < n; i++) { /* overrides from callers other than config_load: check them too */
+        const KeySpec *ks = find_spec(ov[i].key);
+        if (!ks) return ll_err(err, LL_ERR_CONFIG, "%s: unknown key '%s' in a sweep point", d->path, ov[i].key);
+        if (ov[i].value.type != ks->type && !(ks->type == CFG_FLOAT && ov[i].value.type == CFG_INT))
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s in a sweep point", d->path, ov[i].key,
+                          type_name(ks->type));
+    }
+    AdapterMethod method = method_of(d, ov, n);
+    engine_defaults(rc, method);
+    snprintf(rc->name, sizeof rc->name, "%s", d->default_name);
+    snprintf(rc->out_dir, sizeof rc->out_dir, "%s", CONFIG_DEFAULT_OUT_DIR);
+    rc->base_bpe = 1, rc->base_vocab = 1024;
+    for (int i = 0; i < N_KEYS; i++) {
+        const KeySpec *ks = &KEYS[i];
+        const ConfigValue *v = lookup(d, ov, n, ks->key);
+        if (!v) continue;
+        if (ks->st != FS_NONE) write_field(field_ptr(rc, ks), ks->fk, v->type == CFG_FLOAT ? v->f : (double)v->i);
+        else apply_special(rc, d, ks, v);
+    }
+    rc->adapter.method = method;
+    if (!lookup(d, ov, n, "adapter.seed")) rc->adapter.seed = rc->train.seed; /* follows train.seed */
+    rc->adapter.total_step = rc->train.steps;
+
+    /* The base model: a folder, or the pretraining keys. */
+    const ConfigValue *bp = lookup(d, ov, n, "base.path"), *pr = lookup(d, ov, n, "base.preset");
+    if (bp && pr) {
+        key_where(d, ov, n, "base.path", w1, sizeof w1);
+        key_where(d, ov, n, "base.preset", w2, sizeof w2);
+        return ll_err(err, LL_ERR_CONFIG,
+                      "%s: base.path and base.preset are both set (base.preset at %s); a config takes a model folder "
+                      "or a preset to pretrain, not both", w1, w2);
+    }
+    if (!bp && !pr)
+        return ll_err(err, LL_ERR_CONFIG,
+                      "%s: no base model: set base.path (a model folder) or base.preset (tiny|small|medium) with "
+                      "base.data", d->path);
+    const char *preset_members = NULL;
+    char *own_members = NULL;
+    if (pr) {
+        rc->pretrain = 1;
+        const ConfigPreset *p = doc_preset(d, pr->s);
+        if (p) {
+            rc->base_model = p->mc;
+            preset_members = p->canonical;
+        } else {
+            LLStatus st = config_load_preset(pr->s, &rc->base_model, &own_members, err);
+            if (st) {
+                key_where(d, ov, n, "base.preset", w1, sizeof w1);
+                ll_err_prefix(err, "%s", w1);
+                return st;
+            }
+            preset_members = own_members;
+        }
+        if (!lookup(d, ov, n, "base.data")) {
+            ll_free(own_members);
+            key_where(d, ov, n, "base.preset", w1, sizeof w1);
+            return ll_err(err, LL_ERR_CONFIG, "%s: base.preset needs base.data (the pretraining corpus folder with "
+                          "train.txt and valid.txt)", w1);
+        }
+    }
+    LLStatus st = LL_OK;
+    const TrainConfig *t = &rc->train;
+    const AdapterConfig *a = &rc->adapter;
+    if (!lookup(d, ov, n, "task.data")) {
+        st = ll_err(err, LL_ERR_CONFIG, "%s: task.data is not set (the folder with the train/valid/test files)",
+                    d->path);
+    } else if (t->warmup > t->steps) {
+        key_where(d, ov, n, "train.warmup", w1, sizeof w1);
+        st = ll_err(err, LL_ERR_CONFIG, "%s: train.warmup (%d) is longer than train.steps (%d)", w1, t->warmup, t->steps);
+    } else if (rc->pretrain && rc->base_train.warmup > rc->base_train.steps) {
+        key_where(d, ov, n, "base.warmup", w1, sizeof w1);
+        st = ll_err(err, LL_ERR_CONFIG, "%s: base.warmup (%d) is longer than base.steps (%d)", w1,
+                    rc->base_train.warmup, rc->base_train.steps);
+    } else if (rc->pretrain && (t->seq > rc->base_model.max_T || rc->base_train.seq > rc->base_model.max_T)) {
+        key_where(d, ov, n, t->seq > rc->base_model.max_T ? "train.seq" : "base.seq", w1, sizeof w1);
+        st = ll_err(err, LL_ERR_CONFIG, "%s: %s (%d) exceeds max_position_embeddings (%d) of preset '%s'", w1,
+                    t->seq > rc->base_model.max_T ? "train.seq" : "base.seq",
+                    t->seq > rc->base_model.max_T ? t->seq : rc->base_train.seq, rc->base_model.max_T, rc->base_preset);
+    } else if (method == ADAPTER_ADALORA && !(a->tinit < t->steps - a->tfinal)) {
+        key_where(d, ov, n, "adapter.tinit", w1, sizeof w1);
+        st = ll_err(err, LL_ERR_CONFIG,
+                    "%s: AdaLoRA needs adapter.tinit (%d) < train.steps (%d) - adapter.tfinal (%d): the rank budget "
+                    "needs steps to shrink in", w1, a->tinit, t->steps, a->tfinal);
+    } else if (method == ADAPTER_ADALORA && !(a->init_r > a->target_r)) {
+        key_where(d, ov, n, "adapter.init_r", w1, sizeof w1);
+        st = ll_err(err, LL_ERR_CONFIG, "%s: AdaLoRA needs adapter.init_r (%d) > adapter.target_r (%d)", w1, a->init_r,
+                    a->target_r);
+    } else if (rc->pretrain && method != ADAPTER_FULL) {
+        for (int i = 0; i < a->n_layers; i++)
+            if (a->layers[i] >= rc->base_model.L) {
+                key_where(d, ov, n, "adapter.layers", w1, sizeof w1);
+                st = ll_err(err, LL_ERR_CONFIG, "%s: adapter.layers names layer %d; preset '%s' has %d layers (0-%d)",
+                            w1, a->layers[i], rc->base_preset, rc->base_model.L, rc->base_model.L - 1);
+                break;
+            }
+    }
+    if (st) {
+        ll_free(own_members);
+        return st;
+    }
+    /* Keys the method ignores go back to the method's defaults, so that the run key (which leaves
+     * them out) determines the run. */
+    RunConfig def;
+    memset(&def, 0, sizeof def);
+    engine_defaults(&def, method);
+    for (int i = 0; i < N_KEYS; i++) {
+        const KeySpec *ks = &KEYS[i];
+        if (ks->st != FS_ADAPTER || adapter_key_relevant(method, ks->key)) continue;
+        write_field(field_ptr(rc, ks), ks->fk, read_field(field_cptr(&def, ks), ks->fk));
+    }
+    AdapterConfig *ad = &rc->adapter;
+    if (!adapter_key_relevant(method, "adapter.targets")) ad->targets = def.adapter.targets;
+    if (!adapter_key_relevant(method, "adapter.layers")) ad->n_layers = 0;
+    if (!adapter_key_relevant(method, "adapter.init")) ad->init = def.adapter.init;
+    if (!adapter_key_relevant(method, "adapter.rank_pattern")) ad->n_rank_pattern = 0;
+    if (!adapter_key_relevant(method, "adapter.alpha_pattern")) ad->n_alpha_pattern = 0;
+    if (!adapter_key_relevant(method, "adapter.seed")) ad->seed = def.adapter.seed;
+    for (int i = ad->n_layers; i < ADAPTER_MAX_LAYERS; i++) ad->layers[i] = 0;
+    for (int i = ad->n_rank_pattern; i < ADAPTER_MAX_PATTERNS; i++) memset(&ad->rank_pattern[i], 0, sizeof ad->rank_pattern[i]);
+    for (int i = ad->n_alpha_pattern; i < ADAPTER_MAX_PATTERNS; i++) memset(&ad->alpha_pattern[i], 0, sizeof ad->alpha_pattern[i]);
+    if (!rc->pretrain) { /* keep the unused base fields at their defaults too */
+        train_config_defaults(&rc->base_train);
+        rc->base_preset[0] = rc->base_data[0] = '\0';
+        rc->base_bpe = 1, rc->base_vocab = 1024;
+    }
+    build_canonical(rc, preset_members);
+    ll_free(own_members);
+    return LL_OK;
+}
+
+int config_canonical_get(const RunConfig *rc, const char *key, char *out, size_t cap) {
+    if (!rc->canonical_json) return 0;
+    char pat[CONFIG_KEY_MAX + 4];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *j = rc->canonical_json, *p = j;
+    /* A member starts right after '{' or ','; a match inside a string value is preceded by neither. */
+    while ((p = strstr(p, pat)) && !(p > j && (p[-1] == '{' || p[-1] == ','))) p++;
+    if (!p) return 0;
+    p += strlen(pat);
+    int depth = 0, in_str = 0;
+    size_t len = 0;
+    for (; *p; p++) {
+        if (in_str) {
+            if (*p == '\\' && p[1]) {
+                if (len + 2 < cap) out[len++] = *p;
+                p++;
+            } else if (*p == '"') in_str = 0;
+        } else if (*p == '"') in_str = 1;
+        else if (*p == '[' || *p == '{') depth++;
+        else if (*p == ']' || (*p == '}' && depth > 0)) depth--;
+        else if ((*p == ',' || *p == '}') && depth == 0) break;
+        if (len + 1 < cap) out[len++] = *p;
+    }
+    out[len] = '\0';
+    return 1;
+}
+
+void config_describe(FILE *f) {
+    RunConfig def;
+    memset(&def, 0, sizeof def);
+    char dv[64], b[80];
+    fprintf(f, "%-28s %-24s %-14s %-22s %s\n", "key", "type", "default", "allowed", "meaning");
+    for (int i = 0; i < N_KEYS; i++) {
+        const KeySpec *ks = &KEYS[i];
+        engine_defaults(&def, strcmp(ks->key, "adapter.init_r") == 0 ? ADAPTER_ADALORA : ADAPTER_LORA);
+        if (ks->st != FS_NONE) {
+            double x = read_field(field_cptr(&def, ks), ks->fk);
+            if (ks->type == CFG_BOOL) snprintf(dv, sizeof dv, "%s", x != 0 ? "true" : "false");
+            else fmt_number(x, ks->fk == FK_F32, dv, sizeof dv);
+        } else if (strcmp(ks->key, "train.schedule") == 0) snprintf(dv, sizeof dv, "%s", lr_schedule_name(def.train.schedule));
+        else if (strcmp(ks->key, "adapter.init") == 0) snprintf(dv, sizeof dv, "kaiming");
+        else if (strcmp(ks->key, "adapter.targets") == 0) snprintf(dv, sizeof dv, "q_proj,v_proj");
+        else snprintf(dv, sizeof dv, "%s", ks->def ? (ks->def[0] ? ks->def : "\"\"") : "-");
+        if (strcmp(ks->key, "adapter.r") == 0) snprintf(dv, sizeof dv, "8 (vera 256)");
+        if (strcmp(ks->key, "adapter.seed") == 0) snprintf(dv, sizeof dv, "train.seed");
+        if (ks->choices) snprintf(b, sizeof b, "%s", ks->choices);
+        else if (ks->flags & (B_LO | B_HI)) bounds_text(ks, b, sizeof b);
+        else b[0] = '\0';
+        fprintf(f, "%-28s %-24s %-14s %-22s %s\n", ks->key, type_name(ks->type), dv, b, ks->doc);
+    }
+    fprintf(f, "%-28s %-24s %-14s %-22s %s\n", "sweep.grid", "mapping key -> list", "-", "", "cartesian product, last key fastest");
+    fprintf(f, "%-28s %-24s %-14s %-22s %s\n", "sweep.random.space", "mapping key -> space", "-", "",
+            "[choices] | {uniform|log_uniform|int_log2: [lo, hi]}");
+    fprintf(f, "%-28s %-24s %-14s %-22s %s\n", "sweep.derived", "mapping key -> expr", "-", "", "e.g. adapter.alpha: \"2*r\"");
+    fprintf(f, "%-28s %-24s %-14s %-22s %s\n", "sweep.exclude", "list of mappings", "-", "", "points matching an entry are dropped");
+}

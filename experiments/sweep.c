@@ -1,0 +1,1073 @@
+/* sweep: see sweep.h for the plan's order, sharding and the runner's process model.
+ *
+ * Invariants kept here:
+ *   - The parent process touches no engine numerics and holds no Store across fork(): it opens the
+ *     database, does its bookkeeping, closes it, and only then forks. Workers and the base builder
+ *     are children that open their own connection.
+ *   - A run is claimed by exactly one worker (store_claim_run under BEGIN IMMEDIATE), and every
+ *     worker that ended leaves its run in a final state: recorded by the run, by the worker
+ *     wrapper (a run function that returned without recording), or by the parent (a worker that
+ *     died).
+ *   - Children leave with _exit(): they never run the parent's atexit handlers or flush its stdio
+ *     buffers (both are flushed before every fork).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "sweep.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store.h"
+
+/* ---- expressions ----------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *s, *p;
+    const ConfigDoc *doc;
+    const ConfigAssign *a;
+    int n;
+    LLError *err;
+    LLStatus st;
+} Expr;
+
+static double ex_fail(Expr *e, const char *what) {
+    if (!e->st) e->st = ll_err(e->err, LL_ERR_CONFIG, "expression '%s': %s at position %d", e->s, what, (int)(e->p - e->s) + 1);
+    return 0.0;
+}
+
+static double ex_fail_name(Expr *e, const char *what) {
+    if (!e->st) e->st = ll_err(e->err, LL_ERR_CONFIG, "expression '%s': %s", e->s, what);
+    return 0.0;
+}
+
+static void ex_skip(Expr *e) {
+    while (isspace((unsigned char)*e->p)) e->p++;
+}
+
+static double ex_sum(Expr *e, int depth);
+
+static double ex_primary(Expr *e, int depth) {
+    ex_skip(e);
+    if (e->st) return 0.0;
+    if (depth > 64) return ex_fail(e, "nesting too deep");
+    const char *p = e->p;
+    if (*p == '(') {
+        e->p++;
+        double v = ex_sum(e, depth + 1);
+        ex_skip(e);
+        if (*e->p != ')') return ex_fail(e, "expected ')'");
+        e->p++;
+        return v;
+    }
+    if (isdigit((unsigned char)*p) || (*p == '.' && isdigit((unsigned char)p[1]))) {
+        char *end;
+        double v = strtod(p, &end);
+        e->p = end;
+        return v;
+    }
+    if (isalpha((unsigned char)*p) || *p == '_') {
+        char name[CONFIG_KEY_MAX], key[CONFIG_KEY_MAX];
+        size_t n = 0;
+        while ((isalnum((unsigned char)*e->p) || *e->p == '_' || *e->p == '.') && n + 1 < sizeof name) name[n++] = *e->p++;
+        name[n] = '\0';
+        LLError ne;
+        double v;
+        if (!config_short_name(name, key, sizeof key, &ne)) {
+            return ex_fail_name(e, ne.msg);
+        }
+        if (!config_number(e->doc, e->a, e->n, key, &v)) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "'%s' is not a number", key);
+            return ex_fail_name(e, msg);
+        }
+        return v;
+    }
+    return ex_fail(e, *p ? "expected a number, a key or '('" : "unexpected end");
+}
+
+static double ex_unary(Expr *e, int depth) {
+    ex_skip(e);
+    if (*e->p == '-') {
+        e->p++;
+        return -ex_unary(e, depth + 1);
+    }
+    if (*e->p == '+') {
+        e->p++;
+        return ex_unary(e, depth + 1);
+    }
+    return ex_primary(e, depth);
+}
+
+static double ex_product(Expr *e, int depth) {
+    double v = ex_unary(e, depth);
+    for (;;) {
+        ex_skip(e);
+        char op = *e->p;
+        if (e->st || (op != '*' && op != '/')) return v;
+        e->p++;
+        double r = ex_unary(e, depth);
+        if (op == '/' && r == 0.0 && !e->st) return ex_fail(e, "division by zero");
+        v = op == '*' ? v * r : v / r;
+    }
+}
+
+static double ex_sum(Expr *e, int depth) {
+    double v = ex_product(e, depth);
+    for (;;) {
+        ex_skip(e);
+        char op = *e->p;
+        if (e->st || (op != '+' && op != '-')) return v;
+        e->p++;
+        double r = ex_product(e, depth);
+        v = op == '+' ? v + r : v - r;
+    }
+}
+
+LLStatus sweep_eval_expr(const char *expr, const ConfigDoc *doc, const ConfigAssign *a, int n, double *out,
+                         LLError *err) {
+    Expr e = {expr, expr, doc, a, n, err, LL_OK};
+    double v = ex_sum(&e, 0);
+    ex_skip(&e);
+    if (!e.st && *e.p) ex_fail(&e, "unexpected text");
+    if (!e.st && !isfinite(v)) e.st = ll_err(err, LL_ERR_CONFIG, "expression '%s' is not finite", expr);
+    if (e.st) return e.st;
+    *out = v;
+    return LL_OK;
+}
+
+/* ---- random search --------------------------------------------------------------------------- */
+
+static uint64_t fnv1a64(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
+/* The j-th output of splitmix64 (Steele, Lea, Flood 2014) seeded with `seed`, as a double in [0, 1). */
+static double splitmix_u(uint64_t seed, uint64_t j) {
+    uint64_t z = seed + (j + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53;
+}
+
+static double round_sig4(double x) {
+    if (x == 0.0 || !isfinite(x)) return x;
+    double scale = pow(10.0, 3.0 - floor(log10(fabs(x))));
+    return round(x * scale) / scale;
+}
+
+static LLStatus draw(const SweepSpace *sp, uint64_t seed, int j, ConfigValue *out, LLError *err) {
+    double u = splitmix_u(fnv1a64(sp->key) ^ seed, (uint64_t)j);
+    int is_int = config_key_type(sp->key) == CFG_INT;
+    memset(out, 0, sizeof *out);
+    if (sp->kind == SPACE_CHOICE) {
+        int k = (int)(u * sp->n_choices);
+        config_value_copy(out, &sp->choices[k < sp->n_choices ? k : sp->n_choices - 1]);
+        return LL_OK;
+    }
+    double x;
+    if (sp->kind == SPACE_INT_LOG2) {
+        int e0 = (int)llround(log2(sp->lo)), e1 = (int)llround(log2(sp->hi));
+        int k = e0 + (int)(u * (e1 - e0 + 1));
+        x = ldexp(1.0, k > e1 ? e1 : k);
+    } else if (sp->kind == SPACE_UNIFORM && is_int) {
+        x = sp->lo + floor(u * (sp->hi - sp->lo + 1));
+        if (x > sp->hi) x = sp->hi;
+    } else {
+        x = sp->kind == SPACE_UNIFORM ? sp->lo + u * (sp->hi - sp->lo) : exp(log(sp->lo) + u * (log(sp->hi) - log(sp->lo)));
+        double r = is_int ? round(x) : round_sig4(x);
+        if (r >= sp->lo && r <= sp->hi) x = r; /* rounding must not leave the range */
+        else if (is_int) x = r < sp->lo ? ceil(sp->lo) : floor(sp->hi);
+    }
+    if (is_int) out->type = CFG_INT, out->i = (int64_t)x;
+    else out->type = CFG_FLOAT, out->f = x;
+    return config_value_check(sp->key, out, err);
+}
+
+/* ---- expansion ------------------------------------------------------------------------------- */
+
+static const ConfigValue *doc_value(const ConfigDoc *d, const char *key) {
+    for (int i = 0; i < d->n_entries; i++)
+        if (strcmp(d->entries[i].key, key) == 0) return &d->entries[i].value;
+    return NULL;
+}
+
+static const ConfigValue *point_value(const ConfigDoc *d, const ConfigAssign *a, int n, const char *key) {
+    for (int i = n - 1; i >= 0; i--)
+        if (strcmp(a[i].key, key) == 0) return &a[i].value;
+    return doc_value(d, key);
+}
+
+static int excluded(const ConfigDoc *d, const ConfigAssign *a, int n) {
+    for (int e = 0; e < d->sweep.n_exclude; e++) {
+        const SweepExclude *ex = &d->sweep.exclude[e];
+        int all = 1;
+        for (int k = 0; k < ex->n && all; k++) {
+            const ConfigValue *v = point_value(d, a, n, ex->match[k].key);
+            all = v && config_value_equal(ex->match[k].key, v, &ex->match[k].value);
+        }
+        if (all) return 1;
+    }
+    return 0;
+}
+
+static void describe_point(const ConfigAssign *a, int n, char *out, size_t cap) {
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n && len + 1 < cap; i++) {
+        char v[200];
+        config_value_string(&a[i].value, v, sizeof v);
+        int k = snprintf(out + len, cap - len, "%s%s=%s", i ? " " : "", a[i].key, v);
+        if (k < 0) break;
+        len += (size_t)k < cap - len ? (size_t)k : cap - len - 1;
+    }
+}
+
+static void push_assign(ConfigAssign **a, int *n, const char *key, const ConfigValue *v) {
+    *a = ll_realloc(*a, (size_t)*n + 1, sizeof(ConfigAssign));
+    ConfigAssign *x = &(*a)[(*n)++];
+    memset(x, 0, sizeof *x);
+    snprintf(x->key, sizeof x->key, "%s", key);
+    config_value_copy(&x->value, v);
+}
+
+/* An open-addressing set of run keys (the hex key's first 16 digits as a number). */
+typedef struct {
+    uint64_t *slot;
+    size_t cap;
+} KeySet;
+
+static int keyset_add(KeySet *s, const char *hex) { /* 1 when new */
+    uint64_t h = strtoull(hex, NULL, 16) | 1; /* 0 marks an empty slot */
+    size_t i = (size_t)(h * 0x9e3779b97f4a7c15ull) & (s->cap - 1);
+    for (; s->slot[i]; i = (i + 1) & (s->cap - 1))
+        if (s->slot[i] == h) return 0;
+    s->slot[i] = h;
+    return 1;
+}
+
+void sweep_plan_free(SweepPlan *plan) {
+    if (!plan) return;
+    for (int i = 0; i < plan->n; i++) {
+        config_assign_free(plan->points[i].assign, plan->points[i].n_assign);
+        run_config_free(&plan->points[i].rc);
+    }
+    ll_free(plan->points);
+    ll_free(plan->vary);
+    memset(plan, 0, sizeof *plan);
+}
+
+static void add_vary(SweepPlan *plan, const char *key) {
+    for (int i = 0; i < plan->n_vary; i++)
+        if (strcmp(plan->vary[i], key) == 0) return;
+    plan->vary = ll_realloc(plan->vary, (size_t)plan->n_vary + 1, sizeof *plan->vary);
+    snprintf(plan->vary[plan->n_vary++], CONFIG_KEY_MAX, "%s", key);
+}
+
+LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err) {
+    memset(plan, 0, sizeof *plan);
+    const SweepSpec *sw = &doc->sweep;
+    int n_seed = sw->n_seeds ? sw->n_seeds : 1, n_rand = sw->random_n ? sw->random_n : 1;
+    double total = (double)n_seed * n_rand;
+    for (int i = 0; i < sw->n_axes; i++) total *= sw->axes[i].n;
+    if (sw->n_axes > 64)
+        return ll_err(err, LL_ERR_CONFIG, "%s: sweep.grid has %d axes; at most 64", doc->path, sw->n_axes);
+    if (total > SWEEP_MAX_POINTS)
+        return ll_err(err, LL_ERR_CONFIG, "%s: the sweep expands to %.0f points; the limit is %d (split it into several "
+                      "files)", doc->path, total, SWEEP_MAX_POINTS);
+    if (sw->n_seeds) add_vary(plan, "train.seed");
+    for (int i = 0; i < sw->n_axes; i++) add_vary(plan, sw->axes[i].key);
+    for (int i = 0; i < sw->n_space; i++) add_vary(plan, sw->space[i].key);
+    for (int i = 0; i < sw->n_derived; i++) add_vary(plan, sw->derived[i].key);
+
+    /* Random samples are drawn once; every grid point and seed is crossed with all of them. */
+    int ns = sw->random_n ? sw->n_space : 0;
+    ConfigValue *samples = ll_calloc((size_t)n_rand * (ns ? ns : 1), sizeof(ConfigValue));
+    LLStatus st = LL_OK;
+    for (int j = 0; j < (sw->random_n ? n_rand : 0) && !st; j++)
+        for (int k = 0; k < ns && !st; k++) {
+            st = draw(&sw->space[k], sw->random_seed, j, &samples[(size_t)j * ns + k], err);
+            if (st) ll_err_prefix(err, "%s:%d: sweep.random.space", doc->path, sw->space[k].line);
+        }
+    KeySet set = {NULL, 16};
+    while (set.cap < 2 * (size_t)total + 16) set.cap *= 2;
+    set.slot = ll_calloc(set.cap, sizeof(uint64_t));
+    long n_total = (long)total;
+    for (long idx = 0; idx < n_total && !st; idx++) {
+        /* Mixed radix: random sample fastest, then the grid axes from the last, then the seed. */
+        long r = idx;
+        int j = (int)(r % n_rand);
+        r /= n_rand;
+        int digit[64] = {0};
+        for (int i = sw->n_axes - 1; i >= 0; i--) {
+            digit[i] = (int)(r % sw->axes[i].n);
+            r /= sw->axes[i].n;
+        }
+        ConfigAssign *a = NULL;
+        int na = 0;
+        if (sw->n_seeds) {
+            ConfigValue sv = {.type = CFG_INT, .i = sw->seeds[r]};
+            push_assign(&a, &na, "train.seed", &sv);
+        }
+        for (int i = 0; i < sw->n_axes; i++) push_assign(&a, &na, sw->axes[i].key, &sw->axes[i].values[digit[i]]);
+        for (int k = 0; k < ns; k++) push_assign(&a, &na, sw->space[k].key, &samples[(size_t)j * ns + k]);
+        for (int k = 0; k < sw->n_derived && !st; k++) {
+            const SweepDerived *dv = &sw->derived[k];
+            double x;
+            ConfigValue v = {0};
+            st = sweep_eval_expr(dv->expr, doc, a, na, &x, err);
+            if (!st) {
+                if (config_key_type(dv->key) == CFG_INT) {
+                    if (fabs(x - round(x)) > 1e-9 * fmax(1.0, fabs(x)))
+                        st = ll_err(err, LL_ERR_CONFIG, "'%s' = %g is not a whole number", dv->expr, x);
+                    v.type = CFG_INT, v.i = (int64_t)llround(x);
+                } else {
+                    v.type = CFG_FLOAT, v.f = x;
+                }
+            }
+            if (!st) st = config_value_check(dv->key, &v, err);
+            if (st) {
+                char where[512];
+                describe_point(a, na, where, sizeof where);
+                ll_err_prefix(err, "%s:%d: sweep.derived: %s%s%s%s", doc->path, dv->line, dv->key,
+                              where[0] ? " at point {" : "", where, where[0] ? "}" : "");
+            } else {
+                push_assign(&a, &na, dv->key, &v);
+            }
+        }
+        if (!st && excluded(doc, a, na)) {
+            plan->n_excluded++;
+            config_assign_free(a, na);
+            continue;
+        }
+        SweepPoint pt;
+        memset(&pt, 0, sizeof pt);
+        pt.assign = a, pt.n_assign = na;
+        if (!st) {
+            st = config_resolve(doc, a, na, &pt.rc, err);
+            if (st && na) {
+                char where[512];
+                describe_point(a, na, where, sizeof where);
+                ll_err_prefix(err, "sweep point {%s}", where);
+            }
+        }
+        if (st) {
+            run_config_free(&pt.rc);
+            config_assign_free(a, na);
+            break;
+        }
+        if (!keyset_add(&set, pt.rc.key)) { /* the same run as an earlier point */
+            plan->n_merged++;
+            run_config_free(&pt.rc);
+            config_assign_free(a, na);
+            continue;
+        }
+        pt.index = plan->n;
+        plan->points = ll_realloc(plan->points, (size_t)plan->n + 1, sizeof(SweepPoint));
+        plan->points[plan->n++] = pt;
+    }
+    plan->n_raw = n_total;
+    for (int i = 0; i < n_rand * ns; i++) config_value_free(&samples[i]);
+    ll_free(samples);
+    ll_free(set.slot);
+    if (st) sweep_plan_free(plan);
+    return st;
+}
+
+/* ---- shards ---------------------------------------------------------------------------------- */
+
+int sweep_in_shard(int index, int shard_i, int shard_n) { return shard_n <= 0 || index % shard_n == shard_i; }
+
+static int parse_nonneg(const char *s, const char *end, int *out) {
+    if (s == end) return 0;
+    long v = 0;
+    for (const char *p = s; p < end; p++) {
+        if (!isdigit((unsigned char)*p)) return 0;
+        v = v * 10 + (*p - '0');
+        if (v > 1000000000L) return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+LLStatus sweep_parse_shard(const char *text, int *shard_i, int *shard_n, LLError *err) {
+    const char *slash = strchr(text, '/');
+    int i, n;
+    if (!slash || !parse_nonneg(text, slash, &i) || !parse_nonneg(slash + 1, slash + strlen(slash), &n))
+        return ll_err(err, LL_ERR_CONFIG, "--shard '%s': expected I/N, e.g. 0/4", text);
+    if (n < 1 || i >= n) return ll_err(err, LL_ERR_CONFIG, "--shard '%s': need 0 <= I < N", text);
+    *shard_i = i, *shard_n = n;
+    return LL_OK;
+}
+
+LLStatus sweep_shard_from_env(int *shard_i, int *shard_n, LLError *err) {
+    const char *id = getenv("SLURM_ARRAY_TASK_ID"), *cnt = getenv("SLURM_ARRAY_TASK_COUNT"),
+               *min = getenv("SLURM_ARRAY_TASK_MIN");
+    *shard_i = 0, *shard_n = 0;
+    if (!id || !cnt) return LL_OK;
+    int i, n, lo = 0;
+    if (!parse_nonneg(id, id + strlen(id), &i) || !parse_nonneg(cnt, cnt + strlen(cnt), &n) ||
+        (min && !parse_nonneg(min, min + strlen(min), &lo)))
+        return ll_err(err, LL_ERR_CONFIG, "SLURM_ARRAY_TASK_ID=%s / SLURM_ARRAY_TASK_COUNT=%s are not numbers", id, cnt);
+    i -= lo;
+    if (n < 1 || i < 0 || i >= n)
+        return ll_err(err, LL_ERR_CONFIG,
+                      "SLURM array task %s (min %d) of %d is not a shard 0..%d; use --array=0-%d or pass --shard",
+                      id, lo, n, n - 1, n - 1);
+    *shard_i = i, *shard_n = n;
+    return LL_OK;
+}
+
+/* ---- dry run --------------------------------------------------------------------------------- */
+
+static void cell_text(const RunConfig *rc, const char *key, char *out, size_t cap) {
+    char raw[512];
+    if (!config_canonical_get(rc, key, raw, sizeof raw)) {
+        snprintf(out, cap, "-");
+        return;
+    }
+    /* Strings without their quotes; lists as they are, minus the quotes of their items. */
+    size_t len = 0;
+    for (const char *p = raw; *p && len + 1 < cap; p++)
+        if (*p != '"') out[len++] = *p;
+    out[len] = '\0';
+}
+
+void sweep_print_plan(FILE *f, const SweepPlan *plan, int shard_i, int shard_n) {
+    enum { CELL = 64 };
+    int nc = plan->n_vary + 2;
+    int *w = ll_calloc((size_t)nc, sizeof(int));
+    char cell[CELL];
+    w[0] = 5, w[1] = 16;
+    for (int c = 0; c < plan->n_vary; c++) w[c + 2] = (int)strlen(plan->vary[c]);
+    int shown = 0;
+    for (int i = 0; i < plan->n; i++) {
+        if (!sweep_in_shard(i, shard_i, shard_n)) continue;
+        shown++;
+        for (int c = 0; c < plan->n_vary; c++) {
+            cell_text(&plan->points[i].rc, plan->vary[c], cell, sizeof cell);
+            if ((int)strlen(cell) > w[c + 2]) w[c + 2] = (int)strlen(cell);
+        }
+    }
+    fprintf(f, "%*s  %-*s", w[0], "#", w[1], "run key");
+    for (int c = 0; c < plan->n_vary; c++) fprintf(f, "  %-*s", w[c + 2], plan->vary[c]);
+    fprintf(f, "\n");
+    for (int i = 0; i < plan->n; i++) {
+        if (!sweep_in_shard(i, shard_i, shard_n)) continue;
+        fprintf(f, "%*d  %-*s", w[0], i, w[1], plan->points[i].rc.key);
+        for (int c = 0; c < plan->n_vary; c++) {
+            cell_text(&plan->points[i].rc, plan->vary[c], cell, sizeof cell);
+            fprintf(f, "  %-*s", w[c + 2], cell);
+        }
+        fprintf(f, "\n");
+    }
+    if (shard_n > 0) fprintf(f, "shard %d/%d: %d of %d runs; ", shard_i, shard_n, shown, plan->n);
+    fprintf(f, "%d run%s (%d point%s, %d excluded, %d merged as duplicates)\n", plan->n, plan->n == 1 ? "" : "s",
+            plan->n_raw, plan->n_raw == 1 ? "" : "s", plan->n_excluded, plan->n_merged);
+    ll_free(w);
+}
+
+/* ---- the runner ------------------------------------------------------------------------------ */
+
+static volatile sig_atomic_t g_stop = 0;    /* read by runs through RunEnv.stop */
+static volatile sig_atomic_t g_signals = 0; /* how many arrived: the second one kills workers */
+static volatile sig_atomic_t g_signo = 0;
+
+static void on_signal(int sig) {
+    g_stop = 1;
+    g_signo = sig;
+    g_signals = g_signals + 1;
+}
+
+void sweep_options_defaults(SweepOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->progress = -1;
+}
+
+void sweep_pick_parallelism(int n_runs, int *jobs, int *threads) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    if (n_runs < 1) n_runs = 1;
+    if (*jobs <= 0 && *threads <= 0) {
+        *jobs = (int)(cores < n_runs ? cores : n_runs);
+        *threads = (int)(cores / *jobs);
+    } else if (*jobs <= 0) {
+        *jobs = (int)(cores / *threads);
+        if (*jobs < 1) *jobs = 1;
+        if (*jobs > n_runs) *jobs = n_runs;
+    } else if (*threads <= 0) {
+        *threads = (int)(cores / *jobs);
+    }
+    if (*threads < 1) *threads = 1;
+}
+
+typedef struct {
+    pid_t pid;
+    int point;         /* index into plan->points */
+    int64_t run_id;
+    double t0;
+} Slot;
+
+typedef struct {
+    const ConfigDoc *doc;
+    const SweepPlan *plan;
+    const SweepOptions *o;
+    SweepRunFn run_fn;
+    SweepBaseFn base_fn;
+    FILE *log;
+    int progress;
+    char db[1024];
+    const char *name;
+    int64_t sweep_id;
+    int jobs, threads;
+    /* progress */
+    int total, finished, running;
+    double best_loss;
+    char best_key[17];
+    double t_start, run_time_sum;
+    int runs_timed;
+    int line_shown;
+} Runner;
+
+static void log_fn(void *user, LLLogLevel level, const char *msg) {
+    if (level < LL_LOG_WARN) return;
+    Runner *r = user;
+    fprintf(r->log, "%s\n", msg);
+}
+
+static void fmt_clock(double s, char *out, size_t cap) {
+    if (!(s >= 0) || s > 360000) {
+        snprintf(out, cap, "--:--");
+        return;
+    }
+    int t = (int)(s + 0.5);
+    if (t >= 3600) snprintf(out, cap, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(out, cap, "%02d:%02d", t / 60, t % 60);
+}
+
+static void clear_line(Runner *r) {
+    if (r->progress && r->line_shown) {
+        fprintf(r->log, "\r\033[K");
+        r->line_shown = 0;
+    }
+}
+
+static void show_progress(Runner *r, int todo_left) {
+    if (!r->progress) return;
+    char eta[32], best[64] = "";
+    double per = r->runs_timed ? r->run_time_sum / r->runs_timed : NAN;
+    fmt_clock(r->runs_timed ? per * todo_left / r->jobs : NAN, eta, sizeof eta);
+    if (isfinite(r->best_loss)) snprintf(best, sizeof best, " best eval_loss=%.4f (%s)", r->best_loss, r->best_key);
+    fprintf(r->log, "\r\033[K[%d/%d] running=%d%s ETA %s", r->finished, r->total, r->running, best, eta);
+    fflush(r->log);
+    r->line_shown = 1;
+}
+
+static void logf_line(Runner *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_line(Runner *r, const char *fmt, ...) {
+    clear_line(r);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(r->log, fmt, ap);
+    va_end(ap);
+    fputc('\n', r->log);
+    fflush(r->log);
+}
+
+static void run_info(const RunConfig *rc, char *targets, size_t cap, RunInfo *info) {
+    const AdapterConfig *a = &rc->adapter;
+    memset(info, 0, sizeof *info);
+    info->key = rc->key;
+    info->config_json = rc->canonical_json;
+    info->method = adapter_method_name(a->method);
+    targets[0] = '\0';
+    if (a->method != ADAPTER_FULL) adapter_targets_string(a->targets, targets, cap);
+    info->targets = targets;
+    /* The rank a method ends with: LoRA/VeRA r, AdaLoRA's average target; full fine-tuning none. */
+    info->r = a->method == ADAPTER_FULL ? 0 : a->method == ADAPTER_ADALORA ? a->target_r : a->r;
+    info->alpha = a->method == ADAPTER_FULL || a->method == ADAPTER_VERA ? 0.0 : a->alpha;
+    info->lr = rc->train.lr;
+    info->seed = (int64_t)rc->train.seed;
+}
+
+/* The outcome of a worker that returned without recording, as the store takes it. */
+static void result_from_outcome(const RunOutcome *out, const char *status, const char *error, RunResult *r) {
+    memset(r, 0, sizeof *r);
+    r->status = status;
+    r->tokens_per_s = out->tokens_per_s, r->wall_s = out->wall_s;
+    r->trainable = out->trainable, r->total = out->total, r->peak_mem = out->peak_mem;
+    r->train_loss = out->train_loss, r->eval_loss = out->eval_loss, r->eval_ppl = out->eval_ppl;
+    r->accuracy = out->accuracy, r->macro_f1 = out->macro_f1;
+    r->error = error;
+    r->adapter_dir = out->out_dir[0] ? out->out_dir : NULL;
+}
+
+static const char *status_of(LLStatus st) {
+    return st == LL_OK ? "done" : st == LL_ERR_DIVERGED ? "diverged" : st == LL_ERR_INTERRUPTED ? "interrupted" : "failed";
+}
+
+enum { WORKER_OK = 0, WORKER_RUN_FAILED = 1, WORKER_NOT_CLAIMED = 3, WORKER_NO_STORE = 4 };
+
+/* The child: claim, run, make sure an outcome is recorded. Returns the exit code. */
+static int worker_main(Runner *r, const SweepPoint *pt, int64_t run_id) {
+    Store *s = NULL;
+    LLError e, e2;
+    if (store_open(r->db, 0, &s, &e)) {
+        fprintf(r->log, "run %s: %s\n", pt->rc.key, e.msg);
+        return WORKER_NO_STORE;
+    }
+    int claimed = 0;
+    if (store_claim_run(s, run_id, &claimed, &e)) {
+        fprintf(r->log, "run %s: %s\n", pt->rc.key, e.msg);
+        store_close(s);
+        return WORKER_NO_STORE;
+    }
+    if (!claimed) {
+        store_close(s);
+        return WORKER_NOT_CLAIMED;
+    }
+    RunEnv env = {s, run_id, &g_stop, 0, r->threads, {log_fn, r}};
+    RunOutcome out;
+    memset(&out, 0, sizeof out);
+    out.train_loss = out.eval_loss = out.eval_ppl = out.accuracy = out.macro_f1 = NAN;
+    out.tokens_per_s = out.wall_s = NAN;
+    out.trainable = out.total = out.peak_mem = -1;
+    e.msg[0] = '\0';
+    LLStatus st = r->run_fn(&pt->rc, &env, &out, &e);
+    char status[16];
+    if (store_run_status(s, r->sweep_id, pt->rc.key, status, NULL, &e2) == LL_OK && strcmp(status, "running") == 0) {
+        RunResult res;
+        result_from_outcome(&out, status_of(st), st ? e.msg : NULL, &res);
+        if (store_finish_run(s, run_id, &res, &e2)) fprintf(r->log, "run %s: %s\n", pt->rc.key, e2.msg);
+    }
+    store_close(s);
+    return st == LL_OK ? WORKER_OK : WORKER_RUN_FAILED;
+}
+
+static void exit_text(int wstatus, char *out, size_t cap) {
+    if (WIFSIGNALED(wstatus))
+        snprintf(out, cap, "killed by signal %d (%s)", WTERMSIG(wstatus), strsignal(WTERMSIG(wstatus)));
+    else if (WIFEXITED(wstatus)) snprintf(out, cap, "exited with status %d", WEXITSTATUS(wstatus));
+    else snprintf(out, cap, "ended (wait status %d)", wstatus);
+}
+
+/* Bookkeeping after a worker ended: record a death, count the outcome, log it. */
+static void reap_worker(Runner *r, const Slot *slot, int wstatus, int stopping, SweepSummary *sum) {
+    const SweepPoint *pt = &r->plan->points[slot->point];
+    double wall = ll_now() - slot->t0;
+    Store *s = NULL;
+    LLError e;
+    char status[16] = "", why[128], error[1100] = "";
+    double loss = NAN;
+    exit_text(wstatus, why, sizeof why);
+    int code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+    if (store_open(r->db, 0, &s, &e)) {
+        logf_line(r, "run %s: cannot record its outcome: %s", pt->rc.key, e.msg);
+        sum->failed++;
+        r->finished++;
+        return;
+    }
+    if (store_run_status(s, r->sweep_id, pt->rc.key, status, NULL, &e)) {
+        logf_line(r, "run %s: %s", pt->rc.key, e.msg);
+        snprintf(status, sizeof status, "?");
+    }
+    if (strcmp(status, "running") == 0) {
+        /* Claimed but never finished: the worker died. Its metrics so far stay; the next attempt's
+         * claim clears them. */
+        snprintf(error, sizeof error, "worker (pid %d) %s before recording a result", (int)slot->pid, why);
+        RunResult res;
+        RunOutcome none;
+        memset(&none, 0, sizeof none);
+        none.train_loss = none.eval_loss = none.eval_ppl = none.accuracy = none.macro_f1 = NAN;
+        none.tokens_per_s = NAN, none.wall_s = wall;
+        none.trainable = none.total = none.peak_mem = -1;
+        result_from_outcome(&none, stopping ? "interrupted" : "failed", error, &res);
+        if (store_finish_run(s, slot->run_id, &res, &e)) logf_line(r, "run %s: %s", pt->rc.key, e.msg);
+        else snprintf(status, sizeof status, "%s", res.status);
+    } else if (code == WORKER_NOT_CLAIMED) {
+        snprintf(status, sizeof status, "busy");
+    } else if (strcmp(status, "pending") == 0 || strcmp(status, "interrupted") == 0 || code == WORKER_NO_STORE) {
+        if (code != 0 && strcmp(status, "interrupted") != 0) {
+            snprintf(error, sizeof error, "worker (pid %d) %s before claiming the run", (int)slot->pid, why);
+            snprintf(status, sizeof status, "failed");
+        }
+    }
+    /* The run's final numbers and message, and the best loss so far. */
+    RunRow *rows = NULL;
+    int n = 0;
+    if (store_list_runs(s, r->name, &rows, &n, &e) == LL_OK) {
+        for (int i = 0; i < n; i++) {
+            if (strcmp(rows[i].key, pt->rc.key) == 0) {
+                loss = rows[i].eval_loss;
+                if (!error[0] && rows[i].error) snprintf(error, sizeof error, "%s", rows[i].error);
+            }
+            if (strcmp(rows[i].status, "done") == 0 && isfinite(rows[i].eval_loss) &&
+                !(rows[i].eval_loss >= r->best_loss)) {
+                r->best_loss = rows[i].eval_loss;
+                snprintf(r->best_key, sizeof r->best_key, "%s", rows[i].key);
+            }
+        }
+        store_free_runs(rows, n);
+    }
+    store_close(s);
+    r->finished++;
+    if (strcmp(status, "done") == 0) {
+        sum->done++;
+        r->run_time_sum += wall, r->runs_timed++;
+    } else if (strcmp(status, "diverged") == 0) {
+        sum->diverged++;
+        r->run_time_sum += wall, r->runs_timed++;
+    } else if (strcmp(status, "interrupted") == 0) sum->interrupted++;
+    else if (strcmp(status, "busy") == 0) sum->busy++;
+    else sum->failed++;
+    char ls[48] = "";
+    if (isfinite(loss)) snprintf(ls, sizeof ls, " eval_loss=%.4f", loss);
+    char tm[32];
+    fmt_clock(wall, tm, sizeof tm);
+    if (strcmp(status, "done") == 0) {
+        if (!r->progress) logf_line(r, "[%d/%d] %s done%s (%s)", r->finished, r->total, pt->rc.key, ls, tm);
+    } else if (strcmp(status, "busy") == 0) {
+        logf_line(r, "[%d/%d] %s skipped: another live process is running it", r->finished, r->total, pt->rc.key);
+    } else {
+        logf_line(r, "[%d/%d] %s %s%s (%s)%s%s", r->finished, r->total, pt->rc.key, status, ls, tm, error[0] ? ": " : "",
+                  error);
+    }
+}
+
+static void set_handlers(struct sigaction *old_int, struct sigaction *old_term) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: a signal wakes the parent's sleep at once */
+    sigaction(SIGINT, &sa, old_int);
+    sigaction(SIGTERM, &sa, old_term);
+    g_stop = 0, g_signals = 0, g_signo = 0;
+}
+
+static void nap(double seconds) {
+    struct timespec ts = {0, (long)(seconds * 1e9)};
+    nanosleep(&ts, NULL); /* EINTR on a signal: fine, the loop looks at the flag */
+}
+
+/* Builds (or checks) each base model the runs need, once, in a child process. */
+static LLStatus ensure_bases(Runner *r, const int *todo, int n_todo, LLError *err) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    for (int t = 0; t < n_todo; t++) {
+        const RunConfig *rc = &r->plan->points[todo[t]].rc;
+        int seen = 0;
+        for (int u = 0; u < t && !seen; u++) seen = strcmp(r->plan->points[todo[u]].rc.base_path, rc->base_path) == 0;
+        if (seen) continue;
+        char cfg[1100];
+        snprintf(cfg, sizeof cfg, "%s/config.json", rc->base_path);
+        int build = rc->pretrain && !ll_file_exists(cfg);
+        double t0 = ll_now();
+        if (build)
+            logf_line(r, "sweep %s: pretraining the base model into %s (once: every run reuses it)", r->name,
+                      rc->base_path);
+        int fds[2];
+        if (pipe(fds) != 0) return ll_err(err, LL_ERR_IO, "pipe: %s", strerror(errno));
+        fflush(r->log);
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0) {
+            close(fds[0]), close(fds[1]);
+            return ll_err(err, LL_ERR_IO, "fork: %s", strerror(errno));
+        }
+        if (pid == 0) {
+            close(fds[0]);
+            RunEnv env = {NULL, 0, &g_stop, r->progress, (int)(cores > 0 ? cores : 1), {log_fn, r}};
+            char path[1024];
+            LLError e;
+            LLStatus st = r->base_fn(rc, &env, path, sizeof path, &e);
+            if (st) {
+                ssize_t w = write(fds[1], e.msg, strlen(e.msg));
+                (void)w;
+            }
+            close(fds[1]);
+            _exit(st);
+        }
+        close(fds[1]);
+        int wstatus = 0, forwarded = 0;
+        for (;;) {
+            pid_t w = waitpid(pid, &wstatus, WNOHANG);
+            if (w == pid) break;
+            if (w < 0 && errno != EINTR) break;
+            if (g_stop && forwarded < g_signals) {
+                kill(pid, g_signals >= 2 ? SIGKILL : SIGINT);
+                forwarded = g_signals;
+            }
+            nap(0.05);
+        }
+        char msg[1024] = "";
+        ssize_t got = read(fds[0], msg, sizeof msg - 1);
+        msg[got > 0 ? got : 0] = '\0';
+        close(fds[0]);
+        if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) {
+            char tm[32];
+            fmt_clock(ll_now() - t0, tm, sizeof tm);
+            if (build) logf_line(r, "sweep %s: base model ready (%s)", r->name, tm);
+            continue;
+        }
+        if (g_stop) return ll_err(err, LL_ERR_INTERRUPTED, "interrupted while preparing the base model %s", rc->base_path);
+        char why[128];
+        exit_text(wstatus, why, sizeof why);
+        LLStatus code = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) <= LL_ERR_STATE ? (LLStatus)WEXITSTATUS(wstatus) : LL_ERR_STATE;
+        if (msg[0]) return ll_err(err, code, "base model %s: %s", rc->base_path, msg);
+        return ll_err(err, code, "base model %s: the process preparing it %s", rc->base_path, why);
+    }
+    return LL_OK;
+}
+
+static LLStatus open_db_dir(const char *db, LLError *err) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", db);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return LL_OK;
+    *slash = '\0';
+    return ll_mkdirs(dir, err);
+}
+
+LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptions *o, SweepSummary *sum, LLError *err) {
+    memset(sum, 0, sizeof *sum);
+    Runner r;
+    memset(&r, 0, sizeof r);
+    r.doc = doc, r.plan = plan, r.o = o;
+    r.run_fn = o->run_fn ? o->run_fn : run_execute;
+    r.base_fn = o->base_fn ? o->base_fn : run_ensure_base;
+    r.log = o->log ? o->log : stderr;
+    r.progress = o->progress >= 0 ? o->progress : isatty(fileno(r.log));
+    r.best_loss = NAN;
+    r.t_start = ll_now();
+    if (plan->n == 0) {
+        logf_line(&r, "sweep: every point was excluded; nothing to run");
+        return LL_OK;
+    }
+    r.name = plan->points[0].rc.name;
+    if (o->db_path) snprintf(r.db, sizeof r.db, "%s", o->db_path);
+    else snprintf(r.db, sizeof r.db, "results/%s.db", r.name);
+    LLStatus st = open_db_dir(r.db, err);
+    if (st) return st;
+
+    /* Bookkeeping: the sweep row, the shard's runs, stale rows, what is left to do. */
+    int *sel = ll_malloc((size_t)plan->n, sizeof(int)), n_sel = 0;
+    int64_t *run_id = ll_calloc((size_t)plan->n, sizeof(int64_t));
+    int *todo = ll_malloc((size_t)plan->n, sizeof(int)), n_todo = 0;
+    Slot *slots = NULL;
+    for (int i = 0; i < plan->n; i++)
+        if (sweep_in_shard(i, o->shard_i, o->shard_n)) sel[n_sel++] = i;
+    Store *s = NULL;
+    st = store_open(r.db, 0, &s, err);
+    if (!st) st = store_upsert_sweep(s, r.name, doc->path, doc->text, &r.sweep_id, err);
+    for (int k = 0; k < n_sel && !st; k++) {
+        RunInfo info;
+        char targets[128];
+        run_info(&plan->points[sel[k]].rc, targets, sizeof targets, &info);
+        st = store_add_run(s, r.sweep_id, &info, &run_id[sel[k]], err);
+    }
+    int n_stale = 0;
+    if (!st) st = store_mark_running_interrupted(s, r.sweep_id, &n_stale, err);
+    int prior_diverged = 0;
+    for (int k = 0; k < n_sel && !st; k++) {
+        char status[16];
+        st = store_run_status(s, r.sweep_id, plan->points[sel[k]].rc.key, status, NULL, err);
+        if (st) break;
+        if (strcmp(status, "done") == 0) sum->skipped++;
+        else if (strcmp(status, "diverged") == 0 && !o->retry_diverged) sum->skipped++, prior_diverged++;
+        else todo[n_todo++] = sel[k];
+    }
+    if (!st) { /* the best loss so far, for the progress line */
+        RunRow *rows = NULL;
+        int n = 0;
+        if (store_list_runs(s, r.name, &rows, &n, NULL) == LL_OK) {
+            for (int i = 0; i < n; i++)
+                if (strcmp(rows[i].status, "done") == 0 && isfinite(rows[i].eval_loss) && !(rows[i].eval_loss >= r.best_loss)) {
+                    r.best_loss = rows[i].eval_loss;
+                    snprintf(r.best_key, sizeof r.best_key, "%s", rows[i].key);
+                }
+            store_free_runs(rows, n);
+        }
+    }
+    if (s) store_close(s);
+    s = NULL;
+    sum->total = n_sel;
+    r.total = n_sel;
+    r.finished = sum->skipped;
+    r.jobs = o->jobs, r.threads = o->threads;
+    sweep_pick_parallelism(n_todo, &r.jobs, &r.threads);
+    if (st) goto out;
+    char shard[64] = "";
+    if (o->shard_n > 0) snprintf(shard, sizeof shard, " (shard %d/%d of %d)", o->shard_i, o->shard_n, plan->n);
+    logf_line(&r, "sweep %s: %d run%s%s, %d done before%s, %d to run on %d job%s x %d thread%s; database %s", r.name,
+              n_sel, n_sel == 1 ? "" : "s", shard, sum->skipped - prior_diverged,
+              prior_diverged ? " (+ diverged ones, not retried)" : "", n_todo, r.jobs, r.jobs == 1 ? "" : "s", r.threads,
+              r.threads == 1 ? "" : "s", r.db);
+    if (n_stale) logf_line(&r, "sweep %s: %d run%s of a killed sweep marked interrupted (re-run now)", r.name, n_stale,
+                           n_stale == 1 ? "" : "s");
+    sum->diverged += prior_diverged;
+
+    struct sigaction old_int, old_term;
+    set_handlers(&old_int, &old_term);
+    if (n_todo > 0) st = ensure_bases(&r, todo, n_todo, err);
+    if (st) {
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+        goto out;
+    }
+
+    /* The worker loop: start up to `jobs`, poll for ends, forward signals. */
+    slots = ll_calloc((size_t)r.jobs, sizeof(Slot));
+    int next = 0, active = 0, forwarded = 0, stopping = 0;
+    double last_draw = 0;
+    while (next < n_todo || active > 0) {
+        if (g_stop && forwarded < g_signals) {
+            if (!stopping) logf_line(&r, "sweep %s: stopping: %d running run%s will end at their next step (signal "
+                                     "again to kill them)", r.name, active, active == 1 ? "" : "s");
+            stopping = 1;
+            for (int k = 0; k < r.jobs; k++)
+                if (slots[k].pid > 0) kill(slots[k].pid, g_signals >= 2 ? SIGKILL : (int)g_signo);
+            forwarded = g_signals;
+        }
+        while (!g_stop && active < r.jobs && next < n_todo) {
+            int k = 0;
+            while (slots[k].pid > 0) k++;
+            const SweepPoint *pt = &plan->points[todo[next]];
+            fflush(r.log);
+            fflush(stdout);
+            pid_t pid = fork();
+            if (pid < 0) {
+                st = ll_err(err, LL_ERR_IO, "fork: %s", strerror(errno));
+                stopping = 1;
+                break;
+            }
+            if (pid == 0) _exit(worker_main(&r, pt, run_id[todo[next]]));
+            slots[k] = (Slot){pid, todo[next], run_id[todo[next]], ll_now()};
+            next++, active++;
+            r.running = active;
+        }
+        if (st && active == 0) break;
+        int reaped = 0;
+        for (int k = 0; k < r.jobs; k++) {
+            if (slots[k].pid <= 0) continue;
+            int wstatus;
+            pid_t w = waitpid(slots[k].pid, &wstatus, WNOHANG);
+            if (w == 0 || (w < 0 && errno == EINTR)) continue;
+            if (w < 0) wstatus = 0x7f00; /* lost: treated as an abnormal end */
+            r.running = active - 1;
+            reap_worker(&r, &slots[k], wstatus, stopping, sum);
+            slots[k].pid = 0;
+            active--, reaped++;
+        }
+        if (stopping && next < n_todo) next = n_todo; /* nothing new starts */
+        double now = ll_now();
+        if (reaped || now - last_draw > 1.0) {
+            show_progress(&r, n_todo - (r.finished - sum->skipped));
+            last_draw = now;
+        }
+        if (!reaped) nap(0.02);
+    }
+    clear_line(&r);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (stopping && !st) {
+        /* Every worker is reaped; anything still `running` of this sweep belonged to them. */
+        int n_marked = 0;
+        LLError e;
+        if (store_open(r.db, 0, &s, &e) == LL_OK) {
+            if (store_mark_running_interrupted(s, r.sweep_id, &n_marked, &e)) logf_line(&r, "sweep %s: %s", r.name, e.msg);
+            store_close(s);
+        } else {
+            logf_line(&r, "sweep %s: %s", r.name, e.msg);
+        }
+        sum->interrupted += n_marked;
+        st = ll_err(err, LL_ERR_INTERRUPTED, "sweep %s interrupted by signal %d; run it again to finish", r.name,
+                    (int)g_signo);
+    }
+    {
+        char tm[32];
+        fmt_clock(ll_now() - r.t_start, tm, sizeof tm);
+        int not_run = n_todo - (r.finished - sum->skipped);
+        logf_line(&r, "sweep %s: %d done, %d failed, %d diverged, %d interrupted%s%s of %d in %s", r.name,
+                  sum->done + sum->skipped - prior_diverged, sum->failed, sum->diverged, sum->interrupted,
+                  sum->busy ? ", some owned by another process" : "", not_run > 0 ? ", some not started" : "", n_sel, tm);
+    }
+out:
+    if (st == LL_ERR_INTERRUPTED) sum->exit_code = 130;
+    else if (st) sum->exit_code = 1;
+    else sum->exit_code = sum->done + sum->skipped - prior_diverged == n_sel ? 0 : 1;
+    ll_free(slots);
+    ll_free(sel);
+    ll_free(run_id);
+    ll_free(todo);
+    return st;
+}
+
+/* ---- SLURM ----------------------------------------------------------------------------------- */
+
+/* Single-quoted for sh: ' becomes '\''. */
+static void sh_quote(FILE *f, const char *s) {
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'') fputs("'\\''", f);
+        else fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
+LLStatus sweep_emit_slurm(const SweepPlan *plan, const char *config_path, const char *const *sets, int n_sets,
+                          int tasks, int threads, const char *out_path, LLError *err) {
+    if (plan->n == 0) return ll_err(err, LL_ERR_CONFIG, "%s: every point was excluded; nothing to submit", config_path);
+    const char *name = plan->points[0].rc.name;
+    if (tasks <= 0) tasks = plan->n < 1000 ? plan->n : 1000;
+    if (tasks > plan->n) tasks = plan->n;
+    if (threads <= 0) threads = 1;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return ll_err(err, LL_ERR_IO, "open_memstream: %s", strerror(errno));
+    fprintf(f, "#!/bin/bash\n");
+    fprintf(f, "# Generated by `loralab sweep %s --emit-slurm`: %d runs in %d array tasks.\n", config_path, plan->n, tasks);
+    fprintf(f, "# Task I runs the runs whose plan index j has j %% %d == I, into its own database (SQLite must\n", tasks);
+    fprintf(f, "# not be shared by several nodes: put results/ on node-local disk or keep one file per task).\n");
+    fprintf(f, "# The plan is a pure function of the config and the --set values below: keep them unchanged\n");
+    fprintf(f, "# until the array is done. Re-submitting skips runs that are already done.\n");
+    fprintf(f, "#\n# Submit, then join the shard databases when every task has ended:\n");
+    fprintf(f, "#   jid=$(sbatch --parsable %s.sbatch)\n", name);
+    fprintf(f, "#   sbatch --dependency=afterany:$jid --wrap './loralab merge-db results/%s.db results/%s.shard*.db'\n",
+            name, name);
+    fprintf(f, "# or by hand: ./loralab merge-db results/%s.db results/%s.shard*.db\n", name, name);
+    fprintf(f, "# Limit concurrent tasks with --array=0-%d%%K; SLURM's MaxArraySize is 1001 by default.\n", tasks - 1);
+    fprintf(f, "#SBATCH --job-name=loralab-%s\n", name);
+    fprintf(f, "#SBATCH --array=0-%d\n", tasks - 1);
+    fprintf(f, "#SBATCH --ntasks=1\n");
+    fprintf(f, "#SBATCH --cpus-per-task=%d\n", threads);
+    fprintf(f, "#SBATCH --output=%s_%%A_%%a.out\n", name);
+    fprintf(f, "set -euo pipefail\n");
+    fprintf(f, "LORALAB=${LORALAB:-./loralab}\n");
+    fprintf(f, "TASK=${SLURM_ARRAY_TASK_ID:?run this script with sbatch}\n");
+    fprintf(f, "COUNT=${SLURM_ARRAY_TASK_COUNT:-%d}\n", tasks);
+    fprintf(f, "mkdir -p results\n");
+    fprintf(f, "exec \"$LORALAB\" sweep ");
+    sh_quote(f, config_path);
+    for (int i = 0; i < n_sets; i++) {
+        fprintf(f, " --set ");
+        sh_quote(f, sets[i]);
+    }
+    fprintf(f, " \\\n    --jobs 1 --threads \"${SLURM_CPUS_PER_TASK:-%d}\" --shard \"$TASK/$COUNT\" \\\n", threads);
+    fprintf(f, "    --db \"results/%s.shard$TASK.db\"\n", name);
+    fclose(f);
+    LLStatus st = ll_write_file_atomic(out_path, buf, len, err);
+    free(buf);
+    return st;
+}

@@ -1,0 +1,122 @@
+/* sweep: a config's sweep section -> the list of runs (the plan), and the runner that executes it.
+ *
+ * The plan is a pure function of the file and its --set overrides.
+ *   points  = seeds x grid x random samples. sweep.seeds is a train.seed axis and the slowest one
+ *             (every config gets seed 0 before any gets seed 1, so a partial sweep already
+ *             covers the grid); grid axes follow in file order, the last one fastest; the n
+ *             random-search samples are the innermost loop. Sample j draws key k from
+ *             u = splitmix64(fnv1a64(k) ^ seed, j) (uniform, 53 bits), so adding a key to the space
+ *             does not change the values drawn for the others; drawn floats are rounded to
+ *             4 significant digits so that tables stay readable.
+ *   derived = evaluated per point after the grid and random values, in file order (a later
+ *             expression may use an earlier derived key): + - * / ( ), numbers, dotted keys and
+ *             short names (`r` is adapter.r). Keys not assigned take their resolved default.
+ *   exclude = a point is dropped when, for some entry, each key's value (as assigned by the point
+ *             or set in the file) equals the entry's; a key left at its default never matches.
+ *   merge   = points whose run key is equal (keys a method ignores are not in the key: full x
+ *             r{1,2,4} is one run) are merged, the first kept.
+ * The index of a run is its position in this final list; shard I of N takes the indices with
+ * index % N == I, so the shards of one plan are disjoint and their union is the plan.
+ *
+ * The runner (sweep_run): open the store, add the shard's runs as `pending` (idempotent), mark
+ * stale `running` rows interrupted, skip `done` runs (and `diverged` ones: the same config would
+ * diverge again; --retry-diverged re-runs them), build each needed base model once, then run the
+ * rest in worker processes, one process per run, at most `jobs` at a time. The parent never runs
+ * engine code and never holds a database connection across fork(): base building happens in a
+ * child too, so no OpenMP/BLAS thread pool or SQLite lock state is ever copied into a worker.
+ * A worker claims its run, runs it and records the outcome; if it dies (signal, exit) without
+ * recording, the parent records the run as failed with the cause. SIGINT/SIGTERM: no new
+ * workers; the signal is forwarded, workers stop at their next step and record `interrupted`; a
+ * second signal kills them (SIGKILL); the parent then marks any run still `running` as
+ * interrupted and returns LL_ERR_INTERRUPTED (exit 130). The handlers are installed for the
+ * duration of sweep_run only (the stop flag is the one piece of static state).
+ */
+#ifndef LL_SWEEP_H
+#define LL_SWEEP_H
+
+#include <stdio.h>
+
+#include "config.h"
+#include "core.h"
+#include "run.h"
+
+#define SWEEP_MAX_POINTS 100000
+
+typedef struct {
+    ConfigAssign *assign; /* the point's swept values: seeds, grid, random, derived (in that order) */
+    int n_assign;
+    RunConfig rc;
+    int index;            /* position in the plan */
+} SweepPoint;
+
+typedef struct {
+    SweepPoint *points;
+    int n;
+    int n_raw;      /* points before exclusion and merging */
+    int n_excluded;
+    int n_merged;
+    char (*vary)[CONFIG_KEY_MAX]; /* the keys points assign, in loop order (the dry-run columns) */
+    int n_vary;
+} SweepPlan;
+
+/* Expands doc's sweep section (a doc without one is a plan of one run). Every point is resolved
+ * and checked, so a bad point is reported before anything runs. */
+LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err);
+void sweep_plan_free(SweepPlan *plan);
+
+/* Evaluates a derived expression for a point (overrides = the point's assignments so far). */
+LLStatus sweep_eval_expr(const char *expr, const ConfigDoc *doc, const ConfigAssign *a, int n, double *out,
+                         LLError *err);
+
+/* Shards. "I/N" with 0 <= I < N; from the environment, SLURM_ARRAY_TASK_ID (minus
+ * SLURM_ARRAY_TASK_MIN when set) of SLURM_ARRAY_TASK_COUNT, n = 0 when not in an array job. */
+int sweep_in_shard(int index, int shard_i, int shard_n);
+LLStatus sweep_parse_shard(const char *text, int *shard_i, int *shard_n, LLError *err);
+LLStatus sweep_shard_from_env(int *shard_i, int *shard_n, LLError *err);
+
+/* The dry-run table: index, run key, method and the varying keys (a '-' where the method ignores
+ * one), then a count line. Only the shard's runs when shard_n > 0. */
+void sweep_print_plan(FILE *f, const SweepPlan *plan, int shard_i, int shard_n);
+
+typedef LLStatus (*SweepRunFn)(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LLError *err);
+typedef LLStatus (*SweepBaseFn)(const RunConfig *rc, const RunEnv *env, char *path, size_t cap, LLError *err);
+
+typedef struct {
+    int jobs, threads;    /* 0: from the cores (see sweep_pick_parallelism) */
+    const char *db_path;  /* NULL: results/<name>.db */
+    int shard_i, shard_n; /* shard_n = 0: every run */
+    int progress;         /* 1 progress line, 0 plain log lines, -1 (default) when the log is a terminal */
+    int retry_diverged;
+    SweepRunFn run_fn;    /* NULL: run_execute (tests inject fakes) */
+    SweepBaseFn base_fn;  /* NULL: run_ensure_base */
+    FILE *log;            /* NULL: stderr */
+} SweepOptions;
+
+void sweep_options_defaults(SweepOptions *o);
+
+typedef struct {
+    int total;          /* runs in this shard */
+    int skipped;        /* done (or diverged) before this invocation */
+    int done, failed, diverged, interrupted;
+    int busy;           /* owned by another live process */
+    int exit_code;      /* 0 every run done, 1 a run failed/diverged/not done, 130 interrupted */
+} SweepSummary;
+
+/* jobs x threads for a given number of runs: both 0 -> jobs = min(cores, runs), threads =
+ * cores / jobs (tiny models run best one thread a process); one given -> the other from cores. */
+void sweep_pick_parallelism(int n_runs, int *jobs, int *threads);
+
+/* Runs the plan (see the header comment). Returns LL_OK when the sweep went through (individual
+ * runs may have failed: see sum->exit_code), LL_ERR_INTERRUPTED on a signal, or the error that
+ * stopped it (database, base model). */
+LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptions *o, SweepSummary *sum,
+                   LLError *err);
+
+/* Writes a SLURM array script (tasks array tasks, each `loralab sweep CONFIG --shard
+ * $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT --db results/<name>.shard<ID>.db`, the same --set
+ * overrides) with the merge step in a comment. tasks <= 0: one per run, at most 1000 (SLURM's
+ * default MaxArraySize is 1001). */
+LLStatus sweep_emit_slurm(const SweepPlan *plan, const char *config_path, const char *const *sets, int n_sets,
+                          int tasks, int threads, const char *out_path, LLError *err);
+
+#endif

@@ -1,0 +1,811 @@
+/* Tests of the report (analysis/report.c): exact aggregates (means, sample sds, seed grouping,
+ * diverged runs kept apart), Pareto membership, best-in-column, curves averaged over seeds with
+ * different step sets; the written report from a fixture database (every file there and
+ * non-empty, the tables' numbers and bold cells, a figure re-rendered by hand from its folder,
+ * index.html loaded in headless Chromium with every image decoded); figures left out with their
+ * reason; and the messages for an empty database, an unknown sweep, a newer schema and a missing
+ * gnuplot.
+ *
+ * The fixture database is written through the store's API in an mkdtemp folder (an unchecked
+ * fixture: it is removed in the runner even when a test fails). Checks that need gnuplot or
+ * Chromium print "SKIPPED: ..." when the program is absent instead of passing silently.
+ */
+#define _XOPEN_SOURCE 700
+#include <check.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "analysis/report.h"
+#include "core.h"
+#include "experiments/store.h"
+
+#define CK_OK(expr)                                                                             \
+    do {                                                                                        \
+        LLStatus st_ = (expr);                                                                  \
+        ck_assert_msg(st_ == LL_OK, "%s -> %s: %s", #expr, ll_status_name(st_), err.msg);      \
+    } while (0)
+
+#define TOL 1e-12
+
+static char g_dir[64];
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void dir_setup(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/loralab_report_XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        abort();
+    }
+}
+
+static void dir_teardown(void) {
+    if (g_dir[0] && !getenv("LORALAB_KEEP_TEST_DIR")) nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static const char *tmp_path(char *buf, size_t cap, const char *name) {
+    snprintf(buf, cap, "%s/%s", g_dir, name);
+    return buf;
+}
+
+/* A program on PATH (gnuplot, chromium)? */
+static int have_program(const char *name) {
+    const char *path = getenv("PATH");
+    if (!path) return 0;
+    char *copy = strdup(path), *save = NULL;
+    int found = 0;
+    for (char *d = strtok_r(copy, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", d, name);
+        found = access(p, X_OK) == 0;
+    }
+    free(copy);
+    return found;
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static char *slurp(const char *path) {
+    char *buf = NULL;
+    size_t len = 0;
+    LLError err = {0};
+    if (ll_read_file(path, &buf, &len, &err) != LL_OK) return NULL;
+    return buf;
+}
+
+/* ---- the fixture database -------------------------------------------------------------------- */
+
+typedef struct {
+    const char *method, *targets;
+    int r;
+    double alpha;
+    int64_t seed;
+    const char *status; /* "done", "diverged", "pending" */
+    double eval_loss, wall_s;
+    int64_t trainable, peak_mib;
+} FxRun;
+
+/* LoRA r in {4, 8} x alpha in {8, 16} x seeds {0, 1} on q,v; LoRA on q,k,v,o; full fine-tuning
+ * over two seeds; one AdaLoRA run; a diverged and a pending run. Numbers chosen so that means and
+ * sds are known in closed form. */
+static const FxRun FX[] = {
+    {"lora", "q_proj,v_proj", 4, 8, 0, "done", 2.0, 10, 4096, 100},
+    {"lora", "q_proj,v_proj", 4, 8, 1, "done", 2.4, 12, 4096, 100},
+    {"lora", "q_proj,v_proj", 4, 8, 2, "diverged", NAN, 3, 4096, 100},
+    {"lora", "q_proj,v_proj", 4, 16, 0, "done", 1.9, 10, 4096, 100},
+    {"lora", "q_proj,v_proj", 4, 16, 1, "done", 2.0, 12, 4096, 100},
+    {"lora", "q_proj,v_proj", 8, 8, 0, "done", 1.8, 14, 8192, 110},
+    {"lora", "q_proj,v_proj", 8, 8, 1, "done", 1.9, 16, 8192, 110},
+    {"lora", "q_proj,v_proj", 8, 16, 0, "done", 1.5, 14, 8192, 110},
+    {"lora", "q_proj,v_proj", 8, 16, 1, "done", 1.7, 16, 8192, 110},
+    {"lora", "q_proj,k_proj,v_proj,o_proj", 8, 16, 0, "done", 1.50, 20, 16384, 130},
+    {"lora", "q_proj,k_proj,v_proj,o_proj", 8, 16, 1, "done", 1.56, 22, 16384, 130},
+    {"lora", "q_proj,k_proj,v_proj,o_proj", 16, 32, 0, "pending", NAN, NAN, -1, -1},
+    {"full", "", 0, 0, 0, "done", 1.4, 30, 1000000, 400},
+    {"full", "", 0, 0, 1, "done", 1.6, 34, 1000000, 400},
+    {"adalora", "q_proj,v_proj", 8, 16, 0, "done", 1.7, 25, 9000, 120},
+};
+#define N_FX (int)(sizeof FX / sizeof FX[0])
+#define TOTAL_PARAMS 1000000
+#define STEPS 10
+
+/* Writes runs [0, n) of fx into db (sweep name sweep). */
+static void write_fixture(const char *db, const char *sweep, const FxRun *fx, int n) {
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(db, 0, &s, &err));
+    int64_t sw = 0;
+    CK_OK(store_upsert_sweep(s, sweep, NULL, NULL, &sw, &err));
+    for (int i = 0; i < n; i++) {
+        const FxRun *f = &fx[i];
+        char key[64], cfg[256];
+        snprintf(key, sizeof key, "%s-%d", sweep, i);
+        snprintf(cfg, sizeof cfg, "{\"i\":%d}", i);
+        RunInfo in = {key, cfg, f->method, f->targets, f->r, f->alpha, 1e-3, f->seed};
+        int64_t run = 0;
+        CK_OK(store_add_run(s, sw, &in, &run, &err));
+        if (strcmp(f->status, "pending") == 0) continue;
+        int claimed = 0;
+        CK_OK(store_claim_run(s, run, &claimed, &err));
+        ck_assert_int_eq(claimed, 1);
+        /* Train loss each step, eval loss every 5 steps ending at the run's final eval loss. */
+        for (int step = 1; step <= STEPS; step++) {
+            double tl = 3.0 - 0.1 * step + 0.01 * (double)f->seed;
+            CK_OK(store_add_metric(s, run, step, "train", "loss", tl, &err));
+            if (step % 5 == 0) {
+                double el = step == STEPS ? f->eval_loss : f->eval_loss + 0.5;
+                CK_OK(store_add_metric(s, run, step, "eval", "loss", el, &err));
+            }
+        }
+        if (strcmp(f->method, "adalora") == 0) {
+            static const char *const mods[] = {"q_proj", "v_proj"};
+            static const int ranks[2][2] = {{2, 5}, {8, 3}};
+            for (int l = 0; l < 2; l++)
+                for (int m = 0; m < 2; m++) CK_OK(store_add_rank(s, run, l, mods[m], ranks[l][m], 8, &err));
+        }
+        RunResult res = {f->status, 1000.0, f->wall_s, f->trainable, TOTAL_PARAMS, f->peak_mib << 20,
+                         3.0 - 0.1 * STEPS, f->eval_loss, exp(f->eval_loss), NAN, NAN, NULL, NULL};
+        CK_OK(store_finish_run(s, run, &res, &err));
+    }
+    store_close(s);
+}
+
+static RunRow *fixture_rows(int *n) {
+    char db[256];
+    LLError err = {0};
+    write_fixture(tmp_path(db, sizeof db, "agg.db"), "fx", FX, N_FX);
+    Store *s = NULL;
+    CK_OK(store_open(db, 1, &s, &err));
+    RunRow *rows = NULL;
+    CK_OK(store_list_runs(s, NULL, &rows, n, &err));
+    store_close(s);
+    unlink(db);
+    return rows;
+}
+
+/* ---- core: statistics and aggregation -------------------------------------------------------- */
+
+START_TEST(t_stat) {
+    ReportStat st;
+    double x[] = {1, 2, NAN, 3, 4, INFINITY};
+    report_stat(x, 6, &st);
+    ck_assert_int_eq(st.n, 4);
+    ck_assert_double_eq_tol(st.mean, 2.5, TOL);
+    ck_assert_double_eq_tol(st.sd, sqrt(5.0 / 3.0), TOL); /* sample sd: n - 1 */
+    report_stat(x, 1, &st);
+    ck_assert(st.n == 1 && st.mean == 1.0 && isnan(st.sd));
+    report_stat(x + 2, 1, &st);
+    ck_assert(st.n == 0 && isnan(st.mean) && isnan(st.sd));
+}
+END_TEST
+
+static const ReportGroup *find_group(const ReportGroup *g, int n, const char *method, const char *targets, int r,
+                                     double alpha) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(g[i].method, method) == 0 && strcmp(g[i].targets, targets) == 0 && g[i].r == r &&
+            g[i].alpha == alpha)
+            return &g[i];
+    ck_abort_msg("no group %s %s r=%d alpha=%g", method, targets, r, alpha);
+    return NULL;
+}
+
+START_TEST(t_aggregate) {
+    int n = 0;
+    RunRow *rows = fixture_rows(&n);
+    ck_assert_int_eq(n, N_FX);
+    ck_assert_int_eq(report_metric_of(rows, n), REPORT_EVAL_LOSS);
+    ReportGroup *g = NULL;
+    int ng = report_aggregate(rows, n, REPORT_EVAL_LOSS, &g);
+    /* 4 LoRA q,v + 1 LoRA q,k,v,o (the pending run forms no group) + full + AdaLoRA. */
+    ck_assert_int_eq(ng, 7);
+    /* Order: full, then lora by targets ("q_proj,k_..." < "q_proj,v_..."), r, alpha; adalora. */
+    ck_assert_str_eq(g[0].method, "full");
+    ck_assert_str_eq(g[1].targets, "q_proj,k_proj,v_proj,o_proj");
+    ck_assert(g[2].r == 4 && g[2].alpha == 8 && g[3].r == 4 && g[3].alpha == 16);
+    ck_assert(g[4].r == 8 && g[4].alpha == 8 && g[5].r == 8 && g[5].alpha == 16);
+    ck_assert_str_eq(g[6].method, "adalora");
+
+    const ReportGroup *a = find_group(g, ng, "lora", "q_proj,v_proj", 4, 8);
+    ck_assert_int_eq(a->n_runs, 2);
+    ck_assert_int_eq(a->n_diverged, 1);
+    ck_assert(a->seeds[0] == 0 && a->seeds[1] == 1);
+    ck_assert_double_eq_tol(a->metric.mean, 2.2, TOL);
+    ck_assert_double_eq_tol(a->metric.sd, sqrt(0.08), TOL);
+    ck_assert_double_eq_tol(a->wall_s.mean, 11.0, TOL);
+    ck_assert_double_eq_tol(a->wall_s.sd, sqrt(2.0), TOL);
+    ck_assert_double_eq_tol(a->trainable.mean, 4096, TOL);
+    ck_assert_double_eq_tol(a->trainable_pct.mean, 0.4096, TOL);
+    ck_assert_double_eq_tol(a->peak_mem.mean, 100.0 * (1 << 20), TOL);
+    ck_assert_double_eq_tol(a->train_loss.mean, 2.0, TOL);
+
+    const ReportGroup *b = find_group(g, ng, "lora", "q_proj,v_proj", 8, 16);
+    ck_assert_double_eq_tol(b->metric.mean, 1.6, TOL);
+    ck_assert_double_eq_tol(b->metric.sd, sqrt(0.02), TOL);
+    const ReportGroup *q = find_group(g, ng, "lora", "q_proj,k_proj,v_proj,o_proj", 8, 16);
+    ck_assert_double_eq_tol(q->metric.mean, 1.53, TOL);
+    ck_assert_double_eq_tol(q->metric.sd, sqrt(0.0018), TOL);
+    const ReportGroup *f = find_group(g, ng, "full", "", 0, 0);
+    ck_assert_double_eq_tol(f->metric.mean, 1.5, TOL);
+    ck_assert_double_eq_tol(f->metric.sd, sqrt(0.02), TOL);
+    ck_assert_double_eq_tol(f->trainable_pct.mean, 100.0, TOL);
+    const ReportGroup *ada = find_group(g, ng, "adalora", "q_proj,v_proj", 8, 16);
+    ck_assert(ada->n_runs == 1 && ada->metric.n == 1 && isnan(ada->metric.sd));
+    ck_assert_double_eq_tol(ada->metric.mean, 1.7, TOL);
+
+    /* Pareto (fewer params, lower loss): r=4 a=16, r=8 a=16, q,k,v,o and full; the others are
+     * dominated (r=4 a=8 by r=4 a=16 at equal cost; AdaLoRA by r=8 a=16). */
+    double cost[7], val[7];
+    int front[7];
+    for (int i = 0; i < ng; i++) {
+        cost[i] = g[i].trainable.mean;
+        val[i] = g[i].metric.mean;
+    }
+    ck_assert_int_eq(report_pareto(cost, val, ng, 0, front), 4);
+    int expect[7] = {1, 1, 0, 1, 0, 1, 0}; /* in group order */
+    for (int i = 0; i < ng; i++) ck_assert_msg(front[i] == expect[i], "group %d: front %d", i, front[i]);
+    /* Best in column: lowest loss is full FT; lowest time the r=4 rows (first of equals). */
+    ck_assert_int_eq(report_best(val, ng, 0), 0);
+    double wall[7];
+    for (int i = 0; i < ng; i++) wall[i] = g[i].wall_s.mean;
+    ck_assert_int_eq(report_best(wall, ng, 0), 2);
+    ck_assert_int_eq(report_best(val, ng, 1), 2); /* highest: r=4 a=8 (2.2) */
+    report_free_groups(g, ng);
+    store_free_runs(rows, n);
+}
+END_TEST
+
+START_TEST(t_pareto_and_best) {
+    /* Accuracy (higher is better): (10, .5) (20, .7) (20, .6) (30, .7) (5, NaN) (40, .9) (40, .9). */
+    double cost[] = {10, 20, 20, 30, 5, 40, 40}, acc[] = {0.5, 0.7, 0.6, 0.7, NAN, 0.9, 0.9};
+    int front[7];
+    ck_assert_int_eq(report_pareto(cost, acc, 7, 1, front), 4);
+    int expect[7] = {1, 1, 0, 0, 0, 1, 1}; /* exact ties are both on the front */
+    for (int i = 0; i < 7; i++) ck_assert_msg(front[i] == expect[i], "point %d", i);
+    ck_assert_int_eq(report_best(acc, 7, 1), 5);
+    ck_assert_int_eq(report_best(acc, 7, 0), 0);
+    double none[] = {NAN, INFINITY};
+    ck_assert_int_eq(report_best(none, 2, 0), -1);
+    ck_assert_int_eq(report_pareto(cost, acc, 0, 1, front), 0);
+
+    /* A classification sweep reports accuracy. */
+    RunRow rows[2];
+    memset(rows, 0, sizeof rows);
+    char m[] = "lora", t[] = "q_proj";
+    for (int i = 0; i < 2; i++) {
+        rows[i].method = m;
+        rows[i].targets = t;
+        rows[i].r = 4;
+        rows[i].alpha = 8;
+        rows[i].lr = 1e-3;
+        rows[i].seed = i;
+        rows[i].eval_loss = 1.0;
+        rows[i].accuracy = 0.8 + 0.1 * i;
+        rows[i].trainable = rows[i].total = rows[i].peak_mem = -1;
+        rows[i].wall_s = NAN;
+        snprintf(rows[i].status, sizeof rows[i].status, "done");
+    }
+    ck_assert_int_eq(report_metric_of(rows, 2), REPORT_ACCURACY);
+    ReportGroup *g = NULL;
+    ck_assert_int_eq(report_aggregate(rows, 2, REPORT_ACCURACY, &g), 1);
+    ck_assert_double_eq_tol(g[0].metric.mean, 0.85, TOL);
+    ck_assert(isnan(g[0].trainable.mean) && isnan(g[0].peak_mem.mean) && g[0].trainable.n == 0);
+    report_free_groups(g, 1);
+    ck_assert_int_eq(report_aggregate(rows, 0, REPORT_ACCURACY, &g), 0);
+    ck_assert_ptr_null(g);
+}
+END_TEST
+
+START_TEST(t_curve) {
+    /* Runs logged different steps, one with a NaN: the union of steps, n per step. */
+    int s0[] = {1, 2, 3}, s1[] = {2, 3, 4};
+    double v0[] = {1, 2, 3}, v1[] = {3, NAN, 5};
+    const int *steps[] = {s0, s1};
+    const double *vals[] = {v0, v1};
+    int lens[] = {3, 3};
+    ReportCurve c;
+    report_curve(2, steps, vals, lens, &c);
+    ck_assert_int_eq(c.len, 4);
+    int es[] = {1, 2, 3, 4}, en[] = {1, 2, 1, 1};
+    double em[] = {1, 2.5, 3, 5};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(c.steps[i], es[i]);
+        ck_assert_int_eq(c.n[i], en[i]);
+        ck_assert_double_eq_tol(c.mean[i], em[i], TOL);
+    }
+    ck_assert_double_eq_tol(c.sd[1], sqrt(0.5), TOL);
+    ck_assert(isnan(c.sd[0]) && isnan(c.sd[3]));
+    report_free_curve(&c);
+    report_curve(0, NULL, NULL, NULL, &c);
+    ck_assert_int_eq(c.len, 0);
+    report_free_curve(&c);
+}
+END_TEST
+
+START_TEST(t_short_targets) {
+    char out[64];
+    report_short_targets("q_proj,k_proj,v_proj,o_proj", out, sizeof out);
+    ck_assert_str_eq(out, "q,k,v,o");
+    report_short_targets("all-linear", out, sizeof out);
+    ck_assert_str_eq(out, "all-linear");
+    report_short_targets("", out, sizeof out);
+    ck_assert_str_eq(out, "-");
+    report_short_targets("my_proj_x,gate_proj", out, sizeof out);
+    ck_assert_str_eq(out, "my_proj_x,gate");
+}
+END_TEST
+
+/* ---- render: the full report of the fixture, written once ----------------------------------- */
+
+static char g_db[256], g_out[256];
+static LLStatus g_render_st;
+static LLError g_render_err;
+static ReportSummary g_sum;
+static int g_have_gnuplot;
+
+static const char *const FIGS[] = {"curves", "curves_lora", "rank", "rank_alpha", "params", "targets",
+                                   "adalora_ranks"};
+#define N_FIGS (int)(sizeof FIGS / sizeof FIGS[0])
+
+static void render_setup(void) {
+    dir_setup();
+    tmp_path(g_db, sizeof g_db, "fx.db");
+    tmp_path(g_out, sizeof g_out, "report");
+    write_fixture(g_db, "fx", FX, N_FX);
+    g_have_gnuplot = have_program("gnuplot");
+    memset(&g_render_err, 0, sizeof g_render_err);
+    g_render_st = report_write(g_db, "fx", g_out, &g_sum, &g_render_err);
+}
+
+static const ReportFigure *summary_fig(const ReportSummary *s, const char *name) {
+    for (int i = 0; i < s->n_figs; i++)
+        if (strcmp(s->figs[i].name, name) == 0) return &s->figs[i];
+    return NULL;
+}
+
+START_TEST(t_render_files) {
+    ck_assert_msg(g_render_st == LL_OK, "report_write: %s", g_render_err.msg);
+    ck_assert_int_eq(g_sum.n_rows, N_FX);
+    ck_assert_int_eq(g_sum.n_done, 13);
+    ck_assert_int_eq(g_sum.n_diverged, 1);
+    ck_assert_int_eq(g_sum.n_other, 1);
+    ck_assert_int_eq(g_sum.n_groups, 7);
+    ck_assert_int_eq(g_sum.n_figs, N_FIGS);
+    static const char *const always[] = {"table.md", "table.tex", "index.html"};
+    char p[512], name[128];
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", g_out, always[i]);
+        ck_assert_msg(file_size(p) > 0, "%s missing or empty", p);
+    }
+    if (!g_have_gnuplot) printf("SKIPPED: rendered figures not checked: gnuplot not installed (scripts/deps.sh)\n");
+    for (int i = 0; i < N_FIGS; i++) {
+        const ReportFigure *f = summary_fig(&g_sum, FIGS[i]);
+        ck_assert_msg(f != NULL, "figure %s absent from the summary", FIGS[i]);
+        ck_assert_msg(!f->skipped, "figure %s left out: %s", FIGS[i], f->note);
+        ck_assert_int_eq(f->rendered, g_have_gnuplot);
+        static const char *const ext[] = {"gp", "dat", "pdf", "svg", "png"};
+        for (int e = 0; e < (g_have_gnuplot ? 5 : 2); e++) {
+            snprintf(name, sizeof name, "%s.%s", FIGS[i], ext[e]);
+            snprintf(p, sizeof p, "%s/%s", g_out, name);
+            ck_assert_msg(file_size(p) > 0, "%s missing or empty", p);
+        }
+        /* Scripts are self-contained: reset first, close the output last, no absolute paths. */
+        snprintf(p, sizeof p, "%s/%s.gp", g_out, FIGS[i]);
+        char *gp = slurp(p);
+        ck_assert_ptr_nonnull(gp);
+        ck_assert_ptr_nonnull(strstr(gp, "\nreset\n"));
+        size_t len = strlen(gp);
+        ck_assert_msg(len > 13 && strcmp(gp + len - 13, "unset output\n") == 0, "%s does not end with unset output",
+                      p);
+        /* Only the provenance comments may name the database's path. */
+        for (const char *line = gp; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+            const char *end = strchr(line, '\n'), *hit = strstr(line, g_dir);
+            ck_assert_msg(line[0] == '#' || !hit || (end && hit > end), "%s uses an absolute path: %.80s", p, line);
+        }
+        free(gp);
+    }
+    /* A PNG is a PNG, a PDF a PDF. */
+    if (g_have_gnuplot) {
+        snprintf(p, sizeof p, "%s/rank.png", g_out);
+        char *png = slurp(p);
+        ck_assert(png && memcmp(png, "\x89PNG", 4) == 0);
+        free(png);
+        snprintf(p, sizeof p, "%s/rank.pdf", g_out);
+        char *pdf = slurp(p);
+        ck_assert(pdf && memcmp(pdf, "%PDF", 4) == 0);
+        free(pdf);
+    }
+    /* The figures' notes: bands over two seeds, full FT as reference. */
+    const ReportFigure *c = summary_fig(&g_sum, "curves");
+    ck_assert_ptr_nonnull(strstr(c->note, "±1 sd"));
+    const ReportFigure *pa = summary_fig(&g_sum, "params");
+    ck_assert_ptr_nonnull(strstr(pa->note, "4 of 7 configurations on the Pareto front"));
+}
+END_TEST
+
+START_TEST(t_render_data) {
+    ck_assert_msg(g_render_st == LL_OK, "report_write: %s", g_render_err.msg);
+    char p[512];
+    /* rank.dat: the best LoRA configuration at r=4 is alpha=16 (1.95), at r=8 q,k,v,o (1.53). */
+    snprintf(p, sizeof p, "%s/rank.dat", g_out);
+    char *d = slurp(p);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_msg(strstr(d, "\n4 1.95 0.0707106781 2 16 0.001\n") != NULL, "rank.dat:\n%s", d);
+    ck_assert_msg(strstr(d, "\n8 1.53 0.0424264069 2 16 0.001\n") != NULL, "rank.dat:\n%s", d);
+    free(d);
+    /* The Pareto block of params.dat, ascending in parameters. */
+    snprintf(p, sizeof p, "%s/params.dat", g_out);
+    d = slurp(p);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_msg(strstr(d, "# Pareto front: trainable mean (ascending)\n4096 1.95\n8192 1.6\n16384 1.53\n"
+                            "1000000 1.5\n") != NULL,
+                  "params.dat:\n%s", d);
+    free(d);
+    /* The AdaLoRA heatmap: layer 1, v_proj (module index 1) has rank 3 of 8. */
+    snprintf(p, sizeof p, "%s/adalora_ranks.dat", g_out);
+    d = slurp(p);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_msg(strstr(d, "\n1 1 3 3 0xffffff 8 1\n") != NULL, "adalora_ranks.dat:\n%s", d);
+    free(d);
+    /* curves.dat: the eval loss of LoRA q,k,v,o r=8 averaged over two seeds at step 10. */
+    snprintf(p, sizeof p, "%s/curves.dat", g_out);
+    d = slurp(p);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_msg(strstr(d, "\n10 1.53 0.0424264069 2\n") != NULL, "curves.dat:\n%s", d);
+    free(d);
+}
+END_TEST
+
+START_TEST(t_render_tables) {
+    ck_assert_msg(g_render_st == LL_OK, "report_write: %s", g_render_err.msg);
+    char p[512];
+    snprintf(p, sizeof p, "%s/table.md", g_out);
+    char *md = slurp(p);
+    ck_assert_ptr_nonnull(md);
+    /* Best loss (full FT) and the fewest parameters (both r=4 rows) in bold; diverged runs said. */
+    ck_assert_msg(strstr(md, "| full FT | all | - | - | 0.001 | 1,000,000 | 100% | **1.5000 ± 0.1414 (n=2)** | 32.0 s | "
+                             "400.0 MiB |") != NULL,
+                  "table.md:\n%s", md);
+    ck_assert_msg(strstr(md, "| LoRA | q,v | 4 | 8 | 0.001 | **4,096** | **0.41%** | 2.2000 ± 0.2828 (n=2, 1 diverged) "
+                             "| **11.0 s** | **100.0 MiB** |") != NULL,
+                  "table.md:\n%s", md);
+    ck_assert_msg(strstr(md, "| AdaLoRA | q,v | 8 | 16 | 0.001 | 9,000 | 0.9% | 1.7000 (n=1) |") != NULL,
+                  "table.md:\n%s", md);
+    free(md);
+    snprintf(p, sizeof p, "%s/table.tex", g_out);
+    char *tex = slurp(p);
+    ck_assert_ptr_nonnull(tex);
+    ck_assert_ptr_nonnull(strstr(tex, "\\toprule"));
+    ck_assert_ptr_nonnull(strstr(tex, "\\bottomrule"));
+    ck_assert_msg(strstr(tex, "\\textbf{1.5000 $\\pm$ 0.1414 (n=2)}") != NULL, "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, "\\textbf{0.41\\%}") != NULL, "table.tex:\n%s", tex);
+    free(tex);
+    snprintf(p, sizeof p, "%s/index.html", g_out);
+    char *html = slurp(p);
+    ck_assert_ptr_nonnull(html);
+    ck_assert_ptr_nonnull(strstr(html, "<b>1.5000 ± 0.1414 (n=2)</b>"));
+    int imgs = 0;
+    for (const char *q = html; (q = strstr(q, "<img ")); q++) imgs++;
+    ck_assert_int_eq(imgs, g_have_gnuplot ? N_FIGS : 0);
+    free(html);
+}
+END_TEST
+
+/* The .gp reproduces its renderings when run by hand in its folder. */
+START_TEST(t_render_by_hand) {
+    ck_assert_msg(g_render_st == LL_OK, "report_write: %s", g_render_err.msg);
+    if (!g_have_gnuplot) {
+        printf("SKIPPED: re-rendering by hand not checked: gnuplot not installed (scripts/deps.sh)\n");
+        return;
+    }
+    char p[512];
+    snprintf(p, sizeof p, "%s/targets.png", g_out);
+    ck_assert_int_eq(unlink(p), 0);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd '%s' && gnuplot -e 'formats=\"png\"' targets.gp 2>&1", g_out);
+    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_int_gt(file_size(p), 0);
+}
+END_TEST
+
+/* Runs argv with stdout into out_path; kills it after timeout_s. Returns the exit status, or -1. */
+static int run_capture(char *const argv[], const char *out_path, int timeout_s) {
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int dn = open("/dev/null", O_RDWR);
+        if (fd < 0 || dn < 0) _exit(126);
+        dup2(dn, 0);
+        dup2(fd, 1);
+        dup2(dn, 2);
+        setpgid(0, 0); /* its own group: a timeout kills the browser's helpers too */
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int wst = 0;
+        pid_t r = waitpid(pid, &wst, WNOHANG);
+        if (r == pid) return WIFEXITED(wst) ? WEXITSTATUS(wst) : -1;
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (t1.tv_sec - t0.tv_sec > timeout_s) {
+            kill(-pid, SIGKILL);
+            waitpid(pid, &wst, 0);
+            return -1;
+        }
+        struct timespec nap = {0, 50 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+}
+
+START_TEST(t_index_in_chromium) {
+    ck_assert_msg(g_render_st == LL_OK, "report_write: %s", g_render_err.msg);
+    if (access("/usr/bin/chromium", X_OK) != 0) {
+        printf("SKIPPED: chromium not installed (scripts/deps.sh --browser)\n");
+        return;
+    }
+    if (!g_have_gnuplot) {
+        printf("SKIPPED: index.html in chromium not checked: gnuplot not installed, no images (scripts/deps.sh)\n");
+        return;
+    }
+    char profile[512], url[600], udd[600], dom[512];
+    snprintf(profile, sizeof profile, "%s/chromium-profile", g_dir);
+    ck_assert_int_eq(mkdir(profile, 0700), 0);
+    snprintf(udd, sizeof udd, "--user-data-dir=%s", profile);
+    snprintf(url, sizeof url, "file://%s/index.html", g_out);
+    snprintf(dom, sizeof dom, "%s/dom.html", g_dir);
+    char *argv[] = {"/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", udd, "--virtual-time-budget=5000", "--dump-dom", url, NULL};
+    int rc = run_capture(argv, dom, 25);
+    ck_assert_msg(rc == 0, "chromium exited with %d", rc);
+    char *html = slurp(dom);
+    ck_assert_ptr_nonnull(html);
+    char want[64];
+    snprintf(want, sizeof want, "images: loaded %d/%d", N_FIGS, N_FIGS);
+    ck_assert_msg(strstr(html, want) != NULL, "chromium's DOM lacks '%s': %.400s", want,
+                  strstr(html, "img-status") ? strstr(html, "img-status") : "(no status element)");
+    free(html);
+}
+END_TEST
+
+/* ---- limits: absent data, empty and foreign databases, no gnuplot ---------------------------- */
+
+/* PATH set for one call (restored, so the tests also hold with CK_FORK=no). */
+static char *path_override(const char *path) {
+    const char *old = getenv("PATH");
+    char *saved = strdup(old ? old : "/usr/bin:/bin");
+    setenv("PATH", path, 1);
+    return saved;
+}
+
+static void path_restore(char *saved) {
+    setenv("PATH", saved, 1);
+    free(saved);
+}
+
+/* One LoRA configuration, one seed: every comparison figure is left out with its reason, the
+ * curves are drawn without a band. */
+START_TEST(t_skipped_figures) {
+    char db[256], out[256], p[512];
+    LLError err = {0};
+    static const FxRun one[] = {{"lora", "q_proj,v_proj", 8, 16, 0, "done", 1.5, 10, 8192, 100}};
+    write_fixture(tmp_path(db, sizeof db, "one.db"), "one", one, 1);
+    tmp_path(out, sizeof out, "one-report");
+    ReportSummary sum;
+    /* No gnuplot needed for what is checked here: keep the test fast. */
+    char *old_path = path_override("/nonexistent");
+    LLStatus st = report_write(db, NULL, out, &sum, &err);
+    path_restore(old_path);
+    CK_OK(st);
+    ck_assert_int_eq(sum.gnuplot_missing, 1);
+    static const struct {
+        const char *name, *reason;
+    } want[] = {{"rank", "fewer than 2 ranks in the runs (only r=8)"},
+                {"rank_alpha", "a single (rank, alpha) cell in the LoRA runs (r=8, alpha=16)"},
+                {"params", "fewer than 2 configurations"},
+                {"targets", "a single target-module set in the adapter runs (q,v)"},
+                {"adalora_ranks", "no AdaLoRA runs"}};
+    snprintf(p, sizeof p, "%s/index.html", out);
+    char *html = slurp(p);
+    ck_assert_ptr_nonnull(html);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const ReportFigure *f = summary_fig(&sum, want[i].name);
+        ck_assert_msg(f && f->skipped, "%s not left out", want[i].name);
+        ck_assert_msg(strstr(f->note, want[i].reason) != NULL, "%s: '%s'", want[i].name, f->note);
+        ck_assert_msg(strstr(html, want[i].reason) != NULL, "index.html lacks '%s'", want[i].reason);
+        snprintf(p, sizeof p, "%s/%s.gp", out, want[i].name);
+        ck_assert_int_eq(ll_file_exists(p), 0);
+    }
+    const ReportFigure *c = summary_fig(&sum, "curves");
+    ck_assert(c && !c->skipped && !c->rendered);
+    ck_assert_ptr_nonnull(strstr(c->note, "single seed"));
+    ck_assert_ptr_null(summary_fig(&sum, "curves_lora")); /* one configuration: no per-method figure */
+    /* Without gnuplot: scripts, data and tables are written, and the index says how to render. */
+    static const char *const files[] = {"curves.gp", "curves.dat", "table.md", "table.tex"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", out, files[i]);
+        ck_assert_msg(file_size(p) > 0, "%s missing", p);
+    }
+    snprintf(p, sizeof p, "%s/curves.png", out);
+    ck_assert_int_eq(ll_file_exists(p), 0);
+    ck_assert_ptr_nonnull(strstr(html, "scripts/deps.sh"));
+    ck_assert_ptr_null(strstr(html, "<img "));
+    /* The curves script draws no band for one seed. */
+    snprintf(p, sizeof p, "%s/curves.gp", out);
+    char *gp = slurp(p);
+    ck_assert_ptr_nonnull(gp);
+    ck_assert_ptr_null(strstr(gp, "filledcurves"));
+    free(gp);
+    free(html);
+}
+END_TEST
+
+START_TEST(t_empty_and_unknown) {
+    char db[256], out[256];
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(tmp_path(db, sizeof db, "empty.db"), 0, &s, &err));
+    store_close(s);
+    tmp_path(out, sizeof out, "empty-report");
+    ReportSummary sum;
+    ck_assert_int_eq(report_write(db, NULL, out, &sum, &err), LL_ERR_STATE);
+    ck_assert_msg(strstr(err.msg, "holds no runs: nothing to report") != NULL, "%s", err.msg);
+    ck_assert_int_eq(ll_file_exists(out), 0);
+
+    /* A sweep that is not there: the message names the sweeps that are. */
+    static const FxRun one[] = {{"lora", "q_proj", 4, 8, 0, "done", 1.0, 1, 10, 1}};
+    write_fixture(db, "present", one, 1);
+    ck_assert_int_eq(report_write(db, "absent", out, &sum, &err), LL_ERR_STATE);
+    ck_assert_msg(strstr(err.msg, "no runs of sweep 'absent'") && strstr(err.msg, "its sweeps: present"), "%s",
+                  err.msg);
+
+    /* Only unfinished runs. */
+    static const FxRun pend[] = {{"lora", "q_proj", 4, 8, 0, "pending", NAN, NAN, -1, -1}};
+    write_fixture(db, "later", pend, 1);
+    ck_assert_int_eq(report_write(db, "later", out, &sum, &err), LL_ERR_STATE);
+    ck_assert_msg(strstr(err.msg, "none done") != NULL, "%s", err.msg);
+
+    /* No database at all. */
+    ck_assert_int_eq(report_write(tmp_path(db, sizeof db, "missing.db"), NULL, out, &sum, &err), LL_ERR_IO);
+    ck_assert_msg(strstr(err.msg, "no database at") != NULL, "%s", err.msg);
+    ck_assert_int_eq(report_write(NULL, NULL, out, &sum, &err), LL_ERR_CONFIG);
+}
+END_TEST
+
+START_TEST(t_newer_schema) {
+    char db[256], out[256];
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(tmp_path(db, sizeof db, "newer.db"), 0, &s, &err));
+    store_close(s);
+    /* user_version lives at offset 60 of the header, big-endian. */
+    int fd = open(db, O_WRONLY);
+    ck_assert_int_ge(fd, 0);
+    unsigned char v[4] = {0, 0, 0, 99};
+    ck_assert_int_eq(pwrite(fd, v, 4, 60), 4);
+    close(fd);
+    ReportSummary sum;
+    ck_assert_int_eq(report_write(db, NULL, tmp_path(out, sizeof out, "newer-report"), &sum, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "upgrade loralab") != NULL, "%s", err.msg);
+}
+END_TEST
+
+/* gnuplot that fails: LL_ERR_IO with its exit status and stderr; the other figures, the tables
+ * and the index are still written, and the index says which figure failed. */
+START_TEST(t_gnuplot_fails) {
+    char db[256], out[256], bin[256], p[512];
+    LLError err = {0};
+    static const FxRun one[] = {{"lora", "q_proj", 4, 8, 0, "done", 1.0, 1, 10, 1}};
+    write_fixture(tmp_path(db, sizeof db, "fail.db"), "f", one, 1);
+    tmp_path(bin, sizeof bin, "fakebin");
+    ck_assert_int_eq(mkdir(bin, 0755), 0);
+    snprintf(p, sizeof p, "%s/gnuplot", bin);
+    FILE *fp = fopen(p, "w");
+    ck_assert_ptr_nonnull(fp);
+    fputs("#!/bin/sh\necho \"\\\"$1\\\" line 7: invalid command\" >&2\nexit 3\n", fp);
+    fclose(fp);
+    ck_assert_int_eq(chmod(p, 0755), 0);
+    char *old_path = path_override(bin);
+    ReportSummary sum;
+    LLStatus st = report_write(db, NULL, tmp_path(out, sizeof out, "fail-report"), &sum, &err);
+    path_restore(old_path);
+    ck_assert_int_eq(st, LL_ERR_IO);
+    ck_assert_msg(strstr(err.msg, "gnuplot failed on") && strstr(err.msg, "curves.gp (exit status 3)") &&
+                      strstr(err.msg, "\"curves.gp\" line 7: invalid command"),
+                  "%s", err.msg);
+    ck_assert_int_eq(sum.gnuplot_missing, 0);
+    const ReportFigure *c = summary_fig(&sum, "curves");
+    ck_assert(c && !c->rendered && strstr(c->note, "NOT RENDERED"));
+    snprintf(p, sizeof p, "%s/index.html", out);
+    char *html = slurp(p);
+    ck_assert_ptr_nonnull(html);
+    ck_assert_ptr_nonnull(strstr(html, "gnuplot failed"));
+    free(html);
+    snprintf(p, sizeof p, "%s/table.md", out);
+    ck_assert_int_gt(file_size(p), 0);
+}
+END_TEST
+
+/* The command's exit codes and messages, when the command is built (make test builds it). */
+START_TEST(t_command) {
+    const char *bin = "build/loralab";
+    if (access(bin, X_OK) != 0) {
+        printf("SKIPPED: %s not built: `loralab report` exit codes not checked\n", bin);
+        return;
+    }
+    char db[256], out[256], cmd[1024];
+    LLError err = {0};
+    Store *s = NULL;
+    CK_OK(store_open(tmp_path(db, sizeof db, "cmd.db"), 0, &s, &err));
+    store_close(s);
+    tmp_path(out, sizeof out, "cmd-report");
+    snprintf(cmd, sizeof cmd, "%s report --db '%s' --out '%s' >/dev/null 2>&1", bin, db, out);
+    int rc = system(cmd);
+    ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "empty database: exit %d", WEXITSTATUS(rc));
+    snprintf(cmd, sizeof cmd, "%s report --bogus >/dev/null 2>&1", bin);
+    rc = system(cmd);
+    ck_assert_int_eq(WEXITSTATUS(rc), 2);
+    static const FxRun one[] = {{"lora", "q_proj", 4, 8, 0, "done", 1.0, 1, 10, 1}};
+    write_fixture(db, "c", one, 1);
+    snprintf(cmd, sizeof cmd, "PATH=/nonexistent %s report --db '%s' --out '%s' >/dev/null 2>&1", bin, db, out);
+    rc = system(cmd);
+    ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "no gnuplot: exit %d", WEXITSTATUS(rc));
+    snprintf(cmd, sizeof cmd, "%s/table.md", out);
+    ck_assert_int_gt(file_size(cmd), 0);
+}
+END_TEST
+
+Suite *report_suite(void) {
+    Suite *s = suite_create("report");
+    TCase *core = tcase_create("core");
+    tcase_add_unchecked_fixture(core, dir_setup, dir_teardown);
+    tcase_add_test(core, t_stat);
+    tcase_add_test(core, t_aggregate);
+    tcase_add_test(core, t_pareto_and_best);
+    tcase_add_test(core, t_curve);
+    tcase_add_test(core, t_short_targets);
+    tcase_set_timeout(core, 20);
+    suite_add_tcase(s, core);
+
+    TCase *render = tcase_create("render");
+    tcase_add_unchecked_fixture(render, render_setup, dir_teardown);
+    tcase_add_test(render, t_render_files);
+    tcase_add_test(render, t_render_data);
+    tcase_add_test(render, t_render_tables);
+    tcase_add_test(render, t_render_by_hand);
+    tcase_add_test(render, t_index_in_chromium);
+    tcase_set_timeout(render, 40);
+    suite_add_tcase(s, render);
+
+    TCase *limits = tcase_create("limits");
+    tcase_add_unchecked_fixture(limits, dir_setup, dir_teardown);
+    tcase_add_test(limits, t_skipped_figures);
+    tcase_add_test(limits, t_empty_and_unknown);
+    tcase_add_test(limits, t_newer_schema);
+    tcase_add_test(limits, t_gnuplot_fails);
+    tcase_add_test(limits, t_command);
+    tcase_set_timeout(limits, 20);
+    suite_add_tcase(s, limits);
+    return s;
+}

@@ -303,7 +303,7 @@ static void update_ipt(Adapter *a, AdaLora *p) {
     for (size_t j = 0; j < n; j++) {
         float ipt = fabsf(w[j] * g[j]);
         ia[j] = b1 * ia[j] + c1 * ipt;
-        ua[j] = b2 * ua[j] + c2 * fabsf(ipt);
+        ua[j] = b2 * ua[j] + c2 * fabsf(ipt - ia[j]);
     }
 }
 

@@ -128,6 +128,7 @@ static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char
     mc.V = tok_vocab_size(tok);
     mc.bos_id = tok_bos(tok), mc.eos_id = tok_eos(tok), mc.pad_id = tok_pad(tok);
     mc.n_labels = 0;
+    tok_set_max_length(tok, mc.max_T); /* model_max_length in tokenizer_config.json */
     ModelOptions mo = {rc->base_train.batch, rc->base_train.seq, 1, 1};
     Model m = {0};
     if (!st) st = model_init(&m, &mc, &mo, err);

@@ -8,7 +8,7 @@
 set -eu
 
 pkgs="build-essential pkg-config libopenblas0-openmp libopenblas-openmp-dev libsqlite3-dev sqlite3
-      libyaml-dev libcjson-dev check libsubunit-dev gnuplot-nox ca-certificates curl"
+      libyaml-dev libcjson-dev check libsubunit-dev gnuplot-nox jq ca-certificates curl"
 for arg in "$@"; do
   case "$arg" in
     --browser) pkgs="$pkgs chromium" ;;

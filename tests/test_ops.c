@@ -299,6 +299,7 @@ Suite *ops_suite(void) {
     tcase_add_test(grad, test_attention_grad);
     tcase_add_test(grad, test_swiglu_grad);
     tcase_add_test(grad, test_crossentropy);
+    tcase_set_timeout(grad, 60); /* finite differences: one forward per perturbed element */
     suite_add_tcase(s, grad);
     return s;
 }

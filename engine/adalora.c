@@ -282,6 +282,7 @@ int adalora_budget(const AdapterConfig *c, int n_sites, int step, int *mask_now)
 }
 
 int adalora_site_rank(const Adapter *a, const AdapterSite *s) {
+    LL_ASSERT(a->ops == adalora_ops() && s >= a->sites && s < a->sites + a->n_sites);
     const AdaLora *p = a->priv;
     if (!s->active) return 0;
     if (!p->has_pattern) return p->r;

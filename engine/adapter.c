@@ -1,5 +1,15 @@
 /* adapter: site resolution, dispatch, merge, parameter report and PEFT-layout adapter folders.
- * The methods themselves are in lora.c, adalora.c and vera.c. */
+ * The methods themselves are in lora.c (LoRA, rsLoRA, DoRA, PiSSA), adalora.c and vera.c.
+ *
+ * Invariants: sites[] has one entry per (layer, module), active or not; active sites' trainable
+ * floats tile params/grads in site order (site i at sites[i].off, sites[i].n floats, no gaps);
+ * every buffer forward/backward touches (saved activations, dropout masks, scratch) is sized for
+ * N_max = B·T rows of the model the adapter was created for.
+ *
+ * Loading an adapter folder: adapter_config.json -> AdapterConfig (unknown keys ignored, missing
+ * ones PEFT's defaults) -> adapter_create (sites, buffers, the method's init: PiSSA re-runs its SVD
+ * here) -> the method's config_load (AdaLoRA's rank_pattern) -> import_tensors from
+ * adapter_model.safetensors (shapes checked) -> the score head, if the model has one. */
 #define _POSIX_C_SOURCE 200809L
 #include "adapter.h"
 
@@ -137,7 +147,7 @@ LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLErr
     a->N_max = m->B * m->T;
     a->n_sites = m->cfg.L * MOD_COUNT;
     a->sites = ll_calloc((size_t)a->n_sites, sizeof(AdapterSite));
-    size_t total = 0, wide = 0, rmax = 1, saved = 0;
+    size_t total = 0, wide = 0, rmax = 1;
     int any = 0;
     for (int l = 0; l < m->cfg.L; l++)
         for (int mod = 0; mod < MOD_COUNT; mod++) {
@@ -167,8 +177,6 @@ LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLErr
             size_t w = (size_t)(s->in > s->out ? s->in : s->out);
             wide = w > wide ? w : wide;
             rmax = (size_t)s->r > rmax ? (size_t)s->r : rmax;
-            saved += ops->saved_per_row(a, s);
-            if (cfg->dropout > 0.0f) saved += (size_t)s->in;
         }
     if (!any) {
         ll_free(a->sites);
@@ -191,7 +199,6 @@ LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLErr
             s->keep = ll_malloc((size_t)a->N_max * s->in, 1);
         }
     }
-    (void)saved;
     rng_seed(&a->drop_rng, rng_derive(cfg->seed, 11));
     LLStatus st = ops->init(a, m, err);
     if (st) {
@@ -375,6 +382,115 @@ static void json_sort_keys(cJSON *obj) {
     ll_free(items);
 }
 
+/* A growable text buffer for the JSON writer below. */
+typedef struct {
+    char *s;
+    size_t n, cap;
+} Text;
+
+static void text_add(Text *t, const char *s, size_t n) {
+    if (t->n + n + 1 > t->cap) {
+        t->cap = (t->n + n + 1) * 2;
+        t->s = ll_realloc(t->s, t->cap, 1);
+    }
+    memcpy(t->s + t->n, s, n);
+    t->n += n;
+    t->s[t->n] = '\0';
+}
+
+static void text_str(Text *t, const char *s) { text_add(t, s, strlen(s)); }
+
+/* A JSON string as Python's json.dumps writes it (ensure_ascii: non-ASCII as \uXXXX). */
+static void json_dump_string(Text *t, const char *s) {
+    text_str(t, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        char buf[16];
+        unsigned c = *p;
+        if (c == '"' || c == '\\') {
+            buf[0] = '\\', buf[1] = (char)c, buf[2] = '\0';
+            p++;
+        } else if (c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f') {
+            snprintf(buf, sizeof buf, "\\%c", c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : c == '\b' ? 'b' : 'f');
+            p++;
+        } else if (c < 0x20) {
+            snprintf(buf, sizeof buf, "\\u%04x", c);
+            p++;
+        } else if (c < 0x80) {
+            buf[0] = (char)c, buf[1] = '\0';
+            p++;
+        } else { /* decode UTF-8 (cJSON validated nothing; a bad byte is written as U+FFFD) */
+            unsigned cp = 0xFFFD;
+            int len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+            int ok = len > 1;
+            for (int i = 1; ok && i < len; i++) ok = (p[i] & 0xC0) == 0x80;
+            if (ok) {
+                cp = c & (0xFF >> (len + 1));
+                for (int i = 1; i < len; i++) cp = (cp << 6) | (p[i] & 0x3F);
+            } else {
+                len = 1;
+            }
+            p += len;
+            if (cp >= 0x10000) {
+                cp -= 0x10000;
+                snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+            } else {
+                snprintf(buf, sizeof buf, "\\u%04x", cp);
+            }
+        }
+        text_str(t, buf);
+    }
+    text_str(t, "\"");
+}
+
+/* json.dumps(obj, indent=2, sort_keys=True), as PEFT writes adapter_config.json: every object's
+ * keys sorted, nested ones too (so a LoRA rank_pattern comes back in sorted order, which is also
+ * the order PEFT matches it in after a reload). Integral numbers are written as integers, others
+ * as the shortest decimal that reads back to the same double (Python's repr). */
+static void json_dump(Text *t, cJSON *v, int depth) {
+    char buf[64];
+    if (cJSON_IsObject(v) || cJSON_IsArray(v)) {
+        int obj = cJSON_IsObject(v);
+        if (obj) json_sort_keys(v);
+        if (!v->child) {
+            text_str(t, obj ? "{}" : "[]");
+            return;
+        }
+        text_str(t, obj ? "{" : "[");
+        for (cJSON *c = v->child; c; c = c->next) {
+            text_str(t, "\n");
+            for (int i = 0; i < 2 * (depth + 1); i++) text_str(t, " ");
+            if (obj) {
+                json_dump_string(t, c->string);
+                text_str(t, ": ");
+            }
+            json_dump(t, c, depth + 1);
+            if (c->next) text_str(t, ",");
+        }
+        text_str(t, "\n");
+        for (int i = 0; i < 2 * depth; i++) text_str(t, " ");
+        text_str(t, obj ? "}" : "]");
+    } else if (cJSON_IsString(v)) {
+        json_dump_string(t, v->valuestring);
+    } else if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+            snprintf(buf, sizeof buf, "%.0f", d);
+        } else {
+            for (int prec = 1; prec <= 17; prec++) { /* Python's repr: the shortest round trip */
+                snprintf(buf, sizeof buf, "%.*g", prec, d);
+                if (strtod(buf, NULL) == d) break;
+            }
+        }
+        text_str(t, buf);
+    } else if (cJSON_IsTrue(v)) {
+        text_str(t, "true");
+    } else if (cJSON_IsFalse(v)) {
+        text_str(t, "false");
+    } else {
+        text_str(t, "null");
+    }
+}
+
 LLStatus adapter_save(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err) {
     LLStatus st = ll_mkdirs(dir, err);
     if (st) return st;
@@ -422,12 +538,12 @@ LLStatus adapter_save(const Adapter *a, const Model *m, const char *dir, const c
         cJSON_AddItemToObject(c, "modules_to_save", cJSON_CreateNull());
     }
     a->ops->config_json(a, c);
-    json_sort_keys(c);
-    char *text = cJSON_Print(c);
+    Text text = {0};
+    json_dump(&text, c, 0);
     cJSON_Delete(c);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    st = ll_write_file_atomic(path, text, strlen(text), err);
-    cJSON_free(text);
+    st = ll_write_file_atomic(path, text.s, text.n, err);
+    ll_free(text.s);
     return st;
 }
 

@@ -105,14 +105,15 @@ typedef struct {
     /* Optional: a regulariser added to the loss (AdaLoRA's orthogonality term); adds its gradient
      * (times weight) into grads and returns its value (unweighted). */
     float (*reg_loss)(Adapter *a, float weight);
-    /* Optional: after each optimizer step (AdaLoRA's rank allocation). */
+    /* Optional: after each optimizer step, with that step's gradients still in grads (AdaLoRA's
+     * rank allocation: post-step weights times pre-step gradients, as PEFT). */
     void (*on_step)(Adapter *a, int step);
     /* ΔW (out x in) of a site as it acts in forward: y += x·ΔWᵀ. For merge. */
     void (*delta)(const Adapter *a, const AdapterSite *s, float *dW);
     /* Export trainable (and, for VeRA, shared) tensors for saving. */
     void (*export_tensors)(const Adapter *a, AdapterTensorFn fn, void *ctx);
-    /* Import from a loaded adapter file; `get` returns the float data of a site tensor by relative
-     * name (or global name) with the expected shape, or an error. */
+    /* Import from a loaded adapter file (adapter_read_site_tensor reads a site tensor by its
+     * relative name, checking the shape); the message names the file and the tensor. */
     LLStatus (*import_tensors)(Adapter *a, const SafeTensors *st, const char *path, LLError *err);
     /* Method-specific keys of adapter_config.json. */
     void (*config_json)(const Adapter *a, cJSON *obj);

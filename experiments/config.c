@@ -55,7 +55,8 @@ typedef struct {
 #define BASE(f, T, FK, flags, lo, hi, doc) NUM("base." #f, T, FS_BASE, TrainConfig, f, FK, flags, lo, hi, doc)
 #define ADAPT(f, T, FK, flags, lo, hi, doc) \
     NUM("adapter." #f, T, FS_ADAPTER, AdapterConfig, f, FK, flags, lo, hi, doc)
-#define SPECIAL(key, T, flags, lo, hi, choices, def, doc) {key, T, FS_NONE, 0, FK_NONE, flags, lo, hi, choices, def, doc}
+#define SPECIAL(key, T, flags, lo, hi, choices, def, doc)                                                              \
+    { key, T, FS_NONE, 0, FK_NONE, flags, lo, hi, choices, def, doc }
 #define LOHI (B_LO | B_HI)
 
 static const KeySpec KEYS[] = {
@@ -125,7 +126,8 @@ static const KeySpec KEYS[] = {
     ADAPT(projection_prng_key, CFG_INT, FK_U32, LOHI, 0, 4294967295.0, "VeRA projection seed"),
     ADAPT(save_projection, CFG_BOOL, FK_INT, 0, 0, 0, "VeRA: save vera_A/vera_B"),
     ADAPT(d_initial, CFG_FLOAT, FK_F32, LOHI, -1e6, 1e6, "VeRA initial lambda_d"),
-    ADAPT(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED, "adapter init and dropout seed (default: train.seed)"),
+    ADAPT(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED,
+          "adapter init, dropout and classification-head seed (default: train.seed)"),
     SPECIAL("sweep.seeds", CFG_INT_LIST, LOHI | B_NOT_RUN, 0, MAX_SEED, NULL, NULL,
             "a train.seed axis (the slowest one)"),
     SPECIAL("sweep.random.n", CFG_INT, LOHI | B_NOT_RUN, 1, 1e6, NULL, NULL, "random-search points"),
@@ -377,7 +379,8 @@ static void bounds_text(const KeySpec *ks, char *out, size_t cap) {
     fmt_number(ks->lo, 0, lo, sizeof lo);
     fmt_number(ks->hi, 0, hi, sizeof hi);
     if ((ks->flags & LOHI) == LOHI)
-        snprintf(out, cap, "%s%.24s, %.24s%s", ks->flags & B_LO_OPEN ? "(" : "[", lo, hi, ks->flags & B_HI_OPEN ? ")" : "]");
+        snprintf(out, cap, "%s%.24s, %.24s%s", ks->flags & B_LO_OPEN ? "(" : "[", lo, hi,
+                 ks->flags & B_HI_OPEN ? ")" : "]");
     else if (ks->flags & B_LO)
         snprintf(out, cap, "%s %.24s", ks->flags & B_LO_OPEN ? ">" : ">=", lo);
     else
@@ -766,7 +769,9 @@ static ConfigEntry *doc_add(ConfigDoc *d, const char *key) {
 }
 
 static int mapping_len(const yaml_node_t *n) { return (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start); }
-static int sequence_len(const yaml_node_t *n) { return (int)(n->data.sequence.items.top - n->data.sequence.items.start); }
+static int sequence_len(const yaml_node_t *n) {
+    return (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+}
 
 /* The nearest section prefix ("train" for "trian"), or NULL. */
 static const char *suggest_section(const char *key, char *buf, size_t cap) {
@@ -790,7 +795,8 @@ static LLStatus unknown_key(const Src *src, const yaml_node_t *n, const char *co
     const char *s = config_suggest_key(key);
     if (s)
         return ll_err(err, LL_ERR_CONFIG, "%s: %sunknown key '%s'; did you mean '%s'?", loc, context, key, s);
-    return ll_err(err, LL_ERR_CONFIG, "%s: %sunknown key '%s' (`loralab sweep --keys` lists the keys)", loc, context, key);
+    return ll_err(err, LL_ERR_CONFIG, "%s: %sunknown key '%s' (`loralab sweep --keys` lists the keys)", loc, context,
+                  key);
 }
 
 static int join_key(char *out, size_t cap, const char *prefix, const char *k) {
@@ -907,7 +913,8 @@ static LLStatus grid_pair(const Src *src, void *ctx, const char *key, yaml_node_
     if (n == 0) return ll_err(err, LL_ERR_CONFIG, "%s: sweep.grid: %s: the list is empty", loc, key);
     ax.values = ll_calloc((size_t)n, sizeof(ConfigValue));
     for (int i = 0; i < n; i++) {
-        yaml_node_t *it = vn->type == YAML_SEQUENCE_NODE ? yaml_document_get_node(src->doc, vn->data.sequence.items.start[i]) : vn;
+        yaml_node_t *it =
+            vn->type == YAML_SEQUENCE_NODE ? yaml_document_get_node(src->doc, vn->data.sequence.items.start[i]) : vn;
         st = node_value(src, it, ks, &ax.values[i], err);
         if (st) {
             for (int j = 0; j < i; j++) config_value_free(&ax.values[j]);
@@ -927,13 +934,24 @@ static LLStatus exclude_pair(const Src *src, void *ctx, const char *key, yaml_no
     const KeySpec *ks;
     LLStatus st = sweep_key(src, kn, "sweep.exclude: ", key, &ks, err);
     if (st) return st;
-    ConfigValue v;
-    st = node_value(src, vn, ks, &v, err);
-    if (st) return st;
-    ex->match = ll_realloc(ex->match, (size_t)ex->n + 1, sizeof(ConfigAssign));
-    ConfigAssign *a = &ex->match[ex->n++];
-    snprintf(a->key, sizeof a->key, "%s", key);
-    a->value = v;
+    /* A list under a key that takes one value means "any of these": one match entry each. */
+    int many = vn->type == YAML_SEQUENCE_NODE && ks->type != CFG_STR_LIST && ks->type != CFG_INT_LIST;
+    int n = many ? sequence_len(vn) : 1;
+    if (n == 0) {
+        char loc[1100];
+        where(src, kn, loc, sizeof loc);
+        return ll_err(err, LL_ERR_CONFIG, "%s: sweep.exclude: %s: the list is empty", loc, key);
+    }
+    for (int i = 0; i < n; i++) {
+        yaml_node_t *it = many ? yaml_document_get_node(src->doc, vn->data.sequence.items.start[i]) : vn;
+        ConfigValue v;
+        st = node_value(src, it, ks, &v, err);
+        if (st) return st;
+        ex->match = ll_realloc(ex->match, (size_t)ex->n + 1, sizeof(ConfigAssign));
+        ConfigAssign *a = &ex->match[ex->n++];
+        snprintf(a->key, sizeof a->key, "%s", key);
+        a->value = v;
+    }
     return LL_OK;
 }
 
@@ -1197,7 +1215,9 @@ LLStatus config_load_preset(const char *preset, ModelConfig *mc, char **canonica
         if (PRESET_KEYS[k].is_int == 2 && v.type == CFG_BOOL) x = (double)v.i;
         else if (PRESET_KEYS[k].is_int != 2 && (v.type == CFG_INT || v.type == CFG_FLOAT)) x = value_number(&v);
         config_value_free(&v);
-        const char *want = PRESET_KEYS[k].is_int == 2 ? "true or false" : PRESET_KEYS[k].is_int ? "a whole number" : "a number";
+        const char *want = PRESET_KEYS[k].is_int == 2 ? "true or false"
+                           : PRESET_KEYS[k].is_int    ? "a whole number"
+                                                      : "a number";
         if (isnan(x) || (PRESET_KEYS[k].is_int == 1 && x != floor(x)))
             st = ll_err(err, LL_ERR_CONFIG, "%s:%d: %s: expected %s", path, ln, name, want);
         else if (x < PRESET_KEYS[k].lo || x > PRESET_KEYS[k].hi)
@@ -1411,7 +1431,8 @@ static LLStatus check_sweep(ConfigDoc *d, LLError *err) {
             return ll_err(err, LL_ERR_CONFIG, "%s:%d: %s is set (line %d) and derived; keep one", d->path, dv->line,
                           dv->key, e->line);
         if (strcmp(dv->key, "train.seed") == 0 && sw->n_seeds)
-            return ll_err(err, LL_ERR_CONFIG, "%s:%d: train.seed is derived and given by sweep.seeds", d->path, dv->line);
+            return ll_err(err, LL_ERR_CONFIG, "%s:%d: train.seed is derived and given by sweep.seeds", d->path,
+                          dv->line);
     }
     /* A key fixed in the file and swept is a mistake (the sweep would silently win). */
     for (int j = 0; j < sw->n_axes; j++) {
@@ -1471,7 +1492,8 @@ LLStatus config_load_text(const char *path, const char *text, const char *const 
     d->text = ll_malloc(cap, 1);
     size_t len = 0;
     append(d->text, cap, &len, "%s", text);
-    for (int i = 0; i < n_sets; i++) append(d->text, cap, &len, "%s# --set %s\n", i == 0 && tl && text[tl - 1] != '\n' ? "\n" : "", sets[i]);
+    for (int i = 0; i < n_sets; i++)
+        append(d->text, cap, &len, "%s# --set %s\n", i == 0 && tl && text[tl - 1] != '\n' ? "\n" : "", sets[i]);
 
     yaml_parser_t parser;
     yaml_document_t ydoc;
@@ -1620,7 +1642,10 @@ static int adapter_key_relevant(AdapterMethod m, const char *key) {
     key += 8;
     /* The seed also draws the classification head's init, which full fine-tuning trains too. */
     if (strcmp(key, "method") == 0 || strcmp(key, "seed") == 0) return 1;
-    const char *const *list = m == ADAPTER_LORA ? lora : m == ADAPTER_ADALORA ? adalora : m == ADAPTER_VERA ? vera : NULL;
+    const char *const *list = m == ADAPTER_LORA      ? lora
+                              : m == ADAPTER_ADALORA ? adalora
+                              : m == ADAPTER_VERA    ? vera
+                                                     : NULL;
     for (int i = 0; list && list[i]; i++)
         if (strcmp(list[i], key) == 0) return 1;
     return 0;
@@ -1746,7 +1771,8 @@ static void member_json(const RunConfig *rc, const KeySpec *ks, char *out, size_
         size_t len = 0;
         append(out, cap, &len, "[");
         for (int m = 0, first = 1; m < MOD_COUNT; m++)
-            if (a->targets & (1u << m)) append(out, cap, &len, "%s\"%s\"", first ? "" : ",", model_module_name(m)), first = 0;
+            if (a->targets & (1u << m))
+                append(out, cap, &len, "%s\"%s\"", first ? "" : ",", model_module_name(m)), first = 0;
         append(out, cap, &len, "]");
     } else if (strcmp(k, "adapter.layers") == 0) {
         size_t len = 0;
@@ -1758,7 +1784,9 @@ static void member_json(const RunConfig *rc, const KeySpec *ks, char *out, size_
     else snprintf(out, cap, "null");
 }
 
-static int cmp_member(const void *a, const void *b) { return strcmp(((const Member *)a)->key, ((const Member *)b)->key); }
+static int cmp_member(const void *a, const void *b) {
+    return strcmp(((const Member *)a)->key, ((const Member *)b)->key);
+}
 
 /* Builds "{...}" from members whose key starts with prefix ("" for all), sorted by key. */
 static char *join_members(Member *m, int n, const char *prefix) {
@@ -1897,7 +1925,8 @@ LLStatus config_resolve(const ConfigDoc *d, const ConfigAssign *ov, int n, RunCo
                     d->path);
     } else if (t->warmup > t->steps) {
         key_where(d, ov, n, "train.warmup", w1, sizeof w1);
-        st = ll_err(err, LL_ERR_CONFIG, "%s: train.warmup (%d) is longer than train.steps (%d)", w1, t->warmup, t->steps);
+        st = ll_err(err, LL_ERR_CONFIG, "%s: train.warmup (%d) is longer than train.steps (%d)", w1, t->warmup,
+                    t->steps);
     } else if (rc->pretrain && rc->base_train.warmup > rc->base_train.steps) {
         key_where(d, ov, n, "base.warmup", w1, sizeof w1);
         st = ll_err(err, LL_ERR_CONFIG, "%s: base.warmup (%d) is longer than base.steps (%d)", w1,
@@ -1947,8 +1976,10 @@ LLStatus config_resolve(const ConfigDoc *d, const ConfigAssign *ov, int n, RunCo
     if (!adapter_key_relevant(method, "adapter.alpha_pattern")) ad->n_alpha_pattern = 0;
     if (!adapter_key_relevant(method, "adapter.seed")) ad->seed = def.adapter.seed;
     for (int i = ad->n_layers; i < ADAPTER_MAX_LAYERS; i++) ad->layers[i] = 0;
-    for (int i = ad->n_rank_pattern; i < ADAPTER_MAX_PATTERNS; i++) memset(&ad->rank_pattern[i], 0, sizeof ad->rank_pattern[i]);
-    for (int i = ad->n_alpha_pattern; i < ADAPTER_MAX_PATTERNS; i++) memset(&ad->alpha_pattern[i], 0, sizeof ad->alpha_pattern[i]);
+    for (int i = ad->n_rank_pattern; i < ADAPTER_MAX_PATTERNS; i++)
+        memset(&ad->rank_pattern[i], 0, sizeof ad->rank_pattern[i]);
+    for (int i = ad->n_alpha_pattern; i < ADAPTER_MAX_PATTERNS; i++)
+        memset(&ad->alpha_pattern[i], 0, sizeof ad->alpha_pattern[i]);
     if (!rc->pretrain) { /* keep the unused base fields at their defaults too */
         train_config_defaults(&rc->base_train);
         rc->base_preset[0] = rc->base_data[0] = '\0';
@@ -1990,7 +2021,7 @@ void config_describe(FILE *f) {
     RunConfig def;
     memset(&def, 0, sizeof def);
     char dv[64], b[80];
-    fprintf(f, "%-28s %-24s %-14s %-22s %s\n", "key", "type", "default", "allowed", "meaning");
+    fprintf(f, "%-28s %-29s %-14s %-22s %s\n", "key", "type", "default", "allowed", "meaning");
     for (int i = 0; i < N_KEYS; i++) {
         const KeySpec *ks = &KEYS[i];
         engine_defaults(&def, strcmp(ks->key, "adapter.init_r") == 0 ? ADAPTER_ADALORA : ADAPTER_LORA);
@@ -1998,7 +2029,8 @@ void config_describe(FILE *f) {
             double x = read_field(field_cptr(&def, ks), ks->fk);
             if (ks->type == CFG_BOOL) snprintf(dv, sizeof dv, "%s", x != 0 ? "true" : "false");
             else fmt_number(x, ks->fk == FK_F32, dv, sizeof dv);
-        } else if (strcmp(ks->key, "train.schedule") == 0) snprintf(dv, sizeof dv, "%s", lr_schedule_name(def.train.schedule));
+        } else if (strcmp(ks->key, "train.schedule") == 0)
+            snprintf(dv, sizeof dv, "%s", lr_schedule_name(def.train.schedule));
         else if (strcmp(ks->key, "adapter.init") == 0) snprintf(dv, sizeof dv, "kaiming");
         else if (strcmp(ks->key, "adapter.targets") == 0) snprintf(dv, sizeof dv, "q_proj,v_proj");
         else snprintf(dv, sizeof dv, "%s", ks->def ? (ks->def[0] ? ks->def : "\"\"") : "-");
@@ -2007,11 +2039,14 @@ void config_describe(FILE *f) {
         if (ks->choices) snprintf(b, sizeof b, "%s", ks->choices);
         else if (ks->flags & (B_LO | B_HI)) bounds_text(ks, b, sizeof b);
         else b[0] = '\0';
-        fprintf(f, "%-28s %-24s %-14s %-22s %s\n", ks->key, type_name(ks->type), dv, b, ks->doc);
+        fprintf(f, "%-28s %-29s %-14s %-22s %s\n", ks->key, type_name(ks->type), dv, b, ks->doc);
     }
-    fprintf(f, "%-28s %-24s %-14s %-22s %s\n", "sweep.grid", "mapping key -> list", "-", "", "cartesian product, last key fastest");
-    fprintf(f, "%-28s %-24s %-14s %-22s %s\n", "sweep.random.space", "mapping key -> space", "-", "",
+    fprintf(f, "%-28s %-29s %-14s %-22s %s\n", "sweep.grid", "mapping key -> list", "-", "",
+            "cartesian product, last key fastest");
+    fprintf(f, "%-28s %-29s %-14s %-22s %s\n", "sweep.random.space", "mapping key -> space", "-", "",
             "[choices] | {uniform|log_uniform|int_log2: [lo, hi]}");
-    fprintf(f, "%-28s %-24s %-14s %-22s %s\n", "sweep.derived", "mapping key -> expr", "-", "", "e.g. adapter.alpha: \"2*r\"");
-    fprintf(f, "%-28s %-24s %-14s %-22s %s\n", "sweep.exclude", "list of mappings", "-", "", "points matching an entry are dropped");
+    fprintf(f, "%-28s %-29s %-14s %-22s %s\n", "sweep.derived", "mapping key -> expr", "-", "",
+            "e.g. adapter.alpha: \"2*r\"");
+    fprintf(f, "%-28s %-29s %-14s %-22s %s\n", "sweep.exclude", "list of mappings", "-", "",
+            "points matching an entry are dropped");
 }

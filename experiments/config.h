@@ -118,7 +118,8 @@ typedef struct {
 } SweepDerived;
 
 typedef struct {
-    ConfigAssign *match; /* a point matching every entry is dropped */
+    ConfigAssign *match; /* a point matching every key is dropped; a key listed more than once
+                          * (written `key: [a, b]`) matches any of its values */
     int n;
     int line;
 } SweepExclude;

@@ -40,7 +40,8 @@ typedef struct {
 } Expr;
 
 static double ex_fail(Expr *e, const char *what) {
-    if (!e->st) e->st = ll_err(e->err, LL_ERR_CONFIG, "expression '%s': %s at position %d", e->s, what, (int)(e->p - e->s) + 1);
+    if (!e->st)
+        e->st = ll_err(e->err, LL_ERR_CONFIG, "expression '%s': %s at position %d", e->s, what, (int)(e->p - e->s) + 1);
     return 0.0;
 }
 
@@ -77,7 +78,8 @@ static double ex_primary(Expr *e, int depth) {
     if (isalpha((unsigned char)*p) || *p == '_') {
         char name[CONFIG_KEY_MAX], key[CONFIG_KEY_MAX];
         size_t n = 0;
-        while ((isalnum((unsigned char)*e->p) || *e->p == '_' || *e->p == '.') && n + 1 < sizeof name) name[n++] = *e->p++;
+        while ((isalnum((unsigned char)*e->p) || *e->p == '_' || *e->p == '.') && n + 1 < sizeof name)
+            name[n++] = *e->p++;
         name[n] = '\0';
         LLError ne;
         double v;
@@ -185,7 +187,8 @@ static LLStatus draw(const SweepSpace *sp, uint64_t seed, int j, ConfigValue *ou
         x = sp->lo + floor(u * (sp->hi - sp->lo + 1));
         if (x > sp->hi) x = sp->hi;
     } else {
-        x = sp->kind == SPACE_UNIFORM ? sp->lo + u * (sp->hi - sp->lo) : exp(log(sp->lo) + u * (log(sp->hi) - log(sp->lo)));
+        x = sp->kind == SPACE_UNIFORM ? sp->lo + u * (sp->hi - sp->lo)
+                                      : exp(log(sp->lo) + u * (log(sp->hi) - log(sp->lo)));
         double r = is_int ? round(x) : round_sig4(x);
         if (r >= sp->lo && r <= sp->hi) x = r; /* rounding must not leave the range */
         else if (is_int) x = r < sp->lo ? ceil(sp->lo) : floor(sp->hi);
@@ -214,8 +217,15 @@ static int excluded(const ConfigDoc *d, const ConfigAssign *a, int n) {
         const SweepExclude *ex = &d->sweep.exclude[e];
         int all = 1;
         for (int k = 0; k < ex->n && all; k++) {
-            const ConfigValue *v = point_value(d, a, n, ex->match[k].key);
-            all = v && config_value_equal(ex->match[k].key, v, &ex->match[k].value);
+            const char *key = ex->match[k].key;
+            int first = 1;
+            for (int j = 0; j < k && first; j++) first = strcmp(ex->match[j].key, key) != 0;
+            if (!first) continue; /* this key's alternatives were looked at with its first one */
+            const ConfigValue *v = point_value(d, a, n, key);
+            int any = 0;
+            for (int j = k; j < ex->n && v && !any; j++)
+                any = strcmp(ex->match[j].key, key) == 0 && config_value_equal(key, v, &ex->match[j].value);
+            all = any;
         }
         if (all) return 1;
     }
@@ -284,8 +294,10 @@ LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err) {
     if (sw->n_axes > 64)
         return ll_err(err, LL_ERR_CONFIG, "%s: sweep.grid has %d axes; at most 64", doc->path, sw->n_axes);
     if (total > SWEEP_MAX_POINTS)
-        return ll_err(err, LL_ERR_CONFIG, "%s: the sweep expands to %.0f points; the limit is %d (split it into several "
-                      "files)", doc->path, total, SWEEP_MAX_POINTS);
+        return ll_err(err, LL_ERR_CONFIG,
+                      "%s: the sweep expands to %.0f points; the limit is %d (split it into several "
+                      "files)",
+                      doc->path, total, SWEEP_MAX_POINTS);
     if (sw->n_seeds) add_vary(plan, "train.seed");
     for (int i = 0; i < sw->n_axes; i++) add_vary(plan, sw->axes[i].key);
     for (int i = 0; i < sw->n_space; i++) add_vary(plan, sw->space[i].key);
@@ -419,7 +431,8 @@ LLStatus sweep_shard_from_env(int *shard_i, int *shard_n, LLError *err) {
     int i, n, lo = 0;
     if (!parse_nonneg(id, id + strlen(id), &i) || !parse_nonneg(cnt, cnt + strlen(cnt), &n) ||
         (min && !parse_nonneg(min, min + strlen(min), &lo)))
-        return ll_err(err, LL_ERR_CONFIG, "SLURM_ARRAY_TASK_ID=%s / SLURM_ARRAY_TASK_COUNT=%s are not numbers", id, cnt);
+        return ll_err(err, LL_ERR_CONFIG, "SLURM_ARRAY_TASK_ID=%s / SLURM_ARRAY_TASK_COUNT=%s are not numbers", id,
+                      cnt);
     i -= lo;
     if (n < 1 || i < 0 || i >= n)
         return ll_err(err, LL_ERR_CONFIG,
@@ -614,7 +627,10 @@ static void result_from_outcome(const RunOutcome *out, const char *status, const
 }
 
 static const char *status_of(LLStatus st) {
-    return st == LL_OK ? "done" : st == LL_ERR_DIVERGED ? "diverged" : st == LL_ERR_INTERRUPTED ? "interrupted" : "failed";
+    return st == LL_OK                ? "done"
+           : st == LL_ERR_DIVERGED    ? "diverged"
+           : st == LL_ERR_INTERRUPTED ? "interrupted"
+                                      : "failed";
 }
 
 enum { WORKER_OK = 0, WORKER_RUN_FAILED = 1, WORKER_NOT_CLAIMED = 3, WORKER_NO_STORE = 4 };
@@ -668,59 +684,51 @@ static void reap_worker(Runner *r, const Slot *slot, int wstatus, int stopping, 
     double wall = ll_now() - slot->t0;
     Store *s = NULL;
     LLError e;
-    char status[16] = "", why[128], error[1100] = "";
+    char status[16] = "?", why[128], error[1100] = "";
     double loss = NAN;
     exit_text(wstatus, why, sizeof why);
     int code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
-    if (store_open(r->db, 0, &s, &e)) {
-        logf_line(r, "run %s: cannot record its outcome: %s", pt->rc.key, e.msg);
-        sum->failed++;
-        r->finished++;
-        return;
+    RunRow *rows = NULL;
+    int n = 0;
+    if (store_open(r->db, 0, &s, &e) || store_list_runs(s, r->name, &rows, &n, &e)) {
+        logf_line(r, "run %s: cannot read its outcome: %s", pt->rc.key, e.msg);
+        n = 0;
     }
-    if (store_run_status(s, r->sweep_id, pt->rc.key, status, NULL, &e)) {
-        logf_line(r, "run %s: %s", pt->rc.key, e.msg);
-        snprintf(status, sizeof status, "?");
+    const RunRow *row = NULL;
+    for (int i = 0; i < n; i++)
+        if (strcmp(rows[i].key, pt->rc.key) == 0) row = &rows[i];
+    if (row) {
+        snprintf(status, sizeof status, "%s", row->status);
+        loss = row->eval_loss;
+        if (row->error) snprintf(error, sizeof error, "%s", row->error);
     }
-    if (strcmp(status, "running") == 0) {
-        /* Claimed but never finished: the worker died. Its metrics so far stay; the next attempt's
-         * claim clears them. */
+    if (row && strcmp(status, "running") == 0 && row->pid == (int64_t)slot->pid) {
+        /* Claimed by this worker and never finished: it died. Its metrics so far stay until the
+         * next attempt's claim clears them. */
         snprintf(error, sizeof error, "worker (pid %d) %s before recording a result", (int)slot->pid, why);
-        RunResult res;
         RunOutcome none;
         memset(&none, 0, sizeof none);
         none.train_loss = none.eval_loss = none.eval_ppl = none.accuracy = none.macro_f1 = NAN;
         none.tokens_per_s = NAN, none.wall_s = wall;
         none.trainable = none.total = none.peak_mem = -1;
+        RunResult res;
         result_from_outcome(&none, stopping ? "interrupted" : "failed", error, &res);
         if (store_finish_run(s, slot->run_id, &res, &e)) logf_line(r, "run %s: %s", pt->rc.key, e.msg);
         else snprintf(status, sizeof status, "%s", res.status);
     } else if (code == WORKER_NOT_CLAIMED) {
         snprintf(status, sizeof status, "busy");
-    } else if (strcmp(status, "pending") == 0 || strcmp(status, "interrupted") == 0 || code == WORKER_NO_STORE) {
-        if (code != 0 && strcmp(status, "interrupted") != 0) {
-            snprintf(error, sizeof error, "worker (pid %d) %s before claiming the run", (int)slot->pid, why);
-            snprintf(status, sizeof status, "failed");
-        }
+    } else if (code != WORKER_OK && (code == WORKER_NO_STORE || strcmp(status, "pending") == 0)) {
+        snprintf(error, sizeof error, "worker (pid %d) %s before claiming the run", (int)slot->pid, why);
+        snprintf(status, sizeof status, "failed");
     }
-    /* The run's final numbers and message, and the best loss so far. */
-    RunRow *rows = NULL;
-    int n = 0;
-    if (store_list_runs(s, r->name, &rows, &n, &e) == LL_OK) {
-        for (int i = 0; i < n; i++) {
-            if (strcmp(rows[i].key, pt->rc.key) == 0) {
-                loss = rows[i].eval_loss;
-                if (!error[0] && rows[i].error) snprintf(error, sizeof error, "%s", rows[i].error);
-            }
-            if (strcmp(rows[i].status, "done") == 0 && isfinite(rows[i].eval_loss) &&
-                !(rows[i].eval_loss >= r->best_loss)) {
-                r->best_loss = rows[i].eval_loss;
-                snprintf(r->best_key, sizeof r->best_key, "%s", rows[i].key);
-            }
+    for (int i = 0; i < n; i++) /* the best loss so far, for the progress line */
+        if (strcmp(rows[i].status, "done") == 0 && isfinite(rows[i].eval_loss) &&
+            !(rows[i].eval_loss >= r->best_loss)) {
+            r->best_loss = rows[i].eval_loss;
+            snprintf(r->best_key, sizeof r->best_key, "%s", rows[i].key);
         }
-        store_free_runs(rows, n);
-    }
-    store_close(s);
+    if (rows) store_free_runs(rows, n);
+    if (s) store_close(s);
     r->finished++;
     if (strcmp(status, "done") == 0) {
         sum->done++;
@@ -728,20 +736,23 @@ static void reap_worker(Runner *r, const Slot *slot, int wstatus, int stopping, 
     } else if (strcmp(status, "diverged") == 0) {
         sum->diverged++;
         r->run_time_sum += wall, r->runs_timed++;
-    } else if (strcmp(status, "interrupted") == 0) sum->interrupted++;
-    else if (strcmp(status, "busy") == 0) sum->busy++;
-    else sum->failed++;
-    char ls[48] = "";
+    } else if (strcmp(status, "interrupted") == 0) {
+        sum->interrupted++;
+    } else if (strcmp(status, "busy") == 0) {
+        sum->busy++;
+    } else {
+        sum->failed++;
+    }
+    char ls[48] = "", tm[32];
     if (isfinite(loss)) snprintf(ls, sizeof ls, " eval_loss=%.4f", loss);
-    char tm[32];
     fmt_clock(wall, tm, sizeof tm);
     if (strcmp(status, "done") == 0) {
         if (!r->progress) logf_line(r, "[%d/%d] %s done%s (%s)", r->finished, r->total, pt->rc.key, ls, tm);
     } else if (strcmp(status, "busy") == 0) {
         logf_line(r, "[%d/%d] %s skipped: another live process is running it", r->finished, r->total, pt->rc.key);
     } else {
-        logf_line(r, "[%d/%d] %s %s%s (%s)%s%s", r->finished, r->total, pt->rc.key, status, ls, tm, error[0] ? ": " : "",
-                  error);
+        logf_line(r, "[%d/%d] %s %s%s (%s)%s%s", r->finished, r->total, pt->rc.key, status, ls, tm,
+                  error[0] ? ": " : "", error);
     }
 }
 
@@ -796,6 +807,8 @@ static LLStatus ensure_bases(Runner *r, const int *todo, int n_todo, LLError *er
                 (void)w;
             }
             close(fds[1]);
+            fflush(r->log);
+            fflush(stderr);
             _exit(st);
         }
         close(fds[1]);
@@ -820,10 +833,12 @@ static LLStatus ensure_bases(Runner *r, const int *todo, int n_todo, LLError *er
             if (build) logf_line(r, "sweep %s: base model ready (%s)", r->name, tm);
             continue;
         }
-        if (g_stop) return ll_err(err, LL_ERR_INTERRUPTED, "interrupted while preparing the base model %s", rc->base_path);
+        if (g_stop)
+            return ll_err(err, LL_ERR_INTERRUPTED, "interrupted while preparing the base model %s", rc->base_path);
         char why[128];
         exit_text(wstatus, why, sizeof why);
-        LLStatus code = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) <= LL_ERR_STATE ? (LLStatus)WEXITSTATUS(wstatus) : LL_ERR_STATE;
+        LLStatus code =
+            WIFEXITED(wstatus) && WEXITSTATUS(wstatus) <= LL_ERR_STATE ? (LLStatus)WEXITSTATUS(wstatus) : LL_ERR_STATE;
         if (msg[0]) return ll_err(err, code, "base model %s: %s", rc->base_path, msg);
         return ll_err(err, code, "base model %s: the process preparing it %s", rc->base_path, why);
     }
@@ -839,7 +854,8 @@ static LLStatus open_db_dir(const char *db, LLError *err) {
     return ll_mkdirs(dir, err);
 }
 
-LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptions *o, SweepSummary *sum, LLError *err) {
+LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptions *o, SweepSummary *sum,
+                   LLError *err) {
     memset(sum, 0, sizeof *sum);
     Runner r;
     memset(&r, 0, sizeof r);
@@ -892,7 +908,8 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
         int n = 0;
         if (store_list_runs(s, r.name, &rows, &n, NULL) == LL_OK) {
             for (int i = 0; i < n; i++)
-                if (strcmp(rows[i].status, "done") == 0 && isfinite(rows[i].eval_loss) && !(rows[i].eval_loss >= r.best_loss)) {
+                if (strcmp(rows[i].status, "done") == 0 && isfinite(rows[i].eval_loss) &&
+                    !(rows[i].eval_loss >= r.best_loss)) {
                     r.best_loss = rows[i].eval_loss;
                     snprintf(r.best_key, sizeof r.best_key, "%s", rows[i].key);
                 }
@@ -911,8 +928,8 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
     if (o->shard_n > 0) snprintf(shard, sizeof shard, " (shard %d/%d of %d)", o->shard_i, o->shard_n, plan->n);
     logf_line(&r, "sweep %s: %d run%s%s, %d done before%s, %d to run on %d job%s x %d thread%s; database %s", r.name,
               n_sel, n_sel == 1 ? "" : "s", shard, sum->skipped - prior_diverged,
-              prior_diverged ? " (+ diverged ones, not retried)" : "", n_todo, r.jobs, r.jobs == 1 ? "" : "s", r.threads,
-              r.threads == 1 ? "" : "s", r.db);
+              prior_diverged ? " (+ diverged ones, not retried)" : "", n_todo, r.jobs, r.jobs == 1 ? "" : "s",
+              r.threads, r.threads == 1 ? "" : "s", r.db);
     if (n_stale) logf_line(&r, "sweep %s: %d run%s of a killed sweep marked interrupted (re-run now)", r.name, n_stale,
                            n_stale == 1 ? "" : "s");
     sum->diverged += prior_diverged;
@@ -951,7 +968,11 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
                 stopping = 1;
                 break;
             }
-            if (pid == 0) _exit(worker_main(&r, pt, run_id[todo[next]]));
+            if (pid == 0) {
+                int code = worker_main(&r, pt, run_id[todo[next]]);
+                fflush(r.log); /* _exit does not flush stdio */
+                _exit(code);
+            }
             slots[k] = (Slot){pid, todo[next], run_id[todo[next]], ll_now()};
             next++, active++;
             r.running = active;
@@ -985,7 +1006,8 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
         int n_marked = 0;
         LLError e;
         if (store_open(r.db, 0, &s, &e) == LL_OK) {
-            if (store_mark_running_interrupted(s, r.sweep_id, &n_marked, &e)) logf_line(&r, "sweep %s: %s", r.name, e.msg);
+            if (store_mark_running_interrupted(s, r.sweep_id, &n_marked, &e))
+                logf_line(&r, "sweep %s: %s", r.name, e.msg);
             store_close(s);
         } else {
             logf_line(&r, "sweep %s: %s", r.name, e.msg);
@@ -1000,7 +1022,8 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
         int not_run = n_todo - (r.finished - sum->skipped);
         logf_line(&r, "sweep %s: %d done, %d failed, %d diverged, %d interrupted%s%s of %d in %s", r.name,
                   sum->done + sum->skipped - prior_diverged, sum->failed, sum->diverged, sum->interrupted,
-                  sum->busy ? ", some owned by another process" : "", not_run > 0 ? ", some not started" : "", n_sel, tm);
+                  sum->busy ? ", some owned by another process" : "", not_run > 0 ? ", some not started" : "", n_sel,
+                  tm);
     }
 out:
     if (st == LL_ERR_INTERRUPTED) sum->exit_code = 130;
@@ -1037,8 +1060,10 @@ LLStatus sweep_emit_slurm(const SweepPlan *plan, const char *config_path, const 
     FILE *f = open_memstream(&buf, &len);
     if (!f) return ll_err(err, LL_ERR_IO, "open_memstream: %s", strerror(errno));
     fprintf(f, "#!/bin/bash\n");
-    fprintf(f, "# Generated by `loralab sweep %s --emit-slurm`: %d runs in %d array tasks.\n", config_path, plan->n, tasks);
-    fprintf(f, "# Task I runs the runs whose plan index j has j %% %d == I, into its own database (SQLite must\n", tasks);
+    fprintf(f, "# Generated by `loralab sweep %s --emit-slurm`: %d runs in %d array tasks.\n", config_path, plan->n,
+            tasks);
+    fprintf(f, "# Task I runs the runs whose plan index j has j %% %d == I, into its own database (SQLite must\n",
+            tasks);
     fprintf(f, "# not be shared by several nodes: put results/ on node-local disk or keep one file per task).\n");
     fprintf(f, "# The plan is a pure function of the config and the --set values below: keep them unchanged\n");
     fprintf(f, "# until the array is done. Re-submitting skips runs that are already done.\n");

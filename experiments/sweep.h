@@ -12,7 +12,8 @@
  *             expression may use an earlier derived key): + - * / ( ), numbers, dotted keys and
  *             short names (`r` is adapter.r). Keys not assigned take their resolved default.
  *   exclude = a point is dropped when, for some entry, each key's value (as assigned by the point
- *             or set in the file) equals the entry's; a key left at its default never matches.
+ *             or set in the file) equals the entry's, or one of them for `key: [a, b]` (a list under
+ *             a key that takes one value means any of); a key left at its default never matches.
  *   merge   = points whose run key is equal (keys a method ignores are not in the key: full x
  *             r{1,2,4} is one run) are merged, the first kept.
  * The index of a run is its position in this final list; shard I of N takes the indices with

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include "adapter.h"
@@ -406,6 +407,46 @@ START_TEST(test_grad_base_with_adapter) {
     free(g);
     adapter_free(a);
     model_free(&m);
+}
+END_TEST
+
+/* Thread-count independence: adapter and base gradients are bitwise the same with 1 and 2
+ * threads (kernels split over the dimension that owns the output, no float reductions across
+ * threads). */
+START_TEST(test_threads_bitwise) {
+    AdapterMethod ms[4] = {ADAPTER_LORA, ADAPTER_VERA, ADAPTER_ADALORA, ADAPTER_LORA};
+    for (int k = 0; k < 4; k++) {
+        float *g[2] = {NULL, NULL}, loss[2];
+        size_t n = 0;
+        for (int th = 1; th <= 2; th++) {
+            omp_set_num_threads(th);
+            Model m;
+            make_model(&m, 1, 0);
+            TestBatch tb;
+            make_batch(&tb);
+            AdapterConfig c = cfg_for(ms[k]);
+            c.targets = (1u << MOD_COUNT) - 1;
+            c.dropout = 0.2f;
+            c.use_dora = k == 3;
+            Adapter *a = make_adapter(&c, &m);
+            adapter_attach(&m, a);
+            randomize(a->params, a->n_params, 0.3f, 17);
+            model_zero_grad(&m);
+            adapter_zero_grad(a);
+            loss[th - 1] = model_forward(&m, &tb.b, 1);
+            model_backward(&m, &tb.b, 1.0f);
+            n = a->n_params + m.n_params;
+            g[th - 1] = malloc(sizeof(float) * n);
+            memcpy(g[th - 1], a->grads, sizeof(float) * a->n_params);
+            memcpy(g[th - 1] + a->n_params, m.grads, sizeof(float) * m.n_params);
+            adapter_free(a);
+            model_free(&m);
+        }
+        ck_assert(memcmp(&loss[0], &loss[1], sizeof(float)) == 0);
+        ck_assert_msg(memcmp(g[0], g[1], sizeof(float) * n) == 0, "method %d: gradients depend on the thread count", k);
+        free(g[0]);
+        free(g[1]);
+    }
 }
 END_TEST
 
@@ -1011,6 +1052,68 @@ START_TEST(test_save_load_adalora) {
 }
 END_TEST
 
+/* adapter_config.json byte for byte as PEFT's json.dumps(indent=2, sort_keys=True) writes it. */
+START_TEST(test_config_json_golden) {
+    char *dir = make_tmpdir();
+    Model m;
+    make_model(&m, 0, 0);
+    AdapterConfig c = lora_cfg(8, 16.0f);
+    c.dropout = 0.05f;
+    c.n_alpha_pattern = 2;
+    snprintf(c.alpha_pattern[0].key, sizeof c.alpha_pattern[0].key, "v_proj");
+    c.alpha_pattern[0].value = 32;
+    snprintf(c.alpha_pattern[1].key, sizeof c.alpha_pattern[1].key, "q_proj");
+    c.alpha_pattern[1].value = 0.5f;
+    Adapter *a = make_adapter(&c, &m);
+    LLError err;
+    ck_assert_msg(adapter_save(a, &m, dir, "tiny-base", &err) == LL_OK, "%s", err.msg);
+    char path[512];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    char *text;
+    size_t len;
+    ck_assert(ll_read_file(path, &text, &len, &err) == LL_OK);
+    const char *want =
+        "{\n"
+        "  \"alpha_pattern\": {\n"
+        "    \"q_proj\": 0.5,\n"
+        "    \"v_proj\": 32\n"
+        "  },\n"
+        "  \"auto_mapping\": null,\n"
+        "  \"base_model_name_or_path\": \"tiny-base\",\n"
+        "  \"bias\": \"none\",\n"
+        "  \"exclude_modules\": null,\n"
+        "  \"fan_in_fan_out\": false,\n"
+        "  \"inference_mode\": true,\n"
+        "  \"init_lora_weights\": true,\n"
+        "  \"layer_replication\": null,\n"
+        "  \"layers_pattern\": null,\n"
+        "  \"layers_to_transform\": null,\n"
+        "  \"loftq_config\": {},\n"
+        "  \"lora_alpha\": 16,\n"
+        "  \"lora_bias\": false,\n"
+        "  \"lora_dropout\": 0.05,\n"
+        "  \"modules_to_save\": null,\n"
+        "  \"peft_type\": \"LORA\",\n"
+        "  \"r\": 8,\n"
+        "  \"rank_pattern\": {},\n"
+        "  \"revision\": null,\n"
+        "  \"target_modules\": [\n"
+        "    \"q_proj\",\n"
+        "    \"v_proj\"\n"
+        "  ],\n"
+        "  \"task_type\": \"CAUSAL_LM\",\n"
+        "  \"use_dora\": false,\n"
+        "  \"use_rslora\": false\n"
+        "}";
+    ck_assert_str_eq(text, want);
+    ll_free(text);
+    adapter_free(a);
+    model_free(&m);
+    rm_tree(dir);
+    free(dir);
+}
+END_TEST
+
 /* ---- DoRA and PiSSA ----------------------------------------------------------------------- */
 
 static AdapterConfig dora_cfg(void) {
@@ -1515,6 +1618,8 @@ Suite *adapter_suite(void) {
     tcase_add_test(core, test_save_load_lora);
     tcase_add_test(core, test_save_load_vera);
     tcase_add_test(core, test_save_load_adalora);
+    tcase_add_test(core, test_config_json_golden);
+    tcase_add_test(core, test_threads_bitwise);
     tcase_add_test(core, test_dora_identity_at_init);
     tcase_add_test(core, test_merge_dora);
     tcase_add_test(core, test_pissa_init);

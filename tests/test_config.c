@@ -303,8 +303,10 @@ END_TEST
 /* ---- limits: bad input gives LL_ERR_CONFIG and a message with file, line and key ------------- */
 
 START_TEST(t_unknown_key) {
-    expect_error(BASE "adapter:\n  rank: 8\n", NULL, 0, "t.yaml:4: unknown key 'adapter.rank'; did you mean 'adapter.r'?");
-    expect_error(BASE "adapter: {lora_alpha: 16}\n", NULL, 0, "t.yaml:3: unknown key 'adapter.lora_alpha'; did you mean 'adapter.alpha'?");
+    expect_error(BASE "adapter:\n  rank: 8\n", NULL, 0,
+                 "t.yaml:4: unknown key 'adapter.rank'; did you mean 'adapter.r'?");
+    expect_error(BASE "adapter: {lora_alpha: 16}\n", NULL, 0,
+                 "t.yaml:3: unknown key 'adapter.lora_alpha'; did you mean 'adapter.alpha'?");
     expect_error(BASE "trian: {lr: 0.1}\n", NULL, 0, "t.yaml:3: unknown section 'trian'; did you mean 'train'?");
     expect_error(BASE "sweep:\n  grid:\n    adapter.rnak: [1, 2]\n", NULL, 0,
                  "t.yaml:5: sweep.grid: unknown key 'adapter.rnak'; did you mean 'adapter.r'?");
@@ -315,13 +317,15 @@ END_TEST
 START_TEST(t_wrong_type) {
     expect_error(BASE "train: {lr: fast}\n", NULL, 0, "t.yaml:3: train.lr: expected a number, got the string 'fast'");
     expect_error(BASE "train: {steps: 10.5}\n", NULL, 0, "t.yaml:3: train.steps: expected a whole number, got 10.5");
-    expect_error(BASE "train: {steps: \"100\"}\n", NULL, 0, "t.yaml:3: train.steps: expected a whole number, got the string '100'");
+    expect_error(BASE "train: {steps: \"100\"}\n", NULL, 0,
+                 "t.yaml:3: train.steps: expected a whole number, got the string '100'");
     expect_error(BASE "adapter: {use_dora: maybe}\n", NULL, 0, "t.yaml:3: adapter.use_dora: expected true or false");
     expect_error(BASE "adapter: {r: [4, 8]}\n", NULL, 0,
                  "t.yaml:3: adapter.r: expected a whole number, got a list (to sweep it, put it under sweep.grid)");
     expect_error(BASE "adapter: {r: }\n", NULL, 0, "t.yaml:3: adapter.r: no value given");
     expect_error(BASE "adapter: 4\n", NULL, 0, "t.yaml:3: 'adapter' is a section: expected a mapping of its keys");
-    expect_error(BASE "adapter: {rank_pattern: {q_proj: many}}\n", NULL, 0, "t.yaml:3: adapter.rank_pattern: 'q_proj' has no number");
+    expect_error(BASE "adapter: {rank_pattern: {q_proj: many}}\n", NULL, 0,
+                 "t.yaml:3: adapter.rank_pattern: 'q_proj' has no number");
     expect_error("- a\n- b\n", NULL, 0, "t.yaml:1: expected a mapping of keys");
 }
 END_TEST
@@ -330,12 +334,17 @@ START_TEST(t_impossible_value) {
     expect_error(BASE "adapter: {dropout: 1.0}\n", NULL, 0, "t.yaml:3: adapter.dropout: 1 is outside [0, 1)");
     expect_error(BASE "adapter: {r: 0}\n", NULL, 0, "t.yaml:3: adapter.r: 0 is outside [1, 65536]");
     expect_error(BASE "train: {lr: 0}\n", NULL, 0, "t.yaml:3: train.lr: 0 is outside (0, 10]");
-    expect_error(BASE "train: {schedule: cosin}\n", NULL, 0, "t.yaml:3: train.schedule: 'cosin' is not one of cosine|linear|constant");
-    expect_error(BASE "adapter: {method: dora}\n", NULL, 0, "adapter.method: 'dora' is not one of full|lora|adalora|vera");
-    expect_error(BASE "adapter: {targets: [q, x]}\n", NULL, 0, "t.yaml:3: adapter.targets: unknown target module 'x'; the linear layers");
-    expect_error(BASE "adapter: {rank_pattern: {q_proj: 2.5}}\n", NULL, 0, "adapter.rank_pattern: q_proj: 2.5 is not a whole number");
+    expect_error(BASE "train: {schedule: cosin}\n", NULL, 0,
+                 "t.yaml:3: train.schedule: 'cosin' is not one of cosine|linear|constant");
+    expect_error(BASE "adapter: {method: dora}\n", NULL, 0,
+                 "adapter.method: 'dora' is not one of full|lora|adalora|vera");
+    expect_error(BASE "adapter: {targets: [q, x]}\n", NULL, 0,
+                 "t.yaml:3: adapter.targets: unknown target module 'x'; the linear layers");
+    expect_error(BASE "adapter: {rank_pattern: {q_proj: 2.5}}\n", NULL, 0,
+                 "adapter.rank_pattern: q_proj: 2.5 is not a whole number");
     expect_error(BASE "name: 'a b'\n", NULL, 0, "t.yaml:3: name: 'a b' must be");
-    expect_error(BASE "train: {warmup: 500, steps: 100}\n", NULL, 0, "train.warmup (500) is longer than train.steps (100)");
+    expect_error(BASE "train: {warmup: 500, steps: 100}\n", NULL, 0,
+                 "train.warmup (500) is longer than train.steps (100)");
     expect_error(BASE "adapter: {method: adalora, tinit: 90, tfinal: 20}\ntrain: {steps: 100}\n", NULL, 0,
                  "t.yaml:3: AdaLoRA needs adapter.tinit (90) < train.steps (100) - adapter.tfinal (20)");
     expect_error(BASE "adapter: {method: adalora, init_r: 8, target_r: 8}\n", NULL, 0,
@@ -366,7 +375,8 @@ START_TEST(t_bad_set) {
 END_TEST
 
 START_TEST(t_malformed_yaml) {
-    expect_error(BASE "train: {lr: 1e-3\nadapter: {r: 4}\n", NULL, 0, "t.yaml:4: YAML syntax error: did not find expected ',' or '}'");
+    expect_error(BASE "train: {lr: 1e-3\nadapter: {r: 4}\n", NULL, 0,
+                 "t.yaml:4: YAML syntax error: did not find expected ',' or '}'");
     expect_error(BASE "train:\n  lr: 1\n\tsteps: 3\n", NULL, 0, "t.yaml:5: YAML syntax error");
     expect_error(BASE "adapter: [r: 4\n", NULL, 0, "YAML syntax error");
 }
@@ -374,7 +384,8 @@ END_TEST
 
 START_TEST(t_duplicate_key) {
     expect_error(BASE "adapter:\n  r: 4\n  r: 8\n", NULL, 0, "t.yaml:5: duplicate key 'r' (first at line 4)");
-    expect_error(BASE "adapter: {r: 4}\nadapter.r: 8\n", NULL, 0, "t.yaml:4: duplicate key 'adapter.r' (first at line 3)");
+    expect_error(BASE "adapter: {r: 4}\nadapter.r: 8\n", NULL, 0,
+                 "t.yaml:4: duplicate key 'adapter.r' (first at line 3)");
     expect_error(BASE "sweep:\n  grid:\n    adapter.r: [1]\n    adapter: {r: [2]}\n", NULL, 0,
                  "t.yaml:6: sweep.grid: duplicate axis 'adapter.r' (first at line 5)");
 }
@@ -386,7 +397,8 @@ START_TEST(t_base_choice) {
     expect_error("task: {data: d}\n", NULL, 0, "t.yaml: no base model: set base.path");
     expect_error("base: {preset: tiny}\ntask: {data: d}\n", NULL, 0, "t.yaml:1: base.preset needs base.data");
     expect_error("base: {preset: huge, data: d}\ntask: {data: d}\n", NULL, 0,
-                 "t.yaml:1: base.preset 'huge': cannot read configs/models/huge.yaml (presets in configs/models: medium, small, tiny)");
+                 "t.yaml:1: base.preset 'huge': cannot read configs/models/huge.yaml (presets in configs/models: "
+                 "medium, small, tiny)");
     expect_error("base: {path: m}\n", NULL, 0, "task.data is not set");
 }
 END_TEST

@@ -201,7 +201,8 @@ END_TEST
 
 START_TEST(t_exclude) {
     ConfigDoc *d = load(BASE "sweep:\n  grid:\n    adapter.method: [lora, vera]\n    adapter.r: [4, 8, 16]\n"
-                             "  exclude:\n    - {adapter.method: vera, adapter.r: 4}\n    - {adapter.r: 16}\n", NULL, 0);
+                             "  exclude:\n    - {adapter.method: vera, adapter.r: 4}\n    - {adapter.r: 16}\n",
+                        NULL, 0);
     SweepPlan p;
     expand(d, &p);
     ck_assert_int_eq(p.n_raw, 6);
@@ -212,6 +213,16 @@ START_TEST(t_exclude) {
     ck_assert_int_eq(p.points[1].rc.adapter.r, 8);
     ck_assert_int_eq(p.points[2].rc.adapter.method, ADAPTER_VERA);
     ck_assert_int_eq(p.points[2].rc.adapter.r, 8);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+    /* A list under a one-value key means any of its values. */
+    d = load(BASE "sweep:\n  grid:\n    adapter.method: [lora, vera]\n    adapter.r: [4, 8, 16]\n"
+                  "  exclude:\n    - {adapter.method: vera, adapter.r: [4, 16]}\n", NULL, 0);
+    expand(d, &p);
+    ck_assert_int_eq(p.n_excluded, 2);
+    ck_assert_int_eq(p.n, 4);
+    ck_assert_int_eq(p.points[3].rc.adapter.method, ADAPTER_VERA);
+    ck_assert_int_eq(p.points[3].rc.adapter.r, 8);
     sweep_plan_free(&p);
     config_doc_free(d);
     /* Exclusions also match values fixed in the file, and target lists as sets. */
@@ -225,10 +236,11 @@ START_TEST(t_exclude) {
 END_TEST
 
 START_TEST(t_random_search) {
-    const char *text = BASE "sweep:\n  grid: {adapter.method: [lora, vera]}\n  random:\n    n: 8\n    seed: 42\n    space:\n"
-                            "      train.lr: {log_uniform: [1e-4, 1e-2]}\n      adapter.r: {int_log2: [2, 64]}\n"
-                            "      adapter.dropout: {uniform: [0, 0.2]}\n      train.steps: {uniform: [10, 20]}\n"
-                            "      adapter.targets: [q, \"q,v\", all-linear]\n";
+    const char *text =
+        BASE "sweep:\n  grid: {adapter.method: [lora, vera]}\n  random:\n    n: 8\n    seed: 42\n    space:\n"
+             "      train.lr: {log_uniform: [1e-4, 1e-2]}\n      adapter.r: {int_log2: [2, 64]}\n"
+             "      adapter.dropout: {uniform: [0, 0.2]}\n      train.steps: {uniform: [10, 20]}\n"
+             "      adapter.targets: [q, \"q,v\", all-linear]\n";
     ConfigDoc *d = load(text, NULL, 0);
     SweepPlan a, b;
     expand(d, &a);
@@ -286,7 +298,8 @@ END_TEST
 
 START_TEST(t_key_independent_of_order) {
     ConfigDoc *d1 = load(BASE "train: {steps: 30, lr: 0.01}\nsweep: {grid: {adapter.r: [4]}}\n", NULL, 0);
-    ConfigDoc *d2 = load("sweep:\n  grid:\n    adapter:\n      r: [4]\ntrain:\n  lr: 1e-2\n  steps: 30\n" BASE, NULL, 0);
+    ConfigDoc *d2 =
+        load("sweep:\n  grid:\n    adapter:\n      r: [4]\ntrain:\n  lr: 1e-2\n  steps: 30\n" BASE, NULL, 0);
     SweepPlan a, b;
     expand(d1, &a);
     expand(d2, &b);
@@ -358,7 +371,8 @@ START_TEST(t_emit_slurm) {
     ck_assert_int_eq(ll_read_file(path, &text, &len, &err), LL_OK);
     ck_assert_ptr_nonnull(strstr(text, "#SBATCH --array=0-2\n"));
     ck_assert_ptr_nonnull(strstr(text, "#SBATCH --cpus-per-task=2\n"));
-    ck_assert_ptr_nonnull(strstr(text, "sweep 'configs/experiments/x.yaml' --set 'train.steps=5' --set 'name=it'\\''s'"));
+    ck_assert_ptr_nonnull(
+        strstr(text, "sweep 'configs/experiments/x.yaml' --set 'train.steps=5' --set 'name=it'\\''s'"));
     ck_assert_ptr_nonnull(strstr(text, "--shard \"$TASK/$COUNT\""));
     ck_assert_ptr_nonnull(strstr(text, "--db \"results/demo.shard$TASK.db\""));
     ck_assert_ptr_nonnull(strstr(text, "merge-db results/demo.db results/demo.shard*.db"));
@@ -378,29 +392,38 @@ START_TEST(t_expand_limits) {
     SweepPlan p;
     ConfigDoc *d = NULL;
     /* Conflicts are config errors with file:line. */
-    ck_assert_int_eq(config_load_text("s.yaml", BASE "adapter: {r: 4}\nsweep: {grid: {adapter.r: [1, 2]}}\n", NULL, 0, &d, &err),
-                     LL_ERR_CONFIG);
+    ck_assert_int_eq(
+        config_load_text("s.yaml", BASE "adapter: {r: 4}\nsweep: {grid: {adapter.r: [1, 2]}}\n", NULL, 0, &d, &err),
+        LL_ERR_CONFIG);
     ck_assert_msg(strstr(err.msg, "s.yaml:4: adapter.r is set (line 3) and is a grid axis"), "%s", err.msg);
-    ck_assert_int_eq(config_load_text("s.yaml", BASE "sweep: {seeds: [0], grid: {train.seed: [1]}}\n", NULL, 0, &d, &err),
-                     LL_ERR_CONFIG);
+    ck_assert_int_eq(
+        config_load_text("s.yaml", BASE "sweep: {seeds: [0], grid: {train.seed: [1]}}\n", NULL, 0, &d, &err),
+        LL_ERR_CONFIG);
     ck_assert_msg(strstr(err.msg, "sweep.seeds and a train.seed grid axis"), "%s", err.msg);
     ck_assert_int_eq(config_load_text("s.yaml", BASE "sweep: {random: {n: 3}}\n", NULL, 0, &d, &err), LL_ERR_CONFIG);
     ck_assert_msg(strstr(err.msg, "s.yaml:3: sweep.random.n needs sweep.random.space"), "%s", err.msg);
-    ck_assert_int_eq(config_load_text("s.yaml", BASE "sweep: {random: {n: 3, space: {adapter.r: {int_log2: [3, 64]}}}}\n",
-                                      NULL, 0, &d, &err), LL_ERR_CONFIG);
+    ck_assert_int_eq(config_load_text("s.yaml",
+                                      BASE "sweep: {random: {n: 3, space: {adapter.r: {int_log2: [3, 64]}}}}\n", NULL,
+                                      0, &d, &err),
+                     LL_ERR_CONFIG);
     ck_assert_msg(strstr(err.msg, "int_log2 needs a whole-number key and powers of two"), "%s", err.msg);
     ck_assert_int_eq(config_load_text("s.yaml", BASE "sweep: {random: {n: 3, space: {train.lr: {normal: [0, 1]}}}}\n",
                                       NULL, 0, &d, &err), LL_ERR_CONFIG);
     ck_assert_msg(strstr(err.msg, "unknown distribution 'normal'"), "%s", err.msg);
-    ck_assert_int_eq(config_load_text("s.yaml", BASE "sweep: {grid: {name: [a, b]}}\n", NULL, 0, &d, &err), LL_ERR_CONFIG);
-    ck_assert_msg(strstr(err.msg, "s.yaml:3: sweep.grid: 'name' is not a run setting and cannot be swept"), "%s", err.msg);
-    ck_assert_int_eq(config_load_text("s.yaml", BASE "sweep: {grid: {adapter.dropout: [0.1, 1.5]}}\n", NULL, 0, &d, &err),
+    ck_assert_int_eq(config_load_text("s.yaml", BASE "sweep: {grid: {name: [a, b]}}\n", NULL, 0, &d, &err),
                      LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "s.yaml:3: sweep.grid: 'name' is not a run setting and cannot be swept"), "%s",
+                  err.msg);
+    ck_assert_int_eq(
+        config_load_text("s.yaml", BASE "sweep: {grid: {adapter.dropout: [0.1, 1.5]}}\n", NULL, 0, &d, &err),
+        LL_ERR_CONFIG);
     ck_assert_msg(strstr(err.msg, "s.yaml:3: adapter.dropout: 1.5 is outside [0, 1)"), "%s", err.msg);
     /* A point that fails resolution is named. */
-    d = load(BASE "adapter: {method: adalora}\ntrain: {steps: 100}\nsweep: {grid: {adapter.tinit: [10, 100]}}\n", NULL, 0);
+    d = load(BASE "adapter: {method: adalora}\ntrain: {steps: 100}\nsweep: {grid: {adapter.tinit: [10, 100]}}\n", NULL,
+             0);
     ck_assert_int_eq(sweep_expand(d, &p, &err), LL_ERR_CONFIG);
-    ck_assert_msg(strstr(err.msg, "sweep point {adapter.tinit=100}") && strstr(err.msg, "AdaLoRA needs adapter.tinit (100)"),
+    ck_assert_msg(strstr(err.msg, "sweep point {adapter.tinit=100}") &&
+                      strstr(err.msg, "AdaLoRA needs adapter.tinit (100)"),
                   "%s", err.msg);
     config_doc_free(d);
     /* Too many points. */

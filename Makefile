@@ -109,3 +109,14 @@ demo: check-deps
 	./loralab sweep configs/experiments/quickstart.yaml --db results/quickstart.db
 	./loralab report --db results/quickstart.db --out results/report/quickstart
 	@echo "figures and tables: results/report/quickstart/index.html (table.md, table.tex, *.pdf, *.png)"
+
+# ---- bench-compare: loralab against PyTorch on the same weights and batch --------------------
+# Needs python3 with torch and numpy (scripts/deps.sh --bench); writes results/bench-compare.txt.
+$(BUILD)/bench_compare: bench/bench_compare.c $(BUILD)/libloralab.a
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libloralab.a $(LDLIBS)
+
+.PHONY: bench-compare
+bench-compare: $(BUILD)/bench_compare
+	@mkdir -p results
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} bench/compare.sh $(BENCH_STEPS)

@@ -9,8 +9,8 @@
  *                                         DIR/batch.bin  the one training batch (format below)
  *   bench_compare run DIR METHOD STEPS   METHOD full|lora: loads DIR, trains 1 warm-up step plus
  *                                         STEPS timed steps on the batch, prints one JSON object
- *                                         (first_loss, losses, median_step_s, tokens_per_s,
- *                                         peak_rss_mb, threads, kernels) and writes the first
+ *                                         (first_loss, losses, step_s, median_step_s,
+ *                                         tokens_per_s, peak_rss_mb, threads, kernels) and writes the first
  *                                         forward's logits at a few rows to
  *                                         DIR/logits_loralab_METHOD.bin for the logit comparison.
  *
@@ -231,12 +231,16 @@ static int run(const char *dir, const char *method, int steps) {
         adamw_step(&opt, LR);
         t[i] = ll_now() - t0;
     }
-    double step_s = median(t + 1, steps);
+    double sorted[MAX_STEPS];
+    memcpy(sorted, t + 1, sizeof(double) * (size_t)steps);
+    double step_s = median(sorted, steps); /* t stays in step order for the printout */
     const char *core = getenv("OPENBLAS_CORETYPE");
     printf("{\"side\": \"loralab\", \"method\": \"%s\", \"V\": %d, \"C\": %d, \"L\": %d, \"NH\": %d, \"NKV\": %d, "
            "\"tied\": %d, \"B\": %d, \"T\": %d, \"steps\": %d, \"first_loss\": %.9g, \"losses\": [",
            method, c.V, c.C, c.L, c.NH, c.NKV, c.tied, b.B, b.T, steps, losses[0]);
     for (int i = 0; i < total; i++) printf("%s%.9g", i ? ", " : "", losses[i]);
+    printf("], \"step_s\": [");
+    for (int i = 1; i < total; i++) printf("%s%.6f", i > 1 ? ", " : "", t[i]);
     printf("], \"warmup_step_s\": %.6f, \"median_step_s\": %.6f, \"tokens_per_s\": %.1f, \"peak_rss_mb\": %.1f, "
            "\"trainable\": %zu, \"threads\": %d, \"blas_threads\": %d, \"kernels\": \"%s\", \"blas_config\": \"%s\", "
            "\"openblas_coretype\": \"%s\"}\n",

@@ -38,11 +38,9 @@ ids[B*T], targets[B*T]).
 import argparse
 import ctypes
 import json
-import math
 import os
 import resource
 import struct
-import sys
 import time
 
 import numpy as np
@@ -340,10 +338,10 @@ def blas_info():
     with open("/proc/self/maps") as f:
         for line in f:
             path = line.split()[-1]
-            if ("openblas" in path or "libblas" in path) and path.endswith(tuple(".so" + s for s in ("", ".0", ".3"))) \
-                    or "libopenblas" in path:
-                if path not in libs:
-                    libs.append(path)
+            name = os.path.basename(path)
+            if path.startswith("/") and "blas" in name and ".so" in name and path not in libs:
+                libs.append(path)
+    libs.sort(key=lambda p: "openblas" not in os.path.basename(p))  # the library itself first
     info = {"blas_libraries": libs, "kernels": "unknown", "blas_config": "unknown", "blas_threads": -1}
     for path in libs:
         try:
@@ -397,7 +395,7 @@ def cmd_run(args):
     step_s = float(np.median(times[1:]))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
     out = {"side": "torch", "method": args.method, "B": ids.shape[0], "T": ids.shape[1], "steps": args.steps,
-           "first_loss": losses[0], "losses": losses, "warmup_step_s": times[0], "median_step_s": step_s,
+           "first_loss": losses[0], "losses": losses, "step_s": times[1:], "warmup_step_s": times[0], "median_step_s": step_s,
            "tokens_per_s": ids.numel() / step_s, "peak_rss_mb": peak_mb,
            "trainable": sum(p.numel() for g in groups for p in g["params"]),
            "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -460,10 +460,13 @@ static LLStatus adalora_config_load(Adapter *a, const cJSON *obj, const char *pa
         uint8_t *mk = p->mask + site_index(a, s) * p->r;
         int i = 0;
         for (const cJSON *b = c->child; b; b = b->next, i++) {
-            if (cJSON_IsBool(b)) mk[i] = cJSON_IsTrue(b) ? 1 : 0;
-            else if (cJSON_IsNumber(b) && (b->valuedouble == 0.0 || b->valuedouble == 1.0)) mk[i] = b->valuedouble != 0.0;
+            if (cJSON_IsBool(b))
+                mk[i] = cJSON_IsTrue(b) ? 1 : 0;
+            else if (cJSON_IsNumber(b) && (b->valuedouble == 0.0 || b->valuedouble == 1.0))
+                mk[i] = b->valuedouble != 0.0;
             else
-                return ll_err(err, LL_ERR_FORMAT, "%s: rank_pattern '%s' entry %d is not a boolean", path, c->string, i);
+                return ll_err(err, LL_ERR_FORMAT, "%s: rank_pattern '%s' entry %d is not a boolean", path, c->string,
+                              i);
         }
     }
     p->has_pattern = 1;

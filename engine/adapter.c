@@ -410,7 +410,8 @@ static void json_dump_string(Text *t, const char *s) {
             buf[0] = '\\', buf[1] = (char)c, buf[2] = '\0';
             p++;
         } else if (c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f') {
-            snprintf(buf, sizeof buf, "\\%c", c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : c == '\b' ? 'b' : 'f');
+            char e = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : c == '\b' ? 'b' : 'f';
+            snprintf(buf, sizeof buf, "\\%c", e);
             p++;
         } else if (c < 0x20) {
             snprintf(buf, sizeof buf, "\\u%04x", c);

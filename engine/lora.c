@@ -181,6 +181,9 @@ static LLStatus lora_init(Adapter *a, Model *m, LLError *err) {
             if (s->active && s->r > k)
                 return ll_err(err, LL_ERR_CONFIG, "PiSSA rank %d exceeds min(in, out) = %d of layer %d %s", s->r, k,
                               s->layer, model_module_name(s->mod));
+            if (s->active && !(s->scale > 0.0f)) /* S/s must be a finite square */
+                return ll_err(err, LL_ERR_CONFIG, "PiSSA needs lora_alpha > 0 (layer %d %s has alpha %g)", s->layer,
+                              model_module_name(s->mod), s->alpha);
         }
     Rng r;
     rng_seed(&r, rng_derive(a->cfg.seed, 12));

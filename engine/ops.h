@@ -16,6 +16,12 @@
 
 #include <stddef.h>
 
+/* Below this many elements of work a kernel runs on the calling thread: a parallel region costs a
+ * few microseconds on an idle machine and up to a scheduler time slice on a busy one, more than
+ * small loops of the tiny models take. Which thread computes an element never changes its value,
+ * so this threshold does not change results. */
+#define LL_OMP_MIN_WORK 32768
+
 /* ---- linear: y[N,out] = x[N,in] · W[out,in]ᵀ ---------------------------------------------- */
 void matmul_forward(float *y, const float *x, const float *W, int N, int in, int out);
 void matmul_forward_naive(float *y, const float *x, const float *W, int N, int in, int out);

@@ -16,7 +16,7 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
                        int B, int T, int NH, int NKV, int HS) {
     const int ldq = NH * HS, ldk = NKV * HS, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)B * NH * T * T * HS >= LL_OMP_MIN_WORK)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, kvh = h / group;
         const float *Q = q + (size_t)b * T * ldq + (size_t)h * HS;
@@ -49,7 +49,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                         int NH, int NKV, int HS) {
     const int ldq = NH * HS, ldk = NKV * HS, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)B * NH * T * T * HS >= LL_OMP_MIN_WORK)
     for (int bk = 0; bk < B * NKV; bk++) {
         int b = bk / NKV, kvh = bk % NKV;
         float *dP = scratch + (size_t)omp_get_thread_num() * attention_scratch_floats(T);

@@ -4,7 +4,7 @@
 #include <string.h>
 
 void embedding_forward(float *out, const int *ids, const float *E, int N, int C) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= LL_OMP_MIN_WORK)
     for (int i = 0; i < N; i++) memcpy(out + (size_t)i * C, E + (size_t)ids[i] * C, sizeof(float) * (size_t)C);
 }
 
@@ -13,7 +13,7 @@ void embedding_backward(float *dE, const float *dout, const int *ids, int N, int
      * column block of every row and walks the tokens in order, which keeps the sum order fixed. */
     enum { BLK = 16 };
     int nblk = (C + BLK - 1) / BLK;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= LL_OMP_MIN_WORK)
     for (int b = 0; b < nblk; b++) {
         int c0 = b * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
         for (int i = 0; i < N; i++) {

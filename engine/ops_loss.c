@@ -6,7 +6,7 @@
 
 int crossentropy_forward(float *losses, float *lse, const float *logits, const int *targets, int N, int V) {
     int counted = 0;
-    #pragma omp parallel for schedule(static) reduction(+ : counted)
+    #pragma omp parallel for schedule(static) reduction(+ : counted) if ((size_t)N * V >= LL_OMP_MIN_WORK)
     for (int i = 0; i < N; i++) {
         const float *z = logits + (size_t)i * V;
         float mx = z[0];
@@ -26,7 +26,7 @@ int crossentropy_forward(float *losses, float *lse, const float *logits, const i
 }
 
 void crossentropy_backward(float *logits, const float *lse, const int *targets, int N, int V, float scale) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * V >= LL_OMP_MIN_WORK)
     for (int i = 0; i < N; i++) {
         float *z = logits + (size_t)i * V;
         if (targets[i] < 0) {

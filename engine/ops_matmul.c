@@ -30,6 +30,6 @@ void matmul_backward(float *dx, float *dW, const float *dy, const float *x, cons
 }
 
 void residual_forward(float *y, const float *a, const float *b, size_t n) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (n >= LL_OMP_MIN_WORK)
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }

@@ -6,7 +6,7 @@
 #include <string.h>
 
 void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= LL_OMP_MIN_WORK)
     for (int i = 0; i < N; i++) {
         const float *xi = x + (size_t)i * C;
         float *oi = out + (size_t)i * C;
@@ -22,7 +22,7 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
                       const float *rstd, int N, int C, int acc) {
     /* y_c = w_c x_c r, r = (mean(x²)+eps)^-1/2:
      * dx_c = r (w_c g_c) - x_c r³ (1/C) Σ_k w_k g_k x_k. */
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= LL_OMP_MIN_WORK)
     for (int i = 0; i < N; i++) {
         const float *xi = x + (size_t)i * C, *gi = dout + (size_t)i * C;
         float *di = dx + (size_t)i * C;
@@ -39,7 +39,7 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
     /* dw_c = Σ_i g_ic x_ic r_i: parallel over column blocks, rows summed in order. */
     enum { BLK = 16 };
     int nblk = (C + BLK - 1) / BLK;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= LL_OMP_MIN_WORK)
     for (int b = 0; b < nblk; b++) {
         int c0 = b * BLK, c1 = c0 + BLK < C ? c0 + BLK : C;
         float accv[BLK];

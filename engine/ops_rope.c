@@ -20,7 +20,7 @@ void rope_tables(float *cosv, float *sinv, int T_max, int HS, float theta) {
 static void rope_apply(float *x, const float *cosv, const float *sinv, int B, int T, int NHx, int HS,
                        float sign) {
     int half = HS / 2;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)B * T * NHx * HS >= LL_OMP_MIN_WORK)
     for (int bt = 0; bt < B * T; bt++) {
         int p = bt % T;
         const float *cp = cosv + (size_t)p * half, *sp = sinv + (size_t)p * half;

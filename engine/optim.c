@@ -2,6 +2,7 @@
 #include "optim.h"
 
 #include "core.h"
+#include "ops.h"
 
 #include <math.h>
 #include <string.h>
@@ -42,7 +43,7 @@ void adamw_step(AdamW *o, float lr) {
         ParamSeg *sg = &o->segs[s];
         float *m = o->m + sg->off, *v = o->v + sg->off;
         const float wd = sg->decay ? o->weight_decay : 0.0f;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (sg->n >= LL_OMP_MIN_WORK)
         for (size_t i = 0; i < sg->n; i++) {
             float g = sg->g[i];
             float p = sg->p[i] * (1.0f - lr * wd); /* decoupled decay, applied first as torch does */
@@ -65,7 +66,7 @@ double adamw_grad_norm(const AdamW *o) {
         const ParamSeg *sg = &o->segs[s];
         size_t nch = (sg->n + CHUNK - 1) / CHUNK;
         double *part = ll_malloc(nch, sizeof(double));
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (nch > 1)
         for (size_t c = 0; c < nch; c++) {
             size_t i0 = c * CHUNK, i1 = i0 + CHUNK < sg->n ? i0 + CHUNK : sg->n;
             double acc = 0.0;
@@ -81,7 +82,7 @@ double adamw_grad_norm(const AdamW *o) {
 void adamw_scale_grads(AdamW *o, float s) {
     for (int k = 0; k < o->nseg; k++) {
         ParamSeg *sg = &o->segs[k];
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if (sg->n >= LL_OMP_MIN_WORK)
         for (size_t i = 0; i < sg->n; i++) sg->g[i] *= s;
     }
 }

@@ -42,6 +42,7 @@ typedef struct {
     LLStatus store_rc;
     LLError store_err;
     double last_print;
+    int milestones; /* without a terminal: a plain line at every 10% (long pretraining) */
 } HookCtx;
 
 static void on_metric(void *user, int step, const char *split, const char *name, double value) {
@@ -54,7 +55,12 @@ static void on_metric(void *user, int step, const char *split, const char *name,
 
 static void on_progress(void *user, int step, int steps, double loss, double tps, double eta) {
     HookCtx *h = user;
-    if (!h->env->progress) return;
+    if (!h->env->progress) {
+        if (h->milestones && (step * 10 / steps != (step - 1) * 10 / steps))
+            fprintf(stderr, "%s: step %d/%d  loss %.4f  %.0f tok/s  ETA %d:%02d\n", h->label, step, steps, loss, tps,
+                    (int)eta / 60, (int)eta % 60);
+        return;
+    }
     double now = ll_now();
     if (step != steps && now - h->last_print < 0.5) return;
     h->last_print = now;
@@ -109,6 +115,8 @@ static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char
     Tokenizer *tok = NULL;
     LLStatus st;
     snprintf(path, sizeof path, "%s/train.txt", rc->base_data);
+    ll_log(&env->log, LL_LOG_INFO, "pretraining %s (%s tokenizer) on %s for %d steps of %d x %d tokens", rc->base_preset,
+           rc->base_bpe ? "BPE" : "byte", rc->base_data, rc->base_train.steps, rc->base_train.batch, rc->base_train.seq);
     if (rc->base_bpe) {
         char *text;
         size_t len;
@@ -117,7 +125,8 @@ static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char
         st = tok_train_bpe(text, len, rc->base_vocab, &tok, err);
         ll_free(text);
         if (st) return st;
-        if (env->progress) fprintf(stderr, "trained a BPE tokenizer of %d ids on %s in %.1f s\n", tok_vocab_size(tok), path, ll_now() - t0);
+        ll_log(&env->log, LL_LOG_INFO, "trained a BPE tokenizer of %d ids on %s in %.1f s", tok_vocab_size(tok), path,
+               ll_now() - t0);
     } else {
         tok = tok_new_bytes();
     }
@@ -134,7 +143,7 @@ static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char
     if (!st) st = model_init(&m, &mc, &mo, err);
     if (!st) {
         model_init_weights(&m, rc->base_train.seed);
-        HookCtx h = {env, "pretrain", LL_OK, {0}, 0};
+        HookCtx h = {env, "pretrain", LL_OK, {0}, 0, 1};
         RunEnv quiet = *env;
         quiet.store = NULL; /* the base is not a run of the sweep */
         h.env = &quiet;
@@ -142,9 +151,8 @@ static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char
         TrainResult res;
         st = train_run(&m, NULL, &rc->base_train, &train, &valid, &hooks, &res, err);
         if (!st) {
-            if (env->progress)
-                fprintf(stderr, "pretrained base: %zu parameters, valid loss %.4f (ppl %.2f), %.0f tok/s, %.0f s\n",
-                        m.n_params, res.eval.loss, res.eval.ppl, res.tokens_per_s, res.wall_s);
+            ll_log(&env->log, LL_LOG_INFO, "pretrained base: %zu parameters, valid loss %.4f (ppl %.2f), %.0f tok/s, %.0f s",
+                   m.n_params, res.eval.loss, res.eval.ppl, res.tokens_per_s, res.wall_s);
             st = checkpoint_save(&m, tok, NULL, dir, err);
         } else {
             ll_err_prefix(err, "pretraining the base model");
@@ -236,7 +244,7 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
         char report[256];
         adapter_param_report(m, a, report, sizeof report);
         ll_log(&env->log, LL_LOG_INFO, "%s", report);
-        HookCtx h = {env, rc->name, LL_OK, {0}, 0};
+        HookCtx h = {env, rc->name, LL_OK, {0}, 0, 0};
         TrainHooks hooks = {on_metric, on_progress, on_stop, &h};
         TrainResult res;
         st = train_run(m, a, &rc->train, &train, &valid, &hooks, &res, err);

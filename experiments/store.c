@@ -259,10 +259,21 @@ static int is_busy(int rc) {
 }
 
 /* kill(pid, 0) succeeds for a live process we may signal, and fails with EPERM for a live one we
- * may not; only ESRCH means gone. */
+ * may not; only ESRCH means gone. A zombie (killed, not yet reaped: a SIGKILLed worker whose parent
+ * died too waits for init to reap it) also answers kill(), but will never finish its run, so
+ * /proc's state letter Z counts as gone. */
 static int pid_alive(int64_t pid) {
     if (pid <= 0 || pid > INT_MAX) return 0;
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+    if (!(kill((pid_t)pid, 0) == 0 || errno == EPERM)) return 0;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 1; /* no /proc: trust kill() */
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *close_paren = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold spaces */
+    return !(close_paren && close_paren[1] == ' ' && (close_paren[2] == 'Z' || close_paren[2] == 'X'));
 }
 
 static LLStatus busy_error(const Store *s, const char *what, LLError *err) {

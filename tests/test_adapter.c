@@ -229,7 +229,8 @@ static void fd_check(const char *what, FdCtx *f, float *param, const float *anal
         if (ratio > worst) worst = ratio, worst_i = i, worst_a = an, worst_n = num;
         if (ratio > 1.0 && bad++ < 8) fprintf(stderr, "%s: [%zu] analytic %.8g numeric %.8g\n", what, i, an, num);
     }
-    if (getenv("FD_VERBOSE")) fprintf(stderr, "%s: worst %.3f of tol ([%zu] %.6g vs %.6g)\n", what, worst, worst_i, worst_a, worst_n);
+    if (getenv("FD_VERBOSE")) /* how close the worst element came to the tolerance */
+        fprintf(stderr, "%s: worst %.3f of tol ([%zu] %.6g vs %.6g)\n", what, worst, worst_i, worst_a, worst_n);
     ck_assert_msg(bad == 0, "%s: %d of %zu gradients off; worst [%zu] analytic %.8g numeric %.8g (%.2fx tol)", what,
                   bad, n, worst_i, worst_a, worst_n, worst);
 }
@@ -609,7 +610,8 @@ START_TEST(test_patterns_and_layers) {
     c.n_layers = 1, c.layers[0] = 1;
     a = make_adapter(&c, &m);
     for (int i = 0; i < a->n_sites; i++)
-        ck_assert_int_eq(a->sites[i].active, a->sites[i].layer == 1 && (a->sites[i].mod == MOD_Q || a->sites[i].mod == MOD_V));
+        ck_assert_int_eq(a->sites[i].active,
+                         a->sites[i].layer == 1 && (a->sites[i].mod == MOD_Q || a->sites[i].mod == MOD_V));
     adapter_free(a);
     /* the same selection for VeRA and AdaLoRA; VeRA sizes its projections from the kept sites */
     c = vera_cfg(4);
@@ -786,7 +788,8 @@ START_TEST(test_adalora_allocator_scores) {
         memcpy(pE, a->params, sizeof(float) * np);
         adapter_on_step(a, t);
         if (t < steps - 1)
-            for (int i = 0; i < a->n_sites; i++) ck_assert_int_eq(adalora_site_rank(a, &a->sites[i]), a->sites[i].active ? 6 : 0);
+            for (int i = 0; i < a->n_sites; i++)
+                ck_assert_int_eq(adalora_site_rank(a, &a->sites[i]), a->sites[i].active ? 6 : 0);
     }
     double S[24];
     int q = 0;
@@ -796,7 +799,10 @@ START_TEST(test_adalora_allocator_scores) {
         const size_t oE = s->off + (size_t)s->r * s->in, oB = oE + s->r;
         for (int k = 0; k < s->r; k++, q++) {
             double sa = 0, sb = 0;
-            for (int j = 0; j < s->in; j++) sa += ia[s->off + (size_t)k * s->in + j] * ua[s->off + (size_t)k * s->in + j];
+            for (int j = 0; j < s->in; j++) {
+                size_t e = s->off + (size_t)k * s->in + j;
+                sa += ia[e] * ua[e];
+            }
             for (int o = 0; o < s->out; o++) sb += ia[oB + (size_t)o * s->r + k] * ua[oB + (size_t)o * s->r + k];
             S[q] = ia[oE + k] * ua[oE + k] + sa / s->in + sb / s->out;
         }
@@ -1134,7 +1140,8 @@ START_TEST(test_dora_identity_at_init) {
     Adapter *a = make_adapter(&c, &m);
     for (int i = 0; i < a->n_sites; i++) {
         const AdapterSite *s = &a->sites[i];
-        const float *W = model_weight(&m, s->layer, s->mod), *mag = a->params + s->off + (size_t)s->r * (s->in + s->out);
+        const float *W = model_weight(&m, s->layer, s->mod);
+        const float *mag = a->params + s->off + (size_t)s->r * (s->in + s->out);
         for (int o = 0; o < s->out; o++) {
             double ss = 0;
             for (int j = 0; j < s->in; j++) ss += (double)W[o * s->in + j] * W[o * s->in + j];
@@ -1515,7 +1522,8 @@ START_TEST(test_limits_targets) {
     ck_assert_int_eq(adapter_parse_targets("q_proj,qq_proj", &mask, &err), LL_ERR_CONFIG);
     ck_assert(strstr(err.msg, "'qq_proj'") != NULL);
     const char *names[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "all-linear"};
-    for (int i = 0; i < 8; i++) ck_assert_msg(strstr(err.msg, names[i]) != NULL, "'%s' not listed: %s", names[i], err.msg);
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(strstr(err.msg, names[i]) != NULL, "'%s' not listed: %s", names[i], err.msg);
     ck_assert_int_eq(adapter_parse_targets(" , ", &mask, &err), LL_ERR_CONFIG);
     ck_assert(strstr(err.msg, "empty") != NULL);
 }
@@ -1563,9 +1571,11 @@ START_TEST(test_limits_load) {
     LLError err;
     ck_assert(adapter_save(a, &m, dir, NULL, &err) == LL_OK);
     adapter_free(a);
-    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\", \"k_proj\"]}");
+    write_text(dir, "adapter_config.json",
+               "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\", \"k_proj\"]}");
     expect_load_error(dir, LL_ERR_FORMAT, "k_proj.lora_A.weight' is missing");
-    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 5, \"target_modules\": \"q_proj,v_proj\"}");
+    write_text(dir, "adapter_config.json",
+               "{\"peft_type\": \"LORA\", \"r\": 5, \"target_modules\": \"q_proj,v_proj\"}");
     expect_load_error(dir, LL_ERR_FORMAT, "q_proj.lora_A.weight");
     /* AdaLoRA: a rank_pattern naming a module that is not adapted, or of the wrong length */
     AdapterConfig d = adalora_cfg();

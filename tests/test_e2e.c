@@ -1,0 +1,266 @@
+/* End to end, through the real `loralab` binary: a sweep of 12 real runs of a micro model (pretrained
+ * from scratch on a small text, then fine-tuned) on 2 worker processes; the whole sweep is killed
+ * with SIGKILL mid-way (runner and workers, as a crash or `kill -9` of the job would), then started
+ * again: every run ends done exactly once, with no partial metric rows from the killed attempts.
+ * Then `eval`, `generate` and `merge` on a finished adapter, and the bad-input exit codes. */
+#define _DEFAULT_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "store.h"
+
+static char g_dir[256], g_bin[1024];
+
+static void write_text(const char *name, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void setup(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/loralab-e2e-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+    char cwd[900];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    snprintf(g_bin, sizeof g_bin, "%s/build/loralab", cwd);
+    ck_assert_msg(access(g_bin, X_OK) == 0, "build/loralab is missing: run the tests through `make test`");
+    char path[512];
+    snprintf(path, sizeof path, "%s/data", g_dir);
+    LLError e;
+    ck_assert_int_eq(ll_mkdirs(path, &e), LL_OK);
+    /* a small but real text: some repeated structure the model can learn */
+    char *text = ll_malloc(40000, 1);
+    size_t n = 0;
+    const char *words[] = {"the ", "state ", "of ", "union ", "is ", "strong ", "and ", "we ", "will ", "act. "};
+    unsigned x = 1;
+    while (n < 38000) {
+        x = x * 1103515245u + 12345u;
+        const char *w = words[(x >> 16) % 10];
+        memcpy(text + n, w, strlen(w));
+        n += strlen(w);
+    }
+    text[n] = '\0';
+    write_text("data/train.txt", text);
+    text[4000] = '\0';
+    write_text("data/valid.txt", text);
+    ll_free(text);
+    write_text("micro.yaml", "hidden_size: 32\nnum_hidden_layers: 2\nnum_attention_heads: 2\nnum_key_value_heads: 1\n"
+                             "intermediate_size: 64\nmax_position_embeddings: 64\nrms_norm_eps: 1.0e-5\n"
+                             "rope_theta: 10000.0\ntie_word_embeddings: false\ninitializer_range: 0.02\n");
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg,
+             "name: e2e\nbase: {preset: %s/micro.yaml, data: %s/data, tokenizer: bytes, steps: 40, batch: 4, seq: 32,"
+             " lr: 0.003}\ntask: {type: lm, data: %s/data}\noutput: {dir: %s/out}\n"
+             "train: {steps: 150, batch: 4, seq: 32, log_every: 10, eval_every: 50, eval_batches: 4}\n"
+             "adapter: {targets: [q_proj, v_proj]}\n"
+             "sweep:\n  grid:\n    adapter.r: [1, 2, 4]\n    train.lr: [0.001, 0.002]\n  seeds: [0, 1]\n",
+             g_dir, g_dir, g_dir, g_dir);
+    write_text("e2e.yaml", cfg);
+}
+
+static void teardown(void) {
+    if (getenv("LORALAB_KEEP_TEST_DIRS")) return;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+}
+
+/* Starts `loralab ARGS...` in g_dir in its own process group; output to g_dir/LOG. */
+static pid_t spawn(const char *log, char *const args[]) {
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+        if (chdir(g_dir) != 0) _exit(126);
+        if (!freopen(log, "w", stdout) || !freopen(log, "a", stderr)) _exit(126);
+        char *argv[32];
+        int n = 0;
+        argv[n++] = g_bin;
+        for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
+        argv[n] = NULL;
+        execv(g_bin, argv);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    return pid;
+}
+
+static int run_wait(const char *log, char *const args[]) {
+    pid_t pid = spawn(log, args);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void count_status(const char *db, int *done, int *running) {
+    *done = *running = 0;
+    Store *s;
+    LLError e;
+    if (store_open(db, 1, &s, &e)) return;
+    RunRow *rows;
+    int n;
+    if (!store_list_runs(s, "e2e", &rows, &n, &e)) {
+        for (int i = 0; i < n; i++) {
+            *done += strcmp(rows[i].status, "done") == 0;
+            *running += strcmp(rows[i].status, "running") == 0;
+        }
+        store_free_runs(rows, n);
+    }
+    store_close(s);
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+START_TEST(test_sweep_killed_and_resumed) {
+    char db[512], log[512];
+    snprintf(db, sizeof db, "%s/e2e.db", g_dir);
+    snprintf(log, sizeof log, "%s/sweep1.log", g_dir);
+    char *args[] = {"sweep", "e2e.yaml", "--jobs", "2", "--threads", "1", "--db", "e2e.db", NULL};
+    pid_t pid = spawn(log, args);
+    /* wait until some runs are done and two are in flight, then kill everything at once */
+    int done = 0, running = 0, waited = 0;
+    for (; waited < 120000; waited += 50) {
+        count_status(db, &done, &running);
+        if (done >= 3 && running >= 1) break;
+        int st;
+        ck_assert_msg(waitpid(pid, &st, WNOHANG) == 0, "the sweep ended before it could be killed (see %s)", log);
+        sleep_ms(50);
+    }
+    ck_assert_msg(done >= 3 && running >= 1, "no point to kill at: %d done, %d running", done, running);
+    ck_assert_int_eq(killpg(pid, SIGKILL), 0);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFSIGNALED(st));
+    sleep_ms(200); /* let the killed workers go */
+    count_status(db, &done, &running);
+    ck_assert_int_lt(done, 12);
+    ck_assert_int_ge(running, 1); /* stale rows of dead workers */
+
+    snprintf(log, sizeof log, "%s/sweep2.log", g_dir);
+    ck_assert_int_eq(run_wait(log, args), 0);
+
+    Store *s;
+    LLError e;
+    ck_assert_int_eq(store_open(db, 1, &s, &e), LL_OK);
+    RunRow *rows;
+    int n, resumed = 0;
+    ck_assert_int_eq(store_list_runs(s, "e2e", &rows, &n, &e), LL_OK);
+    ck_assert_int_eq(n, 12);
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(strcmp(rows[i].status, "done") == 0, "run %s is %s", rows[i].key, rows[i].status);
+        for (int j = 0; j < i; j++) ck_assert_str_ne(rows[i].key, rows[j].key);
+        resumed += rows[i].attempt > 1;
+        ck_assert(isfinite(rows[i].eval_loss) && rows[i].eval_loss < 5.6); /* below ln(259): it learned */
+        int *steps;
+        double *vals;
+        int nm;
+        ck_assert_int_eq(store_get_metrics(s, rows[i].id, "train", "loss", &steps, &vals, &nm, &e), LL_OK);
+        ck_assert_int_eq(nm, 15); /* 150 steps, every 10: no rows of a killed attempt */
+        for (int k = 0; k < nm; k++) ck_assert_int_eq(steps[k], 10 * (k + 1));
+        free(steps);
+        free(vals);
+        ck_assert_int_eq(store_get_metrics(s, rows[i].id, "eval", "loss", &steps, &vals, &nm, &e), LL_OK);
+        ck_assert_int_eq(nm, 3);
+        free(steps);
+        free(vals);
+        char cfgp[1200];
+        snprintf(cfgp, sizeof cfgp, "%s/adapter_config.json", rows[i].adapter_dir);
+        ck_assert_msg(access(cfgp, R_OK) == 0, "no adapter folder for run %s", rows[i].key);
+    }
+    ck_assert_int_ge(resumed, 1);
+    store_free_runs(rows, n);
+    store_close(s);
+
+    /* and once more: nothing left to do */
+    snprintf(log, sizeof log, "%s/sweep3.log", g_dir);
+    ck_assert_int_eq(run_wait(log, args), 0);
+}
+END_TEST
+
+START_TEST(test_commands_on_results) {
+    char log[512];
+    snprintf(log, sizeof log, "%s/train.log", g_dir);
+    char *train[] = {"train", "e2e.yaml", "--set", "adapter.r=4", "--set", "train.steps=60", NULL};
+    ck_assert_int_eq(run_wait(log, train), 0);
+    /* find the adapter folder and the base */
+    char cmd[1024], adapter[512] = "", base[512] = "";
+    snprintf(cmd, sizeof cmd, "cd %s && ls -d out/e2e/*/ results/bases/*/ 2>/dev/null", g_dir);
+    FILE *p = popen(cmd, "r");
+    char line[512];
+    while (fgets(line, sizeof line, p)) {
+        line[strcspn(line, "/\n") == strlen(line) ? strlen(line) : strlen(line) - 1] = '\0';
+        if (strncmp(line, "out/", 4) == 0) snprintf(adapter, sizeof adapter, "%s", line);
+        else snprintf(base, sizeof base, "%s", line);
+    }
+    pclose(p);
+    ck_assert_msg(adapter[0] && base[0], "adapter '%s' base '%s'", adapter, base);
+    char *eval[] = {"eval", "--model", base, "--adapter", adapter, "--data", "data/valid.txt", "--json", NULL};
+    snprintf(log, sizeof log, "%s/eval.log", g_dir);
+    ck_assert_int_eq(run_wait(log, eval), 0);
+    char *text;
+    size_t len;
+    LLError e;
+    ck_assert_int_eq(ll_read_file(log, &text, &len, &e), LL_OK);
+    ck_assert_msg(strstr(text, "\"loss\": ") && strstr(text, "\"perplexity\": "), "eval --json printed: %s", text);
+    ll_free(text);
+    char *gen[] = {"generate", "--model", base, "--adapter", adapter, "--prompt", "the state", "--max-new", "20", NULL};
+    snprintf(log, sizeof log, "%s/gen.log", g_dir);
+    ck_assert_int_eq(run_wait(log, gen), 0);
+    char *merge[] = {"merge", "--model", base, "--adapter", adapter, "--out", "merged", NULL};
+    snprintf(log, sizeof log, "%s/merge.log", g_dir);
+    ck_assert_int_eq(run_wait(log, merge), 0);
+    /* the merged model alone gives the adapter's loss */
+    char *eval_merged[] = {"eval", "--model", "merged", "--data", "data/valid.txt", "--json", NULL};
+    snprintf(log, sizeof log, "%s/eval2.log", g_dir);
+    ck_assert_int_eq(run_wait(log, eval_merged), 0);
+    char *t1, *t2;
+    char l1[512];
+    snprintf(l1, sizeof l1, "%s/eval.log", g_dir);
+    ck_assert_int_eq(ll_read_file(l1, &t1, &len, &e), LL_OK);
+    ck_assert_int_eq(ll_read_file(log, &t2, &len, &e), LL_OK);
+    double a = atof(strstr(t1, "\"loss\": ") + 8), b = atof(strstr(t2, "\"loss\": ") + 8);
+    ck_assert_msg(fabs(a - b) < 1e-4, "adapter loss %.6f, merged loss %.6f", a, b);
+    ll_free(t1);
+    ll_free(t2);
+    /* bad input: exit 2 with a message naming the problem */
+    char *missing[] = {"eval", "--model", "nowhere", "--data", "data/valid.txt", NULL};
+    snprintf(log, sizeof log, "%s/bad1.log", g_dir);
+    ck_assert_int_eq(run_wait(log, missing), 2);
+    ck_assert_int_eq(ll_read_file(log, &text, &len, &e), LL_OK);
+    ck_assert_msg(strstr(text, "nowhere") != NULL, "message: %s", text);
+    ll_free(text);
+    write_text("bad.yaml", "name: bad\nbase: {path: x}\ntask: {data: y}\ntrain: {stpes: 3}\n");
+    char *badcfg[] = {"train", "bad.yaml", NULL};
+    snprintf(log, sizeof log, "%s/bad2.log", g_dir);
+    ck_assert_int_eq(run_wait(log, badcfg), 2);
+    ck_assert_int_eq(ll_read_file(log, &text, &len, &e), LL_OK);
+    ck_assert_msg(strstr(text, "bad.yaml:4") && strstr(text, "train.steps"), "message: %s", text);
+    ll_free(text);
+}
+END_TEST
+
+Suite *e2e_suite(void) {
+    Suite *s = suite_create("e2e");
+    TCase *tc = tcase_create("processes");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_sweep_killed_and_resumed);
+    tcase_add_test(tc, test_commands_on_results);
+    tcase_set_timeout(tc, 300);
+    suite_add_tcase(s, tc);
+    return s;
+}

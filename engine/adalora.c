@@ -29,6 +29,7 @@
  * scale keeps init_r in its denominator after loading, as PEFT restores ranknum.
  */
 #include "adapter.h"
+#include "ops.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -300,7 +301,7 @@ static void update_ipt(Adapter *a, AdaLora *p) {
     const float *w = a->params, *g = a->grads;
     float *ia = p->ipt_avg, *ua = p->unc_avg;
     const size_t n = a->n_params;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (n >= LL_OMP_MIN_WORK)
     for (size_t j = 0; j < n; j++) {
         float ipt = fabsf(w[j] * g[j]);
         ia[j] = b1 * ia[j] + c1 * ipt;

@@ -12,6 +12,7 @@
  * adapter_model.safetensors (shapes checked) -> the score head, if the model has one. */
 #define _POSIX_C_SOURCE 200809L
 #include "adapter.h"
+#include "ops.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -275,7 +276,7 @@ const float *adapter_dropout(Adapter *a, AdapterSite *s, const float *x, int N, 
 void adapter_dropout_backward(const Adapter *a, const AdapterSite *s, const float *dxd, float *dx, int N) {
     float keep_scale = 1.0f / (1.0f - a->cfg.dropout);
     size_t n = (size_t)N * s->in;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (n >= LL_OMP_MIN_WORK)
     for (size_t i = 0; i < n; i++)
         if (s->keep[i]) dx[i] += dxd[i] * keep_scale;
 }

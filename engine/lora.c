@@ -29,6 +29,7 @@
  * was trained against when that base is the original model.
  */
 #include "adapter.h"
+#include "ops.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -75,7 +76,7 @@ static void dora_row_norm(const Adapter *a, const AdapterSite *s, const float *W
     /* P = W·Aᵀ (out x r), G = A·Aᵀ (r x r) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, out, r, in, 1.0f, W, in, A, in, 0.0f, p->P, r);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, r, in, 1.0f, A, in, A, in, 0.0f, p->G, r);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)out * (in + r * r) >= LL_OMP_MIN_WORK)
     for (int o = 0; o < out; o++) {
         const float *Wo = W + (size_t)o * in, *Bo = B + (size_t)o * r, *Po = p->P + (size_t)o * r;
         double w2 = 0.0, cross = 0.0, quad = 0.0;
@@ -243,7 +244,7 @@ static void lora_forward(Adapter *a, AdapterSite *s, const float *x, float *y, i
         z = zz;
     }
     const float sc = s->scale;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
     for (int n = 0; n < N; n++)
         for (int o = 0; o < out; o++) {
             size_t k = (size_t)n * out + o;
@@ -269,7 +270,7 @@ static void lora_backward(Adapter *a, AdapterSite *s, const float *x, const floa
         const float *nrm = p->norm + vo, *h = s->saved + (size_t)N * s->r;
         float *gm = gB + (size_t)out * s->r;
         /* dm[o] += Σ_n dy[n,o]·h[n,o] / norm[o] (norm detached); each thread owns its o */
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
         for (int o = 0; o < out; o++) {
             double acc = 0.0;
             for (int n = 0; n < N; n++) acc += (double)dy[(size_t)n * out + o] * h[(size_t)n * out + o];
@@ -277,7 +278,7 @@ static void lora_backward(Adapter *a, AdapterSite *s, const float *x, const floa
         }
         /* the LoRA branch sees ms ⊙ dy */
         float *gs = a->scratch;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
         for (int n = 0; n < N; n++)
             for (int o = 0; o < out; o++) gs[(size_t)n * out + o] = ms[o] * dy[(size_t)n * out + o];
         g = gs;
@@ -293,7 +294,7 @@ static void lora_backward(Adapter *a, AdapterSite *s, const float *x, const floa
     float *gz = NULL; /* DoRA: (ms − 1) ⊙ dy, W0's extra path */
     if (ms) {
         gz = a->scratch; /* g (ms ⊙ dy) is no longer needed */
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
         for (int n = 0; n < N; n++)
             for (int o = 0; o < out; o++) gz[(size_t)n * out + o] = (ms[o] - 1.0f) * dy[(size_t)n * out + o];
     }

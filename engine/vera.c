@@ -17,9 +17,12 @@
  * seeded with projection_prng_key fills vera_A, then vera_B from the same stream, each
  * Kaiming-uniform with gain sqrt(2): bound = sqrt(3)·sqrt(2)/sqrt(fan_in), fan_in = max_in for A and
  * r for B. They are saved as base_model.vera_A / base_model.vera_B when save_projection is set
- * (PEFT's default); a file without them is loaded by regenerating from the key.
+ * (PEFT's default) and read back from the file; with save_projection false they are regenerated
+ * from the key on load, and a file that claims save_projection but lacks them is refused (PEFT
+ * raises there too).
  */
 #include "adapter.h"
+#include "ops.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -106,12 +109,12 @@ static void vera_forward(Adapter *a, AdapterSite *s, const float *x, float *y, i
                 r);
     /* v = lambda_d ⊙ t, kept in scratch2 so t stays as saved */
     float *dv = a->scratch2;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * r >= LL_OMP_MIN_WORK)
     for (int n = 0; n < N; n++)
         for (int i = 0; i < r; i++) dv[(size_t)n * r + i] = ld[i] * t[(size_t)n * r + i];
     /* w = v·B_sᵀ: B_s is the first `out` rows of vera_B */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, r, 1.0f, dv, r, v->B, r, 0.0f, w, out);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
     for (int n = 0; n < N; n++)
         for (int o = 0; o < out; o++) y[(size_t)n * out + o] += lb[o] * w[(size_t)n * out + o];
 }
@@ -125,7 +128,7 @@ static void vera_backward(Adapter *a, AdapterSite *s, const float *x, const floa
     const float *ld = lambda_d(a, s), *lb = lambda_b(a, s);
     float *gd = a->grads + s->off, *gb = gd + r;
     /* dlambda_b[o] += Σ_n dy[n,o]·w[n,o]: each thread owns its o, rows summed in order */
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
     for (int o = 0; o < out; o++) {
         float acc = 0.0f;
         for (int n = 0; n < N; n++) acc += dy[(size_t)n * out + o] * w[(size_t)n * out + o];
@@ -133,7 +136,7 @@ static void vera_backward(Adapter *a, AdapterSite *s, const float *x, const floa
     }
     /* dw = dy ⊙ lambda_b (N x out), in scratch */
     float *dw = a->scratch;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
     for (int n = 0; n < N; n++)
         for (int o = 0; o < out; o++) dw[(size_t)n * out + o] = dy[(size_t)n * out + o] * lb[o];
     /* dv = dw·B_s (N x r), in scratch2 */
@@ -145,7 +148,7 @@ static void vera_backward(Adapter *a, AdapterSite *s, const float *x, const floa
         for (int n = 0; n < N; n++) acc += dv[(size_t)n * r + i] * t[(size_t)n * r + i];
         gd[i] += acc;
     }
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * r >= LL_OMP_MIN_WORK)
     for (int n = 0; n < N; n++)
         for (int i = 0; i < r; i++) dv[(size_t)n * r + i] *= ld[i];
     if (!dx) return;

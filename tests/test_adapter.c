@@ -21,6 +21,7 @@
 
 #include "adapter.h"
 #include "model.h"
+#include "ops.h"
 #include "safetensors.h"
 
 enum { TB = 2, TT = 5 };
@@ -413,7 +414,8 @@ END_TEST
 
 /* Thread-count independence: adapter and base gradients are bitwise the same with 1 and 2
  * threads (kernels split over the dimension that owns the output, no float reductions across
- * threads). */
+ * threads). The model is wider than the tiny one so that the element-wise kernels pass the size
+ * at which they go parallel (LL_OMP_MIN_WORK). */
 START_TEST(test_threads_bitwise) {
     AdapterMethod ms[4] = {ADAPTER_LORA, ADAPTER_VERA, ADAPTER_ADALORA, ADAPTER_LORA};
     for (int k = 0; k < 4; k++) {
@@ -422,9 +424,19 @@ START_TEST(test_threads_bitwise) {
         for (int th = 1; th <= 2; th++) {
             omp_set_num_threads(th);
             Model m;
-            make_model(&m, 1, 0);
-            TestBatch tb;
-            make_batch(&tb);
+            ModelConfig mc = tiny_config();
+            mc.C = 64, mc.HS = 16, mc.F = 512, mc.max_T = 64;
+            ModelOptions mo = {.B = 2, .T = 64, .training = 1, .train_base = 1};
+            LLError err;
+            ck_assert_msg(model_init(&m, &mc, &mo, &err) == LL_OK, "%s", err.msg);
+            model_init_weights(&m, 5);
+            int ids[128], targets[128];
+            Rng r;
+            rng_seed(&r, 6);
+            for (int i = 0; i < 128; i++) ids[i] = (int)rng_below(&r, 32);
+            for (int i = 0; i < 128; i++) targets[i] = i % 64 == 63 ? -1 : ids[i + 1];
+            Batch bt = {.B = 2, .T = 64, .ids = ids, .targets = targets};
+            ck_assert((size_t)bt.B * bt.T * mc.F >= LL_OMP_MIN_WORK);
             AdapterConfig c = cfg_for(ms[k]);
             c.targets = (1u << MOD_COUNT) - 1;
             c.dropout = 0.2f;
@@ -434,8 +446,8 @@ START_TEST(test_threads_bitwise) {
             randomize(a->params, a->n_params, 0.3f, 17);
             model_zero_grad(&m);
             adapter_zero_grad(a);
-            loss[th - 1] = model_forward(&m, &tb.b, 1);
-            model_backward(&m, &tb.b, 1.0f);
+            loss[th - 1] = model_forward(&m, &bt, 1);
+            model_backward(&m, &bt, 1.0f);
             n = a->n_params + m.n_params;
             g[th - 1] = malloc(sizeof(float) * n);
             memcpy(g[th - 1], a->grads, sizeof(float) * a->n_params);
@@ -855,16 +867,33 @@ END_TEST
 
 /* ---- save / load -------------------------------------------------------------------------- */
 
-static char *make_tmpdir(void) {
-    char *d = strdup("/tmp/loralab_adapter_XXXXXX");
-    ck_assert(mkdtemp(d) != NULL);
-    return d;
-}
+/* Temp folders live under one root made and removed by an unchecked fixture, which runs in the
+ * parent process: a test that fails halfway (and so never reaches its own cleanup) leaves nothing
+ * behind in /tmp. */
+static char g_tmp[64];
 
 static void rm_tree(const char *dir) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     ck_assert_int_eq(system(cmd), 0);
+}
+
+static void tmp_root_setup(void) {
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/loralab_adapter_XXXXXX");
+    ck_assert(mkdtemp(g_tmp) != NULL);
+}
+
+static void tmp_root_teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
+}
+
+static char *make_tmpdir(void) {
+    char *d = malloc(strlen(g_tmp) + 16);
+    sprintf(d, "%s/dXXXXXX", g_tmp);
+    ck_assert(mkdtemp(d) != NULL);
+    return d;
 }
 
 static cJSON *read_json(const char *dir) {
@@ -1613,6 +1642,7 @@ Suite *adapter_suite(void) {
     Suite *s = suite_create("adapter");
     TCase *core = tcase_create("core");
     tcase_set_timeout(core, 60); /* seconds in all; generous for a loaded machine */
+    tcase_add_unchecked_fixture(core, tmp_root_setup, tmp_root_teardown);
     tcase_add_test(core, test_identity_at_init);
     tcase_add_test(core, test_frozen_base_unchanged);
     tcase_add_test(core, test_merge_unmerge);
@@ -1648,6 +1678,7 @@ Suite *adapter_suite(void) {
     suite_add_tcase(s, grad);
     TCase *limits = tcase_create("limits");
     tcase_set_timeout(limits, 60);
+    tcase_add_unchecked_fixture(limits, tmp_root_setup, tmp_root_teardown);
     tcase_add_test(limits, test_limits_config);
     tcase_add_test(limits, test_limits_targets);
     tcase_add_test(limits, test_limits_load);

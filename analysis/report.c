@@ -123,10 +123,10 @@ int report_is_full(const char *method) { return method && strcmp(method, "full")
 
 /* Known methods first, in the order a paper lists them (the baseline, then by novelty). */
 static int method_order(const char *m) {
-    static const char *const known[] = {"full", "lora", "adalora", "vera"};
-    for (int i = 0; i < 4; i++)
+    static const char *const known[] = {"full", "lora", "rslora", "dora", "pissa", "adalora", "vera"};
+    for (int i = 0; i < 7; i++)
         if (strcmp(m, known[i]) == 0) return i;
-    return 4;
+    return 7;
 }
 
 static int cmp_method(const char *a, const char *b) {
@@ -404,6 +404,9 @@ static const char *method_label(const char *m) {
     if (strcmp(m, "lora") == 0) return "LoRA";
     if (strcmp(m, "adalora") == 0) return "AdaLoRA";
     if (strcmp(m, "vera") == 0) return "VeRA";
+    if (strcmp(m, "dora") == 0) return "DoRA";
+    if (strcmp(m, "rslora") == 0) return "rsLoRA";
+    if (strcmp(m, "pissa") == 0) return "PiSSA";
     return m;
 }
 

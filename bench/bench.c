@@ -2,16 +2,18 @@
  *
  * 1. The cblas_sgemm rate on training-shaped products (the ceiling a step is measured against).
  * 2. For tiny, small and medium (random tokens, batch 8 x 256, vocabularies 512, 4096, 8192):
- *    full fine-tuning and LoRA r=8 on q,v: median step time over the timed steps after one warm-up
- *    step, tokens/s, achieved GFLOP/s and that as a fraction of the measured sgemm rate, peak and
- *    optimizer memory.
+ *    median step time over the timed steps after one warm-up step, tokens/s, achieved GFLOP/s and
+ *    that as a fraction of the measured sgemm rate, peak RSS and optimizer memory.
  *
  * FLOPs per step (stated, so the figures can be checked):
  *   forward = N · (2·P_lin + 2·L·T·NH·HS)      P_lin = weights of every linear layer incl. the LM
  *                                             head; 2·L·T·NH·HS = causal scores + mixing (half the
  *                                             T x T square per head, 2 products x 2 FLOPs)
  *   full fine-tuning step = 3 · forward        (backward: input and weight gradients)
- *   LoRA step = 2 · forward + adapter          (frozen weights get no weight gradient)
+ *   adapter step = 2 · forward + 6·N·(adapter parameters)   (frozen weights get no weight
+ *                                             gradient; the adapter's own products are small)
+ * Methods: full fine-tuning and LoRA r=8 alpha=16 on q,v at every size; at medium also VeRA (r=256),
+ * AdaLoRA (init_r 12) and DoRA (r=8), each in its own process so that its peak RSS is its own.
  * with N = B·T tokens. Kernels that ran: OpenBLAS's config string and core name are printed.
  *
  * Writes the same figures to results/bench.json. */
@@ -22,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "adapter.h"
 #include "model.h"
@@ -75,7 +79,11 @@ static size_t peak_rss_mb(void) {
     return (size_t)ru.ru_maxrss / 1024;
 }
 
-static Result bench_one(const Size *s, int lora, int B, int T, int steps, double rate) {
+typedef enum { MODE_FULL, MODE_LORA, MODE_VERA, MODE_ADALORA, MODE_DORA } Mode;
+static const char *const mode_names[] = {"full", "lora", "vera", "adalora", "dora"};
+
+static Result bench_one(const Size *s, Mode mode, int B, int T, int steps, double rate) {
+    const int lora = mode != MODE_FULL;
     ModelConfig c = {0};
     c.V = s->V, c.C = s->C, c.L = s->L, c.NH = s->NH, c.NKV = s->NH, c.HS = s->C / s->NH, c.F = s->F;
     c.max_T = T, c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.02f, c.tied = 0;
@@ -91,8 +99,10 @@ static Result bench_one(const Size *s, int lora, int B, int T, int steps, double
     Adapter *a = NULL;
     if (lora) {
         AdapterConfig ac;
-        adapter_config_defaults(&ac, ADAPTER_LORA);
-        ac.r = 8, ac.alpha = 16;
+        adapter_config_defaults(&ac, mode == MODE_VERA ? ADAPTER_VERA : mode == MODE_ADALORA ? ADAPTER_ADALORA : ADAPTER_LORA);
+        if (mode == MODE_LORA || mode == MODE_DORA) ac.r = 8, ac.alpha = 16; /* VeRA r=256, AdaLoRA init_r 12: PEFT defaults */
+        ac.use_dora = mode == MODE_DORA;
+        ac.total_step = 1000, ac.tinit = 10, ac.tfinal = 10;
         if (adapter_create(&ac, &m, &a, &e)) {
             fprintf(stderr, "bench: %s\n", e.msg);
             exit(1);
@@ -133,7 +143,7 @@ static Result bench_one(const Size *s, int lora, int B, int T, int steps, double
     res.frac = res.gflops / rate;
     res.optim_mb = (double)adamw_state_bytes(&opt) / 1048576.0;
     res.trainable = opt.n;
-    res.peak_mb = (double)(model_memory_estimate(&c, &o) + (a ? 4.0 * a->n_params * 4 : 0)) / 1048576.0;
+    res.peak_mb = (double)peak_rss_mb();
     batch_free(&b);
     adamw_free(&opt);
     adapter_free(a);
@@ -156,17 +166,38 @@ int main(int argc, char **argv) {
     FILE *js = fopen("results/bench.json", "w");
     if (js) fprintf(js, "{\"openblas\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"sgemm_gflops\": %.2f, \"runs\": [\n",
                     openblas_get_config(), openblas_get_corename(), omp_get_max_threads(), rate);
-    printf("%-7s %-5s %12s %9s %11s %9s %8s %10s %9s\n", "model", "mode", "trainable", "step s", "tokens/s", "GFLOP/s",
-           "%sgemm", "optim MB", "est. MB");
+    printf("%-7s %-7s %12s %9s %11s %9s %8s %10s %9s\n", "model", "method", "trainable", "step s", "tokens/s", "GFLOP/s",
+           "%sgemm", "optim MB", "peak MB");
     int first = 1;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        for (int lora = 0; lora <= 1; lora++) {
-            Result r = bench_one(&sizes[i], lora, 8, 256, steps, rate);
-            printf("%-7s %-5s %12zu %9.3f %11.0f %9.1f %7.1f%% %10.1f %9.0f\n", sizes[i].name, lora ? "lora" : "full",
+        int last_mode = i + 1 == sizeof sizes / sizeof sizes[0] ? MODE_DORA : MODE_LORA; /* every method at medium */
+        for (int mode = MODE_FULL; mode <= last_mode; mode++) {
+            /* each configuration in its own process, so that its peak RSS is its own */
+            int fds[2];
+            if (pipe(fds) != 0) return 1;
+            fflush(stdout);
+            pid_t pid = fork();
+            if (pid == 0) {
+                close(fds[0]);
+                Result r = bench_one(&sizes[i], (Mode)mode, 8, 256, steps, rate);
+                ssize_t w = write(fds[1], &r, sizeof r);
+                _exit(w == (ssize_t)sizeof r ? 0 : 1);
+            }
+            close(fds[1]);
+            Result r;
+            ssize_t got = read(fds[0], &r, sizeof r);
+            close(fds[0]);
+            int st;
+            waitpid(pid, &st, 0);
+            if (got != (ssize_t)sizeof r) {
+                fprintf(stderr, "bench: %s %s failed\n", sizes[i].name, mode_names[mode]);
+                return 1;
+            }
+            printf("%-7s %-7s %12zu %9.3f %11.0f %9.1f %7.1f%% %10.1f %9.0f\n", sizes[i].name, mode_names[mode],
                    r.trainable, r.step_s, r.tokens_per_s, r.gflops, 100 * r.frac, r.optim_mb, r.peak_mb);
             if (js)
-                fprintf(js, "%s  {\"model\": \"%s\", \"mode\": \"%s\", \"trainable\": %zu, \"step_s\": %.5f, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"fraction_of_sgemm\": %.4f, \"optimizer_mb\": %.2f, \"estimated_mb\": %.1f}",
-                        first ? "" : ",\n", sizes[i].name, lora ? "lora_r8_qv" : "full", r.trainable, r.step_s, r.tokens_per_s,
+                fprintf(js, "%s  {\"model\": \"%s\", \"mode\": \"%s\", \"trainable\": %zu, \"step_s\": %.5f, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"fraction_of_sgemm\": %.4f, \"optimizer_mb\": %.2f, \"peak_rss_mb\": %.1f}",
+                        first ? "" : ",\n", sizes[i].name, mode_names[mode], r.trainable, r.step_s, r.tokens_per_s,
                         r.gflops, r.frac, r.optim_mb, r.peak_mb);
             first = 0;
         }

@@ -124,7 +124,7 @@ int cmd_train(int argc, char **argv) {
         int64_t sweep_id, run_id;
         char targets[128];
         adapter_targets_string(rc.adapter.targets, targets, sizeof targets);
-        RunInfo info = {rc.key, rc.canonical_json, adapter_method_name(rc.adapter.method), targets, rc.adapter.r,
+        RunInfo info = {rc.key, rc.canonical_json, adapter_variant_name(&rc.adapter), targets, rc.adapter.r,
                         rc.adapter.alpha, rc.train.lr, (int64_t)rc.train.seed};
         int claimed = 0;
         LLStatus st = store_open(a.db, 0, &store, &e);

@@ -26,6 +26,15 @@ static const char *const method_names[] = {"full", "lora", "adalora", "vera"};
 
 const char *adapter_method_name(AdapterMethod m) { return method_names[m]; }
 
+const char *adapter_variant_name(const AdapterConfig *c) {
+    if (c->method == ADAPTER_LORA) {
+        if (c->use_dora) return "dora";
+        if (c->init == ADAPTER_INIT_PISSA) return "pissa";
+        if (c->use_rslora) return "rslora";
+    }
+    return adapter_method_name(c->method);
+}
+
 int adapter_method_from_name(const char *name, AdapterMethod *out) {
     for (int i = 0; i < 4; i++)
         if (strcmp(name, method_names[i]) == 0) {

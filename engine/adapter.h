@@ -62,6 +62,9 @@ typedef struct {
 /* PEFT's defaults for a method (LoraConfig, AdaLoraConfig, VeraConfig). */
 void adapter_config_defaults(AdapterConfig *c, AdapterMethod method);
 const char *adapter_method_name(AdapterMethod m); /* "full", "lora", "adalora", "vera" */
+/* The method as results tables name it: "dora" for LoRA with use_dora, "pissa" for LoRA with PiSSA
+ * init, "rslora" for LoRA with rsLoRA scaling, else adapter_method_name. */
+const char *adapter_variant_name(const AdapterConfig *c);
 int adapter_method_from_name(const char *name, AdapterMethod *out);
 /* Parses "q_proj,v_proj", "all-linear", "q,v" style lists into a target mask; an unknown name
  * fails and lists the names that exist. */

@@ -915,6 +915,20 @@ static LLStatus grid_pair(const Src *src, void *ctx, const char *key, yaml_node_
     for (int i = 0; i < n; i++) {
         yaml_node_t *it =
             vn->type == YAML_SEQUENCE_NODE ? yaml_document_get_node(src->doc, vn->data.sequence.items.start[i]) : vn;
+        /* A numeric axis may hold expressions over the point's other keys ("r", "2*r"): kept as
+         * text here, evaluated per point by the expansion (sweep.c) and checked there. */
+        if ((ks->type == CFG_INT || ks->type == CFG_FLOAT) && it->type == YAML_SCALAR_NODE && !is_null(it)) {
+            ConfigValue probe;
+            scalar_value(it, &probe);
+            int is_expr = probe.type == CFG_STRING;
+            config_value_free(&probe);
+            if (is_expr) {
+                ax.values[i].type = CFG_STRING;
+                ax.values[i].s = ll_strdup(scalar(it));
+                ax.n++;
+                continue;
+            }
+        }
         st = node_value(src, it, ks, &ax.values[i], err);
         if (st) {
             for (int j = 0; j < i; j++) config_value_free(&ax.values[j]);

@@ -334,6 +334,28 @@ LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err) {
         }
         for (int i = 0; i < sw->n_axes; i++) push_assign(&a, &na, sw->axes[i].key, &sw->axes[i].values[digit[i]]);
         for (int k = 0; k < ns; k++) push_assign(&a, &na, sw->space[k].key, &samples[(size_t)j * ns + k]);
+        /* Expression values of numeric grid axes (adapter.alpha: ["r", "2*r", 16]), in axis order. */
+        for (int k = 0; k < na && !st; k++) {
+            ConfigType kt = config_key_type(a[k].key);
+            if (a[k].value.type != CFG_STRING || (kt != CFG_INT && kt != CFG_FLOAT)) continue;
+            char *expr = a[k].value.s;
+            double x;
+            ConfigValue v = {0};
+            st = sweep_eval_expr(expr, doc, a, na, &x, err);
+            if (!st && kt == CFG_INT && fabs(x - round(x)) > 1e-9 * fmax(1.0, fabs(x)))
+                st = ll_err(err, LL_ERR_CONFIG, "'%s' = %g is not a whole number", expr, x);
+            if (!st) {
+                if (kt == CFG_INT) v.type = CFG_INT, v.i = (int64_t)llround(x);
+                else v.type = CFG_FLOAT, v.f = x;
+                st = config_value_check(a[k].key, &v, err);
+            }
+            if (st) {
+                ll_err_prefix(err, "%s: sweep.grid: %s: '%s'", doc->path, a[k].key, expr);
+            } else {
+                config_value_free(&a[k].value);
+                a[k].value = v;
+            }
+        }
         for (int k = 0; k < sw->n_derived && !st; k++) {
             const SweepDerived *dv = &sw->derived[k];
             double x;
@@ -603,7 +625,7 @@ static void run_info(const RunConfig *rc, char *targets, size_t cap, RunInfo *in
     memset(info, 0, sizeof *info);
     info->key = rc->key;
     info->config_json = rc->canonical_json;
-    info->method = adapter_method_name(a->method);
+    info->method = adapter_variant_name(a);
     targets[0] = '\0';
     if (a->method != ADAPTER_FULL) adapter_targets_string(a->targets, targets, cap);
     info->targets = targets;

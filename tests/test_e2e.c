@@ -254,12 +254,80 @@ START_TEST(test_commands_on_results) {
 }
 END_TEST
 
+
+/* Finals of a database's runs keyed by run key, for comparing sweeps. */
+typedef struct {
+    char key[17];
+    char status[16];
+    double eval_loss;
+} Final;
+
+static int read_finals(const char *db, Final *out, int cap) {
+    Store *s;
+    LLError e;
+    ck_assert_msg(store_open(db, 1, &s, &e) == LL_OK, "%s", e.msg);
+    RunRow *rows;
+    int n;
+    ck_assert_int_eq(store_list_runs(s, "e2e", &rows, &n, &e), LL_OK);
+    ck_assert_int_le(n, cap);
+    for (int i = 0; i < n; i++) {
+        snprintf(out[i].key, sizeof out[i].key, "%s", rows[i].key);
+        snprintf(out[i].status, sizeof out[i].status, "%s", rows[i].status);
+        out[i].eval_loss = rows[i].eval_loss;
+    }
+    store_free_runs(rows, n);
+    store_close(s);
+    return n;
+}
+
+START_TEST(test_shards_merged_equal_unsharded) {
+    char log[512];
+    char *whole[] = {"sweep", "e2e.yaml", "--jobs", "2", "--threads", "1", "--db", "whole.db", NULL};
+    char *s0[] = {"sweep", "e2e.yaml", "--jobs", "2", "--threads", "1", "--shard", "0/2", "--db", "s0.db", NULL};
+    char *s1[] = {"sweep", "e2e.yaml", "--jobs", "2", "--threads", "1", "--shard", "1/2", "--db", "s1.db", NULL};
+    char *merge[] = {"merge-db", "merged.db", "s0.db", "s1.db", NULL};
+    snprintf(log, sizeof log, "%s/whole.log", g_dir);
+    ck_assert_int_eq(run_wait(log, whole), 0);
+    snprintf(log, sizeof log, "%s/s0.log", g_dir);
+    ck_assert_int_eq(run_wait(log, s0), 0);
+    snprintf(log, sizeof log, "%s/s1.log", g_dir);
+    ck_assert_int_eq(run_wait(log, s1), 0);
+    snprintf(log, sizeof log, "%s/merge.log", g_dir);
+    ck_assert_int_eq(run_wait(log, merge), 0);
+    ck_assert_int_eq(run_wait(log, merge), 0); /* idempotent */
+    Final a[16], b[16], s0f[16];
+    char db[600];
+    snprintf(db, sizeof db, "%s/whole.db", g_dir);
+    int na = read_finals(db, a, 16);
+    snprintf(db, sizeof db, "%s/merged.db", g_dir);
+    int nb = read_finals(db, b, 16);
+    snprintf(db, sizeof db, "%s/s0.db", g_dir);
+    int n0 = read_finals(db, s0f, 16);
+    ck_assert_int_eq(na, 12);
+    ck_assert_int_eq(nb, 12);
+    ck_assert_int_eq(n0, 6);
+    for (int i = 0; i < na; i++) {
+        int found = 0;
+        for (int j = 0; j < nb; j++)
+            if (strcmp(a[i].key, b[j].key) == 0) {
+                found = 1;
+                ck_assert_str_eq(b[j].status, "done");
+                /* same seed, one thread a run: the very same numbers */
+                ck_assert_msg(a[i].eval_loss == b[j].eval_loss, "run %s: %.9g unsharded, %.9g sharded", a[i].key,
+                              a[i].eval_loss, b[j].eval_loss);
+            }
+        ck_assert_msg(found, "run %s is missing from the merged database", a[i].key);
+    }
+}
+END_TEST
+
 Suite *e2e_suite(void) {
     Suite *s = suite_create("e2e");
     TCase *tc = tcase_create("processes");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_sweep_killed_and_resumed);
     tcase_add_test(tc, test_commands_on_results);
+    tcase_add_test(tc, test_shards_merged_equal_unsharded);
     tcase_set_timeout(tc, 300);
     suite_add_tcase(s, tc);
     return s;

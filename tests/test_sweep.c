@@ -199,6 +199,29 @@ START_TEST(t_derived) {
 }
 END_TEST
 
+/* A numeric axis may hold expressions of the point's other keys: alpha in {r, 2r, 16}. */
+START_TEST(t_grid_expressions) {
+    ConfigDoc *d = load(BASE "sweep:\n  grid:\n    adapter.r: [1, 2, 16]\n    adapter.alpha: [\"r\", \"2*r\", 16]\n",
+                        NULL, 0);
+    SweepPlan p;
+    expand(d, &p);
+    ck_assert_int_eq(p.n, 8); /* 9 points; r=16 with alpha r and with alpha 16 are one run */
+    ck_assert_int_eq(p.n_merged, 1);
+    static const float want[8][2] = {{1, 1}, {1, 2}, {1, 16}, {2, 2}, {2, 4}, {2, 16}, {16, 16}, {16, 32}};
+    for (int i = 0; i < 8; i++) {
+        ck_assert_int_eq(p.points[i].rc.adapter.r, (int)want[i][0]);
+        ck_assert(p.points[i].rc.adapter.alpha == want[i][1]);
+    }
+    sweep_plan_free(&p);
+    config_doc_free(d);
+    LLError err;
+    d = load(BASE "sweep:\n  grid:\n    adapter.r: [3]\n    adapter.init_r: [\"r/2\"]\n", NULL, 0);
+    ck_assert_int_eq(sweep_expand(d, &p, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "adapter.init_r: 'r/2'") && strstr(err.msg, "not a whole number"), "%s", err.msg);
+    config_doc_free(d);
+}
+END_TEST
+
 START_TEST(t_exclude) {
     ConfigDoc *d = load(BASE "sweep:\n  grid:\n    adapter.method: [lora, vera]\n    adapter.r: [4, 8, 16]\n"
                              "  exclude:\n    - {adapter.method: vera, adapter.r: 4}\n    - {adapter.r: 16}\n",
@@ -824,6 +847,7 @@ Suite *sweep_suite(void) {
     tcase_add_test(core, t_seeds_axis);
     tcase_add_test(core, t_dedup_irrelevant);
     tcase_add_test(core, t_derived);
+    tcase_add_test(core, t_grid_expressions);
     tcase_add_test(core, t_exclude);
     tcase_add_test(core, t_random_search);
     tcase_add_test(core, t_set_collapses_axis);

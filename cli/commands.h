@@ -14,5 +14,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
+int cmd_analyze(int argc, char **argv);
 
 #endif

@@ -21,6 +21,7 @@ static const Command commands[] = {
     {"tokenize", cmd_tokenize, "tokenize --model DIR                     text on stdin -> token ids on stdout"},
     {"merge", cmd_merge, "merge --model DIR --adapter DIR --out DIR   a merged model folder"},
     {"merge-db", cmd_merge_db, "merge-db OUT.db IN.db...                 join shard databases"},
+    {"analyze", cmd_analyze, "analyze --model DIR --adapter DIR [--adapter2 DIR] [--out DIR]   LoRA paper section 7: subspace similarity, amplification"},
 };
 
 static void usage(FILE *f) {

@@ -598,6 +598,114 @@ static LLStatus read_patterns(const cJSON *o, const char *key, AdapterPattern *p
     return LL_OK;
 }
 
+/* A whole-number key as an int in [lo, hi]: out-of-range values are refused here, because
+ * converting a double outside int's range (r: 1e300) is undefined behaviour. */
+static LLStatus json_int(const cJSON *o, const char *key, int dflt, double lo, double hi, const char *path,
+                         int *out, LLError *err) {
+    double v = json_num(o, key, dflt);
+    if (!(v >= lo && v <= hi))
+        return ll_err(err, LL_ERR_FORMAT, "%s: '%s' is %g; it must be in [%.0f, %.0f]", path, key, v, lo, hi);
+    *out = (int)v;
+    return LL_OK;
+}
+
+/* Every field of an AdapterConfig from a parsed adapter_config.json (see adapter_config_parse). */
+static LLStatus config_from_json(const cJSON *c, const char *path, AdapterConfig *cfg, LLError *err) {
+    LLStatus st = LL_OK;
+    if (!cJSON_IsObject(c)) return ll_err(err, LL_ERR_FORMAT, "%s: not a JSON object", path);
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(c, "peft_type");
+    AdapterMethod method;
+    if (!cJSON_IsString(pt)) return ll_err(err, LL_ERR_FORMAT, "%s: 'peft_type' is missing", path);
+    if (strcmp(pt->valuestring, "LORA") == 0) method = ADAPTER_LORA;
+    else if (strcmp(pt->valuestring, "ADALORA") == 0) method = ADAPTER_ADALORA;
+    else if (strcmp(pt->valuestring, "VERA") == 0) method = ADAPTER_VERA;
+    else
+        return ll_err(err, LL_ERR_FORMAT, "%s: peft_type '%s' is not supported (LORA, ADALORA, VERA are)", path,
+                      pt->valuestring);
+    adapter_config_defaults(cfg, method);
+    /* Unknown keys are ignored and missing ones take PEFT's defaults (peft-spec.md section 5.2).
+     * Ranks and steps must fit an int; flags are read as numbers (true = 1). */
+    const double big = 2147483647.0;
+    int rslora = 0, dora = 0, save_proj = 1;
+    double key = json_num(c, "projection_prng_key", 0);
+    if (!st) st = json_int(c, "r", cfg->r, -big, big, path, &cfg->r, err);
+    if (!st) st = json_int(c, "use_rslora", 0, -big, big, path, &rslora, err);
+    if (!st) st = json_int(c, "use_dora", 0, -big, big, path, &dora, err);
+    if (!st) st = json_int(c, "init_r", cfg->init_r, -big, big, path, &cfg->init_r, err);
+    if (!st) st = json_int(c, "target_r", cfg->target_r, -big, big, path, &cfg->target_r, err);
+    if (!st) st = json_int(c, "tinit", 0, -big, big, path, &cfg->tinit, err);
+    if (!st) st = json_int(c, "tfinal", 0, -big, big, path, &cfg->tfinal, err);
+    if (!st) st = json_int(c, "deltaT", 1, -big, big, path, &cfg->deltaT, err);
+    if (!st) st = json_int(c, "total_step", 0, -big, big, path, &cfg->total_step, err);
+    if (!st) st = json_int(c, "save_projection", 1, -big, big, path, &save_proj, err);
+    if (!st && !(key >= 0 && key <= 4294967295.0))
+        st = ll_err(err, LL_ERR_FORMAT, "%s: 'projection_prng_key' is %g; it must be in [0, 4294967295]", path, key);
+    if (st) return st;
+    cfg->use_rslora = rslora, cfg->use_dora = dora, cfg->save_projection = save_proj;
+    cfg->projection_prng_key = (uint32_t)key;
+    cfg->alpha = (float)json_num(c, "lora_alpha", cfg->alpha);
+    cfg->dropout = (float)json_num(c, method == ADAPTER_VERA ? "vera_dropout" : "lora_dropout", 0.0);
+    cfg->beta1 = (float)json_num(c, "beta1", cfg->beta1);
+    cfg->beta2 = (float)json_num(c, "beta2", cfg->beta2);
+    cfg->orth_reg_weight = (float)json_num(c, "orth_reg_weight", cfg->orth_reg_weight);
+    cfg->d_initial = (float)json_num(c, "d_initial", cfg->d_initial);
+    /* A loaded AdaLoRA adapter serves inference; configs from PEFT releases that allowed
+     * total_step = null are accepted with a schedule that never masks (its masks come from the
+     * saved rank_pattern, read by adalora.c). */
+    if (method == ADAPTER_ADALORA && cfg->total_step <= 0) {
+        double t = (double)cfg->tinit + cfg->tfinal + 1;
+        if (t > big) return ll_err(err, LL_ERR_FORMAT, "%s: tinit + tfinal is too large", path);
+        cfg->total_step = (int)t;
+    }
+    const cJSON *ilw = cJSON_GetObjectItemCaseSensitive(c, "init_lora_weights");
+    if (cJSON_IsString(ilw)) {
+        /* PiSSA is re-applied on load, as PEFT does: the SVD of the original base weights gives
+         * the residual the adapter was trained on (deterministic for a given base). */
+        if (strcmp(ilw->valuestring, "gaussian") == 0) cfg->init = ADAPTER_INIT_GAUSSIAN;
+        else if (strcmp(ilw->valuestring, "pissa") == 0) cfg->init = ADAPTER_INIT_PISSA;
+        else st = ll_err(err, LL_ERR_CONFIG,
+                         "init_lora_weights '%s' is not supported (true, false, \"gaussian\" and \"pissa\" are)",
+                         ilw->valuestring);
+    }
+    const cJSON *tm = cJSON_GetObjectItemCaseSensitive(c, "target_modules");
+    if (st) {
+        /* reported below */
+    } else if (cJSON_IsString(tm)) {
+        st = adapter_parse_targets(tm->valuestring, &cfg->targets, err);
+    } else if (cJSON_IsArray(tm)) {
+        cfg->targets = 0;
+        for (const cJSON *t = tm->child; t && !st; t = t->next) {
+            unsigned one;
+            if (!cJSON_IsString(t)) st = ll_err(err, LL_ERR_FORMAT, "%s: target_modules holds a non-string", path);
+            else if (!(st = adapter_parse_targets(t->valuestring, &one, err))) cfg->targets |= one;
+        }
+    }
+    const cJSON *ltt = cJSON_GetObjectItemCaseSensitive(c, "layers_to_transform");
+    if (!st && cJSON_IsNumber(ltt)) {
+        cfg->n_layers = 1, cfg->layers[0] = ltt->valueint;
+    } else if (!st && cJSON_IsArray(ltt)) {
+        for (const cJSON *t = ltt->child; t; t = t->next)
+            if (cJSON_IsNumber(t) && cfg->n_layers < ADAPTER_MAX_LAYERS) cfg->layers[cfg->n_layers++] = t->valueint;
+    }
+    if (!st && method == ADAPTER_LORA)
+        st = read_patterns(c, "rank_pattern", cfg->rank_pattern, &cfg->n_rank_pattern, path, err);
+    for (int i = 0; !st && i < cfg->n_rank_pattern; i++) /* becomes an int rank in adapter_create */
+        if (!(cfg->rank_pattern[i].value >= -big && cfg->rank_pattern[i].value <= big))
+            st = ll_err(err, LL_ERR_FORMAT, "rank_pattern '%s' is %g, not a rank", cfg->rank_pattern[i].key,
+                        (double)cfg->rank_pattern[i].value);
+    if (!st) st = read_patterns(c, "alpha_pattern", cfg->alpha_pattern, &cfg->n_alpha_pattern, path, err);
+    if (st) return ll_err_prefix(err, "%s", path);
+    return LL_OK;
+}
+
+LLStatus adapter_config_parse(const char *json, size_t len, const char *path, AdapterConfig *out, LLError *err) {
+    cJSON *c = cJSON_ParseWithLength(json, len);
+    if (!c) return ll_err(err, LL_ERR_FORMAT, "%s: not a JSON object", path);
+    LLStatus st = config_from_json(c, path, out, err);
+    cJSON_Delete(c);
+    return st;
+}
+
 LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err) {
     *out = NULL;
     char path[4096];
@@ -608,85 +716,11 @@ LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err) {
     if (st) return ll_err_prefix(err, "loading adapter folder '%s'", dir);
     cJSON *c = cJSON_ParseWithLength(text, len);
     ll_free(text);
-    if (!c || !cJSON_IsObject(c)) {
-        cJSON_Delete(c);
-        return ll_err(err, LL_ERR_FORMAT, "%s: not a JSON object", path);
-    }
     AdapterConfig cfg;
-    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(c, "peft_type");
-    AdapterMethod method;
-    if (!cJSON_IsString(pt)) {
-        cJSON_Delete(c);
-        return ll_err(err, LL_ERR_FORMAT, "%s: 'peft_type' is missing", path);
-    }
-    if (strcmp(pt->valuestring, "LORA") == 0) method = ADAPTER_LORA;
-    else if (strcmp(pt->valuestring, "ADALORA") == 0) method = ADAPTER_ADALORA;
-    else if (strcmp(pt->valuestring, "VERA") == 0) method = ADAPTER_VERA;
-    else {
-        st = ll_err(err, LL_ERR_FORMAT, "%s: peft_type '%s' is not supported (LORA, ADALORA, VERA are)", path,
-                    pt->valuestring);
+    st = c ? config_from_json(c, path, &cfg, err) : ll_err(err, LL_ERR_FORMAT, "%s: not a JSON object", path);
+    if (st) {
         cJSON_Delete(c);
         return st;
-    }
-    adapter_config_defaults(&cfg, method);
-    /* Unknown keys are ignored and missing ones take PEFT's defaults (peft-spec.md section 5.2). */
-    cfg.r = (int)json_num(c, "r", cfg.r);
-    cfg.alpha = (float)json_num(c, "lora_alpha", cfg.alpha);
-    cfg.dropout = (float)json_num(c, method == ADAPTER_VERA ? "vera_dropout" : "lora_dropout", 0.0);
-    cfg.use_rslora = (int)json_num(c, "use_rslora", 0);
-    cfg.use_dora = (int)json_num(c, "use_dora", 0);
-    cfg.init_r = (int)json_num(c, "init_r", cfg.init_r);
-    cfg.target_r = (int)json_num(c, "target_r", cfg.target_r);
-    cfg.tinit = (int)json_num(c, "tinit", 0);
-    cfg.tfinal = (int)json_num(c, "tfinal", 0);
-    cfg.deltaT = (int)json_num(c, "deltaT", 1);
-    cfg.total_step = (int)json_num(c, "total_step", 0);
-    cfg.beta1 = (float)json_num(c, "beta1", cfg.beta1);
-    cfg.beta2 = (float)json_num(c, "beta2", cfg.beta2);
-    cfg.orth_reg_weight = (float)json_num(c, "orth_reg_weight", cfg.orth_reg_weight);
-    cfg.projection_prng_key = (uint32_t)json_num(c, "projection_prng_key", 0);
-    cfg.save_projection = (int)json_num(c, "save_projection", 1);
-    cfg.d_initial = (float)json_num(c, "d_initial", cfg.d_initial);
-    /* A loaded AdaLoRA adapter serves inference; configs from PEFT releases that allowed
-     * total_step = null are accepted with a schedule that never masks (its masks come from the
-     * saved rank_pattern, read by adalora.c). */
-    if (method == ADAPTER_ADALORA && cfg.total_step <= 0) cfg.total_step = cfg.tinit + cfg.tfinal + 1;
-    const cJSON *ilw = cJSON_GetObjectItemCaseSensitive(c, "init_lora_weights");
-    if (cJSON_IsString(ilw)) {
-        /* PiSSA is re-applied on load, as PEFT does: the SVD of the original base weights gives
-         * the residual the adapter was trained on (deterministic for a given base). */
-        if (strcmp(ilw->valuestring, "gaussian") == 0) cfg.init = ADAPTER_INIT_GAUSSIAN;
-        else if (strcmp(ilw->valuestring, "pissa") == 0) cfg.init = ADAPTER_INIT_PISSA;
-        else st = ll_err(err, LL_ERR_CONFIG,
-                         "init_lora_weights '%s' is not supported (true, false, \"gaussian\" and \"pissa\" are)",
-                         ilw->valuestring);
-    }
-    const cJSON *tm = cJSON_GetObjectItemCaseSensitive(c, "target_modules");
-    if (st) {
-        /* reported below */
-    } else if (cJSON_IsString(tm)) {
-        st = adapter_parse_targets(tm->valuestring, &cfg.targets, err);
-    } else if (cJSON_IsArray(tm)) {
-        cfg.targets = 0;
-        for (const cJSON *t = tm->child; t && !st; t = t->next) {
-            unsigned one;
-            if (!cJSON_IsString(t)) st = ll_err(err, LL_ERR_FORMAT, "%s: target_modules holds a non-string", path);
-            else if (!(st = adapter_parse_targets(t->valuestring, &one, err))) cfg.targets |= one;
-        }
-    }
-    const cJSON *ltt = cJSON_GetObjectItemCaseSensitive(c, "layers_to_transform");
-    if (!st && cJSON_IsNumber(ltt)) {
-        cfg.n_layers = 1, cfg.layers[0] = ltt->valueint;
-    } else if (!st && cJSON_IsArray(ltt)) {
-        for (const cJSON *t = ltt->child; t; t = t->next)
-            if (cJSON_IsNumber(t) && cfg.n_layers < ADAPTER_MAX_LAYERS) cfg.layers[cfg.n_layers++] = t->valueint;
-    }
-    if (!st && method == ADAPTER_LORA)
-        st = read_patterns(c, "rank_pattern", cfg.rank_pattern, &cfg.n_rank_pattern, path, err);
-    if (!st) st = read_patterns(c, "alpha_pattern", cfg.alpha_pattern, &cfg.n_alpha_pattern, path, err);
-    if (st) {
-        cJSON_Delete(c);
-        return ll_err_prefix(err, "%s", path);
     }
 
     Adapter *a = NULL;

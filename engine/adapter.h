@@ -171,6 +171,11 @@ size_t adapter_trainable_count(const Model *m, const Adapter *a); /* adapter + h
 /* Adapter folders (PEFT layout): adapter_config.json + adapter_model.safetensors. */
 LLStatus adapter_save(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err);
 LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err);
+/* The first step of adapter_load, from text in memory: an adapter_config.json -> AdapterConfig
+ * (missing keys take PEFT's defaults, unknown keys are ignored; ranks and steps outside int's
+ * range are refused). `path` only names the file in messages. LL_ERR_FORMAT or LL_ERR_CONFIG on
+ * bad input. Not checked against a model: adapter_create does that. */
+LLStatus adapter_config_parse(const char *json, size_t len, const char *path, AdapterConfig *out, LLError *err);
 
 /* AdaLoRA (adalora.c). The rank a site currently keeps: the number of true entries of its mask
  * from the last budget masking (or from a loaded rank_pattern); init_r before any masking. */

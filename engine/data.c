@@ -2,6 +2,8 @@
 #include "data.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 LLStatus data_load_text(const char *path, const Tokenizer *tok, Dataset *d, LLError *err) {
@@ -26,6 +28,14 @@ LLStatus data_load_jsonl(const char *path, const Tokenizer *tok, Dataset *d, LLE
     char *text = NULL;
     size_t len = 0;
     if (ll_read_file(path, &text, &len, err)) return ll_err_prefix(err, "classification data (is the dataset fetched? `make data`)");
+    LLStatus st = data_parse_jsonl(text, len, path, tok, d, err);
+    ll_free(text);
+    return st;
+}
+
+LLStatus data_parse_jsonl(const char *text, size_t len, const char *path, const Tokenizer *tok, Dataset *d,
+                          LLError *err) {
+    memset(d, 0, sizeof *d);
     d->kind = DATA_CLS;
     d->path = ll_strdup(path);
     size_t cap_ex = 0, cap_tok = 0, n_tok = 0;
@@ -33,9 +43,14 @@ LLStatus data_load_jsonl(const char *path, const Tokenizer *tok, Dataset *d, LLE
     size_t ids_cap = 0;
     LLStatus st = LL_OK;
     int line = 0;
-    for (char *p = text, *end = text + len; p < end && !st;) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *eol = nl ? nl : end;
+    for (const char *p = text, *end = text + len; p < end && !st;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *eol = nl ? nl : end;
+        /* counts and lengths are ints in the Dataset: a file that would overflow one is refused */
+        if (line == INT_MAX) {
+            st = ll_err(err, LL_ERR_FORMAT, "%s: more than %d lines", path, INT_MAX);
+            break;
+        }
         line++;
         size_t n = (size_t)(eol - p);
         int blank = 1;
@@ -60,24 +75,28 @@ LLStatus data_load_jsonl(const char *path, const Tokenizer *tok, Dataset *d, LLE
                     d->ex_label = ll_realloc(d->ex_label, cap_ex, sizeof(int));
                 }
                 size_t k = tok_encode(tok, t->valuestring, strlen(t->valuestring), &ids, &ids_cap);
-                if (n_tok + k > cap_tok) {
-                    while (n_tok + k > cap_tok) cap_tok = cap_tok ? 2 * cap_tok : 4096;
-                    d->ex_tokens = ll_realloc(d->ex_tokens, cap_tok, sizeof(int));
+                size_t need;
+                if (k > INT_MAX || !ll_add_ok(n_tok, k, &need)) {
+                    st = ll_err(err, LL_ERR_FORMAT, "%s:%d: the text is too long (%zu tokens)", path, line, k);
+                } else {
+                    if (need > cap_tok) {
+                        while (need > cap_tok) cap_tok = cap_tok ? (cap_tok > SIZE_MAX / 2 ? need : 2 * cap_tok) : 4096;
+                        d->ex_tokens = ll_realloc(d->ex_tokens, cap_tok, sizeof(int));
+                    }
+                    if (k) memcpy(d->ex_tokens + n_tok, ids, k * sizeof(int));
+                    d->ex_off[d->n_ex] = n_tok;
+                    d->ex_len[d->n_ex] = (int)k;
+                    d->ex_label[d->n_ex] = l->valueint;
+                    if (l->valueint + 1 > d->n_labels) d->n_labels = l->valueint + 1;
+                    d->n_ex++;
+                    n_tok = need;
                 }
-                memcpy(d->ex_tokens + n_tok, ids, k * sizeof(int));
-                d->ex_off[d->n_ex] = n_tok;
-                d->ex_len[d->n_ex] = (int)k;
-                d->ex_label[d->n_ex] = l->valueint;
-                if (l->valueint + 1 > d->n_labels) d->n_labels = l->valueint + 1;
-                d->n_ex++;
-                n_tok += k;
             }
             cJSON_Delete(o);
         }
         p = eol + 1;
     }
     ll_free(ids);
-    ll_free(text);
     if (!st && d->n_ex == 0) st = ll_err(err, LL_ERR_FORMAT, "'%s' holds no examples", path);
     if (st) data_free(d);
     return st;

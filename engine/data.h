@@ -34,6 +34,10 @@ typedef struct {
 
 LLStatus data_load_text(const char *path, const Tokenizer *tok, Dataset *d, LLError *err);
 LLStatus data_load_jsonl(const char *path, const Tokenizer *tok, Dataset *d, LLError *err);
+/* data_load_jsonl on text already in memory (len bytes, no NUL needed); `path` names the file in
+ * messages and in d->path. Counts and lengths that would overflow an int are refused. */
+LLStatus data_parse_jsonl(const char *text, size_t len, const char *path, const Tokenizer *tok, Dataset *d,
+                          LLError *err);
 void data_free(Dataset *d);
 
 /* Batch buffers for capacity (B, T). */

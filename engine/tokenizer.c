@@ -1386,6 +1386,10 @@ static void arena_append(Parse *p, const void *src, size_t n) {
 /* Decodes the byte-level string s into p->tmp; returns its length or -1 (message in err). */
 static long parse_bl(Parse *p, const char *s, const short table[ALPHABET_END], const char *where, LLError *err) {
     size_t n = strlen(s) + 1;
+    if (n > INT_MAX) { /* token lengths are ints */
+        ll_err(err, LL_ERR_FORMAT, "%s: a token of %zu bytes is too long", where, n - 1);
+        return -1;
+    }
     if (n > p->tmpcap) {
         p->tmpcap = n;
         p->tmp = ll_realloc(p->tmp, n, 1);
@@ -1487,6 +1491,8 @@ static LLStatus parse_tokenizer(Parse *p, const char *json, size_t len, Tokenize
             !json_is_false_or_absent(a, "rstrip"))
             return ll_err(err, LL_ERR_FORMAT, "added_tokens[%d]: single_word, lstrip and rstrip must be false", i_added);
         size_t cl = strlen(c);
+        if (cl > INT_MAX) /* token lengths are ints */
+            return ll_err(err, LL_ERR_FORMAT, "added_tokens[%d]: a token of %zu bytes is too long", i_added, cl);
         if (p->used[id]) { /* allowed only as the same token also listed in the vocab */
             if (p->special[id] || (size_t)p->len[id] != cl || memcmp(p->arena + p->off[id], c, cl) != 0)
                 return ll_err(err, LL_ERR_FORMAT, "added_tokens[%d]: id %ld of \"%s\" is already used by another token",

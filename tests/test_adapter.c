@@ -1638,12 +1638,52 @@ START_TEST(test_limits_load) {
 }
 END_TEST
 
+/* ---- several adapters on one base ---------------------------------------------------------- */
+
+/* Adapters of different methods live side by side on one model; attaching is a pointer swap, so
+ * switching back and forth gives each adapter's own logits, bitwise, and detaching the base's. */
+START_TEST(test_switch_adapters) {
+    Model m;
+    make_model(&m, 0, 0);
+    TestBatch tb;
+    make_batch(&tb);
+    model_forward(&m, &tb.b, 0);
+    float *base = copy_logits(&m);
+    AdapterConfig cl = lora_cfg(4, 8.0f), cv = vera_cfg(6);
+    Adapter *lora = make_adapter(&cl, &m), *vera = make_adapter(&cv, &m);
+    randomize(lora->params, lora->n_params, 0.3f, 1);
+    randomize(vera->params, vera->n_params, 0.3f, 2);
+    adapter_attach(&m, lora);
+    model_forward(&m, &tb.b, 0);
+    float *la = copy_logits(&m);
+    adapter_attach(&m, vera);
+    model_forward(&m, &tb.b, 0);
+    float *lv = copy_logits(&m);
+    ck_assert(memcmp(la, lv, sizeof(float) * n_logits()) != 0);
+    ck_assert(memcmp(la, base, sizeof(float) * n_logits()) != 0);
+    adapter_attach(&m, lora);
+    model_forward(&m, &tb.b, 0);
+    ck_assert(memcmp(model_logits(&m, 0, 0), la, sizeof(float) * n_logits()) == 0);
+    adapter_attach(&m, NULL);
+    model_forward(&m, &tb.b, 0);
+    ck_assert(memcmp(model_logits(&m, 0, 0), base, sizeof(float) * n_logits()) == 0);
+    adapter_attach(&m, vera);
+    model_forward(&m, &tb.b, 0);
+    ck_assert(memcmp(model_logits(&m, 0, 0), lv, sizeof(float) * n_logits()) == 0);
+    free(base), free(la), free(lv);
+    adapter_free(lora);
+    adapter_free(vera);
+    model_free(&m);
+}
+END_TEST
+
 Suite *adapter_suite(void) {
     Suite *s = suite_create("adapter");
     TCase *core = tcase_create("core");
     tcase_set_timeout(core, 60); /* seconds in all; generous for a loaded machine */
     tcase_add_unchecked_fixture(core, tmp_root_setup, tmp_root_teardown);
     tcase_add_test(core, test_identity_at_init);
+    tcase_add_test(core, test_switch_adapters);
     tcase_add_test(core, test_frozen_base_unchanged);
     tcase_add_test(core, test_merge_unmerge);
     tcase_add_test(core, test_param_counts);

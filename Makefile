@@ -43,7 +43,7 @@ LIB_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(ENGINE_SRC) $(EXP_SRC) $(ANA_SRC))
 CLI_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRC))
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC)) $(BUILD)/tests/main.o
 
-.PHONY: all test demo bench data clean check-deps
+.PHONY: all test demo bench data clean check-deps fuzz memcheck
 all: loralab
 
 $(BUILD)/%.o: %.c
@@ -120,3 +120,76 @@ $(BUILD)/bench_compare: bench/bench_compare.c $(BUILD)/libloralab.a
 bench-compare: $(BUILD)/bench_compare
 	@mkdir -p results
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} bench/compare.sh $(BENCH_STEPS)
+
+# ---- hardening: sanitizers, fuzzing, valgrind (docs/TESTING.md) ------------------------------
+# With SANITIZE set, the test run stops at the first UBSan report (GCC's default is to print and
+# go on, which would let a green suite hide one) and keeps LeakSanitizer on explicitly.
+ifdef SANITIZE
+test: export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
+test: export ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0:strict_string_checks=1
+endif
+
+# `make fuzz FUZZ_SECONDS=N`: every tests/fuzz/fuzz_*.c, built with clang's libFuzzer, ASan and
+# UBSan (packages: scripts/deps.sh --fuzz), runs N seconds on a scratch copy of its seed corpus,
+# one at a time; tests/fuzz/run.sh prints the table (runs, exec/s, coverage, crashes).
+# -fopenmp=libgomp compiles the OpenMP pragmas out (the targets run single-threaded) and links
+# libgomp, the runtime OpenBLAS already uses, rather than adding clang's libomp beside it.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_BUILD   := $(BUILD)/fuzz
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRC))
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=c11 -g -O1 $(FUZZ_SAN) -fopenmp=libgomp -MMD -MP -I. -Iengine -Iexperiments \
+                -Ianalysis -I$(BLAS_INC) $(shell pkg-config --cflags $(PKGS))
+FUZZ_LDLIBS  := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -llapack -lgomp \
+                $(shell pkg-config --libs $(PKGS)) -lm
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(ENGINE_SRC) $(EXP_SRC))
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/libloralab_fuzz.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libloralab_fuzz.a
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LDLIBS)
+
+fuzz: $(FUZZ_BINS)
+	OMP_NUM_THREADS=1 tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(patsubst $(FUZZ_BUILD)/fuzz_%,%,$(FUZZ_BINS))
+
+# `make memcheck`: the Check suites under valgrind memcheck, one suite per valgrind process, in
+# fork mode (valgrind follows fork(); a child with an error exits 1 and Check fails its test).
+# Its own build (build/memcheck) without -march=native: valgrind 3.19 cannot decode AVX-512.
+# Binaries the tests exec (build/loralab, gnuplot, chromium, sh) run natively. The verdict is
+# valgrind's: any error report (invalid access, uninitialised value, definite leak) fails the
+# target; a test that fails under valgrind without one (a timeout, although Check's are stretched
+# by CK_TIMEOUT_MULTIPLIER) is listed as a warning. LORALAB_SKIP_SLOW=1 skips the suites in
+# MEMCHECK_SLOW (e2e trains real models through the binary, which valgrind does not follow
+# anyway). tests/valgrind.supp holds the OpenMP/OpenBLAS-internal noise. Logs: build/memcheck/logs.
+MEMCHECK_BUILD  := $(BUILD)/memcheck
+MEMCHECK_CFLAGS := $(filter-out -march=native -fsanitize=%,$(CFLAGS)) -march=x86-64-v3
+MEMCHECK_SLOW   ?= e2e
+VALGRIND ?= valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+            --show-leak-kinds=definite --num-callers=30 --suppressions=tests/valgrind.supp
+
+memcheck: loralab
+	$(MAKE) SANITIZE= BUILD=$(MEMCHECK_BUILD) CFLAGS='$(MEMCHECK_CFLAGS)' $(MEMCHECK_BUILD)/test_loralab
+	@logs=$(MEMCHECK_BUILD)/logs; rm -rf $$logs; mkdir -p $$logs; bad=""; warn=""; \
+	for s in $$(sed -n 's/^SUITE(\(.*\)_suite)$$/\1/p' $(MEMCHECK_BUILD)/tests/suites.h); do \
+	  case " $(MEMCHECK_SLOW) " in *" $$s "*) if [ -n "$${LORALAB_SKIP_SLOW:-}" ] && \
+	    [ "$$LORALAB_SKIP_SLOW" != 0 ]; then echo "memcheck: $$s: skipped (LORALAB_SKIP_SLOW)"; continue; fi ;; esac; \
+	  t0=$$(date +%s); \
+	  CK_TIMEOUT_MULTIPLIER=$${CK_TIMEOUT_MULTIPLIER:-30} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} \
+	    $(VALGRIND) --log-file=$$logs/$$s.%p.log ./$(MEMCHECK_BUILD)/test_loralab $$s >$$logs/$$s.out 2>&1; \
+	  rc=$$?; errs=$$(find $$logs -name "$$s.*.log" -size +0 | wc -l); \
+	  echo "memcheck: $$s: $$(( $$(date +%s) - t0 )) s, $$(grep -h 'Checks:' $$logs/$$s.out | tail -n 1)," \
+	       "processes with valgrind errors: $$errs"; \
+	  if [ "$$errs" -ne 0 ]; then bad="$$bad $$s"; find $$logs -name "$$s.*.log" -size +0 -exec cat {} +; \
+	  elif [ "$$rc" -ne 0 ]; then warn="$$warn $$s"; grep -E '^[^ ]+:[0-9]+:[EF]:' $$logs/$$s.out; fi; \
+	done; \
+	[ -z "$$warn" ] || echo "memcheck: warning: tests failed under valgrind without a memory error in:$$warn"; \
+	if [ -n "$$bad" ]; then echo "memcheck: valgrind errors in:$$bad"; exit 1; fi; \
+	echo "memcheck: no valgrind errors"

@@ -105,6 +105,39 @@ double adapter_json_float(float v) {
     return strtod(buf, NULL);
 }
 
+/* glibc's regcomp expands x+ into x x* and x{m,n} into up to n copies of x, so stacked or nested
+ * repetitions grow the compiled pattern exponentially: a 128-byte key "q+++++...+" takes
+ * gigabytes. Module-name patterns need few repetitions, so the product of the copies each one
+ * makes is bounded (an escaped character is a literal; '*' and '?' make no copies). */
+static int pattern_too_costly(const char *key) {
+    double copies = 1;
+    for (const char *p = key; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            p++;
+        } else if (*p == '+') {
+            copies *= 2;
+        } else if (*p == '{') {
+            double most = 0, v = 0;
+            for (p++; *p && *p != '}'; p++) {
+                if (*p >= '0' && *p <= '9') v = v * 10 + (*p - '0');
+                else most = v > most ? v : most, v = 0;
+            }
+            most = v > most ? v : most;
+            copies *= most + 1;
+            if (!*p) break;
+        }
+    }
+    return copies > 4096;
+}
+
+static LLStatus check_patterns(const AdapterPattern *pats, int n, const char *what, LLError *err) {
+    for (int i = 0; i < n; i++)
+        if (pattern_too_costly(pats[i].key))
+            return ll_err(err, LL_ERR_CONFIG, "%s key '%.60s%s' repeats too much ('+' and '{m,n}') to be used as a "
+                          "regular expression", what, pats[i].key, strlen(pats[i].key) > 60 ? "..." : "");
+    return LL_OK;
+}
+
 /* PEFT's pattern rule: the first key k (in order) with re.match(f"(.*\.)?({k})$", name). */
 static int pattern_lookup(const AdapterPattern *pats, int n, const char *path, float *value) {
     for (int i = 0; i < n; i++) {
@@ -144,6 +177,9 @@ LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLErr
     const AdapterOps *ops = ops_for(cfg->method);
     if (!ops) return ll_err(err, LL_ERR_CONFIG, "method '%s' has no adapter", adapter_method_name(cfg->method));
     if (cfg->targets == 0) return ll_err(err, LL_ERR_CONFIG, "no target modules");
+    LLStatus bad_pattern = check_patterns(cfg->rank_pattern, cfg->n_rank_pattern, "rank_pattern", err);
+    if (!bad_pattern) bad_pattern = check_patterns(cfg->alpha_pattern, cfg->n_alpha_pattern, "alpha_pattern", err);
+    if (bad_pattern) return bad_pattern;
     if (cfg->dropout < 0.0f || cfg->dropout >= 1.0f)
         return ll_err(err, LL_ERR_CONFIG, "dropout %g must be in [0, 1)", cfg->dropout);
     for (int i = 0; i < cfg->n_layers; i++)
@@ -694,6 +730,8 @@ static LLStatus config_from_json(const cJSON *c, const char *path, AdapterConfig
             st = ll_err(err, LL_ERR_FORMAT, "rank_pattern '%s' is %g, not a rank", cfg->rank_pattern[i].key,
                         (double)cfg->rank_pattern[i].value);
     if (!st) st = read_patterns(c, "alpha_pattern", cfg->alpha_pattern, &cfg->n_alpha_pattern, path, err);
+    if (!st) st = check_patterns(cfg->rank_pattern, cfg->n_rank_pattern, "rank_pattern", err);
+    if (!st) st = check_patterns(cfg->alpha_pattern, cfg->n_alpha_pattern, "alpha_pattern", err);
     if (st) return ll_err_prefix(err, "%s", path);
     return LL_OK;
 }

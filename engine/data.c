@@ -57,11 +57,18 @@ LLStatus data_parse_jsonl(const char *text, size_t len, const char *path, const 
         for (size_t i = 0; i < n; i++)
             if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r') blank = 0;
         if (!blank) {
-            cJSON *o = cJSON_ParseWithLength(p, n);
+            const char *after = NULL;
+            cJSON *o = cJSON_ParseWithLengthOpts(p, n, &after, 0);
             const cJSON *t = o ? cJSON_GetObjectItemCaseSensitive(o, "text") : NULL;
             const cJSON *l = o ? cJSON_GetObjectItemCaseSensitive(o, "label") : NULL;
+            /* cJSON stops after the first value: anything but spaces after it (a second object on
+             * the line, a cut-off copy) would otherwise be dropped without a word */
+            while (o && after && after < eol && (*after == ' ' || *after == '\t' || *after == '\r')) after++;
             if (!o || !cJSON_IsObject(o)) {
                 st = ll_err(err, LL_ERR_FORMAT, "%s:%d: not a JSON object", path, line);
+            } else if (after && after < eol) {
+                st = ll_err(err, LL_ERR_FORMAT, "%s:%d: characters after the JSON object (one object a line)", path,
+                            line);
             } else if (!cJSON_IsString(t)) {
                 st = ll_err(err, LL_ERR_FORMAT, "%s:%d: key \"text\" is missing or not a string", path, line);
             } else if (!cJSON_IsNumber(l) || l->valuedouble != (double)l->valueint || l->valueint < 0 ||
@@ -141,7 +148,9 @@ static void cls_row(const Dataset *d, int ex, int row, Batch *b, int T, int bos,
     int *ids = b->ids + (size_t)row * T;
     int n = d->ex_len[ex] + 1 < T ? d->ex_len[ex] + 1 : T;
     ids[0] = bos;
-    memcpy(ids + 1, d->ex_tokens + d->ex_off[ex], sizeof(int) * (size_t)(n - 1));
+    /* an example with no tokens (text "") copies nothing; when every example is empty ex_tokens
+     * is NULL, and even a zero-length memcpy from NULL + 0 is undefined */
+    if (n > 1) memcpy(ids + 1, d->ex_tokens + d->ex_off[ex], sizeof(int) * (size_t)(n - 1));
     for (int t = n; t < T; t++) ids[t] = pad;
     b->pool[row] = n - 1;
     b->labels[row] = d->ex_label[ex];

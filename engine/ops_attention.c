@@ -1,9 +1,9 @@
 /* ops_attention: causal multi-head attention with grouped kv heads, as blocked products.
  *
- * Per (batch row b, query head h): S = Q·Kᵀ/sqrt(HS) (one sgemm), P = softmax over keys j <= i
- * in fp32 with the row max subtracted (HF's eager path computes the softmax in fp32 too), O = P·V
- * (one sgemm). P is saved for backward; its upper triangle is exactly 0, which is what makes the
- * full-square products below causal. The OpenMP loop over (b, h) calls sgemm from inside a parallel
+ * Per (batch row b, query head h), in blocks of query rows: S = Q·Kᵀ/sqrt(HS) over the keys the
+ * block can see, P = softmax over keys j <= i in fp32 with the row max subtracted (HF's eager path
+ * computes the softmax in fp32 too), O = P·V. P is saved for backward; its upper triangle is
+ * exactly 0 (HF's masked scores become exp(-inf) = 0), so the diagonal blocks stay causal. The OpenMP loop over (b, h) calls sgemm from inside a parallel
  * region, where the OpenMP build of OpenBLAS runs single-threaded, so the two levels do not
  * oversubscribe the cores. */
 #include "ops.h"
@@ -11,6 +11,12 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <string.h>
+
+/* Row blocks of the causal square: block rows [i0, i1) only see keys [0, i1), so the products
+ * skip the upper triangle except inside the diagonal blocks (about T²/2 + T·ATT_BLOCK/2 of T² for
+ * scores and mixing). */
+enum { ATT_BLOCK = 64 };
 
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int T, int NH, int NKV, int HS) {
@@ -24,21 +30,26 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
         const float *Vv = v + (size_t)b * T * ldk + (size_t)kvh * HS;
         float *P = probs + (size_t)bh * T * T;
         float *O = out + (size_t)b * T * ldq + (size_t)h * HS;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, Q, ldq, K, ldk, 0.0f, P, T);
-        for (int i = 0; i < T; i++) {
-            float *row = P + (size_t)i * T;
-            float mx = row[0];
-            for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-            float s = 0.0f;
-            for (int j = 0; j <= i; j++) {
-                row[j] = expf(row[j] - mx);
-                s += row[j];
+        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+            int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, m = i1 - i0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, i1, HS, scale, Q + (size_t)i0 * ldq, ldq, K,
+                        ldk, 0.0f, P + (size_t)i0 * T, T);
+            for (int i = i0; i < i1; i++) {
+                float *row = P + (size_t)i * T;
+                float mx = row[0];
+                for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                float s = 0.0f;
+                for (int j = 0; j <= i; j++) {
+                    row[j] = expf(row[j] - mx);
+                    s += row[j];
+                }
+                float inv = 1.0f / s;
+                for (int j = 0; j <= i; j++) row[j] *= inv;
+                for (int j = i + 1; j < T; j++) row[j] = 0.0f;
             }
-            float inv = 1.0f / s;
-            for (int j = 0; j <= i; j++) row[j] *= inv;
-            for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, HS, i1, 1.0f, P + (size_t)i0 * T, T, Vv, ldk,
+                        0.0f, O + (size_t)i0 * ldq, ldq);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, P, T, Vv, ldk, 0.0f, O, ldq);
     }
 }
 
@@ -57,28 +68,41 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
         const float *Vv = v + (size_t)b * T * ldk + (size_t)kvh * HS;
         float *dK = dk + (size_t)b * T * ldk + (size_t)kvh * HS;
         float *dV = dv + (size_t)b * T * ldk + (size_t)kvh * HS;
+        /* dK, dV gather from every query head of the group and every row block: start at zero */
+        for (int t = 0; t < T; t++) {
+            memset(dK + (size_t)t * ldk, 0, sizeof(float) * (size_t)HS);
+            memset(dV + (size_t)t * ldk, 0, sizeof(float) * (size_t)HS);
+        }
         for (int gi = 0; gi < group; gi++) {
             int h = kvh * group + gi;
-            float beta = gi == 0 ? 0.0f : 1.0f; /* first head of the group overwrites dK, dV */
             const float *P = probs + ((size_t)b * NH + h) * T * T;
             const float *Q = q + (size_t)b * T * ldq + (size_t)h * HS;
             const float *dO = dout + (size_t)b * T * ldq + (size_t)h * HS;
             float *dQ = dq + (size_t)b * T * ldq + (size_t)h * HS;
-            /* dP = dO·Vᵀ, dV += Pᵀ·dO */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dO, ldq, Vv, ldk, 0.0f, dP, T);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, P, T, dO, ldq, beta, dV, ldk);
-            /* softmax backward: dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik), times the score scale */
-            for (int i = 0; i < T; i++) {
-                const float *pr = P + (size_t)i * T;
-                float *dr = dP + (size_t)i * T;
-                float dot = 0.0f;
-                for (int j = 0; j <= i; j++) dot += pr[j] * dr[j];
-                for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
-                for (int j = i + 1; j < T; j++) dr[j] = 0.0f;
+            for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+                int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, m = i1 - i0;
+                const float *Pb = P + (size_t)i0 * T;
+                float *dPb = dP + (size_t)i0 * T;
+                /* dP = dO·Vᵀ, dV += Pᵀ·dO over the visible keys [0, i1) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, i1, HS, 1.0f, dO + (size_t)i0 * ldq, ldq, Vv,
+                            ldk, 0.0f, dPb, T);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, HS, m, 1.0f, Pb, T, dO + (size_t)i0 * ldq, ldq,
+                            1.0f, dV, ldk);
+                /* softmax backward: dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik), times the score scale */
+                for (int i = i0; i < i1; i++) {
+                    const float *pr = P + (size_t)i * T;
+                    float *dr = dP + (size_t)i * T;
+                    float dot = 0.0f;
+                    for (int j = 0; j <= i; j++) dot += pr[j] * dr[j];
+                    for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
+                    for (int j = i + 1; j < i1; j++) dr[j] = 0.0f;
+                }
+                /* dQ = dS·K, dK += dSᵀ·Q */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, HS, i1, 1.0f, dPb, T, K, ldk, 0.0f,
+                            dQ + (size_t)i0 * ldq, ldq);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, HS, m, 1.0f, dPb, T, Q + (size_t)i0 * ldq, ldq,
+                            1.0f, dK, ldk);
             }
-            /* dQ = dS·K, dK += dSᵀ·Q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, K, ldk, 0.0f, dQ, ldq);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, Q, ldq, beta, dK, ldk);
         }
     }
 }

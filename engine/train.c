@@ -174,7 +174,7 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
             break;
         }
         if (!last && tc->max_minutes > 0 && elapsed > tc->max_minutes * 60.0) {
-            st = ll_err(err, LL_ERR_INTERRUPTED, "stopped by train.max_minutes (%.1f) at step %d of %d",
+            st = ll_err(err, LL_ERR_INTERRUPTED, "stopped by train.max_minutes (%g) at step %d of %d",
                         tc->max_minutes, step + 1, tc->steps);
             break;
         }

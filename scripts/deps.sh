@@ -5,6 +5,9 @@
 #   scripts/deps.sh            build + test + demo dependencies
 #   scripts/deps.sh --browser  also Chromium (the report's HTML test renders index.html in it)
 #   scripts/deps.sh --bench    also PyTorch (for `make bench-compare`)
+#   scripts/deps.sh --fuzz     also clang with libFuzzer (`make fuzz`) and valgrind (`make memcheck`);
+#                              libclang-rt-14-dev holds libFuzzer and the sanitizer runtimes (clang only
+#                              recommends it), libomp-14-dev clang's omp.h
 set -eu
 
 pkgs="build-essential pkg-config libopenblas0-openmp libopenblas-openmp-dev libsqlite3-dev sqlite3
@@ -13,7 +16,8 @@ for arg in "$@"; do
   case "$arg" in
     --browser) pkgs="$pkgs chromium" ;;
     --bench) pkgs="$pkgs python3-torch python3-numpy" ;;
-    *) echo "deps.sh: unknown option '$arg' (known: --browser, --bench)" >&2; exit 2 ;;
+    --fuzz) pkgs="$pkgs clang libclang-rt-14-dev libomp-14-dev valgrind" ;;
+    *) echo "deps.sh: unknown option '$arg' (known: --browser, --bench, --fuzz)" >&2; exit 2 ;;
   esac
 done
 

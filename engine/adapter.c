@@ -538,7 +538,23 @@ static void json_dump(Text *t, cJSON *v, int depth) {
     }
 }
 
+/* Written into DIR.tmp.PID and swapped in whole (ll_replace_dir): a full disk or a crash while the
+ * weights or the config are written leaves the previous adapter folder as it was. */
+static LLStatus adapter_write(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err);
+
 LLStatus adapter_save(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err) {
+    char tmp[4096];
+    ll_tmp_dir_name(dir, tmp, sizeof tmp);
+    ll_remove_tree(tmp);
+    LLStatus st = adapter_write(a, m, tmp, base_name, err);
+    if (st) {
+        ll_remove_tree(tmp);
+        return ll_err_prefix(err, "writing adapter folder '%s' (nothing was replaced)", dir);
+    }
+    return ll_replace_dir(tmp, dir, err);
+}
+
+static LLStatus adapter_write(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err) {
     LLStatus st = ll_mkdirs(dir, err);
     if (st) return st;
     LL_ASSERT(!a->merged);

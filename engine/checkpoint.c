@@ -5,7 +5,6 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -170,27 +169,11 @@ LLStatus checkpoint_load_weights(const char *dir, Model *m, int *head_loaded, LL
     return rc;
 }
 
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[4096];
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) remove_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 LLStatus checkpoint_save(const Model *m, const Tokenizer *tok, const char *const *label_names, const char *dir,
                          LLError *err) {
-    char tmp[4096], path[4096], old[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
-    remove_tree(tmp);
+    char tmp[4096], path[4096];
+    ll_tmp_dir_name(dir, tmp, sizeof tmp);
+    ll_remove_tree(tmp);
     LLStatus rc = ll_mkdirs(tmp, err);
     if (rc) return rc;
     char *cfg = checkpoint_config_json(&m->cfg, label_names);
@@ -220,20 +203,10 @@ LLStatus checkpoint_save(const Model *m, const Tokenizer *tok, const char *const
     }
     if (!rc && tok) rc = tok_save(tok, tmp, err);
     if (rc) {
-        remove_tree(tmp);
+        ll_remove_tree(tmp);
         return ll_err_prefix(err, "writing model folder '%s' (nothing was replaced)", dir);
     }
-    /* Swap into place: move an existing folder aside, rename the new one in, then drop the old. */
-    snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
-    int had_old = rename(dir, old) == 0;
-    if (rename(tmp, dir) != 0) {
-        int e = errno;
-        if (had_old) rename(old, dir);
-        remove_tree(tmp);
-        return ll_err(err, LL_ERR_IO, "cannot move the new model folder into '%s': %s", dir, strerror(e));
-    }
-    if (had_old) remove_tree(old);
-    return LL_OK;
+    return ll_replace_dir(tmp, dir, err);
 }
 
 LLStatus checkpoint_open(const char *dir, const ModelOptions *o, int n_labels, LoadedModel *lm, LLError *err) {

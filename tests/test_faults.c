@@ -468,13 +468,19 @@ START_TEST(t_disk_full_adapter_save) {
     for (size_t i = 0; i < a->n_params; i++) a->params[i] = -1.0f; /* what the failed save would write */
     AdapterWrite w = {a, m, dir};
     ck_assert_int_eq(with_file_limit(1024, save_adapter, &w, &err), LL_ERR_IO);
-    ck_assert_msg(strstr(err.msg, st_path) && strstr(err.msg, "File too large"), "%s", err.msg);
+    /* the folder is written beside and swapped in whole: the message names the folder and the file */
+    ck_assert_msg(strstr(err.msg, dir) && strstr(err.msg, "adapter_model.safetensors") &&
+                  strstr(err.msg, "File too large") && strstr(err.msg, "nothing was replaced"), "%s", err.msg);
     size_t l1, l2;
     char *cfg_after = slurp(cfg_path, &l1), *st_after = slurp(st_path, &l2);
     ck_assert(l1 == cfg_len && memcmp(cfg_after, cfg_before, l1) == 0);
     ck_assert(l2 == st_len && memcmp(st_after, st_before, l2) == 0);
     ck_assert_int_eq(count_entries(dir, ".tmp."), 0);
     ck_assert_int_eq(count_entries(dir, ""), 2);
+    char parent[256];
+    snprintf(parent, sizeof parent, "%s", dir);
+    *strrchr(parent, '/') = '\0';
+    ck_assert_int_eq(count_entries(parent, ".tmp."), 0); /* no half-written adapter.tmp.PID/ */
     /* and the folder still loads, with the old weights */
     Adapter *back = NULL;
     CK_OK(adapter_load(dir, m, &back, &err));

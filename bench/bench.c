@@ -158,8 +158,30 @@ int main(int argc, char **argv) {
     printf("OpenBLAS: %s\n", openblas_get_config());
     printf("kernels: %s (OPENBLAS_CORETYPE=%s), threads: %d\n", openblas_get_corename(), env_core ? env_core : "unset",
            omp_get_max_threads());
-    /* training-shaped products: N = 2048 rows against the medium model's weights */
-    double r1 = sgemm_rate(2048, 512, 512, 7), r2 = sgemm_rate(2048, 1376, 512, 7), r3 = sgemm_rate(2048, 8192, 512, 5);
+    /* Training-shaped products: N = 2048 rows against the medium model's weights. Measured in a
+     * child process, like every configuration below: the parent never starts an OpenMP thread
+     * pool, because libgomp's pool does not survive fork() (a child of a parent that ran a
+     * parallel region can hang in its first one). */
+    double rates[3];
+    int fds[2];
+    if (pipe(fds) != 0) return 1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        double r[3] = {sgemm_rate(2048, 512, 512, 7), sgemm_rate(2048, 1376, 512, 7), sgemm_rate(2048, 8192, 512, 5)};
+        ssize_t w = write(fds[1], r, sizeof r);
+        _exit(w == (ssize_t)sizeof r ? 0 : 1);
+    }
+    close(fds[1]);
+    ssize_t got = read(fds[0], rates, sizeof rates);
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    if (got != (ssize_t)sizeof rates) {
+        fprintf(stderr, "bench: the sgemm measurement failed\n");
+        return 1;
+    }
+    double r1 = rates[0], r2 = rates[1], r3 = rates[2];
     double rate = (r1 + r2 + r3) / 3.0;
     printf("sgemm GFLOP/s: 2048x512x512 %.1f, 2048x1376x512 %.1f, 2048x8192x512 %.1f; mean %.1f\n\n", r1, r2, r3, rate);
     const Size sizes[] = {{"tiny", 128, 4, 4, 344, 512}, {"small", 256, 6, 8, 688, 4096}, {"medium", 512, 8, 8, 1376, 8192}};
@@ -173,23 +195,22 @@ int main(int argc, char **argv) {
         int last_mode = i + 1 == sizeof sizes / sizeof sizes[0] ? MODE_DORA : MODE_LORA; /* every method at medium */
         for (int mode = MODE_FULL; mode <= last_mode; mode++) {
             /* each configuration in its own process, so that its peak RSS is its own */
-            int fds[2];
-            if (pipe(fds) != 0) return 1;
+            int cfd[2];
+            if (pipe(cfd) != 0) return 1;
             fflush(stdout);
-            pid_t pid = fork();
-            if (pid == 0) {
-                close(fds[0]);
+            pid_t child = fork();
+            if (child == 0) {
+                close(cfd[0]);
                 Result r = bench_one(&sizes[i], (Mode)mode, 8, 256, steps, rate);
-                ssize_t w = write(fds[1], &r, sizeof r);
+                ssize_t w = write(cfd[1], &r, sizeof r);
                 _exit(w == (ssize_t)sizeof r ? 0 : 1);
             }
-            close(fds[1]);
+            close(cfd[1]);
             Result r;
-            ssize_t got = read(fds[0], &r, sizeof r);
-            close(fds[0]);
-            int st;
-            waitpid(pid, &st, 0);
-            if (got != (ssize_t)sizeof r) {
+            ssize_t n_read = read(cfd[0], &r, sizeof r);
+            close(cfd[0]);
+            waitpid(child, NULL, 0);
+            if (n_read != (ssize_t)sizeof r) {
                 fprintf(stderr, "bench: %s %s failed\n", sizes[i].name, mode_names[mode]);
                 return 1;
             }

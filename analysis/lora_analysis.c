@@ -14,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "analysis/lora_analysis.h"
+#include "analysis/gnuplot.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -494,105 +495,7 @@ static LLStatus write_phi_figure(const char *out_dir, const char *name, char whi
 
 /* ---- gnuplot ------------------------------------------------------------------------------------ */
 
-static int find_gnuplot(char *out, size_t cap) {
-    const char *path = getenv("PATH");
-    if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
-    while (*path) {
-        const char *colon = strchr(path, ':');
-        size_t len = colon ? (size_t)(colon - path) : strlen(path);
-        if (len > 0 && len + 10 < cap) {
-            snprintf(out, cap, "%.*s/gnuplot", (int)len, path);
-            struct stat st;
-            if (stat(out, &st) == 0 && S_ISREG(st.st_mode) && access(out, X_OK) == 0) return 1;
-        }
-        path += len;
-        if (*path == ':') path++;
-    }
-    out[0] = '\0';
-    return 0;
-}
-
 static const char *const FORMATS[] = {"pdf", "svg", "png"};
-
-/* `gnuplot NAME.gp` with cwd = dir (stdin and stdout /dev/null, stderr captured); checks the exit
- * status and that the three renderings exist and are not empty. */
-static LLStatus run_gnuplot(const char *gnuplot, const char *dir, const char *name, LLError *err) {
-    char script[256], path[4096];
-    snprintf(script, sizeof script, "%s.gp", name);
-    for (int i = 0; i < 3; i++) { /* a stale file must not pass for this run's output */
-        snprintf(path, sizeof path, "%s/%s.%s", dir, name, FORMATS[i]);
-        unlink(path);
-    }
-    /* Everything the child needs is built before fork: after it, only async-signal-safe calls.
-     * C.UTF-8 keeps '.' as the decimal sign and lets gnuplot read the UTF-8 labels. */
-    size_t ne = 0;
-    while (environ[ne]) ne++;
-    char **envp = ll_malloc(ne + 2, sizeof *envp);
-    size_t k = 0;
-    for (size_t i = 0; i < ne; i++)
-        if (strncmp(environ[i], "LC_ALL=", 7) != 0) envp[k++] = environ[i];
-    envp[k++] = "LC_ALL=C.UTF-8";
-    envp[k] = NULL;
-    char *argv[] = {"gnuplot", script, NULL};
-    int pfd[2];
-    if (pipe(pfd) != 0) {
-        ll_free(envp);
-        return ll_err(err, LL_ERR_IO, "cannot run gnuplot: pipe: %s", strerror(errno));
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(pfd[0]);
-        close(pfd[1]);
-        ll_free(envp);
-        return ll_err(err, LL_ERR_IO, "cannot run gnuplot: fork: %s", strerror(e));
-    }
-    if (pid == 0) {
-        close(pfd[0]);
-        int dn = open("/dev/null", O_RDWR);
-        if (dn >= 0) dup2(dn, 0), dup2(dn, 1);
-        dup2(pfd[1], 2);
-        if (chdir(dir) != 0) _exit(126);
-        execve(gnuplot, argv, envp);
-        static const char msg[] = "exec of gnuplot failed\n";
-        ssize_t w = write(2, msg, sizeof msg - 1);
-        (void)w;
-        _exit(127);
-    }
-    close(pfd[1]);
-    ll_free(envp);
-    char said[1024];
-    size_t len = 0;
-    for (;;) { /* read to EOF so gnuplot never blocks on a full pipe; keep the first complaint */
-        char chunk[512];
-        ssize_t n = read(pfd[0], chunk, sizeof chunk);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        size_t take = (size_t)n < sizeof said - 1 - len ? (size_t)n : sizeof said - 1 - len;
-        memcpy(said + len, chunk, take);
-        len += take;
-    }
-    said[len] = '\0';
-    close(pfd[0]);
-    while (len > 0 && (said[len - 1] == '\n' || said[len - 1] == ' ')) said[--len] = '\0';
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) return ll_err(err, LL_ERR_IO, "waiting for gnuplot: %s", strerror(errno));
-    if (!WIFEXITED(status))
-        return ll_err(err, LL_ERR_IO, "gnuplot was killed by signal %d on %s/%s: %s", WTERMSIG(status), dir, script,
-                      len ? said : "(no message)");
-    if (WEXITSTATUS(status) != 0)
-        return ll_err(err, LL_ERR_IO, "gnuplot failed on %s/%s (exit status %d): %s", dir, script, WEXITSTATUS(status),
-                      len ? said : "(no message)");
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s.%s", dir, name, FORMATS[i]);
-        struct stat st;
-        if (stat(path, &st) != 0 || st.st_size == 0)
-            return ll_err(err, LL_ERR_IO, "gnuplot ran %s/%s without error but wrote no %s.%s%s%s", dir, script, name,
-                          FORMATS[i], len ? "; it said: " : "", len ? said : "");
-    }
-    return LL_OK;
-}
 
 /* ---- tables ------------------------------------------------------------------------------------- */
 
@@ -878,7 +781,7 @@ LLStatus la_analyze(const LAOptions *o, LASummary *sum, LLError *err) {
 
     /* Rendering comes last: every file is on disk even when gnuplot fails. */
     char gp[1024];
-    if (!find_gnuplot(gp, sizeof gp)) {
+    if (!gnuplot_find(gp, sizeof gp)) {
         sum->gnuplot_missing = 1;
         return LL_OK;
     }
@@ -889,7 +792,7 @@ LLStatus la_analyze(const LAOptions *o, LASummary *sum, LLError *err) {
             snprintf(name, sizeof name, "phi_%s%d_%s", b ? "B_" : "", sum->phi[i].layer,
                      model_module_name(sum->phi[i].mod));
             LLError e;
-            if (run_gnuplot(gp, o->out_dir, name, &e) == LL_OK) {
+            if (gnuplot_render(gp, o->out_dir, name, FORMATS, 3, &e) == LL_OK) {
                 sum->n_rendered++;
             } else if (!first) {
                 sum->render_failed = 1;

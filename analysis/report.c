@@ -20,6 +20,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "analysis/report.h"
+#include "analysis/gnuplot.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -587,107 +588,6 @@ static void dat_header(const Ctx *c, Buf *d, const ReportFigure *f) {
 /* Ends a data block so the next one is a new gnuplot `index`. */
 static void dat_next_block(Buf *d) { buf_puts(d, "\n\n"); }
 
-static const char *gnuplot_path(char *out, size_t cap) {
-    const char *path = getenv("PATH");
-    if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
-    while (*path) {
-        const char *colon = strchr(path, ':');
-        size_t len = colon ? (size_t)(colon - path) : strlen(path);
-        if (len > 0 && len + 10 < cap) {
-            snprintf(out, cap, "%.*s/gnuplot", (int)len, path);
-            struct stat st;
-            if (stat(out, &st) == 0 && S_ISREG(st.st_mode) && access(out, X_OK) == 0) return out;
-        }
-        path += len;
-        if (*path == ':') path++;
-    }
-    out[0] = '\0';
-    return out;
-}
-
-/* Runs `gnuplot NAME.gp` in the folder (stdin and stdout /dev/null, stderr captured) and checks
- * its exit status and that the three renderings exist and are non-empty. */
-static LLStatus run_gnuplot(const Ctx *c, const char *name, LLError *err) {
-    char script[128];
-    snprintf(script, sizeof script, "%s.gp", name);
-    /* The environment is built before fork: the child only calls async-signal-safe functions. The
-     * C.UTF-8 locale keeps '.' as the decimal sign and lets gnuplot convert the UTF-8 labels. */
-    size_t ne = 0;
-    while (environ[ne]) ne++;
-    char **envp = ll_malloc(ne + 2, sizeof *envp);
-    size_t k = 0;
-    for (size_t i = 0; i < ne; i++)
-        if (strncmp(environ[i], "LC_ALL=", 7) != 0) envp[k++] = environ[i];
-    envp[k++] = "LC_ALL=C.UTF-8";
-    envp[k] = NULL;
-    char *argv[] = {"gnuplot", script, NULL};
-    int pfd[2];
-    if (pipe(pfd) != 0) {
-        free(envp);
-        return ll_err(err, LL_ERR_IO, "cannot run gnuplot: pipe: %s", strerror(errno));
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(pfd[0]);
-        close(pfd[1]);
-        free(envp);
-        return ll_err(err, LL_ERR_IO, "cannot run gnuplot: fork: %s", strerror(e));
-    }
-    if (pid == 0) {
-        close(pfd[0]);
-        int dn = open("/dev/null", O_RDWR);
-        if (dn >= 0) {
-            dup2(dn, 0);
-            dup2(dn, 1);
-        }
-        dup2(pfd[1], 2);
-        if (chdir(c->dir) != 0) _exit(126);
-        execve(c->gnuplot, argv, envp);
-        static const char msg[] = "exec of gnuplot failed\n";
-        ssize_t w = write(2, msg, sizeof msg - 1);
-        (void)w;
-        _exit(127);
-    }
-    close(pfd[1]);
-    free(envp);
-    char out[2048];
-    size_t len = 0;
-    for (;;) {
-        char chunk[512];
-        ssize_t r = read(pfd[0], chunk, sizeof chunk);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        /* Keep the first part: gnuplot's first complaint is the one that explains the rest. */
-        size_t take = (size_t)r < sizeof out - 1 - len ? (size_t)r : sizeof out - 1 - len;
-        memcpy(out + len, chunk, take);
-        len += take;
-    }
-    out[len] = '\0';
-    close(pfd[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) return ll_err(err, LL_ERR_IO, "waiting for gnuplot: %s", strerror(errno));
-    while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == ' ')) out[--len] = '\0';
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        if (WIFEXITED(status))
-            return ll_err(err, LL_ERR_IO, "gnuplot failed on %s/%s (exit status %d): %s", c->dir, script,
-                          WEXITSTATUS(status), len ? out : "(no message)");
-        return ll_err(err, LL_ERR_IO, "gnuplot was killed by signal %d on %s/%s: %s", WTERMSIG(status), c->dir,
-                      script, len ? out : "(no message)");
-    }
-    for (int i = 2; i < 5; i++) {
-        char file[160], path[2048];
-        snprintf(file, sizeof file, "%s.%s", name, FIG_EXT[i]);
-        path_join(path, sizeof path, c->dir, file);
-        struct stat st;
-        if (stat(path, &st) != 0 || st.st_size == 0)
-            return ll_err(err, LL_ERR_IO, "gnuplot ran %s/%s without error but wrote no %s%s%s", c->dir, script,
-                          file, len ? "; it said: " : "", len ? out : "");
-    }
-    return LL_OK;
-}
-
 /* Saves NAME.gp and NAME.dat; rendering comes after the database is closed (render_all). */
 static LLStatus fig_finish(Ctx *c, ReportFigure *f, Buf *gp, Buf *dat, LLError *err) {
     char name[128];
@@ -709,7 +609,7 @@ static void render_all(Ctx *c) {
         ReportFigure *f = &c->sum->figs[i];
         if (f->skipped) continue;
         LLError e = {0};
-        if (run_gnuplot(c, f->name, &e) == LL_OK) {
+        if (gnuplot_render(c->gnuplot, c->dir, f->name, FIG_EXT + 2, 3, &e) == LL_OK) {
             f->rendered = 1;
         } else {
             fig_note(f, "NOT RENDERED: %s", e.msg);
@@ -1796,7 +1696,7 @@ LLStatus report_write(const char *db, const char *sweep, const char *out_dir, Re
         if (!seen && c.n_methods < 64) c.methods[c.n_methods++] = c.g[i].method;
     }
     if ((st = ll_mkdirs(out_dir, err))) goto done;
-    gnuplot_path(c.gnuplot, sizeof c.gnuplot);
+    gnuplot_find(c.gnuplot, sizeof c.gnuplot);
     sum->gnuplot_missing = c.gnuplot[0] == '\0';
 
     Cell(*cells)[N_COL] = table_cells(&c);

@@ -892,8 +892,9 @@ static void tmp_root_teardown(void) {
 }
 
 static char *make_tmpdir(void) {
-    char *d = malloc(strlen(g_tmp) + 16);
-    sprintf(d, "%s/dXXXXXX", g_tmp);
+    size_t cap = strlen(g_tmp) + 16;
+    char *d = ll_malloc(cap, 1);
+    snprintf(d, cap, "%s/dXXXXXX", g_tmp);
     ck_assert(mkdtemp(d) != NULL);
     return d;
 }

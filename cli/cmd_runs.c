@@ -84,14 +84,8 @@ int cmd_runs(int argc, char **argv) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
-        } else if (strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
-            db = argv[++i];
-        } else if (strncmp(argv[i], "--db=", 5) == 0) {
-            db = argv[i] + 5;
-        } else if (strcmp(argv[i], "--sweep") == 0 && i + 1 < argc) {
-            sweep = argv[++i];
-        } else if (strncmp(argv[i], "--sweep=", 8) == 0) {
-            sweep = argv[i] + 8;
+        } else if (cli_flag(argc, argv, &i, "--db", &db) || cli_flag(argc, argv, &i, "--sweep", &sweep)) {
+            continue;
         } else {
             fprintf(stderr, "loralab runs: unknown or incomplete argument '%s'\n", argv[i]);
             usage(stderr);

@@ -16,4 +16,8 @@ int cmd_report(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
 
+/* Reads a flag's value given as `--name VALUE` or `--name=VALUE` at argv[*i] into *out (advancing
+ * *i past a separate value); returns 0 when argv[*i] is not that flag or its value is missing. */
+int cli_flag(int argc, char **argv, int *i, const char *name, const char **out);
+
 #endif

@@ -247,6 +247,7 @@ LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLErr
     }
     rng_seed(&a->drop_rng, rng_derive(cfg->seed, 11));
     LLStatus st = ops->init(a, m, err);
+    model_base_changed(m); /* PiSSA rewrites W0 */
     if (st) {
         adapter_free(a);
         return st;
@@ -347,6 +348,7 @@ static void merge_sign(Adapter *a, Model *m, float sign) {
         for (size_t j = 0; j < n; j++) W[j] += sign * dW[j];
     }
     ll_free(dW);
+    model_base_changed(m);
 }
 
 void adapter_merge(Adapter *a, Model *m) {

@@ -166,6 +166,7 @@ LLStatus checkpoint_load_weights(const char *dir, Model *m, int *head_loaded, LL
         if (!rc && head_loaded) *head_loaded = 1;
     }
     st_free(&st);
+    model_base_changed(m);
     return rc;
 }
 

@@ -201,6 +201,9 @@ void model_free(Model *m) {
     ll_free(m->rope_cos);
     ll_free(m->rope_sin);
     ll_free(m->act_mem);
+    ll_free(m->packed);
+    ll_free(m->pk_fwd);
+    ll_free(m->pk_bwd);
     memset(m, 0, sizeof *m);
 }
 
@@ -220,6 +223,7 @@ void model_init_weights(Model *m, uint64_t seed) {
     for (int i = 0; i < c->C; i++) m->params[m->off_lnf + i] = 1.0f;
     if (!c->tied) rng_fill_normal(&r, m->params + m->off_lm, (size_t)c->V * c->C, c->init_range);
     model_init_head(m, seed);
+    model_base_changed(m);
 }
 
 void model_init_head(Model *m, uint64_t seed) {
@@ -275,12 +279,77 @@ void model_tensor_info(const Model *m, int i, char *name, size_t cap, int *ndim,
     *ndim = 2, shape[0] = c->V, shape[1] = c->C, *data = m->params + m->off_lm;
 }
 
+/* ---- bf16 packs ------------------------------------------------------------------------------ */
+
+static const float *lm_weight(const Model *m) { return m->params + m->off_lm; }
+
+LLStatus model_set_bf16(Model *m, int on, LLError *err) {
+    if (!on) {
+        m->bf16 = 0;
+        return LL_OK;
+    }
+    if (!bf16_supported())
+        return ll_err(err, LL_ERR_CONFIG,
+                      "train.precision bf16 needs a CPU with AVX512_BF16 (and a build with -march "
+                      "that has it); this one has none: use fp32");
+    const ModelConfig *c = &m->cfg;
+    int n = c->L * MOD_COUNT + 1;
+    if (!m->packed) {
+        m->pk_fwd = ll_malloc((size_t)n, sizeof(size_t));
+        m->pk_bwd = ll_malloc((size_t)n, sizeof(size_t));
+        size_t total = 0;
+        for (int i = 0; i < n; i++) {
+            int in = c->C, out = c->V;
+            if (i < c->L * MOD_COUNT) model_module_dims(c, i % MOD_COUNT, &in, &out);
+            m->pk_fwd[i] = total, total += bf16_panel_elems(in, out);
+            m->pk_bwd[i] = total, total += bf16_panel_elems(out, in);
+        }
+        m->packed = ll_malloc(total, sizeof(uint16_t));
+    }
+    m->bf16 = 1;
+    m->packed_version = m->base_version - 1; /* stale */
+    return LL_OK;
+}
+
+void model_base_changed(Model *m) { m->base_version++; }
+
+static void repack(Model *m) {
+    const ModelConfig *c = &m->cfg;
+    for (int i = 0; i <= c->L * MOD_COUNT; i++) {
+        int in = c->C, out = c->V;
+        const float *W = lm_weight(m);
+        if (i < c->L * MOD_COUNT) {
+            model_module_dims(c, i % MOD_COUNT, &in, &out);
+            W = m->params + m->lay[i / MOD_COUNT].w[i % MOD_COUNT];
+        }
+        bf16_pack_panels(m->packed + m->pk_fwd[i], W, in, out, 1);
+        bf16_pack_panels(m->packed + m->pk_bwd[i], W, out, in, 0);
+    }
+    m->packed_version = m->base_version;
+}
+
+/* The base product y = x·Wᵀ of weight i (l*MOD_COUNT + mod, or the LM head). */
+static void base_forward(const Model *m, int i, const float *W, const float *x, float *y, int N, int in, int out) {
+    if (m->bf16) gemm_bf16(y, out, x, in, m->packed + m->pk_fwd[i], N, out, in, 0);
+    else matmul_forward(y, x, W, N, in, out);
+}
+
+static void base_backward(const Model *m, int i, const float *W, float *dW, const float *x, const float *dy,
+                          float *dx, int N, int in, int out, int acc) {
+    if (m->bf16) {
+        if (dx) gemm_bf16(dx, in, dy, out, m->packed + m->pk_bwd[i], N, in, out, acc);
+        matmul_backward(NULL, dW, dy, x, W, N, in, out, acc);
+    } else {
+        matmul_backward(dx, dW, dy, x, W, N, in, out, acc);
+    }
+}
+
 /* ---- forward -------------------------------------------------------------------------------- */
 
 static void linear_forward(Model *m, int l, int mod, const float *x, float *y, int N, int train) {
     int in, out;
     model_module_dims(&m->cfg, mod, &in, &out);
-    matmul_forward(y, x, model_weight(m, l, mod), N, in, out);
+    base_forward(m, l * MOD_COUNT + mod, model_weight(m, l, mod), x, y, N, in, out);
     if (m->adapter) adapter_forward(m->adapter, l, mod, x, y, N, train);
 }
 
@@ -292,6 +361,7 @@ float model_forward(Model *m, const Batch *b, int train) {
     /* Per-layer slices use the capacity strides so that a smaller batch still fits. */
     const size_t sN = (size_t)m->B * m->T;
     m->last_B = B, m->last_T = T;
+    if (m->bf16 && m->packed_version != m->base_version) repack(m);
     embedding_forward(a->res, b->ids, m->params + m->off_embed, N, C);
     for (int l = 0; l < c->L; l++) {
         const LayerOffsets *lo = &m->lay[l];
@@ -328,7 +398,7 @@ float model_forward(Model *m, const Batch *b, int train) {
         m->n_counted = crossentropy_forward(a->losses, a->lse, a->logits, b->labels, B, c->n_labels);
         for (int i = 0; i < B; i++) total += a->losses[i];
     } else {
-        matmul_forward(a->logits, a->lnf, m->params + m->off_lm, N, C, c->V);
+        base_forward(m, c->L * MOD_COUNT, lm_weight(m), a->lnf, a->logits, N, C, c->V);
         m->n_counted = crossentropy_forward(a->losses, a->lse, a->logits, b->targets, N, c->V);
         for (int i = 0; i < N; i++) total += a->losses[i]; /* fixed order: thread-count independent */
     }
@@ -346,7 +416,8 @@ static void linear_backward(Model *m, int l, int mod, const float *x, const floa
                             int acc) {
     int in, out;
     model_module_dims(&m->cfg, mod, &in, &out);
-    matmul_backward(dx, model_weight_grad(m, l, mod), dy, x, model_weight(m, l, mod), N, in, out, acc);
+    base_backward(m, l * MOD_COUNT + mod, model_weight(m, l, mod), model_weight_grad(m, l, mod), x, dy, dx, N,
+                  in, out, acc);
     if (m->adapter) adapter_backward(m->adapter, l, mod, x, dy, dx, N);
 }
 
@@ -373,8 +444,8 @@ void model_backward(Model *m, const Batch *b, float dloss) {
             memcpy(a->dln + ((size_t)i * T + b->pool[i]) * C, a->dpooled + (size_t)i * C, sizeof(float) * C);
     } else {
         crossentropy_backward(a->logits, a->lse, b->targets, N, c->V, scale);
-        matmul_backward(a->dln, g_params ? g_params + m->off_lm : NULL, a->logits, a->lnf,
-                        m->params + m->off_lm, N, C, c->V, 0);
+        base_backward(m, c->L * MOD_COUNT, lm_weight(m), g_params ? g_params + m->off_lm : NULL, a->lnf,
+                      a->logits, a->dln, N, C, c->V, 0);
     }
     rmsnorm_backward(a->dres, g_params ? g_params + m->off_lnf : NULL, a->dln, a->res + c->L * sN * C,
                      m->params + m->off_lnf, a->rstdf, N, C, 0);

@@ -91,6 +91,14 @@ typedef struct Model {
     size_t n_act;
     ModelActs a;
     struct Adapter *adapter; /* the active adapter, or NULL; switching is a pointer swap */
+    /* bf16 base products (model_set_bf16): every base linear weight and the LM head packed twice
+     * into bf16 panels, for y = x·Wᵀ (pk_fwd) and dx = dy·W (pk_bwd); index l*MOD_COUNT + mod, the
+     * LM head at L*MOD_COUNT. The packs follow params lazily: whoever writes params calls
+     * model_base_changed, and the next forward repacks. */
+    int bf16;
+    uint16_t *packed;
+    size_t *pk_fwd, *pk_bwd;
+    uint64_t base_version, packed_version;
     int last_B, last_T;      /* shape of the last forward, for backward */
     int n_counted;           /* rows counted in the last loss */
 } Model;
@@ -116,6 +124,14 @@ LLStatus model_init(Model *m, const ModelConfig *c, const ModelOptions *o, LLErr
 void model_free(Model *m);
 /* Normal(0, init_range) for linear weights and embeddings, 1 for norms (HF _init_weights). */
 void model_init_weights(Model *m, uint64_t seed);
+
+/* bf16 base products: the base's linear products (forward, and the input gradient in backward)
+ * take bf16-rounded inputs with fp32 sums (AVX512_BF16); weight gradients, adapters, norms,
+ * attention and the loss stay fp32. Fails with LL_ERR_CONFIG on a CPU without AVX512_BF16. */
+LLStatus model_set_bf16(Model *m, int on, LLError *err);
+/* Call after writing m->params (optimizer step, load, merge, PiSSA): the bf16 packs are rebuilt
+ * before the next forward. */
+void model_base_changed(Model *m);
 void model_init_head(Model *m, uint64_t seed);
 
 float *model_weight(Model *m, int layer, int mod);     /* W (out, in) of a linear layer */

@@ -15,6 +15,7 @@
 #define LL_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Below this many elements of work a kernel runs on the calling thread: a parallel region costs a
  * few microseconds on an idle machine and up to a scheduler time slice on a busy one, more than
@@ -28,6 +29,19 @@ void matmul_forward_naive(float *y, const float *x, const float *W, int N, int i
 /* dx[N,in] (+)= dy·W  (skipped when dx is NULL); dW[out,in] += dyᵀ·x  (skipped when dW is NULL) */
 void matmul_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int N,
                      int in, int out, int acc);
+
+/* ---- bf16 products against a frozen weight (ops_bf16.c; AVX512_BF16) ------------------------
+ * A weight is packed once into bf16 panels; activations are rounded to bf16 as they are packed;
+ * sums are fp32. bf16_supported() says whether this CPU and build can run them. The test's
+ * reference is the same sum in double over bf16_round'ed inputs. */
+int bf16_supported(void);
+float bf16_round(float f);                 /* round to nearest even, as the packing does */
+size_t bf16_panel_elems(int K, int N);     /* uint16 elements of a packed [K, N] operand */
+/* dst = B[K,N] in panels; B[k][n] = src[n*K + k] when trans (a PyTorch (out, in) weight used as
+ * Wᵀ, for y = x·Wᵀ), src[k*N + n] otherwise (for dx = dy·W). */
+void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans);
+/* C[M,N] (+= when acc) A[M,K] · B, A row-major with leading dimension lda. */
+void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, int M, int N, int K, int acc);
 
 /* ---- embedding: out[N,C] = E[ids[i]] ---------------------------------------------------------- */
 void embedding_forward(float *out, const int *ids, const float *E, int N, int C);

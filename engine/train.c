@@ -92,6 +92,8 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
     if (train->kind == DATA_CLS && train->n_labels > c->n_labels)
         return ll_err(err, LL_ERR_CONFIG, "'%s' has label %d but the model has %d labels", train->path,
                       train->n_labels - 1, c->n_labels);
+    LLStatus pst = model_set_bf16(m, tc->bf16, err);
+    if (pst) return pst;
     adapter_attach(m, a);
 
     AdamW opt;
@@ -145,6 +147,7 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
         if (tc->clip > 0.0f && gnorm > tc->clip) adamw_scale_grads(&opt, (float)(tc->clip / gnorm));
         adamw_step(&opt, lr);
         if (a) adapter_on_step(a, step);
+        else model_base_changed(m);
         res->steps_done = step + 1;
         window_loss += loss;
         window_n++;

@@ -28,6 +28,7 @@ typedef struct {
     int log_every;    /* train metrics every N steps */
     uint64_t seed;    /* data order (init seeds live with the model and the adapter) */
     double max_minutes; /* wall-clock bound, 0 = none */
+    int bf16;           /* base products in bf16 (model_set_bf16) for this run and its evaluations */
 } TrainConfig;
 
 void train_config_defaults(TrainConfig *c);

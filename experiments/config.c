@@ -95,6 +95,8 @@ static const KeySpec KEYS[] = {
     TRAIN(clip, CFG_FLOAT, FK_F32, LOHI, 0, 1e6, "global gradient-norm clip (0: off)"),
     TRAIN(warmup, CFG_INT, FK_INT, LOHI, 0, 1e9, "linear warmup steps"),
     SPECIAL("train.schedule", CFG_STRING, 0, 0, 0, "cosine|linear|constant", NULL, "lr decay after warmup"),
+    SPECIAL("train.precision", CFG_STRING, 0, 0, 0, "fp32|bf16", "fp32",
+            "bf16: the frozen base's products take bf16 inputs, fp32 sums (AVX512_BF16)"),
     TRAIN(eval_every, CFG_INT, FK_INT, LOHI, 0, 1e9, "evaluate every N steps (0: only at the end)"),
     TRAIN(eval_batches, CFG_INT, FK_INT, LOHI, 0, 1e9, "batches per evaluation (0: whole split)"),
     TRAIN(log_every, CFG_INT, FK_INT, LOHI, 1, 1e9, "train metrics every N steps"),
@@ -1668,6 +1670,8 @@ static int adapter_key_relevant(AdapterMethod m, const char *key) {
 static int key_relevant(const RunConfig *rc, const KeySpec *ks) {
     if (ks->flags & B_NOT_RUN) return 0;
     if (strcmp(ks->key, "base.path") == 0) return !rc->pretrain;
+    /* Added after databases existed: left out at its default so that their run keys still hold. */
+    if (strcmp(ks->key, "train.precision") == 0) return rc->train.bf16;
     if (strncmp(ks->key, "base.", 5) == 0) {
         if (!rc->pretrain) return 0;
         if (strcmp(ks->key, "base.vocab_size") == 0) return rc->base_bpe;
@@ -1702,6 +1706,7 @@ static void apply_special(RunConfig *rc, const ConfigDoc *d, const KeySpec *ks, 
     else if (strcmp(k, "task.type") == 0) rc->task_cls = strcmp(v->s, "cls") == 0;
     else if (strcmp(k, "task.data") == 0) snprintf(rc->task_data, sizeof rc->task_data, "%s", v->s);
     else if (strcmp(k, "train.schedule") == 0) lr_schedule_from_name(v->s, &rc->train.schedule);
+    else if (strcmp(k, "train.precision") == 0) rc->train.bf16 = strcmp(v->s, "bf16") == 0;
     else if (strcmp(k, "adapter.targets") == 0) rc->adapter.targets = targets_mask(v);
     else if (strcmp(k, "adapter.layers") == 0) {
         int n = 0;
@@ -1777,6 +1782,7 @@ static void member_json(const RunConfig *rc, const KeySpec *ks, char *out, size_
     else if (strcmp(k, "task.type") == 0) json_string(rc->task_cls ? "cls" : "lm", out, cap);
     else if (strcmp(k, "task.data") == 0) json_string(rc->task_data, out, cap);
     else if (strcmp(k, "train.schedule") == 0) json_string(lr_schedule_name(rc->train.schedule), out, cap);
+    else if (strcmp(k, "train.precision") == 0) json_string(rc->train.bf16 ? "bf16" : "fp32", out, cap);
     else if (strcmp(k, "adapter.method") == 0) json_string(adapter_method_name(a->method), out, cap);
     else if (strcmp(k, "adapter.init") == 0)
         json_string(a->init == ADAPTER_INIT_PISSA ? "pissa" : a->init == ADAPTER_INIT_GAUSSIAN ? "gaussian" : "kaiming",

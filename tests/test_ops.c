@@ -5,6 +5,7 @@
 #include <check.h>
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core.h"
@@ -45,6 +46,61 @@ static void check_grad(const char *what, LossFn f, void *ctx, float *x, size_t n
                       i, (double)analytic[i], num);
     }
 }
+
+/* bf16 products: the kernel against the same sum in double from bf16-rounded inputs (the
+ * reference indexes the fp32 weight directly, so the packing is checked too), over shapes with
+ * every tail (M not a multiple of the 12-row microkernel, N not of the 32-column panel, K odd and
+ * longer than one 256 block), overwrite and accumulate, both weight orientations, and 1 vs 2
+ * threads bitwise. Skipped, and said so, on a CPU without AVX512_BF16. */
+START_TEST(test_bf16_gemm) {
+    ck_assert(bf16_round(1.0f) == 1.0f);
+    ck_assert(bf16_round(1.00390625f) == 1.0f);      /* 1 + 2^-8: a tie, to even (down) */
+    ck_assert(bf16_round(1.01171875f) == 1.015625f); /* 1 + 3·2^-8: a tie, to even (up) */
+    ck_assert(bf16_round(1.0048828125f) == 1.0078125f); /* above the tie: up */
+    ck_assert(isnan(bf16_round(NAN)) && isinf(bf16_round(INFINITY)));
+    if (!bf16_supported()) {
+        fprintf(stderr, "ops: this CPU has no AVX512_BF16, bf16 products not tested\n");
+        return;
+    }
+    const int shapes[][3] = {{1, 1, 1}, {13, 33, 7}, {37, 45, 29}, {100, 70, 301}, {25, 96, 600}, {200, 40, 64}, {300, 100, 300}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const int M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
+        float *A = ll_alloc_floats((size_t)M * K), *W = ll_alloc_floats((size_t)N * K);
+        float *C = ll_alloc_floats((size_t)M * N), *C0 = ll_alloc_floats((size_t)M * N);
+        float *C1 = ll_alloc_floats((size_t)M * N);
+        uint16_t *P = ll_malloc(bf16_panel_elems(K, N), sizeof(uint16_t));
+        fill(A, (size_t)M * K, 10 + t, 1.0f);
+        fill(W, (size_t)N * K, 20 + t, 1.0f);
+        fill(C0, (size_t)M * N, 30, 1.0f);
+        for (int trans = 0; trans < 2; trans++) {
+            /* trans: W is (N, K) used as Wᵀ; else the same floats read as a (K, N) matrix. */
+            bf16_pack_panels(P, W, K, N, trans);
+            for (int acc = 0; acc < 2; acc++) {
+                memcpy(C, C0, sizeof(float) * M * N);
+                memcpy(C1, C0, sizeof(float) * M * N);
+                gemm_bf16(C, N, A, K, P, M, N, K, acc);
+                for (int i = 0; i < M; i++)
+                    for (int n = 0; n < N; n++) {
+                        double r = acc ? C0[(size_t)i * N + n] : 0.0;
+                        for (int k = 0; k < K; k++)
+                            r += (double)bf16_round(A[(size_t)i * K + k]) *
+                                 bf16_round(trans ? W[(size_t)n * K + k] : W[(size_t)k * N + n]);
+                        float c = C[(size_t)i * N + n];
+                        ck_assert_msg(close_enough(c, r, 2e-6 * K, 1e-5), "%dx%dx%d trans %d acc %d: C[%d,%d] %g vs %g",
+                                      M, N, K, trans, acc, i, n, c, r);
+                    }
+                int threads = omp_get_max_threads();
+                omp_set_num_threads(1);
+                gemm_bf16(C1, N, A, K, P, M, N, K, acc);
+                omp_set_num_threads(threads);
+                ck_assert_msg(memcmp(C, C1, sizeof(float) * M * N) == 0, "%dx%dx%d: 1 and %d threads differ", M, N, K,
+                              threads);
+            }
+        }
+        ll_free(A), ll_free(W), ll_free(C), ll_free(C0), ll_free(C1), ll_free(P);
+    }
+}
+END_TEST
 
 START_TEST(test_matmul_blas_vs_naive) {
     const int N = 37, in = 53, out = 29;
@@ -341,6 +397,7 @@ Suite *ops_suite(void) {
     TCase *core = tcase_create("core");
     tcase_add_test(core, test_matmul_blas_vs_naive);
     tcase_add_test(core, test_embedding);
+    tcase_add_test(core, test_bf16_gemm);
     suite_add_tcase(s, core);
     TCase *grad = tcase_create("grad");
     tcase_add_test(grad, test_matmul_grad);

@@ -1,9 +1,12 @@
 /* bench: engine throughput on this machine (`make bench`).
  *
- * 1. The cblas_sgemm rate on training-shaped products (the ceiling a step is measured against).
- * 2. For tiny, small and medium (random tokens, batch 8 x 256, vocabularies 512, 4096, 8192):
+ * 1. The machine's AVX-512 peak, measured: 12 independent chains of VFMADD (fp32, 32 FLOPs per
+ *    instruction) and of VDPBF16PS (bf16 pairs, 64 FLOPs) on every thread, best of 5.
+ * 2. The cblas_sgemm rate on training-shaped products, and gemm_bf16's on the same shapes.
+ * 3. For tiny, small and medium (random tokens, batch 8 x 256, vocabularies 512, 4096, 8192):
  *    median step time over the timed steps after one warm-up step, tokens/s, achieved GFLOP/s and
- *    that as a fraction of the measured sgemm rate, peak RSS and optimizer memory.
+ *    that as a fraction of the fp32 FMA peak, peak RSS and optimizer memory; each method in fp32
+ *    and with bf16 base products (train.precision: bf16).
  *
  * FLOPs per step (stated, so the figures can be checked):
  *   forward = N · (2·P_lin + 2·L·T·NH·HS)      P_lin = weights of every linear layer incl. the LM
@@ -27,8 +30,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <immintrin.h>
+
 #include "adapter.h"
 #include "model.h"
+#include "ops.h"
 #include "optim.h"
 #include "rng.h"
 #include "train.h"
@@ -46,20 +52,66 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static double sgemm_rate(int M, int N, int K, int reps) {
+/* GFLOP/s of back-to-back VFMADD213PS (bf16 = 0) or VDPBF16PS (bf16 = 1) on every thread: 12
+ * independent accumulators cover the latency of two pipes; 0 when the CPU lacks the instruction. */
+static double peak_rate(int bf16) {
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+    if (bf16 && !bf16_supported()) return 0.0;
+    const long iters = 20000000;
+    double best = 0.0;
+    for (int rep = 0; rep < 5; rep++) {
+        volatile float sink = 0.0f;
+        double t0 = ll_now();
+        #pragma omp parallel
+        {
+            __m512 acc[12]; /* unrolled below, so that they live in registers */
+            #pragma GCC unroll 12
+            for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps(1e-3f * (float)i);
+            __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-4f);
+            if (bf16) {
+                for (long it = 0; it < iters; it++)
+                    #pragma GCC unroll 12
+                    for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)x, (__m512bh)y);
+            } else {
+                for (long it = 0; it < iters; it++)
+                    #pragma GCC unroll 12
+                    for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+            }
+            float s = 0.0f;
+            for (int i = 0; i < 12; i++) s += _mm512_reduce_add_ps(acc[i]);
+            sink += s;
+        }
+        double t = ll_now() - t0;
+        double flops = (double)iters * 12 * (bf16 ? 64 : 32) * omp_get_max_threads();
+        if (flops / t / 1e9 > best) best = flops / t / 1e9;
+        (void)sink;
+    }
+    return best;
+#else
+    (void)bf16;
+    return 0.0;
+#endif
+}
+
+/* GFLOP/s of C[M,N] = A[M,K]·Bᵀ (B stored (N, K), a weight) by cblas_sgemm, or by gemm_bf16 on
+ * the packed weight (bf16 = 1); median of reps after one warm-up product. */
+static double gemm_rate(int M, int N, int K, int reps, int bf16) {
+    if (bf16 && !bf16_supported()) return 0.0;
     float *A = ll_alloc_floats((size_t)M * K), *B = ll_alloc_floats((size_t)K * N), *C = ll_alloc_floats((size_t)M * N);
+    uint16_t *P = bf16 ? ll_malloc(bf16_panel_elems(K, N), sizeof(uint16_t)) : NULL;
     Rng r;
     rng_seed(&r, 1);
     rng_fill_uniform(&r, A, (size_t)M * K, -1, 1);
     rng_fill_uniform(&r, B, (size_t)K * N, -1, 1);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+    if (P) bf16_pack_panels(P, B, K, N, 1);
     double t[16];
-    for (int i = 0; i < reps; i++) {
+    for (int i = 0; i <= reps; i++) {
         double t0 = ll_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
-        t[i] = ll_now() - t0;
+        if (P) gemm_bf16(C, N, A, K, P, M, N, K, 0);
+        else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, C, N);
+        if (i > 0) t[i - 1] = ll_now() - t0;
     }
-    ll_free(A), ll_free(B), ll_free(C);
+    ll_free(A), ll_free(B), ll_free(C), ll_free(P);
     return 2.0 * M * N * K / median(t, reps) / 1e9;
 }
 
@@ -82,7 +134,7 @@ static size_t peak_rss_mb(void) {
 typedef enum { MODE_FULL, MODE_LORA, MODE_VERA, MODE_ADALORA, MODE_DORA } Mode;
 static const char *const mode_names[] = {"full", "lora", "vera", "adalora", "dora"};
 
-static Result bench_one(const Size *s, Mode mode, int B, int T, int steps, double rate) {
+static Result bench_one(const Size *s, Mode mode, int bf16, int B, int T, int steps, double peak) {
     const int lora = mode != MODE_FULL;
     ModelConfig c = {0};
     c.V = s->V, c.C = s->C, c.L = s->L, c.NH = s->NH, c.NKV = s->NH, c.HS = s->C / s->NH, c.F = s->F;
@@ -109,6 +161,10 @@ static Result bench_one(const Size *s, Mode mode, int B, int T, int steps, doubl
         }
         adapter_attach(&m, a);
     }
+    if (model_set_bf16(&m, bf16, &e)) {
+        fprintf(stderr, "bench: %s\n", e.msg);
+        exit(1);
+    }
     AdamW opt;
     adamw_init(&opt, 0.9f, 0.999f, 1e-8f, 0.0f);
     if (a) adamw_add(&opt, a->params, a->grads, a->n_params, 1);
@@ -126,6 +182,7 @@ static Result bench_one(const Size *s, Mode mode, int B, int T, int steps, doubl
         model_forward(&m, &b, 1);
         model_backward(&m, &b, 1.0f);
         adamw_step(&opt, 1e-4f);
+        if (!a) model_base_changed(&m);
         if (i > 0) t[i - 1] = ll_now() - t0; /* step 0 is the warm-up */
     }
     Result res = {0};
@@ -140,7 +197,7 @@ static Result bench_one(const Size *s, Mode mode, int B, int T, int steps, doubl
     double flops = lora ? 2.0 * fwd + 6.0 * N * (double)(a ? a->n_params : 0) : 3.0 * fwd;
     res.tokens_per_s = N / res.step_s;
     res.gflops = flops / res.step_s / 1e9;
-    res.frac = res.gflops / rate;
+    res.frac = res.gflops / peak;
     res.optim_mb = (double)adamw_state_bytes(&opt) / 1048576.0;
     res.trainable = opt.n;
     res.peak_mb = (double)peak_rss_mb();
@@ -151,77 +208,116 @@ static Result bench_one(const Size *s, Mode mode, int B, int T, int steps, doubl
     return res;
 }
 
-int main(int argc, char **argv) {
-    int steps = argc > 1 ? atoi(argv[1]) : 5;
-    if (steps < 1 || steps > 60) steps = 5;
-    const char *env_core = getenv("OPENBLAS_CORETYPE");
-    printf("OpenBLAS: %s\n", openblas_get_config());
-    printf("kernels: %s (OPENBLAS_CORETYPE=%s), threads: %d\n", openblas_get_corename(), env_core ? env_core : "unset",
-           omp_get_max_threads());
-    /* Training-shaped products: N = 2048 rows against the medium model's weights. Measured in a
-     * child process, like every configuration below: the parent never starts an OpenMP thread
-     * pool, because libgomp's pool does not survive fork() (a child of a parent that ran a
-     * parallel region can hang in its first one). */
-    double rates[3];
+/* Runs fn in a forked child and reads back n doubles: the parent never starts an OpenMP thread
+ * pool, because libgomp's pool does not survive fork() (a child of a parent that ran a parallel
+ * region can hang in its first one), and each configuration's peak RSS is its own. */
+static int in_child(void (*fn)(const void *arg, double *out), const void *arg, double *out, size_t n) {
     int fds[2];
-    if (pipe(fds) != 0) return 1;
+    if (pipe(fds) != 0) return -1;
     fflush(stdout);
     pid_t pid = fork();
+    if (pid < 0) return -1;
     if (pid == 0) {
         close(fds[0]);
-        double r[3] = {sgemm_rate(2048, 512, 512, 7), sgemm_rate(2048, 1376, 512, 7), sgemm_rate(2048, 8192, 512, 5)};
-        ssize_t w = write(fds[1], r, sizeof r);
-        _exit(w == (ssize_t)sizeof r ? 0 : 1);
+        double *buf = calloc(n, sizeof(double));
+        if (!buf) _exit(1);
+        fn(arg, buf);
+        ssize_t w = write(fds[1], buf, n * sizeof(double));
+        _exit(w == (ssize_t)(n * sizeof(double)) ? 0 : 1);
     }
     close(fds[1]);
-    ssize_t got = read(fds[0], rates, sizeof rates);
+    ssize_t got = read(fds[0], out, n * sizeof(double));
     close(fds[0]);
-    waitpid(pid, NULL, 0);
-    if (got != (ssize_t)sizeof rates) {
-        fprintf(stderr, "bench: the sgemm measurement failed\n");
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return got == (ssize_t)(n * sizeof(double)) && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/* Training-shaped products: N = 2048 rows against the medium model's weights. */
+static const int SHAPES[3][3] = {{2048, 512, 512}, {2048, 1376, 512}, {2048, 8192, 512}};
+
+static void measure_rates(const void *arg, double *out) { /* peaks[2], sgemm[3], bf16[3] */
+    (void)arg;
+    out[0] = peak_rate(0), out[1] = peak_rate(1);
+    for (int i = 0; i < 3; i++) {
+        out[2 + i] = gemm_rate(SHAPES[i][0], SHAPES[i][1], SHAPES[i][2], 7, 0);
+        out[5 + i] = gemm_rate(SHAPES[i][0], SHAPES[i][1], SHAPES[i][2], 7, 1);
+    }
+}
+
+typedef struct {
+    const Size *size;
+    Mode mode;
+    int bf16, steps;
+    double peak;
+} Job;
+
+static void measure_job(const void *arg, double *out) {
+    const Job *j = arg;
+    Result r = bench_one(j->size, j->mode, j->bf16, 8, 256, j->steps, j->peak);
+    double v[8] = {r.step_s, r.tokens_per_s, r.gflops, r.frac, r.peak_mb, r.optim_mb, (double)r.trainable, 0};
+    memcpy(out, v, sizeof v);
+}
+
+int main(int argc, char **argv) {
+    /* bench [STEPS [SIZE [METHOD [BASE]]]]: pick rows (tiny|small|medium, full|lora|..., fp32|bf16) */
+    int steps = argc > 1 ? atoi(argv[1]) : 5;
+    if (steps < 1 || steps > 60) steps = 5;
+    const char *only_size = argc > 2 ? argv[2] : NULL, *only_mode = argc > 3 ? argv[3] : NULL;
+    const char *only_base = argc > 4 ? argv[4] : NULL;
+    const char *env_core = getenv("OPENBLAS_CORETYPE");
+    printf("OpenBLAS: %s\n", openblas_get_config());
+    printf("kernels: %s (OPENBLAS_CORETYPE=%s), threads: %d, bf16 products: %s\n", openblas_get_corename(),
+           env_core ? env_core : "unset", omp_get_max_threads(), bf16_supported() ? "AVX512_BF16" : "not on this CPU");
+    double m[8];
+    if (in_child(measure_rates, NULL, m, 8)) {
+        fprintf(stderr, "bench: the peak and gemm measurements failed\n");
         return 1;
     }
-    double r1 = rates[0], r2 = rates[1], r3 = rates[2];
-    double rate = (r1 + r2 + r3) / 3.0;
-    printf("sgemm GFLOP/s: 2048x512x512 %.1f, 2048x1376x512 %.1f, 2048x8192x512 %.1f; mean %.1f\n\n", r1, r2, r3, rate);
+    double peak = m[0], sgemm = (m[2] + m[3] + m[4]) / 3.0, bgemm = (m[5] + m[6] + m[7]) / 3.0;
+    printf("AVX-512 peak GFLOP/s: fp32 FMA %.1f, bf16 dot %.1f\n", m[0], m[1]);
+    printf("%-22s %10s %10s\n", "GFLOP/s (M x N x K)", "sgemm", "gemm_bf16");
+    for (int i = 0; i < 3; i++) {
+        char shape[32];
+        snprintf(shape, sizeof shape, "%dx%dx%d", SHAPES[i][0], SHAPES[i][1], SHAPES[i][2]);
+        printf("%-22s %10.1f %10.1f\n", shape, m[2 + i], m[5 + i]);
+    }
+    printf("%-22s %10.1f %10.1f   (%.0f%% and %.0f%% of the fp32 FMA peak)\n\n", "mean", sgemm, bgemm,
+           100 * sgemm / peak, 100 * bgemm / peak);
     const Size sizes[] = {{"tiny", 128, 4, 4, 344, 512}, {"small", 256, 6, 8, 688, 4096}, {"medium", 512, 8, 8, 1376, 8192}};
     FILE *js = fopen("results/bench.json", "w");
-    if (js) fprintf(js, "{\"openblas\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"sgemm_gflops\": %.2f, \"runs\": [\n",
-                    openblas_get_config(), openblas_get_corename(), omp_get_max_threads(), rate);
-    printf("%-7s %-7s %12s %9s %11s %9s %8s %10s %9s\n", "model", "method", "trainable", "step s", "tokens/s", "GFLOP/s",
-           "%sgemm", "optim MB", "peak MB");
+    if (js)
+        fprintf(js, "{\"openblas\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"fma_peak_gflops\": %.2f, "
+                    "\"bf16_peak_gflops\": %.2f, \"sgemm_gflops\": %.2f, \"gemm_bf16_gflops\": %.2f, \"runs\": [\n",
+                openblas_get_config(), openblas_get_corename(), omp_get_max_threads(), peak, m[1], sgemm, bgemm);
+    printf("FLOPs per step as in bench/bench.c's header; %%peak = achieved / fp32 FMA peak.\n");
+    printf("%-7s %-8s %-5s %12s %9s %11s %9s %7s %10s %9s\n", "model", "method", "base", "trainable", "step s",
+           "tokens/s", "GFLOP/s", "%peak", "optim MB", "peak MB");
     int first = 1;
+    const int nb = bf16_supported() ? 2 : 1;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         int last_mode = i + 1 == sizeof sizes / sizeof sizes[0] ? MODE_DORA : MODE_LORA; /* every method at medium */
-        for (int mode = MODE_FULL; mode <= last_mode; mode++) {
-            /* each configuration in its own process, so that its peak RSS is its own */
-            int cfd[2];
-            if (pipe(cfd) != 0) return 1;
-            fflush(stdout);
-            pid_t child = fork();
-            if (child == 0) {
-                close(cfd[0]);
-                Result r = bench_one(&sizes[i], (Mode)mode, 8, 256, steps, rate);
-                ssize_t w = write(cfd[1], &r, sizeof r);
-                _exit(w == (ssize_t)sizeof r ? 0 : 1);
+        if (only_size && strcmp(only_size, sizes[i].name) != 0) continue;
+        for (int mode = MODE_FULL; mode <= last_mode; mode++)
+            for (int bf = 0; bf < nb; bf++) {
+                if (only_mode && strcmp(only_mode, mode_names[mode]) != 0) continue;
+                if (only_base && strcmp(only_base, bf ? "bf16" : "fp32") != 0) continue;
+                Job job = {&sizes[i], (Mode)mode, bf, steps, peak};
+                double v[8];
+                if (in_child(measure_job, &job, v, 8)) {
+                    fprintf(stderr, "bench: %s %s failed\n", sizes[i].name, mode_names[mode]);
+                    return 1;
+                }
+                Result r = {v[0], v[1], v[2], v[3], v[4], v[5], (size_t)v[6]};
+                const char *base = bf ? "bf16" : "fp32";
+                printf("%-7s %-8s %-5s %12zu %9.3f %11.0f %9.1f %6.1f%% %10.1f %9.0f\n", sizes[i].name, mode_names[mode],
+                       base, r.trainable, r.step_s, r.tokens_per_s, r.gflops, 100 * r.frac, r.optim_mb, r.peak_mb);
+                if (js)
+                    fprintf(js, "%s  {\"model\": \"%s\", \"mode\": \"%s\", \"base\": \"%s\", \"trainable\": %zu, \"step_s\": %.5f, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"fraction_of_fma_peak\": %.4f, \"optimizer_mb\": %.2f, \"peak_rss_mb\": %.1f}",
+                            first ? "" : ",\n", sizes[i].name, mode_names[mode], base, r.trainable, r.step_s,
+                            r.tokens_per_s, r.gflops, r.frac, r.optim_mb, r.peak_mb);
+                first = 0;
             }
-            close(cfd[1]);
-            Result r;
-            ssize_t n_read = read(cfd[0], &r, sizeof r);
-            close(cfd[0]);
-            waitpid(child, NULL, 0);
-            if (n_read != (ssize_t)sizeof r) {
-                fprintf(stderr, "bench: %s %s failed\n", sizes[i].name, mode_names[mode]);
-                return 1;
-            }
-            printf("%-7s %-7s %12zu %9.3f %11.0f %9.1f %7.1f%% %10.1f %9.0f\n", sizes[i].name, mode_names[mode],
-                   r.trainable, r.step_s, r.tokens_per_s, r.gflops, 100 * r.frac, r.optim_mb, r.peak_mb);
-            if (js)
-                fprintf(js, "%s  {\"model\": \"%s\", \"mode\": \"%s\", \"trainable\": %zu, \"step_s\": %.5f, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"fraction_of_sgemm\": %.4f, \"optimizer_mb\": %.2f, \"peak_rss_mb\": %.1f}",
-                        first ? "" : ",\n", sizes[i].name, mode_names[mode], r.trainable, r.step_s, r.tokens_per_s,
-                        r.gflops, r.frac, r.optim_mb, r.peak_mb);
-            first = 0;
-        }
     }
     printf("\npeak RSS of the whole benchmark: %zu MB\n", peak_rss_mb());
     if (js) {

@@ -7,6 +7,7 @@
  * region, where the OpenMP build of OpenBLAS runs single-threaded, so the two levels do not
  * oversubscribe the cores. */
 #include "ops.h"
+#include "simd.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -17,6 +18,30 @@
  * skip the upper triangle except inside the diagonal blocks (about T²/2 + T·ATT_BLOCK/2 of T² for
  * scores and mixing). */
 enum { ATT_BLOCK = 64 };
+
+#if LL_SIMD
+/* row[0, n) = softmax(row[0, n)), 16 lanes: max, exp and a lane-wise fp32 sum reduced in a fixed
+ * order. */
+static void softmax_row(float *row, int n) {
+    __m512 m = _mm512_set1_ps(-__builtin_inff());
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 k = ll_mask16((size_t)(n - j));
+        m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, row + j));
+    }
+    __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(m)), s = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 k = ll_mask16((size_t)(n - j));
+        __m512 e = _mm512_maskz_mov_ps(k, ll_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), mx)));
+        _mm512_mask_storeu_ps(row + j, k, e);
+        s = _mm512_add_ps(s, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(s));
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 k = ll_mask16((size_t)(n - j));
+        _mm512_mask_storeu_ps(row + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, row + j), inv));
+    }
+}
+#endif
 
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int T, int NH, int NKV, int HS) {
@@ -36,6 +61,9 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
                         ldk, 0.0f, P + (size_t)i0 * T, T);
             for (int i = i0; i < i1; i++) {
                 float *row = P + (size_t)i * T;
+#if LL_SIMD
+                softmax_row(row, i + 1);
+#else
                 float mx = row[0];
                 for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
                 float s = 0.0f;
@@ -45,7 +73,8 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
                 }
                 float inv = 1.0f / s;
                 for (int j = 0; j <= i; j++) row[j] *= inv;
-                for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+#endif
+                memset(row + i + 1, 0, sizeof(float) * (size_t)(T - i - 1));
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, HS, i1, 1.0f, P + (size_t)i0 * T, T, Vv, ldk,
                         0.0f, O + (size_t)i0 * ldq, ldq);

@@ -7,12 +7,16 @@
  *                                         DIR/lora/   LoRA r=8, alpha=16 on q_proj,v_proj (PEFT layout;
  *                                                     A Kaiming-uniform from seed 3, B = 0)
  *                                         DIR/batch.bin  the one training batch (format below)
- *   bench_compare run DIR METHOD STEPS   METHOD full|lora: loads DIR, trains 1 warm-up step plus
+ *   bench_compare run DIR METHOD STEPS [PRECISION]
+ *                                         METHOD full|lora: loads DIR, trains 1 warm-up step plus
  *                                         STEPS timed steps on the batch, prints one JSON object
  *                                         (first_loss, losses, step_s, median_step_s,
  *                                         tokens_per_s, peak_rss_mb, threads, kernels) and writes the first
  *                                         forward's logits at a few rows to
  *                                         DIR/logits_loralab_METHOD.bin for the logit comparison.
+ *                                         PRECISION fp32 (default) or bf16 (train.precision: the
+ *                                         base products in bf16; logits to ..._METHOD_bf16.bin)
+ *   bench_compare bf16                    exit status 0 when this CPU runs bf16 products
  *
  * SIZE: tiny (d 128, 4 layers, 4 heads, ffn 344, vocab 512), small (256, 6, 8, 688, 4096), medium
  * (512, 8, 8, 1376, 8192), all untied with as many kv heads as heads (the shapes of `make bench`),
@@ -42,6 +46,7 @@
 #include "checkpoint.h"
 #include "data.h"
 #include "model.h"
+#include "ops.h"
 #include "optim.h"
 #include "rng.h"
 
@@ -163,7 +168,12 @@ static void read_batch(const char *dir, Batch *b) {
     ll_free(text);
 }
 
-static int run(const char *dir, const char *method, int steps) {
+static int run(const char *dir, const char *method, int steps, const char *precision) {
+    int bf16 = strcmp(precision, "bf16") == 0;
+    if (!bf16 && strcmp(precision, "fp32") != 0) {
+        fprintf(stderr, "bench_compare: unknown precision '%s' (fp32, bf16)\n", precision);
+        return 2;
+    }
     int lora = strcmp(method, "lora") == 0;
     if (!lora && strcmp(method, "full") != 0) {
         fprintf(stderr, "bench_compare: unknown method '%s' (full, lora)\n", method);
@@ -190,6 +200,7 @@ static int run(const char *dir, const char *method, int steps) {
         if (adapter_load(path, &m, &a, &e)) die("adapter_load", &e);
         adapter_attach(&m, a);
     }
+    if (model_set_bf16(&m, bf16, &e)) die("model_set_bf16", &e);
 
     AdamW opt;
     adamw_init(&opt, BETA1, BETA2, ADAM_EPS, WEIGHT_DECAY);
@@ -222,22 +233,23 @@ static int run(const char *dir, const char *method, int steps) {
             for (int bb = 0; bb < b.B; bb++)
                 for (int k = 0; k < N_LOGIT_POS; k++)
                     memcpy(rows + ((size_t)bb * N_LOGIT_POS + k) * V, model_logits(&m, bb, pos[k]), V * sizeof(float));
-            snprintf(path, sizeof path, "%s/logits_loralab_%s.bin", dir, method);
+            snprintf(path, sizeof path, "%s/logits_loralab_%s%s.bin", dir, method, bf16 ? "_bf16" : "");
             if (ll_write_file_atomic(path, rows, nrow * V * sizeof(float), &e)) die("writing logits", &e);
             ll_free(rows);
             t0 = ll_now(); /* the file write is not part of the step */
         }
         model_backward(&m, &b, 1.0f);
         adamw_step(&opt, LR);
+        if (!a) model_base_changed(&m);
         t[i] = ll_now() - t0;
     }
     double sorted[MAX_STEPS];
     memcpy(sorted, t + 1, sizeof(double) * (size_t)steps);
     double step_s = median(sorted, steps); /* t stays in step order for the printout */
     const char *core = getenv("OPENBLAS_CORETYPE");
-    printf("{\"side\": \"loralab\", \"method\": \"%s\", \"V\": %d, \"C\": %d, \"L\": %d, \"NH\": %d, \"NKV\": %d, "
+    printf("{\"side\": \"loralab\", \"method\": \"%s\", \"precision\": \"%s\", \"V\": %d, \"C\": %d, \"L\": %d, \"NH\": %d, \"NKV\": %d, "
            "\"tied\": %d, \"B\": %d, \"T\": %d, \"steps\": %d, \"first_loss\": %.9g, \"losses\": [",
-           method, c.V, c.C, c.L, c.NH, c.NKV, c.tied, b.B, b.T, steps, losses[0]);
+           method, precision, c.V, c.C, c.L, c.NH, c.NKV, c.tied, b.B, b.T, steps, losses[0]);
     for (int i = 0; i < total; i++) printf("%s%.9g", i ? ", " : "", losses[i]);
     printf("], \"step_s\": [");
     for (int i = 1; i < total; i++) printf("%s%.6f", i > 1 ? ", " : "", t[i]);
@@ -255,7 +267,10 @@ static int run(const char *dir, const char *method, int steps) {
 
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "prepare") == 0) return prepare(argv[2], argv[3]);
-    if (argc == 5 && strcmp(argv[1], "run") == 0) return run(argv[2], argv[3], atoi(argv[4]));
-    fprintf(stderr, "usage: bench_compare prepare SIZE DIR | bench_compare run DIR full|lora STEPS\n");
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "run") == 0)
+        return run(argv[2], argv[3], atoi(argv[4]), argc == 6 ? argv[5] : "fp32");
+    if (argc == 2 && strcmp(argv[1], "bf16") == 0) return bf16_supported() ? 0 : 1;
+    fprintf(stderr, "usage: bench_compare prepare SIZE DIR | bench_compare run DIR full|lora STEPS [fp32|bf16]\n"
+                    "       bench_compare bf16   (exit 0 when this CPU runs bf16 products)\n");
     return 2;
 }

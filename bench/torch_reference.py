@@ -402,11 +402,12 @@ def cmd_run(args):
            "torch_cpu_capability": torch_cpu_capability(),
            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "unset")}
     out.update(blas_info())
-    ref = os.path.join(args.dir, f"logits_loralab_{args.method}.bin")
-    if os.path.exists(ref):
-        c_rows = torch.from_numpy(np.fromfile(ref, dtype="<f4")).view_as(rows)
-        out["max_abs_logit_diff"] = (c_rows - rows).abs().max().item()
-        out["max_abs_logit"] = rows.abs().max().item()
+    for suffix in ("", "_bf16"):  # loralab's fp32 and bf16-base logits, when it wrote them
+        ref = os.path.join(args.dir, f"logits_loralab_{args.method}{suffix}.bin")
+        if os.path.exists(ref):
+            c_rows = torch.from_numpy(np.fromfile(ref, dtype="<f4")).view_as(rows)
+            out["max_abs_logit_diff" + suffix] = (c_rows - rows).abs().max().item()
+    out["max_abs_logit"] = rows.abs().max().item()
     print(json.dumps(out))
 
 

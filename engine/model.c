@@ -202,6 +202,7 @@ void model_free(Model *m) {
     ll_free(m->rope_sin);
     ll_free(m->act_mem);
     ll_free(m->packed);
+    ll_free(m->bf16_scratch);
     ll_free(m->pk_fwd);
     ll_free(m->pk_bwd);
     memset(m, 0, sizeof *m);
@@ -305,6 +306,8 @@ LLStatus model_set_bf16(Model *m, int on, LLError *err) {
             m->pk_bwd[i] = total, total += bf16_panel_elems(out, in);
         }
         m->packed = ll_malloc(total, sizeof(uint16_t));
+        if (m->grads) /* x of the widest weight gradient: the MLP's down_proj input, or C wide */
+            m->bf16_scratch = ll_malloc(bf16_panel_elems(m->B * m->T, c->F > c->C ? c->F : c->C), sizeof(uint16_t));
     }
     m->bf16 = 1;
     m->packed_version = m->base_version - 1; /* stale */
@@ -338,7 +341,7 @@ static void base_backward(const Model *m, int i, const float *W, float *dW, cons
                           float *dx, int N, int in, int out, int acc) {
     if (m->bf16) {
         if (dx) gemm_bf16(dx, in, dy, out, m->packed + m->pk_bwd[i], N, in, out, acc);
-        matmul_backward(NULL, dW, dy, x, W, N, in, out, acc);
+        if (dW) gemm_bf16_tn(dW, in, dy, out, x, m->bf16_scratch, out, in, N, 1); /* dW += dyᵀ·x */
     } else {
         matmul_backward(dx, dW, dy, x, W, N, in, out, acc);
     }

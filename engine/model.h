@@ -97,6 +97,7 @@ typedef struct Model {
      * model_base_changed, and the next forward repacks. */
     int bf16;
     uint16_t *packed;
+    uint16_t *bf16_scratch;  /* the packed x of a weight gradient (full fine-tuning in bf16) */
     size_t *pk_fwd, *pk_bwd;
     uint64_t base_version, packed_version;
     int last_B, last_T;      /* shape of the last forward, for backward */
@@ -125,9 +126,10 @@ void model_free(Model *m);
 /* Normal(0, init_range) for linear weights and embeddings, 1 for norms (HF _init_weights). */
 void model_init_weights(Model *m, uint64_t seed);
 
-/* bf16 base products: the base's linear products (forward, and the input gradient in backward)
- * take bf16-rounded inputs with fp32 sums (AVX512_BF16); weight gradients, adapters, norms,
- * attention and the loss stay fp32. Fails with LL_ERR_CONFIG on a CPU without AVX512_BF16. */
+/* bf16 base products: the base's linear products (forward, the input gradient and, when the base is
+ * trained, the weight gradient) take bf16-rounded inputs with fp32 sums (AVX512_BF16); weights,
+ * gradients, optimizer state, adapters, norms, attention and the loss stay fp32. Fails with
+ * LL_ERR_CONFIG on a CPU without AVX512_BF16. */
 LLStatus model_set_bf16(Model *m, int on, LLError *err);
 /* Call after writing m->params (optimizer step, load, merge, PiSSA): the bf16 packs are rebuilt
  * before the next forward. */

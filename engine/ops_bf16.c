@@ -1,15 +1,18 @@
-/* ops_bf16: linear products against a frozen weight held in bf16, for CPUs with AVX512_BF16.
+/* ops_bf16: linear products with bf16 inputs and fp32 sums, for CPUs with AVX512_BF16.
  *
- * C[M,N] (+)= A[M,K] · B[K,N], with A fp32 (activations, rounded to bf16 while packed), B a weight
- * packed once into bf16 panels, and fp32 accumulation: VDPBF16PS does, per fp32 lane,
- * acc += a[2i]·b[2i] + a[2i+1]·b[2i+1], twice the multiply-adds of an fp32 FMA per instruction.
- * This is the "bf16 inputs, fp32 accumulate" product of mixed-precision training (Micikevicius et
- * al. 2018; Kalamkar et al. 2019, "A study of BFLOAT16 for deep learning training").
+ * C[M,N] (+)= A[M,K] · B[K,N]. VDPBF16PS does, per fp32 lane, acc += a[2i]·b[2i] + a[2i+1]·b[2i+1]:
+ * twice the multiply-adds of an fp32 FMA per instruction. This is the "bf16 inputs, fp32
+ * accumulate" product of mixed-precision training (Micikevicius et al. 2018; Kalamkar et al. 2019,
+ * "A study of BFLOAT16 for deep learning training"). Rounding is to nearest even, and denormal
+ * inputs become zero, as VCVTNE2PS2BF16 does (bf16_round models exactly that).
  *
- * Packed weight layout: N is cut into panels of NR = 32 columns (the last padded with zeros); a
- * panel is [ceil(K/2) pairs][32 columns][2] bf16, so one k-pair of a panel is two 512-bit
- * vectors. The A side is packed per block into [pairs][MR rows] of 32-bit (two bf16) words, one
- * broadcast per row and pair.
+ * B layout ("panels"): N is cut into panels of NR = 32 columns (the last padded with zeros); a panel
+ * is [ceil(K/2) pairs][32 columns][2] bf16, so one k-pair of a panel is two 512-bit vectors. A frozen
+ * weight is packed once (model.c keeps both orientations); an activation used as B (the weight
+ * gradient's x) is packed per product into caller scratch.
+ * A layout: per block of MC rows and KC k, [pairs][MR rows] 32-bit words (two bf16), one broadcast
+ * per row and pair. A is read row-major (A[m][k] = a[m*lda + k]) or transposed (a[k*lda + m], for
+ * the weight gradient dyᵀ·x).
  *
  * Determinism: every C element is summed by one thread over K in a fixed order (pairs inside a
  * KC block, blocks in turn), whatever the tiling and the thread count, so results do not depend on
@@ -21,14 +24,19 @@
 #include <omp.h>
 #include <string.h>
 
-#define NR 32      /* panel width: two zmm of fp32 accumulators per row */
-#define MR 12      /* rows per microkernel: 24 accumulators + 2 B vectors of 32 registers */
-#define KC 256     /* k per block: a B micro-panel (16 KiB) stays in L1 across an A block */
-#define MC (MR * 8) /* rows per A block (48 KiB of bf16, kept in L2) */
+#define NR 32 /* panel width: two zmm of fp32 accumulators per row */
+#define MR 12 /* rows per microkernel: 24 accumulators + 2 B vectors of 32 registers */
+#ifndef KC
+#define KC 512 /* k per block: a B micro-panel (32 KiB) stays in L1 across an A block */
+#endif
+#ifndef MC
+#define MC (MR * 8) /* rows per A block (96 KiB of bf16, kept in L2) */
+#endif
 
 static uint16_t f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u); /* denormal: signed zero */
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
     u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
     return (uint16_t)(u >> 16);
@@ -45,49 +53,77 @@ size_t bf16_panel_elems(int K, int N) {
     return (size_t)((N + NR - 1) / NR) * (size_t)((K + 1) / 2) * NR * 2;
 }
 
-/* B[k][n] = src[n*ld + k] when trans (y = x·Wᵀ with W (N, K)), src[k*ld + n] otherwise. */
-void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) {
-    int np = (N + NR - 1) / NR, kp = (K + 1) / 2;
-    #pragma omp parallel for schedule(static) if ((size_t)K * N >= LL_OMP_MIN_WORK)
-    for (int j = 0; j < np; j++) {
-        uint16_t *panel = dst + (size_t)j * kp * NR * 2;
-        for (int p = 0; p < kp; p++)
-            for (int c = 0; c < NR; c++)
-                for (int h = 0; h < 2; h++) {
-                    int k = 2 * p + h, n = j * NR + c;
-                    float v = 0.0f;
-                    if (k < K && n < N) v = trans ? src[(size_t)n * K + k] : src[(size_t)k * N + n];
-                    panel[((size_t)p * NR + c) * 2 + h] = f32_to_bf16(v);
-                }
-    }
-}
-
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
 #include <immintrin.h>
 
 int bf16_supported(void) { return __builtin_cpu_supports("avx512bf16"); }
 
-/* Packs rows [0, mr) x k [k0, k0 + kc) of A into [pairs][MR] words; rows past mr and the odd k
- * tail are zero. */
-static void pack_a(uint32_t *dst, const float *A, int lda, int mr, int k0, int kc) {
-    int kp = (kc + 1) / 2;
+static inline __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+/* 16 pairs (r0[i], r1[i]) as bf16, interleaved: [r0[0], r1[0], r0[1], r1[1], ...]. */
+static inline __m512i pairs16(__m512 r0, __m512 r1) {
+    static const uint16_t idx[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                     8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    return _mm512_permutexvar_epi16(_mm512_loadu_si512(idx), (__m512i)_mm512_cvtne2ps_pbh(r1, r0));
+}
+
+/* row[0, n) as ceil(n/2) words of two bf16, word q at dst[q*stride] (a transposing store). */
+static void row_to_words(uint32_t *dst, size_t stride, const float *row, int n) {
     uint32_t tmp[16];
+    for (int k = 0; k < n; k += 32) {
+        __m512 x0 = _mm512_maskz_loadu_ps(mask16(n - k), row + k);
+        __m512 x1 = _mm512_maskz_loadu_ps(mask16(n - k - 16), row + k + 16);
+        _mm512_storeu_si512(tmp, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+        int pairs = n - k < 32 ? (n - k + 1) / 2 : 16;
+        for (int q = 0; q < pairs; q++) dst[(size_t)(k / 2 + q) * stride] = tmp[q];
+    }
+}
+
+void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) {
+    int np = (N + NR - 1) / NR, kp = (K + 1) / 2;
+    #pragma omp parallel for schedule(static) if ((size_t)K * N >= LL_OMP_MIN_WORK)
+    for (int j = 0; j < np; j++) {
+        uint32_t *panel = (uint32_t *)(dst + (size_t)j * kp * NR * 2);
+        int n0 = j * NR, nn = N - n0 < NR ? N - n0 : NR;
+        if (!trans) { /* B[k][n] = src[k*N + n]: rows 2p and 2p+1, 16 columns at a time */
+            for (int p = 0; p < kp; p++) {
+                const float *r0 = src + (size_t)(2 * p) * N + n0, *r1 = r0 + N;
+                int has1 = 2 * p + 1 < K;
+                for (int c = 0; c < NR; c += 16) {
+                    __mmask16 m = mask16(nn - c);
+                    __m512 a = _mm512_maskz_loadu_ps(m, r0 + c);
+                    __m512 b = has1 ? _mm512_maskz_loadu_ps(m, r1 + c) : _mm512_setzero_ps();
+                    _mm512_storeu_si512(panel + (size_t)p * NR + c, pairs16(a, b));
+                }
+            }
+        } else { /* B[k][n] = src[n*K + k]: row n's pair p goes to word [p][n - n0] */
+            for (int c = 0; c < NR; c++) {
+                if (c < nn) row_to_words(panel + c, NR, src + (size_t)(n0 + c) * K, K);
+                else
+                    for (int p = 0; p < kp; p++) panel[(size_t)p * NR + c] = 0;
+            }
+        }
+    }
+}
+
+/* Packs rows [m0, m0 + mr) x k [k0, k0 + kc) of A into [pairs][MR] words; rows past mr and the odd
+ * k tail are zero. */
+static void pack_a(uint32_t *dst, const float *A, int lda, int a_trans, int m0, int mr, int k0, int kc, int K) {
+    int kp = (kc + 1) / 2;
+    if (a_trans) { /* A[m][k] = a[k*lda + m]: k rows 2p, 2p+1 hold pair p of all MR rows */
+        for (int p = 0; p < kp; p++) {
+            int k = k0 + 2 * p;
+            const float *r0 = A + (size_t)k * lda + m0, *r1 = r0 + lda;
+            __m512 a = _mm512_maskz_loadu_ps(mask16(mr), r0);
+            __m512 b = k + 1 < K ? _mm512_maskz_loadu_ps(mask16(mr), r1) : _mm512_setzero_ps();
+            _mm512_mask_storeu_epi32(dst + (size_t)p * MR, (__mmask16)((1u << MR) - 1), pairs16(a, b));
+        }
+        return;
+    }
     for (int r = 0; r < MR; r++) {
-        if (r >= mr) {
+        if (r < mr) row_to_words(dst + r, MR, A + (size_t)(m0 + r) * lda + k0, kc);
+        else
             for (int p = 0; p < kp; p++) dst[(size_t)p * MR + r] = 0;
-            continue;
-        }
-        const float *row = A + (size_t)r * lda + k0;
-        for (int k = 0; k < kc; k += 32) {
-            int n = kc - k < 32 ? kc - k : 32;
-            __mmask16 lo = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1);
-            __mmask16 hi = (__mmask16)(n >= 32 ? 0xffff : n > 16 ? (1u << (n - 16)) - 1 : 0);
-            __m512 x0 = _mm512_maskz_loadu_ps(lo, row + k);
-            __m512 x1 = _mm512_maskz_loadu_ps(hi, row + k + 16);
-            _mm512_storeu_si512(tmp, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
-            int pairs = (n + 1) / 2;
-            for (int q = 0; q < pairs; q++) dst[(size_t)(k / 2 + q) * MR + r] = tmp[q];
-        }
     }
 }
 
@@ -108,8 +144,7 @@ static void kernel(int kp, const uint32_t *restrict a, const uint16_t *restrict 
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], ar, b1);
         }
     }
-    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
-    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffff : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    __mmask16 m0 = mask16(nr), m1 = mask16(nr - 16);
     #pragma GCC unroll 12
     for (int r = 0; r < MR; r++) {
         if (r >= mr) break;
@@ -124,19 +159,19 @@ static void kernel(int kp, const uint32_t *restrict a, const uint16_t *restrict 
     }
 }
 
-void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, int M, int N, int K,
-               int acc) {
+static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int M, int N,
+                      int K, int acc) {
     int np = (N + NR - 1) / NR, kp_all = (K + 1) / 2;
     int mblocks = (M + MC - 1) / MC;
     int nthreads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    int parallel = (size_t)M * N * K >= (size_t)LL_OMP_MIN_WORK * 64;
     /* Enough tiles for every thread (split N when M is short, as in generation). */
-    int ngroups = (4 * nthreads + mblocks - 1) / mblocks;
+    int ngroups = parallel ? (4 * nthreads + mblocks - 1) / mblocks : 1;
     if (ngroups > np) ngroups = np;
-    if ((size_t)M * N * K < (size_t)LL_OMP_MIN_WORK * 64) ngroups = 1;
     int gsize = (np + ngroups - 1) / ngroups;
     ngroups = (np + gsize - 1) / gsize;
     int tiles = mblocks * ngroups;
-    #pragma omp parallel for schedule(static) if (tiles > 1 && (size_t)M * N * K >= (size_t)LL_OMP_MIN_WORK * 64)
+    #pragma omp parallel for schedule(static) if (parallel && tiles > 1)
     for (int t = 0; t < tiles; t++) {
         int mb = t / ngroups, g = t % ngroups;
         int m0 = mb * MC, m1 = m0 + MC < M ? m0 + MC : M;
@@ -145,28 +180,59 @@ void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, i
         for (int k0 = 0; k0 < K; k0 += KC) {
             int kc = K - k0 < KC ? K - k0 : KC, kp = (kc + 1) / 2;
             for (int i = m0; i < m1; i += MR)
-                pack_a(apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, A + (size_t)i * lda, lda,
-                       m1 - i < MR ? m1 - i : MR, k0, kc);
+                pack_a(apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, A, lda, a_trans, i, m1 - i < MR ? m1 - i : MR,
+                       k0, kc, K);
             int add = acc || k0 > 0;
             for (int j = j0; j < j1; j++) {
                 const uint16_t *bp = Bp + ((size_t)j * kp_all + (size_t)k0 / 2) * NR * 2;
                 int nr = N - j * NR < NR ? N - j * NR : NR;
                 for (int i = m0; i < m1; i += MR)
-                    kernel(kp, apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, bp, C + (size_t)i * ldc + j * NR,
-                           ldc, m1 - i < MR ? m1 - i : MR, nr, add);
+                    kernel(kp, apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, bp, C + (size_t)i * ldc + j * NR, ldc,
+                           m1 - i < MR ? m1 - i : MR, nr, add);
             }
         }
     }
+}
+
+void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, int M, int N, int K, int acc) {
+    gemm_core(C, ldc, A, lda, 0, Bp, M, N, K, acc);
+}
+
+void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const float *B, uint16_t *scratch, int M, int N,
+                  int K, int acc) {
+    bf16_pack_panels(scratch, B, K, N, 0);
+    gemm_core(C, ldc, At, lda, 1, scratch, M, N, K, acc);
 }
 
 #else
 
 int bf16_supported(void) { return 0; }
 
-void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, int M, int N, int K,
-               int acc) {
+/* Scalar packing, so that packs can be built and inspected anywhere; the products need the ISA. */
+void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) {
+    int np = (N + NR - 1) / NR, kp = (K + 1) / 2;
+    for (int j = 0; j < np; j++) {
+        uint16_t *panel = dst + (size_t)j * kp * NR * 2;
+        for (int p = 0; p < kp; p++)
+            for (int c = 0; c < NR; c++)
+                for (int h = 0; h < 2; h++) {
+                    int k = 2 * p + h, n = j * NR + c;
+                    float v = 0.0f;
+                    if (k < K && n < N) v = trans ? src[(size_t)n * K + k] : src[(size_t)k * N + n];
+                    panel[((size_t)p * NR + c) * 2 + h] = f32_to_bf16(v);
+                }
+    }
+}
+
+void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, int M, int N, int K, int acc) {
     (void)C, (void)ldc, (void)A, (void)lda, (void)Bp, (void)M, (void)N, (void)K, (void)acc;
     LL_ASSERT(!"gemm_bf16 called on a build without AVX512_BF16");
+}
+
+void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const float *B, uint16_t *scratch, int M, int N,
+                  int K, int acc) {
+    (void)C, (void)ldc, (void)At, (void)lda, (void)B, (void)scratch, (void)M, (void)N, (void)K, (void)acc;
+    LL_ASSERT(!"gemm_bf16_tn called on a build without AVX512_BF16");
 }
 
 #endif

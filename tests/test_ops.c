@@ -83,6 +83,7 @@ START_TEST(test_bf16_gemm) {
     ck_assert(bf16_round(1.00390625f) == 1.0f);      /* 1 + 2^-8: a tie, to even (down) */
     ck_assert(bf16_round(1.01171875f) == 1.015625f); /* 1 + 3·2^-8: a tie, to even (up) */
     ck_assert(bf16_round(1.0048828125f) == 1.0078125f); /* above the tie: up */
+    ck_assert(bf16_round(1e-39f) == 0.0f && signbit(bf16_round(-1e-39f))); /* denormals: signed zero, as the ISA */
     ck_assert(isnan(bf16_round(NAN)) && isinf(bf16_round(INFINITY)));
     if (!bf16_supported()) {
         fprintf(stderr, "ops: this CPU has no AVX512_BF16, bf16 products not tested\n");
@@ -123,6 +124,27 @@ START_TEST(test_bf16_gemm) {
                               threads);
             }
         }
+        /* the weight-gradient form: C = Atᵀ·B with At = A's floats read as [K, M], B = W's as [K, N] */
+        uint16_t *scratch = ll_malloc(bf16_panel_elems(K, N), sizeof(uint16_t));
+        for (int acc = 0; acc < 2; acc++) {
+            memcpy(C, C0, sizeof(float) * M * N);
+            memcpy(C1, C0, sizeof(float) * M * N);
+            gemm_bf16_tn(C, N, A, M, W, scratch, M, N, K, acc);
+            for (int i = 0; i < M; i++)
+                for (int n = 0; n < N; n++) {
+                    double r = acc ? C0[(size_t)i * N + n] : 0.0;
+                    for (int k = 0; k < K; k++)
+                        r += (double)bf16_round(A[(size_t)k * M + i]) * bf16_round(W[(size_t)k * N + n]);
+                    ck_assert_msg(close_enough(C[(size_t)i * N + n], r, 2e-6 * K, 1e-5), "%dx%dx%d tn acc %d: C[%d,%d] %g vs %g",
+                                  M, N, K, acc, i, n, C[(size_t)i * N + n], r);
+                }
+            int threads = omp_get_max_threads();
+            omp_set_num_threads(1);
+            gemm_bf16_tn(C1, N, A, M, W, scratch, M, N, K, acc);
+            omp_set_num_threads(threads);
+            ck_assert(memcmp(C, C1, sizeof(float) * M * N) == 0);
+        }
+        ll_free(scratch);
         ll_free(A), ll_free(W), ll_free(C), ll_free(C0), ll_free(C1), ll_free(P);
     }
 }

@@ -3,6 +3,7 @@
 
 #include "core.h"
 #include "ops.h"
+#include "simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -43,6 +44,31 @@ void adamw_step(AdamW *o, float lr) {
         ParamSeg *sg = &o->segs[s];
         float *m = o->m + sg->off, *v = o->v + sg->off;
         const float wd = sg->decay ? o->weight_decay : 0.0f;
+#if LL_SIMD
+        /* The same operations in the same order as the scalar loop below, 16 lanes at a time: IEEE
+         * multiply, add, divide and square root are exact-rounded per lane and the build does not
+         * contract to FMA (-std=c11), so the results are bitwise those of the scalar loop. */
+        const size_t nb = (sg->n + 15) / 16;
+        const __m512 keep = _mm512_set1_ps(1.0f - lr * wd), vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
+        const __m512 ob1 = _mm512_set1_ps(1.0f - b1), ob2 = _mm512_set1_ps(1.0f - b2);
+        const __m512 vc1 = _mm512_set1_ps(c1), vc2 = _mm512_set1_ps(c2), vlr = _mm512_set1_ps(lr);
+        const __m512 veps = _mm512_set1_ps(eps);
+        #pragma omp parallel for schedule(static) if (sg->n >= LL_OMP_MIN_WORK)
+        for (size_t b = 0; b < nb; b++) {
+            size_t i = b * 16;
+            __mmask16 k = ll_mask16(sg->n - i);
+            __m512 g = _mm512_maskz_loadu_ps(k, sg->g + i);
+            __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, sg->p + i), keep);
+            __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_maskz_loadu_ps(k, m + i)), _mm512_mul_ps(ob1, g));
+            __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_maskz_loadu_ps(k, v + i)),
+                                      _mm512_mul_ps(_mm512_mul_ps(ob2, g), g));
+            _mm512_mask_storeu_ps(m + i, k, mi);
+            _mm512_mask_storeu_ps(v + i, k, vi);
+            __m512 mh = _mm512_div_ps(mi, vc1), vh = _mm512_div_ps(vi, vc2);
+            __m512 upd = _mm512_div_ps(_mm512_mul_ps(vlr, mh), _mm512_add_ps(_mm512_sqrt_ps(vh), veps));
+            _mm512_mask_storeu_ps(sg->p + i, k, _mm512_sub_ps(p, upd));
+        }
+#else
         #pragma omp parallel for schedule(static) if (sg->n >= LL_OMP_MIN_WORK)
         for (size_t i = 0; i < sg->n; i++) {
             float g = sg->g[i];
@@ -52,6 +78,7 @@ void adamw_step(AdamW *o, float lr) {
             float mh = m[i] / c1, vh = v[i] / c2;
             sg->p[i] = p - lr * mh / (sqrtf(vh) + eps);
         }
+#endif
     }
 }
 

@@ -250,11 +250,13 @@ int cmd_merge(int argc, char **argv) {
     if (!a.adapter || !a.out) return bad_usage("merge", "--adapter DIR and --out DIR are required");
     LoadedModel lm;
     Adapter *ad;
-    int rc = open_model("merge", &a, 1, 2, 0, &lm, &ad);
+    LLError e;
+    int n_labels = 0; /* a classification adapter carries its score head: the merged model keeps it */
+    if (adapter_saved_labels(a.adapter, &n_labels, &e)) return fail("merge", &e);
+    int rc = open_model("merge", &a, 1, 2, n_labels, &lm, &ad);
     if (rc) return rc;
     adapter_merge(ad, &lm.model);
     adapter_attach(&lm.model, NULL);
-    LLError e;
     LLStatus st = checkpoint_save(&lm.model, lm.tok, NULL, a.out, &e);
     adapter_free(ad);
     checkpoint_close(&lm);

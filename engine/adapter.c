@@ -762,6 +762,20 @@ LLStatus adapter_config_parse(const char *json, size_t len, const char *path, Ad
     return st;
 }
 
+LLStatus adapter_saved_labels(const char *dir, int *n_labels, LLError *err) {
+    char path[2048];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    SafeTensors sf;
+    *n_labels = 0;
+    LLStatus st = st_load(path, &sf, err);
+    if (st) return st;
+    const StTensor *t = st_find(&sf, PEFT_PREFIX "score.weight");
+    if (t && t->ndim == 2 && t->shape[0] >= 1 && t->shape[0] <= 1 << 20) *n_labels = (int)t->shape[0];
+    else if (t) st = ll_err(err, LL_ERR_FORMAT, "%s: score.weight is not a [labels, hidden] matrix", path);
+    st_free(&sf);
+    return st;
+}
+
 LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err) {
     *out = NULL;
     char path[4096];

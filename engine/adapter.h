@@ -171,6 +171,10 @@ size_t adapter_trainable_count(const Model *m, const Adapter *a); /* adapter + h
 /* Adapter folders (PEFT layout): adapter_config.json + adapter_model.safetensors. */
 LLStatus adapter_save(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err);
 LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err);
+/* The number of classes of the classification head saved with the adapter in dir (the rows of its
+ * score.weight), 0 when it has none. Open the base with that many labels before adapter_load, or
+ * the head is not loaded. */
+LLStatus adapter_saved_labels(const char *dir, int *n_labels, LLError *err);
 /* The first step of adapter_load, from text in memory: an adapter_config.json -> AdapterConfig
  * (missing keys take PEFT's defaults, unknown keys are ignored; ranks and steps outside int's
  * range are refused). `path` only names the file in messages. LL_ERR_FORMAT or LL_ERR_CONFIG on

@@ -10,9 +10,9 @@
  * is [ceil(K/2) pairs][32 columns][2] bf16, so one k-pair of a panel is two 512-bit vectors. A frozen
  * weight is packed once (model.c keeps both orientations); an activation used as B (the weight
  * gradient's x) is packed per product into caller scratch.
- * A layout: per block of MC rows and KC k, [pairs][MR rows] 32-bit words (two bf16), one broadcast
- * per row and pair. A is read row-major (A[m][k] = a[m*lda + k]) or transposed (a[k*lda + m], for
- * the weight gradient dyᵀ·x).
+ * A layout: per block of MC rows and KC k, 32-bit words (two bf16 of consecutive k), one broadcast
+ * per row and pair (see pack_a). A is read row-major (A[m][k] = a[m*lda + k]) or transposed
+ * (a[k*lda + m], for the weight gradient dyᵀ·x).
  *
  * Determinism: every C element is summed by one thread over K in a fixed order (pairs inside a
  * KC block, blocks in turn), whatever the tiling and the thread count, so results do not depend on
@@ -106,8 +106,10 @@ void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) 
     }
 }
 
-/* Packs rows [m0, m0 + mr) x k [k0, k0 + kc) of A into [pairs][MR] words; rows past mr and the odd
- * k tail are zero. */
+/* Packs rows [m0, m0 + mr) x k [k0, k0 + kc) of A as 32-bit words (two bf16 of consecutive k),
+ * zero past mr rows and past K. Row-major A becomes [MR rows][KC/2 words] (a plain conversion, no
+ * transposition: the kernel broadcasts word p of row r from r*KC/2 + p, a constant displacement);
+ * transposed A (the weight gradient's dyᵀ) becomes [pairs][MR] (two k rows interleaved). */
 static void pack_a(uint32_t *dst, const float *A, int lda, int a_trans, int m0, int mr, int k0, int kc, int K) {
     int kp = (kc + 1) / 2;
     if (a_trans) { /* A[m][k] = a[k*lda + m]: k rows 2p, 2p+1 hold pair p of all MR rows */
@@ -121,25 +123,31 @@ static void pack_a(uint32_t *dst, const float *A, int lda, int a_trans, int m0, 
         return;
     }
     for (int r = 0; r < MR; r++) {
-        if (r < mr) row_to_words(dst + r, MR, A + (size_t)(m0 + r) * lda + k0, kc);
-        else
-            for (int p = 0; p < kp; p++) dst[(size_t)p * MR + r] = 0;
+        uint32_t *d = dst + (size_t)r * (KC / 2);
+        const float *row = A + (size_t)(m0 + r) * lda + k0;
+        for (int k = 0; k < kc; k += 32) {
+            __m512 x0 = r < mr ? _mm512_maskz_loadu_ps(mask16(kc - k), row + k) : _mm512_setzero_ps();
+            __m512 x1 = r < mr ? _mm512_maskz_loadu_ps(mask16(kc - k - 16), row + k + 16) : _mm512_setzero_ps();
+            _mm512_mask_storeu_epi32(d + k / 2, mask16((kc - k + 1) / 2), (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+        }
     }
 }
 
-/* c[mr, nr] (+)= a[kp pairs][MR] · b[kp pairs][NR][2]. */
-static void kernel(int kp, const uint32_t *restrict a, const uint16_t *restrict b, float *c, int ldc,
-                   int mr, int nr, int add) {
+/* c[mr, nr] (+)= a · b[kp pairs][NR][2], word p of A row r at a[r*RS + p*PS]: RS, PS are constants
+ * of the two A layouts, so every broadcast is base + constant displacement. */
+static inline __attribute__((always_inline)) void kernel_body(int kp, const uint32_t *restrict a, const uint16_t *restrict b,
+                                                              float *c, int ldc, int mr, int nr, int add, const int RS,
+                                                              const int PS) {
     __m512 acc[MR][2];
     #pragma GCC unroll 12
     for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int p = 0; p < kp; p++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + (size_t)p * NR * 2);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + (size_t)p * NR * 2 + 32);
-        const uint32_t *ap = a + (size_t)p * MR;
+        const uint32_t *ap = a + (size_t)p * PS;
         #pragma GCC unroll 12
         for (int r = 0; r < MR; r++) {
-            __m512bh ar = (__m512bh)_mm512_set1_epi32((int)ap[r]);
+            __m512bh ar = (__m512bh)_mm512_set1_epi32((int)ap[r * RS]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], ar, b0);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], ar, b1);
         }
@@ -157,6 +165,14 @@ static void kernel(int kp, const uint32_t *restrict a, const uint16_t *restrict 
         _mm512_mask_storeu_ps(cr, m0, v0);
         _mm512_mask_storeu_ps(cr + 16, m1, v1);
     }
+}
+
+static void kernel_rows(int kp, const uint32_t *a, const uint16_t *b, float *c, int ldc, int mr, int nr, int add) {
+    kernel_body(kp, a, b, c, ldc, mr, nr, add, KC / 2, 1);
+}
+
+static void kernel_pairs(int kp, const uint32_t *a, const uint16_t *b, float *c, int ldc, int mr, int nr, int add) {
+    kernel_body(kp, a, b, c, ldc, mr, nr, add, 1, MR);
 }
 
 static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int M, int N,
@@ -187,7 +203,7 @@ static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, c
                 const uint16_t *bp = Bp + ((size_t)j * kp_all + (size_t)k0 / 2) * NR * 2;
                 int nr = N - j * NR < NR ? N - j * NR : NR;
                 for (int i = m0; i < m1; i += MR)
-                    kernel(kp, apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, bp, C + (size_t)i * ldc + j * NR, ldc,
+                    (a_trans ? kernel_pairs : kernel_rows)(kp, apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, bp, C + (size_t)i * ldc + j * NR, ldc,
                            m1 - i < MR ? m1 - i : MR, nr, add);
             }
         }

@@ -570,7 +570,7 @@ typedef struct {
     int total, finished, running;
     double best_loss;
     char best_key[17];
-    double t_start, run_time_sum;
+    double t_start, t_runs, run_time_sum; /* t_runs: when the workers started (after bases) */
     int runs_timed;
     int line_shown;
 } Runner;
@@ -966,6 +966,7 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
     struct sigaction old_int, old_term;
     set_handlers(&old_int, &old_term);
     if (n_todo > 0) st = ensure_bases(&r, todo, n_todo, err);
+    r.t_runs = ll_now();
     if (st) {
         sigaction(SIGINT, &old_int, NULL);
         sigaction(SIGTERM, &old_term, NULL);
@@ -1048,11 +1049,16 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
     {
         char tm[32];
         fmt_clock(ll_now() - r.t_start, tm, sizeof tm);
-        int not_run = n_todo - (r.finished - sum->skipped);
-        logf_line(&r, "sweep %s: %d done, %d failed, %d diverged, %d interrupted%s%s of %d in %s", r.name,
+        int ran = r.finished - sum->skipped, not_run = n_todo - ran;
+        char rate[128] = "";
+        double t_runs = ll_now() - r.t_runs;
+        if (ran > 0 && r.t_runs > 0 && t_runs > 0) /* throughput of the runs alone, after any pretraining */
+            snprintf(rate, sizeof rate, "; %.0f runs/hour on %d job%s x %d thread%s", 3600.0 * ran / t_runs, r.jobs,
+                     r.jobs == 1 ? "" : "s", r.threads, r.threads == 1 ? "" : "s");
+        logf_line(&r, "sweep %s: %d done, %d failed, %d diverged, %d interrupted%s%s of %d in %s%s", r.name,
                   sum->done + sum->skipped - prior_diverged, sum->failed, sum->diverged, sum->interrupted,
                   sum->busy ? ", some owned by another process" : "", not_run > 0 ? ", some not started" : "", n_sel,
-                  tm);
+                  tm, rate);
     }
 out:
     if (st == LL_ERR_INTERRUPTED) sum->exit_code = 130;

@@ -29,6 +29,19 @@ static void write_text(const char *name, const char *text) {
     fclose(f);
 }
 
+static void make_dir(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    LLError e;
+    ck_assert_int_eq(ll_mkdirs(path, &e), LL_OK);
+}
+
+/* A fixed pseudo-random word stream: the same text on every machine. */
+static const char *next_word(unsigned *x, const char *const *words, int n) {
+    *x = *x * 1103515245u + 12345u;
+    return words[(*x >> 16) % (unsigned)n];
+}
+
 static void setup(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/loralab-e2e-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(g_dir));
@@ -36,18 +49,14 @@ static void setup(void) {
     ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
     snprintf(g_bin, sizeof g_bin, "%s/build/loralab", cwd);
     ck_assert_msg(access(g_bin, X_OK) == 0, "build/loralab is missing: run the tests through `make test`");
-    char path[512];
-    snprintf(path, sizeof path, "%s/data", g_dir);
-    LLError e;
-    ck_assert_int_eq(ll_mkdirs(path, &e), LL_OK);
+    make_dir("data");
     /* a small but real text: some repeated structure the model can learn */
     char *text = ll_malloc(40000, 1);
     size_t n = 0;
     const char *words[] = {"the ", "state ", "of ", "union ", "is ", "strong ", "and ", "we ", "will ", "act. "};
     unsigned x = 1;
     while (n < 38000) {
-        x = x * 1103515245u + 12345u;
-        const char *w = words[(x >> 16) % 10];
+        const char *w = next_word(&x, words, 10);
         memcpy(text + n, w, strlen(w));
         n += strlen(w);
     }
@@ -321,6 +330,67 @@ START_TEST(test_shards_merged_equal_unsharded) {
 }
 END_TEST
 
+/* A classification adapter keeps its score head through `merge`: the merged model alone gives the
+ * adapter's loss and accuracy on the same examples. */
+START_TEST(test_merge_classifier) {
+    make_dir("cls");
+    LLError e;
+    char *jsonl = ll_malloc(20000, 1);
+    size_t n = 0;
+    const char *words[] = {"state", "union", "strong", "act", "will", "we"};
+    unsigned x = 7;
+    for (int i = 0; i < 160; i++) { /* label 1 when the line says "strong" more than "act" */
+        int strong = 0, act = 0;
+        char text[96] = "";
+        for (int w = 0; w < 6; w++) {
+            const char *word = next_word(&x, words, 6);
+            strong += strcmp(word, "strong") == 0, act += strcmp(word, "act") == 0;
+            strcat(text, word), strcat(text, " ");
+        }
+        n += (size_t)snprintf(jsonl + n, 20000 - n, "{\"text\": \"%s\", \"label\": %d}\n", text, strong > act);
+    }
+    write_text("cls/train.jsonl", jsonl);
+    write_text("cls/valid.jsonl", jsonl);
+    write_text("cls/labels.txt", "calm\nstrong\n");
+    ll_free(jsonl);
+    char log[512];
+    snprintf(log, sizeof log, "%s/train-cls.log", g_dir);
+    char *train[] = {"train", "e2e.yaml", "--set", "task.type=cls", "--set", "task.data=cls", "--set", "adapter.r=2",
+                     "--set", "train.steps=20", "--set", "name=e2ecls", NULL};
+    ck_assert_int_eq(run_wait(log, train), 0);
+    char cmd[1024], adapter[512] = "", base[512] = "", line[512];
+    snprintf(cmd, sizeof cmd, "cd %s && ls -d out/e2ecls/*/ results/bases/*/ 2>/dev/null", g_dir);
+    FILE *p = popen(cmd, "r");
+    while (fgets(line, sizeof line, p)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0] && line[strlen(line) - 1] == '/') line[strlen(line) - 1] = '\0';
+        if (strncmp(line, "out/", 4) == 0) snprintf(adapter, sizeof adapter, "%s", line);
+        else snprintf(base, sizeof base, "%s", line);
+    }
+    pclose(p);
+    ck_assert_msg(adapter[0] && base[0], "adapter '%s' base '%s'", adapter, base);
+    char *merge[] = {"merge", "--model", base, "--adapter", adapter, "--out", "merged-cls", NULL};
+    snprintf(log, sizeof log, "%s/merge-cls.log", g_dir);
+    ck_assert_int_eq(run_wait(log, merge), 0);
+    char *ev1[] = {"eval", "--model", base, "--adapter", adapter, "--data", "cls/valid.jsonl", "--json", NULL};
+    char *ev2[] = {"eval", "--model", "merged-cls", "--data", "cls/valid.jsonl", "--json", NULL};
+    char l1[512], l2[512], *t1, *t2;
+    size_t len;
+    snprintf(l1, sizeof l1, "%s/eval-cls1.log", g_dir);
+    snprintf(l2, sizeof l2, "%s/eval-cls2.log", g_dir);
+    ck_assert_int_eq(run_wait(l1, ev1), 0);
+    ck_assert_int_eq(run_wait(l2, ev2), 0);
+    ck_assert_int_eq(ll_read_file(l1, &t1, &len, &e), LL_OK);
+    ck_assert_int_eq(ll_read_file(l2, &t2, &len, &e), LL_OK);
+    ck_assert_msg(strstr(t1, "\"accuracy\": ") && strstr(t2, "\"accuracy\": "), "eval printed: %s / %s", t1, t2);
+    double a = atof(strstr(t1, "\"loss\": ") + 8), b = atof(strstr(t2, "\"loss\": ") + 8);
+    double aa = atof(strstr(t1, "\"accuracy\": ") + 12), ba = atof(strstr(t2, "\"accuracy\": ") + 12);
+    ck_assert_msg(fabs(a - b) < 1e-4 && aa == ba, "adapter loss %.6f acc %.4f, merged loss %.6f acc %.4f", a, aa, b, ba);
+    ll_free(t1);
+    ll_free(t2);
+}
+END_TEST
+
 Suite *e2e_suite(void) {
     Suite *s = suite_create("e2e");
     TCase *tc = tcase_create("processes");
@@ -328,6 +398,7 @@ Suite *e2e_suite(void) {
     tcase_add_test(tc, test_sweep_killed_and_resumed);
     tcase_add_test(tc, test_commands_on_results);
     tcase_add_test(tc, test_shards_merged_equal_unsharded);
+    tcase_add_test(tc, test_merge_classifier);
     tcase_set_timeout(tc, 300);
     suite_add_tcase(s, tc);
     return s;

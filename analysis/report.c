@@ -34,6 +34,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 extern char **environ;
 
 /* ---- growable text buffer -------------------------------------------------------------------- */
@@ -138,8 +140,8 @@ static int cmp_method(const char *a, const char *b) {
 
 static int cmp_double(double a, double b) { return a < b ? -1 : a > b ? 1 : 0; }
 
-static int cmp_group(const void *pa, const void *pb) {
-    const ReportGroup *a = pa, *b = pb;
+/* The five fields a group has always been keyed by. */
+static int cmp_fields(const ReportGroup *a, const ReportGroup *b) {
     int c = cmp_method(a->method, b->method);
     if (c) return c;
     if ((c = strcmp(a->targets, b->targets))) return c;
@@ -148,11 +150,217 @@ static int cmp_group(const void *pa, const void *pb) {
     return cmp_double(a->lr, b->lr);
 }
 
-static int same_config(const ReportGroup *g, const RunRow *r) {
+/* ---- configurations: grouping key, order, variant -------------------------------------------- */
+
+/* Members that only pick a seed: runs that differ in nothing else are seeds of one configuration.
+ * (base.seed is not one of them: it picks the pretrained base model.) */
+static int is_seed_key(const char *k) { return strcmp(k, "train.seed") == 0 || strcmp(k, "adapter.seed") == 0; }
+
+static int cmp_item_key(const void *a, const void *b) {
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* cJSON returns NULL from its printers only when out of memory. */
+static char *json_text(const cJSON *v) {
+    char *t = cJSON_PrintUnformatted(v);
+    LL_ASSERT(t != NULL);
+    return t;
+}
+
+/* The config without its seed members, keys in byte order, as compact JSON (malloc'd): the
+ * grouping key. Printing through cJSON also makes equal numbers one spelling (1e-3, 0.001). NULL
+ * when json is NULL or not a JSON object. */
+static char *seedless_config(const char *json) {
+    if (!json) return NULL;
+    cJSON *o = cJSON_Parse(json);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    int n = cJSON_GetArraySize(o), k = 0;
+    const cJSON **items = ll_malloc((size_t)(n > 0 ? n : 1), sizeof *items);
+    for (const cJSON *it = o->child; it; it = it->next)
+        if (it->string && !is_seed_key(it->string)) items[k++] = it;
+    qsort(items, (size_t)k, sizeof *items, cmp_item_key);
+    Buf b = {0};
+    buf_puts(&b, "{");
+    for (int i = 0; i < k; i++) {
+        cJSON *key = cJSON_CreateString(items[i]->string);
+        LL_ASSERT(key != NULL);
+        char *ks = json_text(key), *vs = json_text(items[i]);
+        buf_printf(&b, "%s%s:%s", i ? "," : "", ks, vs);
+        cJSON_free(ks);
+        cJSON_free(vs);
+        cJSON_Delete(key);
+    }
+    buf_puts(&b, "}");
+    free(items);
+    cJSON_Delete(o);
+    return b.p;
+}
+
+/* Numbers, then strings, then booleans, null, and arrays and objects (by their JSON text). */
+static int json_rank(const cJSON *v) {
+    return cJSON_IsNumber(v) ? 0 : cJSON_IsString(v) ? 1 : cJSON_IsBool(v) ? 2 : cJSON_IsNull(v) ? 3 : 4;
+}
+
+static int cmp_json_value(const cJSON *a, const cJSON *b) {
+    int ra = json_rank(a), rb = json_rank(b);
+    if (ra != rb) return ra < rb ? -1 : 1;
+    if (ra == 0) return cmp_double(a->valuedouble, b->valuedouble);
+    if (ra == 1) return strcmp(a->valuestring, b->valuestring);
+    if (ra == 2) return cJSON_IsTrue(a) - cJSON_IsTrue(b);
+    if (ra == 3) return 0;
+    char *ta = json_text(a), *tb = json_text(b);
+    int c = strcmp(ta, tb);
+    cJSON_free(ta);
+    cJSON_free(tb);
+    return c;
+}
+
+/* Order of two configs whose members are sorted by key (seedless_config's output): at the first
+ * key where they differ, the one without the member comes first, else the smaller value. A
+ * lexicographic order over (key -> value or absent) with "absent" the least value: total, so
+ * qsort sees a consistent order. A missing config (NULL) comes first of all. */
+static int cmp_config(const cJSON *a, const cJSON *b) {
+    if (!a || !b) return (a != NULL) - (b != NULL);
+    const cJSON *x = a->child, *y = b->child;
+    for (; x || y; x = x->next, y = y->next) {
+        if (!x) return -1;
+        if (!y) return 1;
+        int c = strcmp(x->string, y->string);
+        if (c) return c < 0 ? 1 : -1; /* x's key is absent from b: b first */
+        if ((c = cmp_json_value(x, y))) return c;
+    }
+    return 0;
+}
+
+typedef struct {
+    ReportGroup g;
+    cJSON *cfg; /* g.config parsed; NULL when g.config is NULL */
+} GroupSort;
+
+static int cmp_group_sort(const void *pa, const void *pb) {
+    const GroupSort *a = pa, *b = pb;
+    int c = cmp_fields(&a->g, &b->g);
+    if (c) return c;
+    if ((c = cmp_config(a->cfg, b->cfg))) return c;
+    /* Distinct texts never compare equal above; this only keeps qsort deterministic regardless. */
+    return strcmp(a->g.config ? a->g.config : "", b->g.config ? b->g.config : "");
+}
+
+/* "train.steps" -> "steps"; other keys have no short form (base.*, task.* name other phases). */
+static const char *short_key(const char *k) {
+    if (strncmp(k, "train.", 6) == 0) return k + 6;
+    if (strncmp(k, "adapter.", 8) == 0) return k + 8;
+    return k;
+}
+
+/* The key after its first dotted segment ("base.steps" -> "steps"), or the key itself. */
+static const char *key_tail(const char *k) {
+    const char *dot = strchr(k, '.');
+    return dot ? dot + 1 : k;
+}
+
+/* How a member absent from a canonical config reads. The config leaves out train.precision at
+ * fp32 (experiments/config.c, key_relevant: older run keys stay valid); any other key a config
+ * of the same method lacks has no default known here. */
+static const char *absent_value(const char *key) {
+    return strcmp(key, "train.precision") == 0 ? "fp32" : "default";
+}
+
+static int cmp_str_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Variants of the sibling groups s[0..n) (equal five fields, n >= 2): the members whose values
+ * are not the same in every config, as "name=value" in key order. */
+static void name_variants(GroupSort *s, int n) {
+    int total = 0;
+    for (int i = 0; i < n; i++)
+        if (s[i].cfg) total += cJSON_GetArraySize(s[i].cfg);
+    const char **keys = ll_malloc((size_t)(total > 0 ? total : 1), sizeof *keys);
+    int nk = 0;
+    for (int i = 0; i < n; i++)
+        if (s[i].cfg)
+            for (const cJSON *it = s[i].cfg->child; it; it = it->next) keys[nk++] = it->string;
+    qsort(keys, (size_t)nk, sizeof *keys, cmp_str_ptr);
+    int u = 0;
+    for (int i = 0; i < nk; i++)
+        if (u == 0 || strcmp(keys[u - 1], keys[i]) != 0) keys[u++] = keys[i];
+    nk = u;
+    Buf *v = ll_calloc((size_t)n, sizeof *v);
+    for (int j = 0; j < nk; j++) {
+        const cJSON *first = NULL;
+        int differs = 0, seen = 0;
+        for (int i = 0; i < n && !differs; i++) {
+            if (!s[i].cfg) continue;
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(s[i].cfg, keys[j]);
+            if (!m) differs = 1;
+            else if (!seen++) first = m;
+            else differs = cmp_json_value(first, m) != 0;
+        }
+        if (!differs) continue;
+        /* The short name only when no other key of these configs reads the same. */
+        const char *name = short_key(keys[j]);
+        for (int q = 0; q < nk && name != keys[j]; q++)
+            if (q != j && strcmp(key_tail(keys[q]), name) == 0) name = keys[j];
+        for (int i = 0; i < n; i++) {
+            if (!s[i].cfg) continue;
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(s[i].cfg, keys[j]);
+            buf_printf(&v[i], "%s%s=", v[i].len ? ", " : "", name);
+            if (!m) {
+                buf_puts(&v[i], absent_value(keys[j]));
+            } else if (cJSON_IsString(m)) {
+                buf_puts(&v[i], m->valuestring);
+            } else {
+                char *t = json_text(m);
+                buf_puts(&v[i], t);
+                cJSON_free(t);
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        free(s[i].g.variant);
+        s[i].g.variant = ll_strdup(!s[i].cfg ? "config unknown" : v[i].p ? v[i].p : "");
+        buf_free(&v[i]);
+    }
+    free(v);
+    free(keys);
+}
+
+/* Same five fields and the same seedless config (both absent counts as the same). */
+static int same_config(const ReportGroup *g, const RunRow *r, const char *config) {
     const char *t = r->targets ? r->targets : "";
     const char *m = r->method ? r->method : "";
-    return strcmp(g->method, m) == 0 && strcmp(g->targets, t) == 0 && g->r == r->r &&
-           g->alpha == r->alpha && g->lr == r->lr;
+    if (!(strcmp(g->method, m) == 0 && strcmp(g->targets, t) == 0 && g->r == r->r && g->alpha == r->alpha &&
+          g->lr == r->lr))
+        return 0;
+    if (!g->config || !config) return !g->config && !config;
+    return strcmp(g->config, config) == 0;
+}
+
+/* Sorts the groups (see report_aggregate) and names their variants. */
+static void sort_and_name(ReportGroup *g, int ng) {
+    GroupSort *s = ll_malloc((size_t)ng, sizeof *s);
+    for (int k = 0; k < ng; k++) {
+        s[k].g = g[k];
+        s[k].cfg = g[k].config ? cJSON_Parse(g[k].config) : NULL;
+        /* seedless_config printed it, so it parses back (cJSON fails only out of memory). */
+        LL_ASSERT(!g[k].config || s[k].cfg != NULL);
+    }
+    qsort(s, (size_t)ng, sizeof *s, cmp_group_sort);
+    for (int a = 0; a < ng;) {
+        int b = a + 1;
+        while (b < ng && cmp_fields(&s[a].g, &s[b].g) == 0) b++;
+        if (b - a > 1) name_variants(s + a, b - a);
+        a = b;
+    }
+    for (int k = 0; k < ng; k++) {
+        g[k] = s[k].g;
+        cJSON_Delete(s[k].cfg);
+    }
+    free(s);
 }
 
 int report_aggregate(const RunRow *rows, int n, ReportMetric metric, ReportGroup **out) {
@@ -164,8 +372,9 @@ int report_aggregate(const RunRow *rows, int n, ReportMetric metric, ReportGroup
         owner[i] = -1;
         int done = strcmp(rows[i].status, "done") == 0;
         if (!done && strcmp(rows[i].status, "diverged") != 0) continue;
+        char *config = seedless_config(rows[i].config_json);
         int k = 0;
-        while (k < ng && !same_config(&g[k], &rows[i])) k++;
+        while (k < ng && !same_config(&g[k], &rows[i], config)) k++;
         if (k == ng) {
             g = ll_realloc(g, (size_t)ng + 1, sizeof *g);
             memset(&g[k], 0, sizeof g[k]);
@@ -174,8 +383,12 @@ int report_aggregate(const RunRow *rows, int n, ReportMetric metric, ReportGroup
             g[k].r = rows[i].r;
             g[k].alpha = rows[i].alpha;
             g[k].lr = rows[i].lr;
+            g[k].config = config;
+            g[k].variant = ll_strdup("");
+            config = NULL;
             ng++;
         }
+        free(config);
         if (done) {
             owner[i] = k;
             g[k].n_runs++;
@@ -225,7 +438,7 @@ int report_aggregate(const RunRow *rows, int n, ReportMetric metric, ReportGroup
     }
     free(x);
     free(owner);
-    if (ng) qsort(g, (size_t)ng, sizeof *g, cmp_group);
+    if (ng) sort_and_name(g, ng);
     *out = g;
     return ng;
 }
@@ -235,6 +448,8 @@ void report_free_groups(ReportGroup *g, int n) {
     for (int i = 0; i < n; i++) {
         free(g[i].method);
         free(g[i].targets);
+        free(g[i].config);
+        free(g[i].variant);
         free(g[i].run_ids);
         free(g[i].seeds);
     }
@@ -440,19 +655,21 @@ static void fmt_mem(char *out, size_t cap, double bytes) {
     else snprintf(out, cap, "%.2f GiB", mib / 1024);
 }
 
-/* "LoRA q,v r=8 α=16 lr=0.001 (n=2)"; the method is left out inside a per-method figure. */
+/* "LoRA q,v r=8 α=16 lr=0.001 (n=2)", with the variant before the count when there is one
+ * ("... lr=0.001 dropout=0.1 (n=2)"); the method is left out inside a per-method figure. */
 static void group_label(const ReportGroup *g, int with_method, char *out, size_t cap) {
-    char t[128];
+    char t[128], v[160] = "";
     report_short_targets(g->targets, t, sizeof t);
+    if (g->variant && *g->variant) snprintf(v, sizeof v, " %s", g->variant);
     if (report_is_full(g->method))
-        snprintf(out, cap, "%s%slr=%g (n=%d)", with_method ? method_label(g->method) : "",
-                 with_method ? " " : "", g->lr, g->n_runs);
+        snprintf(out, cap, "%s%slr=%g%s (n=%d)", with_method ? method_label(g->method) : "",
+                 with_method ? " " : "", g->lr, v, g->n_runs);
     else if (g->alpha > 0)
-        snprintf(out, cap, "%s%s%s r=%d α=%g lr=%g (n=%d)", with_method ? method_label(g->method) : "",
-                 with_method ? " " : "", t, g->r, g->alpha, g->lr, g->n_runs);
+        snprintf(out, cap, "%s%s%s r=%d α=%g lr=%g%s (n=%d)", with_method ? method_label(g->method) : "",
+                 with_method ? " " : "", t, g->r, g->alpha, g->lr, v, g->n_runs);
     else /* no alpha (VeRA): the store records 0 */
-        snprintf(out, cap, "%s%s%s r=%d lr=%g (n=%d)", with_method ? method_label(g->method) : "",
-                 with_method ? " " : "", t, g->r, g->lr, g->n_runs);
+        snprintf(out, cap, "%s%s%s r=%d lr=%g%s (n=%d)", with_method ? method_label(g->method) : "",
+                 with_method ? " " : "", t, g->r, g->lr, v, g->n_runs);
 }
 
 /* ---- the report's state ---------------------------------------------------------------------- */
@@ -468,6 +685,7 @@ typedef struct {
     ReportSummary *sum;
     const char *methods[64]; /* distinct methods of the groups, in group order */
     int n_methods;
+    int has_variant;     /* some group has a variant: the tables get a "variant" column */
     LLStatus render_rc;  /* first gnuplot failure (rendering goes on for the other figures) */
     LLError render_err;
 } Ctx;
@@ -954,7 +1172,8 @@ static LLStatus fig_rank(Ctx *c, LLError *err) {
     gp_end(&gp);
     free(idx);
     free(ranks);
-    if (chose) fig_note(f, "each point: the best alpha, targets and lr at that rank");
+    if (chose)
+        fig_note(f, "each point: the best alpha, targets%s and lr at that rank", c->has_variant ? ", variant" : "");
     fig_note(f, single ? "single seed: no error bars" : "error bars: ±1 sd over seeds");
     return fig_finish(c, f, &gp, &d, err);
 }
@@ -1054,7 +1273,9 @@ static LLStatus fig_rank_alpha(Ctx *c, LLError *err) {
                           "         '' index 1 using 1:2:('no run') with labels tc rgb '#555555'");
         buf_puts(&gp, "\n");
         gp_end(&gp);
-        if (chose) fig_note(f, "each cell: the best targets and lr at that (r, alpha), mean over seeds");
+        if (chose)
+            fig_note(f, "each cell: the best targets%s and lr at that (r, alpha), mean over seeds",
+                     c->has_variant ? ", variant" : "");
         else fig_note(f, "each cell: mean over seeds");
         if (missing) fig_note(f, "%d cell%s without a finished run", missing, missing == 1 ? "" : "s");
         st = fig_finish(c, f, &gp, &d, err);
@@ -1238,7 +1459,7 @@ static LLStatus fig_targets(Ctx *c, LLError *err) {
     gp_end(&gp);
     free(idx);
     free(cats);
-    if (chose) fig_note(f, "each point: the best r, alpha and lr for that set");
+    if (chose) fig_note(f, "each point: the best r, alpha%s and lr for that set", c->has_variant ? ", variant" : "");
     fig_note(f, single ? "single seed: no error bars" : "error bars: ±1 sd over seeds");
     return fig_finish(c, f, &gp, &d, err);
 }
@@ -1374,17 +1595,25 @@ static LLStatus fig_adalora(Ctx *c, LLError *err) {
 
 /* ---- the table ------------------------------------------------------------------------------- */
 
-enum { COL_METHOD, COL_TARGETS, COL_R, COL_ALPHA, COL_LR, COL_PARAMS, COL_PCT, COL_METRIC, COL_TIME, COL_MEM, N_COL };
+enum {
+    COL_METHOD, COL_TARGETS, COL_R, COL_ALPHA, COL_LR, COL_VARIANT, COL_PARAMS, COL_PCT, COL_METRIC, COL_TIME,
+    COL_MEM, N_COL
+};
 
 typedef struct {
     char text[160];
     int bold;
 } Cell;
 
-static const int COL_RIGHT[N_COL] = {0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+static const int COL_RIGHT[N_COL] = {0, 0, 1, 1, 1, 0, 1, 1, 1, 1, 1};
+
+/* The variant column only when some group has a variant: reports of sweeps that vary nothing
+ * beyond the five fields stay as they were. */
+static int col_shown(const Ctx *c, int col) { return col != COL_VARIANT || c->has_variant; }
 
 static void col_heads(const Ctx *c, char heads[N_COL][48]) {
-    static const char *const fixed[N_COL] = {"method", "targets", "r", "α", "lr", "trainable params", "% of total",
+    static const char *const fixed[N_COL] = {"method", "targets", "r", "α", "lr", "variant", "trainable params",
+                                             "% of total",
                                              "", "time / run", "peak memory"};
     for (int i = 0; i < N_COL; i++) snprintf(heads[i], 48, "%s", fixed[i]);
     snprintf(heads[COL_METRIC], 48, "%s (mean ± sd)", report_metric_label(c->metric));
@@ -1423,6 +1652,7 @@ static Cell (*table_cells(const Ctx *c))[N_COL] {
         if (full || !isfinite(g->alpha) || g->alpha <= 0) snprintf(row[COL_ALPHA].text, sizeof row[0].text, "-");
         else snprintf(row[COL_ALPHA].text, sizeof row[0].text, "%g", g->alpha);
         snprintf(row[COL_LR].text, sizeof row[0].text, "%g", g->lr);
+        snprintf(row[COL_VARIANT].text, sizeof row[0].text, "%s", *g->variant ? g->variant : "-");
         fmt_count(row[COL_PARAMS].text, sizeof row[0].text, g->trainable.mean);
         if (isfinite(g->trainable_pct.mean))
             snprintf(row[COL_PCT].text, sizeof row[0].text, "%.3g%%", g->trainable_pct.mean);
@@ -1447,8 +1677,11 @@ static Cell (*table_cells(const Ctx *c))[N_COL] {
 static void table_caption(const Ctx *c, char *out, size_t cap) {
     snprintf(out, cap,
              "Final %s (%s is better) per configuration, mean ± sample sd over n seeds; time and peak "
-             "memory are means per run. Best value of each column in bold. Targets: q = q_proj, etc.",
-             report_metric_label(c->metric), c->hb ? "higher" : "lower");
+             "memory are means per run. Best value of each column in bold. Targets: q = q_proj, etc.%s",
+             report_metric_label(c->metric), c->hb ? "higher" : "lower",
+             c->has_variant ? " Variant: the config values that set a row apart from rows with the same "
+                              "method, targets, r, α and lr."
+                            : "");
 }
 
 static LLStatus write_tables(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
@@ -1459,16 +1692,19 @@ static LLStatus write_tables(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
     buf_printf(&md, "<!-- generated by `loralab report` from %s (sweep: %s) -->\n\n", c->db, c->sweep ? c->sweep : "all");
     buf_puts(&md, "|");
     for (int j = 0; j < N_COL; j++) {
+        if (!col_shown(c, j)) continue;
         buf_puts(&md, " ");
         md_str(&md, heads[j]);
         buf_puts(&md, " |");
     }
     buf_puts(&md, "\n|");
-    for (int j = 0; j < N_COL; j++) buf_puts(&md, COL_RIGHT[j] ? " ---: |" : " :--- |");
+    for (int j = 0; j < N_COL; j++)
+        if (col_shown(c, j)) buf_puts(&md, COL_RIGHT[j] ? " ---: |" : " :--- |");
     buf_puts(&md, "\n");
     for (int i = 0; i < c->ng; i++) {
         buf_puts(&md, "|");
         for (int j = 0; j < N_COL; j++) {
+            if (!col_shown(c, j)) continue;
             buf_puts(&md, cells[i][j].bold ? " **" : " ");
             md_str(&md, cells[i][j].text);
             buf_puts(&md, cells[i][j].bold ? "** |" : " |");
@@ -1484,9 +1720,11 @@ static LLStatus write_tables(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
     buf_puts(&tex, "\\begin{table}[t]\n\\centering\n\\small\n\\caption{");
     tex_str(&tex, caption);
     buf_puts(&tex, "}\n\\label{tab:loralab}\n\\begin{tabular}{");
-    for (int j = 0; j < N_COL; j++) buf_puts(&tex, COL_RIGHT[j] ? "r" : "l");
+    for (int j = 0; j < N_COL; j++)
+        if (col_shown(c, j)) buf_puts(&tex, COL_RIGHT[j] ? "r" : "l");
     buf_puts(&tex, "}\n\\toprule\n");
     for (int j = 0; j < N_COL; j++) {
+        if (!col_shown(c, j)) continue;
         if (j) buf_puts(&tex, " & ");
         if (j == COL_R) buf_puts(&tex, "$r$");
         else tex_str(&tex, heads[j]);
@@ -1494,6 +1732,7 @@ static LLStatus write_tables(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
     buf_puts(&tex, " \\\\\n\\midrule\n");
     for (int i = 0; i < c->ng; i++) {
         for (int j = 0; j < N_COL; j++) {
+            if (!col_shown(c, j)) continue;
             if (j) buf_puts(&tex, " & ");
             if (cells[i][j].bold) buf_puts(&tex, "\\textbf{");
             tex_str(&tex, cells[i][j].text);
@@ -1589,6 +1828,7 @@ static LLStatus write_index(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
     html_str(&h, caption);
     buf_puts(&h, " Also as <a href=\"table.md\">Markdown</a> and <a href=\"table.tex\">LaTeX</a>.</p>\n<table>\n<tr>");
     for (int j = 0; j < N_COL; j++) {
+        if (!col_shown(c, j)) continue;
         buf_printf(&h, "<th%s>", COL_RIGHT[j] ? " class=\"num\"" : "");
         html_str(&h, heads[j]);
         buf_puts(&h, "</th>");
@@ -1597,6 +1837,7 @@ static LLStatus write_index(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
     for (int i = 0; i < c->ng; i++) {
         buf_puts(&h, "<tr>");
         for (int j = 0; j < N_COL; j++) {
+            if (!col_shown(c, j)) continue;
             buf_printf(&h, "<td%s>%s", COL_RIGHT[j] ? " class=\"num\"" : "", cells[i][j].bold ? "<b>" : "");
             html_str(&h, cells[i][j].text);
             buf_printf(&h, "%s</td>", cells[i][j].bold ? "</b>" : "");
@@ -1691,6 +1932,7 @@ LLStatus report_write(const char *db, const char *sweep, const char *out_dir, Re
     c.hb = report_higher_better(c.metric);
     c.ng = sum->n_groups = report_aggregate(rows, n, c.metric, &c.g);
     for (int i = 0; i < c.ng; i++) {
+        c.has_variant |= c.g[i].variant[0] != '\0';
         int seen = 0;
         for (int m = 0; m < c.n_methods; m++) seen |= strcmp(c.methods[m], c.g[i].method) == 0;
         if (!seen && c.n_methods < 64) c.methods[c.n_methods++] = c.g[i].method;

@@ -5,10 +5,24 @@
  * `done` enter the statistics; `diverged` runs are counted beside their configuration, so a table
  * says "n=2, 1 diverged" instead of hiding them; other statuses are left out and counted.
  *
- * Groups: runs that differ only by seed (same method, targets, r, alpha, lr) form one group; a
+ * Groups: runs that differ only by seed form one group: same method, targets, r, alpha, lr, and
+ * equal canonical configs (runs.config_json) once the seed members "train.seed" and
+ * "adapter.seed" are removed. So a sweep over dropout, steps, precision, ... gives one group per
+ * value, never a pool of different configurations. Rows without a config_json, or with one that
+ * is not a JSON object (older or hand-made databases), are grouped by the five fields alone. A
  * group's numbers are the mean and the sample standard deviation (n - 1 in the denominator) over
  * its seeds. The final metric is the eval loss (lower is better), or the accuracy (higher is
  * better) when any done run of the selection recorded one (a classification sweep).
+ *
+ * Variant: what tells a group apart from the other groups with the same (method, targets, r,
+ * alpha, lr): the config members whose values differ among them, "key=value" in key order joined
+ * by ", " ("dropout=0.1", "precision=bf16, train.steps=600"). A "train." or "adapter." prefix is
+ * dropped when no other key of those configs ends in the same name (base.steps exists, so
+ * train.steps keeps its prefix). A member absent from some configs counts as differing and shows
+ * its default there: "fp32" for train.precision (the config leaves it out at fp32), "default" for
+ * any other key. A group whose runs have no config says "config unknown". The variant is "" for a
+ * group alone of its kind, and is shown in figure legends, the tables (a "variant" column, only
+ * when some group has one) and index.html.
  *
  * What it writes into the output folder:
  *   NAME.gp + NAME.dat -> NAME.pdf, NAME.svg, NAME.png   for each figure (below); the .gp script
@@ -54,6 +68,10 @@ typedef struct {
     char *method, *targets; /* targets as stored ("q_proj,v_proj"; "" when none) */
     int r;
     double alpha, lr;
+    char *config;           /* canonical config without the seed members, keys sorted (compact
+                             * JSON); NULL when the runs had none (grouped by the fields above) */
+    char *variant;          /* what sets it apart from groups with equal fields above (see the
+                             * header); "" when none does */
     int n_runs;             /* done runs (seeds) */
     int n_diverged;         /* diverged runs of this configuration (not in the statistics) */
     int64_t *run_ids, *seeds; /* of the done runs, ascending by seed */
@@ -69,9 +87,12 @@ int report_higher_better(ReportMetric m);
 /* Full fine-tuning ("full"): no rank, drawn as a reference. */
 int report_is_full(const char *method);
 
-/* Groups the done and diverged rows by configuration; returns the number of groups, sorted by
- * method (full, lora, adalora, vera, then by name), targets, r, alpha, lr. *out is NULL when 0.
- * Free with report_free_groups. */
+/* Groups the done and diverged rows by configuration (see "Groups" above) and names each
+ * group's variant; returns the number of groups, sorted by method (full, lora, adalora, vera, then
+ * by name), targets, r, alpha, lr, then by the rest of the config: at the first key (in byte
+ * order) where two configs differ, an absent member sorts first, numbers by value, strings by
+ * bytes; a group without a config sorts before those with one. *out is NULL when 0. Free with
+ * report_free_groups. */
 int report_aggregate(const RunRow *rows, int n, ReportMetric metric, ReportGroup **out);
 void report_free_groups(ReportGroup *g, int n);
 

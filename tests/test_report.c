@@ -1,5 +1,7 @@
 /* Tests of the report (analysis/report.c): exact aggregates (means, sample sds, seed grouping,
- * diverged runs kept apart), Pareto membership, best-in-column, curves averaged over seeds with
+ * diverged runs kept apart), grouping by the seedless config (a dropout or precision sweep gives
+ * one group per value, rows without a config fall back to the five fields) and the variant text
+ * naming what sets a group apart, in the legends and tables too; Pareto membership, best-in-column, curves averaged over seeds with
  * different step sets; the written report from a fixture database (every file there and
  * non-empty, the tables' numbers and bold cells, a figure re-rendered by hand from its folder,
  * index.html loaded in headless Chromium with every image decoded); figures left out with their
@@ -126,8 +128,21 @@ static const FxRun FX[] = {
 #define TOTAL_PARAMS 1000000
 #define STEPS 10
 
-/* Writes runs [0, n) of fx into db (sweep name sweep). */
-static void write_fixture(const char *db, const char *sweep, const FxRun *fx, int n) {
+/* A run's canonical config, as the sweep writes it (keys sorted): the five grouping fields and the
+ * seeds, plus extra members ("\"adapter.dropout\":0.1"; NULL: none), put last on purpose: the
+ * report must not depend on the members' order. */
+static void fx_config(const FxRun *f, const char *extra, char *out, size_t cap) {
+    snprintf(out, cap,
+             "{\"adapter.alpha\":%g,\"adapter.method\":\"%s\",\"adapter.r\":%d,\"adapter.seed\":%lld,"
+             "\"adapter.targets\":\"%s\",\"base.steps\":1200,\"train.lr\":0.001,\"train.seed\":%lld,"
+             "\"train.steps\":%d%s%s}",
+             f->alpha, f->method, f->r, (long long)f->seed, f->targets, (long long)f->seed, STEPS,
+             extra ? "," : "", extra ? extra : "");
+}
+
+/* Writes runs [0, n) of fx into db (sweep name sweep); extra[i] (extra may be NULL) are config
+ * members of run i beyond fx_config's. */
+static void write_fixture_x(const char *db, const char *sweep, const FxRun *fx, int n, const char *const *extra) {
     LLError err = {0};
     Store *s = NULL;
     CK_OK(store_open(db, 0, &s, &err));
@@ -135,9 +150,9 @@ static void write_fixture(const char *db, const char *sweep, const FxRun *fx, in
     CK_OK(store_upsert_sweep(s, sweep, NULL, NULL, &sw, &err));
     for (int i = 0; i < n; i++) {
         const FxRun *f = &fx[i];
-        char key[64], cfg[256];
+        char key[64], cfg[512];
         snprintf(key, sizeof key, "%s-%d", sweep, i);
-        snprintf(cfg, sizeof cfg, "{\"i\":%d}", i);
+        fx_config(f, extra ? extra[i] : NULL, cfg, sizeof cfg);
         RunInfo in = {key, cfg, f->method, f->targets, f->r, f->alpha, 1e-3, f->seed};
         int64_t run = 0;
         CK_OK(store_add_run(s, sw, &in, &run, &err));
@@ -165,6 +180,10 @@ static void write_fixture(const char *db, const char *sweep, const FxRun *fx, in
         CK_OK(store_finish_run(s, run, &res, &err));
     }
     store_close(s);
+}
+
+static void write_fixture(const char *db, const char *sweep, const FxRun *fx, int n) {
+    write_fixture_x(db, sweep, fx, n, NULL);
 }
 
 static RunRow *fixture_rows(int *n) {
@@ -487,6 +506,8 @@ START_TEST(t_render_tables) {
                   "table.md:\n%s", md);
     ck_assert_msg(strstr(md, "| AdaLoRA | q,v | 8 | 16 | 0.001 | 9,000 | 0.9% | 1.7000 (n=1) |") != NULL,
                   "table.md:\n%s", md);
+    /* No configuration shares its five fields with another: no variant column. */
+    ck_assert_msg(strstr(md, "variant") == NULL, "table.md:\n%s", md);
     free(md);
     snprintf(p, sizeof p, "%s/table.tex", g_out);
     char *tex = slurp(p);
@@ -776,6 +797,230 @@ START_TEST(t_command) {
 }
 END_TEST
 
+/* ---- core: grouping by configuration, variants ------------------------------------------------ */
+
+/* A done LoRA q,v r=8 alpha=16 lr=1e-3 row with the given config (NULL: none), seed and loss. */
+static void mem_row(RunRow *r, int64_t id, const char *config, int64_t seed, double eval_loss) {
+    static char method[] = "lora", targets[] = "q_proj,v_proj";
+    memset(r, 0, sizeof *r);
+    r->id = id;
+    r->config_json = (char *)config;
+    r->method = method;
+    r->targets = targets;
+    r->r = 8;
+    r->alpha = 16;
+    r->lr = 1e-3;
+    r->seed = seed;
+    snprintf(r->status, sizeof r->status, "done");
+    r->eval_loss = eval_loss;
+    r->train_loss = r->wall_s = r->accuracy = r->macro_f1 = NAN;
+    r->trainable = r->total = r->peak_mem = -1;
+}
+
+/* A canonical config of that row: sorted keys, the seed in train.seed and adapter.seed, members
+ * (may be "") between adapter.r and adapter.seed (where "adapter.dropout" would not sort: the
+ * report sorts). */
+static const char *mem_config(char *out, size_t cap, const char *members, int seed) {
+    snprintf(out, cap,
+             "{\"adapter.alpha\":16,\"adapter.method\":\"lora\",\"adapter.r\":8%s%s,\"adapter.seed\":%d,"
+             "\"adapter.targets\":[\"q_proj\",\"v_proj\"],\"base.steps\":1200,\"train.lr\":0.001,"
+             "\"train.seed\":%d}",
+             *members ? "," : "", members, seed, seed);
+    return out;
+}
+
+/* (a) Two dropout values x seeds {0, 1}: two groups of two seeds, not one of four. */
+START_TEST(t_group_by_config) {
+    char c[4][512];
+    RunRow rows[4];
+    /* dropout 0.1 first: the groups are sorted by value, not by first appearance. */
+    mem_row(&rows[0], 1, mem_config(c[0], sizeof c[0], "\"adapter.dropout\":0.1", 0), 0, 1.5);
+    mem_row(&rows[1], 2, mem_config(c[1], sizeof c[1], "\"adapter.dropout\":0", 0), 0, 2.0);
+    mem_row(&rows[2], 3, mem_config(c[2], sizeof c[2], "\"adapter.dropout\":0", 1), 1, 2.2);
+    mem_row(&rows[3], 4, mem_config(c[3], sizeof c[3], "\"adapter.dropout\":0.1", 1), 1, 1.9);
+    ReportGroup *g = NULL;
+    int ng = report_aggregate(rows, 4, REPORT_EVAL_LOSS, &g);
+    ck_assert_int_eq(ng, 2);
+    ck_assert_str_eq(g[0].variant, "dropout=0");
+    ck_assert_str_eq(g[1].variant, "dropout=0.1");
+    ck_assert(g[0].n_runs == 2 && g[1].n_runs == 2);
+    ck_assert(g[0].run_ids[0] == 2 && g[0].run_ids[1] == 3 && g[0].seeds[0] == 0 && g[0].seeds[1] == 1);
+    ck_assert(g[1].run_ids[0] == 1 && g[1].run_ids[1] == 4);
+    ck_assert_double_eq_tol(g[0].metric.mean, 2.1, TOL);
+    ck_assert_double_eq_tol(g[0].metric.sd, sqrt(0.02), TOL);
+    ck_assert_double_eq_tol(g[1].metric.mean, 1.7, TOL);
+    ck_assert_double_eq_tol(g[1].metric.sd, sqrt(0.08), TOL);
+    /* The group's config: sorted, without the seeds. */
+    ck_assert_ptr_nonnull(g[1].config);
+    ck_assert_msg(strstr(g[1].config, "seed") == NULL, "%s", g[1].config);
+    ck_assert_msg(strncmp(g[1].config, "{\"adapter.alpha\":16,\"adapter.dropout\":0.1,\"adapter.method\"", 58) == 0,
+                  "%s", g[1].config);
+    report_free_groups(g, ng);
+}
+END_TEST
+
+/* (b) Configs that differ only in the seed members form one group with no variant; so do
+ * spellings of one number (1e-3, 0.001) and members in another order. */
+START_TEST(t_group_seeds_only) {
+    char c0[512];
+    const char *c1 = "{\"train.seed\":7,\"train.lr\":1e-3,\"base.steps\":1200,\"adapter.targets\":[\"q_proj\","
+                     "\"v_proj\"],\"adapter.seed\":7,\"adapter.r\":8,\"adapter.method\":\"lora\",\"adapter.alpha\":16}";
+    RunRow rows[2];
+    mem_row(&rows[0], 1, mem_config(c0, sizeof c0, "", 0), 0, 2.0);
+    mem_row(&rows[1], 2, c1, 7, 2.4);
+    ReportGroup *g = NULL;
+    int ng = report_aggregate(rows, 2, REPORT_EVAL_LOSS, &g);
+    ck_assert_int_eq(ng, 1);
+    ck_assert_int_eq(g[0].n_runs, 2);
+    ck_assert(g[0].seeds[0] == 0 && g[0].seeds[1] == 7);
+    ck_assert_str_eq(g[0].variant, "");
+    ck_assert_double_eq_tol(g[0].metric.mean, 2.2, TOL);
+    ck_assert_double_eq_tol(g[0].metric.sd, sqrt(0.08), TOL);
+    report_free_groups(g, ng);
+}
+END_TEST
+
+/* (c) train.precision is in the config only at bf16: absent (fp32) and bf16 are two groups, and
+ * the absent side reads as its default. */
+START_TEST(t_group_precision) {
+    char c[4][512];
+    RunRow rows[4];
+    for (int s = 0; s < 2; s++) {
+        mem_row(&rows[2 * s], 2 * s + 1, mem_config(c[2 * s], sizeof c[2 * s], "\"train.precision\":\"bf16\"", s), s,
+                1.0 + s);
+        mem_row(&rows[2 * s + 1], 2 * s + 2, mem_config(c[2 * s + 1], sizeof c[2 * s + 1], "", s), s, 3.0 + s);
+    }
+    ReportGroup *g = NULL;
+    int ng = report_aggregate(rows, 4, REPORT_EVAL_LOSS, &g);
+    ck_assert_int_eq(ng, 2);
+    /* The absent member sorts first. */
+    ck_assert_str_eq(g[0].variant, "precision=fp32");
+    ck_assert_str_eq(g[1].variant, "precision=bf16");
+    ck_assert(g[0].n_runs == 2 && g[1].n_runs == 2);
+    ck_assert_double_eq_tol(g[0].metric.mean, 3.5, TOL);
+    ck_assert_double_eq_tol(g[1].metric.mean, 1.5, TOL);
+    report_free_groups(g, ng);
+}
+END_TEST
+
+/* Variant text: only the members that differ, in key order; a prefix kept where the short name
+ * is taken (base.steps), dropped elsewhere; other keys absent on one side read "default";
+ * strings unquoted, other values as JSON; lone groups have none. */
+START_TEST(t_variant_names) {
+    char c[5][512];
+    RunRow rows[5];
+    mem_row(&rows[0], 1, mem_config(c[0], sizeof c[0], "\"adapter.dropout\":0,\"train.steps\":600", 0), 0, 1.0);
+    mem_row(&rows[1], 2, mem_config(c[1], sizeof c[1], "\"adapter.dropout\":0,\"train.steps\":1200", 0), 0, 1.0);
+    mem_row(&rows[2], 3,
+            mem_config(c[2], sizeof c[2], "\"adapter.dropout\":0,\"train.steps\":600,\"adapter.layers\":[0,1]", 0), 0,
+            1.0);
+    mem_row(&rows[3], 4,
+            mem_config(c[3], sizeof c[3], "\"adapter.dropout\":0,\"train.steps\":600,\"train.schedule\":\"linear\"", 0),
+            0, 1.0);
+    mem_row(&rows[4], 5, mem_config(c[4], sizeof c[4], "", 0), 0, 1.0);
+    rows[4].r = 4; /* alone of its kind: no variant though its config differs */
+    ReportGroup *g = NULL;
+    int ng = report_aggregate(rows, 5, REPORT_EVAL_LOSS, &g);
+    ck_assert_int_eq(ng, 5);
+    ck_assert(g[0].r == 4);
+    ck_assert_str_eq(g[0].variant, "");
+    /* Order: absent layers and schedule first, then steps by value (600 < 1200), then layers,
+     * then schedule (keys in byte order: adapter.layers < train.schedule < train.steps). */
+    ck_assert_str_eq(g[1].variant, "layers=default, schedule=default, train.steps=600");
+    ck_assert_str_eq(g[2].variant, "layers=default, schedule=default, train.steps=1200");
+    ck_assert_str_eq(g[3].variant, "layers=default, schedule=linear, train.steps=600");
+    ck_assert_str_eq(g[4].variant, "layers=[0,1], schedule=default, train.steps=600");
+    report_free_groups(g, ng);
+}
+END_TEST
+
+/* (d) Rows without a usable config_json (NULL, not JSON, not an object) keep the five-field key;
+ * beside a row with a config of the same fields they are a group of their own. */
+START_TEST(t_group_no_config) {
+    char c0[512];
+    RunRow rows[5];
+    mem_row(&rows[0], 1, NULL, 0, 2.0);
+    mem_row(&rows[1], 2, NULL, 1, 2.4);
+    mem_row(&rows[2], 3, "not json", 2, 2.6);
+    mem_row(&rows[3], 4, "[1,2]", 3, 2.6);
+    mem_row(&rows[4], 5, NULL, 0, 1.0);
+    rows[4].r = 4;
+    ReportGroup *g = NULL;
+    int ng = report_aggregate(rows, 5, REPORT_EVAL_LOSS, &g);
+    ck_assert_int_eq(ng, 2);
+    ck_assert(g[0].r == 4 && g[0].n_runs == 1 && g[0].config == NULL);
+    ck_assert(g[1].r == 8 && g[1].n_runs == 4 && g[1].config == NULL);
+    ck_assert_str_eq(g[1].variant, "");
+    ck_assert_double_eq_tol(g[1].metric.mean, 2.4, TOL);
+    report_free_groups(g, ng);
+
+    mem_row(&rows[4], 5, mem_config(c0, sizeof c0, "", 0), 0, 1.0);
+    ng = report_aggregate(rows, 5, REPORT_EVAL_LOSS, &g);
+    ck_assert_int_eq(ng, 2);
+    ck_assert(g[0].config == NULL && g[0].n_runs == 4); /* no config sorts first */
+    ck_assert_str_eq(g[0].variant, "config unknown");
+    ck_assert(g[1].config != NULL && g[1].n_runs == 1);
+    ck_assert_str_eq(g[1].variant, "");
+    report_free_groups(g, ng);
+}
+END_TEST
+
+/* (e) The written report of a dropout sweep: a variant column in both tables and index.html,
+ * one row per dropout value; the legends name the variant. */
+START_TEST(t_variant_report) {
+    char db[256], out[256], p[512];
+    LLError err = {0};
+    static const FxRun fx[] = {
+        {"lora", "q_proj,v_proj", 8, 16, 0, "done", 2.0, 10, 8192, 100},
+        {"lora", "q_proj,v_proj", 8, 16, 1, "done", 2.2, 12, 8192, 100},
+        {"lora", "q_proj,v_proj", 8, 16, 0, "done", 1.5, 10, 8192, 100},
+        {"lora", "q_proj,v_proj", 8, 16, 1, "done", 1.9, 12, 8192, 100},
+        {"full", "", 0, 0, 0, "done", 1.4, 30, 1000000, 400},
+    };
+    static const char *const extra[] = {"\"adapter.dropout\":0", "\"adapter.dropout\":0", "\"adapter.dropout\":0.1",
+                                        "\"adapter.dropout\":0.1", NULL};
+    write_fixture_x(tmp_path(db, sizeof db, "variant.db"), "drop", fx, 5, extra);
+    tmp_path(out, sizeof out, "variant-report");
+    ReportSummary sum;
+    char *old_path = path_override("/nonexistent"); /* no rendering needed here */
+    LLStatus st = report_write(db, NULL, out, &sum, &err);
+    path_restore(old_path);
+    CK_OK(st);
+    ck_assert_int_eq(sum.n_groups, 3);
+    snprintf(p, sizeof p, "%s/table.md", out);
+    char *md = slurp(p);
+    ck_assert_ptr_nonnull(md);
+    ck_assert_msg(strstr(md, "| method | targets | r | α | lr | variant | trainable params |") != NULL, "table.md:\n%s",
+                  md);
+    ck_assert_msg(strstr(md, "| full FT | all | - | - | 0.001 | - | 1,000,000 |") != NULL, "table.md:\n%s", md);
+    ck_assert_msg(strstr(md, "| LoRA | q,v | 8 | 16 | 0.001 | dropout=0 | **8,192** | **0.819%** | "
+                             "2.1000 ± 0.1414 (n=2) |") != NULL,
+                  "table.md:\n%s", md);
+    ck_assert_msg(strstr(md, "| LoRA | q,v | 8 | 16 | 0.001 | dropout=0.1 | **8,192** | **0.819%** | "
+                             "1.7000 ± 0.2828 (n=2) |") != NULL,
+                  "table.md:\n%s", md);
+    free(md);
+    snprintf(p, sizeof p, "%s/table.tex", out);
+    char *tex = slurp(p);
+    ck_assert_ptr_nonnull(tex);
+    ck_assert_msg(strstr(tex, "\\begin{tabular}{llrrrlrrrrr}") != NULL, "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, " & lr & variant & ") != NULL, "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, " & 0.001 & dropout=0.1 & ") != NULL, "table.tex:\n%s", tex);
+    free(tex);
+    snprintf(p, sizeof p, "%s/index.html", out);
+    char *html = slurp(p);
+    ck_assert_ptr_nonnull(html);
+    ck_assert_ptr_nonnull(strstr(html, "<th>variant</th>"));
+    ck_assert_ptr_nonnull(strstr(html, "<td>dropout=0.1</td>"));
+    free(html);
+    snprintf(p, sizeof p, "%s/curves_lora.gp", out);
+    char *gp = slurp(p);
+    ck_assert_ptr_nonnull(gp);
+    ck_assert_msg(strstr(gp, "'q,v r=8 α=16 lr=0.001 dropout=0.1 (n=2)'") != NULL, "curves_lora.gp:\n%s", gp);
+    free(gp);
+}
+END_TEST
+
 Suite *report_suite(void) {
     Suite *s = suite_create("report");
     TCase *core = tcase_create("core");
@@ -785,6 +1030,12 @@ Suite *report_suite(void) {
     tcase_add_test(core, t_pareto_and_best);
     tcase_add_test(core, t_curve);
     tcase_add_test(core, t_short_targets);
+    tcase_add_test(core, t_group_by_config);
+    tcase_add_test(core, t_group_seeds_only);
+    tcase_add_test(core, t_group_precision);
+    tcase_add_test(core, t_variant_names);
+    tcase_add_test(core, t_group_no_config);
+    tcase_add_test(core, t_variant_report);
     tcase_set_timeout(core, 20);
     suite_add_tcase(s, core);
 

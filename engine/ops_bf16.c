@@ -181,9 +181,12 @@ static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, c
     int mblocks = (M + MC - 1) / MC;
     int nthreads = omp_in_parallel() ? 1 : omp_get_max_threads();
     int parallel = (size_t)M * N * K >= (size_t)LL_OMP_MIN_WORK * 64;
-    /* Enough tiles for every thread (split N when M is short, as in generation). */
-    int ngroups = parallel ? (4 * nthreads + mblocks - 1) / mblocks : 1;
-    if (ngroups > np) ngroups = np;
+    /* Tiles are (MC-row block, group of panels). Every group packs its own copy of the A block, so
+     * N is split only as far as the threads need: until the tiles divide evenly among them or there
+     * are 4 per thread (a short M, as in generation or a weight gradient of a small layer). */
+    int ngroups = 1;
+    while (parallel && ngroups < np && (mblocks * ngroups) % nthreads != 0 && mblocks * ngroups < 4 * nthreads)
+        ngroups++;
     int gsize = (np + ngroups - 1) / ngroups;
     ngroups = (np + gsize - 1) / gsize;
     int tiles = mblocks * ngroups;

@@ -49,6 +49,7 @@
 #include "ops.h"
 #include "optim.h"
 #include "rng.h"
+#include "train.h"
 
 char *openblas_get_config(void);
 char *openblas_get_corename(void);
@@ -207,15 +208,7 @@ static int run(const char *dir, const char *method, int steps, const char *preci
     if (a) {
         adamw_add(&opt, a->params, a->grads, a->n_params, 1);
     } else {
-        for (int i = 0; i < model_n_tensors(&m); i++) { /* decay on matrices only, as train.c */
-            char name[128];
-            int ndim;
-            int64_t shape[2];
-            float *p;
-            model_tensor_info(&m, i, name, sizeof name, &ndim, shape, &p);
-            if (c.tied && strcmp(name, "lm_head.weight") == 0) continue;
-            adamw_add(&opt, p, m.grads + (p - m.params), (size_t)(shape[0] * (ndim == 2 ? shape[1] : 1)), ndim == 2);
-        }
+        train_add_base_params(&opt, &m); /* decay on matrices only, as train.c */
     }
     adamw_ready(&opt);
 

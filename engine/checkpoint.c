@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -210,6 +211,76 @@ LLStatus checkpoint_save(const Model *m, const Tokenizer *tok, const char *const
     return ll_replace_dir(tmp, dir, err);
 }
 
+/* The mapped path of checkpoint_open: makes m's base weights (m from model_init_unbacked) the
+ * data of DIR/model.safetensors in place, mapped MAP_PRIVATE, when the file allows it: every tensor
+ * of the model present as F32 with the model's shape, together tiling one gap-free byte range of
+ * the file (in any order: the model adopts the file's layout, so the name-sorted files that
+ * checkpoint_save and HF's writer produce qualify) that starts 4-byte aligned in the file (the
+ * mapping is page-aligned, so params is then float-aligned). Extra tensors elsewhere in the file
+ * are fine; score.weight, when the model has a head, is copied into m->head as the copy path does.
+ * Returns 1 when mapped; 0 (nothing changed, m->params still NULL) when the layout does not
+ * qualify, the file cannot be opened or mapped, or it is malformed: the copy path then reads the
+ * file and reports any error itself, so nothing is reported here.
+ *
+ * Why sharing is safe: every process that maps the same file shares its page-cache pages until
+ * it writes one; a write (an optimizer step of full fine-tuning, PiSSA rewriting W0, a merge) gives
+ * the writer a private copy of that page only, so no process ever sees another's writes and the
+ * file never changes. Nor can a mapping see a half-written file: model folders are only ever
+ * written whole under a temporary name and renamed into place (checkpoint_save -> ll_replace_dir,
+ * ll_write_file_atomic), so a path names either the old inode, which stays intact for as long as
+ * it is mapped, or the complete new one; nothing in loralab truncates or rewrites a model file in
+ * place (which, for a mapped file, would show the new bytes or raise SIGBUS). */
+static int map_weights(const char *dir, Model *m) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    const uint16_t one = 1;
+    if (*(const unsigned char *)&one != 1) return 0; /* the file's floats are little-endian */
+    SafeTensors st;
+    LLError ignored;
+    if (st_map(path, &st, &ignored) != LL_OK) return 0;
+    int n = model_n_tensors(m);
+    size_t *offs = ll_malloc((size_t)n, sizeof *offs);
+    size_t lo = SIZE_MAX, hi = 0, bytes = 0;
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++) {
+        char name[128];
+        int ndim;
+        int64_t shape[2];
+        float *unused;
+        model_tensor_info(m, i, name, sizeof name, &ndim, shape, &unused);
+        const StTensor *t = st_find(&st, name);
+        ok = t && t->dtype == ST_F32 && t->ndim == ndim && t->shape[0] == shape[0] &&
+             (ndim == 1 || t->shape[1] == shape[1]);
+        if (!ok) break;
+        /* st_map checked the sizes (end - begin == numel * 4) and that no two tensors overlap */
+        offs[i] = t->begin; /* bytes into the data section, for now */
+        if (t->begin < lo) lo = t->begin;
+        if (t->end > hi) hi = t->end;
+        bytes += t->end - t->begin;
+    }
+    /* No overlaps and a span equal to the sum of the sizes: the tensors tile [lo, hi). */
+    ok = ok && bytes == m->n_params * sizeof(float) && hi - lo == bytes &&
+         (8 + st.header_len + lo) % sizeof(float) == 0;
+    if (ok && m->head && st_find(&st, "score.weight")) {
+        int64_t shape[2] = {m->cfg.n_labels, m->cfg.C};
+        ok = st_read_f32(&st, "score.weight", 2, shape, m->head, &ignored) == LL_OK;
+    }
+    if (ok) {
+        for (int i = 0; i < n; i++) offs[i] = (offs[i] - lo) / sizeof(float);
+        char *base = (char *)st.map + 8 + st.header_len + lo;
+        /* Read-ahead of the weights: advice only, so a failure changes nothing. */
+        long ps = sysconf(_SC_PAGESIZE);
+        size_t page = ps > 0 ? (size_t)ps : 4096;
+        size_t from = (size_t)(base - (char *)st.map) / page * page;
+        (void)posix_madvise((char *)st.map + from, st.map_len - from, POSIX_MADV_WILLNEED);
+        model_map_params(m, st.map, st.map_len, (float *)(void *)base, offs);
+        st.map = NULL; /* the model owns the mapping now */
+    }
+    ll_free(offs);
+    st_free(&st);
+    return ok;
+}
+
 LLStatus checkpoint_open(const char *dir, const ModelOptions *o, int n_labels, LoadedModel *lm, LLError *err) {
     memset(lm, 0, sizeof *lm);
     LLStatus rc = checkpoint_load_config(dir, &lm->cfg, err);
@@ -225,8 +296,11 @@ LLStatus checkpoint_open(const char *dir, const ModelOptions *o, int n_labels, L
     }
     ModelOptions opts = *o;
     if (opts.T > lm->cfg.max_T) opts.T = lm->cfg.max_T;
-    rc = model_init(&lm->model, &lm->cfg, &opts, err);
-    if (!rc) rc = checkpoint_load_weights(dir, &lm->model, NULL, err);
+    rc = model_init_unbacked(&lm->model, &lm->cfg, &opts, err);
+    if (!rc && !map_weights(dir, &lm->model)) { /* the copy path, as checkpoint_load_weights does */
+        model_alloc_params(&lm->model);
+        rc = checkpoint_load_weights(dir, &lm->model, NULL, err);
+    }
     if (rc) {
         checkpoint_close(lm);
         return rc;
@@ -235,7 +309,7 @@ LLStatus checkpoint_open(const char *dir, const ModelOptions *o, int n_labels, L
 }
 
 void checkpoint_close(LoadedModel *lm) {
-    if (lm->model.params) model_free(&lm->model);
+    if (lm->model.lay) model_free(&lm->model); /* initialised, with or without weights */
     if (lm->tok) tok_free(lm->tok);
     memset(lm, 0, sizeof *lm);
 }

@@ -33,6 +33,14 @@ typedef struct {
     Model model;
     Tokenizer *tok;
 } LoadedModel;
+/* Opens a model folder. The base weights are mapped from model.safetensors (mmap MAP_PRIVATE,
+ * model.params_mapped = 1) instead of copied whenever the file allows it: every tensor of the model
+ * is F32 and they tile one contiguous, 4-byte-aligned range of the file, in any order (folders
+ * written by checkpoint_save or by HF's writer qualify; F16/BF16 files, a classification folder
+ * without lm_head, odd alignment do not). Parallel runs on the same base then share one copy of
+ * the weights through the page cache; a run that writes them (full fine-tuning, PiSSA, merge) gets
+ * private copies of the pages it writes, so results are bitwise those of the copy path. Otherwise,
+ * and whenever mapping fails, the weights are copied as checkpoint_load_weights does, silently. */
 LLStatus checkpoint_open(const char *dir, const ModelOptions *o, int n_labels, LoadedModel *lm, LLError *err);
 void checkpoint_close(LoadedModel *lm);
 

@@ -1,4 +1,5 @@
 /* model: see model.h. */
+#define _POSIX_C_SOURCE 200809L /* munmap */
 #include "model.h"
 
 #include "adapter.h"
@@ -8,7 +9,9 @@
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static const char *const module_names[MOD_COUNT] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                     "gate_proj", "up_proj", "down_proj"};
@@ -139,6 +142,18 @@ double model_memory_estimate(const ModelConfig *c, const ModelOptions *o) {
 }
 
 LLStatus model_init(Model *m, const ModelConfig *c, const ModelOptions *o, LLError *err) {
+    LLStatus st = model_init_unbacked(m, c, o, err);
+    if (st) return st;
+    model_alloc_params(m);
+    return LL_OK;
+}
+
+void model_alloc_params(Model *m) {
+    LL_ASSERT(m->lay && !m->params);
+    m->params = ll_alloc_floats(m->n_params);
+}
+
+LLStatus model_init_unbacked(Model *m, const ModelConfig *c, const ModelOptions *o, LLError *err) {
     memset(m, 0, sizeof *m);
     LLStatus st = model_config_validate(c, err);
     if (st) return st;
@@ -175,7 +190,6 @@ LLStatus model_init(Model *m, const ModelConfig *c, const ModelOptions *o, LLErr
     if (!c->tied) off += (size_t)c->V * c->C;
     LL_ASSERT(off == model_param_count(c));
     m->n_params = off;
-    m->params = ll_alloc_floats(off);
     if (o->train_base) m->grads = ll_alloc_floats(off);
     if (c->n_labels > 0) {
         m->n_head = (size_t)c->n_labels * c->C;
@@ -194,7 +208,8 @@ LLStatus model_init(Model *m, const ModelConfig *c, const ModelOptions *o, LLErr
 
 void model_free(Model *m) {
     ll_free(m->lay);
-    ll_free(m->params);
+    if (m->params_mapped) munmap(m->map, m->map_len);
+    else ll_free(m->params);
     ll_free(m->grads);
     ll_free(m->head);
     ll_free(m->head_grad);
@@ -244,40 +259,94 @@ int model_n_tensors(const Model *m) {
     return 1 + m->cfg.L * (2 + MOD_COUNT) + 1 + (m->cfg.tied ? 0 : 1);
 }
 
+/* The offset field of tensor i (model_tensor_info order): the one table both the reader
+ * (model_tensor_info) and the writer (model_map_params) of the layout go through. */
+static const size_t *tensor_offset(const Model *m, int i) {
+    const int per = 2 + MOD_COUNT;
+    LL_ASSERT(i >= 0 && i < model_n_tensors(m));
+    if (i == 0) return &m->off_embed;
+    i -= 1;
+    if (i < m->cfg.L * per) {
+        const LayerOffsets *lo = &m->lay[i / per];
+        int j = i % per;
+        return j == 0 ? &lo->ln1 : j == 1 ? &lo->ln2 : &lo->w[j - 2];
+    }
+    return i == m->cfg.L * per ? &m->off_lnf : &m->off_lm;
+}
+
+static int cmp_span(const void *pa, const void *pb) {
+    const size_t *a = pa, *b = pb;
+    return a[0] < b[0] ? -1 : a[0] > b[0];
+}
+
+void model_map_params(Model *m, void *map, size_t map_len, float *params, const size_t *offs) {
+    LL_ASSERT(m->lay && !m->params && map && params && offs);
+    LL_ASSERT((char *)params >= (char *)map && (size_t)((char *)params - (char *)map) <= map_len &&
+              m->n_params <= (map_len - (size_t)((char *)params - (char *)map)) / sizeof(float));
+    /* The tensors must tile [0, n_params): sorted by offset, each starts where the previous ends. */
+    int n = model_n_tensors(m);
+    size_t *span = ll_malloc((size_t)n, 2 * sizeof(size_t));
+    for (int i = 0; i < n; i++) {
+        char name[128];
+        int ndim;
+        int64_t shape[2];
+        float *unused;
+        model_tensor_info(m, i, name, sizeof name, &ndim, shape, &unused);
+        span[2 * i] = offs[i];
+        span[2 * i + 1] = (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1);
+    }
+    qsort(span, (size_t)n, 2 * sizeof(size_t), cmp_span);
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        LL_ASSERT(span[2 * i] == at);
+        at += span[2 * i + 1];
+    }
+    LL_ASSERT(at == m->n_params);
+    ll_free(span);
+    for (int i = 0; i < n; i++) *(size_t *)tensor_offset(m, i) = offs[i]; /* m is not const */
+    if (m->cfg.tied) m->off_lm = m->off_embed;
+    m->params = params;
+    m->params_mapped = 1;
+    m->map = map;
+    m->map_len = map_len;
+    model_base_changed(m);
+}
+
 void model_tensor_info(const Model *m, int i, char *name, size_t cap, int *ndim, int64_t shape[2],
                        float **data) {
     const ModelConfig *c = &m->cfg;
     LL_ASSERT(i >= 0 && i < model_n_tensors(m));
     const int per = 2 + MOD_COUNT;
+    /* NULL before the model has a weight buffer (model_init_unbacked) */
+    *data = m->params ? m->params + *tensor_offset(m, i) : NULL;
     if (i == 0) {
         snprintf(name, cap, "model.embed_tokens.weight");
-        *ndim = 2, shape[0] = c->V, shape[1] = c->C, *data = m->params + m->off_embed;
+        *ndim = 2, shape[0] = c->V, shape[1] = c->C;
         return;
     }
     i -= 1;
     if (i < c->L * per) {
         int l = i / per, j = i % per;
-        const LayerOffsets *lo = &m->lay[l];
         if (j == 0 || j == 1) {
             snprintf(name, cap, "model.layers.%d.%s.weight", l, j == 0 ? "input_layernorm" : "post_attention_layernorm");
-            *ndim = 1, shape[0] = c->C, shape[1] = 1, *data = m->params + (j == 0 ? lo->ln1 : lo->ln2);
+            *ndim = 1, shape[0] = c->C, shape[1] = 1;
             return;
         }
         int mod = j - 2, in, out;
         model_module_dims(c, mod, &in, &out);
         snprintf(name, cap, "model.layers.%d.%s.%s.weight", l, mod <= MOD_O ? "self_attn" : "mlp",
                  module_names[mod]);
-        *ndim = 2, shape[0] = out, shape[1] = in, *data = m->params + lo->w[mod];
+        *ndim = 2, shape[0] = out, shape[1] = in;
         return;
     }
     i -= c->L * per;
     if (i == 0) {
         snprintf(name, cap, "model.norm.weight");
-        *ndim = 1, shape[0] = c->C, shape[1] = 1, *data = m->params + m->off_lnf;
+        *ndim = 1, shape[0] = c->C, shape[1] = 1;
         return;
     }
     snprintf(name, cap, "lm_head.weight");
-    *ndim = 2, shape[0] = c->V, shape[1] = c->C, *data = m->params + m->off_lm;
+    *ndim = 2, shape[0] = c->V, shape[1] = c->C;
 }
 
 /* ---- bf16 packs ------------------------------------------------------------------------------ */

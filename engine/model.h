@@ -10,8 +10,12 @@
  * h += (SiLU(b·Wgᵀ) ⊙ b·Wuᵀ)·Wdᵀ; then RMSNorm and the LM head (tied to E or not), or, with
  * n_labels > 0, the `score` head pooled at each row's last non-pad token.
  *
- * Memory: the base weights are one contiguous buffer (`params`, HF names via model_tensor_name);
- * their gradient buffer exists only when the base is trained (full fine-tuning, pretraining). The
+ * Memory: the base weights are one contiguous buffer (`params`, HF names via model_tensor_info);
+ * where each tensor sits in it is recorded in the offsets (off_embed, lay[l], off_lnf, off_lm),
+ * which every access goes through: model_init lays the tensors out in model_tensor_info order,
+ * model_map_params in the order of the file it maps. The buffer is either malloc'd or a private
+ * file mapping (params_mapped; see model_map_params). Their gradient buffer, in the same layout,
+ * exists only when the base is trained (full fine-tuning, pretraining). The
  * `score` head has its own buffer and gradient, because it is trained under every method (PEFT's
  * modules_to_save). Activations for a (B, T) capacity are sized once in model_init; forward and
  * backward allocate nothing.
@@ -102,6 +106,11 @@ typedef struct Model {
     uint64_t base_version, packed_version;
     int last_B, last_T;      /* shape of the last forward, for backward */
     int n_counted;           /* rows counted in the last loss */
+    /* params_mapped: params points into [map, map + map_len), a MAP_PRIVATE file mapping the model
+     * owns (model_free munmaps it); 0: params is malloc'd (model_free frees it). */
+    int params_mapped;
+    void *map;
+    size_t map_len;
 } Model;
 
 typedef struct {
@@ -123,6 +132,19 @@ double model_memory_estimate(const ModelConfig *c, const ModelOptions *o);
 
 LLStatus model_init(Model *m, const ModelConfig *c, const ModelOptions *o, LLError *err);
 void model_free(Model *m);
+/* model_init in two steps, for base weights that may come from a file mapping (checkpoint_open).
+ * model_init_unbacked is model_init without the base weight buffer: m->params is NULL (and
+ * model_tensor_info's data pointers NULL) until exactly one of model_alloc_params (model_init's
+ * zeroed buffer, model_init's layout) or model_map_params gives it one. model_free works at every
+ * step. */
+LLStatus model_init_unbacked(Model *m, const ModelConfig *c, const ModelOptions *o, LLError *err);
+void model_alloc_params(Model *m);
+/* Makes `params`, which lies inside the private file mapping [map, map + map_len), the base weight
+ * buffer: tensor i (model_tensor_info order) starts offs[i] floats after params, and the tensors
+ * must tile [params, params + n_params) exactly (asserted). The model takes the mapping over
+ * (params_mapped = 1; model_free munmaps it). Writes to params (an optimizer step, PiSSA, merge)
+ * go to this process's private copies of the pages written, never to the file. */
+void model_map_params(Model *m, void *map, size_t map_len, float *params, const size_t *offs);
 /* Normal(0, init_range) for linear weights and embeddings, 1 for norms (HF _init_weights). */
 void model_init_weights(Model *m, uint64_t seed);
 

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-/* Σ a_c·b_c (b NULL: Σ a_c²) in double; with AVX-512, 16 lanes of fp32 products widened to two
+/* Σ a_c·b_c·c3_c (b NULL: a_c², c3 NULL: 1) in double; with AVX-512, 16 lanes of fp32 products widened to two
  * 8-lane double sums and reduced in a fixed order (the value does not depend on the thread count;
  * the products are fp32, the sums double). */
 static double dot_double(const float *a, const float *b, const float *c3, int C) {

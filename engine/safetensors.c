@@ -14,12 +14,18 @@
  * number items in the same order as they appear in the text, so a cursor that scans the text for
  * the next number token (skipping strings) gives each number item its exact spelling.
  */
+#define _POSIX_C_SOURCE 200809L
 #include "safetensors.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -490,9 +496,10 @@ static void free_slots(Slot *s, size_t n) {
     ll_free(s);
 }
 
-/* Validates buf (the whole file, ownership taken) and fills st. */
-static LLStatus parse_owned(char *buf, size_t size, const char *label, SafeTensors *st,
-                            LLError *err) {
+/* Validates buf (the whole file, borrowed: st->data points into it, st->buf stays NULL) and
+ * fills st. Reads the 8-byte length and the header only; the data bytes are never touched. */
+static LLStatus parse_view(const char *buf, size_t size, const char *label, SafeTensors *st,
+                           LLError *err) {
     memset(st, 0, sizeof *st);
     Ctx c = {.label = label, .err = err};
     const unsigned char *u = (const unsigned char *)buf;
@@ -602,19 +609,28 @@ static LLStatus parse_owned(char *buf, size_t size, const char *label, SafeTenso
     if (meta && cJSON_IsObject(meta))
         st->metadata = cJSON_DetachItemViaPointer(root, (cJSON *)meta);
     st->path = ll_strdup(label);
-    st->buf = buf;
     st->size = size;
     st->header_len = hlen;
     st->data = buf + 8 + hlen;
     st->data_len = data_len;
-    buf = NULL; /* owned by st now */
 
 done:
     free_slots(slots, n);
     cJSON_Delete(root);
     ll_free(hcopy);
-    ll_free(buf);
     return rc;
+}
+
+/* parse_view on a malloc'd buffer whose ownership passes to st (freed on failure). */
+static LLStatus parse_owned(char *buf, size_t size, const char *label, SafeTensors *st,
+                            LLError *err) {
+    LLStatus rc = parse_view(buf, size, label, st, err);
+    if (rc != LL_OK) {
+        ll_free(buf);
+        return rc;
+    }
+    st->buf = buf;
+    return LL_OK;
 }
 
 LLStatus st_parse(const void *bytes, size_t len, SafeTensors *st, LLError *err) {
@@ -634,12 +650,48 @@ LLStatus st_load(const char *path, SafeTensors *st, LLError *err) {
     return parse_owned(buf, len, path, st, err);
 }
 
+LLStatus st_map(const char *path, SafeTensors *st, LLError *err) {
+    LL_ASSERT(st && path);
+    memset(st, 0, sizeof *st);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ll_err(err, LL_ERR_IO, "cannot open '" SHOW "': %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size < 0 ||
+        (uintmax_t)sb.st_size > (uintmax_t)SIZE_MAX) {
+        int e = errno;
+        close(fd);
+        return ll_err(err, LL_ERR_IO, "cannot map '" SHOW "': %s", path,
+                      e ? strerror(e) : "not a regular file");
+    }
+    size_t size = (size_t)sb.st_size;
+    if (size < 8) { /* nothing worth mapping (mmap refuses 0 bytes): st_load's message */
+        close(fd);
+        const char none[8] = {0}; /* parse_view reads no byte of a file this short */
+        return parse_view(none, size, path, st, err);
+    }
+    /* PROT_WRITE with MAP_PRIVATE: the caller may write (full fine-tuning, merge); the kernel then
+     * gives this process a private copy of each page it writes, and the file never changes. */
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd); /* the mapping keeps the file (the inode) alive */
+    if (p == MAP_FAILED) return ll_err(err, LL_ERR_IO, "cannot map '" SHOW "': %s", path, strerror(e));
+    LLStatus rc = parse_view(p, size, path, st, err);
+    if (rc != LL_OK) {
+        munmap(p, size);
+        return rc;
+    }
+    st->map = p;
+    st->map_len = size;
+    return LL_OK;
+}
+
 void st_free(SafeTensors *st) {
     if (!st) return;
     for (int i = 0; i < st->n; i++) ll_free(st->tensors[i].name);
     ll_free(st->tensors);
     cJSON_Delete(st->metadata);
     ll_free(st->buf);
+    if (st->map) munmap(st->map, st->map_len);
     ll_free(st->path);
     memset(st, 0, sizeof *st);
 }

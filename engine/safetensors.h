@@ -6,9 +6,10 @@
  *     [N bytes]  header: UTF-8 JSON object, first byte '{', possibly right-padded with spaces
  *     [rest]     data buffer: raw little-endian tensors in C order
  *
- * Reader. st_load / st_parse read the whole file into one buffer and validate all of it before
- * returning, so that every later access (st_find, st_read_f32, StTensor.begin/end) is in bounds by
- * construction. A file is refused (LL_ERR_FORMAT, message naming the file, the tensor and the
+ * Reader. st_load / st_parse read the whole file into one buffer, st_map maps it (mmap,
+ * MAP_PRIVATE) without reading the data; all three validate the whole header against the file's
+ * size before returning, so that every later access (st_find, st_read_f32, StTensor.begin/end) is
+ * in bounds by construction. A file is refused (LL_ERR_FORMAT, message naming the file, the tensor and the
  * fault) unless:
  *   - it holds at least 8 bytes, N <= 100,000,000 and 8 + N <= file size;
  *   - the header is valid UTF-8 without NUL bytes, starts with '{', is one valid JSON object
@@ -96,18 +97,29 @@ typedef struct {
 
 typedef struct {
     char *path;          /* the file's path for messages ("(memory buffer)" for st_parse) */
-    char *buf;           /* the whole file */
+    char *buf;           /* the whole file (st_load, st_parse); NULL for st_map */
     size_t size;
     size_t header_len;   /* N */
-    const char *data;    /* buf + 8 + N */
+    const char *data;    /* buf + 8 + N, or map + 8 + N */
     size_t data_len;
     StTensor *tensors;   /* in data order */
     int n;
     cJSON *metadata;     /* the "__metadata__" object (string values only), or NULL */
+    void *map;           /* st_map: the whole file, mapped MAP_PRIVATE read-write; else NULL */
+    size_t map_len;      /* bytes mapped (== size) */
 } SafeTensors;
 
 /* Reads and validates a whole file. On failure *st is left empty (st_free is still safe). */
 LLStatus st_load(const char *path, SafeTensors *st, LLError *err);
+/* Maps a whole file (mmap PROT_READ|PROT_WRITE, MAP_PRIVATE: writes stay in this process, as
+ * private copies of the pages written) and validates it exactly as st_load does, reading only the
+ * header: the data pages are not touched. Fails with LL_ERR_IO when the file cannot be opened or
+ * mapped (a caller can fall back to st_load), and with st_load's LL_ERR_FORMAT messages for a
+ * malformed file. st_free unmaps; a caller that wants the mapping to outlive *st takes map and
+ * map_len and sets st->map to NULL (it then unmaps with munmap(map, map_len)). The file must not
+ * be truncated while mapped (a read past its new end is SIGBUS): write such files to a new name
+ * and rename (ll_write_file_atomic), as loralab does. */
+LLStatus st_map(const char *path, SafeTensors *st, LLError *err);
 /* The same on a memory buffer, which is copied (the caller keeps ownership of bytes). */
 LLStatus st_parse(const void *bytes, size_t len, SafeTensors *st, LLError *err);
 void st_free(SafeTensors *st);

@@ -73,6 +73,18 @@ static void emit_eval(const TrainHooks *h, int step, const EvalResult *e) {
     }
 }
 
+void train_add_base_params(AdamW *o, Model *m) {
+    for (int i = 0; i < model_n_tensors(m); i++) {
+        char name[128];
+        int ndim;
+        int64_t shape[2];
+        float *p;
+        model_tensor_info(m, i, name, sizeof name, &ndim, shape, &p);
+        if (m->cfg.tied && strcmp(name, "lm_head.weight") == 0) continue;
+        adamw_add(o, p, m->grads + (p - m->params), (size_t)(shape[0] * (ndim == 2 ? shape[1] : 1)), ndim == 2);
+    }
+}
+
 LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *train, const Dataset *valid,
                    const TrainHooks *hooks, TrainResult *res, LLError *err) {
     memset(res, 0, sizeof *res);
@@ -101,16 +113,7 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
     if (a) {
         adamw_add(&opt, a->params, a->grads, a->n_params, 1);
     } else {
-        /* full fine-tuning: one segment per tensor, decay on matrices only */
-        for (int i = 0; i < model_n_tensors(m); i++) {
-            char name[128];
-            int ndim;
-            int64_t shape[2];
-            float *p;
-            model_tensor_info(m, i, name, sizeof name, &ndim, shape, &p);
-            if (c->tied && strcmp(name, "lm_head.weight") == 0) continue;
-            adamw_add(&opt, p, m->grads + (p - m->params), (size_t)(shape[0] * (ndim == 2 ? shape[1] : 1)), ndim == 2);
-        }
+        train_add_base_params(&opt, m);
     }
     if (m->head) adamw_add(&opt, m->head, m->head_grad, m->n_head, 1);
     adamw_ready(&opt);

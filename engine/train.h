@@ -54,6 +54,10 @@ typedef struct {
     int diverged_step;  /* -1 unless diverged */
 } TrainResult;
 
+/* Adds m's base weights to o for full fine-tuning: one segment per tensor (the tied LM head once),
+ * weight decay on matrices only, as torch's usual param groups do. */
+void train_add_base_params(AdamW *o, Model *m);
+
 /* Runs tc->steps steps. Returns LL_OK, LL_ERR_DIVERGED (message names the step and what was not
  * finite), or LL_ERR_INTERRUPTED. res is filled in every case with what was done. */
 LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *train, const Dataset *valid,

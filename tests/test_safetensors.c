@@ -1,19 +1,37 @@
 /* Tests for engine/safetensors: round trips, byte-exact output against hand-made bytes and the
  * reference writer's own published vectors, exact dtype conversions, and refusal (status and
- * message) of every malformed-file case of reference/peft-spec.md section 6. Files go to a
+ * message) of every malformed-file case of reference/peft-spec.md section 6. TCase "mapped":
+ * st_map, and checkpoint_open's base weights mapped copy-on-write from model.safetensors (which
+ * layouts map, bitwise the copy path's numbers, writes that stay private, pages shared between
+ * processes, mmap/madvise failures that fall back to copying). Files go to a
  * mkdtemp folder under /tmp per test case, created and removed (recursively) by an unchecked
  * fixture, which runs in the runner process and so also cleans up after a failed test. */
 #define _XOPEN_SOURCE 700
 #include <check.h>
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
+#include "model.h"
+#include "optim.h"
 #include "safetensors.h"
+#include "tokenizer.h"
+#include "train.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* helpers                                                                                     */
@@ -870,6 +888,633 @@ START_TEST(test_mutations) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------------------------------ */
+/* mapped: st_map, and checkpoint_open's shared, copy-on-write base weights                    */
+
+/* A random model of `seed`: byte tokenizer vocabulary, C = 64, 2 layers, GQA. */
+static void mk_model(Model *m, int tied, int n_labels, int train_base, uint64_t seed) {
+    Tokenizer *tok = tok_new_bytes();
+    ModelConfig c = {0};
+    c.V = tok_vocab_size(tok), c.C = 64, c.L = 2, c.NH = 4, c.NKV = 2, c.HS = 16, c.F = 96, c.max_T = 32;
+    c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.05f, c.tied = tied, c.n_labels = n_labels;
+    c.bos_id = tok_bos(tok), c.eos_id = tok_eos(tok), c.pad_id = tok_pad(tok);
+    tok_free(tok);
+    ModelOptions o = {2, 8, train_base, train_base};
+    LLError err;
+    ck_assert_msg(model_init(m, &c, &o, &err) == LL_OK, "%s", err.msg);
+    model_init_weights(m, seed);
+    for (size_t i = 0; i < m->n_params; i++) /* norms away from 1, so a mixed-up tensor shows */
+        m->params[i] += 0.001f * (float)(i % 7);
+}
+
+/* A model folder (config, weights, byte tokenizer) written by checkpoint_save; *saved keeps the model. */
+static void save_base(const char *dir, int tied, int n_labels, Model *saved) {
+    mk_model(saved, tied, n_labels, 0, 11);
+    Tokenizer *tok = tok_new_bytes();
+    LLError err;
+    ck_assert_msg(checkpoint_save(saved, tok, NULL, dir, &err) == LL_OK, "%s", err.msg);
+    tok_free(tok);
+}
+
+static void weights_path(char *out, size_t cap, const char *dir) {
+    snprintf(out, cap, "%s/model.safetensors", dir);
+}
+
+static char *slurp_file(const char *path, size_t *len) {
+    char *text;
+    LLError err;
+    ck_assert_msg(ll_read_file(path, &text, len, &err) == LL_OK, "%s", err.msg);
+    return text;
+}
+
+static void open_model(const char *dir, int train, LoadedModel *lm) {
+    ModelOptions o = {2, 8, train, train};
+    LLError err;
+    ck_assert_msg(checkpoint_open(dir, &o, 0, lm, &err) == LL_OK, "%s", err.msg);
+}
+
+/* The copy path on its own: model_init + checkpoint_load_weights. */
+static void copy_load(const char *dir, int train, Model *m) {
+    ModelConfig c;
+    LLError err;
+    ck_assert_msg(checkpoint_load_config(dir, &c, &err) == LL_OK, "%s", err.msg);
+    ModelOptions o = {2, 8, train, train};
+    ck_assert_msg(model_init(m, &c, &o, &err) == LL_OK, "%s", err.msg);
+    ck_assert_msg(checkpoint_load_weights(dir, m, NULL, &err) == LL_OK, "%s", err.msg);
+    ck_assert_int_eq(m->params_mapped, 0);
+}
+
+/* Every tensor of a and b bitwise equal (their layouts may differ), and the score heads. */
+static void same_weights(const Model *a, const Model *b, const char *what) {
+    ck_assert_int_eq(model_n_tensors(a), model_n_tensors(b));
+    for (int i = 0; i < model_n_tensors(a); i++) {
+        char na[128], nb[128];
+        int da, db;
+        int64_t sa[2], sb[2];
+        float *pa, *pb;
+        model_tensor_info(a, i, na, sizeof na, &da, sa, &pa);
+        model_tensor_info(b, i, nb, sizeof nb, &db, sb, &pb);
+        ck_assert_str_eq(na, nb);
+        size_t n = (size_t)sa[0] * (size_t)(da == 2 ? sa[1] : 1);
+        ck_assert_msg(memcmp(pa, pb, n * sizeof(float)) == 0, "%s: tensor %s differs", what, na);
+    }
+    ck_assert_uint_eq(a->n_head, b->n_head);
+    if (a->n_head) ck_assert_msg(memcmp(a->head, b->head, a->n_head * sizeof(float)) == 0, "%s: score differs", what);
+}
+
+/* A fixed LM batch (2 x 8), forward, and the logits copied out. */
+static float *forward_logits(Model *m) {
+    int ids[16], targets[16];
+    for (int i = 0; i < 16; i++) ids[i] = (i * 37 + 5) % m->cfg.V, targets[i] = (i * 53 + 1) % m->cfg.V;
+    Batch b = {2, 8, ids, targets, NULL, NULL};
+    float loss = model_forward(m, &b, 0);
+    ck_assert(isfinite(loss));
+    size_t n = (size_t)16 * m->cfg.V;
+    float *out = malloc(n * sizeof(float));
+    ck_assert_ptr_nonnull(out);
+    memcpy(out, model_logits(m, 0, 0), n * sizeof(float));
+    return out;
+}
+
+static int is_mapped_into(const LoadedModel *lm) {
+    const Model *m = &lm->model;
+    return m->params_mapped && m->map && (const char *)m->params >= (const char *)m->map &&
+           (const char *)(m->params + m->n_params) <= (const char *)m->map + m->map_len;
+}
+
+/* The /proc/self/smaps entry of the mapping that holds addr: perms, path, and Rss, Pss,
+ * Shared_Clean in kB. Returns 0 when no mapping holds addr. */
+typedef struct {
+    char perms[8], path[512];
+    long rss, pss, shared_clean;
+} MapInfo;
+
+static int smaps_entry(const void *addr, MapInfo *mi) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return 0;
+    char line[1024];
+    int in = 0, found = 0;
+    memset(mi, 0, sizeof *mi);
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char perms[8], path[512] = "";
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %511s", &lo, &hi, perms, path) >= 3) {
+            if (found) break; /* the next mapping's header */
+            in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+            if (in) {
+                found = 1;
+                snprintf(mi->perms, sizeof mi->perms, "%s", perms);
+                snprintf(mi->path, sizeof mi->path, "%s", path);
+            }
+            continue;
+        }
+        if (!in) continue;
+        long v;
+        if (sscanf(line, "Rss: %ld kB", &v) == 1) mi->rss = v;
+        else if (sscanf(line, "Pss: %ld kB", &v) == 1) mi->pss = v;
+        else if (sscanf(line, "Shared_Clean: %ld kB", &v) == 1) mi->shared_clean = v;
+    }
+    fclose(f);
+    return found;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+START_TEST(test_map_matches_load) {
+    char dir[96], path[160];
+    tmpdir_new(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/w.safetensors", dir);
+    const float w[6] = {1.5f, -2.25f, 0.0f, -0.0f, INFINITY, 1e-40f};
+    const uint16_t h[3] = {0x3f80, 0xc000, 0x7fc0};
+    int64_t sw[2] = {2, 3}, sh[1] = {3};
+    StWriter *wr = st_writer_new();
+    st_writer_meta(wr, "format", "pt");
+    st_writer_add_f32(wr, "w", 2, sw, w);
+    st_writer_add_bf16(wr, "h", 1, sh, h);
+    LLError err = {0};
+    ck_assert_int_eq(st_writer_write(wr, path, &err), LL_OK);
+    st_writer_free(wr);
+
+    SafeTensors a, b;
+    ck_assert_msg(st_load(path, &a, &err) == LL_OK, "%s", err.msg);
+    ck_assert_msg(st_map(path, &b, &err) == LL_OK, "%s", err.msg);
+    ck_assert_ptr_null(b.buf);
+    ck_assert_ptr_nonnull(b.map);
+    ck_assert_uint_eq(b.map_len, a.size);
+    ck_assert_ptr_eq(b.data, (const char *)b.map + 8 + b.header_len);
+    ck_assert_uint_eq(a.header_len, b.header_len);
+    ck_assert_uint_eq(a.data_len, b.data_len);
+    ck_assert_int_eq(a.n, b.n);
+    for (int i = 0; i < a.n; i++) {
+        ck_assert_str_eq(a.tensors[i].name, b.tensors[i].name);
+        ck_assert_int_eq(a.tensors[i].dtype, b.tensors[i].dtype);
+        ck_assert_uint_eq(a.tensors[i].begin, b.tensors[i].begin);
+        ck_assert_uint_eq(a.tensors[i].end, b.tensors[i].end);
+    }
+    ck_assert_int_eq(memcmp(a.data, b.data, a.data_len), 0);
+    ck_assert_str_eq(st_meta_get(&b, "format"), "pt");
+    float got[6];
+    ck_assert_int_eq(st_read_f32(&b, "w", 2, sw, got, &err), LL_OK);
+    ck_assert_int_eq(memcmp(got, w, sizeof w), 0);
+    st_free(&a);
+    st_free(&b);
+    st_free(&b); /* idempotent */
+
+    /* A malformed file is refused with st_load's status and message; nothing stays mapped. */
+    size_t len;
+    char *bytes = slurp_file(path, &len);
+    const size_t cuts[3] = {len - 1, 5, 0};
+    for (int k = 0; k < 3; k++) {
+        FILE *f = fopen(path, "wb");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_uint_eq(fwrite(bytes, 1, cuts[k], f), cuts[k]);
+        fclose(f);
+        LLError e1 = {0}, e2 = {0};
+        ck_assert_int_eq(st_load(path, &a, &e1), LL_ERR_FORMAT);
+        ck_assert_int_eq(st_map(path, &b, &e2), LL_ERR_FORMAT);
+        ck_assert_str_eq(e1.msg, e2.msg);
+        ck_assert_ptr_null(b.map);
+        ck_assert_ptr_null(b.tensors);
+    }
+    free(bytes);
+    char missing[200];
+    snprintf(missing, sizeof missing, "%s/none.safetensors", dir);
+    ck_assert_int_eq(st_map(missing, &b, &err), LL_ERR_IO);
+    ck_assert_msg(strstr(err.msg, missing) != NULL, "%s", err.msg);
+    ck_assert_int_eq(st_map(dir, &b, &err), LL_ERR_IO); /* a folder */
+}
+END_TEST
+
+/* checkpoint_save -> checkpoint_open maps the weights (the file's name-sorted layout), and
+ * forward gives bitwise the copy path's logits; untied and tied. */
+START_TEST(test_open_maps_saved_base) {
+    for (int tied = 0; tied <= 1; tied++) {
+        char dir[96], path[200];
+        tmpdir_new(dir, sizeof dir);
+        Model saved;
+        save_base(dir, tied, 0, &saved);
+        weights_path(path, sizeof path, dir);
+
+        LoadedModel lm;
+        open_model(dir, 0, &lm);
+        ck_assert_msg(is_mapped_into(&lm), "tied=%d: checkpoint_open did not map %s", tied, path);
+        /* The layout is the file's: checkpoint_save sorts by name, so the final norm
+         * ("model.norm") comes after every layer's tensors and lm_head before the embedding. */
+        ck_assert_uint_gt(lm.model.off_lnf, lm.model.lay[1].w[MOD_V]);
+        if (!tied) ck_assert_uint_lt(lm.model.off_lm, lm.model.off_embed);
+        else ck_assert_uint_eq(lm.model.off_lm, lm.model.off_embed);
+        MapInfo mi;
+        char real[PATH_MAX];
+        ck_assert_ptr_nonnull(realpath(path, real));
+        ck_assert(smaps_entry(lm.model.params, &mi));
+        ck_assert_msg(strcmp(mi.perms, "rw-p") == 0 && strcmp(mi.path, real) == 0,
+                      "params lie in '%s' (%s), not a private mapping of %s", mi.path, mi.perms, real);
+
+        Model cp;
+        copy_load(dir, 0, &cp);
+        same_weights(&saved, &cp, "copy path");
+        same_weights(&saved, &lm.model, "mapped");
+        float *l1 = forward_logits(&lm.model), *l2 = forward_logits(&cp);
+        ck_assert_msg(memcmp(l1, l2, (size_t)16 * cp.cfg.V * sizeof(float)) == 0,
+                      "tied=%d: mapped logits differ from the copy path's", tied);
+        free(l1);
+        free(l2);
+        model_free(&cp);
+        model_free(&saved);
+        const float *gone = lm.model.params;
+        checkpoint_close(&lm);
+        ck_assert_ptr_null(lm.model.params);
+        /* model_free unmapped the file (the address may since hold some other mapping) */
+        ck_assert_msg(!smaps_entry(gone, &mi) || strcmp(mi.path, real) != 0, "%s is still mapped", real);
+    }
+}
+END_TEST
+
+/* Full fine-tuning on mapped weights: one AdamW step (as train_run sets it up) gives bitwise the
+ * copy path's weights, the file's bytes do not change, and reopening gives the original weights. */
+START_TEST(test_mapped_writes_stay_private) {
+    char dir[96], path[200];
+    tmpdir_new(dir, sizeof dir);
+    Model saved;
+    save_base(dir, 0, 0, &saved);
+    weights_path(path, sizeof path, dir);
+    size_t len0;
+    char *before = slurp_file(path, &len0);
+
+    LoadedModel lm;
+    open_model(dir, 1, &lm);
+    ck_assert(is_mapped_into(&lm));
+    ck_assert_ptr_nonnull(lm.model.grads);
+    Model cp;
+    copy_load(dir, 1, &cp);
+    Model *ms[2] = {&lm.model, &cp};
+    for (int k = 0; k < 2; k++) {
+        Model *m = ms[k];
+        AdamW opt;
+        adamw_init(&opt, 0.9f, 0.999f, 1e-8f, 0.01f);
+        train_add_base_params(&opt, m);
+        adamw_ready(&opt);
+        adamw_zero_grad(&opt);
+        free(forward_logits(m));
+        int ids[16], targets[16];
+        for (int i = 0; i < 16; i++) ids[i] = (i * 37 + 5) % m->cfg.V, targets[i] = (i * 53 + 1) % m->cfg.V;
+        Batch b = {2, 8, ids, targets, NULL, NULL};
+        model_backward(m, &b, 1.0f);
+        adamw_step(&opt, 1e-2f);
+        model_base_changed(m);
+        adamw_free(&opt);
+    }
+    same_weights(&lm.model, &cp, "after one AdamW step");
+    float *w = model_weight(&lm.model, 0, MOD_Q);
+    ck_assert_msg(memcmp(w, model_weight(&saved, 0, MOD_Q), 16 * sizeof(float)) != 0, "the step changed nothing");
+
+    size_t len1;
+    char *after = slurp_file(path, &len1);
+    ck_assert_msg(len1 == len0 && memcmp(before, after, len0) == 0, "writing mapped weights changed %s", path);
+    LoadedModel again;
+    open_model(dir, 0, &again);
+    ck_assert(is_mapped_into(&again));
+    same_weights(&saved, &again.model, "reopened after writes in another mapping");
+    ck_assert(memcmp(model_weight(&lm.model, 0, MOD_Q), model_weight(&again.model, 0, MOD_Q), 16 * sizeof(float)) != 0);
+
+    /* A forked child writes every weight of its (inherited, private) mapping: the parent's stay. */
+    float w0 = model_weight(&again.model, 1, MOD_DOWN)[3];
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        for (size_t i = 0; i < again.model.n_params; i++) again.model.params[i] = 7.0f;
+        _exit(again.model.params[0] == 7.0f ? 0 : 1);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_float_bits(model_weight(&again.model, 1, MOD_DOWN)[3], w0);
+    same_weights(&saved, &again.model, "after a child wrote its copy");
+    free(after);
+    after = slurp_file(path, &len1);
+    ck_assert_msg(len1 == len0 && memcmp(before, after, len0) == 0, "a child's writes reached %s", path);
+
+    free(before);
+    free(after);
+    checkpoint_close(&again);
+    checkpoint_close(&lm);
+    model_free(&cp);
+    model_free(&saved);
+}
+END_TEST
+
+/* Writes m's tensors (F32) in the order order[0..n) with the data in that order, the header
+ * padded to a multiple of 8 and then `pad` more spaces (a data section that starts misaligned). */
+static void write_in_order(const char *path, const Model *m, const int *order, int n, int pad) {
+    char *hdr = malloc(64 * 1024);
+    ck_assert_ptr_nonnull(hdr);
+    size_t h = 0, off = 0;
+    h += (size_t)sprintf(hdr + h, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (int k = 0; k < n; k++) {
+        char name[128];
+        int ndim;
+        int64_t shape[2];
+        float *p;
+        model_tensor_info(m, order[k], name, sizeof name, &ndim, shape, &p);
+        size_t bytes = (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1) * sizeof(float);
+        if (ndim == 2)
+            h += (size_t)sprintf(hdr + h, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[%zu,%zu]}",
+                                 name, (long long)shape[0], (long long)shape[1], off, off + bytes);
+        else
+            h += (size_t)sprintf(hdr + h, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],\"data_offsets\":[%zu,%zu]}", name,
+                                 (long long)shape[0], off, off + bytes);
+        off += bytes;
+    }
+    h += (size_t)sprintf(hdr + h, "}");
+    while (h % 8) hdr[h++] = ' ';
+    for (int k = 0; k < pad; k++) hdr[h++] = ' ';
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < 8; i++) fputc((int)((uint64_t)h >> (8 * i) & 0xff), f);
+    ck_assert_uint_eq(fwrite(hdr, 1, h, f), h);
+    for (int k = 0; k < n; k++) {
+        char name[128];
+        int ndim;
+        int64_t shape[2];
+        float *p;
+        model_tensor_info(m, order[k], name, sizeof name, &ndim, shape, &p);
+        size_t cnt = (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1);
+        ck_assert_uint_eq(fwrite(p, sizeof(float), cnt, f), cnt);
+    }
+    ck_assert_int_eq(fclose(f), 0);
+    free(hdr);
+}
+
+/* Opens dir, checks mapped-or-not and the weights against `want` (and the copy path's logits). */
+static void expect_open(const char *dir, int want_mapped, const Model *want, const char *what) {
+    LoadedModel lm;
+    open_model(dir, 0, &lm);
+    ck_assert_msg(lm.model.params_mapped == want_mapped, "%s: params_mapped is %d", what, lm.model.params_mapped);
+    if (want_mapped) ck_assert(is_mapped_into(&lm));
+    same_weights(want, &lm.model, what);
+    Model cp;
+    copy_load(dir, 0, &cp);
+    float *l1 = forward_logits(&lm.model), *l2 = forward_logits(&cp);
+    ck_assert_msg(memcmp(l1, l2, (size_t)16 * cp.cfg.V * sizeof(float)) == 0, "%s: logits differ", what);
+    free(l1);
+    free(l2);
+    model_free(&cp);
+    checkpoint_close(&lm);
+}
+
+/* The name of the first tensor (other than skip) whose values differ between a and b, or NULL. */
+static const char *first_differing_tensor(const Model *a, const Model *b, const char *skip) {
+    static char name[128];
+    for (int i = 0; i < model_n_tensors(a); i++) {
+        int ndim;
+        int64_t shape[2];
+        float *p, *q;
+        model_tensor_info(a, i, name, sizeof name, &ndim, shape, &p);
+        model_tensor_info(b, i, name, sizeof name, &ndim, shape, &q);
+        if (skip && strcmp(name, skip) == 0) continue;
+        if (memcmp(p, q, (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1) * sizeof(float)) != 0) return name;
+    }
+    return NULL;
+}
+
+/* Layouts: any order of F32 tensors that tile one aligned range maps (the model adopts it); a
+ * misaligned data section, BF16 tensors, a foreign tensor in the middle of the range, or a
+ * classification folder without lm_head take the copy path, with the right values. */
+START_TEST(test_open_layouts) {
+    char dir[96], path[200];
+    tmpdir_new(dir, sizeof dir);
+    Model saved;
+    save_base(dir, 0, 0, &saved);
+    weights_path(path, sizeof path, dir);
+    int n = model_n_tensors(&saved);
+    int *order = calloc((size_t)n, sizeof *order);
+    ck_assert_ptr_nonnull(order);
+
+    /* model_tensor_info order (model_init's layout), then reversed: mapped either way */
+    for (int i = 0; i < n; i++) order[i] = i;
+    write_in_order(path, &saved, order, n, 0);
+    expect_open(dir, 1, &saved, "model order");
+    for (int i = 0; i < n; i++) order[i] = n - 1 - i;
+    write_in_order(path, &saved, order, n, 0);
+    LoadedModel lm;
+    open_model(dir, 0, &lm);
+    ck_assert(is_mapped_into(&lm));
+    ck_assert_uint_eq(lm.model.off_lm, 0); /* lm_head first, embedding last */
+    ck_assert_uint_eq(lm.model.off_embed, lm.model.n_params - (size_t)saved.cfg.V * saved.cfg.C);
+    checkpoint_close(&lm);
+    expect_open(dir, 1, &saved, "reversed order");
+
+    /* data section starting 2 bytes past a float boundary */
+    for (int i = 0; i < n; i++) order[i] = i;
+    write_in_order(path, &saved, order, n, 2);
+    expect_open(dir, 0, &saved, "misaligned data");
+
+    /* a foreign tensor inside the weights' byte range (sorted between layer 0's tensors) */
+    StWriter *w = st_writer_new();
+    for (int i = 0; i < n; i++) {
+        char name[128];
+        int ndim;
+        int64_t shape[2];
+        float *p;
+        model_tensor_info(&saved, i, name, sizeof name, &ndim, shape, &p);
+        st_writer_add_f32(w, name, ndim, shape, p);
+    }
+    const float extra[4] = {1, 2, 3, 4};
+    int64_t se[1] = {4};
+    st_writer_add_f32(w, "model.layers.0.mlp.extra", 1, se, extra);
+    LLError err;
+    ck_assert_int_eq(st_writer_write(w, path, &err), LL_OK);
+    st_writer_free(w);
+    expect_open(dir, 0, &saved, "foreign tensor in the range");
+
+    /* BF16 weights: the copy path converts them */
+    Model rounded;
+    mk_model(&rounded, 0, 0, 0, 11);
+    w = st_writer_new();
+    for (int i = 0; i < n; i++) {
+        char name[128];
+        int ndim;
+        int64_t shape[2];
+        float *p, *q;
+        model_tensor_info(&saved, i, name, sizeof name, &ndim, shape, &p);
+        model_tensor_info(&rounded, i, name, sizeof name, &ndim, shape, &q);
+        size_t cnt = (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1);
+        for (size_t j = 0; j < cnt; j++) q[j] = st_bf16_to_f32(st_f32_to_bf16(p[j]));
+        st_writer_add_f32_as_bf16(w, name, ndim, shape, p);
+    }
+    ck_assert_int_eq(st_writer_write(w, path, &err), LL_OK);
+    st_writer_free(w);
+    expect_open(dir, 0, &rounded, "bf16");
+    model_free(&rounded);
+    free(order);
+    model_free(&saved);
+
+    /* classification folders: untied has no lm_head (copy path); tied maps; both load score */
+    for (int tied = 0; tied <= 1; tied++) {
+        char cdir[96];
+        tmpdir_new(cdir, sizeof cdir);
+        Model cls;
+        save_base(cdir, tied, 3, &cls);
+        ck_assert_ptr_nonnull(cls.head);
+        ModelOptions o = {2, 8, 0, 0};
+        ck_assert_msg(checkpoint_open(cdir, &o, 0, &lm, &err) == LL_OK, "%s", err.msg);
+        ck_assert_int_eq(lm.cfg.n_labels, 3);
+        ck_assert_int_eq(lm.model.params_mapped, tied);
+        ck_assert_msg(memcmp(lm.model.head, cls.head, cls.n_head * sizeof(float)) == 0, "tied=%d: score differs", tied);
+        const char *bad = first_differing_tensor(&cls, &lm.model, "lm_head.weight"); /* not saved for cls */
+        ck_assert_msg(!bad, "tied=%d: %s differs", tied, bad);
+        checkpoint_close(&lm);
+        model_free(&cls);
+    }
+}
+END_TEST
+
+/* Two processes that open the same base share the weights' pages: in each, the mapping that holds
+ * params has Shared_Clean > 0 and Pss < Rss while both hold it. */
+typedef struct {
+    int mapped;
+    MapInfo mi;
+} ShareReport;
+
+START_TEST(test_mapped_pages_shared) {
+    char dir[96], path[200];
+    tmpdir_new(dir, sizeof dir);
+    Model saved;
+    save_base(dir, 0, 0, &saved);
+    model_free(&saved);
+    weights_path(path, sizeof path, dir);
+    /* ready: each child has read all weights; go[k]: one byte lets child k read its smaps, EOF lets
+     * it exit (one pipe per child, so that neither can take the other's byte); rep: the reports. */
+    int ready[2], go[2][2], rep[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    ck_assert_int_eq(pipe(go[0]), 0);
+    ck_assert_int_eq(pipe(go[1]), 0);
+    ck_assert_int_eq(pipe(rep), 0);
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        ck_assert_int_ge(kids[k], 0);
+        if (kids[k] == 0) {
+            close(ready[0]), close(go[k][1]), close(go[1 - k][0]), close(go[1 - k][1]), close(rep[0]);
+            ShareReport r = {0};
+            LoadedModel lm;
+            ModelOptions o = {2, 8, 0, 0};
+            LLError err;
+            if (checkpoint_open(dir, &o, 0, &lm, &err) != LL_OK) _exit(2);
+            r.mapped = lm.model.params_mapped;
+            volatile float sum = 0.0f; /* read every weight: every page resident */
+            for (size_t i = 0; i < lm.model.n_params; i++) sum += lm.model.params[i];
+            char c = 'r';
+            if (write(ready[1], &c, 1) != 1 || read(go[k][0], &c, 1) != 1) _exit(3);
+            smaps_entry(lm.model.params, &r.mi);
+            if (write(rep[1], &r, sizeof r) != (ssize_t)sizeof r) _exit(4);
+            while (read(go[k][0], &c, 1) > 0) {} /* hold the mapping until the parent has both */
+            checkpoint_close(&lm);
+            _exit(0);
+        }
+    }
+    close(ready[1]), close(go[0][0]), close(go[1][0]), close(rep[1]);
+    char c;
+    for (int k = 0; k < 2; k++) ck_assert_int_eq(read(ready[0], &c, 1), 1);
+    for (int k = 0; k < 2; k++) ck_assert_int_eq(write(go[k][1], "g", 1), 1);
+    ShareReport r[2];
+    for (int k = 0; k < 2; k++) ck_assert_int_eq(read(rep[0], &r[k], sizeof r[k]), (ssize_t)sizeof r[k]);
+    close(go[0][1]), close(go[1][1]);
+    for (int k = 0; k < 2; k++) {
+        int status;
+        ck_assert_int_eq(waitpid(kids[k], &status, 0), kids[k]);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d failed (%d)", k, status);
+    }
+    close(ready[0]), close(rep[0]);
+    for (int k = 0; k < 2; k++) {
+        const MapInfo *mi = &r[k].mi;
+        ck_assert_msg(r[k].mapped, "child %d: not mapped", k);
+        ck_assert_msg(strcmp(mi->perms, "rw-p") == 0 && ends_with(mi->path, "/model.safetensors"),
+                      "child %d: params in '%s' (%s)", k, mi->path, mi->perms);
+        ck_assert_msg(mi->rss > 0 && mi->shared_clean > 0 && mi->pss < mi->rss,
+                      "child %d: the mapping is not shared: Rss %ld kB, Pss %ld kB, Shared_Clean %ld kB", k, mi->rss,
+                      mi->pss, mi->shared_clean);
+    }
+}
+END_TEST
+
+/* Run in a child under a seccomp filter: mmap of a file (fd != -1) fails with ENODEV (`what` 0),
+ * or madvise fails with EINVAL (`what` 1). checkpoint_open must still succeed, copying (0) or
+ * mapped (1), with the right weights. Exit codes name the step that went wrong. */
+static int open_under_filter(const char *dir, int what) {
+    struct sock_filter no_file_mmap[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[4])), /* fd, low half */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0xffffffffu, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), /* anonymous memory: malloc, threads */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENODEV),
+    };
+    struct sock_filter no_madvise[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_madvise, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {
+        (unsigned short)(what == 0 ? sizeof no_file_mmap / sizeof no_file_mmap[0] : sizeof no_madvise / sizeof no_madvise[0]),
+        what == 0 ? no_file_mmap : no_madvise};
+    Model cp; /* the expected weights, read before the filter (copy path only) */
+    ModelConfig c;
+    LLError err;
+    ModelOptions o = {2, 8, 0, 0};
+    if (checkpoint_load_config(dir, &c, &err) || model_init(&cp, &c, &o, &err) ||
+        checkpoint_load_weights(dir, &cp, NULL, &err))
+        return 10;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return 11; /* no seccomp here: the test cannot inject the failure */
+    char path[200];
+    weights_path(path, sizeof path, dir);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return 12;
+    void *p = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (what == 0 && !(p == MAP_FAILED && errno == ENODEV)) return 13; /* the filter is not in force */
+    if (what == 1 && (p == MAP_FAILED || posix_madvise(p, 4096, POSIX_MADV_WILLNEED) != EINVAL)) return 13;
+    if (p != MAP_FAILED) munmap(p, 4096);
+    LoadedModel lm;
+    if (checkpoint_open(dir, &o, 0, &lm, &err) != LL_OK) return 14;
+    if (lm.model.params_mapped != what) return 15;
+    if (first_differing_tensor(&cp, &lm.model, NULL)) return 16;
+    checkpoint_close(&lm);
+    model_free(&cp);
+    return 0;
+}
+
+START_TEST(test_map_failures_fall_back) {
+    char dir[96];
+    tmpdir_new(dir, sizeof dir);
+    Model saved;
+    save_base(dir, 0, 0, &saved);
+    model_free(&saved);
+    static const char *const why[] = {[10] = "reading the reference weights failed",
+                                      [11] = "seccomp filters are unavailable, so the failure cannot be injected",
+                                      [12] = "cannot open the weights", [13] = "the seccomp filter is not in force",
+                                      [14] = "checkpoint_open failed", [15] = "params_mapped is wrong",
+                                      [16] = "the weights differ"};
+    for (int what = 0; what <= 1; what++) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) _exit(open_under_filter(dir, what));
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status), "%s failure: the child died (status %d)", what ? "madvise" : "mmap", status);
+        int code = WEXITSTATUS(status);
+        ck_assert_msg(code == 0, "%s failure: %s (exit %d)", what ? "madvise" : "mmap",
+                      code >= 10 && code <= 16 ? why[code] : "?", code);
+    }
+}
+END_TEST
+
 Suite *safetensors_suite(void) {
     Suite *s = suite_create("safetensors");
     TCase *core = tcase_create("core");
@@ -897,5 +1542,15 @@ Suite *safetensors_suite(void) {
     tcase_add_test(limits, test_bad_metadata);
     tcase_add_test(limits, test_mutations);
     suite_add_tcase(s, limits);
+    TCase *mapped = tcase_create("mapped");
+    tcase_add_unchecked_fixture(mapped, tmp_root_setup, tmp_root_teardown);
+    tcase_set_timeout(mapped, 60);
+    tcase_add_test(mapped, test_map_matches_load);
+    tcase_add_test(mapped, test_open_maps_saved_base);
+    tcase_add_test(mapped, test_mapped_writes_stay_private);
+    tcase_add_test(mapped, test_open_layouts);
+    tcase_add_test(mapped, test_mapped_pages_shared);
+    tcase_add_test(mapped, test_map_failures_fall_back);
+    suite_add_tcase(s, mapped);
     return s;
 }

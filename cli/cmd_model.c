@@ -1,5 +1,6 @@
 /* The commands that use one model folder: eval, generate, tokenize, merge. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 typedef struct {
     const char *model, *adapter, *data, *prompt, *out;
     int json, max_new, top_k, batch, seq;
+    int bf16; /* --precision bf16: the base's linear products in bf16 (train.precision) */
     float temperature;
     uint64_t seed;
 } Args;
@@ -25,37 +27,77 @@ static int bad_usage(const char *cmd, const char *msg) {
     return 2;
 }
 
+/* A whole-string integer in [lo, hi] (no trailing text, no wrap-around). */
+static int parse_int(const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+/* The whole-number flags: 1 when argv[*i] is one of them (its value read, or *rc = 2 with a message). */
+static int int_flag(const char *cmd, int argc, char **argv, int *i, Args *a, int *rc) {
+    const struct {
+        const char *name;
+        int lo, *dst;
+    } flags[] = {{"--max-new", 0, &a->max_new}, {"--top-k", 0, &a->top_k}, {"--batch", 1, &a->batch}, {"--seq", 2, &a->seq}};
+    for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++) {
+        const char *v;
+        long long n;
+        if (!cli_flag(argc, argv, i, flags[k].name, &v)) continue;
+        if (parse_int(v, flags[k].lo, 1 << 24, &n)) {
+            *flags[k].dst = (int)n;
+        } else {
+            char msg[128];
+            snprintf(msg, sizeof msg, "%s must be a whole number >= %d, not '%s'", flags[k].name, flags[k].lo, v);
+            *rc = bad_usage(cmd, msg);
+        }
+        return 1;
+    }
+    return 0;
+}
+
 /* Parses the flags these commands share; returns 0 or prints a message and returns 2. */
 static int parse(const char *cmd, int argc, char **argv, Args *a) {
     memset(a, 0, sizeof *a);
     a->max_new = 200, a->top_k = 40, a->temperature = 0.8f, a->batch = 8, a->seq = 128;
+    const char *precision = "fp32";
     for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
-        if (strcmp(f, "--json") == 0) a->json = 1, takes = 0;
-        else if (!v) return bad_usage(cmd, "a flag is missing its value");
-        else if (strcmp(f, "--model") == 0) a->model = v;
-        else if (strcmp(f, "--adapter") == 0) a->adapter = v;
-        else if (strcmp(f, "--data") == 0) a->data = v;
-        else if (strcmp(f, "--prompt") == 0) a->prompt = v;
-        else if (strcmp(f, "--out") == 0) a->out = v;
-        else if (strcmp(f, "--max-new") == 0) a->max_new = atoi(v);
-        else if (strcmp(f, "--top-k") == 0) a->top_k = atoi(v);
-        else if (strcmp(f, "--temperature") == 0) a->temperature = strtof(v, NULL);
-        else if (strcmp(f, "--seed") == 0) a->seed = strtoull(v, NULL, 10);
-        else if (strcmp(f, "--batch") == 0) a->batch = atoi(v);
-        else if (strcmp(f, "--seq") == 0) a->seq = atoi(v);
-        else {
-            char msg[256];
-            snprintf(msg, sizeof msg, "unknown flag '%s'", f);
+        const char *v = NULL;
+        long long n = 0;
+        int rc = 0;
+        char msg[256];
+        if (strcmp(argv[i], "--json") == 0) a->json = 1;
+        else if (cli_flag(argc, argv, &i, "--model", &v)) a->model = v;
+        else if (cli_flag(argc, argv, &i, "--adapter", &v)) a->adapter = v;
+        else if (cli_flag(argc, argv, &i, "--data", &v)) a->data = v;
+        else if (cli_flag(argc, argv, &i, "--prompt", &v)) a->prompt = v;
+        else if (cli_flag(argc, argv, &i, "--out", &v)) a->out = v;
+        else if (cli_flag(argc, argv, &i, "--precision", &v)) precision = v;
+        else if (cli_flag(argc, argv, &i, "--temperature", &v)) {
+            char *end;
+            a->temperature = strtof(v, &end);
+            if (end == v || *end || !(a->temperature >= 0.0f) || !isfinite(a->temperature))
+                return bad_usage(cmd, "--temperature must be a number >= 0");
+        } else if (cli_flag(argc, argv, &i, "--seed", &v)) {
+            if (!parse_int(v, 0, (long long)1 << 53, &n)) return bad_usage(cmd, "--seed must be a whole number >= 0");
+            a->seed = (uint64_t)n;
+        } else if (int_flag(cmd, argc, argv, &i, a, &rc)) {
+            if (rc) return rc;
+        } else {
+            snprintf(msg, sizeof msg, strncmp(argv[i], "--", 2) == 0 && i + 1 >= argc
+                                          ? "flag '%s' is unknown or missing its value"
+                                          : "unknown flag '%s'",
+                     argv[i]);
             return bad_usage(cmd, msg);
         }
-        i += takes;
     }
     if (!a->model) return bad_usage(cmd, "--model DIR is required");
-    if (a->batch < 1 || a->seq < 2 || a->max_new < 0 || a->top_k < 0 || !(a->temperature >= 0.0f))
-        return bad_usage(cmd, "--batch, --seq, --max-new, --top-k and --temperature must be positive");
+    if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0)
+        return bad_usage(cmd, "--precision must be fp32 or bf16");
+    a->bf16 = strcmp(precision, "bf16") == 0;
     return 0;
 }
 
@@ -76,6 +118,12 @@ static int open_model(const char *cmd, const Args *a, int B, int T, int n_labels
             return fail(cmd, &e);
         }
         adapter_attach(&lm->model, *ad);
+    }
+    if (a->bf16 && model_set_bf16(&lm->model, 1, &e)) {
+        adapter_free(*ad);
+        *ad = NULL;
+        checkpoint_close(lm);
+        return fail(cmd, &e);
     }
     return 0;
 }

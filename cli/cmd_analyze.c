@@ -54,7 +54,7 @@ int cmd_analyze(int argc, char **argv) {
     LAOptions o;
     la_options_defaults(&o);
     for (int i = 1; i < argc; i++) {
-        const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *f = argv[i], *v = NULL;
         if (strcmp(f, "-h") == 0 || strcmp(f, "--help") == 0) {
             usage(stdout);
             return 0;
@@ -63,28 +63,26 @@ int cmd_analyze(int argc, char **argv) {
             o.render = 0;
             continue;
         }
-        if (!v) return bad("a flag is missing its value:", f);
-        if (strcmp(f, "--model") == 0) o.model_dir = v;
-        else if (strcmp(f, "--adapter") == 0) o.adapter1 = v;
-        else if (strcmp(f, "--adapter2") == 0) o.adapter2 = v;
-        else if (strcmp(f, "--out") == 0) o.out_dir = v;
-        else if (strcmp(f, "--layer") == 0) {
+        if (cli_flag(argc, argv, &i, "--model", &v)) o.model_dir = v;
+        else if (cli_flag(argc, argv, &i, "--adapter2", &v)) o.adapter2 = v;
+        else if (cli_flag(argc, argv, &i, "--adapter", &v)) o.adapter1 = v;
+        else if (cli_flag(argc, argv, &i, "--out", &v)) o.out_dir = v;
+        else if (cli_flag(argc, argv, &i, "--layer", &v)) {
             char *end;
             long l = strtol(v, &end, 10);
             if (*end || end == v || l < 0 || l > 1000000) return bad("--layer needs a layer number >= 0, not", v);
             o.layer = (int)l;
-        } else if (strcmp(f, "--module") == 0) {
+        } else if (cli_flag(argc, argv, &i, "--module", &v)) {
             LLError e;
             if (adapter_parse_targets(v, &o.modules, &e)) return bad(e.msg, NULL);
-        } else if (strcmp(f, "--seed") == 0) {
+        } else if (cli_flag(argc, argv, &i, "--seed", &v)) {
             char *end;
             unsigned long long s = strtoull(v, &end, 10);
             if (*end || end == v || v[0] == '-') return bad("--seed needs a whole number >= 0, not", v);
             o.seed = s;
         } else {
-            return bad("unknown flag", f);
+            return bad(i + 1 >= argc ? "unknown flag, or a flag missing its value:" : "unknown flag", f);
         }
-        i++;
     }
     if (!o.adapter1) return bad("--adapter DIR is required", NULL);
     char out_buf[512];

@@ -29,20 +29,17 @@ static void usage(FILE *f) {
             "  --keys            list every config key with its type, default and bounds\n");
 }
 
-/* "--opt VALUE" or "--opt=VALUE"; advances *i past what it used. */
+/* "--opt VALUE" or "--opt=VALUE" (cli_flag); "" with a message when the value is missing, so that
+ * the caller's check refuses it. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name) {
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) return NULL;
-    if (argv[*i][n] == '=') {
-        if (!argv[*i][n + 1]) fprintf(stderr, "loralab sweep: %s needs a value\n", name);
-        return argv[*i] + n + 1;
+    const char *v;
+    if (cli_flag(argc, argv, i, name, &v)) {
+        if (!*v) fprintf(stderr, "loralab sweep: %s needs a value\n", name);
+        return v;
     }
-    if (argv[*i][n] != '\0') return NULL;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "loralab sweep: %s needs a value\n", name);
-        return "";
-    }
-    return argv[++*i];
+    if (strcmp(argv[*i], name) != 0) return NULL;
+    fprintf(stderr, "loralab sweep: %s needs a value\n", name);
+    return "";
 }
 
 static int parse_count(const char *s, const char *name, int *out) {

@@ -32,16 +32,23 @@ typedef struct {
 static int parse(const char *cmd, int argc, char **argv, TrainArgs *a) {
     memset(a, 0, sizeof *a);
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
+        const char *v;
+        if (cli_flag(argc, argv, &i, "--set", &v)) {
             if (a->n_sets == 64) {
                 fprintf(stderr, "loralab %s: more than 64 --set options\n", cmd);
                 return 2;
             }
-            a->sets[a->n_sets++] = argv[++i];
-        } else if (strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
-            a->db = argv[++i];
-        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-            a->threads = atoi(argv[++i]);
+            a->sets[a->n_sets++] = v;
+        } else if (cli_flag(argc, argv, &i, "--db", &v)) {
+            a->db = v;
+        } else if (cli_flag(argc, argv, &i, "--threads", &v)) {
+            char *end;
+            long t = strtol(v, &end, 10);
+            if (end == v || *end || t < 1 || t > 4096) {
+                fprintf(stderr, "loralab %s: --threads must be a whole number >= 1, not '%s'\n", cmd, v);
+                return 2;
+            }
+            a->threads = (int)t;
         } else if (argv[i][0] != '-' && !a->config) {
             a->config = argv[i];
         } else {

@@ -10,7 +10,8 @@
  *         orthogonality regulariser on its own.
  * limits: bad configurations and bad adapter folders give the right status and message.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
+#define TU_TMP_NAME "adapter"
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "ops.h"
 #include "safetensors.h"
 #include "blas_probe.h"
+#include "util.h"
 
 enum { TB = 2, TT = 5 };
 
@@ -937,43 +939,11 @@ END_TEST
 
 /* ---- save / load -------------------------------------------------------------------------- */
 
-/* Temp folders live under one root made and removed by an unchecked fixture, which runs in the
- * parent process: a test that fails halfway (and so never reaches its own cleanup) leaves nothing
- * behind in /tmp. */
-static char g_tmp[64];
-
-static void rm_tree(const char *dir) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static void tmp_root_setup(void) {
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/loralab_adapter_XXXXXX");
-    ck_assert(mkdtemp(g_tmp) != NULL);
-}
-
-static void tmp_root_teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
-}
-
-static char *make_tmpdir(void) {
-    size_t cap = strlen(g_tmp) + 16;
-    char *d = ll_malloc(cap, 1);
-    snprintf(d, cap, "%s/dXXXXXX", g_tmp);
-    ck_assert(mkdtemp(d) != NULL);
-    return d;
-}
-
+/* Each save/load test works in its own folder from tu_tmpdir_new (see util.h for the fixture). */
 static cJSON *read_json(const char *dir) {
     char path[512];
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    char *text;
-    size_t len;
-    LLError err;
-    ck_assert_msg(ll_read_file(path, &text, &len, &err) == LL_OK, "%s", err.msg);
+    char *text = tu_slurp(path, NULL);
     cJSON *c = cJSON_Parse(text);
     ll_free(text);
     ck_assert(c != NULL);
@@ -1001,7 +971,8 @@ static Adapter *roundtrip(Adapter *a, Model *m, const char *dir, Model *m2) {
 }
 
 START_TEST(test_save_load_lora) {
-    char *dir = make_tmpdir();
+    char dir[256];
+    tu_tmpdir_new(dir, sizeof dir);
     Model m, m2;
     make_model(&m, 0, 0);
     AdapterConfig c = lora_cfg(4, 16.0f);
@@ -1042,13 +1013,13 @@ START_TEST(test_save_load_lora) {
     adapter_free(a);
     model_free(&m2);
     model_free(&m);
-    rm_tree(dir);
-    free(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
 START_TEST(test_save_load_vera) {
-    char *dir = make_tmpdir();
+    char dir[256];
+    tu_tmpdir_new(dir, sizeof dir);
     for (int save_proj = 1; save_proj >= 0; save_proj--) {
         Model m, m2;
         make_model(&m, 0, 0);
@@ -1089,13 +1060,13 @@ START_TEST(test_save_load_vera) {
         model_free(&m2);
         model_free(&m);
     }
-    rm_tree(dir);
-    free(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
 START_TEST(test_save_load_adalora) {
-    char *dir = make_tmpdir();
+    char dir[256];
+    tu_tmpdir_new(dir, sizeof dir);
     Model m, m2;
     make_model(&m, 0, 0);
     AdapterConfig c = adalora_cfg();
@@ -1153,14 +1124,14 @@ START_TEST(test_save_load_adalora) {
     adapter_free(a);
     model_free(&m2);
     model_free(&m);
-    rm_tree(dir);
-    free(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
 /* adapter_config.json byte for byte as PEFT's json.dumps(indent=2, sort_keys=True) writes it. */
 START_TEST(test_config_json_golden) {
-    char *dir = make_tmpdir();
+    char dir[256];
+    tu_tmpdir_new(dir, sizeof dir);
     Model m;
     make_model(&m, 0, 0);
     AdapterConfig c = lora_cfg(8, 16.0f);
@@ -1175,9 +1146,7 @@ START_TEST(test_config_json_golden) {
     ck_assert_msg(adapter_save(a, &m, dir, "tiny-base", &err) == LL_OK, "%s", err.msg);
     char path[512];
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    char *text;
-    size_t len;
-    ck_assert(ll_read_file(path, &text, &len, &err) == LL_OK);
+    char *text = tu_slurp(path, NULL);
     const char *want =
         "{\n"
         "  \"alpha_pattern\": {\n"
@@ -1215,8 +1184,7 @@ START_TEST(test_config_json_golden) {
     ll_free(text);
     adapter_free(a);
     model_free(&m);
-    rm_tree(dir);
-    free(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
@@ -1509,7 +1477,8 @@ START_TEST(test_pissa_init) {
 END_TEST
 
 START_TEST(test_save_load_dora_pissa) {
-    char *dir = make_tmpdir();
+    char dir[256];
+    tu_tmpdir_new(dir, sizeof dir);
     for (int pass = 0; pass < 3; pass++) { /* DoRA, PiSSA, both */
         Model m, m2;
         make_model(&m, 0, 0);
@@ -1547,19 +1516,20 @@ START_TEST(test_save_load_dora_pissa) {
         model_free(&m2);
         model_free(&m);
     }
-    rm_tree(dir);
-    free(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
 /* ---- limits ------------------------------------------------------------------------------- */
 
-static void expect_create_error(const AdapterConfig *c, LLStatus code, const char *needle) {
+/* adapter_create of c (when c is not NULL) or else adapter_load of dir, on a fresh tiny model:
+ * asserts status code, a NULL adapter and a message that contains needle. */
+static void expect_adapter_error(const AdapterConfig *c, const char *dir, LLStatus code, const char *needle) {
     Model m;
     make_model(&m, 0, 0);
     Adapter *a = (Adapter *)1;
     LLError err = {0};
-    LLStatus st = adapter_create(c, &m, &a, &err);
+    LLStatus st = c ? adapter_create(c, &m, &a, &err) : adapter_load(dir, &m, &a, &err);
     ck_assert_msg(st == code, "status %d (%s), want %d", st, err.msg, code);
     ck_assert(a == NULL);
     ck_assert_msg(strstr(err.msg, needle) != NULL, "message '%s' lacks '%s'", err.msg, needle);
@@ -1569,40 +1539,40 @@ static void expect_create_error(const AdapterConfig *c, LLStatus code, const cha
 START_TEST(test_limits_config) {
     AdapterConfig c = lora_cfg(4, 8.0f);
     c.dropout = 1.0f;
-    expect_create_error(&c, LL_ERR_CONFIG, "dropout");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "dropout");
     c = lora_cfg(4, 8.0f);
     c.n_layers = 1, c.layers[0] = 2;
-    expect_create_error(&c, LL_ERR_CONFIG, "layers 0..1");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "layers 0..1");
     c = lora_cfg(0, 8.0f);
-    expect_create_error(&c, LL_ERR_CONFIG, "at least 1");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "at least 1");
     c = adalora_cfg();
     c.tinit = 15;
-    expect_create_error(&c, LL_ERR_CONFIG, "budgeting phase");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "budgeting phase");
     c = adalora_cfg();
     c.total_step = 0;
-    expect_create_error(&c, LL_ERR_CONFIG, "total_step");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "total_step");
     c = adalora_cfg();
     c.target_r = 6;
-    expect_create_error(&c, LL_ERR_CONFIG, "target_r");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "target_r");
     c = adalora_cfg();
     c.beta1 = 1.0f;
-    expect_create_error(&c, LL_ERR_CONFIG, "beta1");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "beta1");
     c = adalora_cfg();
     c.orth_reg_weight = -1.0f;
-    expect_create_error(&c, LL_ERR_CONFIG, "orth_reg_weight");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "orth_reg_weight");
     c = vera_cfg(0);
-    expect_create_error(&c, LL_ERR_CONFIG, "at least 1");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "at least 1");
     c = lora_cfg(4, 8.0f);
     c.method = ADAPTER_FULL;
-    expect_create_error(&c, LL_ERR_CONFIG, "no adapter");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "no adapter");
     c = adalora_cfg();
     c.use_dora = 1;
-    expect_create_error(&c, LL_ERR_CONFIG, "DoRA");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "DoRA");
     /* PiSSA's rank must fit the smallest targeted layer; the base is refused untouched */
     c = lora_cfg(9, 8.0f);
     c.targets = (1u << MOD_Q) | (1u << MOD_K); /* k_proj is 8 x 16 */
     c.init = ADAPTER_INIT_PISSA;
-    expect_create_error(&c, LL_ERR_CONFIG, "exceeds min(in, out) = 8");
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "exceeds min(in, out) = 8");
     Model m;
     make_model(&m, 0, 0);
     float *w = malloc(sizeof(float) * m.n_params);
@@ -1629,40 +1599,23 @@ START_TEST(test_limits_targets) {
 }
 END_TEST
 
-static void write_text(const char *dir, const char *name, const char *text) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    LLError err;
-    ck_assert(ll_write_file_atomic(path, text, strlen(text), &err) == LL_OK);
-}
-
-static void expect_load_error(const char *dir, LLStatus code, const char *needle) {
-    Model m;
-    make_model(&m, 0, 0);
-    Adapter *a = (Adapter *)1;
-    LLError err = {0};
-    LLStatus st = adapter_load(dir, &m, &a, &err);
-    ck_assert_msg(st == code, "status %d (%s), want %d", st, err.msg, code);
-    ck_assert(a == NULL);
-    ck_assert_msg(strstr(err.msg, needle) != NULL, "message '%s' lacks '%s'", err.msg, needle);
-    model_free(&m);
-}
-
 START_TEST(test_limits_load) {
-    char *dir = make_tmpdir();
-    char missing[512];
+    char dir[256];
+    tu_tmpdir_new(dir, sizeof dir);
+    char missing[512], cfg[512];
     snprintf(missing, sizeof missing, "%s/nothing", dir);
-    expect_load_error(missing, LL_ERR_IO, "nothing");
-    write_text(dir, "adapter_config.json", "[1, 2]");
-    expect_load_error(dir, LL_ERR_FORMAT, "not a JSON object");
-    write_text(dir, "adapter_config.json", "{\"r\": 4}");
-    expect_load_error(dir, LL_ERR_FORMAT, "peft_type");
-    write_text(dir, "adapter_config.json", "{\"peft_type\": \"IA3\"}");
-    expect_load_error(dir, LL_ERR_FORMAT, "IA3");
-    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"target_modules\": [\"q_proj\", \"zz\"]}");
-    expect_load_error(dir, LL_ERR_CONFIG, "'zz'");
-    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"init_lora_weights\": \"olora\"}");
-    expect_load_error(dir, LL_ERR_CONFIG, "olora");
+    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", dir);
+    expect_adapter_error(NULL, missing, LL_ERR_IO, "nothing");
+    tu_write_text(cfg, "[1, 2]");
+    expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "not a JSON object");
+    tu_write_text(cfg, "{\"r\": 4}");
+    expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "peft_type");
+    tu_write_text(cfg, "{\"peft_type\": \"IA3\"}");
+    expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "IA3");
+    tu_write_text(cfg, "{\"peft_type\": \"LORA\", \"target_modules\": [\"q_proj\", \"zz\"]}");
+    expect_adapter_error(NULL, dir, LL_ERR_CONFIG, "'zz'");
+    tu_write_text(cfg, "{\"peft_type\": \"LORA\", \"init_lora_weights\": \"olora\"}");
+    expect_adapter_error(NULL, dir, LL_ERR_CONFIG, "olora");
     /* a real adapter, then damage it */
     Model m;
     make_model(&m, 0, 0);
@@ -1671,41 +1624,38 @@ START_TEST(test_limits_load) {
     LLError err;
     ck_assert(adapter_save(a, &m, dir, NULL, &err) == LL_OK);
     adapter_free(a);
-    write_text(dir, "adapter_config.json",
-               "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\", \"k_proj\"]}");
-    expect_load_error(dir, LL_ERR_FORMAT, "k_proj.lora_A.weight' is missing");
-    write_text(dir, "adapter_config.json",
-               "{\"peft_type\": \"LORA\", \"r\": 5, \"target_modules\": \"q_proj,v_proj\"}");
-    expect_load_error(dir, LL_ERR_FORMAT, "q_proj.lora_A.weight");
+    tu_write_text(cfg, "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\", \"k_proj\"]}");
+    expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "k_proj.lora_A.weight' is missing");
+    tu_write_text(cfg, "{\"peft_type\": \"LORA\", \"r\": 5, \"target_modules\": \"q_proj,v_proj\"}");
+    expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "q_proj.lora_A.weight");
     /* AdaLoRA: a rank_pattern naming a module that is not adapted, or of the wrong length */
     AdapterConfig d = adalora_cfg();
     a = make_adapter(&d, &m);
     ck_assert(adapter_save(a, &m, dir, NULL, &err) == LL_OK);
     adapter_free(a);
-    write_text(dir, "adapter_config.json",
-               "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"target_r\": 2, \"total_step\": 20, \"tinit\": 3, "
-               "\"tfinal\": 5, \"rank_pattern\": {\"model.layers.0.self_attn.k_proj.lora_E\": [true]}}");
-    expect_load_error(dir, LL_ERR_FORMAT, "k_proj.lora_E");
-    write_text(dir, "adapter_config.json",
-               "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"target_r\": 2, \"total_step\": 20, \"tinit\": 3, "
-               "\"tfinal\": 5, \"rank_pattern\": {\"model.layers.0.self_attn.q_proj.lora_E\": [true, false]}}");
-    expect_load_error(dir, LL_ERR_FORMAT, "init_r = 6");
+    tu_write_text(cfg,
+                  "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"target_r\": 2, \"total_step\": 20, \"tinit\": 3, "
+                  "\"tfinal\": 5, \"rank_pattern\": {\"model.layers.0.self_attn.k_proj.lora_E\": [true]}}");
+    expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "k_proj.lora_E");
+    tu_write_text(cfg,
+                  "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"target_r\": 2, \"total_step\": 20, \"tinit\": 3, "
+                  "\"tfinal\": 5, \"rank_pattern\": {\"model.layers.0.self_attn.q_proj.lora_E\": [true, false]}}");
+    expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "init_r = 6");
     /* a rank pattern that truncates, against full-size tensors: the shape check catches it */
-    write_text(dir, "adapter_config.json",
-               "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"target_r\": 2, \"rank_pattern\": "
-               "{\"model.layers.0.self_attn.q_proj.lora_E\": [true, false, true, true, true, true]}}");
-    expect_load_error(dir, LL_ERR_FORMAT, "q_proj.lora_A");
+    tu_write_text(cfg,
+                  "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"target_r\": 2, \"rank_pattern\": "
+                  "{\"model.layers.0.self_attn.q_proj.lora_E\": [true, false, true, true, true, true]}}");
+    expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "q_proj.lora_A");
     /* VeRA saved with projections, then told they were saved but they are gone */
     AdapterConfig v = vera_cfg(4);
     v.save_projection = 0;
     a = make_adapter(&v, &m);
     ck_assert(adapter_save(a, &m, dir, NULL, &err) == LL_OK);
     adapter_free(a);
-    write_text(dir, "adapter_config.json", "{\"peft_type\": \"VERA\", \"r\": 4, \"save_projection\": true}");
-    expect_load_error(dir, LL_ERR_FORMAT, "vera_A");
+    tu_write_text(cfg, "{\"peft_type\": \"VERA\", \"r\": 4, \"save_projection\": true}");
+    expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "vera_A");
     model_free(&m);
-    rm_tree(dir);
-    free(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
@@ -1750,9 +1700,7 @@ END_TEST
 
 Suite *adapter_suite(void) {
     Suite *s = suite_create("adapter");
-    TCase *core = tcase_create("core");
-    tcase_set_timeout(core, 60); /* seconds in all; generous for a loaded machine */
-    tcase_add_unchecked_fixture(core, tmp_root_setup, tmp_root_teardown);
+    TCase *core = tu_tcase(s, "core", 1, 60); /* seconds in all; generous for a loaded machine */
     tcase_add_test(core, test_identity_at_init);
     tcase_add_test(core, test_switch_adapters);
     tcase_add_test(core, test_frozen_base_unchanged);
@@ -1776,9 +1724,7 @@ Suite *adapter_suite(void) {
     tcase_add_test(core, test_merge_dora);
     tcase_add_test(core, test_pissa_init);
     tcase_add_test(core, test_save_load_dora_pissa);
-    suite_add_tcase(s, core);
-    TCase *grad = tcase_create("grad");
-    tcase_set_timeout(grad, 120);
+    TCase *grad = tu_tcase(s, "grad", 0, 120);
     tcase_add_test(grad, test_grad_base_model);
     tcase_add_test(grad, test_grad_base_with_adapter);
     tcase_add_test(grad, test_grad_lora);
@@ -1787,13 +1733,9 @@ Suite *adapter_suite(void) {
     tcase_add_test(grad, test_grad_adalora_regulariser);
     tcase_add_test(grad, test_dora_site_reference);
     tcase_add_test(grad, test_grad_dora_magnitude);
-    suite_add_tcase(s, grad);
-    TCase *limits = tcase_create("limits");
-    tcase_set_timeout(limits, 60);
-    tcase_add_unchecked_fixture(limits, tmp_root_setup, tmp_root_teardown);
+    TCase *limits = tu_tcase(s, "limits", 1, 60);
     tcase_add_test(limits, test_limits_config);
     tcase_add_test(limits, test_limits_targets);
     tcase_add_test(limits, test_limits_load);
-    suite_add_tcase(s, limits);
     return s;
 }

@@ -4,7 +4,7 @@
  *
  * Preset tests read the files of configs/models/ relative to the working directory: `make test` runs from
  * the project root. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +13,7 @@
 
 #include "core.h"
 #include "experiments/config.h"
+#include "util.h"
 
 #define BASE "base: {path: models/base}\ntask: {data: data/brown}\n"
 
@@ -405,7 +406,7 @@ END_TEST
 
 Suite *config_suite(void) {
     Suite *s = suite_create("config");
-    TCase *core = tcase_create("core");
+    TCase *core = tu_tcase(s, "core", 0, 0);
     tcase_add_test(core, t_sha256_vectors);
     tcase_add_test(core, t_values_and_defaults);
     tcase_add_test(core, t_presets);
@@ -414,8 +415,7 @@ Suite *config_suite(void) {
     tcase_add_test(core, t_irrelevant_keys);
     tcase_add_test(core, t_set_overrides);
     tcase_add_test(core, t_schema_lookups);
-    suite_add_tcase(s, core);
-    TCase *limits = tcase_create("limits");
+    TCase *limits = tu_tcase(s, "limits", 0, 0);
     tcase_add_test(limits, t_unknown_key);
     tcase_add_test(limits, t_wrong_type);
     tcase_add_test(limits, t_impossible_value);
@@ -423,6 +423,5 @@ Suite *config_suite(void) {
     tcase_add_test(limits, t_malformed_yaml);
     tcase_add_test(limits, t_duplicate_key);
     tcase_add_test(limits, t_base_choice);
-    suite_add_tcase(s, limits);
     return s;
 }

@@ -4,6 +4,8 @@
  * again: every run ends done exactly once, with no partial metric rows from the killed attempts.
  * Then `eval`, `generate` and `merge` on a finished adapter, and the bad-input exit codes. */
 #define _DEFAULT_SOURCE
+#define _XOPEN_SOURCE 700
+#define TU_TMP_NAME "e2e"
 #include <check.h>
 #include <errno.h>
 #include <math.h>
@@ -17,23 +19,14 @@
 
 #include "core.h"
 #include "store.h"
+#include "util.h"
 
-static char g_dir[256], g_bin[1024];
+static char g_bin[1024];
 
+/* Writes text to tu_dir/name; asserts it was written. */
 static void write_text(const char *name, const char *text) {
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static void make_dir(const char *name) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
-    LLError e;
-    ck_assert_int_eq(ll_mkdirs(path, &e), LL_OK);
+    tu_write_text(tu_path(path, sizeof path, name), text);
 }
 
 /* A fixed pseudo-random word stream: the same text on every machine. */
@@ -43,13 +36,13 @@ static const char *next_word(unsigned *x, const char *const *words, int n) {
 }
 
 static void setup(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/loralab-e2e-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+    tu_tmpdir_setup();
     char cwd[900];
     ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
     snprintf(g_bin, sizeof g_bin, "%s/build/loralab", cwd);
     ck_assert_msg(access(g_bin, X_OK) == 0, "build/loralab is missing: run the tests through `make test`");
-    make_dir("data");
+    char data[512];
+    tu_subdir(data, sizeof data, "data");
     /* a small but real text: some repeated structure the model can learn */
     char *text = ll_malloc(40000, 1);
     size_t n = 0;
@@ -75,24 +68,17 @@ static void setup(void) {
              "train: {steps: 150, batch: 4, seq: 32, log_every: 10, eval_every: 50, eval_batches: 4}\n"
              "adapter: {targets: [q_proj, v_proj]}\n"
              "sweep:\n  grid:\n    adapter.r: [1, 2, 4]\n    train.lr: [0.001, 0.002]\n  seeds: [0, 1]\n",
-             g_dir, g_dir, g_dir, g_dir);
+             tu_dir, tu_dir, tu_dir, tu_dir);
     write_text("e2e.yaml", cfg);
 }
 
-static void teardown(void) {
-    if (getenv("LORALAB_KEEP_TEST_DIRS")) return;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
-}
-
-/* Starts `loralab ARGS...` in g_dir in its own process group; output to g_dir/LOG. */
+/* Starts `loralab ARGS...` in tu_dir in its own process group; output to tu_dir/LOG. */
 static pid_t spawn(const char *log, char *const args[]) {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         setpgid(0, 0);
-        if (chdir(g_dir) != 0) _exit(126);
+        if (chdir(tu_dir) != 0) _exit(126);
         if (!freopen(log, "w", stdout) || !freopen(log, "a", stderr)) _exit(126);
         char *argv[32];
         int n = 0;
@@ -137,8 +123,8 @@ static void sleep_ms(int ms) {
 
 START_TEST(test_sweep_killed_and_resumed) {
     char db[512], log[512];
-    snprintf(db, sizeof db, "%s/e2e.db", g_dir);
-    snprintf(log, sizeof log, "%s/sweep1.log", g_dir);
+    tu_path(db, sizeof db, "e2e.db");
+    tu_path(log, sizeof log, "sweep1.log");
     char *args[] = {"sweep", "e2e.yaml", "--jobs", "2", "--threads", "1", "--db", "e2e.db", NULL};
     pid_t pid = spawn(log, args);
     /* wait until some runs are done and two are in flight, then kill everything at once */
@@ -160,12 +146,11 @@ START_TEST(test_sweep_killed_and_resumed) {
     ck_assert_int_lt(done, 12);
     ck_assert_int_ge(running, 1); /* stale rows of dead workers */
 
-    snprintf(log, sizeof log, "%s/sweep2.log", g_dir);
+    tu_path(log, sizeof log, "sweep2.log");
     ck_assert_int_eq(run_wait(log, args), 0);
 
-    Store *s;
     LLError e;
-    ck_assert_int_eq(store_open(db, 1, &s, &e), LL_OK);
+    Store *s = tu_store_open(db, 1);
     RunRow *rows;
     int n, resumed = 0;
     ck_assert_int_eq(store_list_runs(s, "e2e", &rows, &n, &e), LL_OK);
@@ -196,19 +181,19 @@ START_TEST(test_sweep_killed_and_resumed) {
     store_close(s);
 
     /* and once more: nothing left to do */
-    snprintf(log, sizeof log, "%s/sweep3.log", g_dir);
+    tu_path(log, sizeof log, "sweep3.log");
     ck_assert_int_eq(run_wait(log, args), 0);
 }
 END_TEST
 
 START_TEST(test_commands_on_results) {
     char log[512];
-    snprintf(log, sizeof log, "%s/train.log", g_dir);
+    tu_path(log, sizeof log, "train.log");
     char *train[] = {"train", "e2e.yaml", "--set", "adapter.r=4", "--set", "train.steps=60", NULL};
     ck_assert_int_eq(run_wait(log, train), 0);
     /* find the adapter folder and the base */
     char cmd[1024], adapter[512] = "", base[512] = "";
-    snprintf(cmd, sizeof cmd, "cd %s && ls -d out/e2e/*/ results/bases/*/ 2>/dev/null", g_dir);
+    snprintf(cmd, sizeof cmd, "cd %s && ls -d out/e2e/*/ results/bases/*/ 2>/dev/null", tu_dir);
     FILE *p = popen(cmd, "r");
     char line[512];
     while (fgets(line, sizeof line, p)) {
@@ -219,45 +204,39 @@ START_TEST(test_commands_on_results) {
     pclose(p);
     ck_assert_msg(adapter[0] && base[0], "adapter '%s' base '%s'", adapter, base);
     char *eval[] = {"eval", "--model", base, "--adapter", adapter, "--data", "data/valid.txt", "--json", NULL};
-    snprintf(log, sizeof log, "%s/eval.log", g_dir);
+    tu_path(log, sizeof log, "eval.log");
     ck_assert_int_eq(run_wait(log, eval), 0);
-    char *text;
-    size_t len;
-    LLError e;
-    ck_assert_int_eq(ll_read_file(log, &text, &len, &e), LL_OK);
+    char *text = tu_slurp(log, NULL);
     ck_assert_msg(strstr(text, "\"loss\": ") && strstr(text, "\"perplexity\": "), "eval --json printed: %s", text);
     ll_free(text);
     char *gen[] = {"generate", "--model", base, "--adapter", adapter, "--prompt", "the state", "--max-new", "20", NULL};
-    snprintf(log, sizeof log, "%s/gen.log", g_dir);
+    tu_path(log, sizeof log, "gen.log");
     ck_assert_int_eq(run_wait(log, gen), 0);
     char *merge[] = {"merge", "--model", base, "--adapter", adapter, "--out", "merged", NULL};
-    snprintf(log, sizeof log, "%s/merge.log", g_dir);
+    tu_path(log, sizeof log, "merge.log");
     ck_assert_int_eq(run_wait(log, merge), 0);
     /* the merged model alone gives the adapter's loss */
     char *eval_merged[] = {"eval", "--model", "merged", "--data", "data/valid.txt", "--json", NULL};
-    snprintf(log, sizeof log, "%s/eval2.log", g_dir);
+    tu_path(log, sizeof log, "eval2.log");
     ck_assert_int_eq(run_wait(log, eval_merged), 0);
-    char *t1, *t2;
     char l1[512];
-    snprintf(l1, sizeof l1, "%s/eval.log", g_dir);
-    ck_assert_int_eq(ll_read_file(l1, &t1, &len, &e), LL_OK);
-    ck_assert_int_eq(ll_read_file(log, &t2, &len, &e), LL_OK);
+    char *t1 = tu_slurp(tu_path(l1, sizeof l1, "eval.log"), NULL), *t2 = tu_slurp(log, NULL);
     double a = atof(strstr(t1, "\"loss\": ") + 8), b = atof(strstr(t2, "\"loss\": ") + 8);
     ck_assert_msg(fabs(a - b) < 1e-4, "adapter loss %.6f, merged loss %.6f", a, b);
     ll_free(t1);
     ll_free(t2);
     /* bad input: exit 2 with a message naming the problem */
     char *missing[] = {"eval", "--model", "nowhere", "--data", "data/valid.txt", NULL};
-    snprintf(log, sizeof log, "%s/bad1.log", g_dir);
+    tu_path(log, sizeof log, "bad1.log");
     ck_assert_int_eq(run_wait(log, missing), 2);
-    ck_assert_int_eq(ll_read_file(log, &text, &len, &e), LL_OK);
+    text = tu_slurp(log, NULL);
     ck_assert_msg(strstr(text, "nowhere") != NULL, "message: %s", text);
     ll_free(text);
     write_text("bad.yaml", "name: bad\nbase: {path: x}\ntask: {data: y}\ntrain: {stpes: 3}\n");
     char *badcfg[] = {"train", "bad.yaml", NULL};
-    snprintf(log, sizeof log, "%s/bad2.log", g_dir);
+    tu_path(log, sizeof log, "bad2.log");
     ck_assert_int_eq(run_wait(log, badcfg), 2);
-    ck_assert_int_eq(ll_read_file(log, &text, &len, &e), LL_OK);
+    text = tu_slurp(log, NULL);
     ck_assert_msg(strstr(text, "bad.yaml:4") && strstr(text, "train.steps"), "message: %s", text);
     ll_free(text);
 }
@@ -272,9 +251,8 @@ typedef struct {
 } Final;
 
 static int read_finals(const char *db, Final *out, int cap) {
-    Store *s;
     LLError e;
-    ck_assert_msg(store_open(db, 1, &s, &e) == LL_OK, "%s", e.msg);
+    Store *s = tu_store_open(db, 1);
     RunRow *rows;
     int n;
     ck_assert_int_eq(store_list_runs(s, "e2e", &rows, &n, &e), LL_OK);
@@ -295,22 +273,22 @@ START_TEST(test_shards_merged_equal_unsharded) {
     char *s0[] = {"sweep", "e2e.yaml", "--jobs", "2", "--threads", "1", "--shard", "0/2", "--db", "s0.db", NULL};
     char *s1[] = {"sweep", "e2e.yaml", "--jobs", "2", "--threads", "1", "--shard", "1/2", "--db", "s1.db", NULL};
     char *merge[] = {"merge-db", "merged.db", "s0.db", "s1.db", NULL};
-    snprintf(log, sizeof log, "%s/whole.log", g_dir);
+    tu_path(log, sizeof log, "whole.log");
     ck_assert_int_eq(run_wait(log, whole), 0);
-    snprintf(log, sizeof log, "%s/s0.log", g_dir);
+    tu_path(log, sizeof log, "s0.log");
     ck_assert_int_eq(run_wait(log, s0), 0);
-    snprintf(log, sizeof log, "%s/s1.log", g_dir);
+    tu_path(log, sizeof log, "s1.log");
     ck_assert_int_eq(run_wait(log, s1), 0);
-    snprintf(log, sizeof log, "%s/merge.log", g_dir);
+    tu_path(log, sizeof log, "merge.log");
     ck_assert_int_eq(run_wait(log, merge), 0);
     ck_assert_int_eq(run_wait(log, merge), 0); /* idempotent */
     Final a[16], b[16], s0f[16];
     char db[600];
-    snprintf(db, sizeof db, "%s/whole.db", g_dir);
+    tu_path(db, sizeof db, "whole.db");
     int na = read_finals(db, a, 16);
-    snprintf(db, sizeof db, "%s/merged.db", g_dir);
+    tu_path(db, sizeof db, "merged.db");
     int nb = read_finals(db, b, 16);
-    snprintf(db, sizeof db, "%s/s0.db", g_dir);
+    tu_path(db, sizeof db, "s0.db");
     int n0 = read_finals(db, s0f, 16);
     ck_assert_int_eq(na, 12);
     ck_assert_int_eq(nb, 12);
@@ -333,8 +311,8 @@ END_TEST
 /* A classification adapter keeps its score head through `merge`: the merged model alone gives the
  * adapter's loss and accuracy on the same examples. */
 START_TEST(test_merge_classifier) {
-    make_dir("cls");
-    LLError e;
+    char cls[512];
+    tu_subdir(cls, sizeof cls, "cls");
     char *jsonl = ll_malloc(20000, 1);
     size_t n = 0;
     const char *words[] = {"state", "union", "strong", "act", "will", "we"};
@@ -354,12 +332,12 @@ START_TEST(test_merge_classifier) {
     write_text("cls/labels.txt", "calm\nstrong\n");
     ll_free(jsonl);
     char log[512];
-    snprintf(log, sizeof log, "%s/train-cls.log", g_dir);
+    tu_path(log, sizeof log, "train-cls.log");
     char *train[] = {"train", "e2e.yaml", "--set", "task.type=cls", "--set", "task.data=cls", "--set", "adapter.r=2",
                      "--set", "train.steps=20", "--set", "name=e2ecls", NULL};
     ck_assert_int_eq(run_wait(log, train), 0);
     char cmd[1024], adapter[512] = "", base[512] = "", line[512];
-    snprintf(cmd, sizeof cmd, "cd %s && ls -d out/e2ecls/*/ results/bases/*/ 2>/dev/null", g_dir);
+    snprintf(cmd, sizeof cmd, "cd %s && ls -d out/e2ecls/*/ results/bases/*/ 2>/dev/null", tu_dir);
     FILE *p = popen(cmd, "r");
     while (fgets(line, sizeof line, p)) {
         line[strcspn(line, "\n")] = '\0';
@@ -370,18 +348,17 @@ START_TEST(test_merge_classifier) {
     pclose(p);
     ck_assert_msg(adapter[0] && base[0], "adapter '%s' base '%s'", adapter, base);
     char *merge[] = {"merge", "--model", base, "--adapter", adapter, "--out", "merged-cls", NULL};
-    snprintf(log, sizeof log, "%s/merge-cls.log", g_dir);
+    tu_path(log, sizeof log, "merge-cls.log");
     ck_assert_int_eq(run_wait(log, merge), 0);
     char *ev1[] = {"eval", "--model", base, "--adapter", adapter, "--data", "cls/valid.jsonl", "--json", NULL};
     char *ev2[] = {"eval", "--model", "merged-cls", "--data", "cls/valid.jsonl", "--json", NULL};
     char l1[512], l2[512], *t1, *t2;
-    size_t len;
-    snprintf(l1, sizeof l1, "%s/eval-cls1.log", g_dir);
-    snprintf(l2, sizeof l2, "%s/eval-cls2.log", g_dir);
+    tu_path(l1, sizeof l1, "eval-cls1.log");
+    tu_path(l2, sizeof l2, "eval-cls2.log");
     ck_assert_int_eq(run_wait(l1, ev1), 0);
     ck_assert_int_eq(run_wait(l2, ev2), 0);
-    ck_assert_int_eq(ll_read_file(l1, &t1, &len, &e), LL_OK);
-    ck_assert_int_eq(ll_read_file(l2, &t2, &len, &e), LL_OK);
+    t1 = tu_slurp(l1, NULL);
+    t2 = tu_slurp(l2, NULL);
     ck_assert_msg(strstr(t1, "\"accuracy\": ") && strstr(t2, "\"accuracy\": "), "eval printed: %s / %s", t1, t2);
     double a = atof(strstr(t1, "\"loss\": ") + 8), b = atof(strstr(t2, "\"loss\": ") + 8);
     double aa = atof(strstr(t1, "\"accuracy\": ") + 12), ba = atof(strstr(t2, "\"accuracy\": ") + 12);
@@ -393,13 +370,11 @@ END_TEST
 
 Suite *e2e_suite(void) {
     Suite *s = suite_create("e2e");
-    TCase *tc = tcase_create("processes");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    TCase *tc = tu_tcase(s, "processes", 0, 300);
+    tcase_add_checked_fixture(tc, setup, tu_tmpdir_teardown);
     tcase_add_test(tc, test_sweep_killed_and_resumed);
     tcase_add_test(tc, test_commands_on_results);
     tcase_add_test(tc, test_shards_merged_equal_unsharded);
     tcase_add_test(tc, test_merge_classifier);
-    tcase_set_timeout(tc, 300);
-    suite_add_tcase(s, tc);
     return s;
 }

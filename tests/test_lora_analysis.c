@@ -17,8 +17,8 @@
  *         here, and (when gnuplot exists) one module's figures render to PDF, SVG and PNG.
  */
 #define _XOPEN_SOURCE 700
+#define TU_TMP_NAME "analysis"
 #include <check.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +31,7 @@
 #include "checkpoint.h"
 #include "model.h"
 #include "rng.h"
+#include "util.h"
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
 
@@ -339,27 +340,6 @@ END_TEST
 
 /* ---- adapter folders: fixtures ------------------------------------------------------------------ */
 
-static char g_dir[256];
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void dir_setup(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/loralab_analysis_XXXXXX");
-    if (!mkdtemp(g_dir)) abort();
-}
-
-static void dir_teardown(void) {
-    if (g_dir[0] && !getenv("LORALAB_KEEP_TEST_DIR")) nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static const char *at(char *buf, size_t cap, const char *name) {
-    snprintf(buf, cap, "%s/%s", g_dir, name);
-    return buf;
-}
-
 /* C = 32 (q_proj 32 -> 32, v_proj 32 -> 16 with 2 kv heads), 2 layers. */
 static ModelConfig small_config(int C) {
     ModelConfig c;
@@ -397,13 +377,6 @@ static void make_adapter(Model *m, AdapterMethod method, int r, int rslora, int 
     adapter_free(a);
 }
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static int data_rows(const char *path, int *bad_range) {
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "missing %s", path);
@@ -436,65 +409,51 @@ static int exists_nonempty(const char *path) {
     return stat(path, &st) == 0 && st.st_size > 0;
 }
 
-static int have_gnuplot(void) {
-    const char *path = getenv("PATH");
-    if (!path) return 0;
-    char *copy = strdup(path), *save = NULL;
-    int found = 0;
-    for (char *d = strtok_r(copy, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
-        char p[1024];
-        snprintf(p, sizeof p, "%s/gnuplot", d);
-        found = access(p, X_OK) == 0;
-    }
-    free(copy);
-    return found;
-}
-
 /* ---- limits (folders) --------------------------------------------------------------------------- */
 
 START_TEST(test_limits_methods) {
     char md[512], p[512], q[600];
     Model m;
-    make_model(&m, 32, at(md, sizeof md, "model"));
+    make_model(&m, 32, tu_path(md, sizeof md, "model"));
     LAOptions o;
     la_options_defaults(&o);
     o.render = 0;
     o.model_dir = md;
-    o.out_dir = at(q, sizeof q, "out");
+    o.out_dir = tu_path(q, sizeof q, "out");
     LASummary sum;
     LLError e = {0};
     /* VeRA and DoRA adapters, written by the engine */
-    make_adapter(&m, ADAPTER_VERA, 4, 0, 0, md, at(p, sizeof p, "vera"), 1);
+    make_adapter(&m, ADAPTER_VERA, 4, 0, 0, md, tu_path(p, sizeof p, "vera"), 1);
     o.adapter1 = p;
     ck_assert_int_eq(la_analyze(&o, &sum, &e), LL_ERR_CONFIG);
     ck_assert_msg(strstr(e.msg, "VERA adapter") && strstr(e.msg, "LoRA"), "%s", e.msg);
     la_summary_free(&sum);
-    make_adapter(&m, ADAPTER_LORA, 4, 0, 1, md, at(p, sizeof p, "dora"), 2);
+    make_adapter(&m, ADAPTER_LORA, 4, 0, 1, md, tu_path(p, sizeof p, "dora"), 2);
     ck_assert_int_eq(la_analyze(&o, &sum, &e), LL_ERR_CONFIG);
     ck_assert_msg(strstr(e.msg, "DoRA"), "%s", e.msg);
     la_summary_free(&sum);
     /* a good first adapter and a refused second one */
     char good[512];
-    make_adapter(&m, ADAPTER_LORA, 4, 0, 0, md, at(good, sizeof good, "good"), 3);
+    make_adapter(&m, ADAPTER_LORA, 4, 0, 0, md, tu_path(good, sizeof good, "good"), 3);
     o.adapter1 = good, o.adapter2 = p;
     ck_assert_int_eq(la_analyze(&o, &sum, &e), LL_ERR_CONFIG);
     ck_assert_msg(strstr(e.msg, "DoRA") && strstr(e.msg, "/dora"), "%s", e.msg);
     la_summary_free(&sum);
     o.adapter2 = NULL;
     /* PiSSA and AdaLoRA by their config alone */
-    at(p, sizeof p, "pissa");
+    tu_path(p, sizeof p, "pissa");
     mkdir(p, 0755);
     snprintf(q, sizeof q, "%s/adapter_config.json", p);
-    write_text(q, "{\"peft_type\": \"LORA\", \"r\": 4, \"init_lora_weights\": \"pissa\", \"target_modules\": [\"q_proj\"]}");
+    tu_write_text(q, "{\"peft_type\": \"LORA\", \"r\": 4, \"init_lora_weights\": \"pissa\", \"target_modules\": [\"q_proj\"]}");
     ck_assert_int_eq(la_check_adapter(p, NULL, 0, &e), LL_ERR_CONFIG);
     ck_assert_msg(strstr(e.msg, "PiSSA"), "%s", e.msg);
-    write_text(q, "{\"peft_type\": \"ADALORA\"}");
+    tu_write_text(q, "{\"peft_type\": \"ADALORA\"}");
     ck_assert_int_eq(la_check_adapter(p, NULL, 0, &e), LL_ERR_CONFIG);
     ck_assert_msg(strstr(e.msg, "ADALORA adapter"), "%s", e.msg);
-    write_text(q, "{\"r\": 4}");
+    tu_write_text(q, "{\"r\": 4}");
     ck_assert_int_eq(la_check_adapter(p, NULL, 0, &e), LL_ERR_FORMAT);
     ck_assert_msg(strstr(e.msg, "peft_type"), "%s", e.msg);
-    ck_assert_int_eq(la_check_adapter(at(p, sizeof p, "nowhere"), NULL, 0, &e), LL_ERR_IO);
+    ck_assert_int_eq(la_check_adapter(tu_path(p, sizeof p, "nowhere"), NULL, 0, &e), LL_ERR_IO);
     ck_assert_msg(strstr(e.msg, "nowhere"), "%s", e.msg);
     /* plain and rsLoRA pass, and the base is reported */
     char base[512];
@@ -507,13 +466,13 @@ END_TEST
 START_TEST(test_limits_shapes_and_filters) {
     char md[512], md2[512], a1[512], a2[512], out[512];
     Model m, m2;
-    make_model(&m, 32, at(md, sizeof md, "model"));
-    make_model(&m2, 24, at(md2, sizeof md2, "model24"));
-    make_adapter(&m, ADAPTER_LORA, 2, 0, 0, md, at(a1, sizeof a1, "a1"), 1);
-    make_adapter(&m, ADAPTER_LORA, 4, 0, 0, md, at(a2, sizeof a2, "a2"), 2);
+    make_model(&m, 32, tu_path(md, sizeof md, "model"));
+    make_model(&m2, 24, tu_path(md2, sizeof md2, "model24"));
+    make_adapter(&m, ADAPTER_LORA, 2, 0, 0, md, tu_path(a1, sizeof a1, "a1"), 1);
+    make_adapter(&m, ADAPTER_LORA, 4, 0, 0, md, tu_path(a2, sizeof a2, "a2"), 2);
     LAOptions o;
     la_options_defaults(&o);
-    o.render = 0, o.adapter1 = a1, o.adapter2 = a2, o.out_dir = at(out, sizeof out, "out");
+    o.render = 0, o.adapter1 = a1, o.adapter2 = a2, o.out_dir = tu_path(out, sizeof out, "out");
     LASummary sum;
     LLError e = {0};
     /* an adapter of a 32-wide model against a 24-wide one: the engine names the tensor */
@@ -535,13 +494,11 @@ START_TEST(test_limits_shapes_and_filters) {
     /* no model given and a base name that is not a folder here */
     char cfg[600];
     snprintf(cfg, sizeof cfg, "%s/adapter_config.json", a1);
-    char *text = NULL;
-    size_t len = 0;
-    ck_assert(ll_read_file(cfg, &text, &len, &e) == LL_OK);
+    char *text = tu_slurp(cfg, NULL);
     char *hit = strstr(text, md);
     ck_assert_ptr_nonnull(hit);
     hit[strlen(md) - 1] = 'X'; /* "…/modeX" */
-    write_text(cfg, text);
+    tu_write_text(cfg, text);
     free(text);
     o.modules = 0, o.model_dir = NULL, o.adapter2 = NULL;
     ck_assert_int_eq(la_analyze(&o, &sum, &e), LL_ERR_CONFIG);
@@ -557,12 +514,12 @@ END_TEST
 START_TEST(test_e2e_writer) {
     char md[512], a1[512], a2[512], out[512], p[700];
     Model m;
-    make_model(&m, 32, at(md, sizeof md, "model"));
-    make_adapter(&m, ADAPTER_LORA, 2, 0, 0, md, at(a1, sizeof a1, "r2"), 11);
-    make_adapter(&m, ADAPTER_LORA, 8, 1, 0, md, at(a2, sizeof a2, "r8"), 12);
+    make_model(&m, 32, tu_path(md, sizeof md, "model"));
+    make_adapter(&m, ADAPTER_LORA, 2, 0, 0, md, tu_path(a1, sizeof a1, "r2"), 11);
+    make_adapter(&m, ADAPTER_LORA, 8, 1, 0, md, tu_path(a2, sizeof a2, "r8"), 12);
     LAOptions o;
     la_options_defaults(&o);
-    o.render = 0, o.adapter1 = a1, o.adapter2 = a2, o.out_dir = at(out, sizeof out, "analysis/x");
+    o.render = 0, o.adapter1 = a1, o.adapter2 = a2, o.out_dir = tu_path(out, sizeof out, "analysis/x");
     o.model_dir = NULL; /* found through the adapter's base_model_name_or_path */
     LASummary sum;
     LLError e = {0};
@@ -606,10 +563,10 @@ START_TEST(test_e2e_writer) {
     ck_assert_int_eq(sum.phi[3].mod, MOD_V);
     ck_assert_int_eq(sum.phi[3].rankA1, 2);
     ck_assert_int_eq(sum.phi[3].rankB2, 8);
-    ck_assert_int_eq(lines_of(at(p, sizeof p, "analysis/x/amplification.tsv")), 1 + 8);
-    ck_assert_int_eq(lines_of(at(p, sizeof p, "analysis/x/phi_summary.tsv")), 1 + 4);
-    ck_assert(exists_nonempty(at(p, sizeof p, "analysis/x/amplification.md")));
-    ck_assert(exists_nonempty(at(p, sizeof p, "analysis/x/phi_summary.md")));
+    ck_assert_int_eq(lines_of(tu_path(p, sizeof p, "analysis/x/amplification.tsv")), 1 + 8);
+    ck_assert_int_eq(lines_of(tu_path(p, sizeof p, "analysis/x/phi_summary.tsv")), 1 + 4);
+    ck_assert(exists_nonempty(tu_path(p, sizeof p, "analysis/x/amplification.md")));
+    ck_assert(exists_nonempty(tu_path(p, sizeof p, "analysis/x/phi_summary.md")));
 
     /* ||dW||_F and ||W||_F of one row, recomputed here from the saved adapter (rsLoRA r = 8:
      * s = 16/sqrt(8)) and the model */
@@ -641,11 +598,11 @@ START_TEST(test_e2e_writer) {
     la_summary_free(&sum);
 
     /* one module, rendered when gnuplot is here */
-    o.layer = 0, o.modules = 1u << MOD_Q, o.render = 1, o.out_dir = at(out, sizeof out, "one");
+    o.layer = 0, o.modules = 1u << MOD_Q, o.render = 1, o.out_dir = tu_path(out, sizeof out, "one");
     ck_assert_msg(la_analyze(&o, &sum, &e) == LL_OK, "%s", e.msg);
     ck_assert_int_eq(sum.n_phi, 1);
     ck_assert_int_eq(sum.n_amp, 2);
-    if (have_gnuplot()) {
+    if (tu_have_program("gnuplot")) {
         ck_assert_int_eq(sum.gnuplot_missing, 0);
         ck_assert_int_eq(sum.n_rendered, 2);
         const char *ext[3] = {"pdf", "svg", "png"};
@@ -660,11 +617,11 @@ START_TEST(test_e2e_writer) {
     la_summary_free(&sum);
 
     /* one adapter: amplification only */
-    o.adapter2 = NULL, o.layer = -1, o.modules = 0, o.render = 0, o.out_dir = at(out, sizeof out, "single");
+    o.adapter2 = NULL, o.layer = -1, o.modules = 0, o.render = 0, o.out_dir = tu_path(out, sizeof out, "single");
     ck_assert_msg(la_analyze(&o, &sum, &e) == LL_OK, "%s", e.msg);
     ck_assert_int_eq(sum.n_phi, 0);
     ck_assert_int_eq(sum.n_amp, 4);
-    ck_assert(access(at(p, sizeof p, "single/phi_summary.md"), F_OK) != 0);
+    ck_assert(access(tu_path(p, sizeof p, "single/phi_summary.md"), F_OK) != 0);
     la_summary_free(&sum);
     model_free(&m);
 }
@@ -672,8 +629,7 @@ END_TEST
 
 Suite *lora_analysis_suite(void) {
     Suite *s = suite_create("lora_analysis");
-    TCase *core = tcase_create("core");
-    tcase_set_timeout(core, 30);
+    TCase *core = tu_tcase(s, "core", 0, 30);
     tcase_add_test(core, test_phi_self_is_one);
     tcase_add_test(core, test_phi_range_random);
     tcase_add_test(core, test_phi_orthogonal_is_zero);
@@ -685,18 +641,13 @@ Suite *lora_analysis_suite(void) {
     tcase_add_test(core, test_numerical_rank);
     tcase_add_test(core, test_amplification_hand);
     tcase_add_test(core, test_amplification_generic_and_invariant);
-    suite_add_tcase(s, core);
-    TCase *limits = tcase_create("limits");
-    tcase_set_timeout(limits, 30);
-    tcase_add_checked_fixture(limits, dir_setup, dir_teardown);
+    TCase *limits = tu_tcase(s, "limits", 0, 30);
+    tcase_add_checked_fixture(limits, tu_tmpdir_setup, tu_tmpdir_teardown);
     tcase_add_test(limits, test_limits_math);
     tcase_add_test(limits, test_limits_methods);
     tcase_add_test(limits, test_limits_shapes_and_filters);
-    suite_add_tcase(s, limits);
-    TCase *e2e = tcase_create("e2e");
-    tcase_set_timeout(e2e, 60);
-    tcase_add_checked_fixture(e2e, dir_setup, dir_teardown);
+    TCase *e2e = tu_tcase(s, "e2e", 0, 60);
+    tcase_add_checked_fixture(e2e, tu_tmpdir_setup, tu_tmpdir_teardown);
     tcase_add_test(e2e, test_e2e_writer);
-    suite_add_tcase(s, e2e);
     return s;
 }

@@ -2,6 +2,7 @@
  * of every backward. Each gradient check uses loss = Σ out ⊙ W for a fixed random W, perturbs every
  * input element by ±eps (central differences, loss accumulated in double) and compares with the
  * analytic gradient element by element: |a - n| <= atol + rtol * max(|a|, |n|). */
+#define _XOPEN_SOURCE 700
 #include <check.h>
 #include <math.h>
 #include <omp.h>
@@ -12,6 +13,7 @@
 #include "ops.h"
 #include "rng.h"
 #include "simd.h"
+#include "util.h"
 
 static void fill(float *x, size_t n, uint64_t seed, float scale) {
     Rng r;
@@ -267,44 +269,67 @@ END_TEST
 
 /* ---- attention ---- */
 typedef struct {
-    int B, T, NH, NKV, HS, which;
-    float *q, *k, *v, *out, *probs;
-    const float *up;
+    int B, T, NH, NKV, HS;
+    size_t nq, nk; /* floats of q (and out, up, dq) and of k (and v, dk, dv) */
+    float *q, *k, *v, *out, *probs, *up, *dq, *dk, *dv, *scratch;
 } AttCtx;
+
+/* An attention problem of these sizes: every buffer allocated (zeroed), q, k, v and the upstream
+ * gradient up filled from the seeds seed .. seed + 3. */
+static void att_init(AttCtx *a, int B, int T, int NH, int NKV, int HS, uint64_t seed) {
+    a->B = B, a->T = T, a->NH = NH, a->NKV = NKV, a->HS = HS;
+    a->nq = (size_t)B * T * NH * HS, a->nk = (size_t)B * T * NKV * HS;
+    a->q = ll_alloc_floats(a->nq), a->k = ll_alloc_floats(a->nk), a->v = ll_alloc_floats(a->nk);
+    a->out = ll_alloc_floats(a->nq), a->probs = ll_alloc_floats((size_t)B * NH * T * T), a->up = ll_alloc_floats(a->nq);
+    a->dq = ll_alloc_floats(a->nq), a->dk = ll_alloc_floats(a->nk), a->dv = ll_alloc_floats(a->nk);
+    a->scratch = ll_alloc_floats((size_t)omp_get_max_threads() * attention_scratch_floats(T));
+    fill(a->q, a->nq, seed, 1.0f), fill(a->k, a->nk, seed + 1, 1.0f), fill(a->v, a->nk, seed + 2, 1.0f);
+    fill(a->up, a->nq, seed + 3, 1.0f);
+}
+
+/* Frees every buffer of att_init. */
+static void att_free(AttCtx *a) {
+    ll_free(a->q), ll_free(a->k), ll_free(a->v), ll_free(a->out), ll_free(a->probs), ll_free(a->up);
+    ll_free(a->dq), ll_free(a->dk), ll_free(a->dv), ll_free(a->scratch);
+}
+
+/* attention_forward and attention_backward on the buffers of a (backward accumulates into dq, dk, dv). */
+static void att_forward(AttCtx *a) {
+    attention_forward(a->out, a->probs, a->q, a->k, a->v, a->B, a->T, a->NH, a->NKV, a->HS);
+}
+
+static void att_backward(AttCtx *a) {
+    attention_backward(a->dq, a->dk, a->dv, a->up, a->probs, a->q, a->k, a->v, a->scratch, a->B, a->T, a->NH, a->NKV,
+                       a->HS);
+}
 
 static double att_loss(void *c, const float *x) {
     AttCtx *m = c;
     (void)x; /* the perturbed buffer is one of q, k, v in place */
-    attention_forward(m->out, m->probs, m->q, m->k, m->v, m->B, m->T, m->NH, m->NKV, m->HS);
-    return dot(m->out, m->up, (size_t)m->B * m->T * m->NH * m->HS);
+    att_forward(m);
+    return dot(m->out, m->up, m->nq);
 }
 
 START_TEST(test_attention_grad) {
-    const int B = 2, T = 6, NH = 4, NKV = 2, HS = 4;
-    size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
-    float *q = ll_alloc_floats(nq), *k = ll_alloc_floats(nk), *v = ll_alloc_floats(nk), *out = ll_alloc_floats(nq);
-    float *probs = ll_alloc_floats((size_t)B * NH * T * T), *up = ll_alloc_floats(nq);
-    float *dq = ll_alloc_floats(nq), *dk = ll_alloc_floats(nk), *dv = ll_alloc_floats(nk);
-    float *scratch = ll_alloc_floats((size_t)omp_get_max_threads() * attention_scratch_floats(T));
-    fill(q, nq, 11, 1.0f), fill(k, nk, 12, 1.0f), fill(v, nk, 13, 1.0f), fill(up, nq, 14, 1.0f);
-    attention_forward(out, probs, q, k, v, B, T, NH, NKV, HS);
+    const int T = 6, HS = 4;
+    AttCtx a;
+    att_init(&a, 2, T, 4, 2, HS, 11);
+    att_forward(&a);
     /* causality: the first query attends only to itself, so its output is v of position 0 */
-    for (int d = 0; d < HS; d++) ck_assert(close_enough(out[d], v[d], 1e-6, 1e-6));
+    for (int d = 0; d < HS; d++) ck_assert(close_enough(a.out[d], a.v[d], 1e-6, 1e-6));
     for (int i = 0; i < T; i++) {
         double s = 0;
         for (int j = 0; j < T; j++) {
-            s += probs[i * T + j];
-            if (j > i) ck_assert(probs[i * T + j] == 0.0f);
+            s += a.probs[i * T + j];
+            if (j > i) ck_assert(a.probs[i * T + j] == 0.0f);
         }
         ck_assert(close_enough(s, 1.0, 1e-6, 1e-6));
     }
-    attention_backward(dq, dk, dv, up, probs, q, k, v, scratch, B, T, NH, NKV, HS);
-    AttCtx c = {B, T, NH, NKV, HS, 0, q, k, v, out, probs, up};
-    check_grad("attention dq", att_loss, &c, q, nq, dq, 1e-2f, 1e-3, 5e-3);
-    check_grad("attention dk", att_loss, &c, k, nk, dk, 1e-2f, 1e-3, 5e-3);
-    check_grad("attention dv", att_loss, &c, v, nk, dv, 1e-2f, 1e-3, 5e-3);
-    ll_free(q), ll_free(k), ll_free(v), ll_free(out), ll_free(probs), ll_free(up);
-    ll_free(dq), ll_free(dk), ll_free(dv), ll_free(scratch);
+    att_backward(&a);
+    check_grad("attention dq", att_loss, &a, a.q, a.nq, a.dq, 1e-2f, 1e-3, 5e-3);
+    check_grad("attention dk", att_loss, &a, a.k, a.nk, a.dk, 1e-2f, 1e-3, 5e-3);
+    check_grad("attention dv", att_loss, &a, a.v, a.nk, a.dv, 1e-2f, 1e-3, 5e-3);
+    att_free(&a);
 }
 END_TEST
 
@@ -312,49 +337,43 @@ END_TEST
  * give the full causal attention. Forward against a direct double computation, backward by finite
  * differences on a spread of elements. */
 START_TEST(test_attention_blocks) {
-    const int B = 1, T = 150, NH = 2, NKV = 1, HS = 4;
-    size_t nq = (size_t)B * T * NH * HS, nk = (size_t)B * T * NKV * HS;
-    float *q = ll_alloc_floats(nq), *k = ll_alloc_floats(nk), *v = ll_alloc_floats(nk), *out = ll_alloc_floats(nq);
-    float *probs = ll_alloc_floats((size_t)B * NH * T * T), *up = ll_alloc_floats(nq);
-    float *dq = ll_alloc_floats(nq), *dk = ll_alloc_floats(nk), *dv = ll_alloc_floats(nk);
-    float *scratch = ll_alloc_floats((size_t)omp_get_max_threads() * attention_scratch_floats(T));
-    fill(q, nq, 31, 1.0f), fill(k, nk, 32, 1.0f), fill(v, nk, 33, 1.0f), fill(up, nq, 34, 1.0f);
-    attention_forward(out, probs, q, k, v, B, T, NH, NKV, HS);
+    const int T = 150, NH = 2, HS = 4;
+    AttCtx a;
+    att_init(&a, 1, T, NH, 1, HS, 31);
+    att_forward(&a);
     for (int h = 0; h < NH; h++)
         for (int i = 0; i < T; i++) {
             double sc[150], mx = -1e300, sum = 0.0;
             for (int j = 0; j <= i; j++) {
                 double d = 0.0;
-                for (int c = 0; c < HS; c++) d += (double)q[((size_t)i * NH + h) * HS + c] * k[(size_t)j * HS + c];
+                for (int c = 0; c < HS; c++) d += (double)a.q[((size_t)i * NH + h) * HS + c] * a.k[(size_t)j * HS + c];
                 sc[j] = d / sqrt((double)HS);
                 mx = sc[j] > mx ? sc[j] : mx;
             }
             for (int j = 0; j <= i; j++) sum += sc[j] = exp(sc[j] - mx);
             for (int c = 0; c < HS; c++) {
                 double o = 0.0;
-                for (int j = 0; j <= i; j++) o += sc[j] / sum * v[(size_t)j * HS + c];
-                float got = out[((size_t)i * NH + h) * HS + c];
+                for (int j = 0; j <= i; j++) o += sc[j] / sum * a.v[(size_t)j * HS + c];
+                float got = a.out[((size_t)i * NH + h) * HS + c];
                 ck_assert_msg(close_enough(got, o, 1e-5, 1e-4), "head %d row %d: %g vs %g", h, i, got, o);
             }
         }
-    attention_backward(dq, dk, dv, up, probs, q, k, v, scratch, B, T, NH, NKV, HS);
-    AttCtx c = {B, T, NH, NKV, HS, 0, q, k, v, out, probs, up};
-    float *bufs[3] = {q, k, v}, *grads[3] = {dq, dk, dv};
-    size_t ns[3] = {nq, nk, nk};
+    att_backward(&a);
+    float *bufs[3] = {a.q, a.k, a.v}, *grads[3] = {a.dq, a.dk, a.dv};
+    size_t ns[3] = {a.nq, a.nk, a.nk};
     for (int w = 0; w < 3; w++)
         for (size_t i = 0; i < ns[w]; i += 13) { /* a spread over every row block */
             float keep = bufs[w][i];
             bufs[w][i] = keep + 1e-2f;
-            double lp = att_loss(&c, NULL);
+            double lp = att_loss(&a, NULL);
             bufs[w][i] = keep - 1e-2f;
-            double lm = att_loss(&c, NULL);
+            double lm = att_loss(&a, NULL);
             bufs[w][i] = keep;
             double num = (lp - lm) / 2e-2;
             ck_assert_msg(close_enough(grads[w][i], num, 2e-3, 1e-2), "d%c[%zu]: analytic %g numeric %g", "qkv"[w], i,
                           grads[w][i], num);
         }
-    ll_free(q), ll_free(k), ll_free(v), ll_free(out), ll_free(probs), ll_free(up);
-    ll_free(dq), ll_free(dk), ll_free(dv), ll_free(scratch);
+    att_free(&a);
 }
 END_TEST
 
@@ -442,13 +461,12 @@ END_TEST
 
 Suite *ops_suite(void) {
     Suite *s = suite_create("ops");
-    TCase *core = tcase_create("core");
+    TCase *core = tu_tcase(s, "core", 0, 0);
     tcase_add_test(core, test_matmul_blas_vs_naive);
     tcase_add_test(core, test_embedding);
     tcase_add_test(core, test_bf16_gemm);
     tcase_add_test(core, test_simd_exp);
-    suite_add_tcase(s, core);
-    TCase *grad = tcase_create("grad");
+    TCase *grad = tu_tcase(s, "grad", 0, 60); /* finite differences: one forward per perturbed element */
     tcase_add_test(grad, test_matmul_grad);
     tcase_add_test(grad, test_rmsnorm_grad);
     tcase_add_test(grad, test_rope);
@@ -456,7 +474,5 @@ Suite *ops_suite(void) {
     tcase_add_test(grad, test_attention_blocks);
     tcase_add_test(grad, test_swiglu_grad);
     tcase_add_test(grad, test_crossentropy);
-    tcase_set_timeout(grad, 60); /* finite differences: one forward per perturbed element */
-    suite_add_tcase(s, grad);
     return s;
 }

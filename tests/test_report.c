@@ -13,9 +13,9 @@
  * Chromium print "SKIPPED: ..." when the program is absent instead of passing silently.
  */
 #define _XOPEN_SOURCE 700
+#define TU_TMP_NAME "report"
 #include <check.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,67 +29,13 @@
 #include "analysis/report.h"
 #include "core.h"
 #include "experiments/store.h"
-
-#define CK_OK(expr)                                                                             \
-    do {                                                                                        \
-        LLStatus st_ = (expr);                                                                  \
-        ck_assert_msg(st_ == LL_OK, "%s -> %s: %s", #expr, ll_status_name(st_), err.msg);      \
-    } while (0)
+#include "util.h"
 
 #define TOL 1e-12
-
-static char g_dir[64];
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void dir_setup(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/loralab_report_XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        abort();
-    }
-}
-
-static void dir_teardown(void) {
-    if (g_dir[0] && !getenv("LORALAB_KEEP_TEST_DIR")) nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static const char *tmp_path(char *buf, size_t cap, const char *name) {
-    snprintf(buf, cap, "%s/%s", g_dir, name);
-    return buf;
-}
-
-/* A program on PATH (gnuplot, chromium)? */
-static int have_program(const char *name) {
-    const char *path = getenv("PATH");
-    if (!path) return 0;
-    char *copy = strdup(path), *save = NULL;
-    int found = 0;
-    for (char *d = strtok_r(copy, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", d, name);
-        found = access(p, X_OK) == 0;
-    }
-    free(copy);
-    return found;
-}
 
 static long file_size(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
-}
-
-static char *slurp(const char *path) {
-    char *buf = NULL;
-    size_t len = 0;
-    LLError err = {0};
-    if (ll_read_file(path, &buf, &len, &err) != LL_OK) return NULL;
-    return buf;
 }
 
 /* ---- the fixture database -------------------------------------------------------------------- */
@@ -144,8 +90,7 @@ static void fx_config(const FxRun *f, const char *extra, char *out, size_t cap) 
  * members of run i beyond fx_config's. */
 static void write_fixture_x(const char *db, const char *sweep, const FxRun *fx, int n, const char *const *extra) {
     LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(db, 0, &s, &err));
+    Store *s = tu_store_open(db, 0);
     int64_t sw = 0;
     CK_OK(store_upsert_sweep(s, sweep, NULL, NULL, &sw, &err));
     for (int i = 0; i < n; i++) {
@@ -189,9 +134,8 @@ static void write_fixture(const char *db, const char *sweep, const FxRun *fx, in
 static RunRow *fixture_rows(int *n) {
     char db[256];
     LLError err = {0};
-    write_fixture(tmp_path(db, sizeof db, "agg.db"), "fx", FX, N_FX);
-    Store *s = NULL;
-    CK_OK(store_open(db, 1, &s, &err));
+    write_fixture(tu_path(db, sizeof db, "agg.db"), "fx", FX, N_FX);
+    Store *s = tu_store_open(db, 1);
     RunRow *rows = NULL;
     CK_OK(store_list_runs(s, NULL, &rows, n, &err));
     store_close(s);
@@ -383,11 +327,11 @@ static const char *const FIGS[] = {"curves", "curves_lora", "rank", "rank_alpha"
 #define N_FIGS (int)(sizeof FIGS / sizeof FIGS[0])
 
 static void render_setup(void) {
-    dir_setup();
-    tmp_path(g_db, sizeof g_db, "fx.db");
-    tmp_path(g_out, sizeof g_out, "report");
+    tu_tmpdir_setup();
+    tu_path(g_db, sizeof g_db, "fx.db");
+    tu_path(g_out, sizeof g_out, "report");
     write_fixture(g_db, "fx", FX, N_FX);
-    g_have_gnuplot = have_program("gnuplot");
+    g_have_gnuplot = tu_have_program("gnuplot");
     memset(&g_render_err, 0, sizeof g_render_err);
     g_render_st = report_write(g_db, "fx", g_out, &g_sum, &g_render_err);
 }
@@ -426,7 +370,7 @@ START_TEST(t_render_files) {
         }
         /* Scripts are self-contained: reset first, close the output last, no absolute paths. */
         snprintf(p, sizeof p, "%s/%s.gp", g_out, FIGS[i]);
-        char *gp = slurp(p);
+        char *gp = tu_slurp(p, NULL);
         ck_assert_ptr_nonnull(gp);
         ck_assert_ptr_nonnull(strstr(gp, "\nreset\n"));
         size_t len = strlen(gp);
@@ -434,7 +378,7 @@ START_TEST(t_render_files) {
                       p);
         /* Only the provenance comments may name the database's path. */
         for (const char *line = gp; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-            const char *end = strchr(line, '\n'), *hit = strstr(line, g_dir);
+            const char *end = strchr(line, '\n'), *hit = strstr(line, tu_dir);
             ck_assert_msg(line[0] == '#' || !hit || (end && hit > end), "%s uses an absolute path: %.80s", p, line);
         }
         free(gp);
@@ -442,11 +386,11 @@ START_TEST(t_render_files) {
     /* A PNG is a PNG, a PDF a PDF. */
     if (g_have_gnuplot) {
         snprintf(p, sizeof p, "%s/rank.png", g_out);
-        char *png = slurp(p);
+        char *png = tu_slurp(p, NULL);
         ck_assert(png && memcmp(png, "\x89PNG", 4) == 0);
         free(png);
         snprintf(p, sizeof p, "%s/rank.pdf", g_out);
-        char *pdf = slurp(p);
+        char *pdf = tu_slurp(p, NULL);
         ck_assert(pdf && memcmp(pdf, "%PDF", 4) == 0);
         free(pdf);
     }
@@ -463,14 +407,14 @@ START_TEST(t_render_data) {
     char p[512];
     /* rank.dat: the best LoRA configuration at r=4 is alpha=16 (1.95), at r=8 q,k,v,o (1.53). */
     snprintf(p, sizeof p, "%s/rank.dat", g_out);
-    char *d = slurp(p);
+    char *d = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(d);
     ck_assert_msg(strstr(d, "\n4 1.95 0.0707106781 2 16 0.001\n") != NULL, "rank.dat:\n%s", d);
     ck_assert_msg(strstr(d, "\n8 1.53 0.0424264069 2 16 0.001\n") != NULL, "rank.dat:\n%s", d);
     free(d);
     /* The Pareto block of params.dat, ascending in parameters. */
     snprintf(p, sizeof p, "%s/params.dat", g_out);
-    d = slurp(p);
+    d = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(d);
     ck_assert_msg(strstr(d, "# Pareto front: trainable mean (ascending)\n4096 1.95\n8192 1.6\n16384 1.53\n"
                             "1000000 1.5\n") != NULL,
@@ -478,13 +422,13 @@ START_TEST(t_render_data) {
     free(d);
     /* The AdaLoRA heatmap: layer 1, v_proj (module index 1) has rank 3 of 8. */
     snprintf(p, sizeof p, "%s/adalora_ranks.dat", g_out);
-    d = slurp(p);
+    d = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(d);
     ck_assert_msg(strstr(d, "\n1 1 3 3 0xffffff 8 1\n") != NULL, "adalora_ranks.dat:\n%s", d);
     free(d);
     /* curves.dat: the eval loss of LoRA q,k,v,o r=8 averaged over two seeds at step 10. */
     snprintf(p, sizeof p, "%s/curves.dat", g_out);
-    d = slurp(p);
+    d = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(d);
     ck_assert_msg(strstr(d, "\n10 1.53 0.0424264069 2\n") != NULL, "curves.dat:\n%s", d);
     free(d);
@@ -495,7 +439,7 @@ START_TEST(t_render_tables) {
     ck_assert_msg(g_render_st == LL_OK, "report_write: %s", g_render_err.msg);
     char p[512];
     snprintf(p, sizeof p, "%s/table.md", g_out);
-    char *md = slurp(p);
+    char *md = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(md);
     /* Best loss (full FT) and the fewest parameters (both r=4 rows) in bold; diverged runs said. */
     ck_assert_msg(strstr(md, "| full FT | all | - | - | 0.001 | 1,000,000 | 100% | **1.5000 ± 0.1414 (n=2)** | 32.0 s | "
@@ -510,7 +454,7 @@ START_TEST(t_render_tables) {
     ck_assert_msg(strstr(md, "variant") == NULL, "table.md:\n%s", md);
     free(md);
     snprintf(p, sizeof p, "%s/table.tex", g_out);
-    char *tex = slurp(p);
+    char *tex = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(tex);
     ck_assert_ptr_nonnull(strstr(tex, "\\toprule"));
     ck_assert_ptr_nonnull(strstr(tex, "\\bottomrule"));
@@ -518,7 +462,7 @@ START_TEST(t_render_tables) {
     ck_assert_msg(strstr(tex, "\\textbf{0.41\\%}") != NULL, "table.tex:\n%s", tex);
     free(tex);
     snprintf(p, sizeof p, "%s/index.html", g_out);
-    char *html = slurp(p);
+    char *html = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(html);
     ck_assert_ptr_nonnull(strstr(html, "<b>1.5000 ± 0.1414 (n=2)</b>"));
     int imgs = 0;
@@ -590,17 +534,17 @@ START_TEST(t_index_in_chromium) {
         return;
     }
     char profile[512], url[600], udd[600], dom[512];
-    snprintf(profile, sizeof profile, "%s/chromium-profile", g_dir);
+    snprintf(profile, sizeof profile, "%s/chromium-profile", tu_dir);
     ck_assert_int_eq(mkdir(profile, 0700), 0);
     snprintf(udd, sizeof udd, "--user-data-dir=%s", profile);
     snprintf(url, sizeof url, "file://%s/index.html", g_out);
-    snprintf(dom, sizeof dom, "%s/dom.html", g_dir);
+    snprintf(dom, sizeof dom, "%s/dom.html", tu_dir);
     char *argv[] = {"/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
                     "--disable-sync", udd, "--virtual-time-budget=5000", "--dump-dom", url, NULL};
     int rc = run_capture(argv, dom, 25);
     ck_assert_msg(rc == 0, "chromium exited with %d", rc);
-    char *html = slurp(dom);
+    char *html = tu_slurp(dom, NULL);
     ck_assert_ptr_nonnull(html);
     char want[64];
     snprintf(want, sizeof want, "images: loaded %d/%d", N_FIGS, N_FIGS);
@@ -631,8 +575,8 @@ START_TEST(t_skipped_figures) {
     char db[256], out[256], p[512];
     LLError err = {0};
     static const FxRun one[] = {{"lora", "q_proj,v_proj", 8, 16, 0, "done", 1.5, 10, 8192, 100}};
-    write_fixture(tmp_path(db, sizeof db, "one.db"), "one", one, 1);
-    tmp_path(out, sizeof out, "one-report");
+    write_fixture(tu_path(db, sizeof db, "one.db"), "one", one, 1);
+    tu_path(out, sizeof out, "one-report");
     ReportSummary sum;
     /* No gnuplot needed for what is checked here: keep the test fast. */
     char *old_path = path_override("/nonexistent");
@@ -648,7 +592,7 @@ START_TEST(t_skipped_figures) {
                 {"targets", "a single target-module set in the adapter runs (q,v)"},
                 {"adalora_ranks", "no AdaLoRA runs"}};
     snprintf(p, sizeof p, "%s/index.html", out);
-    char *html = slurp(p);
+    char *html = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(html);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const ReportFigure *f = summary_fig(&sum, want[i].name);
@@ -674,7 +618,7 @@ START_TEST(t_skipped_figures) {
     ck_assert_ptr_null(strstr(html, "<img "));
     /* The curves script draws no band for one seed. */
     snprintf(p, sizeof p, "%s/curves.gp", out);
-    char *gp = slurp(p);
+    char *gp = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(gp);
     ck_assert_ptr_null(strstr(gp, "filledcurves"));
     free(gp);
@@ -685,10 +629,8 @@ END_TEST
 START_TEST(t_empty_and_unknown) {
     char db[256], out[256];
     LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(tmp_path(db, sizeof db, "empty.db"), 0, &s, &err));
-    store_close(s);
-    tmp_path(out, sizeof out, "empty-report");
+    store_close(tu_store_open(tu_path(db, sizeof db, "empty.db"), 0));
+    tu_path(out, sizeof out, "empty-report");
     ReportSummary sum;
     ck_assert_int_eq(report_write(db, NULL, out, &sum, &err), LL_ERR_STATE);
     ck_assert_msg(strstr(err.msg, "holds no runs: nothing to report") != NULL, "%s", err.msg);
@@ -708,7 +650,7 @@ START_TEST(t_empty_and_unknown) {
     ck_assert_msg(strstr(err.msg, "none done") != NULL, "%s", err.msg);
 
     /* No database at all. */
-    ck_assert_int_eq(report_write(tmp_path(db, sizeof db, "missing.db"), NULL, out, &sum, &err), LL_ERR_IO);
+    ck_assert_int_eq(report_write(tu_path(db, sizeof db, "missing.db"), NULL, out, &sum, &err), LL_ERR_IO);
     ck_assert_msg(strstr(err.msg, "no database at") != NULL, "%s", err.msg);
     ck_assert_int_eq(report_write(NULL, NULL, out, &sum, &err), LL_ERR_CONFIG);
 }
@@ -717,9 +659,7 @@ END_TEST
 START_TEST(t_newer_schema) {
     char db[256], out[256];
     LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(tmp_path(db, sizeof db, "newer.db"), 0, &s, &err));
-    store_close(s);
+    store_close(tu_store_open(tu_path(db, sizeof db, "newer.db"), 0));
     /* user_version lives at offset 60 of the header, big-endian. */
     int fd = open(db, O_WRONLY);
     ck_assert_int_ge(fd, 0);
@@ -727,7 +667,7 @@ START_TEST(t_newer_schema) {
     ck_assert_int_eq(pwrite(fd, v, 4, 60), 4);
     close(fd);
     ReportSummary sum;
-    ck_assert_int_eq(report_write(db, NULL, tmp_path(out, sizeof out, "newer-report"), &sum, &err), LL_ERR_FORMAT);
+    ck_assert_int_eq(report_write(db, NULL, tu_path(out, sizeof out, "newer-report"), &sum, &err), LL_ERR_FORMAT);
     ck_assert_msg(strstr(err.msg, "upgrade loralab") != NULL, "%s", err.msg);
 }
 END_TEST
@@ -738,8 +678,8 @@ START_TEST(t_gnuplot_fails) {
     char db[256], out[256], bin[256], p[512];
     LLError err = {0};
     static const FxRun one[] = {{"lora", "q_proj", 4, 8, 0, "done", 1.0, 1, 10, 1}};
-    write_fixture(tmp_path(db, sizeof db, "fail.db"), "f", one, 1);
-    tmp_path(bin, sizeof bin, "fakebin");
+    write_fixture(tu_path(db, sizeof db, "fail.db"), "f", one, 1);
+    tu_path(bin, sizeof bin, "fakebin");
     ck_assert_int_eq(mkdir(bin, 0755), 0);
     snprintf(p, sizeof p, "%s/gnuplot", bin);
     FILE *fp = fopen(p, "w");
@@ -749,7 +689,7 @@ START_TEST(t_gnuplot_fails) {
     ck_assert_int_eq(chmod(p, 0755), 0);
     char *old_path = path_override(bin);
     ReportSummary sum;
-    LLStatus st = report_write(db, NULL, tmp_path(out, sizeof out, "fail-report"), &sum, &err);
+    LLStatus st = report_write(db, NULL, tu_path(out, sizeof out, "fail-report"), &sum, &err);
     path_restore(old_path);
     ck_assert_int_eq(st, LL_ERR_IO);
     ck_assert_msg(strstr(err.msg, "gnuplot failed on") && strstr(err.msg, "curves.gp (exit status 3)") &&
@@ -759,7 +699,7 @@ START_TEST(t_gnuplot_fails) {
     const ReportFigure *c = summary_fig(&sum, "curves");
     ck_assert(c && !c->rendered && strstr(c->note, "NOT RENDERED"));
     snprintf(p, sizeof p, "%s/index.html", out);
-    char *html = slurp(p);
+    char *html = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(html);
     ck_assert_ptr_nonnull(strstr(html, "gnuplot failed"));
     free(html);
@@ -776,11 +716,8 @@ START_TEST(t_command) {
         return;
     }
     char db[256], out[256], cmd[1024];
-    LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(tmp_path(db, sizeof db, "cmd.db"), 0, &s, &err));
-    store_close(s);
-    tmp_path(out, sizeof out, "cmd-report");
+    store_close(tu_store_open(tu_path(db, sizeof db, "cmd.db"), 0));
+    tu_path(out, sizeof out, "cmd-report");
     snprintf(cmd, sizeof cmd, "%s report --db '%s' --out '%s' >/dev/null 2>&1", bin, db, out);
     int rc = system(cmd);
     ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "empty database: exit %d", WEXITSTATUS(rc));
@@ -979,8 +916,8 @@ START_TEST(t_variant_report) {
     };
     static const char *const extra[] = {"\"adapter.dropout\":0", "\"adapter.dropout\":0", "\"adapter.dropout\":0.1",
                                         "\"adapter.dropout\":0.1", NULL};
-    write_fixture_x(tmp_path(db, sizeof db, "variant.db"), "drop", fx, 5, extra);
-    tmp_path(out, sizeof out, "variant-report");
+    write_fixture_x(tu_path(db, sizeof db, "variant.db"), "drop", fx, 5, extra);
+    tu_path(out, sizeof out, "variant-report");
     ReportSummary sum;
     char *old_path = path_override("/nonexistent"); /* no rendering needed here */
     LLStatus st = report_write(db, NULL, out, &sum, &err);
@@ -988,7 +925,7 @@ START_TEST(t_variant_report) {
     CK_OK(st);
     ck_assert_int_eq(sum.n_groups, 3);
     snprintf(p, sizeof p, "%s/table.md", out);
-    char *md = slurp(p);
+    char *md = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(md);
     ck_assert_msg(strstr(md, "| method | targets | r | α | lr | variant | trainable params |") != NULL, "table.md:\n%s",
                   md);
@@ -1001,20 +938,20 @@ START_TEST(t_variant_report) {
                   "table.md:\n%s", md);
     free(md);
     snprintf(p, sizeof p, "%s/table.tex", out);
-    char *tex = slurp(p);
+    char *tex = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(tex);
     ck_assert_msg(strstr(tex, "\\begin{tabular}{llrrrlrrrrr}") != NULL, "table.tex:\n%s", tex);
     ck_assert_msg(strstr(tex, " & lr & variant & ") != NULL, "table.tex:\n%s", tex);
     ck_assert_msg(strstr(tex, " & 0.001 & dropout=0.1 & ") != NULL, "table.tex:\n%s", tex);
     free(tex);
     snprintf(p, sizeof p, "%s/index.html", out);
-    char *html = slurp(p);
+    char *html = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(html);
     ck_assert_ptr_nonnull(strstr(html, "<th>variant</th>"));
     ck_assert_ptr_nonnull(strstr(html, "<td>dropout=0.1</td>"));
     free(html);
     snprintf(p, sizeof p, "%s/curves_lora.gp", out);
-    char *gp = slurp(p);
+    char *gp = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(gp);
     ck_assert_msg(strstr(gp, "'q,v r=8 α=16 lr=0.001 dropout=0.1 (n=2)'") != NULL, "curves_lora.gp:\n%s", gp);
     free(gp);
@@ -1023,8 +960,7 @@ END_TEST
 
 Suite *report_suite(void) {
     Suite *s = suite_create("report");
-    TCase *core = tcase_create("core");
-    tcase_add_unchecked_fixture(core, dir_setup, dir_teardown);
+    TCase *core = tu_tcase(s, "core", 1, 20);
     tcase_add_test(core, t_stat);
     tcase_add_test(core, t_aggregate);
     tcase_add_test(core, t_pareto_and_best);
@@ -1036,27 +972,20 @@ Suite *report_suite(void) {
     tcase_add_test(core, t_variant_names);
     tcase_add_test(core, t_group_no_config);
     tcase_add_test(core, t_variant_report);
-    tcase_set_timeout(core, 20);
-    suite_add_tcase(s, core);
 
-    TCase *render = tcase_create("render");
-    tcase_add_unchecked_fixture(render, render_setup, dir_teardown);
+    TCase *render = tu_tcase(s, "render", 0, 40);
+    tcase_add_unchecked_fixture(render, render_setup, tu_tmpdir_teardown);
     tcase_add_test(render, t_render_files);
     tcase_add_test(render, t_render_data);
     tcase_add_test(render, t_render_tables);
     tcase_add_test(render, t_render_by_hand);
     tcase_add_test(render, t_index_in_chromium);
-    tcase_set_timeout(render, 40);
-    suite_add_tcase(s, render);
 
-    TCase *limits = tcase_create("limits");
-    tcase_add_unchecked_fixture(limits, dir_setup, dir_teardown);
+    TCase *limits = tu_tcase(s, "limits", 1, 20);
     tcase_add_test(limits, t_skipped_figures);
     tcase_add_test(limits, t_empty_and_unknown);
     tcase_add_test(limits, t_newer_schema);
     tcase_add_test(limits, t_gnuplot_fails);
     tcase_add_test(limits, t_command);
-    tcase_set_timeout(limits, 20);
-    suite_add_tcase(s, limits);
     return s;
 }

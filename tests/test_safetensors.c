@@ -7,11 +7,10 @@
  * mkdtemp folder under /tmp per test case, created and removed (recursively) by an unchecked
  * fixture, which runs in the runner process and so also cleans up after a failed test. */
 #define _XOPEN_SOURCE 700
+#define TU_TMP_NAME "st"
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -32,55 +31,10 @@
 #include "safetensors.h"
 #include "tokenizer.h"
 #include "train.h"
+#include "util.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* helpers                                                                                     */
-
-static char tmp_root[64]; /* the test case's folder; set in the runner before the fork */
-
-static void tmp_root_setup(void) {
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/loralab_st_XXXXXX");
-    if (!mkdtemp(tmp_root)) tmp_root[0] = '\0';
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void tmp_root_teardown(void) {
-    if (tmp_root[0]) nftw(tmp_root, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
-/* A fresh folder per test inside the test case's folder. */
-static void tmpdir_new(char *dir, size_t cap) {
-    ck_assert_msg(tmp_root[0] != '\0', "no temporary folder under /tmp");
-    snprintf(dir, cap, "%s/tXXXXXX", tmp_root);
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-}
-
-static int dir_count(const char *dir) {
-    DIR *d = opendir(dir);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
-
-static void tmpdir_remove(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    char p[512];
-    for (struct dirent *e; (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* A file: 8-byte little-endian hlen, the header bytes, then dlen data bytes (a counting
  * pattern, or `data` when given). */
@@ -149,7 +103,7 @@ static uint32_t bits_of(float f) {
 
 START_TEST(test_round_trip) {
     char dir[96], path[160];
-    tmpdir_new(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
 
     const float w[6] = {1.5f, -2.25f, 0.0f, -0.0f, INFINITY, 1e-40f /* subnormal */};
@@ -166,7 +120,7 @@ START_TEST(test_round_trip) {
     LLError err = {0};
     ck_assert_int_eq(st_writer_write(wr, path, &err), LL_OK);
     st_writer_free(wr);
-    ck_assert_int_eq(dir_count(dir), 1); /* the atomic write left no temporary behind */
+    ck_assert_int_eq(tu_count_entries(dir, ""), 1); /* the atomic write left no temporary behind */
 
     SafeTensors st;
     ck_assert_msg(st_load(path, &st, &err) == LL_OK, "%s", err.msg);
@@ -216,8 +170,8 @@ START_TEST(test_round_trip) {
     ck_assert_int_eq(st.n, 1);
     ck_assert_ptr_null(st.metadata);
     st_free(&st);
-    ck_assert_int_eq(dir_count(dir), 1);
-    tmpdir_remove(dir);
+    ck_assert_int_eq(tu_count_entries(dir, ""), 1);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
@@ -251,16 +205,15 @@ START_TEST(test_write_bytes_exact) {
 
     /* The same bytes land in the file. */
     char dir[96], path[160];
-    tmpdir_new(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/x.safetensors", dir);
     ck_assert_int_eq(st_writer_write(w, path, &err), LL_OK);
     st_writer_free(w);
-    char *file;
-    ck_assert_int_eq(ll_read_file(path, &file, &len, &err), LL_OK);
+    char *file = tu_slurp(path, &len);
     ck_assert_uint_eq(len, sizeof want - 1);
     ck_assert_int_eq(memcmp(file, want, len), 0);
     free(file);
-    tmpdir_remove(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
@@ -531,7 +484,7 @@ START_TEST(test_read_errors) {
     StWriter *w = st_writer_new();
     st_writer_add_f32(w, "proj.lora_A.weight", 2, s23, v);
     char dir[96], path[160];
-    tmpdir_new(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/a.safetensors", dir);
     LLError err = {0};
     ck_assert_int_eq(st_writer_write(w, path, &err), LL_OK);
@@ -566,7 +519,7 @@ START_TEST(test_read_errors) {
     w = st_writer_new();
     ck_assert_int_eq(st_writer_write(w, path, &err), LL_ERR_IO);
     st_writer_free(w);
-    tmpdir_remove(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
@@ -644,13 +597,13 @@ START_TEST(test_truncated_prefixes) {
     }
     /* The same through a file on disk. */
     char dir[96], path[160];
-    tmpdir_new(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/t.safetensors", dir);
     ck_assert_int_eq(ll_write_file_atomic(path, file, len - 1, &err), LL_OK);
     SafeTensors st;
     ck_assert_int_eq(st_load(path, &st, &err), LL_ERR_FORMAT);
     ck_assert_msg(strstr(err.msg, path) && strstr(err.msg, "tensor 's'"), "%s", err.msg);
-    tmpdir_remove(dir);
+    tu_tmpdir_remove(dir);
     free(file);
 }
 END_TEST
@@ -920,13 +873,6 @@ static void weights_path(char *out, size_t cap, const char *dir) {
     snprintf(out, cap, "%s/model.safetensors", dir);
 }
 
-static char *slurp_file(const char *path, size_t *len) {
-    char *text;
-    LLError err;
-    ck_assert_msg(ll_read_file(path, &text, len, &err) == LL_OK, "%s", err.msg);
-    return text;
-}
-
 static void open_model(const char *dir, int train, LoadedModel *lm) {
     ModelOptions o = {2, 8, train, train};
     LLError err;
@@ -1025,7 +971,7 @@ static int ends_with(const char *s, const char *suffix) {
 
 START_TEST(test_map_matches_load) {
     char dir[96], path[160];
-    tmpdir_new(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/w.safetensors", dir);
     const float w[6] = {1.5f, -2.25f, 0.0f, -0.0f, INFINITY, 1e-40f};
     const uint16_t h[3] = {0x3f80, 0xc000, 0x7fc0};
@@ -1065,7 +1011,7 @@ START_TEST(test_map_matches_load) {
 
     /* A malformed file is refused with st_load's status and message; nothing stays mapped. */
     size_t len;
-    char *bytes = slurp_file(path, &len);
+    char *bytes = tu_slurp(path, &len);
     const size_t cuts[3] = {len - 1, 5, 0};
     for (int k = 0; k < 3; k++) {
         FILE *f = fopen(path, "wb");
@@ -1093,7 +1039,7 @@ END_TEST
 START_TEST(test_open_maps_saved_base) {
     for (int tied = 0; tied <= 1; tied++) {
         char dir[96], path[200];
-        tmpdir_new(dir, sizeof dir);
+        tu_tmpdir_new(dir, sizeof dir);
         Model saved;
         save_base(dir, tied, 0, &saved);
         weights_path(path, sizeof path, dir);
@@ -1137,12 +1083,12 @@ END_TEST
  * copy path's weights, the file's bytes do not change, and reopening gives the original weights. */
 START_TEST(test_mapped_writes_stay_private) {
     char dir[96], path[200];
-    tmpdir_new(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     Model saved;
     save_base(dir, 0, 0, &saved);
     weights_path(path, sizeof path, dir);
     size_t len0;
-    char *before = slurp_file(path, &len0);
+    char *before = tu_slurp(path, &len0);
 
     LoadedModel lm;
     open_model(dir, 1, &lm);
@@ -1172,7 +1118,7 @@ START_TEST(test_mapped_writes_stay_private) {
     ck_assert_msg(memcmp(w, model_weight(&saved, 0, MOD_Q), 16 * sizeof(float)) != 0, "the step changed nothing");
 
     size_t len1;
-    char *after = slurp_file(path, &len1);
+    char *after = tu_slurp(path, &len1);
     ck_assert_msg(len1 == len0 && memcmp(before, after, len0) == 0, "writing mapped weights changed %s", path);
     LoadedModel again;
     open_model(dir, 0, &again);
@@ -1194,7 +1140,7 @@ START_TEST(test_mapped_writes_stay_private) {
     ck_assert_float_bits(model_weight(&again.model, 1, MOD_DOWN)[3], w0);
     same_weights(&saved, &again.model, "after a child wrote its copy");
     free(after);
-    after = slurp_file(path, &len1);
+    after = tu_slurp(path, &len1);
     ck_assert_msg(len1 == len0 && memcmp(before, after, len0) == 0, "a child's writes reached %s", path);
 
     free(before);
@@ -1285,7 +1231,7 @@ static const char *first_differing_tensor(const Model *a, const Model *b, const 
  * classification folder without lm_head take the copy path, with the right values. */
 START_TEST(test_open_layouts) {
     char dir[96], path[200];
-    tmpdir_new(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     Model saved;
     save_base(dir, 0, 0, &saved);
     weights_path(path, sizeof path, dir);
@@ -1355,7 +1301,7 @@ START_TEST(test_open_layouts) {
     /* classification folders: untied has no lm_head (copy path); tied maps; both load score */
     for (int tied = 0; tied <= 1; tied++) {
         char cdir[96];
-        tmpdir_new(cdir, sizeof cdir);
+        tu_tmpdir_new(cdir, sizeof cdir);
         Model cls;
         save_base(cdir, tied, 3, &cls);
         ck_assert_ptr_nonnull(cls.head);
@@ -1381,7 +1327,7 @@ typedef struct {
 
 START_TEST(test_mapped_pages_shared) {
     char dir[96], path[200];
-    tmpdir_new(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     Model saved;
     save_base(dir, 0, 0, &saved);
     model_free(&saved);
@@ -1492,7 +1438,7 @@ static int open_under_filter(const char *dir, int what) {
 
 START_TEST(test_map_failures_fall_back) {
     char dir[96];
-    tmpdir_new(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     Model saved;
     save_base(dir, 0, 0, &saved);
     model_free(&saved);
@@ -1517,8 +1463,7 @@ END_TEST
 
 Suite *safetensors_suite(void) {
     Suite *s = suite_create("safetensors");
-    TCase *core = tcase_create("core");
-    tcase_add_unchecked_fixture(core, tmp_root_setup, tmp_root_teardown);
+    TCase *core = tu_tcase(s, "core", 1, 0);
     tcase_add_test(core, test_round_trip);
     tcase_add_test(core, test_write_bytes_exact);
     tcase_add_test(core, test_write_reference_vectors);
@@ -1528,9 +1473,7 @@ Suite *safetensors_suite(void) {
     tcase_add_test(core, test_accepts);
     tcase_add_test(core, test_read_errors);
     tcase_add_test(core, test_writer_errors);
-    suite_add_tcase(s, core);
-    TCase *limits = tcase_create("limits");
-    tcase_add_unchecked_fixture(limits, tmp_root_setup, tmp_root_teardown);
+    TCase *limits = tu_tcase(s, "limits", 1, 0);
     tcase_add_test(limits, test_truncated_prefixes);
     tcase_add_test(limits, test_header_length);
     tcase_add_test(limits, test_bad_json);
@@ -1541,16 +1484,12 @@ Suite *safetensors_suite(void) {
     tcase_add_test(limits, test_shape_overflow);
     tcase_add_test(limits, test_bad_metadata);
     tcase_add_test(limits, test_mutations);
-    suite_add_tcase(s, limits);
-    TCase *mapped = tcase_create("mapped");
-    tcase_add_unchecked_fixture(mapped, tmp_root_setup, tmp_root_teardown);
-    tcase_set_timeout(mapped, 60);
+    TCase *mapped = tu_tcase(s, "mapped", 1, 60);
     tcase_add_test(mapped, test_map_matches_load);
     tcase_add_test(mapped, test_open_maps_saved_base);
     tcase_add_test(mapped, test_mapped_writes_stay_private);
     tcase_add_test(mapped, test_open_layouts);
     tcase_add_test(mapped, test_mapped_pages_shared);
     tcase_add_test(mapped, test_map_failures_fall_back);
-    suite_add_tcase(s, mapped);
     return s;
 }

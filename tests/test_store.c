@@ -8,10 +8,10 @@
  * own connection and parents (re)open theirs only after forking.
  */
 #define _XOPEN_SOURCE 700
+#define TU_TMP_NAME "store"
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,39 +22,7 @@
 
 #include "core.h"
 #include "experiments/store.h"
-
-static char g_dir[64];
-
-static void dir_setup(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/loralab_store_XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        abort();
-    }
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void dir_teardown(void) {
-    if (g_dir[0]) nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* A path in this TCase's folder; names are unique per test. */
-static const char *tmp_path(char *buf, size_t cap, const char *name) {
-    snprintf(buf, cap, "%s/%s", g_dir, name);
-    return buf;
-}
-
-#define CK_OK(expr)                                                                             \
-    do {                                                                                        \
-        LLStatus st_ = (expr);                                                                  \
-        ck_assert_msg(st_ == LL_OK, "%s -> %s: %s", #expr, ll_status_name(st_), err.msg);      \
-    } while (0)
+#include "util.h"
 
 static RunInfo make_info(const char *key, int r, int64_t seed) {
     static char cfg[16][128];
@@ -98,15 +66,23 @@ static void patch_header(const char *path, long offset, uint32_t value) {
     close(fd);
 }
 
+/* A writable store at path whose sweep `sweep` holds the pending run `in`; their ids in *sw and
+ * *run. Asserts every step. */
+static Store *open_with_run(const char *path, const char *sweep, const RunInfo *in, int64_t *sw, int64_t *run) {
+    LLError err = {0};
+    Store *s = tu_store_open(path, 0);
+    CK_OK(store_upsert_sweep(s, sweep, NULL, NULL, sw, &err));
+    CK_OK(store_add_run(s, *sw, in, run, &err));
+    return s;
+}
+
 /* ---- core ----------------------------------------------------------------------------------- */
 
 START_TEST(t_create_reopen) {
     char p[256];
     LLError err = {0};
-    Store *s = NULL;
     /* The parent folder does not exist yet: a writable open creates it. */
-    tmp_path(p, sizeof p, "sub/dir/create.db");
-    CK_OK(store_open(p, 0, &s, &err));
+    Store *s = tu_store_open(tu_path(p, sizeof p, "sub/dir/create.db"), 0);
     ck_assert_int_eq(store_schema_version(s), STORE_SCHEMA_VERSION);
     ck_assert_str_eq(store_path(s), p);
     int64_t sw = 0, sw2 = 0, run = 0, run2 = 0;
@@ -166,12 +142,9 @@ END_TEST
 START_TEST(t_state_machine) {
     char p[256];
     LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(tmp_path(p, sizeof p, "state.db"), 0, &s, &err));
     int64_t sw, run;
-    CK_OK(store_upsert_sweep(s, "sm", NULL, NULL, &sw, &err));
     RunInfo in = make_info("a", 4, 1);
-    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    Store *s = open_with_run(tu_path(p, sizeof p, "state.db"), "sm", &in, &sw, &run);
     /* Finishing an unclaimed run is a state error. */
     RunResult res = done_result(1.75);
     ck_assert_int_eq(store_finish_run(s, run, &res, &err), LL_ERR_STATE);
@@ -259,12 +232,9 @@ END_TEST
 START_TEST(t_metric_idempotent) {
     char p[256];
     LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(tmp_path(p, sizeof p, "idem.db"), 0, &s, &err));
     int64_t sw, run;
-    CK_OK(store_upsert_sweep(s, "m", NULL, NULL, &sw, &err));
     RunInfo in = make_info("m1", 8, 0);
-    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    Store *s = open_with_run(tu_path(p, sizeof p, "idem.db"), "m", &in, &sw, &run);
     for (int rep = 0; rep < 3; rep++) {
         for (int step = 0; step < 5; step++)
             CK_OK(store_add_metric(s, run, step * 10, "train", "loss", 3.0 - step, &err));
@@ -292,14 +262,10 @@ END_TEST
 START_TEST(t_nan_roundtrip) {
     char p[256];
     LLError err = {0};
-    Store *s = NULL;
-    tmp_path(p, sizeof p, "nan.db");
-    CK_OK(store_open(p, 0, &s, &err));
     int64_t sw, run;
-    CK_OK(store_upsert_sweep(s, "n", NULL, NULL, &sw, &err));
     RunInfo in = make_info("hi-lr", 8, 0);
     in.lr = 10.0;
-    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    Store *s = open_with_run(tu_path(p, sizeof p, "nan.db"), "n", &in, &sw, &run);
     int claimed;
     CK_OK(store_claim_run(s, run, &claimed, &err));
     const double vals[] = {2.25, 0.1, INFINITY, -INFINITY, NAN, -0.0, 1e-300};
@@ -344,10 +310,8 @@ END_TEST
 START_TEST(t_batched_flush) {
     char p[256];
     LLError err = {0};
-    Store *w = NULL, *r = NULL;
-    tmp_path(p, sizeof p, "batch.db");
-    CK_OK(store_open(p, 0, &w, &err));
-    CK_OK(store_open(p, 1, &r, &err));
+    Store *w = tu_store_open(tu_path(p, sizeof p, "batch.db"), 0);
+    Store *r = tu_store_open(p, 1);
     int64_t sw, run;
     CK_OK(store_upsert_sweep(w, "b", NULL, NULL, &sw, &err));
     RunInfo in = make_info("b1", 8, 0);
@@ -383,12 +347,9 @@ END_TEST
 START_TEST(t_resume_after_interrupt) {
     char p[256];
     LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(tmp_path(p, sizeof p, "resume.db"), 0, &s, &err));
     int64_t sw, run, other;
-    CK_OK(store_upsert_sweep(s, "r", NULL, NULL, &sw, &err));
     RunInfo in = make_info("r1", 8, 0), in2 = make_info("r2", 8, 1);
-    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    Store *s = open_with_run(tu_path(p, sizeof p, "resume.db"), "r", &in, &sw, &run);
     CK_OK(store_add_run(s, sw, &in2, &other, &err));
     int claimed;
     CK_OK(store_claim_run(s, run, &claimed, &err));
@@ -450,13 +411,9 @@ END_TEST
 START_TEST(t_live_owner) {
     char p[256];
     LLError err = {0};
-    Store *s = NULL;
-    tmp_path(p, sizeof p, "owner.db");
-    CK_OK(store_open(p, 0, &s, &err));
     int64_t sw, run;
-    CK_OK(store_upsert_sweep(s, "o", NULL, NULL, &sw, &err));
     RunInfo in = make_info("o1", 8, 0);
-    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    Store *s = open_with_run(tu_path(p, sizeof p, "owner.db"), "o", &in, &sw, &run);
     store_close(s);
 
     int ready[2];
@@ -511,8 +468,7 @@ typedef struct {
 
 static void build_shard(const char *path, const ShardRun *runs, int n) {
     LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(path, 0, &s, &err));
+    Store *s = tu_store_open(path, 0);
     for (int i = 0; i < n; i++) {
         int64_t sw, run;
         CK_OK(store_upsert_sweep(s, runs[i].sweep, NULL, "grid", &sw, &err));
@@ -543,9 +499,9 @@ static const RunRow *find_run(const RunRow *rows, int n, const char *sweep, cons
 
 START_TEST(t_merge) {
     char pa[256], pb[256], po[256];
-    tmp_path(pa, sizeof pa, "shard_a.db");
-    tmp_path(pb, sizeof pb, "shard_b.db");
-    tmp_path(po, sizeof po, "merged.db");
+    tu_path(pa, sizeof pa, "shard_a.db");
+    tu_path(pb, sizeof pb, "shard_b.db");
+    tu_path(po, sizeof po, "merged.db");
     const ShardRun a[] = {{"s1", "k1", "done", 5, 10.0}, {"s1", "k2", "failed", 3, 20.0},
                           {"s1", "k4", "interrupted", 2, 40.0}};
     const ShardRun b[] = {{"s1", "k2", "done", 4, 30.0}, {"s1", "k3", "pending", 0, 0.0},
@@ -555,8 +511,7 @@ START_TEST(t_merge) {
     build_shard(pb, b, 5);
 
     LLError err = {0};
-    Store *o = NULL;
-    CK_OK(store_open(po, 0, &o, &err));
+    Store *o = tu_store_open(po, 0);
     int added = -1;
     CK_OK(store_merge(o, pa, &added, &err));
     ck_assert_int_eq(added, 3);
@@ -615,9 +570,7 @@ END_TEST
 START_TEST(t_newer_version_refused) {
     char p[256];
     LLError err = {0};
-    Store *s = NULL;
-    tmp_path(p, sizeof p, "newer.db");
-    CK_OK(store_open(p, 0, &s, &err));
+    Store *s = tu_store_open(tu_path(p, sizeof p, "newer.db"), 0);
     store_close(s);
     patch_header(p, 60, STORE_SCHEMA_VERSION + 6);
     char want[512];
@@ -638,7 +591,7 @@ START_TEST(t_newer_version_refused) {
     }
     /* A newer shard is refused by merge too. */
     char po[256];
-    CK_OK(store_open(tmp_path(po, sizeof po, "newer_out.db"), 0, &s, &err));
+    s = tu_store_open(tu_path(po, sizeof po, "newer_out.db"), 0);
     int added = -1;
     ck_assert_int_eq(store_merge(s, p, &added, &err), LL_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "upgrade loralab"));
@@ -650,12 +603,12 @@ START_TEST(t_foreign_files) {
     char p[256];
     LLError err = {0};
     Store *s = NULL;
-    ck_assert_int_eq(store_open(tmp_path(p, sizeof p, "missing.db"), 1, &s, &err), LL_ERR_IO);
+    ck_assert_int_eq(store_open(tu_path(p, sizeof p, "missing.db"), 1, &s, &err), LL_ERR_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, "no database at"));
     ck_assert_ptr_nonnull(strstr(err.msg, "missing.db"));
     ck_assert_int_eq(ll_file_exists(p), 0); /* a read-only open never creates */
 
-    tmp_path(p, sizeof p, "garbage.db");
+    tu_path(p, sizeof p, "garbage.db");
     FILE *f = fopen(p, "wb");
     ck_assert_ptr_nonnull(f);
     for (int i = 0; i < 200; i++) fputs("this is not sqlite ", f);
@@ -665,17 +618,13 @@ START_TEST(t_foreign_files) {
         ck_assert_ptr_nonnull(strstr(err.msg, "not a loralab database"));
     }
 
-    tmp_path(p, sizeof p, "otherapp.db");
-    CK_OK(store_open(p, 0, &s, &err));
-    store_close(s);
+    store_close(tu_store_open(tu_path(p, sizeof p, "otherapp.db"), 0));
     patch_header(p, 68, 0x12345678);
     ck_assert_int_eq(store_open(p, 0, &s, &err), LL_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "another program"));
 
     /* Tables but no version: someone else's database; refused, not migrated. */
-    tmp_path(p, sizeof p, "noversion.db");
-    CK_OK(store_open(p, 0, &s, &err));
-    store_close(s);
+    store_close(tu_store_open(tu_path(p, sizeof p, "noversion.db"), 0));
     patch_header(p, 60, 0);
     patch_header(p, 68, 0);
     ck_assert_int_eq(store_open(p, 0, &s, &err), LL_ERR_FORMAT);
@@ -688,12 +637,9 @@ END_TEST
 START_TEST(t_bad_input) {
     char p[256];
     LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(tmp_path(p, sizeof p, "bad.db"), 0, &s, &err));
     int64_t sw, run, id;
-    CK_OK(store_upsert_sweep(s, "bad", NULL, NULL, &sw, &err));
     RunInfo in = make_info("x", 8, 0);
-    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    Store *s = open_with_run(tu_path(p, sizeof p, "bad.db"), "bad", &in, &sw, &run);
 
     ck_assert_int_eq(store_add_metric(s, run, 0, "valid", "loss", 1, &err), LL_ERR_CONFIG);
     ck_assert_ptr_nonnull(strstr(err.msg, "'valid'"));
@@ -737,7 +683,7 @@ START_TEST(t_bad_input) {
 
     char missing[256];
     int added;
-    ck_assert_int_eq(store_merge(s, tmp_path(missing, sizeof missing, "nope.db"), &added, &err),
+    ck_assert_int_eq(store_merge(s, tu_path(missing, sizeof missing, "nope.db"), &added, &err),
                      LL_ERR_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, "nope.db"));
     ck_assert_int_eq(ll_file_exists(missing), 0); /* ATTACH would have created it */
@@ -752,17 +698,16 @@ END_TEST
 START_TEST(t_fork_guard) {
     char p[256], q[256];
     LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(tmp_path(p, sizeof p, "fork.db"), 0, &s, &err));
+    Store *s = tu_store_open(tu_path(p, sizeof p, "fork.db"), 0);
     int64_t sw;
     CK_OK(store_upsert_sweep(s, "f", NULL, NULL, &sw, &err));
-    tmp_path(q, sizeof q, "fork_child.db"); /* the parent checks it below: set it before fork() */
+    tu_path(q, sizeof q, "fork_child.db"); /* the parent checks it below: set it before fork() */
     pid_t child = fork();
     ck_assert_int_ge(child, 0);
     if (child == 0) {
         Store *c = NULL;
         LLError ce = {0};
-        LLStatus st = store_open(tmp_path(q, sizeof q, "fork_child.db"), 0, &c, &ce);
+        LLStatus st = store_open(tu_path(q, sizeof q, "fork_child.db"), 0, &c, &ce);
         int ok = st == LL_ERR_STATE && c == NULL && strstr(ce.msg, "fork()") != NULL;
         store_close(s); /* releases memory only */
         _exit(ok ? 0 : 1);
@@ -785,13 +730,9 @@ END_TEST
 START_TEST(t_locked_by_other_process) {
     char p[256];
     LLError err = {0};
-    Store *s = NULL;
-    tmp_path(p, sizeof p, "locked.db");
-    CK_OK(store_open(p, 0, &s, &err));
     int64_t sw, run;
-    CK_OK(store_upsert_sweep(s, "l", NULL, NULL, &sw, &err));
     RunInfo in = make_info("l1", 8, 0);
-    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    Store *s = open_with_run(tu_path(p, sizeof p, "locked.db"), "l", &in, &sw, &run);
     for (int i = 0; i < 10; i++) CK_OK(store_add_metric(s, run, i, "train", "loss", i, &err));
     CK_OK(store_flush(s, &err));
     store_close(s);
@@ -893,7 +834,7 @@ fail:
 
 START_TEST(t_concurrent_writers) {
     char p[256];
-    tmp_path(p, sizeof p, "concurrent.db"); /* created by whichever writer comes first */
+    tu_path(p, sizeof p, "concurrent.db"); /* created by whichever writer comes first */
     pid_t kids[N_WRITERS];
     for (int w = 0; w < N_WRITERS; w++) {
         kids[w] = fork();
@@ -906,8 +847,7 @@ START_TEST(t_concurrent_writers) {
         ck_assert_msg(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "writer %d failed", w);
     }
     LLError err = {0};
-    Store *s = NULL;
-    CK_OK(store_open(p, 1, &s, &err));
+    Store *s = tu_store_open(p, 1);
     RunRow *rows = NULL;
     int n = 0;
     CK_OK(store_list_runs(s, "shared", &rows, &n, &err));
@@ -931,8 +871,7 @@ END_TEST
 
 Suite *store_suite(void) {
     Suite *s = suite_create("store");
-    TCase *core = tcase_create("core");
-    tcase_add_unchecked_fixture(core, dir_setup, dir_teardown);
+    TCase *core = tu_tcase(s, "core", 1, 20);
     tcase_add_test(core, t_create_reopen);
     tcase_add_test(core, t_state_machine);
     tcase_add_test(core, t_metric_idempotent);
@@ -941,23 +880,15 @@ Suite *store_suite(void) {
     tcase_add_test(core, t_resume_after_interrupt);
     tcase_add_test(core, t_live_owner);
     tcase_add_test(core, t_merge);
-    tcase_set_timeout(core, 20);
-    suite_add_tcase(s, core);
 
-    TCase *limits = tcase_create("limits");
-    tcase_add_unchecked_fixture(limits, dir_setup, dir_teardown);
+    TCase *limits = tu_tcase(s, "limits", 1, 20);
     tcase_add_test(limits, t_newer_version_refused);
     tcase_add_test(limits, t_foreign_files);
     tcase_add_test(limits, t_bad_input);
     tcase_add_test(limits, t_fork_guard);
-    tcase_set_timeout(limits, 20);
-    suite_add_tcase(s, limits);
 
-    TCase *procs = tcase_create("processes");
-    tcase_add_unchecked_fixture(procs, dir_setup, dir_teardown);
+    TCase *procs = tu_tcase(s, "processes", 1, 60);
     tcase_add_test(procs, t_locked_by_other_process);
     tcase_add_test(procs, t_concurrent_writers);
-    tcase_set_timeout(procs, 60);
-    suite_add_tcase(s, procs);
     return s;
 }

@@ -11,9 +11,9 @@
  * fails). The runner forks: no Store is ever held open across a fork here either.
  */
 #define _XOPEN_SOURCE 700
+#define TU_TMP_NAME "sweep"
 #include <check.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,27 +28,7 @@
 #include "experiments/config.h"
 #include "experiments/store.h"
 #include "experiments/sweep.h"
-
-static char g_dir[64];
-
-static void dir_setup(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/loralab_sweep_XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        abort();
-    }
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void dir_teardown(void) {
-    if (g_dir[0]) nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
+#include "util.h"
 
 #define BASE "base: {path: models/base}\ntask: {data: data/brown}\n"
 
@@ -386,12 +366,10 @@ START_TEST(t_emit_slurm) {
     SweepPlan p;
     expand(d, &p);
     char path[256];
-    snprintf(path, sizeof path, "%s/demo.sbatch", g_dir);
+    tu_path(path, sizeof path, "demo.sbatch");
     LLError err;
     ck_assert_int_eq(sweep_emit_slurm(&p, "configs/experiments/x.yaml", sets, 2, 3, 2, path, &err), LL_OK);
-    char *text = NULL;
-    size_t len;
-    ck_assert_int_eq(ll_read_file(path, &text, &len, &err), LL_OK);
+    char *text = tu_slurp(path, NULL);
     ck_assert_ptr_nonnull(strstr(text, "#SBATCH --array=0-2\n"));
     ck_assert_ptr_nonnull(strstr(text, "#SBATCH --cpus-per-task=2\n"));
     ck_assert_ptr_nonnull(
@@ -402,7 +380,7 @@ START_TEST(t_emit_slurm) {
     ll_free(text);
     /* One task per run by default. */
     ck_assert_int_eq(sweep_emit_slurm(&p, "x.yaml", NULL, 0, 0, 1, path, &err), LL_OK);
-    ck_assert_int_eq(ll_read_file(path, &text, &len, &err), LL_OK);
+    text = tu_slurp(path, NULL);
     ck_assert_ptr_nonnull(strstr(text, "#SBATCH --array=0-4\n"));
     ll_free(text);
     sweep_plan_free(&p);
@@ -551,7 +529,7 @@ static LLStatus fake_base_fails(const RunConfig *rc, const RunEnv *env, char *pa
 static char g_work[128];
 
 static void work_dir(const char *name) {
-    snprintf(g_work, sizeof g_work, "%s/%s", g_dir, name);
+    tu_path(g_work, sizeof g_work, name);
     ck_assert_int_eq(mkdir(g_work, 0755), 0);
 }
 
@@ -583,23 +561,54 @@ static void runner_opts(SweepOptions *o, SweepRunFn fn, const char *db, FILE *lo
     o->log = log;
 }
 
+/* One runner test's sweep in its own folder g_work = tu_dir/<name>: the plan of `grid`, options
+ * running `fn` on 2 jobs into the database g_work/<db name>, and the log file g_work/log. */
+typedef struct {
+    ConfigDoc *doc;
+    SweepPlan plan;
+    SweepOptions opts;
+    char db[256];
+    FILE *log;
+} RunnerFx;
+
+/* Makes the folder, the plan, the log and the options; asserts each step. */
+static void runner_begin(RunnerFx *r, const char *name, const char *grid, const char *db_name, SweepRunFn fn) {
+    work_dir(name);
+    r->doc = runner_doc(grid);
+    expand(r->doc, &r->plan);
+    char logp[256];
+    snprintf(r->db, sizeof r->db, "%s/%s", g_work, db_name);
+    snprintf(logp, sizeof logp, "%s/log", g_work);
+    r->log = fopen(logp, "w");
+    ck_assert_msg(r->log != NULL, "cannot write %s", logp);
+    runner_opts(&r->opts, fn, r->db, r->log);
+}
+
+/* Closes the log and frees the plan and the config of runner_begin. */
+static void runner_end(RunnerFx *r) {
+    fclose(r->log);
+    sweep_plan_free(&r->plan);
+    config_doc_free(r->doc);
+}
+
+/* The runs of the sweep "fake" in the database db, through a read-only Store the caller closes
+ * (after store_free_runs); asserts the open and the listing. */
+static Store *list_fake_runs(const char *db, RunRow **rows, int *n) {
+    LLError err;
+    Store *s = tu_store_open(db, 1);
+    ck_assert_msg(store_list_runs(s, "fake", rows, n, &err) == LL_OK, "%s", err.msg);
+    return s;
+}
+
 #define GRID12 "    adapter.r: [1, 2, 4]\n    train.lr: [0.001, 0.002]\n    adapter.dropout: [0.0, 0.1]\n"
 
 START_TEST(t_runner_completes) {
-    work_dir("completes");
-    ConfigDoc *d = runner_doc(GRID12);
-    SweepPlan p;
-    expand(d, &p);
-    ck_assert_int_eq(p.n, 12);
-    char db[256], logp[256];
-    snprintf(db, sizeof db, "%s/fake.db", g_work);
-    snprintf(logp, sizeof logp, "%s/log", g_work);
-    FILE *log = fopen(logp, "w");
-    SweepOptions o;
-    runner_opts(&o, fake_ok, db, log);
+    RunnerFx r;
+    runner_begin(&r, "completes", GRID12, "fake.db", fake_ok);
+    ck_assert_int_eq(r.plan.n, 12);
     SweepSummary sum;
     LLError err;
-    LLStatus st = sweep_run(d, &p, &o, &sum, &err);
+    LLStatus st = sweep_run(r.doc, &r.plan, &r.opts, &sum, &err);
     ck_assert_msg(st == LL_OK, "%s", err.msg);
     ck_assert_int_eq(sum.total, 12);
     ck_assert_int_eq(sum.done, 12);
@@ -608,11 +617,9 @@ START_TEST(t_runner_completes) {
     ck_assert_int_eq(count_lines("base_calls", NULL), 1); /* the base is prepared once */
     ck_assert_int_eq(count_lines("executions", NULL), 12);
     /* The store has each run once, done, with its 3 metric rows and final numbers. */
-    Store *s;
-    ck_assert_int_eq(store_open(db, 1, &s, &err), LL_OK);
     RunRow *rows;
     int n;
-    ck_assert_int_eq(store_list_runs(s, "fake", &rows, &n, &err), LL_OK);
+    Store *s = list_fake_runs(r.db, &rows, &n);
     ck_assert_int_eq(n, 12);
     for (int i = 0; i < n; i++) {
         ck_assert_str_eq(rows[i].status, "done");
@@ -630,41 +637,29 @@ START_TEST(t_runner_completes) {
     store_free_runs(rows, n);
     store_close(s);
     /* Again: everything is done, nothing runs. */
-    st = sweep_run(d, &p, &o, &sum, &err);
+    st = sweep_run(r.doc, &r.plan, &r.opts, &sum, &err);
     ck_assert_int_eq(st, LL_OK);
     ck_assert_int_eq(sum.skipped, 12);
     ck_assert_int_eq(sum.done, 0);
     ck_assert_int_eq(sum.exit_code, 0);
     ck_assert_int_eq(count_lines("executions", NULL), 12);
-    fclose(log);
-    sweep_plan_free(&p);
-    config_doc_free(d);
+    runner_end(&r);
 }
 END_TEST
 
 START_TEST(t_runner_worker_killed) {
-    work_dir("killed");
-    ConfigDoc *d = runner_doc("    adapter.r: [1, 2, 4, 8]\n");
-    SweepPlan p;
-    expand(d, &p);
-    char db[256], logp[256];
-    snprintf(db, sizeof db, "%s/crash.db", g_work);
-    snprintf(logp, sizeof logp, "%s/log", g_work);
-    FILE *log = fopen(logp, "w");
-    SweepOptions o;
-    runner_opts(&o, fake_crash_once, db, log);
+    RunnerFx r;
+    runner_begin(&r, "killed", "    adapter.r: [1, 2, 4, 8]\n", "crash.db", fake_crash_once);
     SweepSummary sum;
     LLError err;
-    ck_assert_int_eq(sweep_run(d, &p, &o, &sum, &err), LL_OK);
+    ck_assert_int_eq(sweep_run(r.doc, &r.plan, &r.opts, &sum, &err), LL_OK);
     ck_assert_int_eq(sum.done, 3);
     ck_assert_int_eq(sum.failed, 1);
     ck_assert_int_eq(sum.exit_code, 1);
-    const char *crashed = p.points[1].rc.key; /* r = 2 */
-    Store *s;
+    const char *crashed = r.plan.points[1].rc.key; /* r = 2 */
     RunRow *rows;
     int n;
-    ck_assert_int_eq(store_open(db, 1, &s, &err), LL_OK);
-    ck_assert_int_eq(store_list_runs(s, "fake", &rows, &n, &err), LL_OK);
+    Store *s = list_fake_runs(r.db, &rows, &n);
     for (int i = 0; i < n; i++) {
         if (strcmp(rows[i].key, crashed) != 0) continue;
         ck_assert_str_eq(rows[i].status, "failed");
@@ -674,12 +669,11 @@ START_TEST(t_runner_worker_killed) {
     store_free_runs(rows, n);
     store_close(s);
     /* The second invocation runs only the failed run; its earlier metrics are gone. */
-    ck_assert_int_eq(sweep_run(d, &p, &o, &sum, &err), LL_OK);
+    ck_assert_int_eq(sweep_run(r.doc, &r.plan, &r.opts, &sum, &err), LL_OK);
     ck_assert_int_eq(sum.skipped, 3);
     ck_assert_int_eq(sum.done, 1);
     ck_assert_int_eq(sum.exit_code, 0);
-    ck_assert_int_eq(store_open(db, 1, &s, &err), LL_OK);
-    ck_assert_int_eq(store_list_runs(s, "fake", &rows, &n, &err), LL_OK);
+    s = list_fake_runs(r.db, &rows, &n);
     ck_assert_int_eq(n, 4);
     for (int i = 0; i < n; i++) {
         ck_assert_str_eq(rows[i].status, "done");
@@ -699,9 +693,7 @@ START_TEST(t_runner_worker_killed) {
     }
     store_free_runs(rows, n);
     store_close(s);
-    fclose(log);
-    sweep_plan_free(&p);
-    config_doc_free(d);
+    runner_end(&r);
 }
 END_TEST
 
@@ -757,12 +749,9 @@ static int interrupt_sweep(SweepRunFn fn, const char *db, int signals) {
 }
 
 static void check_interrupted(const char *db, const char *want_error) {
-    Store *s;
-    LLError err;
     RunRow *rows;
     int n, interrupted = 0, pending = 0;
-    ck_assert_int_eq(store_open(db, 1, &s, &err), LL_OK);
-    ck_assert_int_eq(store_list_runs(s, "fake", &rows, &n, &err), LL_OK);
+    Store *s = list_fake_runs(db, &rows, &n);
     ck_assert_int_eq(n, 5);
     for (int i = 0; i < n; i++) {
         ck_assert_msg(strcmp(rows[i].status, "running") != 0, "run %s still running", rows[i].key);
@@ -800,26 +789,16 @@ START_TEST(t_runner_sigint_twice_kills) {
 END_TEST
 
 START_TEST(t_runner_base_fails) {
-    work_dir("base_fails");
-    ConfigDoc *d = runner_doc("    adapter.r: [1, 2]\n");
-    SweepPlan p;
-    expand(d, &p);
-    char db[256], logp[256];
-    snprintf(db, sizeof db, "%s/base.db", g_work);
-    snprintf(logp, sizeof logp, "%s/log", g_work);
-    FILE *log = fopen(logp, "w");
-    SweepOptions o;
-    runner_opts(&o, fake_ok, db, log);
-    o.base_fn = fake_base_fails;
+    RunnerFx r;
+    runner_begin(&r, "base_fails", "    adapter.r: [1, 2]\n", "base.db", fake_ok);
+    r.opts.base_fn = fake_base_fails;
     SweepSummary sum;
     LLError err;
-    ck_assert_int_eq(sweep_run(d, &p, &o, &sum, &err), LL_ERR_IO);
+    ck_assert_int_eq(sweep_run(r.doc, &r.plan, &r.opts, &sum, &err), LL_ERR_IO);
     ck_assert_msg(strstr(err.msg, "no corpus at data/nowhere/train.txt"), "%s", err.msg);
     ck_assert_int_eq(sum.exit_code, 1);
     ck_assert_int_eq(count_lines("executions", NULL), 0); /* no run started */
-    fclose(log);
-    sweep_plan_free(&p);
-    config_doc_free(d);
+    runner_end(&r);
 }
 END_TEST
 
@@ -841,8 +820,7 @@ END_TEST
 
 Suite *sweep_suite(void) {
     Suite *s = suite_create("sweep");
-    TCase *core = tcase_create("core");
-    tcase_add_unchecked_fixture(core, dir_setup, dir_teardown);
+    TCase *core = tu_tcase(s, "core", 1, 0);
     tcase_add_test(core, t_grid_count_and_order);
     tcase_add_test(core, t_seeds_axis);
     tcase_add_test(core, t_dedup_irrelevant);
@@ -855,18 +833,13 @@ Suite *sweep_suite(void) {
     tcase_add_test(core, t_shards);
     tcase_add_test(core, t_emit_slurm);
     tcase_add_test(core, t_parallelism);
-    suite_add_tcase(s, core);
-    TCase *limits = tcase_create("limits");
+    TCase *limits = tu_tcase(s, "limits", 0, 0);
     tcase_add_test(limits, t_expand_limits);
-    suite_add_tcase(s, limits);
-    TCase *runner = tcase_create("runner");
-    tcase_add_unchecked_fixture(runner, dir_setup, dir_teardown);
+    TCase *runner = tu_tcase(s, "runner", 1, 60);
     tcase_add_test(runner, t_runner_completes);
     tcase_add_test(runner, t_runner_worker_killed);
     tcase_add_test(runner, t_runner_sigint);
     tcase_add_test(runner, t_runner_sigint_twice_kills);
     tcase_add_test(runner, t_runner_base_fails);
-    tcase_set_timeout(runner, 60);
-    suite_add_tcase(s, runner);
     return s;
 }

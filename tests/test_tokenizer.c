@@ -5,44 +5,18 @@
  * (identical ids), and refusal of malformed tokenizer.json files with the right message.
  * Files go to a mkdtemp folder under /tmp per test case, removed by an unchecked fixture. */
 #define _XOPEN_SOURCE 700
+#define TU_TMP_NAME "tok"
 #include <check.h>
 #include <cjson/cJSON.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "tokenizer.h"
+#include "util.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-/* The test case's folder, made and removed by an unchecked fixture: that runs in the runner
- * process, so it also cleans up after a test that crashed in its forked child. */
-static char tmp_root[64];
-
-static void tmp_root_setup(void) {
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/loralab_tok_XXXXXX");
-    if (!mkdtemp(tmp_root)) tmp_root[0] = '\0';
-}
-
-static void tmp_root_teardown(void) {
-    if (tmp_root[0]) nftw(tmp_root, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
-/* A fresh folder per use inside the test case's folder. */
-static void tmpdir_make(char *dir, size_t cap) {
-    ck_assert_msg(tmp_root[0] != '\0', "no temporary folder under /tmp");
-    snprintf(dir, cap, "%s/tXXXXXX", tmp_root);
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-}
-
-static void tmpdir_remove(const char *dir) { nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS); }
 
 static Tokenizer *train(const char *text, int vocab) {
     Tokenizer *t = NULL;
@@ -418,10 +392,8 @@ END_TEST
 static cJSON *read_json(const char *dir, const char *name) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *txt;
     size_t len;
-    LLError err;
-    ck_assert_msg(ll_read_file(path, &txt, &len, &err) == LL_OK, "%s", err.msg);
+    char *txt = tu_slurp(path, &len);
     cJSON *j = cJSON_ParseWithLength(txt, len);
     ll_free(txt);
     ck_assert_ptr_nonnull(j);
@@ -430,7 +402,7 @@ static cJSON *read_json(const char *dir, const char *name) {
 
 START_TEST(test_save_format) {
     char dir[128];
-    tmpdir_make(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     const char *text = "low low low low low lower lower newest newest newest newest newest newest "
                        "widest widest widest";
     Tokenizer *t = train(text, 265);
@@ -489,13 +461,13 @@ START_TEST(test_save_format) {
     ck_assert_str_eq(cJSON_GetObjectItem(j, "pad_token")->valuestring, "<pad>");
     cJSON_Delete(j);
     tok_free(t);
-    tmpdir_remove(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
 START_TEST(test_save_load_roundtrip) {
     char dir[128];
-    tmpdir_make(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     char *text = word_corpus(5, 20000, "abcdefghij");
     /* some variety beyond the word corpus: Unicode, digits, whitespace, specials */
     const char *extra = " na\xc3\xafve \xe2\x80\x94 42 \n\n\t x<s>y</s> \xff";
@@ -541,7 +513,7 @@ START_TEST(test_save_load_roundtrip) {
     ll_free(b);
     tok_free(t);
     ll_free(text);
-    tmpdir_remove(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
@@ -564,11 +536,11 @@ static cJSON *valid_json(void) {
                          "widest widest widest",
                          265);
     char dir[128];
-    tmpdir_make(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     LLError err;
     ck_assert(tok_save(t, dir, &err) == LL_OK);
     cJSON *j = read_json(dir, "tokenizer.json");
-    tmpdir_remove(dir);
+    tu_tmpdir_remove(dir);
     tok_free(t);
     return j;
 }
@@ -780,7 +752,7 @@ END_TEST
 
 START_TEST(test_load_names_the_file) {
     char dir[128], path[192];
-    tmpdir_make(dir, sizeof dir);
+    tu_tmpdir_new(dir, sizeof dir);
     Tokenizer *t = (Tokenizer *)1;
     LLError err = {0};
     ck_assert_int_eq(tok_load(dir, &t, &err), LL_ERR_IO); /* no tokenizer.json */
@@ -788,7 +760,7 @@ START_TEST(test_load_names_the_file) {
     ck_assert_ptr_nonnull(strstr(err.msg, "tokenizer.json"));
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     const char *bad = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}}";
-    ck_assert(ll_write_file_atomic(path, bad, strlen(bad), &err) == LL_OK);
+    tu_write_text(path, bad);
     ck_assert_int_eq(tok_load(dir, &t, &err), LL_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, path));
     ck_assert_ptr_nonnull(strstr(err.msg, "missing \"model.merges\""));
@@ -797,18 +769,17 @@ START_TEST(test_load_names_the_file) {
     ck_assert(tok_save(bt, dir, &err) == LL_OK);
     tok_free(bt);
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    ck_assert(ll_write_file_atomic(path, "{oops", 5, &err) == LL_OK);
+    tu_write_text(path, "{oops");
     ck_assert_int_eq(tok_load(dir, &t, &err), LL_ERR_FORMAT);
     ck_assert_ptr_null(t);
     ck_assert_ptr_nonnull(strstr(err.msg, "tokenizer_config.json"));
-    tmpdir_remove(dir);
+    tu_tmpdir_remove(dir);
 }
 END_TEST
 
 Suite *tokenizer_suite(void) {
     Suite *s = suite_create("tokenizer");
-    TCase *core = tcase_create("core");
-    tcase_add_unchecked_fixture(core, tmp_root_setup, tmp_root_teardown);
+    TCase *core = tu_tcase(s, "core", 1, 0);
     tcase_add_test(core, test_bytes_all_values);
     tcase_add_test(core, test_byte_to_unicode);
     tcase_add_test(core, test_presplit);
@@ -820,9 +791,7 @@ Suite *tokenizer_suite(void) {
     tcase_add_test(core, test_specials_in_text);
     tcase_add_test(core, test_save_format);
     tcase_add_test(core, test_save_load_roundtrip);
-    suite_add_tcase(s, core);
-    TCase *limits = tcase_create("limits");
-    tcase_add_unchecked_fixture(limits, tmp_root_setup, tmp_root_teardown);
+    TCase *limits = tu_tcase(s, "limits", 1, 0);
     tcase_add_test(limits, test_train_bad_size);
     tcase_add_test(limits, test_valid_json_accepted);
     tcase_add_test(limits, test_malformed_text);
@@ -830,6 +799,5 @@ Suite *tokenizer_suite(void) {
     tcase_add_test(limits, test_malformed_merges);
     tcase_add_test(limits, test_malformed_added_and_pipeline);
     tcase_add_test(limits, test_load_names_the_file);
-    suite_add_tcase(s, limits);
     return s;
 }

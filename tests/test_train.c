@@ -1,7 +1,8 @@
 /* Tests of engine/optim.c, engine/train.c and engine/checkpoint.c: AdamW against hand-computed
  * steps, learning-rate schedules, a tiny model overfitting one batch, identical losses with 1 and
  * 2 threads, divergence detection, and the model folder round trip. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
+#define TU_TMP_NAME "train"
 #include <check.h>
 #include <cblas.h>
 #include <math.h>
@@ -16,6 +17,7 @@
 #include "model.h"
 #include "optim.h"
 #include "train.h"
+#include "util.h"
 
 static ModelConfig tiny_config(void) {
     ModelConfig c = {0};
@@ -23,6 +25,23 @@ static ModelConfig tiny_config(void) {
     c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.02f, c.tied = 0;
     c.bos_id = 37, c.eos_id = 38, c.pad_id = 39;
     return c;
+}
+
+/* A model of config c for batches of B x T, trainable (base included) when train, weights from
+ * seed; asserts that model_init succeeded. */
+static void init_model(Model *m, const ModelConfig *c, int B, int T, int train, uint64_t seed) {
+    ModelOptions o = {B, T, train, train};
+    LLError e;
+    ck_assert_int_eq(model_init(m, c, &o, &e), LL_OK);
+    model_init_weights(m, seed);
+}
+
+/* tiny_config widened to C = 32, F = 64, HS = 8: a trainable model for batches of 4 x T, weights
+ * from seed. */
+static void wide_model(Model *m, int T, uint64_t seed) {
+    ModelConfig c = tiny_config();
+    c.C = 32, c.F = 64, c.HS = 8;
+    init_model(m, &c, 4, T, 1, seed);
 }
 
 START_TEST(test_adamw_hand) {
@@ -90,13 +109,8 @@ static void fake_lm(Dataset *d, int n, int V, uint64_t seed) {
 
 START_TEST(test_overfit_one_batch) {
     /* One fixed batch of random tokens, trained on again and again: the model must memorise it. */
-    ModelConfig c = tiny_config();
-    c.C = 32, c.HS = 8, c.F = 64;
     Model m;
-    ModelOptions o = {4, 16, 1, 1};
-    LLError e;
-    ck_assert_int_eq(model_init(&m, &c, &o, &e), LL_OK);
-    model_init_weights(&m, 1);
+    wide_model(&m, 16, 1);
     Batch b;
     batch_alloc(&b, 4, 16);
     Rng r;
@@ -126,15 +140,10 @@ END_TEST
 static void train_losses(int threads, float *out, int steps) {
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
-    ModelConfig c = tiny_config();
-    c.C = 32, c.F = 64, c.HS = 8;
     Model m;
-    ModelOptions o = {4, 24, 1, 1};
-    LLError e;
-    ck_assert_int_eq(model_init(&m, &c, &o, &e), LL_OK);
-    model_init_weights(&m, 3);
+    wide_model(&m, 24, 3);
     Dataset d;
-    fake_lm(&d, 5000, c.V, 4);
+    fake_lm(&d, 5000, m.cfg.V, 4);
     Batch b;
     batch_alloc(&b, 4, 24);
     Rng r;
@@ -144,7 +153,7 @@ static void train_losses(int threads, float *out, int steps) {
     adamw_add(&opt, m.params, m.grads, m.n_params, 1);
     adamw_ready(&opt);
     for (int s = 0; s < steps; s++) {
-        data_sample(&d, &r, &b, 4, 24, c.bos_id, c.pad_id);
+        data_sample(&d, &r, &b, 4, 24, m.cfg.bos_id, m.cfg.pad_id);
         model_zero_grad(&m);
         out[s] = model_forward(&m, &b, 1);
         model_backward(&m, &b, 1.0f);
@@ -173,10 +182,7 @@ END_TEST
 START_TEST(test_diverged) {
     ModelConfig c = tiny_config();
     Model m;
-    ModelOptions o = {2, 8, 1, 1};
-    LLError e;
-    ck_assert_int_eq(model_init(&m, &c, &o, &e), LL_OK);
-    model_init_weights(&m, 1);
+    init_model(&m, &c, 2, 8, 1, 1);
     m.params[m.lay[1].w[MOD_UP] + 3] = NAN; /* a poisoned weight: the loss becomes NaN at step 0 */
     Dataset d;
     fake_lm(&d, 200, c.V, 2);
@@ -184,6 +190,7 @@ START_TEST(test_diverged) {
     train_config_defaults(&tc);
     tc.steps = 5, tc.batch = 2, tc.seq = 8;
     TrainResult res;
+    LLError e;
     ck_assert_int_eq(train_run(&m, NULL, &tc, &d, NULL, NULL, &res, &e), LL_ERR_DIVERGED);
     ck_assert_int_eq(res.diverged_step, 0);
     ck_assert_msg(strstr(e.msg, "step 0") && strstr(e.msg, "NaN"), "message: %s", e.msg);
@@ -193,16 +200,13 @@ START_TEST(test_diverged) {
 END_TEST
 
 START_TEST(test_checkpoint_round_trip) {
-    char tmpl[] = "/tmp/loralab-ckpt-XXXXXX";
-    ck_assert_ptr_nonnull(mkdtemp(tmpl));
-    char dir[256];
-    snprintf(dir, sizeof dir, "%s/model", tmpl);
+    char tmp[256], dir[300];
+    tu_tmpdir_new(tmp, sizeof tmp);
+    snprintf(dir, sizeof dir, "%s/model", tmp);
     ModelConfig c = tiny_config();
     Model m;
-    ModelOptions o = {2, 8, 0, 0};
+    init_model(&m, &c, 2, 8, 0, 9);
     LLError e;
-    ck_assert_int_eq(model_init(&m, &c, &o, &e), LL_OK);
-    model_init_weights(&m, 9);
     ck_assert_msg(checkpoint_save(&m, NULL, NULL, dir, &e) == LL_OK, "%s", e.msg);
     ModelConfig c2;
     ck_assert_msg(checkpoint_load_config(dir, &c2, &e) == LL_OK, "%s", e.msg);
@@ -210,6 +214,7 @@ START_TEST(test_checkpoint_round_trip) {
     ck_assert_int_eq(c2.NKV, c.NKV);
     ck_assert(c2.eps == c.eps && c2.tied == c.tied && c2.n_labels == 0);
     Model m2;
+    ModelOptions o = {2, 8, 0, 0};
     ck_assert_int_eq(model_init(&m2, &c2, &o, &e), LL_OK);
     ck_assert_msg(checkpoint_load_weights(dir, &m2, NULL, &e) == LL_OK, "%s", e.msg);
     ck_assert(memcmp(m.params, m2.params, sizeof(float) * m.n_params) == 0);
@@ -219,16 +224,14 @@ START_TEST(test_checkpoint_round_trip) {
     ck_assert_int_eq(checkpoint_load_weights(dir, &m2, NULL, &e), LL_OK);
     ck_assert(m2.params[0] == 42.0f);
     /* a truncated weights file is refused with its path in the message */
-    char path[300];
+    char path[400];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     ck_assert_int_eq(truncate(path, 100), 0);
     ck_assert_int_ne(checkpoint_load_weights(dir, &m2, NULL, &e), LL_OK);
     ck_assert_msg(strstr(e.msg, "model.safetensors") != NULL, "message: %s", e.msg);
     model_free(&m);
     model_free(&m2);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpl);
-    ck_assert_int_eq(system(cmd), 0);
+    tu_tmpdir_remove(tmp);
 }
 END_TEST
 
@@ -242,7 +245,7 @@ END_TEST
 
 Suite *train_suite(void) {
     Suite *s = suite_create("train");
-    TCase *core = tcase_create("core");
+    TCase *core = tu_tcase(s, "core", 1, 120);
     tcase_add_test(core, test_adamw_hand);
     tcase_add_test(core, test_grad_norm_and_clip);
     tcase_add_test(core, test_lr_schedule);
@@ -250,10 +253,7 @@ Suite *train_suite(void) {
     tcase_add_test(core, test_threads_identical);
     tcase_add_test(core, test_checkpoint_round_trip);
     tcase_add_test(core, test_memory_estimate);
-    tcase_set_timeout(core, 120);
-    suite_add_tcase(s, core);
-    TCase *limits = tcase_create("limits");
+    TCase *limits = tu_tcase(s, "limits", 0, 0);
     tcase_add_test(limits, test_diverged);
-    suite_add_tcase(s, limits);
     return s;
 }

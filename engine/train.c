@@ -141,9 +141,15 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
         double gnorm = adamw_grad_norm(&opt);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             res->diverged_step = step;
-            st = ll_err(err, LL_ERR_DIVERGED, "training diverged at step %d: %s is %s (lr %.3g); try a lower learning rate",
-                        step, !isfinite(loss) ? "the loss" : "the gradient norm",
-                        isnan(!isfinite(loss) ? loss : gnorm) ? "NaN" : "infinite", lr);
+            /* The hint follows the cause it points to: before any update the learning rate cannot be
+             * it; without clipping, one bad batch can be. */
+            const char *hint = step == 0 ? "nothing was updated yet, so check the base weights and the data "
+                                           "(loralab eval on the base)"
+                               : tc->clip <= 0.0f ? "try a lower learning rate, or turn on train.clip (it is 0: off)"
+                                                  : "try a lower learning rate or a longer train.warmup";
+            st = ll_err(err, LL_ERR_DIVERGED, "training diverged at step %d: %s is %s (lr %.3g); %s", step,
+                        !isfinite(loss) ? "the loss" : "the gradient norm",
+                        isnan(!isfinite(loss) ? loss : gnorm) ? "NaN" : "infinite", lr, hint);
             emit(hooks, step, "train", "loss", loss);
             break;
         }

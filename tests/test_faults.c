@@ -531,6 +531,7 @@ START_TEST(t_nan_mid_run_keeps_previous_adapter) {
     ck_assert_msg(at && strstr(err.msg, "the loss is NaN"), "%s", err.msg);
     int k = atoi(at + strlen("training diverged at step "));
     ck_assert_msg(k > 0, "the NaN came at step %d; the test wants a loss that turns NaN later", k);
+    ck_assert_msg(strstr(err.msg, "try a lower learning rate"), "after updates the hint is the lr: %s", err.msg);
     ck_assert_str_eq(o.out_dir, "");
     size_t n;
     char *t1 = tu_slurp(p1, &n), *t2 = tu_slurp(p2, &n);

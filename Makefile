@@ -43,10 +43,18 @@ LIB_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(ENGINE_SRC) $(EXP_SRC) $(ANA_SRC))
 CLI_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRC))
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC)) $(BUILD)/tests/main.o
 
-.PHONY: all test demo bench data clean check-deps fuzz memcheck
+.PHONY: all test demo bench data clean check-deps fuzz memcheck FORCE
 all: loralab
 
-$(BUILD)/%.o: %.c
+# The flags the objects in $(BUILD) were built with. It changes when they do (SANITIZE=..., DEBUG=1,
+# WERROR=1), and every object depends on it, so switching flags rebuilds instead of linking
+# sanitizer objects into a plain binary.
+FLAGS_STAMP := $(BUILD)/.flags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(CFLAGS) $(LDLIBS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDLIBS)' > $@
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -67,11 +75,11 @@ $(BUILD)/tests/suites.h: $(TEST_SRC)
 	@grep -ho '^Suite \*[a-z0-9_]*_suite(void)' $(TEST_SRC) | sed 's/^Suite \*\([a-z0-9_]*\)(void)/SUITE(\1)/' > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 
-$(BUILD)/tests/main.o: tests/main.c $(BUILD)/tests/suites.h
+$(BUILD)/tests/main.o: tests/main.c $(BUILD)/tests/suites.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I$(BUILD)/tests $(shell pkg-config --cflags check) -c $< -o $@
 
-$(BUILD)/tests/%.o: tests/%.c
+$(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(shell pkg-config --cflags check) -c $< -o $@
 

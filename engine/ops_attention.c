@@ -23,12 +23,7 @@ enum { ATT_BLOCK = 64 };
 /* row[0, n) = softmax(row[0, n)), 16 lanes: max, exp and a lane-wise fp32 sum reduced in a fixed
  * order. */
 static void softmax_row(float *row, int n) {
-    __m512 m = _mm512_set1_ps(-__builtin_inff());
-    for (int j = 0; j < n; j += 16) {
-        __mmask16 k = ll_mask16((size_t)(n - j));
-        m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, row + j));
-    }
-    __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(m)), s = _mm512_setzero_ps();
+    __m512 mx = _mm512_set1_ps(ll_max16(row, n)), s = _mm512_setzero_ps();
     for (int j = 0; j < n; j += 16) {
         __mmask16 k = ll_mask16((size_t)(n - j));
         __m512 e = _mm512_maskz_mov_ps(k, ll_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), mx)));

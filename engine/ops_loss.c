@@ -10,16 +10,13 @@
 #if LL_SIMD
 /* max and Σ exp(z - max) (in double, 16 lanes, then a fixed-order reduction) of a row */
 static void row_max_sumexp(const float *z, int V, float *mx_out, double *s_out) {
-    __m512 m = _mm512_set1_ps(-__builtin_inff());
-    for (int v = 0; v < V; v += 16) m = _mm512_mask_max_ps(m, ll_mask16((size_t)(V - v)), m, _mm512_maskz_loadu_ps(ll_mask16((size_t)(V - v)), z + v));
-    float mx = _mm512_reduce_max_ps(m);
+    float mx = ll_max16(z, V);
     __m512 mxv = _mm512_set1_ps(mx);
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (int v = 0; v < V; v += 16) {
         __mmask16 k = ll_mask16((size_t)(V - v));
         __m512 e = _mm512_maskz_mov_ps(k, ll_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, z + v), mxv)));
-        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+        ll_add_widened(&s0, &s1, e);
     }
     *mx_out = mx;
     *s_out = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));

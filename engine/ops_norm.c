@@ -17,8 +17,7 @@ static double dot_double(const float *a, const float *b, const float *c3, int C)
         __m512 x = _mm512_maskz_loadu_ps(k, a + c);
         __m512 p = _mm512_mul_ps(x, b ? _mm512_maskz_loadu_ps(k, b + c) : x);
         if (c3) p = _mm512_mul_ps(p, _mm512_maskz_loadu_ps(k, c3 + c));
-        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(p)));
-        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1))));
+        ll_add_widened(&s0, &s1, p);
     }
     return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
 #else

@@ -48,6 +48,23 @@ static inline __m512 ll_exp16(__m512 x) {
 /* The lanes [0, n) of a 16-lane block, n <= 16. */
 static inline __mmask16 ll_mask16(size_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
 
+/* max of x[0, n), n >= 1 (lane-wise, then reduced: the order does not matter for a max). */
+static inline float ll_max16(const float *x, int n) {
+    __m512 m = _mm512_set1_ps(-__builtin_inff());
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 k = ll_mask16((size_t)(n - j));
+        m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, x + j));
+    }
+    return _mm512_reduce_max_ps(m);
+}
+
+/* Widens v to double and adds its low 8 lanes to *lo, its high 8 to *hi: 16-lane sums kept in
+ * double (the caller reduces lo + hi once, in a fixed order). */
+static inline void ll_add_widened(__m512d *lo, __m512d *hi, __m512 v) {
+    *lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+
 #else
 #define LL_SIMD 0
 #endif

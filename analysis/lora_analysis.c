@@ -271,14 +271,10 @@ LLStatus la_amplification(const double *W, const double *dW, int d, int k, int r
 LLStatus la_check_adapter(const char *dir, char *base, size_t base_cap, LLError *err) {
     if (base && base_cap) base[0] = '\0';
     char path[4096];
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    char *text = NULL;
-    size_t len = 0;
-    LLStatus st = ll_read_file(path, &text, &len, err);
-    if (st) return ll_err_prefix(err, "adapter folder '%s'", dir);
-    cJSON *c = cJSON_ParseWithLength(text, len);
-    ll_free(text);
-    if (!cJSON_IsObject(c)) {
+    cJSON *c = NULL;
+    LLStatus st = adapter_config_read(dir, path, sizeof path, &c, err);
+    if (st == LL_ERR_IO) return ll_err_prefix(err, "adapter folder '%s'", dir);
+    if (!cJSON_IsObject(c)) { /* not JSON (st set), or JSON but not an object */
         cJSON_Delete(c);
         return ll_err(err, LL_ERR_FORMAT, "%s: not a JSON object", path);
     }

@@ -762,6 +762,18 @@ LLStatus adapter_config_parse(const char *json, size_t len, const char *path, Ad
     return st;
 }
 
+LLStatus adapter_config_read(const char *dir, char *path, size_t cap, cJSON **out, LLError *err) {
+    *out = NULL;
+    snprintf(path, cap, "%s/adapter_config.json", dir);
+    char *text = NULL;
+    size_t len = 0;
+    LLStatus st = ll_read_file(path, &text, &len, err);
+    if (st) return st;
+    *out = cJSON_ParseWithLength(text, len);
+    ll_free(text);
+    return *out ? LL_OK : ll_err(err, LL_ERR_FORMAT, "%s: not a JSON object", path);
+}
+
 LLStatus adapter_saved_labels(const char *dir, int *n_labels, LLError *err) {
     char path[2048];
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
@@ -779,15 +791,11 @@ LLStatus adapter_saved_labels(const char *dir, int *n_labels, LLError *err) {
 LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err) {
     *out = NULL;
     char path[4096];
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    char *text = NULL;
-    size_t len = 0;
-    LLStatus st = ll_read_file(path, &text, &len, err);
-    if (st) return ll_err_prefix(err, "loading adapter folder '%s'", dir);
-    cJSON *c = cJSON_ParseWithLength(text, len);
-    ll_free(text);
+    cJSON *c = NULL;
+    LLStatus st = adapter_config_read(dir, path, sizeof path, &c, err);
+    if (st) return st == LL_ERR_IO ? ll_err_prefix(err, "loading adapter folder '%s'", dir) : st;
     AdapterConfig cfg;
-    st = c ? config_from_json(c, path, &cfg, err) : ll_err(err, LL_ERR_FORMAT, "%s: not a JSON object", path);
+    st = config_from_json(c, path, &cfg, err);
     if (st) {
         cJSON_Delete(c);
         return st;

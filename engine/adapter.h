@@ -171,6 +171,9 @@ size_t adapter_trainable_count(const Model *m, const Adapter *a); /* adapter + h
 /* Adapter folders (PEFT layout): adapter_config.json + adapter_model.safetensors. */
 LLStatus adapter_save(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err);
 LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err);
+/* dir/adapter_config.json parsed (its path written into path): LL_ERR_IO when it cannot be read,
+ * LL_ERR_FORMAT when it is not JSON. The caller cJSON_Deletes *out. */
+LLStatus adapter_config_read(const char *dir, char *path, size_t cap, cJSON **out, LLError *err);
 /* The number of classes of the classification head saved with the adapter in dir (the rows of its
  * score.weight), 0 when it has none. Open the base with that many labels before adapter_load, or
  * the head is not loaded. */

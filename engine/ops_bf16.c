@@ -180,6 +180,8 @@ static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, c
     int np = (N + NR - 1) / NR, kp_all = (K + 1) / 2;
     int mblocks = (M + MC - 1) / MC;
     int nthreads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    /* LL_OMP_MIN_WORK counts element-wise work; M·N·K multiply-adds go 32 to an instruction here,
+     * so the threshold is scaled up (by 64) to keep the product well above a parallel region's cost. */
     int parallel = (size_t)M * N * K >= (size_t)LL_OMP_MIN_WORK * 64;
     /* Tiles are (MC-row block, group of panels). Every group packs its own copy of the A block, so
      * N is split only as far as the threads need: until the tiles divide evenly among them or there

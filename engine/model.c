@@ -115,6 +115,7 @@ static size_t act_layout(const ModelConfig *c, int B, int T, int training, float
     CARVE(losses, losses);
     CARVE(lse, losses);
     CARVE(pooled, (size_t)B * C);
+    CARVE(attn_scratch, (size_t)omp_get_max_threads() * attention_scratch_floats(T, c->HS));
     if (training) {
         size_t wide = QD > C ? QD : C;
         CARVE(dres, N * C);
@@ -126,7 +127,6 @@ static size_t act_layout(const ModelConfig *c, int B, int T, int training, float
         CARVE(dg, N * F);
         CARVE(du, N * F);
         CARVE(ds, N * F);
-        CARVE(attn_scratch, (size_t)omp_get_max_threads() * attention_scratch_floats(T));
         CARVE(dpooled, (size_t)B * C);
     }
 #undef CARVE
@@ -448,7 +448,7 @@ float model_forward(Model *m, const Batch *b, int train) {
         linear_forward(m, l, MOD_V, ln1, v, N, train);
         rope_forward(q, m->rope_cos, m->rope_sin, B, T, c->NH, c->HS);
         rope_forward(k, m->rope_cos, m->rope_sin, B, T, c->NKV, c->HS);
-        attention_forward(att, probs, q, k, v, B, T, c->NH, c->NKV, c->HS);
+        attention_forward(att, probs, q, k, v, a->attn_scratch, B, T, c->NH, c->NKV, c->HS);
         linear_forward(m, l, MOD_O, att, x2, N, train); /* x2 = o, then the residual in place */
         residual_forward(x2, x2, x, (size_t)N * C);
         rmsnorm_forward(ln2, a->rstd2 + l * sN, x2, m->params + lo->ln2, N, C, c->eps);

@@ -67,14 +67,14 @@ void rope_backward(float *dx, const float *cosv, const float *sinv, int B, int T
 
 /* ---- causal attention with grouped kv heads ---------------------------------------------------
  * q[B*T, NH*HS], k/v[B*T, NKV*HS] (post-RoPE) -> out[B*T, NH*HS]; probs[B, NH, T, T] saved (the
- * softmax, zero above the diagonal). Scores and mixing are per-head sgemm calls inside an OpenMP
- * loop over (b, head); query head h reads kv head h / (NH/NKV). */
-void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+ * softmax, zero above the diagonal). Products per (b, head) in blocks of query rows, parallel over
+ * (b, head); query head h reads kv head h / (NH/NKV). scratch needs attention_scratch_floats(T, HS)
+ * floats per thread slot (max_threads of them), in forward and backward. */
+size_t attention_scratch_floats(int T, int HS);
+void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, float *scratch,
                        int B, int T, int NH, int NKV, int HS);
-/* dq, dk, dv are overwritten. scratch needs attention_scratch_floats(T) floats per thread slot
- * (max_threads of them). Parallel over (b, kv head): each task owns its dk/dv slice and the dq
+/* dq, dk, dv are overwritten. Parallel over (b, kv head): each task owns its dk/dv slice and the dq
  * slices of its query-head group, so no two threads write the same element. */
-size_t attention_scratch_floats(int T);
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                         const float *q, const float *k, const float *v, float *scratch, int B, int T,
                         int NH, int NKV, int HS);

@@ -1,28 +1,143 @@
 /* ops_attention: causal multi-head attention with grouped kv heads, as blocked products.
  *
- * Per (batch row b, query head h), in blocks of query rows: S = Q·Kᵀ/sqrt(HS) over the keys the
- * block can see, P = softmax over keys j <= i in fp32 with the row max subtracted (HF's eager path
- * computes the softmax in fp32 too), O = P·V. P is saved for backward; its upper triangle is
- * exactly 0 (HF's masked scores become exp(-inf) = 0), so the diagonal blocks stay causal. The OpenMP loop over (b, h) calls sgemm from inside a parallel
- * region, where the OpenMP build of OpenBLAS runs single-threaded, so the two levels do not
- * oversubscribe the cores. */
+ * Per (batch row b, query head h), in blocks of ATT_BLOCK query rows: S = Q·Kᵀ/sqrt(HS) over the
+ * keys the block can see, P = softmax over keys j <= i in fp32 with the row max subtracted (HF's
+ * eager path computes the softmax in fp32 too), O = P·V. P is saved for backward; its upper
+ * triangle is exactly 0 (HF's masked scores become exp(-inf) = 0). Backward is the same per (b, kv
+ * head), over the query heads of its group: dP = dO·Vᵀ, dV += Pᵀ·dO, dS = P ⊙ (dP - rowsum(P ⊙
+ * dP)) / sqrt(HS), dQ = dS·K, dK += dSᵀ·Q. Work is parallel over (b, head), so no two threads write
+ * the same element.
+ *
+ * Every product has the form C (+)= alpha · A · B with B row-major (unit column stride) and A read
+ * through a row and a column stride, which covers A, Aᵀ and the transposed operands Kᵀ, Vᵀ (copied
+ * once per head into scratch). With AVX-512 the products are our own register tiles of 12 rows x
+ * 32 columns that broadcast A and stream B: with HS = 32 to 128 every product is small and skinny,
+ * where a BLAS call costs more in packing and dispatch than in arithmetic, and the tiles follow
+ * the causal triangle at 12-row granularity (a score tile stops at its last row's diagonal, a
+ * mixing tile's k range stops or starts there). Without AVX-512 each product is one cblas_sgemm
+ * over the whole block, as the zeros above the diagonal make the result the same. */
 #include "ops.h"
 #include "simd.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stddef.h>
 #include <string.h>
 
-/* Row blocks of the causal square: block rows [i0, i1) only see keys [0, i1), so the products
- * skip the upper triangle except inside the diagonal blocks (about T²/2 + T·ATT_BLOCK/2 of T² for
- * scores and mixing). */
 enum { ATT_BLOCK = 64 };
 
+/* How a product's operands follow the causal triangle, for the tiles to skip exact zeros. Row r
+ * and k index kk of the product are in the coordinates the caller passes with `off`:
+ *   CAUSAL_COLS:  C row r is needed at columns < r + off + 1 only (scores, dP);
+ *   CAUSAL_KHIGH: A[r][kk] = 0 for kk > r + off (P, dS rows times V, K);
+ *   CAUSAL_KLOW:  A[r][kk] = 0 for kk < r + off (Pᵀ, dSᵀ times dO, Q). */
+typedef enum { CAUSAL_COLS, CAUSAL_KHIGH, CAUSAL_KLOW } Causal;
+
 #if LL_SIMD
-/* row[0, n) = softmax(row[0, n)), 16 lanes: max, exp and a lane-wise fp32 sum reduced in a fixed
- * order. */
+enum { TM = 12, TN = 32 };
+
+/* c[r][0, n) (+)= alpha Σ_kk A[r][kk] b[kk*ldb + (0, n)] for r < MR, n <= TN. A[r][kk] is
+ * a[r*rsa + kk] (COLS = 0) or a[r + kk*csa] (COLS = 1). Row-major A is read through four base
+ * pointers three rows apart and the row stride, so every broadcast is one addressing mode (base +
+ * stride·{0, 4, 8} bytes) and the loop needs 6 integer registers, not 12. */
+static inline __attribute__((always_inline)) void tile_body(const int MR, const int COLS, int kn, const float *a,
+                                                            ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t ldb,
+                                                            float *c, ptrdiff_t ldc, int n, float alpha, int acc) {
+    __m512 c0[TM], c1[TM];
+    #pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+    __mmask16 m0 = ll_mask16((size_t)n), m1 = n > 16 ? ll_mask16((size_t)(n - 16)) : 0;
+    const float *p0 = a, *p3 = a + 3 * rsa, *p6 = a + 6 * rsa, *p9 = a + 9 * rsa;
+    for (int kk = 0; kk < kn; kk++) {
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+        b += ldb;
+        #pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) {
+            const float *base = r < 3 ? p0 : r < 6 ? p3 : r < 9 ? p6 : p9;
+            __m512 x = _mm512_set1_ps(COLS ? a[r] : base[(r % 3) * rsa]);
+            c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
+        }
+        if (COLS) a += csa;
+        else p0++, p3++, p6++, p9++;
+    }
+    __m512 al = _mm512_set1_ps(alpha);
+    #pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+        float *cr = c + r * ldc;
+        __m512 v0 = _mm512_mul_ps(c0[r], al), v1 = _mm512_mul_ps(c1[r], al);
+        if (acc) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+        }
+        _mm512_mask_storeu_ps(cr, m0, v0);
+        _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+}
+
+#define TILE_CASE(R)                                                                                                   \
+    case R:                                                                                                            \
+        if (rsa == 1) tile_body(R, 1, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                                 \
+        else tile_body(R, 0, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                                          \
+        break;
+
+/* One tile of up to TM rows; A with rsa == 1 (a transposed operand) or csa == 1. */
+static void tile(int mr, int kn, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c,
+                 ptrdiff_t ldc, int n, float alpha, int acc) {
+    switch (mr) {
+        TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)
+        TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
+    }
+}
+#undef TILE_CASE
+#endif
+
+/* C[m, n] (+)= alpha · A[m, k] · B[k, n]: A[r][kk] = a[r*rsa + kk*csa] with rsa or csa equal to 1,
+ * B row-major (ldb), C row-major (ldc); acc = 0 overwrites C. causal/off as above. */
+static void product(Causal causal, int off, int m, int n, int k, float alpha, const float *a, ptrdiff_t rsa,
+                    ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc) {
+#if LL_SIMD
+    for (int r0 = 0; r0 < m; r0 += TM) {
+        int mr = m - r0 < TM ? m - r0 : TM, n1 = n, k0 = 0, k1 = k;
+        if (causal == CAUSAL_COLS && r0 + mr + off < n) n1 = r0 + mr + off;
+        if (causal == CAUSAL_KHIGH && r0 + mr + off < k) k1 = r0 + mr + off;
+        if (causal == CAUSAL_KLOW && r0 + off > 0) k0 = r0 + off < k ? r0 + off : k;
+        for (int j0 = 0; j0 < n1; j0 += TN)
+            tile(mr, k1 - k0, a + r0 * rsa + k0 * csa, rsa, csa, b + k0 * ldb + j0, ldb, c + r0 * ldc + j0, ldc,
+                 n1 - j0 < TN ? n1 - j0 : TN, alpha, acc);
+    }
+#else
+    (void)causal, (void)off;
+    if (csa == 1)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, alpha, a, (int)rsa, b, (int)ldb,
+                    acc ? 1.0f : 0.0f, c, (int)ldc);
+    else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, alpha, a, (int)csa, b, (int)ldb,
+                    acc ? 1.0f : 0.0f, c, (int)ldc);
+#endif
+}
+
+/* dst[d*T + t] = src[t*ld + d]: a head's [T, HS] slice transposed to [HS, T]. */
+static void transpose_head(float *dst, const float *src, int T, int HS, int ld) {
+#if LL_SIMD
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(ld));
+    for (int d = 0; d < HS; d++)
+        for (int t = 0; t < T; t += 16) {
+            __mmask16 k = ll_mask16((size_t)(T - t));
+            __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, src + (size_t)t * ld + d, 4);
+            _mm512_mask_storeu_ps(dst + (size_t)d * T + t, k, x);
+        }
+#else
+    for (int d = 0; d < HS; d++)
+        for (int t = 0; t < T; t++) dst[(size_t)d * T + t] = src[(size_t)t * ld + d];
+#endif
+}
+
+/* row[0, n) = softmax(row[0, n)): max, exp, a sum in a fixed order, scale. */
 static void softmax_row(float *row, int n) {
+#if LL_SIMD
     __m512 mx = _mm512_set1_ps(ll_max16(row, n)), s = _mm512_setzero_ps();
     for (int j = 0; j < n; j += 16) {
         __mmask16 k = ll_mask16((size_t)(n - j));
@@ -35,49 +150,69 @@ static void softmax_row(float *row, int n) {
         __mmask16 k = ll_mask16((size_t)(n - j));
         _mm512_mask_storeu_ps(row + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, row + j), inv));
     }
-}
+#else
+    float mx = row[0];
+    for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    float s = 0.0f;
+    for (int j = 0; j < n; j++) {
+        row[j] = expf(row[j] - mx);
+        s += row[j];
+    }
+    float inv = 1.0f / s;
+    for (int j = 0; j < n; j++) row[j] *= inv;
 #endif
+}
 
-void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+/* dr[0, n) = p[j] (dr[j] - Σ_j p[j] dr[j]) · scale: the softmax backward of one row. */
+static void softmax_backward_row(float *dr, const float *p, int n, float scale) {
+#if LL_SIMD
+    __m512 s = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 k = ll_mask16((size_t)(n - j));
+        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, p + j), _mm512_maskz_loadu_ps(k, dr + j), s);
+    }
+    __m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(s)), sc = _mm512_set1_ps(scale);
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 k = ll_mask16((size_t)(n - j));
+        __m512 pv = _mm512_maskz_loadu_ps(k, p + j), dv = _mm512_maskz_loadu_ps(k, dr + j);
+        _mm512_mask_storeu_ps(dr + j, k, _mm512_mul_ps(_mm512_mul_ps(pv, _mm512_sub_ps(dv, dot)), sc));
+    }
+#else
+    float dot = 0.0f;
+    for (int j = 0; j < n; j++) dot += p[j] * dr[j];
+    for (int j = 0; j < n; j++) dr[j] = p[j] * (dr[j] - dot) * scale;
+#endif
+}
+
+size_t attention_scratch_floats(int T, int HS) { return (size_t)T * T + (size_t)HS * T; }
+
+void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, float *scratch,
                        int B, int T, int NH, int NKV, int HS) {
     const int ldq = NH * HS, ldk = NKV * HS, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
     #pragma omp parallel for schedule(static) if ((size_t)B * NH * T * T * HS >= LL_OMP_MIN_WORK)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, kvh = h / group;
+        float *Kt = scratch + (size_t)omp_get_thread_num() * attention_scratch_floats(T, HS);
         const float *Q = q + (size_t)b * T * ldq + (size_t)h * HS;
         const float *K = k + (size_t)b * T * ldk + (size_t)kvh * HS;
         const float *Vv = v + (size_t)b * T * ldk + (size_t)kvh * HS;
         float *P = probs + (size_t)bh * T * T;
         float *O = out + (size_t)b * T * ldq + (size_t)h * HS;
+        transpose_head(Kt, K, T, HS, ldk);
         for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
             int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, m = i1 - i0;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, i1, HS, scale, Q + (size_t)i0 * ldq, ldq, K,
-                        ldk, 0.0f, P + (size_t)i0 * T, T);
+            float *Pb = P + (size_t)i0 * T;
+            product(CAUSAL_COLS, i0, m, i1, HS, scale, Q + (size_t)i0 * ldq, ldq, 1, Kt, T, Pb, T, 0);
             for (int i = i0; i < i1; i++) {
                 float *row = P + (size_t)i * T;
-#if LL_SIMD
                 softmax_row(row, i + 1);
-#else
-                float mx = row[0];
-                for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-                float s = 0.0f;
-                for (int j = 0; j <= i; j++) {
-                    row[j] = expf(row[j] - mx);
-                    s += row[j];
-                }
-                float inv = 1.0f / s;
-                for (int j = 0; j <= i; j++) row[j] *= inv;
-#endif
                 memset(row + i + 1, 0, sizeof(float) * (size_t)(T - i - 1));
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, HS, i1, 1.0f, P + (size_t)i0 * T, T, Vv, ldk,
-                        0.0f, O + (size_t)i0 * ldq, ldq);
+            product(CAUSAL_KHIGH, i0, m, HS, i1, 1.0f, Pb, T, 1, Vv, ldk, O + (size_t)i0 * ldq, ldq, 0);
         }
     }
 }
-
-size_t attention_scratch_floats(int T) { return (size_t)T * T; }
 
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
                         const float *q, const float *k, const float *v, float *scratch, int B, int T,
@@ -87,11 +222,12 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
     #pragma omp parallel for schedule(static) if ((size_t)B * NH * T * T * HS >= LL_OMP_MIN_WORK)
     for (int bk = 0; bk < B * NKV; bk++) {
         int b = bk / NKV, kvh = bk % NKV;
-        float *dP = scratch + (size_t)omp_get_thread_num() * attention_scratch_floats(T);
+        float *dS = scratch + (size_t)omp_get_thread_num() * attention_scratch_floats(T, HS), *Vt = dS + (size_t)T * T;
         const float *K = k + (size_t)b * T * ldk + (size_t)kvh * HS;
         const float *Vv = v + (size_t)b * T * ldk + (size_t)kvh * HS;
         float *dK = dk + (size_t)b * T * ldk + (size_t)kvh * HS;
         float *dV = dv + (size_t)b * T * ldk + (size_t)kvh * HS;
+        transpose_head(Vt, Vv, T, HS, ldk);
         /* dK, dV gather from every query head of the group and every row block: start at zero */
         for (int t = 0; t < T; t++) {
             memset(dK + (size_t)t * ldk, 0, sizeof(float) * (size_t)HS);
@@ -105,27 +241,19 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
             float *dQ = dq + (size_t)b * T * ldq + (size_t)h * HS;
             for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
                 int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, m = i1 - i0;
-                const float *Pb = P + (size_t)i0 * T;
-                float *dPb = dP + (size_t)i0 * T;
-                /* dP = dO·Vᵀ, dV += Pᵀ·dO over the visible keys [0, i1) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, i1, HS, 1.0f, dO + (size_t)i0 * ldq, ldq, Vv,
-                            ldk, 0.0f, dPb, T);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, HS, m, 1.0f, Pb, T, dO + (size_t)i0 * ldq, ldq,
-                            1.0f, dV, ldk);
-                /* softmax backward: dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik), times the score scale */
+                const float *Pb = P + (size_t)i0 * T, *dOb = dO + (size_t)i0 * ldq;
+                float *dSb = dS + (size_t)i0 * T;
+                /* dP = dO·Vᵀ over the visible keys [0, i1); dV[0, i1) += Pᵀ·dO (row j sees i >= j) */
+                product(CAUSAL_COLS, i0, m, i1, HS, 1.0f, dOb, ldq, 1, Vt, T, dSb, T, 0);
+                product(CAUSAL_KLOW, -i0, i1, HS, m, 1.0f, Pb, 1, T, dOb, ldq, dV, ldk, 1);
                 for (int i = i0; i < i1; i++) {
-                    const float *pr = P + (size_t)i * T;
-                    float *dr = dP + (size_t)i * T;
-                    float dot = 0.0f;
-                    for (int j = 0; j <= i; j++) dot += pr[j] * dr[j];
-                    for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
+                    float *dr = dS + (size_t)i * T;
+                    softmax_backward_row(dr, P + (size_t)i * T, i + 1, scale);
                     for (int j = i + 1; j < i1; j++) dr[j] = 0.0f;
                 }
-                /* dQ = dS·K, dK += dSᵀ·Q */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, HS, i1, 1.0f, dPb, T, K, ldk, 0.0f,
-                            dQ + (size_t)i0 * ldq, ldq);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, HS, m, 1.0f, dPb, T, Q + (size_t)i0 * ldq, ldq,
-                            1.0f, dK, ldk);
+                /* dQ = dS·K, dK[0, i1) += dSᵀ·Q */
+                product(CAUSAL_KHIGH, i0, m, HS, i1, 1.0f, dSb, T, 1, K, ldk, dQ + (size_t)i0 * ldq, ldq, 0);
+                product(CAUSAL_KLOW, -i0, i1, HS, m, 1.0f, dSb, 1, T, Q + (size_t)i0 * ldq, ldq, dK, ldk, 1);
             }
         }
     }

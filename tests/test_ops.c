@@ -282,7 +282,7 @@ static void att_init(AttCtx *a, int B, int T, int NH, int NKV, int HS, uint64_t 
     a->q = ll_alloc_floats(a->nq), a->k = ll_alloc_floats(a->nk), a->v = ll_alloc_floats(a->nk);
     a->out = ll_alloc_floats(a->nq), a->probs = ll_alloc_floats((size_t)B * NH * T * T), a->up = ll_alloc_floats(a->nq);
     a->dq = ll_alloc_floats(a->nq), a->dk = ll_alloc_floats(a->nk), a->dv = ll_alloc_floats(a->nk);
-    a->scratch = ll_alloc_floats((size_t)omp_get_max_threads() * attention_scratch_floats(T));
+    a->scratch = ll_alloc_floats((size_t)omp_get_max_threads() * attention_scratch_floats(T, HS));
     fill(a->q, a->nq, seed, 1.0f), fill(a->k, a->nk, seed + 1, 1.0f), fill(a->v, a->nk, seed + 2, 1.0f);
     fill(a->up, a->nq, seed + 3, 1.0f);
 }
@@ -295,7 +295,7 @@ static void att_free(AttCtx *a) {
 
 /* attention_forward and attention_backward on the buffers of a (backward accumulates into dq, dk, dv). */
 static void att_forward(AttCtx *a) {
-    attention_forward(a->out, a->probs, a->q, a->k, a->v, a->B, a->T, a->NH, a->NKV, a->HS);
+    attention_forward(a->out, a->probs, a->q, a->k, a->v, a->scratch, a->B, a->T, a->NH, a->NKV, a->HS);
 }
 
 static void att_backward(AttCtx *a) {
@@ -374,6 +374,71 @@ START_TEST(test_attention_blocks) {
                           grads[w][i], num);
         }
     att_free(&a);
+}
+END_TEST
+
+/* Head sizes of real models (32 and 48: one and two 32-column tiles, the second one partial), T
+ * not a multiple of the 12-row tiles, the 16-lane vectors or the 64-row blocks, grouped kv heads:
+ * forward and all three gradients against the same attention computed directly in double. */
+static void att_reference_check(int B, int T, int NH, int NKV, int HS) {
+    AttCtx a;
+    att_init(&a, B, T, NH, NKV, HS, 41);
+    att_forward(&a);
+    att_backward(&a);
+    const int ldq = NH * HS, ldk = NKV * HS, group = NH / NKV;
+    double *dq = calloc(a.nq, sizeof(double)), *dk = calloc(a.nk, sizeof(double)), *dv = calloc(a.nk, sizeof(double));
+    double *p = malloc(sizeof(double) * T), *dp = malloc(sizeof(double) * T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const float *qi = a.q + ((size_t)b * T + i) * ldq + h * HS, *up = a.up + ((size_t)b * T + i) * ldq + h * HS;
+                const float *kb = a.k + (size_t)b * T * ldk + (h / group) * HS, *vb = a.v + (size_t)b * T * ldk + (h / group) * HS;
+                double mx = -1e300, sum = 0.0, dot_pdp = 0.0;
+                for (int j = 0; j <= i; j++) {
+                    double d = 0.0;
+                    for (int c = 0; c < HS; c++) d += (double)qi[c] * kb[(size_t)j * ldk + c];
+                    p[j] = d / sqrt((double)HS);
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                for (int j = 0; j <= i; j++) sum += p[j] = exp(p[j] - mx);
+                for (int j = 0; j <= i; j++) p[j] /= sum;
+                for (int c = 0; c < HS; c++) {
+                    double o = 0.0;
+                    for (int j = 0; j <= i; j++) o += p[j] * vb[(size_t)j * ldk + c];
+                    float got = a.out[((size_t)b * T + i) * ldq + h * HS + c];
+                    ck_assert_msg(close_enough(got, o, 1e-5, 1e-4), "HS %d out[b %d h %d i %d c %d]: %g vs %g", HS, b, h,
+                                  i, c, got, o);
+                }
+                for (int j = 0; j <= i; j++) {
+                    ck_assert(close_enough(a.probs[(((size_t)b * NH + h) * T + i) * T + j], p[j], 1e-6, 1e-4));
+                    dp[j] = 0.0;
+                    for (int c = 0; c < HS; c++) dp[j] += (double)up[c] * vb[(size_t)j * ldk + c];
+                    dot_pdp += p[j] * dp[j];
+                }
+                for (int j = 0; j <= i; j++) {
+                    double ds = p[j] * (dp[j] - dot_pdp) / sqrt((double)HS);
+                    for (int c = 0; c < HS; c++) {
+                        size_t kj = ((size_t)b * T + j) * ldk + (h / group) * HS + c;
+                        dq[((size_t)b * T + i) * ldq + h * HS + c] += ds * a.k[kj];
+                        dk[kj] += ds * qi[c];
+                        dv[kj] += p[j] * up[c];
+                    }
+                }
+            }
+    for (size_t i = 0; i < a.nq; i++)
+        ck_assert_msg(close_enough(a.dq[i], dq[i], 1e-5, 1e-4), "HS %d dq[%zu]: %g vs %g", HS, i, a.dq[i], dq[i]);
+    for (size_t i = 0; i < a.nk; i++) {
+        ck_assert_msg(close_enough(a.dk[i], dk[i], 1e-5, 1e-4), "HS %d dk[%zu]: %g vs %g", HS, i, a.dk[i], dk[i]);
+        ck_assert_msg(close_enough(a.dv[i], dv[i], 1e-5, 1e-4), "HS %d dv[%zu]: %g vs %g", HS, i, a.dv[i], dv[i]);
+    }
+    free(dq), free(dk), free(dv), free(p), free(dp);
+    att_free(&a);
+}
+
+START_TEST(test_attention_head_sizes) {
+    att_reference_check(2, 77, 4, 2, 32);
+    att_reference_check(1, 141, 2, 1, 48);
+    att_reference_check(1, 19, 3, 3, 16);
 }
 END_TEST
 
@@ -472,6 +537,7 @@ Suite *ops_suite(void) {
     tcase_add_test(grad, test_rope);
     tcase_add_test(grad, test_attention_grad);
     tcase_add_test(grad, test_attention_blocks);
+    tcase_add_test(grad, test_attention_head_sizes);
     tcase_add_test(grad, test_swiglu_grad);
     tcase_add_test(grad, test_crossentropy);
     return s;

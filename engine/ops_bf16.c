@@ -175,27 +175,73 @@ static void kernel_pairs(int kp, const uint32_t *a, const uint16_t *b, float *c,
     kernel_body(kp, a, b, c, ldc, mr, nr, add, 1, MR);
 }
 
+/* How C is cut into tiles for the threads: row blocks of rb rows (a multiple of MR, at most MC),
+ * panel groups of gsize panels, and the order of the tiles: row-block-major (by_group = 0) or
+ * group-major (1, every thread then takes all rows of its own panels). */
+typedef struct {
+    int rb, gsize, by_group;
+} TilePlan;
+
+/* The plan for nthreads threads under OpenMP's static schedule (contiguous runs of tiles, the first
+ * tiles % nthreads threads one more): each candidate is costed by its busiest thread, a tile
+ * counting rows (rounded up to MR) x (panels + about a tenth of a panel for packing its A block)
+ * plus a fixed cost of one MR x panel kernel; the cheapest wins, fewest tiles first. So a weight
+ * gradient of a small layer (M = 128 is 96 + 32 rows at MC) splits its panels evenly instead.
+ * Plans are remembered per thread for the last shapes: a training step asks for the same dozen. */
+static TilePlan plan_tiles(int M, int np, int nthreads) {
+    enum { SLOTS = 32 };
+    static _Thread_local struct {
+        int M, np, nthreads;
+        TilePlan plan;
+    } memo[SLOTS];
+    static _Thread_local int next;
+    for (int i = 0; i < SLOTS; i++)
+        if (memo[i].M == M && memo[i].np == np && memo[i].nthreads == nthreads) return memo[i].plan;
+    TilePlan best = {MC, np, 0};
+    double best_cost = -1.0;
+    for (int rb = MC; rb >= MR; rb -= MR) {
+        int nb = (M + rb - 1) / rb;
+        if (nb > 8 * nthreads) break; /* smaller blocks only add tiles */
+        for (int ng = 1; ng <= np && ng <= 2 * nthreads; ng++)
+            for (int by_group = 0; by_group <= (ng > 1); by_group++) {
+                int gsize = (np + ng - 1) / ng, groups = (np + gsize - 1) / gsize, tiles = nb * groups;
+                double worst = 0.0;
+                for (int th = 0, t = 0; th < nthreads; th++) {
+                    int count = tiles / nthreads + (th < tiles % nthreads);
+                    double work = 0.0;
+                    for (int e = t + count; t < e; t++) {
+                        int mb = by_group ? t % nb : t / groups, g = by_group ? t / nb : t % groups;
+                        int rows = M - mb * rb < rb ? M - mb * rb : rb;
+                        int panels = np - g * gsize < gsize ? np - g * gsize : gsize;
+                        work += (double)((rows + MR - 1) / MR * MR) * (panels + 0.1) + MR;
+                    }
+                    worst = work > worst ? work : worst;
+                }
+                if (best_cost < 0.0 || worst < best_cost * 0.999) {
+                    best_cost = worst;
+                    best = (TilePlan){rb, gsize, by_group};
+                }
+            }
+    }
+    memo[next].M = M, memo[next].np = np, memo[next].nthreads = nthreads, memo[next].plan = best;
+    next = (next + 1) % SLOTS;
+    return best;
+}
+
 static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int M, int N,
                       int K, int acc) {
     int np = (N + NR - 1) / NR, kp_all = (K + 1) / 2;
-    int mblocks = (M + MC - 1) / MC;
     int nthreads = omp_in_parallel() ? 1 : omp_get_max_threads();
     /* LL_OMP_MIN_WORK counts element-wise work; M·N·K multiply-adds go 32 to an instruction here,
      * so the threshold is scaled up (by 64) to keep the product well above a parallel region's cost. */
-    int parallel = (size_t)M * N * K >= (size_t)LL_OMP_MIN_WORK * 64;
-    /* Tiles are (MC-row block, group of panels). Every group packs its own copy of the A block, so
-     * N is split only as far as the threads need: until the tiles divide evenly among them or there
-     * are 4 per thread (a short M, as in generation or a weight gradient of a small layer). */
-    int ngroups = 1;
-    while (parallel && ngroups < np && (mblocks * ngroups) % nthreads != 0 && mblocks * ngroups < 4 * nthreads)
-        ngroups++;
-    int gsize = (np + ngroups - 1) / ngroups;
-    ngroups = (np + gsize - 1) / gsize;
-    int tiles = mblocks * ngroups;
+    int parallel = nthreads > 1 && (size_t)M * N * K >= (size_t)LL_OMP_MIN_WORK * 64;
+    TilePlan plan = parallel ? plan_tiles(M, np, nthreads) : (TilePlan){MC, np, 0};
+    int rb = plan.rb, gsize = plan.gsize, nb = (M + rb - 1) / rb, ngroups = (np + gsize - 1) / gsize;
+    int tiles = nb * ngroups;
     #pragma omp parallel for schedule(static) if (parallel && tiles > 1)
     for (int t = 0; t < tiles; t++) {
-        int mb = t / ngroups, g = t % ngroups;
-        int m0 = mb * MC, m1 = m0 + MC < M ? m0 + MC : M;
+        int mb = plan.by_group ? t % nb : t / ngroups, g = plan.by_group ? t / nb : t % ngroups;
+        int m0 = mb * rb, m1 = m0 + rb < M ? m0 + rb : M;
         int j0 = g * gsize, j1 = j0 + gsize < np ? j0 + gsize : np;
         _Alignas(64) uint32_t apack[(MC / MR) * (KC / 2) * MR];
         for (int k0 = 0; k0 < K; k0 += KC) {

@@ -37,11 +37,13 @@ typedef enum { CAUSAL_COLS, CAUSAL_KHIGH, CAUSAL_KLOW } Causal;
 #if LL_SIMD
 enum { TM = 12, TN = 32 };
 
-/* c[r][0, n) (+)= alpha Σ_kk A[r][kk] b[kk*ldb + (0, n)] for r < MR, n <= TN. A[r][kk] is
- * a[r*rsa + kk] (COLS = 0) or a[r + kk*csa] (COLS = 1). Row-major A is read through four base
+/* c[r][0, n) (+)= alpha Σ_kk A[r][kk] b[kk*ldb + (0, n)] for r < MR, n <= 16·NV (NV = 1 for a
+ * narrow last column block, 2 otherwise). A[r][kk] is a[r*rsa + kk] (COLS = 0) or a[r + kk*csa]
+ * (COLS = 1). Row-major A is read through four base
  * pointers three rows apart and the row stride, so every broadcast is one addressing mode (base +
  * stride·{0, 4, 8} bytes) and the loop needs 6 integer registers, not 12. */
-static inline __attribute__((always_inline)) void tile_body(const int MR, const int COLS, int kn, const float *a,
+static inline __attribute__((always_inline)) void tile_body(const int MR, const int NV, const int COLS, int kn,
+                                                            const float *a,
                                                             ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t ldb,
                                                             float *c, ptrdiff_t ldc, int n, float alpha, int acc) {
     __m512 c0[TM], c1[TM];
@@ -50,14 +52,14 @@ static inline __attribute__((always_inline)) void tile_body(const int MR, const 
     __mmask16 m0 = ll_mask16((size_t)n), m1 = n > 16 ? ll_mask16((size_t)(n - 16)) : 0;
     const float *p0 = a, *p3 = a + 3 * rsa, *p6 = a + 6 * rsa, *p9 = a + 9 * rsa;
     for (int kk = 0; kk < kn; kk++) {
-        __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = NV > 1 ? _mm512_maskz_loadu_ps(m1, b + 16) : b0;
         b += ldb;
         #pragma GCC unroll 12
         for (int r = 0; r < MR; r++) {
             const float *base = r < 3 ? p0 : r < 6 ? p3 : r < 9 ? p6 : p9;
             __m512 x = _mm512_set1_ps(COLS ? a[r] : base[(r % 3) * rsa]);
             c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
-            c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
+            if (NV > 1) c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
         }
         if (COLS) a += csa;
         else p0++, p3++, p6++, p9++;
@@ -69,20 +71,22 @@ static inline __attribute__((always_inline)) void tile_body(const int MR, const 
         __m512 v0 = _mm512_mul_ps(c0[r], al), v1 = _mm512_mul_ps(c1[r], al);
         if (acc) {
             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+            if (NV > 1) v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
         }
         _mm512_mask_storeu_ps(cr, m0, v0);
-        _mm512_mask_storeu_ps(cr + 16, m1, v1);
+        if (NV > 1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
     }
 }
 
 #define TILE_CASE(R)                                                                                                   \
     case R:                                                                                                            \
-        if (rsa == 1) tile_body(R, 1, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                                 \
-        else tile_body(R, 0, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                                          \
+        if (rsa == 1 && n > 16) tile_body(R, 2, 1, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                    \
+        else if (rsa == 1) tile_body(R, 1, 1, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                         \
+        else if (n > 16) tile_body(R, 2, 0, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                           \
+        else tile_body(R, 1, 0, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                                       \
         break;
 
-/* One tile of up to TM rows; A with rsa == 1 (a transposed operand) or csa == 1. */
+/* One tile of up to TM rows and TN columns; A with rsa == 1 (a transposed operand) or csa == 1. */
 static void tile(int mr, int kn, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c,
                  ptrdiff_t ldc, int n, float alpha, int acc) {
     switch (mr) {
@@ -118,16 +122,46 @@ static void product(Causal causal, int off, int m, int n, int k, float alpha, co
 #endif
 }
 
+#if LL_SIMD
+/* r[0..15] = the 16 x 16 block whose rows were r[0..15], transposed: 32-bit interleave of row
+ * pairs, 64-bit interleave of those, then the 128-bit lanes of four rows gathered per column. */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) { /* u[4i + c], lane L: column 4L + c of rows 4i .. 4i+3 */
+        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
+        __m512 w0 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
+        __m512 v1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
+        __m512 w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
+        r[c] = _mm512_shuffle_f32x4(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));
+        r[c + 8] = _mm512_shuffle_f32x4(v0, v1, _MM_SHUFFLE(3, 1, 3, 1));
+        r[c + 4] = _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0));
+        r[c + 12] = _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
+#endif
+
 /* dst[d*T + t] = src[t*ld + d]: a head's [T, HS] slice transposed to [HS, T]. */
 static void transpose_head(float *dst, const float *src, int T, int HS, int ld) {
 #if LL_SIMD
-    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32(ld));
-    for (int d = 0; d < HS; d++)
-        for (int t = 0; t < T; t += 16) {
-            __mmask16 k = ll_mask16((size_t)(T - t));
-            __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, src + (size_t)t * ld + d, 4);
-            _mm512_mask_storeu_ps(dst + (size_t)d * T + t, k, x);
+    for (int t0 = 0; t0 < T; t0 += 16)
+        for (int d0 = 0; d0 < HS; d0 += 16) {
+            int nt = T - t0 < 16 ? T - t0 : 16, nd = HS - d0 < 16 ? HS - d0 : 16;
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < nt ? _mm512_maskz_loadu_ps(ll_mask16((size_t)nd), src + (size_t)(t0 + i) * ld + d0)
+                              : _mm512_setzero_ps();
+            transpose16(r);
+            for (int c = 0; c < nd; c++) _mm512_mask_storeu_ps(dst + (size_t)(d0 + c) * T + t0, ll_mask16((size_t)nt), r[c]);
         }
 #else
     for (int d = 0; d < HS; d++)

@@ -5,7 +5,8 @@
  * Per site, trainable floats [A (r x in) | B (out x r) | m (out), DoRA only], ΔW = s·B·A with
  * s = alpha/r, or alpha/sqrt(r) under rsLoRA.
  *
- * LoRA. Forward: y += s·(drop(x)·Aᵀ)·Bᵀ as two skinny products; B·A is only ever formed for merge.
+ * LoRA. Forward: y += s·(drop(x)·Aᵀ)·Bᵀ as two skinny products (register tiles, ops_tile.c); B·A is
+ * only ever formed for merge.
  * Saved for backward: u = drop(x)·Aᵀ (N x r). Backward (g = dL/dy): dB += s·gᵀ·u; du = s·g·B;
  * dA += duᵀ·drop(x); dx += drop'(du·A).
  *
@@ -46,6 +47,7 @@ typedef struct {
     float *norm;     /* DoRA: the row norm of the last forward, or the one cached at merge */
     float *P, *G;    /* DoRA norm scratch: W0·Aᵀ (out x r), A·Aᵀ (r x r) */
     float *work;     /* DoRA backward scratch, N_max x max(in, out) */
+    float *t;        /* Aᵀ or Bᵀ for the forward products, max r x max(in, out) */
 } Lora;
 
 static size_t lora_site_size(Adapter *a, AdapterSite *s) {
@@ -148,15 +150,23 @@ static void lora_free_priv(Adapter *a) {
     ll_free(p->P);
     ll_free(p->G);
     ll_free(p->work);
+    ll_free(p->t);
     ll_free(p);
     a->priv = NULL;
 }
 
 static LLStatus lora_init(Adapter *a, Model *m, LLError *err) {
     (void)m;
+    Lora *p = ll_calloc(1, sizeof *p);
+    a->priv = p;
+    size_t tr = 1;
+    for (int i = 0; i < a->n_sites; i++) {
+        const AdapterSite *s = &a->sites[i];
+        size_t w = (size_t)s->r * (size_t)(s->in > s->out ? s->in : s->out);
+        if (s->active && w > tr) tr = w;
+    }
+    p->t = ll_alloc_floats(tr);
     if (a->cfg.use_dora) {
-        Lora *p = ll_calloc(1, sizeof *p);
-        a->priv = p;
         p->vec_off = ll_calloc((size_t)a->n_sites, sizeof(size_t));
         size_t nv = 0, pr = 1, rr = 1, wide = 1;
         for (int i = 0; i < a->n_sites; i++) {
@@ -215,17 +225,25 @@ static LLStatus lora_init(Adapter *a, Model *m, LLError *err) {
 
 /* ---- forward / backward ------------------------------------------------------------------- */
 
+/* dst[j*rows + i] = src[i*cols + j]: a factor (at most max r x max(in, out) floats) transposed. */
+static void transpose(float *dst, const float *src, int rows, int cols) {
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
+}
+
 static void lora_forward(Adapter *a, AdapterSite *s, const float *x, float *y, int N, int train) {
     const float *xd = adapter_dropout(a, s, x, N, train);
     float *u = s->saved;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, s->r, s->in, 1.0f, xd, s->in, lora_A(a, s), s->in, 0.0f,
-                u, s->r);
+    Lora *p = a->priv;
+    /* u = drop(x)·Aᵀ, then y += s·u·Bᵀ: skinny products as register tiles (ops_tile.c), each
+     * against a transposed copy of the small factor */
+    transpose(p->t, lora_A(a, s), s->r, s->in);
+    gemm_small(N, s->r, s->in, 1.0f, xd, s->in, 1, p->t, s->r, u, s->r, 0);
     if (!a->cfg.use_dora) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, s->out, s->r, s->scale, u, s->r, lora_B(a, s), s->r,
-                    1.0f, y, s->out);
+        transpose(p->t, lora_B(a, s), s->out, s->r);
+        gemm_small(N, s->out, s->r, s->scale, u, s->r, 1, p->t, s->out, y, s->out, 1);
         return;
     }
-    Lora *p = a->priv;
     const int out = s->out;
     float *ms = p->ms + p->vec_off[site_index(a, s)], *nrm = p->norm + p->vec_off[site_index(a, s)];
     const float *mag = lora_m(a, s);
@@ -283,13 +301,10 @@ static void lora_backward(Adapter *a, AdapterSite *s, const float *x, const floa
             for (int o = 0; o < out; o++) gs[(size_t)n * out + o] = ms[o] * dy[(size_t)n * out + o];
         g = gs;
     }
-    /* dB += s·gᵀ·u */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, s->r, N, s->scale, g, out, u, s->r, 1.0f, gB, s->r);
-    /* du = s·g·B */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, s->r, out, s->scale, g, out, lora_B(a, s), s->r, 0.0f,
-                du, s->r);
-    /* dA += duᵀ·drop(x) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->r, s->in, N, 1.0f, du, s->r, xd, s->in, 1.0f, gA, s->in);
+    /* dB += s·gᵀ·u (gᵀ read in place: row o of gᵀ is column o of g); du = s·g·B; dA += duᵀ·drop(x) */
+    gemm_small(out, s->r, N, s->scale, g, 1, out, u, s->r, gB, s->r, 1);
+    gemm_small(N, s->r, out, s->scale, g, out, 1, lora_B(a, s), s->r, du, s->r, 0);
+    gemm_small(s->r, s->in, N, 1.0f, du, 1, s->r, xd, s->in, gA, s->in, 1);
     if (!dx) return;
     float *gz = NULL; /* DoRA: (ms − 1) ⊙ dy, W0's extra path */
     if (ms) {
@@ -299,15 +314,13 @@ static void lora_backward(Adapter *a, AdapterSite *s, const float *x, const floa
             for (int o = 0; o < out; o++) gz[(size_t)n * out + o] = (ms[o] - 1.0f) * dy[(size_t)n * out + o];
     }
     if (!drop) { /* dx += du·A (+ gz·W0) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, s->in, s->r, 1.0f, du, s->r, lora_A(a, s), s->in,
-                    1.0f, dx, s->in);
+        gemm_small(N, s->in, s->r, 1.0f, du, s->r, 1, lora_A(a, s), s->in, dx, s->in, 1);
         if (gz)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, s->in, out, 1.0f, gz, out, s->w0, s->in, 1.0f,
                         dx, s->in);
     } else {
         float *t = gz ? p->work : a->scratch;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, s->in, s->r, 1.0f, du, s->r, lora_A(a, s), s->in,
-                    0.0f, t, s->in);
+        gemm_small(N, s->in, s->r, 1.0f, du, s->r, 1, lora_A(a, s), s->in, t, s->in, 0);
         if (gz)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, s->in, out, 1.0f, gz, out, s->w0, s->in, 1.0f, t,
                         s->in);

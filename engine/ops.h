@@ -65,6 +65,17 @@ void rope_forward(float *x, const float *cosv, const float *sinv, int B, int T, 
 /* The rotation is orthogonal: backward rotates the gradient by the negative angle, in place. */
 void rope_backward(float *dx, const float *cosv, const float *sinv, int B, int T, int NHx, int HS);
 
+/* ---- small products by register tiles (ops_tile.c) -----------------------------------------
+ * C[m, n] (+)= alpha · A · B, A[r][k] = a[r*rsa + k*csa] with rsa == 1 or csa == 1 (A or a
+ * transposed operand), B[k][j] = b[k*ldb + j]; acc = 0 overwrites C. gemm_small runs the tiles in
+ * parallel when the product is big enough (cblas_sgemm without AVX-512). gemm_tile (AVX-512 builds
+ * only) is one tile of mr <= GEMM_TILE_M rows and n <= GEMM_TILE_N columns over all of k. */
+enum { GEMM_TILE_M = 12, GEMM_TILE_N = 32 };
+void gemm_small(int m, int n, int k, float alpha, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
+                ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc);
+void gemm_tile(int mr, int kn, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c,
+               ptrdiff_t ldc, int n, float alpha, int acc);
+
 /* ---- causal attention with grouped kv heads ---------------------------------------------------
  * q[B*T, NH*HS], k/v[B*T, NKV*HS] (post-RoPE) -> out[B*T, NH*HS]; probs[B, NH, T, T] saved (the
  * softmax, zero above the diagonal). Products per (b, head) in blocks of query rows, parallel over

@@ -8,18 +8,15 @@
  * dP)) / sqrt(HS), dQ = dS·K, dK += dSᵀ·Q. Work is parallel over (b, head), so no two threads write
  * the same element.
  *
- * Every product has the form C (+)= alpha · A · B with B row-major (unit column stride) and A read
- * through a row and a column stride, which covers A, Aᵀ and the transposed operands Kᵀ, Vᵀ (copied
- * once per head into scratch). With AVX-512 the products are our own register tiles of 12 rows x
- * 32 columns that broadcast A and stream B: with HS = 32 to 128 every product is small and skinny,
- * where a BLAS call costs more in packing and dispatch than in arithmetic, and the tiles follow
- * the causal triangle at 12-row granularity (a score tile stops at its last row's diagonal, a
- * mixing tile's k range stops or starts there). Without AVX-512 each product is one cblas_sgemm
- * over the whole block, as the zeros above the diagonal make the result the same. */
+ * Every product has the form C (+)= alpha · A · B with B row-major and A read through a row and a
+ * column stride (ops_tile.c), which covers A, Aᵀ and the transposed operands Kᵀ, Vᵀ (copied once
+ * per head into scratch). With AVX-512 the tiles follow the causal triangle at 12-row granularity
+ * (a score tile stops at its last row's diagonal, a mixing tile's k range stops or starts there).
+ * Without AVX-512 each product is one cblas_sgemm over the whole block, as the zeros above the
+ * diagonal make the result the same. */
 #include "ops.h"
 #include "simd.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stddef.h>
@@ -34,91 +31,24 @@ enum { ATT_BLOCK = 64 };
  *   CAUSAL_KLOW:  A[r][kk] = 0 for kk < r + off (Pᵀ, dSᵀ times dO, Q). */
 typedef enum { CAUSAL_COLS, CAUSAL_KHIGH, CAUSAL_KLOW } Causal;
 
-#if LL_SIMD
-enum { TM = 12, TN = 32 };
 
-/* c[r][0, n) (+)= alpha Σ_kk A[r][kk] b[kk*ldb + (0, n)] for r < MR, n <= 16·NV (NV = 1 for a
- * narrow last column block, 2 otherwise). A[r][kk] is a[r*rsa + kk] (COLS = 0) or a[r + kk*csa]
- * (COLS = 1). Row-major A is read through four base
- * pointers three rows apart and the row stride, so every broadcast is one addressing mode (base +
- * stride·{0, 4, 8} bytes) and the loop needs 6 integer registers, not 12. */
-static inline __attribute__((always_inline)) void tile_body(const int MR, const int NV, const int COLS, int kn,
-                                                            const float *a,
-                                                            ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t ldb,
-                                                            float *c, ptrdiff_t ldc, int n, float alpha, int acc) {
-    __m512 c0[TM], c1[TM];
-    #pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm512_setzero_ps();
-    __mmask16 m0 = ll_mask16((size_t)n), m1 = n > 16 ? ll_mask16((size_t)(n - 16)) : 0;
-    const float *p0 = a, *p3 = a + 3 * rsa, *p6 = a + 6 * rsa, *p9 = a + 9 * rsa;
-    for (int kk = 0; kk < kn; kk++) {
-        __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = NV > 1 ? _mm512_maskz_loadu_ps(m1, b + 16) : b0;
-        b += ldb;
-        #pragma GCC unroll 12
-        for (int r = 0; r < MR; r++) {
-            const float *base = r < 3 ? p0 : r < 6 ? p3 : r < 9 ? p6 : p9;
-            __m512 x = _mm512_set1_ps(COLS ? a[r] : base[(r % 3) * rsa]);
-            c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
-            if (NV > 1) c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
-        }
-        if (COLS) a += csa;
-        else p0++, p3++, p6++, p9++;
-    }
-    __m512 al = _mm512_set1_ps(alpha);
-    #pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-        float *cr = c + r * ldc;
-        __m512 v0 = _mm512_mul_ps(c0[r], al), v1 = _mm512_mul_ps(c1[r], al);
-        if (acc) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
-            if (NV > 1) v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
-        }
-        _mm512_mask_storeu_ps(cr, m0, v0);
-        if (NV > 1) _mm512_mask_storeu_ps(cr + 16, m1, v1);
-    }
-}
-
-#define TILE_CASE(R)                                                                                                   \
-    case R:                                                                                                            \
-        if (rsa == 1 && n > 16) tile_body(R, 2, 1, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                    \
-        else if (rsa == 1) tile_body(R, 1, 1, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                         \
-        else if (n > 16) tile_body(R, 2, 0, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                           \
-        else tile_body(R, 1, 0, kn, a, rsa, csa, b, ldb, c, ldc, n, alpha, acc);                                       \
-        break;
-
-/* One tile of up to TM rows and TN columns; A with rsa == 1 (a transposed operand) or csa == 1. */
-static void tile(int mr, int kn, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c,
-                 ptrdiff_t ldc, int n, float alpha, int acc) {
-    switch (mr) {
-        TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)
-        TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
-    }
-}
-#undef TILE_CASE
-#endif
-
-/* C[m, n] (+)= alpha · A[m, k] · B[k, n]: A[r][kk] = a[r*rsa + kk*csa] with rsa or csa equal to 1,
- * B row-major (ldb), C row-major (ldc); acc = 0 overwrites C. causal/off as above. */
+/* C[m, n] (+)= alpha · A[m, k] · B[k, n] as in gemm_small (serial here: the caller's loop over
+ * heads is the parallel one), skipping the exact zeros that causal/off describe. */
 static void product(Causal causal, int off, int m, int n, int k, float alpha, const float *a, ptrdiff_t rsa,
                     ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc) {
 #if LL_SIMD
-    for (int r0 = 0; r0 < m; r0 += TM) {
-        int mr = m - r0 < TM ? m - r0 : TM, n1 = n, k0 = 0, k1 = k;
+    for (int r0 = 0; r0 < m; r0 += GEMM_TILE_M) {
+        int mr = m - r0 < GEMM_TILE_M ? m - r0 : GEMM_TILE_M, n1 = n, k0 = 0, k1 = k;
         if (causal == CAUSAL_COLS && r0 + mr + off < n) n1 = r0 + mr + off;
         if (causal == CAUSAL_KHIGH && r0 + mr + off < k) k1 = r0 + mr + off;
         if (causal == CAUSAL_KLOW && r0 + off > 0) k0 = r0 + off < k ? r0 + off : k;
-        for (int j0 = 0; j0 < n1; j0 += TN)
-            tile(mr, k1 - k0, a + r0 * rsa + k0 * csa, rsa, csa, b + k0 * ldb + j0, ldb, c + r0 * ldc + j0, ldc,
-                 n1 - j0 < TN ? n1 - j0 : TN, alpha, acc);
+        for (int j0 = 0; j0 < n1; j0 += GEMM_TILE_N)
+            gemm_tile(mr, k1 - k0, a + r0 * rsa + k0 * csa, rsa, csa, b + k0 * ldb + j0, ldb, c + r0 * ldc + j0, ldc,
+                      n1 - j0 < GEMM_TILE_N ? n1 - j0 : GEMM_TILE_N, alpha, acc);
     }
 #else
     (void)causal, (void)off;
-    if (csa == 1)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, alpha, a, (int)rsa, b, (int)ldb,
-                    acc ? 1.0f : 0.0f, c, (int)ldc);
-    else
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, alpha, a, (int)csa, b, (int)ldb,
-                    acc ? 1.0f : 0.0f, c, (int)ldc);
+    gemm_small(m, n, k, alpha, a, rsa, csa, b, ldb, c, ldc, acc);
 #endif
 }
 

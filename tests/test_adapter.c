@@ -283,6 +283,8 @@ START_TEST(test_grad_lora) {
     snprintf(c.rank_pattern[0].key, sizeof c.rank_pattern[0].key, "v_proj");
     c.rank_pattern[0].value = 2;
     check_adapter_grads(c, "rslora q,v with rank_pattern", 1);
+    c = lora_cfg(13, 16.0f); /* more rows than one register tile (12) in the products over r */
+    check_adapter_grads(c, "lora q,v r=13", 1);
 }
 END_TEST
 

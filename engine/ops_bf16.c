@@ -106,31 +106,40 @@ void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) 
     }
 }
 
-/* Packs rows [m0, m0 + mr) x k [k0, k0 + kc) of A as 32-bit words (two bf16 of consecutive k),
- * zero past mr rows and past K. Row-major A becomes [MR rows][KC/2 words] (a plain conversion, no
- * transposition: the kernel broadcasts word p of row r from r*KC/2 + p, a constant displacement);
- * transposed A (the weight gradient's dyᵀ) becomes [pairs][MR] (two k rows interleaved). */
-static void pack_a(uint32_t *dst, const float *A, int lda, int a_trans, int m0, int mr, int k0, int kc, int K) {
-    int kp = (kc + 1) / 2;
-    if (a_trans) { /* A[m][k] = a[k*lda + m]: k rows 2p, 2p+1 hold pair p of all MR rows */
+/* Packs rows [m0, m1) x k [k0, k0 + kc) of A as 32-bit words (two bf16 of consecutive k), one
+ * block of MR rows after another (block g at dst + g*MR*KC/2), zero past m1 and past K. Row-major A
+ * becomes [MR rows][KC/2 words] per block (a plain conversion, no transposition: the kernel
+ * broadcasts word p of row r from r*KC/2 + p, a constant displacement). Transposed A (the weight
+ * gradient's dyᵀ, A[m][k] = a[k*lda + m]) becomes [pairs][MR] per block, two k rows interleaved;
+ * it is read one k row at a time across all the blocks, so each row of dy is streamed once. */
+static void pack_a(uint32_t *dst, const float *A, int lda, int a_trans, int m0, int m1, int k0, int kc, int K) {
+    int kp = (kc + 1) / 2, blocks = (m1 - m0 + MR - 1) / MR;
+    if (a_trans) {
         for (int p = 0; p < kp; p++) {
             int k = k0 + 2 * p;
-            const float *r0 = A + (size_t)k * lda + m0, *r1 = r0 + lda;
-            __m512 a = _mm512_maskz_loadu_ps(mask16(mr), r0);
-            __m512 b = k + 1 < K ? _mm512_maskz_loadu_ps(mask16(mr), r1) : _mm512_setzero_ps();
-            _mm512_mask_storeu_epi32(dst + (size_t)p * MR, (__mmask16)((1u << MR) - 1), pairs16(a, b));
+            const float *r0 = A + (size_t)k * lda, *r1 = r0 + lda;
+            for (int g = 0; g < blocks; g++) {
+                int m = m0 + g * MR;
+                __mmask16 km = mask16(m1 - m < MR ? m1 - m : MR);
+                __m512 a = _mm512_maskz_loadu_ps(km, r0 + m);
+                __m512 b = k + 1 < K ? _mm512_maskz_loadu_ps(km, r1 + m) : _mm512_setzero_ps();
+                _mm512_mask_storeu_epi32(dst + (size_t)g * MR * (KC / 2) + (size_t)p * MR, (__mmask16)((1u << MR) - 1),
+                                         pairs16(a, b));
+            }
         }
         return;
     }
-    for (int r = 0; r < MR; r++) {
-        uint32_t *d = dst + (size_t)r * (KC / 2);
-        const float *row = A + (size_t)(m0 + r) * lda + k0;
-        for (int k = 0; k < kc; k += 32) {
-            __m512 x0 = r < mr ? _mm512_maskz_loadu_ps(mask16(kc - k), row + k) : _mm512_setzero_ps();
-            __m512 x1 = r < mr ? _mm512_maskz_loadu_ps(mask16(kc - k - 16), row + k + 16) : _mm512_setzero_ps();
-            _mm512_mask_storeu_epi32(d + k / 2, mask16((kc - k + 1) / 2), (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+    for (int g = 0; g < blocks; g++)
+        for (int r = 0; r < MR; r++) {
+            int m = m0 + g * MR + r;
+            uint32_t *d = dst + (size_t)g * MR * (KC / 2) + (size_t)r * (KC / 2);
+            const float *row = A + (size_t)m * lda + k0;
+            for (int k = 0; k < kc; k += 32) {
+                __m512 x0 = m < m1 ? _mm512_maskz_loadu_ps(mask16(kc - k), row + k) : _mm512_setzero_ps();
+                __m512 x1 = m < m1 ? _mm512_maskz_loadu_ps(mask16(kc - k - 16), row + k + 16) : _mm512_setzero_ps();
+                _mm512_mask_storeu_epi32(d + k / 2, mask16((kc - k + 1) / 2), (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+            }
         }
-    }
 }
 
 /* c[mr, nr] (+)= a · b[kp pairs][NR][2], word p of A row r at a[r*RS + p*PS]: RS, PS are constants
@@ -246,9 +255,7 @@ static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, c
         _Alignas(64) uint32_t apack[(MC / MR) * (KC / 2) * MR];
         for (int k0 = 0; k0 < K; k0 += KC) {
             int kc = K - k0 < KC ? K - k0 : KC, kp = (kc + 1) / 2;
-            for (int i = m0; i < m1; i += MR)
-                pack_a(apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, A, lda, a_trans, i, m1 - i < MR ? m1 - i : MR,
-                       k0, kc, K);
+            pack_a(apack, A, lda, a_trans, m0, m1, k0, kc, K);
             int add = acc || k0 > 0;
             for (int j = j0; j < j1; j++) {
                 const uint16_t *bp = Bp + ((size_t)j * kp_all + (size_t)k0 / 2) * NR * 2;

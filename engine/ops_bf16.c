@@ -237,13 +237,47 @@ static TilePlan plan_tiles(int M, int np, int nthreads) {
     return best;
 }
 
+/* C rows [m0, m1) (at most MC) x panels [j0, j1): the A block packed once per k block, then every
+ * panel against it. */
+static void gemm_block(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int N, int K,
+                       int acc, int m0, int m1, int j0, int j1) {
+    int kp_all = (K + 1) / 2;
+    _Alignas(64) uint32_t apack[(MC / MR) * (KC / 2) * MR];
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kc = K - k0 < KC ? K - k0 : KC, kp = (kc + 1) / 2;
+        pack_a(apack, A, lda, a_trans, m0, m1, k0, kc, K);
+        int add = acc || k0 > 0;
+        for (int j = j0; j < j1; j++) {
+            const uint16_t *bp = Bp + ((size_t)j * kp_all + (size_t)k0 / 2) * NR * 2;
+            int nr = N - j * NR < NR ? N - j * NR : NR;
+            for (int i = m0; i < m1; i += MR)
+                (a_trans ? kernel_pairs : kernel_rows)(kp, apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, bp,
+                                                       C + (size_t)i * ldc + j * NR, ldc, m1 - i < MR ? m1 - i : MR, nr,
+                                                       add);
+        }
+    }
+}
+
 static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int M, int N,
                       int K, int acc) {
-    int np = (N + NR - 1) / NR, kp_all = (K + 1) / 2;
+    int np = (N + NR - 1) / NR;
     int nthreads = omp_in_parallel() ? 1 : omp_get_max_threads();
     /* LL_OMP_MIN_WORK counts element-wise work; M·N·K multiply-adds go 32 to an instruction here,
      * so the threshold is scaled up (by 64) to keep the product well above a parallel region's cost. */
     int parallel = nthreads > 1 && (size_t)M * N * K >= (size_t)LL_OMP_MIN_WORK * 64;
+    if (parallel && (M + MC - 1) / MC > 8 * nthreads) {
+        /* A long M (the tokens of a batch): each thread takes an equal run of MR-row groups (2048
+         * rows split 1032 + 1016, where MC blocks would give 1056 + 992), cut into blocks of MC. */
+        #pragma omp parallel
+        {
+            int nt = omp_get_num_threads(), th = omp_get_thread_num(), groups = (M + MR - 1) / MR;
+            int r0 = (int)((long)groups * th / nt) * MR, r1 = (int)((long)groups * (th + 1) / nt) * MR;
+            if (r1 > M) r1 = M;
+            for (int m0 = r0; m0 < r1; m0 += MC)
+                gemm_block(C, ldc, A, lda, a_trans, Bp, N, K, acc, m0, m0 + MC < r1 ? m0 + MC : r1, 0, np);
+        }
+        return;
+    }
     TilePlan plan = parallel ? plan_tiles(M, np, nthreads) : (TilePlan){MC, np, 0};
     int rb = plan.rb, gsize = plan.gsize, nb = (M + rb - 1) / rb, ngroups = (np + gsize - 1) / gsize;
     int tiles = nb * ngroups;
@@ -252,19 +286,7 @@ static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, c
         int mb = plan.by_group ? t % nb : t / ngroups, g = plan.by_group ? t / nb : t % ngroups;
         int m0 = mb * rb, m1 = m0 + rb < M ? m0 + rb : M;
         int j0 = g * gsize, j1 = j0 + gsize < np ? j0 + gsize : np;
-        _Alignas(64) uint32_t apack[(MC / MR) * (KC / 2) * MR];
-        for (int k0 = 0; k0 < K; k0 += KC) {
-            int kc = K - k0 < KC ? K - k0 : KC, kp = (kc + 1) / 2;
-            pack_a(apack, A, lda, a_trans, m0, m1, k0, kc, K);
-            int add = acc || k0 > 0;
-            for (int j = j0; j < j1; j++) {
-                const uint16_t *bp = Bp + ((size_t)j * kp_all + (size_t)k0 / 2) * NR * 2;
-                int nr = N - j * NR < NR ? N - j * NR : NR;
-                for (int i = m0; i < m1; i += MR)
-                    (a_trans ? kernel_pairs : kernel_rows)(kp, apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, bp, C + (size_t)i * ldc + j * NR, ldc,
-                           m1 - i < MR ? m1 - i : MR, nr, add);
-            }
-        }
+        gemm_block(C, ldc, A, lda, a_trans, Bp, N, K, acc, m0, m1, j0, j1);
     }
 }
 

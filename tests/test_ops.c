@@ -91,7 +91,7 @@ START_TEST(test_bf16_gemm) {
         fprintf(stderr, "ops: this CPU has no AVX512_BF16, bf16 products not tested\n");
         return;
     }
-    const int shapes[][3] = {{1, 1, 1}, {13, 33, 7}, {37, 45, 29}, {100, 70, 301}, {25, 96, 600}, {200, 40, 64}, {300, 100, 300}, {130, 300, 160}};
+    const int shapes[][3] = {{1, 1, 1}, {13, 33, 7}, {37, 45, 29}, {100, 70, 301}, {25, 96, 600}, {200, 40, 64}, {300, 100, 300}, {130, 300, 160}, {1601, 40, 40}};
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const int M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
         float *A = ll_alloc_floats((size_t)M * K), *W = ll_alloc_floats((size_t)N * K);

@@ -6,7 +6,7 @@
  * triangle is exactly 0 (HF's masked scores become exp(-inf) = 0). Backward is the same per (b, kv
  * head), over the query heads of its group: dP = dO·Vᵀ, dV += Pᵀ·dO, dS = P ⊙ (dP - rowsum(P ⊙
  * dP)) / sqrt(HS), dQ = dS·K, dK += dSᵀ·Q. Work is parallel over (b, head), so no two threads write
- * the same element.
+ * the same element; heads are handed out dynamically, as gemm_bf16's tiles are (ops_bf16.c).
  *
  * Every product has the form C (+)= alpha · A · B with B row-major and A read through a row and a
  * column stride (ops_tile.c), which covers A, Aᵀ and the transposed operands Kᵀ, Vᵀ (copied once
@@ -154,7 +154,7 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
                        int B, int T, int NH, int NKV, int HS) {
     const int ldq = NH * HS, ldk = NKV * HS, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
-    #pragma omp parallel for schedule(static) if ((size_t)B * NH * T * T * HS >= LL_OMP_MIN_WORK)
+    #pragma omp parallel for schedule(dynamic) if ((size_t)B * NH * T * T * HS >= LL_OMP_MIN_WORK)
     for (int bh = 0; bh < B * NH; bh++) {
         int b = bh / NH, h = bh % NH, kvh = h / group;
         float *Kt = scratch + (size_t)omp_get_thread_num() * attention_scratch_floats(T, HS);
@@ -183,7 +183,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                         int NH, int NKV, int HS) {
     const int ldq = NH * HS, ldk = NKV * HS, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
-    #pragma omp parallel for schedule(static) if ((size_t)B * NH * T * T * HS >= LL_OMP_MIN_WORK)
+    #pragma omp parallel for schedule(dynamic) if ((size_t)B * NH * T * T * HS >= LL_OMP_MIN_WORK)
     for (int bk = 0; bk < B * NKV; bk++) {
         int b = bk / NKV, kvh = bk % NKV;
         float *dS = scratch + (size_t)omp_get_thread_num() * attention_scratch_floats(T, HS), *Vt = dS + (size_t)T * T;

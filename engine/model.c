@@ -406,11 +406,15 @@ static void base_forward(const Model *m, int i, const float *W, const float *x, 
     else matmul_forward(y, x, W, N, in, out);
 }
 
-static void base_backward(const Model *m, int i, const float *W, float *dW, const float *x, const float *dy,
+static void base_backward(Model *m, int i, const float *W, float *dW, const float *x, const float *dy,
                           float *dx, int N, int in, int out, int acc) {
     if (m->bf16) {
         if (dx) gemm_bf16(dx, in, dy, out, m->packed + m->pk_bwd[i], N, in, out, acc);
-        if (dW) gemm_bf16_tn(dW, in, dy, out, x, m->bf16_scratch, out, in, N, 1); /* dW += dyᵀ·x */
+        if (dW) { /* dW += dyᵀ·x; q, k, v (gate, up) come one after another with the same x */
+            if (m->bf16_scratch_of != x) bf16_pack_panels(m->bf16_scratch, x, N, in, 0);
+            m->bf16_scratch_of = x;
+            gemm_bf16_tn(dW, in, dy, out, m->bf16_scratch, out, in, N, 1);
+        }
     } else {
         matmul_backward(dx, dW, dy, x, W, N, in, out, acc);
     }
@@ -506,6 +510,7 @@ void model_backward(Model *m, const Batch *b, float dloss) {
     ModelActs *a = &m->a;
     float *g_params = m->grads;
     float scale = m->n_counted > 0 ? dloss / (float)m->n_counted : 0.0f;
+    m->bf16_scratch_of = NULL; /* the activations were rewritten by the forward */
 
     /* loss -> dlnf (in a->dln) */
     if (c->n_labels > 0) {

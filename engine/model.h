@@ -102,6 +102,7 @@ typedef struct Model {
     int bf16;
     uint16_t *packed;
     uint16_t *bf16_scratch;  /* the packed x of a weight gradient (full fine-tuning in bf16) */
+    const float *bf16_scratch_of; /* the x packed there in this backward (NULL: none yet) */
     size_t *pk_fwd, *pk_bwd;
     uint64_t base_version, packed_version;
     int last_B, last_T;      /* shape of the last forward, for backward */

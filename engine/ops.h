@@ -43,9 +43,9 @@ void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans);
 /* C[M,N] (+= when acc) A[M,K] · B, A row-major with leading dimension lda. */
 void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, int M, int N, int K, int acc);
 /* C[M,N] (+= when acc) Atᵀ · B for a weight gradient dW = dyᵀ·x: At is [K, M] (leading dimension
- * lda), B is [K, N] fp32 row-major, packed into scratch (bf16_panel_elems(K, N) elements). */
-void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const float *B, uint16_t *scratch, int M, int N,
-                  int K, int acc);
+ * lda), Bp is B = x [K, N] packed by bf16_pack_panels(.., trans 0), so that the weights that share
+ * an input (q, k, v; gate, up) share its pack. */
+void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const uint16_t *Bp, int M, int N, int K, int acc);
 
 /* ---- embedding: out[N,C] = E[ids[i]] ---------------------------------------------------------- */
 void embedding_forward(float *out, const int *ids, const float *E, int N, int C);

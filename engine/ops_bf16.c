@@ -285,10 +285,8 @@ void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, i
     gemm_core(C, ldc, A, lda, 0, Bp, M, N, K, acc);
 }
 
-void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const float *B, uint16_t *scratch, int M, int N,
-                  int K, int acc) {
-    bf16_pack_panels(scratch, B, K, N, 0);
-    gemm_core(C, ldc, At, lda, 1, scratch, M, N, K, acc);
+void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const uint16_t *Bp, int M, int N, int K, int acc) {
+    gemm_core(C, ldc, At, lda, 1, Bp, M, N, K, acc);
 }
 
 #else
@@ -316,9 +314,8 @@ void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, i
     LL_ASSERT(!"gemm_bf16 called on a build without AVX512_BF16");
 }
 
-void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const float *B, uint16_t *scratch, int M, int N,
-                  int K, int acc) {
-    (void)C, (void)ldc, (void)At, (void)lda, (void)B, (void)scratch, (void)M, (void)N, (void)K, (void)acc;
+void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const uint16_t *Bp, int M, int N, int K, int acc) {
+    (void)C, (void)ldc, (void)At, (void)lda, (void)Bp, (void)M, (void)N, (void)K, (void)acc;
     LL_ASSERT(!"gemm_bf16_tn called on a build without AVX512_BF16");
 }
 

@@ -131,7 +131,8 @@ START_TEST(test_bf16_gemm) {
         for (int acc = 0; acc < 2; acc++) {
             memcpy(C, C0, sizeof(float) * M * N);
             memcpy(C1, C0, sizeof(float) * M * N);
-            gemm_bf16_tn(C, N, A, M, W, scratch, M, N, K, acc);
+            bf16_pack_panels(scratch, W, K, N, 0);
+            gemm_bf16_tn(C, N, A, M, scratch, M, N, K, acc);
             for (int i = 0; i < M; i++)
                 for (int n = 0; n < N; n++) {
                     double r = acc ? C0[(size_t)i * N + n] : 0.0;
@@ -142,7 +143,7 @@ START_TEST(test_bf16_gemm) {
                 }
             int threads = omp_get_max_threads();
             omp_set_num_threads(1);
-            gemm_bf16_tn(C1, N, A, M, W, scratch, M, N, K, acc);
+            gemm_bf16_tn(C1, N, A, M, scratch, M, N, K, acc);
             omp_set_num_threads(threads);
             ck_assert(memcmp(C, C1, sizeof(float) * M * N) == 0);
         }

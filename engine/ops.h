@@ -78,7 +78,8 @@ void gemm_tile(int mr, int kn, const float *a, ptrdiff_t rsa, ptrdiff_t csa, con
 
 /* ---- causal attention with grouped kv heads ---------------------------------------------------
  * q[B*T, NH*HS], k/v[B*T, NKV*HS] (post-RoPE) -> out[B*T, NH*HS]; probs[B, NH, T, T] saved (the
- * softmax, zero above the diagonal). Products per (b, head) in blocks of query rows, parallel over
+ * softmax, zero above the diagonal up to the end of the row's 64-row block; further right it is
+ * not written). Products per (b, head) in blocks of query rows, parallel over
  * (b, head); query head h reads kv head h / (NH/NKV). scratch needs attention_scratch_floats(T, HS)
  * floats per thread slot (max_threads of them), in forward and backward. */
 size_t attention_scratch_floats(int T, int HS);

@@ -15,7 +15,9 @@
 # process so that ru_maxrss is its own peak. On a CPU with AVX512_BF16, loralab also runs each case
 # with bf16 base products (train.precision: bf16) and the table gets a second row for it, with its
 # loss difference from PyTorch's fp32 shown and held to 2e-3 relative. Step time is the median of
-# all timed steps of a side; tokens/s = 2048 / that. Parity: the first-step loss (both sides start from the same weights on
+# all timed steps of a side; tokens/s = 2048 / that. As the processes of one round run back to
+# back, the table also gives the ratio within each round (median and range over rounds): on a
+# shared VM whose speed drifts over minutes, those pairs compare like with like. Parity: the first-step loss (both sides start from the same weights on
 # the same batch) must agree to 1e-4 absolute, the loss after 3 AdamW steps to 1e-4 relative; the
 # largest logit difference of the first forward (4 positions of every row, every vocabulary entry)
 # is printed. Any FAIL makes the exit status 1. The table also goes to results/bench-compare.txt.
@@ -91,8 +93,8 @@ for r in rows:
         cases.append(key)
 
 def side(size, method, name, precision="fp32"):
-    return [r["run"] for r in rows if r["size"] == size and r["run"]["method"] == method and r["run"]["side"] == name
-            and r["run"].get("precision", "fp32") == precision]
+    return [dict(r["run"], round=r["round"]) for r in rows if r["size"] == size and r["run"]["method"] == method
+            and r["run"]["side"] == name and r["run"].get("precision", "fp32") == precision]
 
 first_c = next(r["run"] for r in rows if r["run"]["side"] == "loralab")
 first_t = next(r["run"] for r in rows if r["run"]["side"] == "torch")
@@ -114,7 +116,8 @@ print("same thread count and the same OpenBLAS kernels on both sides: " + ("yes"
 print(f"steps: 1 warm-up + {first_c['steps']} timed per process, {max(r['round'] for r in rows)} processes per side, alternating; "
       "time = median of all timed steps of a side")
 print()
-hdr = (f"{'size':<7} {'method':<9} {'loralab tok/s':>13} {'PyTorch tok/s':>13} {'ratio':>6} {'loralab MB':>10} {'PyTorch MB':>10} "
+hdr = (f"{'size':<7} {'method':<9} {'loralab tok/s':>13} {'PyTorch tok/s':>13} {'ratio':>6} {'paired':>6} {'pair range':>11} "
+       f"{'loralab MB':>10} {'PyTorch MB':>10} "
        f"{'first loss loralab':>18} {'first loss PyTorch':>18} {'|diff|':>8} {'3-step rel diff':>15} {'max|dlogit|':>11}  parity")
 print(hdr)
 print("-" * len(hdr))
@@ -131,6 +134,10 @@ for size, method in cases:
         ntok = c[0]["B"] * c[0]["T"]
         c_tps, t_tps = ntok / c_step, ntok / t_step
         c_mb, t_mb = max(r["peak_rss_mb"] for r in c), max(r["peak_rss_mb"] for r in t)
+        # the processes of one round ran back to back: their ratio sees the same machine, which
+        # drifts by tens of percent over minutes on a shared VM
+        pairs = [statistics.median(tr["step_s"]) / statistics.median(cr["step_s"])
+                 for cr in c for tr in t if tr["round"] == cr["round"]]
         fc = c[0]["first_loss"]
         d1 = abs(fc - ft)
         d3 = abs(c[0]["losses"][3] - l3t) / abs(l3t)
@@ -144,10 +151,14 @@ for size, method in cases:
         ok = d1 < tol and d3 < (1e-4 if prec == "fp32" else 2e-3) and stable and c[0]["trainable"] == t[0]["trainable"]
         fails += not ok
         label = method if prec == "fp32" else method + "+bf16"
-        print(f"{size:<7} {label:<9} {c_tps:>13.0f} {t_tps:>13.0f} {c_tps / t_tps:>6.2f} {c_mb:>10.0f} {t_mb:>10.0f} "
+        prange = f"{min(pairs):.2f}-{max(pairs):.2f}"
+        print(f"{size:<7} {label:<9} {c_tps:>13.0f} {t_tps:>13.0f} {c_tps / t_tps:>6.2f} {statistics.median(pairs):>6.2f} "
+              f"{prange:>11} {c_mb:>10.0f} {t_mb:>10.0f} "
               f"{fc:>18.9f} {ft:>18.9f} {d1:>8.1e} {d3:>15.1e} {dl:>11.1e}  {'ok' if ok else 'FAIL'}")
 print()
-print("ratio = loralab tokens/s / PyTorch tokens/s (> 1: loralab faster). MB = peak RSS (ru_maxrss) of the process,")
+print("ratio = loralab tokens/s / PyTorch tokens/s (> 1: loralab faster), from the medians over all steps of a side;")
+print("paired = the median over rounds of the ratio within a round (the two sides' processes ran back to back), and")
+print("pair range its smallest and largest. MB = peak RSS (ru_maxrss) of the process,")
 print("PyTorch's including the torch library itself. Parity: |first-loss diff| < 1e-4 and relative difference of the")
 print("loss after 3 AdamW steps < 1e-4 (bf16 rows: 2e-3), the same losses in every process of a side, the same")
 print("trainable-parameter count.")

@@ -93,7 +93,8 @@ static void transpose_head(float *dst, const float *src, int T, int HS, int ld) 
                 r[i] = i < nt ? _mm512_maskz_loadu_ps(ll_mask16((size_t)nd), src + (size_t)(t0 + i) * ld + d0)
                               : _mm512_setzero_ps();
             transpose16(r);
-            for (int c = 0; c < nd; c++) _mm512_mask_storeu_ps(dst + (size_t)(d0 + c) * T + t0, ll_mask16((size_t)nt), r[c]);
+            for (int c = 0; c < nd; c++)
+                _mm512_mask_storeu_ps(dst + (size_t)(d0 + c) * T + t0, ll_mask16((size_t)nt), r[c]);
         }
 #else
     for (int d = 0; d < HS; d++)

@@ -17,18 +17,20 @@
 
 /* c[r][0, n) (+)= alpha Σ_kk A[r][kk] b[kk*ldb + (0, n)] for r < MR, n <= 16·NV (NV = 1 for a
  * narrow last column block, 2 otherwise). A[r][kk] is a[r*rsa + kk] (COLS = 0) or a[r + kk*csa]
- * (COLS = 1). Row-major A is read through four base
- * pointers three rows apart and the row stride, so every broadcast is one addressing mode (base +
- * stride·{0, 4, 8} bytes) and the loop needs 6 integer registers, not 12. */
+ * (COLS = 1). Row-major A is read through four base pointers three rows apart and the row stride,
+ * so every broadcast is one addressing mode (base + stride·{0, 4, 8} bytes) and the loop needs 6
+ * integer registers, not 12. */
 static inline __attribute__((always_inline)) void tile_body(const int MR, const int NV, const int COLS, int kn,
-                                                            const float *a,
-                                                            ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t ldb,
-                                                            float *c, ptrdiff_t ldc, int n, float alpha, int acc) {
+                                                            const float *a, ptrdiff_t rsa, ptrdiff_t csa,
+                                                            const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
+                                                            int n, float alpha, int acc) {
     __m512 c0[GEMM_TILE_M], c1[GEMM_TILE_M];
     #pragma GCC unroll 12
     for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm512_setzero_ps();
     __mmask16 m0 = ll_mask16((size_t)n), m1 = n > 16 ? ll_mask16((size_t)(n - 16)) : 0;
-    const float *p0 = a, *p3 = a + 3 * rsa, *p6 = a + 6 * rsa, *p9 = a + 9 * rsa;
+    /* rows past MR are never read: their base pointers stay at a rather than point past the rows */
+    const float *p0 = a, *p3 = MR > 3 ? a + 3 * rsa : a, *p6 = MR > 6 ? a + 6 * rsa : a;
+    const float *p9 = MR > 9 ? a + 9 * rsa : a;
     for (int kk = 0; kk < kn; kk++) {
         __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = NV > 1 ? _mm512_maskz_loadu_ps(m1, b + 16) : b0;
         b += ldb;
@@ -65,7 +67,7 @@ static inline __attribute__((always_inline)) void tile_body(const int MR, const 
         break;
 
 void gemm_tile(int mr, int kn, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c,
-                 ptrdiff_t ldc, int n, float alpha, int acc) {
+               ptrdiff_t ldc, int n, float alpha, int acc) {
     switch (mr) {
         TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)
         TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
@@ -74,8 +76,8 @@ void gemm_tile(int mr, int kn, const float *a, ptrdiff_t rsa, ptrdiff_t csa, con
 #undef TILE_CASE
 #endif
 
-/* Tiles in row-major order over C; a parallel loop when the product is big enough, else on the
- * calling thread (always inside another parallel region). */
+/* Tiles in row-major order over C, in a parallel loop when the product is big enough (inside
+ * another parallel region the loop runs on the calling thread). */
 void gemm_small(int m, int n, int k, float alpha, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
                 ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc) {
 #if LL_SIMD
@@ -89,8 +91,10 @@ void gemm_small(int m, int n, int k, float alpha, const float *a, ptrdiff_t rsa,
 #else
     float beta = acc ? 1.0f : 0.0f;
     if (csa == 1)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, alpha, a, (int)rsa, b, (int)ldb, beta, c, (int)ldc);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, alpha, a, (int)rsa, b, (int)ldb, beta, c,
+                    (int)ldc);
     else
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, alpha, a, (int)csa, b, (int)ldb, beta, c, (int)ldc);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, alpha, a, (int)csa, b, (int)ldb, beta, c,
+                    (int)ldc);
 #endif
 }

@@ -2,7 +2,8 @@
  *
  * 1. The machine's AVX-512 peak, measured: 12 independent chains of VFMADD (fp32, 32 FLOPs per
  *    instruction) and of VDPBF16PS (bf16 pairs, 64 FLOPs) on every thread, best of 5.
- * 2. The cblas_sgemm rate on training-shaped products, and gemm_bf16's on the same shapes.
+ * 2. The cblas_sgemm rate on training-shaped products, and gemm_bf16's on the same shapes; one
+ *    layer's causal attention, forward and backward, at the head shapes of the three models.
  * 3. For tiny, small and medium (random tokens, batch 8 x 256, vocabularies 512, 4096, 8192):
  *    median step time over the timed steps after one warm-up step, tokens/s, achieved GFLOP/s and
  *    that as a fraction of the fp32 FMA peak, peak RSS and optimizer memory; each method in fp32
@@ -113,6 +114,35 @@ static double gemm_rate(int M, int N, int K, int reps, int bf16) {
     }
     ll_free(A), ll_free(B), ll_free(C), ll_free(P);
     return 2.0 * M * N * K / median(t, reps) / 1e9;
+}
+
+/* One layer's causal attention at batch 8 x 256 with NH heads of HS (the kernels of
+ * ops_attention.c): median forward and backward times over reps after a warm-up, and GFLOP/s by the
+ * causal count, each of the 2 forward and 4 backward products B·NH·T(T+1)/2·HS·2 FLOPs. */
+static void attention_rate(int NH, int HS, int reps, double *fwd_ms, double *bwd_ms, double *gflops) {
+    const int B = 8, T = 256;
+    size_t nq = (size_t)B * T * NH * HS;
+    float *q = ll_alloc_floats(nq), *k = ll_alloc_floats(nq), *v = ll_alloc_floats(nq), *o = ll_alloc_floats(nq);
+    float *dq = ll_alloc_floats(nq), *dk = ll_alloc_floats(nq), *dv = ll_alloc_floats(nq), *dout = ll_alloc_floats(nq);
+    float *p = ll_alloc_floats((size_t)B * NH * T * T);
+    float *scratch = ll_alloc_floats((size_t)omp_get_max_threads() * attention_scratch_floats(T, HS));
+    Rng r;
+    rng_seed(&r, 3);
+    rng_fill_uniform(&r, q, nq, -1, 1), rng_fill_uniform(&r, k, nq, -1, 1);
+    rng_fill_uniform(&r, v, nq, -1, 1), rng_fill_uniform(&r, dout, nq, -1, 1);
+    double tf[32], tb[32];
+    for (int i = 0; i <= reps; i++) {
+        double t0 = ll_now();
+        attention_forward(o, p, q, k, v, scratch, B, T, NH, NH, HS);
+        double t1 = ll_now();
+        attention_backward(dq, dk, dv, dout, p, q, k, v, scratch, B, T, NH, NH, HS);
+        double t2 = ll_now();
+        if (i > 0) tf[i - 1] = t1 - t0, tb[i - 1] = t2 - t1;
+    }
+    *fwd_ms = 1e3 * median(tf, reps), *bwd_ms = 1e3 * median(tb, reps);
+    *gflops = 6.0 * B * NH * (T * (T + 1.0) / 2) * HS * 2 / ((*fwd_ms + *bwd_ms) * 1e-3) / 1e9;
+    ll_free(q), ll_free(k), ll_free(v), ll_free(o), ll_free(dq), ll_free(dk), ll_free(dv), ll_free(dout);
+    ll_free(p), ll_free(scratch);
 }
 
 typedef struct {
@@ -236,12 +266,17 @@ static int in_child(void (*fn)(const void *arg, double *out), const void *arg, d
 /* Training-shaped products: N = 2048 rows against the medium model's weights. */
 static const int SHAPES[3][3] = {{2048, 512, 512}, {2048, 1376, 512}, {2048, 8192, 512}};
 
-static void measure_rates(const void *arg, double *out) { /* peaks[2], sgemm[3], bf16[3] */
+/* Attention shapes (heads, head size) of tiny, small and medium. */
+static const int ATT_SHAPES[3][2] = {{4, 32}, {8, 32}, {8, 64}};
+
+/* out: peaks[2], sgemm[3], bf16[3], then per attention shape forward ms, backward ms, GFLOP/s */
+static void measure_rates(const void *arg, double *out) {
     (void)arg;
     out[0] = peak_rate(0), out[1] = peak_rate(1);
     for (int i = 0; i < 3; i++) {
         out[2 + i] = gemm_rate(SHAPES[i][0], SHAPES[i][1], SHAPES[i][2], 7, 0);
         out[5 + i] = gemm_rate(SHAPES[i][0], SHAPES[i][1], SHAPES[i][2], 7, 1);
+        attention_rate(ATT_SHAPES[i][0], ATT_SHAPES[i][1], 9, &out[8 + 3 * i], &out[9 + 3 * i], &out[10 + 3 * i]);
     }
 }
 
@@ -269,8 +304,8 @@ int main(int argc, char **argv) {
     printf("OpenBLAS: %s\n", openblas_get_config());
     printf("kernels: %s (OPENBLAS_CORETYPE=%s), threads: %d, bf16 products: %s\n", openblas_get_corename(),
            env_core ? env_core : "unset", omp_get_max_threads(), bf16_supported() ? "AVX512_BF16" : "not on this CPU");
-    double m[8];
-    if (in_child(measure_rates, NULL, m, 8)) {
+    double m[17];
+    if (in_child(measure_rates, NULL, m, 17)) {
         fprintf(stderr, "bench: the peak and gemm measurements failed\n");
         return 1;
     }
@@ -284,12 +319,27 @@ int main(int argc, char **argv) {
     }
     printf("%-22s %10.1f %10.1f   (%.0f%% and %.0f%% of the fp32 FMA peak)\n\n", "mean", sgemm, bgemm,
            100 * sgemm / peak, 100 * bgemm / peak);
+    printf("attention, one layer, batch 8 x 256 (fp32; GFLOP/s by the causal count)\n");
+    printf("%-22s %10s %10s %10s\n", "heads x head size", "fwd ms", "bwd ms", "GFLOP/s");
+    for (int i = 0; i < 3; i++) {
+        char shape[32];
+        snprintf(shape, sizeof shape, "%d x %d", ATT_SHAPES[i][0], ATT_SHAPES[i][1]);
+        printf("%-22s %10.2f %10.2f %10.1f\n", shape, m[8 + 3 * i], m[9 + 3 * i], m[10 + 3 * i]);
+    }
+    printf("\n");
     const Size sizes[] = {{"tiny", 128, 4, 4, 344, 512}, {"small", 256, 6, 8, 688, 4096}, {"medium", 512, 8, 8, 1376, 8192}};
     FILE *js = fopen("results/bench.json", "w");
     if (js)
         fprintf(js, "{\"openblas\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"fma_peak_gflops\": %.2f, "
-                    "\"bf16_peak_gflops\": %.2f, \"sgemm_gflops\": %.2f, \"gemm_bf16_gflops\": %.2f, \"runs\": [\n",
+                    "\"bf16_peak_gflops\": %.2f, \"sgemm_gflops\": %.2f, \"gemm_bf16_gflops\": %.2f, ",
                 openblas_get_config(), openblas_get_corename(), omp_get_max_threads(), peak, m[1], sgemm, bgemm);
+    if (js) {
+        fprintf(js, "\"attention\": [");
+        for (int i = 0; i < 3; i++)
+            fprintf(js, "%s{\"heads\": %d, \"head_size\": %d, \"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"gflops\": %.2f}",
+                    i ? ", " : "", ATT_SHAPES[i][0], ATT_SHAPES[i][1], m[8 + 3 * i], m[9 + 3 * i], m[10 + 3 * i]);
+        fprintf(js, "],\n\"runs\": [\n");
+    }
     printf("FLOPs per step as in bench/bench.c's header; %%peak = achieved / fp32 FMA peak.\n");
     printf("%-7s %-8s %-5s %12s %9s %11s %9s %7s %10s %9s\n", "model", "method", "base", "trainable", "step s",
            "tokens/s", "GFLOP/s", "%peak", "optim MB", "peak MB");

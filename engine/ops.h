@@ -8,8 +8,9 @@
  * - OpenMP parallelism sits inside the kernels and is always over the dimension that owns the
  *   written buffer (rows for activations, columns for a weight gradient summed over rows). No
  *   atomics, no cross-thread float reductions: results do not depend on the thread count.
- * - Every linear product goes through cblas_sgemm; matmul_forward_naive is the reference it is
- *   tested against.
+ * - A base model's linear products go through cblas_sgemm (fp32, matmul_forward_naive is the
+ *   reference it is tested against) or gemm_bf16 (bf16 base products); the small products of
+ *   attention and of adapters through gemm_small's register tiles.
  */
 #ifndef LL_OPS_H
 #define LL_OPS_H

@@ -268,8 +268,8 @@ static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, c
     TilePlan plan = parallel ? plan_tiles(M, np, nthreads) : (TilePlan){MC, np, 0};
     int rb = plan.rb, gsize = plan.gsize, nb = (M + rb - 1) / rb, ngroups = (np + gsize - 1) / gsize;
     int tiles = nb * ngroups;
-    /* Tiles are handed out dynamically: on the 2-vCPU machine this was tuned on, one core runs
-     * FMA loops 5-7% slower than the other, and an equal static split leaves the faster one
+    /* Tiles are handed out dynamically: on the 2-vCPU machine this was tuned on, one core at times
+     * runs FMA loops 5-7% slower than the other, and an equal static split leaves the faster one
      * waiting at every product's end (7% of a small-model step in barrier spins, 3% after).
      * Which thread computes a tile never changes its values. */
     #pragma omp parallel for schedule(dynamic) if (parallel && tiles > 1)

@@ -225,22 +225,16 @@ static LLStatus lora_init(Adapter *a, Model *m, LLError *err) {
 
 /* ---- forward / backward ------------------------------------------------------------------- */
 
-/* dst[j*rows + i] = src[i*cols + j]: a factor (at most max r x max(in, out) floats) transposed. */
-static void transpose(float *dst, const float *src, int rows, int cols) {
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < cols; j++) dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
-}
-
 static void lora_forward(Adapter *a, AdapterSite *s, const float *x, float *y, int N, int train) {
     const float *xd = adapter_dropout(a, s, x, N, train);
     float *u = s->saved;
     Lora *p = a->priv;
     /* u = drop(x)·Aᵀ, then y += s·u·Bᵀ: skinny products as register tiles (ops_tile.c), each
      * against a transposed copy of the small factor */
-    transpose(p->t, lora_A(a, s), s->r, s->in);
+    gemm_transpose(p->t, lora_A(a, s), s->r, s->in, s->in);
     gemm_small(N, s->r, s->in, 1.0f, xd, s->in, 1, p->t, s->r, u, s->r, 0);
     if (!a->cfg.use_dora) {
-        transpose(p->t, lora_B(a, s), s->out, s->r);
+        gemm_transpose(p->t, lora_B(a, s), s->out, s->r, s->r);
         gemm_small(N, s->out, s->r, s->scale, u, s->r, 1, p->t, s->out, y, s->out, 1);
         return;
     }

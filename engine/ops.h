@@ -76,6 +76,10 @@ void gemm_small(int m, int n, int k, float alpha, const float *a, ptrdiff_t rsa,
                 ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc);
 void gemm_tile(int mr, int kn, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b, ptrdiff_t ldb, float *c,
                ptrdiff_t ldc, int n, float alpha, int acc);
+/* dst[c*rows + i] = src[i*ld + c]: a rows x cols block (leading dimension ld) transposed into a
+ * dense cols x rows one, for a product whose B operand is stored the other way (Kᵀ, Vᵀ, a LoRA
+ * factor). */
+void gemm_transpose(float *dst, const float *src, int rows, int cols, ptrdiff_t ld);
 
 /* ---- causal attention with grouped kv heads ---------------------------------------------------
  * q[B*T, NH*HS], k/v[B*T, NKV*HS] (post-RoPE) -> out[B*T, NH*HS]; probs[B, NH, T, T] saved (the

@@ -54,54 +54,6 @@ static void product(Causal causal, int off, int m, int n, int k, float alpha, co
 #endif
 }
 
-#if LL_SIMD
-/* r[0..15] = the 16 x 16 block whose rows were r[0..15], transposed: 32-bit interleave of row
- * pairs, 64-bit interleave of those, then the 128-bit lanes of four rows gathered per column. */
-static inline void transpose16(__m512 r[16]) {
-    __m512 t[16], u[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) { /* u[4i + c], lane L: column 4L + c of rows 4i .. 4i+3 */
-        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int c = 0; c < 4; c++) {
-        __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512 w0 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
-        __m512 v1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512 w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
-        r[c] = _mm512_shuffle_f32x4(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));
-        r[c + 8] = _mm512_shuffle_f32x4(v0, v1, _MM_SHUFFLE(3, 1, 3, 1));
-        r[c + 4] = _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0));
-        r[c + 12] = _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1));
-    }
-}
-#endif
-
-/* dst[d*T + t] = src[t*ld + d]: a head's [T, HS] slice transposed to [HS, T]. */
-static void transpose_head(float *dst, const float *src, int T, int HS, int ld) {
-#if LL_SIMD
-    for (int t0 = 0; t0 < T; t0 += 16)
-        for (int d0 = 0; d0 < HS; d0 += 16) {
-            int nt = T - t0 < 16 ? T - t0 : 16, nd = HS - d0 < 16 ? HS - d0 : 16;
-            __m512 r[16];
-            for (int i = 0; i < 16; i++)
-                r[i] = i < nt ? _mm512_maskz_loadu_ps(ll_mask16((size_t)nd), src + (size_t)(t0 + i) * ld + d0)
-                              : _mm512_setzero_ps();
-            transpose16(r);
-            for (int c = 0; c < nd; c++)
-                _mm512_mask_storeu_ps(dst + (size_t)(d0 + c) * T + t0, ll_mask16((size_t)nt), r[c]);
-        }
-#else
-    for (int d = 0; d < HS; d++)
-        for (int t = 0; t < T; t++) dst[(size_t)d * T + t] = src[(size_t)t * ld + d];
-#endif
-}
-
 /* row[0, n) = softmax(row[0, n)): max, exp, a sum in a fixed order, scale. */
 static void softmax_row(float *row, int n) {
 #if LL_SIMD
@@ -166,7 +118,7 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
         const float *Vv = v + (size_t)b * T * ldk + (size_t)kvh * HS;
         float *P = probs + (size_t)bh * T * T;
         float *O = out + (size_t)b * T * ldq + (size_t)h * HS;
-        transpose_head(Kt, K, T, HS, ldk);
+        gemm_transpose(Kt, K, T, HS, ldk);
         for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
             int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, m = i1 - i0;
             float *Pb = P + (size_t)i0 * T;
@@ -194,7 +146,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
         const float *Vv = v + (size_t)b * T * ldk + (size_t)kvh * HS;
         float *dK = dk + (size_t)b * T * ldk + (size_t)kvh * HS;
         float *dV = dv + (size_t)b * T * ldk + (size_t)kvh * HS;
-        transpose_head(Vt, Vv, T, HS, ldk);
+        gemm_transpose(Vt, Vv, T, HS, ldk);
         /* dK, dV gather from every query head of the group and every row block: start at zero */
         for (int t = 0; t < T; t++) {
             memset(dK + (size_t)t * ldk, 0, sizeof(float) * (size_t)HS);

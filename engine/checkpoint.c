@@ -148,18 +148,14 @@ LLStatus checkpoint_load_weights(const char *dir, Model *m, int *head_loaded, LL
     if (rc) return rc;
     if (head_loaded) *head_loaded = 0;
     for (int i = 0; i < model_n_tensors(m) && !rc; i++) {
-        char name[128];
-        int ndim;
-        int64_t shape[2];
-        float *data;
-        model_tensor_info(m, i, name, sizeof name, &ndim, shape, &data);
-        if (m->cfg.tied && strcmp(name, "lm_head.weight") == 0) continue;
-        if (!st_find(&st, name)) {
-            if (strcmp(name, "lm_head.weight") == 0) continue; /* a seq-cls model has no LM head */
-            rc = ll_err(err, LL_ERR_FORMAT, "%s: tensor '%s' is missing", path, name);
+        ModelTensor t;
+        model_tensor(m, i, &t);
+        if (!st_find(&st, t.name)) {
+            if (strcmp(t.name, "lm_head.weight") == 0) continue; /* a seq-cls model has no LM head */
+            rc = ll_err(err, LL_ERR_FORMAT, "%s: tensor '%s' is missing", path, t.name);
             break;
         }
-        rc = st_read_f32(&st, name, ndim, shape, data, err);
+        rc = st_read_f32(&st, t.name, t.ndim, t.shape, t.data, err);
     }
     if (!rc && m->head && st_find(&st, "score.weight")) {
         int64_t shape[2] = {m->cfg.n_labels, m->cfg.C};
@@ -186,14 +182,10 @@ LLStatus checkpoint_save(const Model *m, const Tokenizer *tok, const char *const
         StWriter *w = st_writer_new();
         st_writer_meta(w, "format", "pt");
         for (int i = 0; i < model_n_tensors(m); i++) {
-            char name[128];
-            int ndim;
-            int64_t shape[2];
-            float *data;
-            model_tensor_info(m, i, name, sizeof name, &ndim, shape, &data);
-            if (m->cfg.tied && strcmp(name, "lm_head.weight") == 0) continue;
-            if (m->cfg.n_labels > 0 && strcmp(name, "lm_head.weight") == 0) continue;
-            st_writer_add_f32(w, name, ndim, shape, data);
+            ModelTensor t;
+            model_tensor(m, i, &t);
+            if (m->cfg.n_labels > 0 && strcmp(t.name, "lm_head.weight") == 0) continue;
+            st_writer_add_f32(w, t.name, t.ndim, t.shape, t.data);
         }
         if (m->head) {
             int64_t shape[2] = {m->cfg.n_labels, m->cfg.C};
@@ -243,14 +235,11 @@ static int map_weights(const char *dir, Model *m) {
     size_t lo = SIZE_MAX, hi = 0, bytes = 0;
     int ok = 1;
     for (int i = 0; i < n && ok; i++) {
-        char name[128];
-        int ndim;
-        int64_t shape[2];
-        float *unused;
-        model_tensor_info(m, i, name, sizeof name, &ndim, shape, &unused);
-        const StTensor *t = st_find(&st, name);
-        ok = t && t->dtype == ST_F32 && t->ndim == ndim && t->shape[0] == shape[0] &&
-             (ndim == 1 || t->shape[1] == shape[1]);
+        ModelTensor mt;
+        model_tensor(m, i, &mt);
+        const StTensor *t = st_find(&st, mt.name);
+        ok = t && t->dtype == ST_F32 && t->ndim == mt.ndim && t->shape[0] == mt.shape[0] &&
+             (mt.ndim == 1 || t->shape[1] == mt.shape[1]);
         if (!ok) break;
         /* st_map checked the sizes (end - begin == numel * 4) and that no two tensors overlap */
         offs[i] = t->begin; /* bytes into the data section, for now */

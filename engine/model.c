@@ -259,8 +259,8 @@ int model_n_tensors(const Model *m) {
     return 1 + m->cfg.L * (2 + MOD_COUNT) + 1 + (m->cfg.tied ? 0 : 1);
 }
 
-/* The offset field of tensor i (model_tensor_info order): the one table both the reader
- * (model_tensor_info) and the writer (model_map_params) of the layout go through. */
+/* The offset field of tensor i (model_tensor order): the one table both the reader
+ * (model_tensor) and the writer (model_map_params) of the layout go through. */
 static const size_t *tensor_offset(const Model *m, int i) {
     const int per = 2 + MOD_COUNT;
     LL_ASSERT(i >= 0 && i < model_n_tensors(m));
@@ -287,13 +287,9 @@ void model_map_params(Model *m, void *map, size_t map_len, float *params, const 
     int n = model_n_tensors(m);
     size_t *span = ll_malloc((size_t)n, 2 * sizeof(size_t));
     for (int i = 0; i < n; i++) {
-        char name[128];
-        int ndim;
-        int64_t shape[2];
-        float *unused;
-        model_tensor_info(m, i, name, sizeof name, &ndim, shape, &unused);
-        span[2 * i] = offs[i];
-        span[2 * i + 1] = (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1);
+        ModelTensor t;
+        model_tensor(m, i, &t);
+        span[2 * i] = offs[i], span[2 * i + 1] = t.numel;
     }
     qsort(span, (size_t)n, 2 * sizeof(size_t), cmp_span);
     size_t at = 0;
@@ -312,41 +308,30 @@ void model_map_params(Model *m, void *map, size_t map_len, float *params, const 
     model_base_changed(m);
 }
 
-void model_tensor_info(const Model *m, int i, char *name, size_t cap, int *ndim, int64_t shape[2],
-                       float **data) {
+void model_tensor(const Model *m, int i, ModelTensor *t) {
     const ModelConfig *c = &m->cfg;
     LL_ASSERT(i >= 0 && i < model_n_tensors(m));
-    const int per = 2 + MOD_COUNT;
-    /* NULL before the model has a weight buffer (model_init_unbacked) */
-    *data = m->params ? m->params + *tensor_offset(m, i) : NULL;
+    const int per = 2 + MOD_COUNT, j = (i - 1) % per;
+    t->data = m->params ? m->params + *tensor_offset(m, i) : NULL;
+    int ndim = 2, rows = c->V, cols = c->C; /* the embedding and the LM head */
     if (i == 0) {
-        snprintf(name, cap, "model.embed_tokens.weight");
-        *ndim = 2, shape[0] = c->V, shape[1] = c->C;
-        return;
+        snprintf(t->name, sizeof t->name, "model.embed_tokens.weight");
+    } else if (i - 1 < c->L * per && j < 2) {
+        snprintf(t->name, sizeof t->name, "model.layers.%d.%s.weight", (i - 1) / per,
+                 j == 0 ? "input_layernorm" : "post_attention_layernorm");
+        ndim = 1, rows = c->C, cols = 1;
+    } else if (i - 1 < c->L * per) {
+        model_module_dims(c, j - 2, &cols, &rows);
+        snprintf(t->name, sizeof t->name, "model.layers.%d.%s.%s.weight", (i - 1) / per,
+                 j - 2 <= MOD_O ? "self_attn" : "mlp", module_names[j - 2]);
+    } else if (i - 1 == c->L * per) {
+        snprintf(t->name, sizeof t->name, "model.norm.weight");
+        ndim = 1, rows = c->C, cols = 1;
+    } else {
+        snprintf(t->name, sizeof t->name, "lm_head.weight");
     }
-    i -= 1;
-    if (i < c->L * per) {
-        int l = i / per, j = i % per;
-        if (j == 0 || j == 1) {
-            snprintf(name, cap, "model.layers.%d.%s.weight", l, j == 0 ? "input_layernorm" : "post_attention_layernorm");
-            *ndim = 1, shape[0] = c->C, shape[1] = 1;
-            return;
-        }
-        int mod = j - 2, in, out;
-        model_module_dims(c, mod, &in, &out);
-        snprintf(name, cap, "model.layers.%d.%s.%s.weight", l, mod <= MOD_O ? "self_attn" : "mlp",
-                 module_names[mod]);
-        *ndim = 2, shape[0] = out, shape[1] = in;
-        return;
-    }
-    i -= c->L * per;
-    if (i == 0) {
-        snprintf(name, cap, "model.norm.weight");
-        *ndim = 1, shape[0] = c->C, shape[1] = 1;
-        return;
-    }
-    snprintf(name, cap, "lm_head.weight");
-    *ndim = 2, shape[0] = c->V, shape[1] = c->C;
+    t->ndim = ndim, t->shape[0] = rows, t->shape[1] = cols;
+    t->numel = (size_t)rows * (size_t)cols;
 }
 
 /* ---- bf16 packs ------------------------------------------------------------------------------ */

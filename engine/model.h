@@ -10,9 +10,9 @@
  * h += (SiLU(b·Wgᵀ) ⊙ b·Wuᵀ)·Wdᵀ; then RMSNorm and the LM head (tied to E or not), or, with
  * n_labels > 0, the `score` head pooled at each row's last non-pad token.
  *
- * Memory: the base weights are one contiguous buffer (`params`, HF names via model_tensor_info);
+ * Memory: the base weights are one contiguous buffer (`params`, HF names via model_tensor);
  * where each tensor sits in it is recorded in the offsets (off_embed, lay[l], off_lnf, off_lm),
- * which every access goes through: model_init lays the tensors out in model_tensor_info order,
+ * which every access goes through: model_init lays the tensors out in model_tensor order,
  * model_map_params in the order of the file it maps. The buffer is either malloc'd or a private
  * file mapping (params_mapped; see model_map_params). Their gradient buffer, in the same layout,
  * exists only when the base is trained (full fine-tuning, pretraining). The
@@ -135,13 +135,13 @@ LLStatus model_init(Model *m, const ModelConfig *c, const ModelOptions *o, LLErr
 void model_free(Model *m);
 /* model_init in two steps, for base weights that may come from a file mapping (checkpoint_open).
  * model_init_unbacked is model_init without the base weight buffer: m->params is NULL (and
- * model_tensor_info's data pointers NULL) until exactly one of model_alloc_params (model_init's
+ * model_tensor's data pointers NULL) until exactly one of model_alloc_params (model_init's
  * zeroed buffer, model_init's layout) or model_map_params gives it one. model_free works at every
  * step. */
 LLStatus model_init_unbacked(Model *m, const ModelConfig *c, const ModelOptions *o, LLError *err);
 void model_alloc_params(Model *m);
 /* Makes `params`, which lies inside the private file mapping [map, map + map_len), the base weight
- * buffer: tensor i (model_tensor_info order) starts offs[i] floats after params, and the tensors
+ * buffer: tensor i (model_tensor order) starts offs[i] floats after params, and the tensors
  * must tile [params, params + n_params) exactly (asserted). The model takes the mapping over
  * (params_mapped = 1; model_free munmaps it). Writes to params (an optimizer step, PiSSA, merge)
  * go to this process's private copies of the pages written, never to the file. */
@@ -161,10 +161,18 @@ void model_init_head(Model *m, uint64_t seed);
 
 float *model_weight(Model *m, int layer, int mod);     /* W (out, in) of a linear layer */
 float *model_weight_grad(Model *m, int layer, int mod); /* NULL when frozen */
-/* The tensor table in HF names: i-th tensor's name, shape and pointer (score excluded). */
+/* The tensor table in HF names (score excluded; a tied LM head is the embedding, not a tensor of
+ * its own): tensor i's name, shape (a vector has ndim 1 and shape[1] = 1), element count and data
+ * (NULL before the model has a weight buffer). */
+typedef struct {
+    char name[128];
+    int ndim;
+    int64_t shape[2];
+    size_t numel;
+    float *data;
+} ModelTensor;
 int model_n_tensors(const Model *m);
-void model_tensor_info(const Model *m, int i, char *name, size_t cap, int *ndim, int64_t shape[2],
-                       float **data);
+void model_tensor(const Model *m, int i, ModelTensor *t);
 
 /* Forward over a batch (B <= capacity, T <= capacity). Returns the mean cross-entropy over counted
  * rows (NaN when none counted). With train set, adapters apply dropout. */

@@ -75,13 +75,9 @@ static void emit_eval(const TrainHooks *h, int step, const EvalResult *e) {
 
 void train_add_base_params(AdamW *o, Model *m) {
     for (int i = 0; i < model_n_tensors(m); i++) {
-        char name[128];
-        int ndim;
-        int64_t shape[2];
-        float *p;
-        model_tensor_info(m, i, name, sizeof name, &ndim, shape, &p);
-        if (m->cfg.tied && strcmp(name, "lm_head.weight") == 0) continue;
-        adamw_add(o, p, m->grads + (p - m->params), (size_t)(shape[0] * (ndim == 2 ? shape[1] : 1)), ndim == 2);
+        ModelTensor t;
+        model_tensor(m, i, &t);
+        adamw_add(o, t.data, m->grads + (t.data - m->params), t.numel, t.ndim == 2);
     }
 }
 

@@ -79,15 +79,11 @@ static ModelConfig fixture_config(void) {
 static void fixture_weights(Model *m) {
     uint64_t s = 20240601;
     for (int i = 0; i < model_n_tensors(m); i++) {
-        char name[128];
-        int ndim;
-        int64_t shape[2];
-        float *p;
-        model_tensor_info(m, i, name, sizeof name, &ndim, shape, &p);
-        if (m->cfg.tied && strcmp(name, "lm_head.weight") == 0) continue;
-        size_t n = (size_t)(shape[0] * (ndim == 2 ? shape[1] : 1));
-        float a = i == 0 ? 0.1f : 1.0f / sqrtf((float)shape[1]);
-        for (size_t k = 0; k < n; k++) p[k] = ndim == 2 ? mix_uniform(&s, -a, a) : 1.0f + mix_uniform(&s, -0.2f, 0.2f);
+        ModelTensor t;
+        model_tensor(m, i, &t);
+        float a = i == 0 ? 0.1f : 1.0f / sqrtf((float)t.shape[1]);
+        for (size_t k = 0; k < t.numel; k++)
+            t.data[k] = t.ndim == 2 ? mix_uniform(&s, -a, a) : 1.0f + mix_uniform(&s, -0.2f, 0.2f);
     }
 }
 

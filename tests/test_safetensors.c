@@ -894,15 +894,11 @@ static void copy_load(const char *dir, int train, Model *m) {
 static void same_weights(const Model *a, const Model *b, const char *what) {
     ck_assert_int_eq(model_n_tensors(a), model_n_tensors(b));
     for (int i = 0; i < model_n_tensors(a); i++) {
-        char na[128], nb[128];
-        int da, db;
-        int64_t sa[2], sb[2];
-        float *pa, *pb;
-        model_tensor_info(a, i, na, sizeof na, &da, sa, &pa);
-        model_tensor_info(b, i, nb, sizeof nb, &db, sb, &pb);
-        ck_assert_str_eq(na, nb);
-        size_t n = (size_t)sa[0] * (size_t)(da == 2 ? sa[1] : 1);
-        ck_assert_msg(memcmp(pa, pb, n * sizeof(float)) == 0, "%s: tensor %s differs", what, na);
+        ModelTensor ta, tb;
+        model_tensor(a, i, &ta);
+        model_tensor(b, i, &tb);
+        ck_assert_str_eq(ta.name, tb.name);
+        ck_assert_msg(memcmp(ta.data, tb.data, ta.numel * sizeof(float)) == 0, "%s: tensor %s differs", what, ta.name);
     }
     ck_assert_uint_eq(a->n_head, b->n_head);
     if (a->n_head) ck_assert_msg(memcmp(a->head, b->head, a->n_head * sizeof(float)) == 0, "%s: score differs", what);
@@ -1162,18 +1158,15 @@ static void write_in_order(const char *path, const Model *m, const int *order, i
     size_t h = 0, off = 0;
     h += (size_t)sprintf(hdr + h, "{\"__metadata__\":{\"format\":\"pt\"}");
     for (int k = 0; k < n; k++) {
-        char name[128];
-        int ndim;
-        int64_t shape[2];
-        float *p;
-        model_tensor_info(m, order[k], name, sizeof name, &ndim, shape, &p);
-        size_t bytes = (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1) * sizeof(float);
-        if (ndim == 2)
+        ModelTensor t;
+        model_tensor(m, order[k], &t);
+        size_t bytes = t.numel * sizeof(float);
+        if (t.ndim == 2)
             h += (size_t)sprintf(hdr + h, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[%zu,%zu]}",
-                                 name, (long long)shape[0], (long long)shape[1], off, off + bytes);
+                                 t.name, (long long)t.shape[0], (long long)t.shape[1], off, off + bytes);
         else
-            h += (size_t)sprintf(hdr + h, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],\"data_offsets\":[%zu,%zu]}", name,
-                                 (long long)shape[0], off, off + bytes);
+            h += (size_t)sprintf(hdr + h, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],\"data_offsets\":[%zu,%zu]}",
+                                 t.name, (long long)t.shape[0], off, off + bytes);
         off += bytes;
     }
     h += (size_t)sprintf(hdr + h, "}");
@@ -1184,13 +1177,9 @@ static void write_in_order(const char *path, const Model *m, const int *order, i
     for (int i = 0; i < 8; i++) fputc((int)((uint64_t)h >> (8 * i) & 0xff), f);
     ck_assert_uint_eq(fwrite(hdr, 1, h, f), h);
     for (int k = 0; k < n; k++) {
-        char name[128];
-        int ndim;
-        int64_t shape[2];
-        float *p;
-        model_tensor_info(m, order[k], name, sizeof name, &ndim, shape, &p);
-        size_t cnt = (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1);
-        ck_assert_uint_eq(fwrite(p, sizeof(float), cnt, f), cnt);
+        ModelTensor t;
+        model_tensor(m, order[k], &t);
+        ck_assert_uint_eq(fwrite(t.data, sizeof(float), t.numel, f), t.numel);
     }
     ck_assert_int_eq(fclose(f), 0);
     free(hdr);
@@ -1215,15 +1204,13 @@ static void expect_open(const char *dir, int want_mapped, const Model *want, con
 
 /* The name of the first tensor (other than skip) whose values differ between a and b, or NULL. */
 static const char *first_differing_tensor(const Model *a, const Model *b, const char *skip) {
-    static char name[128];
+    static ModelTensor t;
     for (int i = 0; i < model_n_tensors(a); i++) {
-        int ndim;
-        int64_t shape[2];
-        float *p, *q;
-        model_tensor_info(a, i, name, sizeof name, &ndim, shape, &p);
-        model_tensor_info(b, i, name, sizeof name, &ndim, shape, &q);
-        if (skip && strcmp(name, skip) == 0) continue;
-        if (memcmp(p, q, (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1) * sizeof(float)) != 0) return name;
+        ModelTensor u;
+        model_tensor(a, i, &t);
+        model_tensor(b, i, &u);
+        if (skip && strcmp(t.name, skip) == 0) continue;
+        if (memcmp(t.data, u.data, t.numel * sizeof(float)) != 0) return t.name;
     }
     return NULL;
 }
@@ -1241,7 +1228,7 @@ START_TEST(test_open_layouts) {
     int *order = calloc((size_t)n, sizeof *order);
     ck_assert_ptr_nonnull(order);
 
-    /* model_tensor_info order (model_init's layout), then reversed: mapped either way */
+    /* model_tensor order (model_init's layout), then reversed: mapped either way */
     for (int i = 0; i < n; i++) order[i] = i;
     write_in_order(path, &saved, order, n, 0);
     expect_open(dir, 1, &saved, "model order");
@@ -1263,12 +1250,9 @@ START_TEST(test_open_layouts) {
     /* a foreign tensor inside the weights' byte range (sorted between layer 0's tensors) */
     StWriter *w = st_writer_new();
     for (int i = 0; i < n; i++) {
-        char name[128];
-        int ndim;
-        int64_t shape[2];
-        float *p;
-        model_tensor_info(&saved, i, name, sizeof name, &ndim, shape, &p);
-        st_writer_add_f32(w, name, ndim, shape, p);
+        ModelTensor t;
+        model_tensor(&saved, i, &t);
+        st_writer_add_f32(w, t.name, t.ndim, t.shape, t.data);
     }
     const float extra[4] = {1, 2, 3, 4};
     int64_t se[1] = {4};
@@ -1283,15 +1267,11 @@ START_TEST(test_open_layouts) {
     mk_model(&rounded, 0, 0, 0, 11);
     w = st_writer_new();
     for (int i = 0; i < n; i++) {
-        char name[128];
-        int ndim;
-        int64_t shape[2];
-        float *p, *q;
-        model_tensor_info(&saved, i, name, sizeof name, &ndim, shape, &p);
-        model_tensor_info(&rounded, i, name, sizeof name, &ndim, shape, &q);
-        size_t cnt = (size_t)shape[0] * (size_t)(ndim == 2 ? shape[1] : 1);
-        for (size_t j = 0; j < cnt; j++) q[j] = st_bf16_to_f32(st_f32_to_bf16(p[j]));
-        st_writer_add_f32_as_bf16(w, name, ndim, shape, p);
+        ModelTensor t, r;
+        model_tensor(&saved, i, &t);
+        model_tensor(&rounded, i, &r);
+        for (size_t j = 0; j < t.numel; j++) r.data[j] = st_bf16_to_f32(st_f32_to_bf16(t.data[j]));
+        st_writer_add_f32_as_bf16(w, t.name, t.ndim, t.shape, t.data);
     }
     ck_assert_int_eq(st_writer_write(w, path, &err), LL_OK);
     st_writer_free(w);

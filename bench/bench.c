@@ -303,7 +303,7 @@ int main(int argc, char **argv) {
     const char *env_core = getenv("OPENBLAS_CORETYPE");
     printf("OpenBLAS: %s\n", openblas_get_config());
     printf("kernels: %s (OPENBLAS_CORETYPE=%s), threads: %d, bf16 products: %s\n", openblas_get_corename(),
-           env_core ? env_core : "unset", omp_get_max_threads(), bf16_supported() ? "AVX512_BF16" : "not on this CPU");
+           env_core ? env_core : "unset", omp_get_max_threads(), bf16_supported() ? bf16_kernel() : "not on this CPU");
     double m[17];
     if (in_child(measure_rates, NULL, m, 17)) {
         fprintf(stderr, "bench: the peak and gemm measurements failed\n");
@@ -331,8 +331,9 @@ int main(int argc, char **argv) {
     FILE *js = fopen("results/bench.json", "w");
     if (js)
         fprintf(js, "{\"openblas\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"fma_peak_gflops\": %.2f, "
-                    "\"bf16_peak_gflops\": %.2f, \"sgemm_gflops\": %.2f, \"gemm_bf16_gflops\": %.2f, ",
-                openblas_get_config(), openblas_get_corename(), omp_get_max_threads(), peak, m[1], sgemm, bgemm);
+                    "\"bf16_peak_gflops\": %.2f, \"sgemm_gflops\": %.2f, \"gemm_bf16_gflops\": %.2f, \"bf16_kernel\": \"%s\", ",
+                openblas_get_config(), openblas_get_corename(), omp_get_max_threads(), peak, m[1], sgemm, bgemm,
+                bf16_kernel());
     if (js) {
         fprintf(js, "\"attention\": [");
         for (int i = 0; i < 3; i++)

@@ -248,9 +248,10 @@ static int run(const char *dir, const char *method, int steps, const char *preci
     for (int i = 1; i < total; i++) printf("%s%.6f", i > 1 ? ", " : "", t[i]);
     printf("], \"warmup_step_s\": %.6f, \"median_step_s\": %.6f, \"tokens_per_s\": %.1f, \"peak_rss_mb\": %.1f, "
            "\"trainable\": %zu, \"threads\": %d, \"blas_threads\": %d, \"kernels\": \"%s\", \"blas_config\": \"%s\", "
-           "\"openblas_coretype\": \"%s\"}\n",
+           "\"openblas_coretype\": \"%s\", \"bf16_kernel\": \"%s\"}\n",
            t[0], step_s, (double)b.B * b.T / step_s, peak_rss_mb(), opt.n, omp_get_max_threads(),
-           openblas_get_num_threads(), openblas_get_corename(), openblas_get_config(), core ? core : "unset");
+           openblas_get_num_threads(), openblas_get_corename(), openblas_get_config(), core ? core : "unset",
+           bf16 ? bf16_kernel() : "none");
     adamw_free(&opt);
     adapter_free(a);
     model_free(&m);

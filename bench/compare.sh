@@ -108,6 +108,10 @@ print(f"machine: {os.environ['NPROC']} cores; load at start: {os.environ['LOAD_B
 print(f"                       load at end:   {os.environ['LOAD_AFTER'].strip()}")
 print(f"OPENBLAS_CORETYPE: {first_c['openblas_coretype']} (both sides run in the same environment)")
 print(f"loralab  BLAS: {first_c['blas_config']}; kernels {', '.join(c_kern)}; threads {c_threads} (OpenMP), BLAS threads {first_c['blas_threads']}")
+b_kern = sorted({r["run"]["bf16_kernel"] for r in rows if r["run"]["side"] == "loralab" and r["run"]["precision"] == "bf16"})
+if b_kern:
+    print(f"loralab  bf16 base products: {', '.join(b_kern)} (amx: AMX-BF16 tiles, avx512bf16: VDPBF16PS; "
+          "LORALAB_BF16_KERNEL=avx512bf16 keeps AMX off)")
 print(f"PyTorch {first_t['torch']} BLAS: {first_t['blas_config']}; kernels {', '.join(t_kern)}; threads {t_threads} "
       f"(torch.get_num_threads), BLAS threads {first_t['blas_threads']}; own kernels {first_t['torch_cpu_capability']}")
 print(f"PyTorch loaded: {', '.join(first_t['blas_libraries'])}")

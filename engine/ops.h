@@ -36,6 +36,12 @@ void matmul_backward(float *dx, float *dW, const float *dy, const float *x, cons
  * sums are fp32. bf16_supported() says whether this CPU and build can run them. The test's
  * reference is the same sum in double over bf16_round'ed inputs. */
 int bf16_supported(void);
+/* The kernel the products run on: "amx" (AMX tiles, TDPBF16PS) where the CPU has AMX-BF16 and the
+ * OS grants the tile state, else "avx512bf16" (VDPBF16PS), or "none". LORALAB_BF16_KERNEL=avx512bf16
+ * in the environment keeps AMX off. bf16_use_amx(0) switches to the vector kernel, (1) back to AMX
+ * where it is available; it returns whether AMX is now in use. */
+const char *bf16_kernel(void);
+int bf16_use_amx(int on);
 float bf16_round(float f);                 /* round to nearest even, as the packing does */
 size_t bf16_panel_elems(int K, int N);     /* uint16 elements of a packed [K, N] operand */
 /* dst = B[K,N] in panels; B[k][n] = src[n*K + k] when trans (a PyTorch (out, in) weight used as

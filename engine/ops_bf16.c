@@ -1,4 +1,5 @@
-/* ops_bf16: linear products with bf16 inputs and fp32 sums, for CPUs with AVX512_BF16.
+/* ops_bf16: linear products with bf16 inputs and fp32 sums, for CPUs with AVX512_BF16, on the
+ * AMX tile unit where the CPU has AMX-BF16 (see the AMX section) and in vector registers otherwise.
  *
  * C[M,N] (+)= A[M,K] · B[K,N]. VDPBF16PS does, per fp32 lane, acc += a[2i]·b[2i] + a[2i+1]·b[2i+1]:
  * twice the multiply-adds of an fp32 FMA per instruction. This is the "bf16 inputs, fp32
@@ -18,14 +19,18 @@
  * KC block, blocks in turn), whatever the tiling and the thread count, so results do not depend on
  * the number of threads.
  */
+#define _GNU_SOURCE /* syscall */
 #include "ops.h"
 #include "core.h"
+#include "simd.h"
 
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NR 32 /* panel width: two zmm of fp32 accumulators per row */
 #define MR 12 /* rows per microkernel: 24 accumulators + 2 B vectors of 32 registers */
+#define AMX_ROWS 32 /* rows per AMX block: two A tiles of 16 rows */
 #ifndef KC
 #define KC 512 /* k per block: a B micro-panel (32 KiB) stays in L1 across an A block */
 #endif
@@ -49,12 +54,19 @@ float bf16_round(float f) {
     return r;
 }
 
-size_t bf16_panel_elems(int K, int N) {
-    return (size_t)((N + NR - 1) / NR) * (size_t)((K + 1) / 2) * NR * 2;
-}
+/* Pairs per panel: ceil(K/2) rounded up to a multiple of 16 with zero pairs, the k depth of one
+ * AMX B tile (16 rows of pairs), so a tile never reads past its panel. */
+static int panel_pairs(int K) { return ((K + 1) / 2 + 15) / 16 * 16; }
+
+size_t bf16_panel_elems(int K, int N) { return (size_t)((N + NR - 1) / NR) * (size_t)panel_pairs(K) * NR * 2; }
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
 #include <immintrin.h>
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 int bf16_supported(void) { return __builtin_cpu_supports("avx512bf16"); }
 
@@ -80,10 +92,11 @@ static void row_to_words(uint32_t *dst, size_t stride, const float *row, int n) 
 }
 
 void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) {
-    int np = (N + NR - 1) / NR, kp = (K + 1) / 2;
+    int np = (N + NR - 1) / NR, kp = (K + 1) / 2, kpp = panel_pairs(K);
     #pragma omp parallel for schedule(static) if ((size_t)K * N >= LL_OMP_MIN_WORK)
     for (int j = 0; j < np; j++) {
-        uint32_t *panel = (uint32_t *)(dst + (size_t)j * kp * NR * 2);
+        uint32_t *panel = (uint32_t *)(dst + (size_t)j * kpp * NR * 2);
+        memset(panel + (size_t)kp * NR, 0, (size_t)(kpp - kp) * NR * sizeof(uint32_t));
         int n0 = j * NR, nn = N - n0 < NR ? N - n0 : NR;
         if (!trans) { /* B[k][n] = src[k*N + n]: rows 2p and 2p+1, 16 columns at a time */
             for (int p = 0; p < kp; p++) {
@@ -197,18 +210,18 @@ typedef struct {
  * plus a fixed cost of one MR x panel kernel; the cheapest wins, fewest tiles first. So a weight
  * gradient of a small layer (M = 128 is 96 + 32 rows at MC) splits its panels evenly instead.
  * Plans are remembered per thread for the last shapes: a training step asks for the same dozen. */
-static TilePlan plan_tiles(int M, int np, int nthreads) {
+static TilePlan plan_tiles(int M, int np, int nthreads, int mr) {
     enum { SLOTS = 32 };
     static _Thread_local struct {
-        int M, np, nthreads;
+        int M, np, nthreads, mr;
         TilePlan plan;
     } memo[SLOTS];
     static _Thread_local int next;
     for (int i = 0; i < SLOTS; i++)
-        if (memo[i].M == M && memo[i].np == np && memo[i].nthreads == nthreads) return memo[i].plan;
+        if (memo[i].M == M && memo[i].np == np && memo[i].nthreads == nthreads && memo[i].mr == mr) return memo[i].plan;
     TilePlan best = {MC, np, 0};
     double best_cost = -1.0;
-    for (int rb = MC; rb >= MR; rb -= MR) {
+    for (int rb = MC; rb >= mr; rb -= mr) {
         int nb = (M + rb - 1) / rb;
         if (nb > 8 * nthreads) break; /* smaller blocks only add tiles */
         for (int ng = 1; ng <= np && ng <= 2 * nthreads; ng++)
@@ -222,7 +235,7 @@ static TilePlan plan_tiles(int M, int np, int nthreads) {
                         int mb = by_group ? t % nb : t / groups, g = by_group ? t / nb : t % groups;
                         int rows = M - mb * rb < rb ? M - mb * rb : rb;
                         int panels = np - g * gsize < gsize ? np - g * gsize : gsize;
-                        work += (double)((rows + MR - 1) / MR * MR) * (panels + 0.1) + MR;
+                        work += (double)((rows + mr - 1) / mr * mr) * (panels + 0.1) + mr;
                     }
                     worst = work > worst ? work : worst;
                 }
@@ -232,7 +245,7 @@ static TilePlan plan_tiles(int M, int np, int nthreads) {
                 }
             }
     }
-    memo[next].M = M, memo[next].np = np, memo[next].nthreads = nthreads, memo[next].plan = best;
+    memo[next].M = M, memo[next].np = np, memo[next].nthreads = nthreads, memo[next].mr = mr, memo[next].plan = best;
     next = (next + 1) % SLOTS;
     return best;
 }
@@ -241,14 +254,14 @@ static TilePlan plan_tiles(int M, int np, int nthreads) {
  * panel against it. */
 static void gemm_block(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int N, int K,
                        int acc, int m0, int m1, int j0, int j1) {
-    int kp_all = (K + 1) / 2;
+    int kpp = panel_pairs(K);
     _Alignas(64) uint32_t apack[(MC / MR) * (KC / 2) * MR];
     for (int k0 = 0; k0 < K; k0 += KC) {
         int kc = K - k0 < KC ? K - k0 : KC, kp = (kc + 1) / 2;
         pack_a(apack, A, lda, a_trans, m0, m1, k0, kc, K);
         int add = acc || k0 > 0;
         for (int j = j0; j < j1; j++) {
-            const uint16_t *bp = Bp + ((size_t)j * kp_all + (size_t)k0 / 2) * NR * 2;
+            const uint16_t *bp = Bp + ((size_t)j * kpp + (size_t)k0 / 2) * NR * 2;
             int nr = N - j * NR < NR ? N - j * NR : NR;
             for (int i = m0; i < m1; i += MR)
                 (a_trans ? kernel_pairs : kernel_rows)(kp, apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, bp,
@@ -258,6 +271,168 @@ static void gemm_block(float *C, int ldc, const float *A, int lda, int a_trans, 
     }
 }
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+/* ---- AMX: the same product on the tile unit (TDPBF16PS) -------------------------------------
+ * One TDPBF16PS multiplies a 16 x 32 bf16 A tile by a 32 x 16 B tile held as 16 rows of k pairs,
+ * into 16 x 16 fp32 sums: 16 times the multiply-adds of a VDPBF16PS. A B tile is exactly one half
+ * of a panel's 16 pairs (64 bytes of each 128-byte pair row), so the panels serve both kernels.
+ * A is packed as plain bf16 rows, [rows][KC] per block, rows padded with zeros to a multiple of 32
+ * and k to a multiple of 32. Each 32 x 32 block of C is four accumulator tiles (0-3) fed by two A
+ * tiles (4, 5) and two B tiles (6, 7); C goes through the tiles once per KC block, so the order
+ * of the sums, and so every value, is fixed by K alone, as in the vector kernel. The two kernels
+ * round the same bf16 inputs but may sum a pair of products in a different order: their results
+ * agree to fp32 rounding, not bitwise. Linux hands out the tile state only on request
+ * (arch_prctl ARCH_REQ_XCOMP_PERM); where that is refused the vector kernel runs. */
+static void pack_a_amx(uint16_t *dst, const float *A, int lda, int a_trans, int m0, int m1, int k0, int kc) {
+    int rows = m1 - m0, rows_pad = (rows + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS, kc32 = (kc + 31) / 32 * 32;
+    if (!a_trans) {
+        for (int r = 0; r < rows_pad; r++) {
+            const float *row = A + (size_t)(m0 + r) * lda + k0;
+            for (int k = 0; k < kc32; k += 32) {
+                __m512 x0 = r < rows ? _mm512_maskz_loadu_ps(mask16(kc - k), row + k) : _mm512_setzero_ps();
+                __m512 x1 = r < rows ? _mm512_maskz_loadu_ps(mask16(kc - k - 16), row + k + 16) : _mm512_setzero_ps();
+                _mm512_store_si512(dst + (size_t)r * KC + k, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+            }
+        }
+        return;
+    }
+    /* A[m][k] = At[k*lda + m]: 16 rows x 32 k at a time, as 16 vectors of pair words (one per k
+     * pair, lane = row), then a 16 x 16 transpose of the words gives each row its 32 bf16. */
+    for (int g = 0; g < rows_pad; g += 16) {
+        __mmask16 mm = mask16(rows - g);
+        for (int k = 0; k < kc32; k += 32) {
+            __m512 w[16];
+            for (int p = 0; p < 16; p++) {
+                int kk = k + 2 * p;
+                const float *r0 = A + (size_t)(k0 + kk) * lda + m0 + g;
+                __m512 a = kk < kc ? _mm512_maskz_loadu_ps(mm, r0) : _mm512_setzero_ps();
+                __m512 b = kk + 1 < kc ? _mm512_maskz_loadu_ps(mm, r0 + lda) : _mm512_setzero_ps();
+                w[p] = _mm512_castsi512_ps(pairs16(a, b));
+            }
+            ll_transpose16(w);
+            for (int r = 0; r < 16; r++) _mm512_store_ps((float *)(dst + (size_t)(g + r) * KC + k), w[r]);
+        }
+    }
+}
+
+/* C[rows, cols] (+)= A (2 tiles of 16 rows at a, KC apart) · B (steps k-steps of 32 from the panel
+ * at b), rows, cols <= 32. A block that is not whole goes through a staging copy. */
+static void amx_block(const uint16_t *a, const uint16_t *b, int steps, float *c, int ldc, int rows, int cols,
+                      int add) {
+    _Alignas(64) float stage[AMX_ROWS * NR];
+    int whole = rows == AMX_ROWS && cols == NR;
+    float *cp = whole ? c : stage;
+    size_t cs = whole ? (size_t)ldc * sizeof(float) : NR * sizeof(float);
+    if (!whole)
+        for (int r = 0; r < AMX_ROWS; r++) {
+            const float *cr = c + (size_t)r * ldc;
+            int on = add && r < rows;
+            _mm512_store_ps(stage + r * NR, on ? _mm512_maskz_loadu_ps(mask16(cols), cr) : _mm512_setzero_ps());
+            _mm512_store_ps(stage + r * NR + 16, on ? _mm512_maskz_loadu_ps(mask16(cols - 16), cr + 16) : _mm512_setzero_ps());
+        }
+    if (add || !whole) {
+        _tile_loadd(0, cp, cs);
+        _tile_loadd(1, cp + 16, cs);
+        _tile_loadd(2, (const char *)cp + 16 * cs, cs);
+        _tile_loadd(3, (const char *)cp + 16 * cs + 64, cs);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (int s = 0; s < steps; s++) {
+        _tile_loadd(4, a + 32 * s, KC * sizeof(uint16_t));
+        _tile_loadd(5, a + 16 * KC + 32 * s, KC * sizeof(uint16_t));
+        _tile_loadd(6, b + (size_t)s * 16 * NR * 2, NR * 2 * sizeof(uint16_t));
+        _tile_loadd(7, b + (size_t)s * 16 * NR * 2 + 32, NR * 2 * sizeof(uint16_t));
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, cp, cs);
+    _tile_stored(1, cp + 16, cs);
+    _tile_stored(2, (char *)cp + 16 * cs, cs);
+    _tile_stored(3, (char *)cp + 16 * cs + 64, cs);
+    if (!whole)
+        for (int r = 0; r < rows; r++) {
+            float *cr = c + (size_t)r * ldc;
+            _mm512_mask_storeu_ps(cr, mask16(cols), _mm512_load_ps(stage + r * NR));
+            _mm512_mask_storeu_ps(cr + 16, mask16(cols - 16), _mm512_load_ps(stage + r * NR + 16));
+        }
+}
+
+/* gemm_block on the tile unit. The tile configuration is per thread: loaded here, released at the
+ * end so that a context switch does not save 8 KiB of tile data for a thread that is done. */
+static void gemm_block_amx(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int N, int K,
+                           int acc, int m0, int m1, int j0, int j1) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } cfg = {.palette = 1};
+    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+    _tile_loadconfig(&cfg);
+    int kpp = panel_pairs(K);
+    _Alignas(64) uint16_t apack[MC * KC];
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kc = K - k0 < KC ? K - k0 : KC, steps = (kc + 31) / 32;
+        pack_a_amx(apack, A, lda, a_trans, m0, m1, k0, kc);
+        int add = acc || k0 > 0;
+        for (int j = j0; j < j1; j++) {
+            const uint16_t *bp = Bp + ((size_t)j * kpp + (size_t)k0 / 2) * NR * 2;
+            int cols = N - j * NR < NR ? N - j * NR : NR;
+            for (int i = m0; i < m1; i += AMX_ROWS)
+                amx_block(apack + (size_t)(i - m0) * KC, bp, steps, C + (size_t)i * ldc + j * NR, ldc,
+                          m1 - i < AMX_ROWS ? m1 - i : AMX_ROWS, cols, add);
+        }
+    }
+    _tile_release();
+}
+
+/* -1 until asked; then 1 when the CPU has AMX-BF16, the kernel grants the tile state and
+ * LORALAB_BF16_KERNEL is not "avx512bf16". */
+static int amx_state = -1;
+
+static int amx_available(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24))) return 0;
+    const char *env = getenv("LORALAB_BF16_KERNEL");
+    if (env && strcmp(env, "avx512bf16") == 0) return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+}
+
+static int amx_on(void) {
+    int s = __atomic_load_n(&amx_state, __ATOMIC_ACQUIRE);
+    if (s < 0) {
+        s = amx_available();
+        __atomic_store_n(&amx_state, s, __ATOMIC_RELEASE);
+    }
+    return s;
+}
+
+int bf16_use_amx(int on) {
+    int s = on ? amx_available() : 0;
+    __atomic_store_n(&amx_state, s, __ATOMIC_RELEASE);
+    return s;
+}
+#else
+static int amx_on(void) { return 0; }
+static void gemm_block_amx(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int N, int K,
+                           int acc, int m0, int m1, int j0, int j1) {
+    (void)C, (void)ldc, (void)A, (void)lda, (void)a_trans, (void)Bp, (void)N, (void)K, (void)acc, (void)m0, (void)m1;
+    (void)j0, (void)j1;
+    LL_ASSERT(!"gemm_block_amx on a build without AMX");
+}
+int bf16_use_amx(int on) {
+    (void)on;
+    return 0;
+}
+#endif
+
+const char *bf16_kernel(void) { return !bf16_supported() ? "none" : amx_on() ? "amx" : "avx512bf16"; }
+
 static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int M, int N,
                       int K, int acc) {
     int np = (N + NR - 1) / NR;
@@ -265,7 +440,8 @@ static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, c
     /* LL_OMP_MIN_WORK counts element-wise work; M·N·K multiply-adds go 32 to an instruction here,
      * so the threshold is scaled up (by 64) to keep the product well above a parallel region's cost. */
     int parallel = nthreads > 1 && (size_t)M * N * K >= (size_t)LL_OMP_MIN_WORK * 64;
-    TilePlan plan = parallel ? plan_tiles(M, np, nthreads) : (TilePlan){MC, np, 0};
+    int amx = amx_on();
+    TilePlan plan = parallel ? plan_tiles(M, np, nthreads, amx ? AMX_ROWS : MR) : (TilePlan){MC, np, 0};
     int rb = plan.rb, gsize = plan.gsize, nb = (M + rb - 1) / rb, ngroups = (np + gsize - 1) / gsize;
     int tiles = nb * ngroups;
     /* Tiles are handed out dynamically: on the 2-vCPU machine this was tuned on, one core at times
@@ -277,7 +453,7 @@ static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, c
         int mb = plan.by_group ? t % nb : t / ngroups, g = plan.by_group ? t / nb : t % ngroups;
         int m0 = mb * rb, m1 = m0 + rb < M ? m0 + rb : M;
         int j0 = g * gsize, j1 = j0 + gsize < np ? j0 + gsize : np;
-        gemm_block(C, ldc, A, lda, a_trans, Bp, N, K, acc, m0, m1, j0, j1);
+        (amx ? gemm_block_amx : gemm_block)(C, ldc, A, lda, a_trans, Bp, N, K, acc, m0, m1, j0, j1);
     }
 }
 
@@ -292,13 +468,18 @@ void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const uint16_t *B
 #else
 
 int bf16_supported(void) { return 0; }
+int bf16_use_amx(int on) {
+    (void)on;
+    return 0;
+}
+const char *bf16_kernel(void) { return "none"; }
 
 /* Scalar packing, so that packs can be built and inspected anywhere; the products need the ISA. */
 void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) {
-    int np = (N + NR - 1) / NR, kp = (K + 1) / 2;
+    int np = (N + NR - 1) / NR, kpp = panel_pairs(K);
     for (int j = 0; j < np; j++) {
-        uint16_t *panel = dst + (size_t)j * kp * NR * 2;
-        for (int p = 0; p < kp; p++)
+        uint16_t *panel = dst + (size_t)j * kpp * NR * 2;
+        for (int p = 0; p < kpp; p++)
             for (int c = 0; c < NR; c++)
                 for (int h = 0; h < 2; h++) {
                     int k = 2 * p + h, n = j * NR + c;

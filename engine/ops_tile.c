@@ -100,33 +100,6 @@ void gemm_small(int m, int n, int k, float alpha, const float *a, ptrdiff_t rsa,
 #endif
 }
 
-#if LL_SIMD
-/* r[0..15] = the 16 x 16 block whose rows were r[0..15], transposed: 32-bit interleave of row
- * pairs, 64-bit interleave of those, then the 128-bit lanes of four rows gathered per column. */
-static inline void transpose16(__m512 r[16]) {
-    __m512 t[16], u[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) { /* u[4i + c], lane L: column 4L + c of rows 4i .. 4i+3 */
-        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int c = 0; c < 4; c++) {
-        __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512 w0 = _mm512_shuffle_f32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
-        __m512 v1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512 w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
-        r[c] = _mm512_shuffle_f32x4(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));
-        r[c + 8] = _mm512_shuffle_f32x4(v0, v1, _MM_SHUFFLE(3, 1, 3, 1));
-        r[c + 4] = _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0));
-        r[c + 12] = _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1));
-    }
-}
-#endif
 
 void gemm_transpose(float *dst, const float *src, int rows, int cols, ptrdiff_t ld) {
 #if LL_SIMD /* 16 x 16 blocks, masked at the edges */
@@ -137,7 +110,7 @@ void gemm_transpose(float *dst, const float *src, int rows, int cols, ptrdiff_t 
             for (int i = 0; i < 16; i++)
                 r[i] = i < nr ? _mm512_maskz_loadu_ps(ll_mask16((size_t)nc), src + (size_t)(r0 + i) * ld + c0)
                               : _mm512_setzero_ps();
-            transpose16(r);
+            ll_transpose16(r);
             for (int c = 0; c < nc; c++)
                 _mm512_mask_storeu_ps(dst + (size_t)(c0 + c) * rows + r0, ll_mask16((size_t)nr), r[c]);
         }

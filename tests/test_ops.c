@@ -77,10 +77,17 @@ END_TEST
 
 /* bf16 products: the kernel against the same sum in double from bf16-rounded inputs (the
  * reference indexes the fp32 weight directly, so the packing is checked too), over shapes with
- * every tail (M not a multiple of the 12-row microkernel, N not of the 32-column panel, K odd and
- * longer than one 256 block), overwrite and accumulate, both weight orientations, and 1 vs 2
- * threads bitwise. Skipped, and said so, on a CPU without AVX512_BF16. */
+ * every tail (M not a multiple of the 12-row microkernel or of the 32-row AMX block, N not of the
+ * 32-column panel, K odd and longer than one 512 block), overwrite and accumulate, both weight
+ * orientations, and 1 vs 2 threads bitwise. Both kernels where the CPU has AMX: the vector one
+ * (_i = 0) and the tile one (_i = 1). Skipped, and said so, on a CPU without AVX512_BF16. */
 START_TEST(test_bf16_gemm) {
+    if (_i == 1 && !bf16_use_amx(1)) {
+        fprintf(stderr, "ops: no AMX here (CPU or OS), the AMX bf16 kernel not tested\n");
+        return;
+    }
+    if (_i == 0) bf16_use_amx(0);
+    ck_assert_str_eq(bf16_kernel(), !bf16_supported() ? "none" : _i ? "amx" : "avx512bf16");
     ck_assert(bf16_round(1.0f) == 1.0f);
     ck_assert(bf16_round(1.00390625f) == 1.0f);      /* 1 + 2^-8: a tie, to even (down) */
     ck_assert(bf16_round(1.01171875f) == 1.015625f); /* 1 + 3·2^-8: a tie, to even (up) */
@@ -530,7 +537,7 @@ Suite *ops_suite(void) {
     TCase *core = tu_tcase(s, "core", 0, 0);
     tcase_add_test(core, test_matmul_blas_vs_naive);
     tcase_add_test(core, test_embedding);
-    tcase_add_test(core, test_bf16_gemm);
+    tcase_add_loop_test(core, test_bf16_gemm, 0, 2);
     tcase_add_test(core, test_simd_exp);
     TCase *grad = tu_tcase(s, "grad", 0, 60); /* finite differences: one forward per perturbed element */
     tcase_add_test(grad, test_matmul_grad);

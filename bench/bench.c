@@ -1,7 +1,9 @@
 /* bench: engine throughput on this machine (`make bench`).
  *
  * 1. The machine's AVX-512 peak, measured: 12 independent chains of VFMADD (fp32, 32 FLOPs per
- *    instruction) and of VDPBF16PS (bf16 pairs, 64 FLOPs) on every thread, best of 5.
+ *    instruction) and of VDPBF16PS (bf16 pairs, 64 FLOPs) on every thread, best of 5; where the
+ *    bf16 products run on AMX, also TDPBF16PS on four accumulator tiles (for reference: %peak
+ *    stays against the fp32 FMA peak).
  * 2. The cblas_sgemm rate on training-shaped products, and gemm_bf16's on the same shapes; one
  *    layer's causal attention, forward and backward, at the head shapes of the three models.
  * 3. For tiny, small and medium (random tokens, batch 8 x 256, vocabularies 512, 4096, 8192):
@@ -90,6 +92,56 @@ static double peak_rate(int bf16) {
     return best;
 #else
     (void)bf16;
+    return 0.0;
+#endif
+}
+
+/* GFLOP/s of back-to-back TDPBF16PS on every thread (16 x 32 by 32 x 16 bf16 into 16 x 16 fp32:
+ * 16,384 FLOPs each), four independent accumulator tiles; 0 where gemm_bf16 does not run on AMX. */
+static double amx_peak_rate(void) {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+    if (strcmp(bf16_kernel(), "amx") != 0) return 0.0; /* also asks Linux for the tile state */
+    const long iters = 2000000;
+    double best = 0.0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = ll_now(), sink = 0.0;
+        #pragma omp parallel
+        {
+            struct {
+                uint8_t palette, start_row, reserved[14];
+                uint16_t colsb[16];
+                uint8_t rows[16];
+            } cfg = {.palette = 1};
+            for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+            _Alignas(64) uint16_t ab[16 * 32];
+            for (int i = 0; i < 16 * 32; i++) ab[i] = 0x3c00; /* bf16 2^-7: sums stay finite */
+            _tile_loadconfig(&cfg);
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            _tile_loadd(4, ab, 64);
+            _tile_loadd(5, ab, 64);
+            _tile_loadd(6, ab, 64);
+            _tile_loadd(7, ab, 64);
+            for (long it = 0; it < iters; it++) {
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _Alignas(64) float c[16 * 16];
+            _tile_stored(0, c, 64);
+            _tile_release();
+            #pragma omp atomic update
+            sink += c[0]; /* the sums are used: the loop stays */
+        }
+        double t = ll_now() - t0, flops = (double)iters * 4 * 16384 * omp_get_max_threads();
+        if (flops / t / 1e9 > best) best = flops / t / 1e9;
+        (void)sink;
+    }
+    return best;
+#else
     return 0.0;
 #endif
 }
@@ -272,7 +324,7 @@ static const int ATT_SHAPES[3][2] = {{4, 32}, {8, 32}, {8, 64}};
 /* out: peaks[2], sgemm[3], bf16[3], then per attention shape forward ms, backward ms, GFLOP/s */
 static void measure_rates(const void *arg, double *out) {
     (void)arg;
-    out[0] = peak_rate(0), out[1] = peak_rate(1);
+    out[0] = peak_rate(0), out[1] = peak_rate(1), out[17] = amx_peak_rate();
     for (int i = 0; i < 3; i++) {
         out[2 + i] = gemm_rate(SHAPES[i][0], SHAPES[i][1], SHAPES[i][2], 7, 0);
         out[5 + i] = gemm_rate(SHAPES[i][0], SHAPES[i][1], SHAPES[i][2], 7, 1);
@@ -304,13 +356,15 @@ int main(int argc, char **argv) {
     printf("OpenBLAS: %s\n", openblas_get_config());
     printf("kernels: %s (OPENBLAS_CORETYPE=%s), threads: %d, bf16 products: %s\n", openblas_get_corename(),
            env_core ? env_core : "unset", omp_get_max_threads(), bf16_supported() ? bf16_kernel() : "not on this CPU");
-    double m[17];
-    if (in_child(measure_rates, NULL, m, 17)) {
+    double m[18];
+    if (in_child(measure_rates, NULL, m, 18)) {
         fprintf(stderr, "bench: the peak and gemm measurements failed\n");
         return 1;
     }
     double peak = m[0], sgemm = (m[2] + m[3] + m[4]) / 3.0, bgemm = (m[5] + m[6] + m[7]) / 3.0;
-    printf("AVX-512 peak GFLOP/s: fp32 FMA %.1f, bf16 dot %.1f\n", m[0], m[1]);
+    printf("AVX-512 peak GFLOP/s: fp32 FMA %.1f, bf16 dot %.1f", m[0], m[1]);
+    if (m[17] > 0.0) printf("; AMX bf16 tiles %.1f", m[17]);
+    printf("\n");
     printf("%-22s %10s %10s\n", "GFLOP/s (M x N x K)", "sgemm", "gemm_bf16");
     for (int i = 0; i < 3; i++) {
         char shape[32];
@@ -331,9 +385,9 @@ int main(int argc, char **argv) {
     FILE *js = fopen("results/bench.json", "w");
     if (js)
         fprintf(js, "{\"openblas\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"fma_peak_gflops\": %.2f, "
-                    "\"bf16_peak_gflops\": %.2f, \"sgemm_gflops\": %.2f, \"gemm_bf16_gflops\": %.2f, \"bf16_kernel\": \"%s\", ",
+                    "\"bf16_peak_gflops\": %.2f, \"sgemm_gflops\": %.2f, \"gemm_bf16_gflops\": %.2f, \"bf16_kernel\": \"%s\", \"amx_peak_gflops\": %.2f, ",
                 openblas_get_config(), openblas_get_corename(), omp_get_max_threads(), peak, m[1], sgemm, bgemm,
-                bf16_kernel());
+                bf16_kernel(), m[17]);
     if (js) {
         fprintf(js, "\"attention\": [");
         for (int i = 0; i < 3; i++)

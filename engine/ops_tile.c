@@ -100,7 +100,6 @@ void gemm_small(int m, int n, int k, float alpha, const float *a, ptrdiff_t rsa,
 #endif
 }
 
-
 void gemm_transpose(float *dst, const float *src, int rows, int cols, ptrdiff_t ld) {
 #if LL_SIMD /* 16 x 16 blocks, masked at the edges */
     for (int r0 = 0; r0 < rows; r0 += 16)

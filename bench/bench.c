@@ -40,6 +40,7 @@
 #include "ops.h"
 #include "optim.h"
 #include "rng.h"
+#include "simd.h"
 #include "train.h"
 
 char *openblas_get_config(void);
@@ -107,15 +108,9 @@ static double amx_peak_rate(void) {
         double t0 = ll_now(), sink = 0.0;
         #pragma omp parallel
         {
-            struct {
-                uint8_t palette, start_row, reserved[14];
-                uint16_t colsb[16];
-                uint8_t rows[16];
-            } cfg = {.palette = 1};
-            for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
             _Alignas(64) uint16_t ab[16 * 32];
             for (int i = 0; i < 16 * 32; i++) ab[i] = 0x3c00; /* bf16 2^-7: sums stay finite */
-            _tile_loadconfig(&cfg);
+            ll_amx_config();
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);

@@ -8,7 +8,8 @@
  * inputs become zero, as VCVTNE2PS2BF16 does (bf16_round models exactly that).
  *
  * B layout ("panels"): N is cut into panels of NR = 32 columns (the last padded with zeros); a panel
- * is [ceil(K/2) pairs][32 columns][2] bf16, so one k-pair of a panel is two 512-bit vectors. A frozen
+ * is [pairs][32 columns][2] bf16, ceil(K/2) pairs padded with zero pairs to a multiple of 16, so
+ * one k-pair of a panel is two 512-bit vectors and 16 pairs are two AMX B tiles. A frozen
  * weight is packed once (model.c keeps both orientations); an activation used as B (the weight
  * gradient's x) is packed per product into caller scratch.
  * A layout: per block of MC rows and KC k, 32-bit words (two bf16 of consecutive k), one broadcast
@@ -59,6 +60,8 @@ float bf16_round(float f) {
 static int panel_pairs(int K) { return ((K + 1) / 2 + 15) / 16 * 16; }
 
 size_t bf16_panel_elems(int K, int N) { return (size_t)((N + NR - 1) / NR) * (size_t)panel_pairs(K) * NR * 2; }
+
+static int amx_on(void); /* whether the products run on AMX (end of file) */
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
 #include <immintrin.h>
@@ -119,6 +122,22 @@ void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) 
     }
 }
 
+/* Rows [m0, m1) x k [k0, k0 + kc) of row-major A as bf16 rows of KC elements (row r at dst + r*KC,
+ * two consecutive k per 32-bit word), rows up to rows_pad and k up to the next multiple of 32 zero.
+ * The layout both kernels read: the vector kernel broadcasts word p of row r, the tile kernel
+ * loads 16 rows x 32 k at a time. */
+static void pack_rows(uint16_t *dst, const float *A, int lda, int m0, int m1, int rows_pad, int k0, int kc) {
+    int rows = m1 - m0;
+    for (int r = 0; r < rows_pad; r++) {
+        const float *row = A + (size_t)(m0 + r) * lda + k0;
+        for (int k = 0; k < kc; k += 32) {
+            __m512 x0 = r < rows ? _mm512_maskz_loadu_ps(mask16(kc - k), row + k) : _mm512_setzero_ps();
+            __m512 x1 = r < rows ? _mm512_maskz_loadu_ps(mask16(kc - k - 16), row + k + 16) : _mm512_setzero_ps();
+            _mm512_storeu_si512(dst + (size_t)r * KC + k, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+        }
+    }
+}
+
 /* Packs rows [m0, m1) x k [k0, k0 + kc) of A as 32-bit words (two bf16 of consecutive k), one
  * block of MR rows after another (block g at dst + g*MR*KC/2), zero past m1 and past K. Row-major A
  * becomes [MR rows][KC/2 words] per block (a plain conversion, no transposition: the kernel
@@ -142,17 +161,7 @@ static void pack_a(uint32_t *dst, const float *A, int lda, int a_trans, int m0, 
         }
         return;
     }
-    for (int g = 0; g < blocks; g++)
-        for (int r = 0; r < MR; r++) {
-            int m = m0 + g * MR + r;
-            uint32_t *d = dst + (size_t)g * MR * (KC / 2) + (size_t)r * (KC / 2);
-            const float *row = A + (size_t)m * lda + k0;
-            for (int k = 0; k < kc; k += 32) {
-                __m512 x0 = m < m1 ? _mm512_maskz_loadu_ps(mask16(kc - k), row + k) : _mm512_setzero_ps();
-                __m512 x1 = m < m1 ? _mm512_maskz_loadu_ps(mask16(kc - k - 16), row + k + 16) : _mm512_setzero_ps();
-                _mm512_mask_storeu_epi32(d + k / 2, mask16((kc - k + 1) / 2), (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
-            }
-        }
+    pack_rows((uint16_t *)dst, A, lda, m0, m1, blocks * MR, k0, kc);
 }
 
 /* c[mr, nr] (+)= a · b[kp pairs][NR][2], word p of A row r at a[r*RS + p*PS]: RS, PS are constants
@@ -286,14 +295,7 @@ static void gemm_block(float *C, int ldc, const float *A, int lda, int a_trans, 
 static void pack_a_amx(uint16_t *dst, const float *A, int lda, int a_trans, int m0, int m1, int k0, int kc) {
     int rows = m1 - m0, rows_pad = (rows + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS, kc32 = (kc + 31) / 32 * 32;
     if (!a_trans) {
-        for (int r = 0; r < rows_pad; r++) {
-            const float *row = A + (size_t)(m0 + r) * lda + k0;
-            for (int k = 0; k < kc32; k += 32) {
-                __m512 x0 = r < rows ? _mm512_maskz_loadu_ps(mask16(kc - k), row + k) : _mm512_setzero_ps();
-                __m512 x1 = r < rows ? _mm512_maskz_loadu_ps(mask16(kc - k - 16), row + k + 16) : _mm512_setzero_ps();
-                _mm512_store_si512(dst + (size_t)r * KC + k, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
-            }
-        }
+        pack_rows(dst, A, lda, m0, m1, rows_pad, k0, kc);
         return;
     }
     /* A[m][k] = At[k*lda + m]: 16 rows x 32 k at a time, as 16 vectors of pair words (one per k
@@ -367,13 +369,7 @@ static void amx_block(const uint16_t *a, const uint16_t *b, int steps, float *c,
  * end so that a context switch does not save 8 KiB of tile data for a thread that is done. */
 static void gemm_block_amx(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int N, int K,
                            int acc, int m0, int m1, int j0, int j1) {
-    struct {
-        uint8_t palette, start_row, reserved[14];
-        uint16_t colsb[16];
-        uint8_t rows[16];
-    } cfg = {.palette = 1};
-    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
-    _tile_loadconfig(&cfg);
+    ll_amx_config();
     int kpp = panel_pairs(K);
     _Alignas(64) uint16_t apack[MC * KC];
     for (int k0 = 0; k0 < K; k0 += KC) {
@@ -391,10 +387,8 @@ static void gemm_block_amx(float *C, int ldc, const float *A, int lda, int a_tra
     _tile_release();
 }
 
-/* -1 until asked; then 1 when the CPU has AMX-BF16, the kernel grants the tile state and
- * LORALAB_BF16_KERNEL is not "avx512bf16". */
-static int amx_state = -1;
-
+/* 1 when the CPU has AMX-BF16, LORALAB_BF16_KERNEL is not "avx512bf16" and Linux grants the tile
+ * state. */
 static int amx_available(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24))) return 0;
@@ -403,35 +397,15 @@ static int amx_available(void) {
     return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
 }
 
-static int amx_on(void) {
-    int s = __atomic_load_n(&amx_state, __ATOMIC_ACQUIRE);
-    if (s < 0) {
-        s = amx_available();
-        __atomic_store_n(&amx_state, s, __ATOMIC_RELEASE);
-    }
-    return s;
-}
-
-int bf16_use_amx(int on) {
-    int s = on ? amx_available() : 0;
-    __atomic_store_n(&amx_state, s, __ATOMIC_RELEASE);
-    return s;
-}
 #else
-static int amx_on(void) { return 0; }
+static int amx_available(void) { return 0; }
 static void gemm_block_amx(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int N, int K,
                            int acc, int m0, int m1, int j0, int j1) {
     (void)C, (void)ldc, (void)A, (void)lda, (void)a_trans, (void)Bp, (void)N, (void)K, (void)acc, (void)m0, (void)m1;
     (void)j0, (void)j1;
     LL_ASSERT(!"gemm_block_amx on a build without AMX");
 }
-int bf16_use_amx(int on) {
-    (void)on;
-    return 0;
-}
 #endif
-
-const char *bf16_kernel(void) { return !bf16_supported() ? "none" : amx_on() ? "amx" : "avx512bf16"; }
 
 static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int M, int N,
                       int K, int acc) {
@@ -468,11 +442,7 @@ void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const uint16_t *B
 #else
 
 int bf16_supported(void) { return 0; }
-int bf16_use_amx(int on) {
-    (void)on;
-    return 0;
-}
-const char *bf16_kernel(void) { return "none"; }
+static int amx_available(void) { return 0; }
 
 /* Scalar packing, so that packs can be built and inspected anywhere; the products need the ISA. */
 void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) {
@@ -501,3 +471,23 @@ void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const uint16_t *B
 }
 
 #endif
+
+/* -1 until asked, then whether the products run on AMX. */
+static int amx_state = -1;
+
+static int amx_on(void) {
+    int s = __atomic_load_n(&amx_state, __ATOMIC_ACQUIRE);
+    if (s < 0) {
+        s = amx_available();
+        __atomic_store_n(&amx_state, s, __ATOMIC_RELEASE);
+    }
+    return s;
+}
+
+int bf16_use_amx(int on) {
+    int s = on ? amx_available() : 0;
+    __atomic_store_n(&amx_state, s, __ATOMIC_RELEASE);
+    return s;
+}
+
+const char *bf16_kernel(void) { return !bf16_supported() ? "none" : amx_on() ? "amx" : "avx512bf16"; }

@@ -71,6 +71,20 @@ static inline void ll_transpose16(__m512 r[16]) {
     }
 }
 
+#if defined(__AMX_TILE__)
+/* Loads the one AMX tile configuration used here (palette 1): all 8 tiles of 16 rows x 64 bytes,
+ * as accumulators (16 x 16 fp32) or bf16 operands (16 x 32). Per thread; _tile_release ends it. */
+static inline void ll_amx_config(void) {
+    struct {
+        unsigned char palette, start_row, reserved[14];
+        unsigned short colsb[16];
+        unsigned char rows[16];
+    } cfg = {.palette = 1};
+    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+    _tile_loadconfig(&cfg);
+}
+#endif
+
 /* The lanes [0, n) of a 16-lane block, n <= 16. */
 static inline __mmask16 ll_mask16(size_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
 

@@ -16,527 +16,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <yaml.h>
-
-/* ---- the schema ------------------------------------------------------------------------------ */
-
-typedef enum { FS_NONE, FS_TRAIN, FS_BASE, FS_ADAPTER } FieldStruct;
-typedef enum { FK_NONE, FK_INT, FK_F32, FK_F64, FK_U64, FK_U32 } FieldKind;
-enum {
-    B_LO = 1,        /* lo applies */
-    B_HI = 2,        /* hi applies */
-    B_LO_OPEN = 4,   /* value > lo */
-    B_HI_OPEN = 8,   /* value < hi */
-    B_INTEGRAL = 16, /* map values must be whole numbers */
-    B_NOT_RUN = 32   /* not part of a run (labels, sweep section): never swept, never hashed */
-};
-
-typedef struct {
-    const char *key;
-    ConfigType type;
-    FieldStruct st;
-    size_t off;
-    FieldKind fk;
-    unsigned flags;
-    double lo, hi;
-    const char *choices; /* "a|b|c" */
-    const char *def;     /* default of a key without an engine field (NULL: none) */
-    const char *doc;
-} KeySpec;
-
-#define MAX_SEED 9007199254740992.0 /* 2^53: seeds survive a round trip through a double */
-#define NUM(key, T, ST, STRUCT, field, FK, flags, lo, hi, doc) \
-    {key, T, ST, offsetof(STRUCT, field), FK, flags, lo, hi, NULL, NULL, doc}
-#define TRAIN(f, T, FK, flags, lo, hi, doc) NUM("train." #f, T, FS_TRAIN, TrainConfig, f, FK, flags, lo, hi, doc)
-#define BASE(f, T, FK, flags, lo, hi, doc) NUM("base." #f, T, FS_BASE, TrainConfig, f, FK, flags, lo, hi, doc)
-#define ADAPT(f, T, FK, flags, lo, hi, doc) \
-    NUM("adapter." #f, T, FS_ADAPTER, AdapterConfig, f, FK, flags, lo, hi, doc)
-#define SPECIAL(key, T, flags, lo, hi, choices, def, doc)                                                              \
-    { key, T, FS_NONE, 0, FK_NONE, flags, lo, hi, choices, def, doc }
-#define LOHI (B_LO | B_HI)
-
-static const KeySpec KEYS[] = {
-    SPECIAL("name", CFG_STRING, B_NOT_RUN, 0, 0, NULL, NULL,
-            "sweep name: database results/<name>.db, outputs under output.dir/<name>/ (default: file name)"),
-    SPECIAL("description", CFG_STRING, B_NOT_RUN, 0, 0, NULL, "", "free text, kept with the sweep"),
-    SPECIAL("output.dir", CFG_STRING, B_NOT_RUN, 0, 0, NULL, CONFIG_DEFAULT_OUT_DIR,
-            "where runs write <dir>/<name>/<run key>/"),
-    SPECIAL("base.path", CFG_STRING, 0, 0, 0, NULL, NULL, "a model folder (config.json + model.safetensors)"),
-    SPECIAL("base.preset", CFG_STRING, 0, 0, 0, NULL, NULL,
-            "pretrain a base of this size: tiny|small|medium or a file of configs/models/"),
-    SPECIAL("base.data", CFG_STRING, 0, 0, 0, NULL, NULL, "pretraining corpus folder (train.txt, valid.txt)"),
-    SPECIAL("base.tokenizer", CFG_STRING, 0, 0, 0, "bpe|bytes", "bpe", "tokenizer trained for the base"),
-    SPECIAL("base.vocab_size", CFG_INT, LOHI, 260, 1 << 20, NULL, "1024", "BPE vocabulary size"),
-    BASE(steps, CFG_INT, FK_INT, LOHI, 1, 1e9, "pretraining steps"),
-    BASE(batch, CFG_INT, FK_INT, LOHI, 1, 65536, "pretraining batch size (sequences)"),
-    BASE(seq, CFG_INT, FK_INT, LOHI, 1, 1 << 20, "pretraining sequence length"),
-    BASE(lr, CFG_FLOAT, FK_F32, LOHI | B_LO_OPEN, 0, 10, "pretraining peak learning rate"),
-    BASE(warmup, CFG_INT, FK_INT, LOHI, 0, 1e9, "pretraining warmup steps"),
-    BASE(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED, "pretraining seed (weights and data order)"),
-    BASE(min_lr_ratio, CFG_FLOAT, FK_F32, LOHI, 0, 1, "pretraining final lr / peak lr"),
-    BASE(weight_decay, CFG_FLOAT, FK_F32, LOHI, 0, 10, "pretraining AdamW weight decay"),
-    SPECIAL("task.type", CFG_STRING, 0, 0, 0, "lm|cls", "lm", "language modelling or classification"),
-    SPECIAL("task.data", CFG_STRING, 0, 0, 0, NULL, NULL,
-            "folder with train/valid/test .txt (lm) or .jsonl (cls)"),
-    TRAIN(steps, CFG_INT, FK_INT, LOHI, 1, 1e9, "optimizer steps"),
-    TRAIN(batch, CFG_INT, FK_INT, LOHI, 1, 65536, "sequences per micro-batch"),
-    TRAIN(seq, CFG_INT, FK_INT, LOHI, 1, 1 << 20, "sequence length (tokens)"),
-    TRAIN(accum, CFG_INT, FK_INT, LOHI, 1, 65536, "micro-batches per step (gradient accumulation)"),
-    TRAIN(lr, CFG_FLOAT, FK_F32, LOHI | B_LO_OPEN, 0, 10, "peak learning rate"),
-    TRAIN(min_lr_ratio, CFG_FLOAT, FK_F32, LOHI, 0, 1, "final lr / peak lr"),
-    TRAIN(weight_decay, CFG_FLOAT, FK_F32, LOHI, 0, 10, "AdamW decoupled weight decay"),
-    TRAIN(beta1, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "AdamW beta1"),
-    TRAIN(beta2, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "AdamW beta2"),
-    TRAIN(eps, CFG_FLOAT, FK_F32, LOHI | B_LO_OPEN, 0, 1, "AdamW epsilon"),
-    TRAIN(clip, CFG_FLOAT, FK_F32, LOHI, 0, 1e6, "global gradient-norm clip (0: off)"),
-    TRAIN(warmup, CFG_INT, FK_INT, LOHI, 0, 1e9, "linear warmup steps"),
-    SPECIAL("train.schedule", CFG_STRING, 0, 0, 0, "cosine|linear|constant", NULL, "lr decay after warmup"),
-    SPECIAL("train.precision", CFG_STRING, 0, 0, 0, "fp32|bf16", "fp32",
-            "bf16: the frozen base's products take bf16 inputs, fp32 sums (AVX512_BF16)"),
-    TRAIN(eval_every, CFG_INT, FK_INT, LOHI, 0, 1e9, "evaluate every N steps (0: only at the end)"),
-    TRAIN(eval_batches, CFG_INT, FK_INT, LOHI, 0, 1e9, "batches per evaluation (0: whole split)"),
-    TRAIN(log_every, CFG_INT, FK_INT, LOHI, 1, 1e9, "train metrics every N steps"),
-    TRAIN(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED, "data order seed (adapter.seed follows it unless set)"),
-    TRAIN(max_minutes, CFG_FLOAT, FK_F64, LOHI, 0, 1e7, "wall-clock bound in minutes (0: none)"),
-    SPECIAL("adapter.method", CFG_STRING, 0, 0, 0, "full|lora|adalora|vera", "lora", "fine-tuning method"),
-    ADAPT(r, CFG_INT, FK_INT, LOHI, 1, 65536, "rank (LoRA, VeRA)"),
-    ADAPT(alpha, CFG_FLOAT, FK_F32, LOHI | B_LO_OPEN, 0, 1e6, "lora_alpha (scale alpha/r)"),
-    ADAPT(dropout, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "dropout on the adapter input"),
-    SPECIAL("adapter.targets", CFG_STR_LIST, 0, 0, 0, NULL, NULL,
-            "target modules: q,k,v,o,gate,up,down (or *_proj), or all-linear"),
-    SPECIAL("adapter.layers", CFG_INT_LIST, LOHI, 0, ADAPTER_MAX_LAYERS - 1, NULL, NULL,
-            "layers_to_transform (empty: every layer)"),
-    ADAPT(use_rslora, CFG_BOOL, FK_INT, 0, 0, 0, "rsLoRA scale alpha/sqrt(r)"),
-    ADAPT(use_dora, CFG_BOOL, FK_INT, 0, 0, 0, "DoRA magnitude vector"),
-    SPECIAL("adapter.init", CFG_STRING, 0, 0, 0, "kaiming|gaussian|pissa", NULL, "init_lora_weights"),
-    SPECIAL("adapter.rank_pattern", CFG_NUM_MAP, LOHI | B_INTEGRAL, 1, 65536, NULL, NULL,
-            "per-module rank overrides {module suffix: r}"),
-    SPECIAL("adapter.alpha_pattern", CFG_NUM_MAP, LOHI | B_LO_OPEN, 0, 1e6, NULL, NULL,
-            "per-module alpha overrides {module suffix: alpha}"),
-    ADAPT(init_r, CFG_INT, FK_INT, LOHI, 1, 65536, "AdaLoRA initial rank"),
-    ADAPT(target_r, CFG_INT, FK_INT, LOHI, 1, 65536, "AdaLoRA average target rank"),
-    ADAPT(tinit, CFG_INT, FK_INT, LOHI, 0, 1e9, "AdaLoRA warmup steps before budgeting"),
-    ADAPT(tfinal, CFG_INT, FK_INT, LOHI, 0, 1e9, "AdaLoRA final fine-tuning steps"),
-    ADAPT(deltaT, CFG_INT, FK_INT, LOHI, 1, 1e9, "AdaLoRA steps between rank allocations"),
-    ADAPT(beta1, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "AdaLoRA sensitivity EMA"),
-    ADAPT(beta2, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "AdaLoRA uncertainty EMA"),
-    ADAPT(orth_reg_weight, CFG_FLOAT, FK_F32, LOHI, 0, 1e6, "AdaLoRA orthogonality weight"),
-    ADAPT(projection_prng_key, CFG_INT, FK_U32, LOHI, 0, 4294967295.0, "VeRA projection seed"),
-    ADAPT(save_projection, CFG_BOOL, FK_INT, 0, 0, 0, "VeRA: save vera_A/vera_B"),
-    ADAPT(d_initial, CFG_FLOAT, FK_F32, LOHI, -1e6, 1e6, "VeRA initial lambda_d"),
-    ADAPT(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED,
-          "adapter init, dropout and classification-head seed (default: train.seed)"),
-    SPECIAL("sweep.seeds", CFG_INT_LIST, LOHI | B_NOT_RUN, 0, MAX_SEED, NULL, NULL,
-            "a train.seed axis (the slowest one)"),
-    SPECIAL("sweep.random.n", CFG_INT, LOHI | B_NOT_RUN, 1, 1e6, NULL, NULL, "random-search points"),
-    SPECIAL("sweep.random.seed", CFG_INT, LOHI | B_NOT_RUN, 0, MAX_SEED, NULL, "0", "random-search seed"),
-};
-#define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
-
-/* Sweep sub-sections with a structure of their own (parsed by dedicated code below). */
-static const char *const SWEEP_SPECIAL[] = {"sweep.grid", "sweep.derived", "sweep.exclude", "sweep.random.space"};
-#define N_SWEEP_SPECIAL ((int)(sizeof SWEEP_SPECIAL / sizeof SWEEP_SPECIAL[0]))
-
-/* Names people bring from PEFT/HF/W&B, matched on the last component of an unknown key. */
-static const struct { const char *from, *to; } ALIASES[] = {
-    {"lora_alpha", "adapter.alpha"},         {"lora_dropout", "adapter.dropout"},
-    {"vera_dropout", "adapter.dropout"},     {"target_modules", "adapter.targets"},
-    {"layers_to_transform", "adapter.layers"}, {"init_lora_weights", "adapter.init"},
-    {"rank", "adapter.r"},                   {"learning_rate", "train.lr"},
-    {"max_steps", "train.steps"},            {"batch_size", "train.batch"},
-    {"warmup_steps", "train.warmup"},        {"parameters", "sweep.grid"},
-};
-
-static const KeySpec *find_spec(const char *key) {
-    for (int i = 0; i < N_KEYS; i++)
-        if (strcmp(KEYS[i].key, key) == 0) return &KEYS[i];
-    return NULL;
-}
-
-int config_key_known(const char *key) { return find_spec(key) != NULL; }
-
-ConfigType config_key_type(const char *key) {
-    const KeySpec *ks = find_spec(key);
-    LL_ASSERT(ks);
-    return ks->type;
-}
-
-static int is_sweep_special(const char *key) {
-    for (int i = 0; i < N_SWEEP_SPECIAL; i++)
-        if (strcmp(SWEEP_SPECIAL[i], key) == 0) return 1;
-    return 0;
-}
-
-/* "adapter" is a section because "adapter.r" exists. */
-static int is_section(const char *prefix) {
-    size_t n = strlen(prefix);
-    for (int i = 0; i < N_KEYS; i++)
-        if (strncmp(KEYS[i].key, prefix, n) == 0 && KEYS[i].key[n] == '.') return 1;
-    for (int i = 0; i < N_SWEEP_SPECIAL; i++)
-        if (strncmp(SWEEP_SPECIAL[i], prefix, n) == 0 && SWEEP_SPECIAL[i][n] == '.') return 1;
-    return 0;
-}
-
-static int is_numeric(const KeySpec *ks) { return ks->type == CFG_INT || ks->type == CFG_FLOAT; }
-
-/* ---- suggestions ----------------------------------------------------------------------------- */
-
-static int edit_distance(const char *a, const char *b) {
-    size_t na = strlen(a), nb = strlen(b);
-    if (na > 127 || nb > 127) return 1000;
-    int prev[128], cur[128];
-    for (size_t j = 0; j <= nb; j++) prev[j] = (int)j;
-    for (size_t i = 1; i <= na; i++) {
-        cur[0] = (int)i;
-        for (size_t j = 1; j <= nb; j++) {
-            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-            int del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-        }
-        memcpy(prev, cur, sizeof(int) * (nb + 1));
-    }
-    return prev[nb];
-}
-
-const char *config_suggest_key(const char *key) {
-    const char *last = strrchr(key, '.');
-    last = last ? last + 1 : key;
-    for (size_t i = 0; i < sizeof ALIASES / sizeof ALIASES[0]; i++)
-        if (strcmp(ALIASES[i].from, last) == 0) return ALIASES[i].to;
-    const char *best = NULL;
-    int bd = 1 << 30;
-    for (int i = 0; i < N_KEYS + N_SWEEP_SPECIAL; i++) {
-        const char *k = i < N_KEYS ? KEYS[i].key : SWEEP_SPECIAL[i - N_KEYS];
-        int d = edit_distance(key, k);
-        if (d < bd) bd = d, best = k;
-    }
-    /* The bare last component often names the key ("rank_pattern" for "adapter.rank_pattern"). */
-    for (int i = 0; i < N_KEYS; i++) {
-        const char *kl = strrchr(KEYS[i].key, '.');
-        if (kl && strcmp(kl + 1, key) == 0 && strncmp(KEYS[i].key, "base.", 5) != 0) return KEYS[i].key;
-    }
-    int limit = (int)strlen(key) / 3;
-    if (limit < 2) limit = 2;
-    return bd <= limit ? best : NULL;
-}
-
-int config_short_name(const char *name, char *out, size_t cap, LLError *err) {
-    if (find_spec(name)) {
-        snprintf(out, cap, "%s", name);
-        return 1;
-    }
-    const char *found = NULL, *second = NULL;
-    for (int i = 0; i < N_KEYS; i++) {
-        const char *k = KEYS[i].key, *dot = strrchr(k, '.');
-        if (!dot || strcmp(dot + 1, name) != 0) continue;
-        if (strncmp(k, "base.", 5) == 0 || strncmp(k, "sweep.", 6) == 0) continue;
-        if (!found) found = k;
-        else if (!second) second = k;
-    }
-    if (found && !second) {
-        snprintf(out, cap, "%s", found);
-        return 1;
-    }
-    if (second)
-        ll_err(err, LL_ERR_CONFIG, "name '%s' is ambiguous (%s, %s): write the full key", name, found, second);
-    else {
-        const char *s = config_suggest_key(name);
-        if (s) ll_err(err, LL_ERR_CONFIG, "unknown name '%s'; did you mean '%s'?", name, s);
-        else ll_err(err, LL_ERR_CONFIG, "unknown name '%s'", name);
-    }
-    return 0;
-}
-
-/* ---- values ---------------------------------------------------------------------------------- */
-
-void config_value_free(ConfigValue *v) {
-    if (!v) return;
-    ll_free(v->s);
-    for (int i = 0; i < v->n; i++)
-        if (v->names) ll_free(v->names[i]);
-    ll_free(v->names);
-    ll_free(v->nums);
-    memset(v, 0, sizeof *v);
-}
-
-void config_value_copy(ConfigValue *dst, const ConfigValue *src) {
-    *dst = *src;
-    dst->s = src->s ? ll_strdup(src->s) : NULL;
-    dst->names = NULL, dst->nums = NULL;
-    if (src->names) {
-        dst->names = ll_calloc((size_t)(src->n > 0 ? src->n : 1), sizeof(char *));
-        for (int i = 0; i < src->n; i++) dst->names[i] = ll_strdup(src->names[i]);
-    }
-    if (src->nums) {
-        dst->nums = ll_malloc((size_t)(src->n > 0 ? src->n : 1), sizeof(double));
-        if (src->n > 0) memcpy(dst->nums, src->nums, sizeof(double) * (size_t)src->n);
-    }
-}
-
-static double value_number(const ConfigValue *v) {
-    return v->type == CFG_FLOAT ? v->f : (double)v->i;
-}
-
-static void append(char *out, size_t cap, size_t *len, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void append(char *out, size_t cap, size_t *len, const char *fmt, ...) {
-    if (*len >= cap) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(out + *len, cap - *len, fmt, ap);
-    va_end(ap);
-    if (k > 0) *len = *len + (size_t)k < cap ? *len + (size_t)k : cap - 1;
-}
-
-/* Shortest decimal text that reads back as the same float (f32 = 1) or double. Integral values
- * below 1e15 print without exponent ("16", not "1.6e+01"), so the text is stable and readable. */
-static void fmt_number(double v, int f32, char *out, size_t cap) {
-    if (f32) v = (double)(float)v;
-    if (v == floor(v) && fabs(v) < 1e15) {
-        snprintf(out, cap, "%.0f", v == 0.0 ? 0.0 : v);
-        return;
-    }
-    for (int p = 1; p <= 17; p++) {
-        snprintf(out, cap, "%.*g", p, v);
-        if (f32 ? strtof(out, NULL) == (float)v : strtod(out, NULL) == v) return;
-    }
-}
-
-void config_value_string(const ConfigValue *v, char *out, size_t cap) {
-    size_t len = 0;
-    char num[40];
-    out[0] = '\0';
-    switch (v->type) {
-    case CFG_INT: snprintf(out, cap, "%lld", (long long)v->i); break;
-    case CFG_FLOAT: fmt_number(v->f, 0, out, cap); break;
-    case CFG_BOOL: snprintf(out, cap, "%s", v->i ? "true" : "false"); break;
-    case CFG_STRING: snprintf(out, cap, "%s", v->s ? v->s : ""); break;
-    case CFG_STR_LIST:
-    case CFG_INT_LIST:
-        append(out, cap, &len, "[");
-        for (int i = 0; i < v->n; i++) {
-            if (v->type == CFG_STR_LIST) append(out, cap, &len, "%s%s", i ? "," : "", v->names[i]);
-            else append(out, cap, &len, "%s%lld", i ? "," : "", (long long)v->nums[i]);
-        }
-        append(out, cap, &len, "]");
-        break;
-    case CFG_NUM_MAP:
-        append(out, cap, &len, "{");
-        for (int i = 0; i < v->n; i++) {
-            fmt_number(v->nums[i], 0, num, sizeof num);
-            append(out, cap, &len, "%s%s:%s", i ? "," : "", v->names[i], num);
-        }
-        append(out, cap, &len, "}");
-        break;
-    }
-}
-
-static unsigned targets_mask(const ConfigValue *v) {
-    unsigned mask = 0, one;
-    for (int i = 0; i < v->n; i++)
-        if (adapter_parse_targets(v->names[i], &one, NULL) == LL_OK) mask |= one;
-    return mask;
-}
-
-int config_value_equal(const char *key, const ConfigValue *a, const ConfigValue *b) {
-    int an = a->type == CFG_INT || a->type == CFG_FLOAT, bn = b->type == CFG_INT || b->type == CFG_FLOAT;
-    if (an && bn) return value_number(a) == value_number(b);
-    if (a->type != b->type) return 0;
-    if (key && strcmp(key, "adapter.targets") == 0 && a->type == CFG_STR_LIST)
-        return targets_mask(a) == targets_mask(b);
-    switch (a->type) {
-    case CFG_BOOL: return a->i == b->i;
-    case CFG_STRING: return strcmp(a->s, b->s) == 0;
-    case CFG_STR_LIST:
-    case CFG_INT_LIST:
-    case CFG_NUM_MAP:
-        if (a->n != b->n) return 0;
-        for (int i = 0; i < a->n; i++) {
-            if (a->names && strcmp(a->names[i], b->names[i]) != 0) return 0;
-            if (a->nums && a->nums[i] != b->nums[i]) return 0;
-        }
-        return 1;
-    default: return 0;
-    }
-}
-
-static const char *type_name(ConfigType t) {
-    switch (t) {
-    case CFG_INT: return "a whole number";
-    case CFG_FLOAT: return "a number";
-    case CFG_BOOL: return "true or false";
-    case CFG_STRING: return "a string";
-    case CFG_STR_LIST: return "a list of strings";
-    case CFG_INT_LIST: return "a list of whole numbers";
-    case CFG_NUM_MAP: return "a mapping of names to numbers";
-    }
-    return "?";
-}
-
-static void bounds_text(const KeySpec *ks, char *out, size_t cap) {
-    char lo[40], hi[40];
-    fmt_number(ks->lo, 0, lo, sizeof lo);
-    fmt_number(ks->hi, 0, hi, sizeof hi);
-    if ((ks->flags & LOHI) == LOHI)
-        snprintf(out, cap, "%s%.24s, %.24s%s", ks->flags & B_LO_OPEN ? "(" : "[", lo, hi,
-                 ks->flags & B_HI_OPEN ? ")" : "]");
-    else if (ks->flags & B_LO)
-        snprintf(out, cap, "%s %.24s", ks->flags & B_LO_OPEN ? ">" : ">=", lo);
-    else
-        snprintf(out, cap, "%s %.24s", ks->flags & B_HI_OPEN ? "<" : "<=", hi);
-}
-
-static int in_bounds(const KeySpec *ks, double x) {
-    if (!isfinite(x)) return 0;
-    if (ks->flags & B_LO) {
-        if (ks->flags & B_LO_OPEN ? !(x > ks->lo) : !(x >= ks->lo)) return 0;
-    }
-    if (ks->flags & B_HI) {
-        if (ks->flags & B_HI_OPEN ? !(x < ks->hi) : !(x <= ks->hi)) return 0;
-    }
-    return 1;
-}
-
-static int choice_ok(const char *choices, const char *s) {
-    size_t n = strlen(s);
-    for (const char *p = choices; p && *p;) {
-        const char *bar = strchr(p, '|');
-        size_t len = bar ? (size_t)(bar - p) : strlen(p);
-        if (len == n && strncmp(p, s, n) == 0) return 1;
-        p = bar ? bar + 1 : NULL;
-    }
-    return 0;
-}
-
-static int valid_name(const char *s) {
-    if (!s[0] || s[0] == '.' || strlen(s) >= 128) return 0;
-    for (const char *p = s; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') return 0;
-    return 1;
-}
-
-/* Converts v to the type of ks (numbers between int and float, integral floats to ints) and checks
- * bounds, choices and key-specific rules. On failure writes what is wrong into msg (no key). */
-static int check_value(const KeySpec *ks, ConfigValue *v, char *msg, size_t cap) {
-    char b[80], txt[256];
-    if (ks->type == CFG_FLOAT && v->type == CFG_INT) v->f = (double)v->i, v->type = CFG_FLOAT;
-    if (ks->type == CFG_INT && v->type == CFG_FLOAT) {
-        if (!(v->f == floor(v->f)) || fabs(v->f) > 9.2e18) {
-            fmt_number(v->f, 0, txt, sizeof txt);
-            snprintf(msg, cap, "expected %s, got %s", type_name(ks->type), txt);
-            return 0;
-        }
-        v->i = (int64_t)v->f, v->type = CFG_INT;
-    }
-    if (ks->type == CFG_INT_LIST && v->type == CFG_INT) { /* one number is a list of one */
-        double x = (double)v->i;
-        v->type = CFG_INT_LIST, v->n = 1;
-        v->nums = ll_malloc(1, sizeof(double));
-        v->nums[0] = x;
-    }
-    if (ks->type == CFG_STR_LIST && v->type == CFG_STRING) {
-        char *s = v->s;
-        v->s = NULL;
-        v->type = CFG_STR_LIST;
-        v->n = 0;
-        v->names = ll_calloc(strlen(s) + 1, sizeof(char *));
-        char *save = NULL;
-        for (char *tok = strtok_r(s, ", []", &save); tok; tok = strtok_r(NULL, ", []", &save))
-            v->names[v->n++] = ll_strdup(tok);
-        ll_free(s);
-    }
-    if (v->type != ks->type) {
-        config_value_string(v, txt, sizeof txt);
-        snprintf(msg, cap, "expected %s, got %s%s%s", type_name(ks->type),
-                 v->type == CFG_STRING ? "the string '" : "", txt, v->type == CFG_STRING ? "'" : "");
-        return 0;
-    }
-    switch (ks->type) {
-    case CFG_INT:
-    case CFG_FLOAT:
-        if (!in_bounds(ks, value_number(v))) {
-            config_value_string(v, txt, sizeof txt);
-            bounds_text(ks, b, sizeof b);
-            snprintf(msg, cap, "%s is outside %s", txt, b);
-            return 0;
-        }
-        break;
-    case CFG_STRING:
-        if (ks->choices && !choice_ok(ks->choices, v->s)) {
-            snprintf(msg, cap, "'%.200s' is not one of %s", v->s, ks->choices);
-            return 0;
-        }
-        if (strcmp(ks->key, "name") == 0 && !valid_name(v->s)) {
-            snprintf(msg, cap, "'%.200s' must be 1-127 characters of letters, digits, '_', '-', '.' (not first)", v->s);
-            return 0;
-        }
-        if (!v->s[0] && strcmp(ks->key, "description") != 0) {
-            snprintf(msg, cap, "is empty");
-            return 0;
-        }
-        break;
-    case CFG_STR_LIST:
-        if (v->n == 0) {
-            snprintf(msg, cap, "the list is empty");
-            return 0;
-        }
-        if (strcmp(ks->key, "adapter.targets") == 0) {
-            LLError e;
-            unsigned mask;
-            for (int i = 0; i < v->n; i++)
-                if (adapter_parse_targets(v->names[i], &mask, &e) != LL_OK) {
-                    snprintf(msg, cap, "%.500s", e.msg);
-                    return 0;
-                }
-        }
-        break;
-    case CFG_INT_LIST:
-        if (v->n > ADAPTER_MAX_LAYERS) {
-            snprintf(msg, cap, "%d items; at most %d", v->n, ADAPTER_MAX_LAYERS);
-            return 0;
-        }
-        for (int i = 0; i < v->n; i++)
-            if (v->nums[i] != floor(v->nums[i]) || !in_bounds(ks, v->nums[i])) {
-                fmt_number(v->nums[i], 0, txt, sizeof txt);
-                bounds_text(ks, b, sizeof b);
-                snprintf(msg, cap, "item %s is not a whole number in %s", txt, b);
-                return 0;
-            }
-        break;
-    case CFG_NUM_MAP:
-        if (v->n > ADAPTER_MAX_PATTERNS) {
-            snprintf(msg, cap, "%d entries; at most %d", v->n, ADAPTER_MAX_PATTERNS);
-            return 0;
-        }
-        for (int i = 0; i < v->n; i++) {
-            if (strlen(v->names[i]) >= sizeof(((AdapterPattern *)0)->key) || !v->names[i][0]) {
-                snprintf(msg, cap, "module name '%.60s' must be 1-127 characters", v->names[i]);
-                return 0;
-            }
-            if (((ks->flags & B_INTEGRAL) && v->nums[i] != floor(v->nums[i])) || !in_bounds(ks, v->nums[i])) {
-                fmt_number(v->nums[i], 0, txt, sizeof txt);
-                bounds_text(ks, b, sizeof b);
-                snprintf(msg, cap, "%s: %s is not %s in %s", v->names[i], txt,
-                         ks->flags & B_INTEGRAL ? "a whole number" : "a number", b);
-                return 0;
-            }
-        }
-        break;
-    case CFG_BOOL: break;
-    }
-    return 1;
-}
-
-LLStatus config_value_check(const char *key, ConfigValue *v, LLError *err) {
-    const KeySpec *ks = find_spec(key);
-    if (!ks) return ll_err(err, LL_ERR_CONFIG, "unknown key '%s'", key);
-    char msg[600];
-    if (!check_value(ks, v, msg, sizeof msg)) return ll_err(err, LL_ERR_CONFIG, "%s: %s", key, msg);
-    return LL_OK;
-}
 
 void config_assign_free(ConfigAssign *a, int n) {
     if (!a) return;
@@ -675,7 +158,8 @@ static LLStatus node_value(const Src *src, yaml_node_t *n, const KeySpec *ks, Co
         }
     } else if (n->type == YAML_SEQUENCE_NODE) {
         if (ks->type != CFG_STR_LIST && ks->type != CFG_INT_LIST)
-            return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s, got a list%s", loc, ks->key, type_name(ks->type),
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s, got a list%s", loc, ks->key,
+                          config_type_name(ks->type),
                           src->path && !(ks->flags & B_NOT_RUN) ? " (to sweep it, put it under sweep.grid)" : "");
         int cnt = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
         out->type = ks->type;
@@ -703,12 +187,13 @@ static LLStatus node_value(const Src *src, yaml_node_t *n, const KeySpec *ks, Co
                     return ll_err(err, LL_ERR_CONFIG, "%s: %s: item '%s' is not a whole number", loc, ks->key,
                                   scalar(it));
                 }
-                out->nums[out->n++] = value_number(&iv);
+                out->nums[out->n++] = config_value_number(&iv);
             }
         }
     } else { /* mapping */
         if (ks->type != CFG_NUM_MAP)
-            return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s, got a mapping", loc, ks->key, type_name(ks->type));
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s, got a mapping", loc, ks->key,
+                          config_type_name(ks->type));
         int cnt = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
         out->type = CFG_NUM_MAP;
         out->names = ll_calloc((size_t)cnt + 1, sizeof(char *));
@@ -719,7 +204,7 @@ static LLStatus node_value(const Src *src, yaml_node_t *n, const KeySpec *ks, Co
             ConfigValue nv = {0};
             if (k->type != YAML_SCALAR_NODE || v->type != YAML_SCALAR_NODE) {
                 config_value_free(out);
-                return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s", loc, ks->key, type_name(ks->type));
+                return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s", loc, ks->key, config_type_name(ks->type));
             }
             for (int j = 0; j < out->n; j++)
                 if (strcmp(out->names[j], scalar(k)) == 0) {
@@ -736,10 +221,10 @@ static LLStatus node_value(const Src *src, yaml_node_t *n, const KeySpec *ks, Co
                 return ll_err(err, LL_ERR_CONFIG, "%s: %s: '%s' has no number", loc, ks->key, scalar(k));
             }
             out->names[out->n] = ll_strdup(scalar(k));
-            out->nums[out->n++] = value_number(&nv);
+            out->nums[out->n++] = config_value_number(&nv);
         }
     }
-    if (!check_value(ks, out, msg, sizeof msg)) {
+    if (!config_check_value(ks, out, msg, sizeof msg)) {
         config_value_free(out);
         return ll_err(err, LL_ERR_CONFIG, "%s: %s: %s", loc, ks->key, msg);
     }
@@ -775,22 +260,6 @@ static int sequence_len(const yaml_node_t *n) {
     return (int)(n->data.sequence.items.top - n->data.sequence.items.start);
 }
 
-/* The nearest section prefix ("train" for "trian"), or NULL. */
-static const char *suggest_section(const char *key, char *buf, size_t cap) {
-    int bd = 1 << 30;
-    for (int i = 0; i < N_KEYS + N_SWEEP_SPECIAL; i++) {
-        const char *k = i < N_KEYS ? KEYS[i].key : SWEEP_SPECIAL[i - N_KEYS];
-        for (const char *dot = strchr(k, '.'); dot; dot = strchr(dot + 1, '.')) {
-            char prefix[CONFIG_KEY_MAX];
-            snprintf(prefix, sizeof prefix, "%.*s", (int)(dot - k), k);
-            int d = edit_distance(key, prefix);
-            if (d < bd) bd = d, snprintf(buf, cap, "%s", prefix);
-        }
-    }
-    int limit = (int)strlen(key) / 3;
-    return bd <= (limit < 2 ? 2 : limit) ? buf : NULL;
-}
-
 static LLStatus unknown_key(const Src *src, const yaml_node_t *n, const char *context, const char *key, LLError *err) {
     char loc[1100];
     where(src, n, loc, sizeof loc);
@@ -811,7 +280,7 @@ static LLStatus sweep_key(const Src *src, const yaml_node_t *kn, const char *ctx
                           const KeySpec **out, LLError *err) {
     char loc[1100];
     where(src, kn, loc, sizeof loc);
-    const KeySpec *ks = find_spec(key);
+    const KeySpec *ks = config_key_spec(key);
     if (!ks) return unknown_key(src, kn, ctx, key, err);
     if (ks->flags & B_NOT_RUN)
         return ll_err(err, LL_ERR_CONFIG, "%s: %s'%s' is not a run setting and cannot be swept", loc, ctx, key);
@@ -846,13 +315,14 @@ static LLStatus walk_pairs(const Src *src, yaml_node_t *map, const char *prefix,
         char key[CONFIG_KEY_MAX];
         if (!join_key(key, sizeof key, prefix, scalar(kn)))
             return ll_err(err, LL_ERR_CONFIG, "%s: %skey '%.60s...' is too long", loc, ctx_name, scalar(kn));
-        if (!find_spec(key) && !is_sweep_special(key) && !is_section(key) && vn->type == YAML_MAPPING_NODE) {
+        int plain = !config_key_spec(key) && !config_key_is_sweep_special(key);
+        if (plain && !config_key_is_section(key) && vn->type == YAML_MAPPING_NODE) {
             char sec[CONFIG_KEY_MAX];
-            if (suggest_section(key, sec, sizeof sec))
+            if (config_suggest_section(key, sec, sizeof sec))
                 return ll_err(err, LL_ERR_CONFIG, "%s: %sunknown section '%s'; did you mean '%s'?", loc, ctx_name, key,
                               sec);
         }
-        if (!find_spec(key) && !is_sweep_special(key) && is_section(key)) {
+        if (plain && config_key_is_section(key)) {
             if (vn->type != YAML_MAPPING_NODE)
                 return ll_err(err, LL_ERR_CONFIG, "%s: %s'%s' is a section: expected a mapping of its keys", loc,
                               ctx_name, key);
@@ -874,8 +344,8 @@ static LLStatus file_pair(const Src *src, void *ctx, const char *key, yaml_node_
     ConfigDoc *d = ctx;
     char loc[1100];
     where(src, kn, loc, sizeof loc);
-    if (is_sweep_special(key)) return parse_sweep_special(src, d, key, kn, vn, err);
-    const KeySpec *ks = find_spec(key);
+    if (config_key_is_sweep_special(key)) return parse_sweep_special(src, d, key, kn, vn, err);
+    const KeySpec *ks = config_key_spec(key);
     if (!ks) return unknown_key(src, kn, "", key, err);
     ConfigEntry *prev = doc_find(d, key);
     if (prev) /* `adapter: {r: 4}` and `adapter.r: 8` in one file */
@@ -979,9 +449,9 @@ static LLStatus derived_pair(const Src *src, void *ctx, const char *key, yaml_no
     where(src, kn, loc, sizeof loc);
     LLStatus st = sweep_key(src, kn, "sweep.derived: ", key, &ks, err);
     if (st) return st;
-    if (!is_numeric(ks))
+    if (!config_key_numeric(ks))
         return ll_err(err, LL_ERR_CONFIG, "%s: sweep.derived: %s is %s; only numeric keys can be derived", loc, key,
-                      type_name(ks->type));
+                      config_type_name(ks->type));
     if (vn->type != YAML_SCALAR_NODE || is_null(vn))
         return ll_err(err, LL_ERR_CONFIG, "%s: sweep.derived: %s: expected an expression such as \"2*adapter.r\"", loc,
                       key);
@@ -1032,9 +502,9 @@ static LLStatus space_pair(const Src *src, void *ctx, const char *key, yaml_node
             return ll_err(err, LL_ERR_CONFIG,
                           "%s: sweep.random.space: %s: unknown distribution '%s' (uniform, log_uniform, int_log2, "
                           "or a list of choices)", loc, key, dist);
-        if (!is_numeric(ks))
+        if (!config_key_numeric(ks))
             return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s is %s; %s needs a numeric key", loc, key,
-                          type_name(ks->type), dist);
+                          config_type_name(ks->type), dist);
         if (dv->type != YAML_SEQUENCE_NODE || sequence_len(dv) != 2)
             return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: %s takes [lo, hi]", loc, key, dist);
         double b[2];
@@ -1047,10 +517,10 @@ static LLStatus space_pair(const Src *src, void *ctx, const char *key, yaml_node
                 return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: %s bounds must be numbers", loc, key,
                               dist);
             }
-            b[i] = value_number(&v);
+            b[i] = config_value_number(&v);
             char msg[600];
             ConfigValue chk = v;
-            if (!check_value(ks, &chk, msg, sizeof msg)) /* each bound must be a valid value */
+            if (!config_check_value(ks, &chk, msg, sizeof msg)) /* each bound must be a valid value */
                 return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: bound %s", loc, key, msg);
         }
         sp.lo = b[0], sp.hi = b[1];
@@ -1166,7 +636,7 @@ static void list_presets(char *out, size_t cap) {
     }
     closedir(dir);
     qsort(names, (size_t)n, sizeof names[0], cmp_name);
-    for (int i = 0; i < n; i++) append(out, cap, &len, "%s%s", i ? ", " : "", names[i]);
+    for (int i = 0; i < n; i++) config_append(out, cap, &len, "%s%s", i ? ", " : "", names[i]);
 }
 
 LLStatus config_load_preset(const char *preset, ModelConfig *mc, char **canonical, LLError *err) {
@@ -1210,7 +680,7 @@ LLStatus config_load_preset(const char *preset, ModelConfig *mc, char **canonica
             const char *best = NULL;
             int bd = 1 << 30;
             for (int j = 0; j < N_PRESET_KEYS; j++) {
-                int dd = edit_distance(name, PRESET_KEYS[j].key);
+                int dd = config_edit_distance(name, PRESET_KEYS[j].key);
                 if (dd < bd) bd = dd, best = PRESET_KEYS[j].key;
             }
             if (bd <= (int)strlen(name) / 3 + 1)
@@ -1229,7 +699,7 @@ LLStatus config_load_preset(const char *preset, ModelConfig *mc, char **canonica
         if (vn->type == YAML_SCALAR_NODE && !is_null(vn)) scalar_value(vn, &v);
         double x = NAN;
         if (PRESET_KEYS[k].is_int == 2 && v.type == CFG_BOOL) x = (double)v.i;
-        else if (PRESET_KEYS[k].is_int != 2 && (v.type == CFG_INT || v.type == CFG_FLOAT)) x = value_number(&v);
+        else if (PRESET_KEYS[k].is_int != 2 && (v.type == CFG_INT || v.type == CFG_FLOAT)) x = config_value_number(&v);
         config_value_free(&v);
         const char *want = PRESET_KEYS[k].is_int == 2 ? "true or false"
                            : PRESET_KEYS[k].is_int    ? "a whole number"
@@ -1267,8 +737,8 @@ LLStatus config_load_preset(const char *preset, ModelConfig *mc, char **canonica
         buf[0] = '\0';
         for (int j = 0; j < N_PRESET_KEYS; j++) {
             if (PRESET_KEYS[j].is_int == 2) snprintf(num, sizeof num, "%s", out[j] ? "true" : "false");
-            else fmt_number(out[j], !PRESET_KEYS[j].is_int, num, sizeof num);
-            append(buf, sizeof buf, &blen, "%s\"base.model.%s\":%s", j ? "," : "", PRESET_KEYS[j].key, num);
+            else config_fmt_number(out[j], !PRESET_KEYS[j].is_int, num, sizeof num);
+            config_append(buf, sizeof buf, &blen, "%s\"base.model.%s\":%s", j ? "," : "", PRESET_KEYS[j].key, num);
         }
         *canonical = ll_strdup(buf);
     }
@@ -1307,9 +777,9 @@ static LLStatus apply_set(ConfigDoc *d, const char *set, LLError *err) {
     char name[CONFIG_KEY_MAX], key[CONFIG_KEY_MAX];
     if ((size_t)(eq - set) >= sizeof name) return ll_err(err, LL_ERR_CONFIG, "--set: key too long in '%s'", set);
     snprintf(name, sizeof name, "%.*s", (int)(eq - set), set);
-    if (is_sweep_special(name))
+    if (config_key_is_sweep_special(name))
         return ll_err(err, LL_ERR_CONFIG, "--set: %s cannot be given on the command line; edit the file", name);
-    if (!find_spec(name)) {
+    if (!config_key_spec(name)) {
         LLError e;
         if (strchr(name, '.') || !config_short_name(name, key, sizeof key, &e)) {
             const char *s = config_suggest_key(name);
@@ -1319,7 +789,7 @@ static LLStatus apply_set(ConfigDoc *d, const char *set, LLError *err) {
     } else {
         snprintf(key, sizeof key, "%s", name);
     }
-    const KeySpec *ks = find_spec(key);
+    const KeySpec *ks = config_key_spec(key);
     const char *val = eq + 1;
     if (!val[0]) return ll_err(err, LL_ERR_CONFIG, "--set: %s: no value given", key);
     yaml_parser_t parser;
@@ -1507,9 +977,9 @@ LLStatus config_load_text(const char *path, const char *text, const char *const 
     for (int i = 0; i < n_sets; i++) cap += strlen(sets[i]) + 16;
     d->text = ll_malloc(cap, 1);
     size_t len = 0;
-    append(d->text, cap, &len, "%s", text);
+    config_append(d->text, cap, &len, "%s", text);
     for (int i = 0; i < n_sets; i++)
-        append(d->text, cap, &len, "%s# --set %s\n", i == 0 && tl && text[tl - 1] != '\n' ? "\n" : "", sets[i]);
+        config_append(d->text, cap, &len, "%s# --set %s\n", i == 0 && tl && text[tl - 1] != '\n' ? "\n" : "", sets[i]);
 
     yaml_parser_t parser;
     yaml_document_t ydoc;
@@ -1586,49 +1056,10 @@ static AdapterMethod method_of(const ConfigDoc *d, const ConfigAssign *ov, int n
     return m;
 }
 
-static void *field_ptr(RunConfig *rc, const KeySpec *ks) {
-    switch (ks->st) {
-    case FS_TRAIN: return (char *)&rc->train + ks->off;
-    case FS_BASE: return (char *)&rc->base_train + ks->off;
-    case FS_ADAPTER: return (char *)&rc->adapter + ks->off;
-    default: return NULL;
-    }
-}
-
-static const void *field_cptr(const RunConfig *rc, const KeySpec *ks) { return field_ptr((RunConfig *)rc, ks); }
-
-static void write_field(void *p, FieldKind fk, double x) {
-    switch (fk) {
-    case FK_INT: *(int *)p = (int)x; break;
-    case FK_F32: *(float *)p = (float)x; break;
-    case FK_F64: *(double *)p = x; break;
-    case FK_U64: *(uint64_t *)p = (uint64_t)x; break;
-    case FK_U32: *(uint32_t *)p = (uint32_t)x; break;
-    default: break;
-    }
-}
-
-static double read_field(const void *p, FieldKind fk) {
-    switch (fk) {
-    case FK_INT: return *(const int *)p;
-    case FK_F32: return *(const float *)p;
-    case FK_F64: return *(const double *)p;
-    case FK_U64: return (double)*(const uint64_t *)p;
-    case FK_U32: return *(const uint32_t *)p;
-    default: return NAN;
-    }
-}
-
-/* Defaults of the engine structs for a method, with the config layer's own rule on top. */
-static void engine_defaults(RunConfig *rc, AdapterMethod m) {
-    train_config_defaults(&rc->train);
-    train_config_defaults(&rc->base_train);
-    adapter_config_defaults(&rc->adapter, m);
-}
 
 int config_number(const ConfigDoc *d, const ConfigAssign *ov, int n, const char *key, double *out) {
-    const KeySpec *ks = find_spec(key);
-    if (!ks || !(is_numeric(ks) || ks->type == CFG_BOOL)) return 0;
+    const KeySpec *ks = config_key_spec(key);
+    if (!ks || !(config_key_numeric(ks) || ks->type == CFG_BOOL)) return 0;
     const ConfigValue *v = lookup(d, ov, n, key);
     if (v) {
         *out = v->type == CFG_FLOAT ? v->f : (double)v->i;
@@ -1641,31 +1072,11 @@ int config_number(const ConfigDoc *d, const ConfigAssign *ov, int n, const char 
     }
     RunConfig tmp;
     memset(&tmp, 0, sizeof tmp);
-    engine_defaults(&tmp, method_of(d, ov, n));
-    *out = read_field(field_cptr(&tmp, ks), ks->fk);
+    config_engine_defaults(&tmp, method_of(d, ov, n));
+    *out = config_field_read(config_field_cptr(&tmp, ks), ks->fk);
     return 1;
 }
 
-/* Which keys a method reads (see config.h, "Run identity"). */
-static int adapter_key_relevant(AdapterMethod m, const char *key) {
-    static const char *const lora[] = {"r", "alpha", "dropout", "targets", "layers", "use_rslora", "use_dora",
-                                       "init", "rank_pattern", "alpha_pattern", "seed", NULL};
-    static const char *const adalora[] = {"alpha", "dropout", "targets", "layers", "init_r", "target_r", "tinit",
-                                          "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight", "seed", NULL};
-    static const char *const vera[] = {"r", "dropout", "targets", "layers", "projection_prng_key",
-                                       "save_projection", "d_initial", "seed", NULL};
-    if (strncmp(key, "adapter.", 8) != 0) return 1;
-    key += 8;
-    /* The seed also draws the classification head's init, which full fine-tuning trains too. */
-    if (strcmp(key, "method") == 0 || strcmp(key, "seed") == 0) return 1;
-    const char *const *list = m == ADAPTER_LORA      ? lora
-                              : m == ADAPTER_ADALORA ? adalora
-                              : m == ADAPTER_VERA    ? vera
-                                                     : NULL;
-    for (int i = 0; list && list[i]; i++)
-        if (strcmp(list[i], key) == 0) return 1;
-    return 0;
-}
 
 static int key_relevant(const RunConfig *rc, const KeySpec *ks) {
     if (ks->flags & B_NOT_RUN) return 0;
@@ -1677,7 +1088,7 @@ static int key_relevant(const RunConfig *rc, const KeySpec *ks) {
         if (strcmp(ks->key, "base.vocab_size") == 0) return rc->base_bpe;
         return 1;
     }
-    return adapter_key_relevant(rc->adapter.method, ks->key);
+    return config_method_reads(rc->adapter.method, ks->key);
 }
 
 static void fill_patterns(AdapterPattern *dst, int *n, const ConfigValue *v) {
@@ -1707,7 +1118,7 @@ static void apply_special(RunConfig *rc, const ConfigDoc *d, const KeySpec *ks, 
     else if (strcmp(k, "task.data") == 0) snprintf(rc->task_data, sizeof rc->task_data, "%s", v->s);
     else if (strcmp(k, "train.schedule") == 0) lr_schedule_from_name(v->s, &rc->train.schedule);
     else if (strcmp(k, "train.precision") == 0) rc->train.bf16 = strcmp(v->s, "bf16") == 0;
-    else if (strcmp(k, "adapter.targets") == 0) rc->adapter.targets = targets_mask(v);
+    else if (strcmp(k, "adapter.targets") == 0) rc->adapter.targets = config_targets_mask(v);
     else if (strcmp(k, "adapter.layers") == 0) {
         int n = 0;
         for (int i = 0; i < v->n; i++) { /* a set: sorted, without repeats */
@@ -1736,13 +1147,13 @@ typedef struct {
 
 static void json_string(const char *s, char *out, size_t cap) {
     size_t len = 0;
-    append(out, cap, &len, "\"");
+    config_append(out, cap, &len, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') append(out, cap, &len, "\\%c", *p);
-        else if (*p < 0x20) append(out, cap, &len, "\\u%04x", *p);
-        else append(out, cap, &len, "%c", *p);
+        if (*p == '"' || *p == '\\') config_append(out, cap, &len, "\\%c", *p);
+        else if (*p < 0x20) config_append(out, cap, &len, "\\u%04x", *p);
+        else config_append(out, cap, &len, "%c", *p);
     }
-    append(out, cap, &len, "\"");
+    config_append(out, cap, &len, "\"");
 }
 
 static int cmp_pattern(const void *a, const void *b) {
@@ -1755,13 +1166,13 @@ static void json_patterns(const AdapterPattern *pats, int n, int f32, char *out,
     qsort(sorted, (size_t)n, sizeof sorted[0], cmp_pattern);
     size_t len = 0;
     char key[300], num[40];
-    append(out, cap, &len, "{");
+    config_append(out, cap, &len, "{");
     for (int i = 0; i < n; i++) {
         json_string(sorted[i].key, key, sizeof key);
-        fmt_number(sorted[i].value, f32, num, sizeof num);
-        append(out, cap, &len, "%s%s:%s", i ? "," : "", key, num);
+        config_fmt_number(sorted[i].value, f32, num, sizeof num);
+        config_append(out, cap, &len, "%s%s:%s", i ? "," : "", key, num);
     }
-    append(out, cap, &len, "}");
+    config_append(out, cap, &len, "}");
 }
 
 /* The JSON text of one key's resolved value. */
@@ -1769,9 +1180,9 @@ static void member_json(const RunConfig *rc, const KeySpec *ks, char *out, size_
     const char *k = ks->key;
     const AdapterConfig *a = &rc->adapter;
     if (ks->st != FS_NONE) {
-        double x = read_field(field_cptr(rc, ks), ks->fk);
+        double x = config_field_read(config_field_cptr(rc, ks), ks->fk);
         if (ks->type == CFG_BOOL) snprintf(out, cap, "%s", x != 0 ? "true" : "false");
-        else fmt_number(x, ks->fk == FK_F32, out, cap);
+        else config_fmt_number(x, ks->fk == FK_F32, out, cap);
         return;
     }
     if (strcmp(k, "base.path") == 0) json_string(rc->base_path, out, cap);
@@ -1789,16 +1200,16 @@ static void member_json(const RunConfig *rc, const KeySpec *ks, char *out, size_
                     out, cap);
     else if (strcmp(k, "adapter.targets") == 0) {
         size_t len = 0;
-        append(out, cap, &len, "[");
+        config_append(out, cap, &len, "[");
         for (int m = 0, first = 1; m < MOD_COUNT; m++)
             if (a->targets & (1u << m))
-                append(out, cap, &len, "%s\"%s\"", first ? "" : ",", model_module_name(m)), first = 0;
-        append(out, cap, &len, "]");
+                config_append(out, cap, &len, "%s\"%s\"", first ? "" : ",", model_module_name(m)), first = 0;
+        config_append(out, cap, &len, "]");
     } else if (strcmp(k, "adapter.layers") == 0) {
         size_t len = 0;
-        append(out, cap, &len, "[");
-        for (int i = 0; i < a->n_layers; i++) append(out, cap, &len, "%s%d", i ? "," : "", a->layers[i]);
-        append(out, cap, &len, "]");
+        config_append(out, cap, &len, "[");
+        for (int i = 0; i < a->n_layers; i++) config_append(out, cap, &len, "%s%d", i ? "," : "", a->layers[i]);
+        config_append(out, cap, &len, "]");
     } else if (strcmp(k, "adapter.rank_pattern") == 0) json_patterns(a->rank_pattern, a->n_rank_pattern, 1, out, cap);
     else if (strcmp(k, "adapter.alpha_pattern") == 0) json_patterns(a->alpha_pattern, a->n_alpha_pattern, 1, out, cap);
     else snprintf(out, cap, "null");
@@ -1816,13 +1227,13 @@ static char *join_members(Member *m, int n, const char *prefix) {
     size_t len = 0, pl = strlen(prefix);
     int first = 1;
     out[0] = '\0';
-    append(out, cap, &len, "{");
+    config_append(out, cap, &len, "{");
     for (int i = 0; i < n; i++) {
         if (strncmp(m[i].key, prefix, pl) != 0) continue;
-        append(out, cap, &len, "%s\"%s\":%s", first ? "" : ",", m[i].key, m[i].json);
+        config_append(out, cap, &len, "%s\"%s\":%s", first ? "" : ",", m[i].key, m[i].json);
         first = 0;
     }
-    append(out, cap, &len, "}");
+    config_append(out, cap, &len, "}");
     return out;
 }
 
@@ -1837,10 +1248,12 @@ static void build_canonical(RunConfig *rc, const char *preset_members) {
     Member *m = NULL;
     int n = 0;
     char json[8192];
-    for (int i = 0; i < N_KEYS; i++) {
-        if (!key_relevant(rc, &KEYS[i])) continue;
-        member_json(rc, &KEYS[i], json, sizeof json);
-        add_member(&m, &n, KEYS[i].key, json);
+    int n_keys;
+    const KeySpec *keys = config_keys(&n_keys);
+    for (int i = 0; i < n_keys; i++) {
+        if (!key_relevant(rc, &keys[i])) continue;
+        member_json(rc, &keys[i], json, sizeof json);
+        add_member(&m, &n, keys[i].key, json);
     }
     if (rc->pretrain && preset_members) { /* "base.model.x":v,... split back into members */
         char *copy = ll_strdup(preset_members), *save = NULL;
@@ -1878,22 +1291,25 @@ LLStatus config_resolve(const ConfigDoc *d, const ConfigAssign *ov, int n, RunCo
     memset(rc, 0, sizeof *rc);
     char w1[1100], w2[1100];
     for (int i = 0; i < n; i++) { /* overrides from callers other than config_load: check them too */
-        const KeySpec *ks = find_spec(ov[i].key);
+        const KeySpec *ks = config_key_spec(ov[i].key);
         if (!ks) return ll_err(err, LL_ERR_CONFIG, "%s: unknown key '%s' in a sweep point", d->path, ov[i].key);
         if (ov[i].value.type != ks->type && !(ks->type == CFG_FLOAT && ov[i].value.type == CFG_INT))
             return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s in a sweep point", d->path, ov[i].key,
-                          type_name(ks->type));
+                          config_type_name(ks->type));
     }
     AdapterMethod method = method_of(d, ov, n);
-    engine_defaults(rc, method);
+    config_engine_defaults(rc, method);
     snprintf(rc->name, sizeof rc->name, "%s", d->default_name);
     snprintf(rc->out_dir, sizeof rc->out_dir, "%s", CONFIG_DEFAULT_OUT_DIR);
     rc->base_bpe = 1, rc->base_vocab = 1024;
-    for (int i = 0; i < N_KEYS; i++) {
-        const KeySpec *ks = &KEYS[i];
+    int n_keys;
+    const KeySpec *keys = config_keys(&n_keys);
+    for (int i = 0; i < n_keys; i++) {
+        const KeySpec *ks = &keys[i];
         const ConfigValue *v = lookup(d, ov, n, ks->key);
         if (!v) continue;
-        if (ks->st != FS_NONE) write_field(field_ptr(rc, ks), ks->fk, v->type == CFG_FLOAT ? v->f : (double)v->i);
+        if (ks->st != FS_NONE)
+            config_field_write(config_field_ptr(rc, ks), ks->fk, v->type == CFG_FLOAT ? v->f : (double)v->i);
         else apply_special(rc, d, ks, v);
     }
     rc->adapter.method = method;
@@ -1982,19 +1398,19 @@ LLStatus config_resolve(const ConfigDoc *d, const ConfigAssign *ov, int n, RunCo
      * them out) determines the run. */
     RunConfig def;
     memset(&def, 0, sizeof def);
-    engine_defaults(&def, method);
-    for (int i = 0; i < N_KEYS; i++) {
-        const KeySpec *ks = &KEYS[i];
-        if (ks->st != FS_ADAPTER || adapter_key_relevant(method, ks->key)) continue;
-        write_field(field_ptr(rc, ks), ks->fk, read_field(field_cptr(&def, ks), ks->fk));
+    config_engine_defaults(&def, method);
+    for (int i = 0; i < n_keys; i++) {
+        const KeySpec *ks = &keys[i];
+        if (ks->st != FS_ADAPTER || config_method_reads(method, ks->key)) continue;
+        config_field_write(config_field_ptr(rc, ks), ks->fk, config_field_read(config_field_cptr(&def, ks), ks->fk));
     }
     AdapterConfig *ad = &rc->adapter;
-    if (!adapter_key_relevant(method, "adapter.targets")) ad->targets = def.adapter.targets;
-    if (!adapter_key_relevant(method, "adapter.layers")) ad->n_layers = 0;
-    if (!adapter_key_relevant(method, "adapter.init")) ad->init = def.adapter.init;
-    if (!adapter_key_relevant(method, "adapter.rank_pattern")) ad->n_rank_pattern = 0;
-    if (!adapter_key_relevant(method, "adapter.alpha_pattern")) ad->n_alpha_pattern = 0;
-    if (!adapter_key_relevant(method, "adapter.seed")) ad->seed = def.adapter.seed;
+    if (!config_method_reads(method, "adapter.targets")) ad->targets = def.adapter.targets;
+    if (!config_method_reads(method, "adapter.layers")) ad->n_layers = 0;
+    if (!config_method_reads(method, "adapter.init")) ad->init = def.adapter.init;
+    if (!config_method_reads(method, "adapter.rank_pattern")) ad->n_rank_pattern = 0;
+    if (!config_method_reads(method, "adapter.alpha_pattern")) ad->n_alpha_pattern = 0;
+    if (!config_method_reads(method, "adapter.seed")) ad->seed = def.adapter.seed;
     for (int i = ad->n_layers; i < ADAPTER_MAX_LAYERS; i++) ad->layers[i] = 0;
     for (int i = ad->n_rank_pattern; i < ADAPTER_MAX_PATTERNS; i++)
         memset(&ad->rank_pattern[i], 0, sizeof ad->rank_pattern[i]);
@@ -2035,38 +1451,4 @@ int config_canonical_get(const RunConfig *rc, const char *key, char *out, size_t
     }
     out[len] = '\0';
     return 1;
-}
-
-void config_describe(FILE *f) {
-    RunConfig def;
-    memset(&def, 0, sizeof def);
-    char dv[64], b[80];
-    fprintf(f, "%-28s %-29s %-14s %-22s %s\n", "key", "type", "default", "allowed", "meaning");
-    for (int i = 0; i < N_KEYS; i++) {
-        const KeySpec *ks = &KEYS[i];
-        engine_defaults(&def, strcmp(ks->key, "adapter.init_r") == 0 ? ADAPTER_ADALORA : ADAPTER_LORA);
-        if (ks->st != FS_NONE) {
-            double x = read_field(field_cptr(&def, ks), ks->fk);
-            if (ks->type == CFG_BOOL) snprintf(dv, sizeof dv, "%s", x != 0 ? "true" : "false");
-            else fmt_number(x, ks->fk == FK_F32, dv, sizeof dv);
-        } else if (strcmp(ks->key, "train.schedule") == 0)
-            snprintf(dv, sizeof dv, "%s", lr_schedule_name(def.train.schedule));
-        else if (strcmp(ks->key, "adapter.init") == 0) snprintf(dv, sizeof dv, "kaiming");
-        else if (strcmp(ks->key, "adapter.targets") == 0) snprintf(dv, sizeof dv, "q_proj,v_proj");
-        else snprintf(dv, sizeof dv, "%s", ks->def ? (ks->def[0] ? ks->def : "\"\"") : "-");
-        if (strcmp(ks->key, "adapter.r") == 0) snprintf(dv, sizeof dv, "8 (vera 256)");
-        if (strcmp(ks->key, "adapter.seed") == 0) snprintf(dv, sizeof dv, "train.seed");
-        if (ks->choices) snprintf(b, sizeof b, "%s", ks->choices);
-        else if (ks->flags & (B_LO | B_HI)) bounds_text(ks, b, sizeof b);
-        else b[0] = '\0';
-        fprintf(f, "%-28s %-29s %-14s %-22s %s\n", ks->key, type_name(ks->type), dv, b, ks->doc);
-    }
-    fprintf(f, "%-28s %-29s %-14s %-22s %s\n", "sweep.grid", "mapping key -> list", "-", "",
-            "cartesian product, last key fastest");
-    fprintf(f, "%-28s %-29s %-14s %-22s %s\n", "sweep.random.space", "mapping key -> space", "-", "",
-            "[choices] | {uniform|log_uniform|int_log2: [lo, hi]}");
-    fprintf(f, "%-28s %-29s %-14s %-22s %s\n", "sweep.derived", "mapping key -> expr", "-", "",
-            "e.g. adapter.alpha: \"2*r\"");
-    fprintf(f, "%-28s %-29s %-14s %-22s %s\n", "sweep.exclude", "list of mappings", "-", "",
-            "points matching an entry are dropped");
 }

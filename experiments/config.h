@@ -1,8 +1,8 @@
 /* config: YAML experiment files -> validated, resolved run configurations.
  *
- * The schema is one static table (config.c) of every valid dotted key: its type (int, float, bool,
- * string, string list, int list, map string -> number), bounds or choices, default and a one-line
- * doc. A YAML file is read into (dotted key -> value, line) pairs: nesting and dotted keys are the
+ * The schema is one static table (keys.c; see keys.h) of every valid dotted key: its type (int,
+ * float, bool, string, string list, int list, map string -> number), bounds or choices, default and
+ * a one-line doc. A YAML file is read into (dotted key -> value, line) pairs: nesting and dotted keys are the
  * same thing (`adapter: {r: 8}` is `adapter.r: 8`). Every key is checked against the table and
  * every value against its type and bounds before anything runs; each error names the file, the
  * line and the key ("configs/x.yaml:12: unknown key 'adapter.rank'; did you mean 'adapter.r'?").
@@ -44,46 +44,13 @@
 
 #include "adapter.h"
 #include "core.h"
+#include "keys.h"
 #include "model.h"
 #include "train.h"
 
 #define CONFIG_MODELS_DIR "configs/models"
 #define CONFIG_BASES_DIR "results/bases"
 #define CONFIG_DEFAULT_OUT_DIR "results/runs"
-#define CONFIG_KEY_MAX 96
-
-typedef enum {
-    CFG_INT,      /* whole number */
-    CFG_FLOAT,    /* number (an int is accepted) */
-    CFG_BOOL,     /* true/false (yes/no, on/off) */
-    CFG_STRING,   /* any scalar */
-    CFG_STR_LIST, /* a list of strings, or one scalar "a,b" split at commas */
-    CFG_INT_LIST, /* a list of whole numbers, or one */
-    CFG_NUM_MAP   /* a mapping of string -> number */
-} ConfigType;
-
-/* A typed value. Lists and maps keep n items in `names` (strings, map keys) and `nums` (int list
- * items, map values); ints and bools in i, floats in f, strings in s. Owned; config_value_free. */
-typedef struct {
-    ConfigType type;
-    int64_t i;
-    double f;
-    char *s;
-    int n;
-    char **names;
-    double *nums;
-} ConfigValue;
-
-void config_value_free(ConfigValue *v);
-void config_value_copy(ConfigValue *dst, const ConfigValue *src);
-/* Compares values of the same key: numbers numerically, target lists as sets of modules. */
-int config_value_equal(const char *key, const ConfigValue *a, const ConfigValue *b);
-/* Short text for tables and messages ("8", "0.001", "[q_proj,v_proj]"). */
-void config_value_string(const ConfigValue *v, char *out, size_t cap);
-/* Checks v (any numeric or scalar type) against key's schema entry and converts it to the key's
- * type (an integral float to an int key, a number to a float key). Fills err with "KEY: what". */
-LLStatus config_value_check(const char *key, ConfigValue *v, LLError *err);
-
 /* One assignment of a sweep point (or an override given by a caller). */
 typedef struct {
     char key[CONFIG_KEY_MAX];
@@ -164,7 +131,7 @@ typedef struct ConfigDoc {
     int n_presets;
 } ConfigDoc;
 
-typedef struct {
+typedef struct RunConfig {
     char name[128];
     /* base model: either base.path (a model folder) or the pretraining keys */
     char base_path[1024];     /* resolved: given path, or results/bases/<base_hash> */
@@ -209,18 +176,6 @@ int config_canonical_get(const RunConfig *rc, const char *key, char *out, size_t
  * numeric. */
 int config_number(const struct ConfigDoc *doc, const ConfigAssign *overrides, int n, const char *key,
                   double *out);
-
-/* Schema lookups. */
-int config_key_known(const char *key);           /* 1 for a valid dotted key */
-ConfigType config_key_type(const char *key);     /* the key must be known */
-/* A bare name such as "r" -> "adapter.r" (unique suffix among non-base keys). Returns 0 and fills
- * err when unknown or ambiguous. */
-int config_short_name(const char *name, char *out, size_t cap, LLError *err);
-/* The nearest valid key by edit distance (or a known alias such as lora_alpha -> adapter.alpha);
- * NULL when nothing is close. */
-const char *config_suggest_key(const char *key);
-/* Prints the schema: key, type, default, bounds, doc (for `loralab sweep --keys` and the docs). */
-void config_describe(FILE *f);
 
 /* SHA-256 of data, as 64 lower-case hex digits plus NUL (out has room for 65). */
 void config_sha256_hex(const void *data, size_t len, char out[65]);

@@ -1,0 +1,58 @@
+/* grid: a config's sweep section -> the list of points to run (the plan).
+ *
+ * The plan is a pure function of the file and its --set overrides.
+ *   points  = seeds x grid x random samples. sweep.seeds is a train.seed axis and the slowest one
+ *             (every config gets seed 0 before any gets seed 1, so a partial sweep already
+ *             covers the grid); grid axes follow in file order, the last one fastest; the n
+ *             random-search samples are the innermost loop. Sample j draws key k from
+ *             u = splitmix64(fnv1a64(k) ^ seed, j) (uniform, 53 bits), so adding a key to the space
+ *             does not change the values drawn for the others; drawn floats are rounded to
+ *             4 significant digits so that tables stay readable.
+ *   derived = evaluated per point after the grid and random values, in file order (a later
+ *             expression may use an earlier derived key): + - * / ( ), numbers, dotted keys and
+ *             short names (`r` is adapter.r). Keys not assigned take their resolved default.
+ *   exclude = a point is dropped when, for some entry, each key's value (as assigned by the point
+ *             or set in the file) equals the entry's, or one of them for `key: [a, b]` (a list under
+ *             a key that takes one value means any of); a key left at its default never matches.
+ *   merge   = points whose run key is equal (keys a method ignores are not in the key: full x
+ *             r{1,2,4} is one run) are merged, the first kept.
+ *
+ * Invariants: the plan's order and content depend only on the document (file + --set), so every
+ * shard, every re-invocation and `--dry-run` see the same list; every point in a plan is resolved
+ * and valid; no two points of a plan have the same run key.
+ */
+#ifndef LL_GRID_H
+#define LL_GRID_H
+
+#include "config.h"
+#include "core.h"
+
+#define SWEEP_MAX_POINTS 100000
+
+typedef struct {
+    ConfigAssign *assign; /* the point's swept values: seeds, grid, random, derived (in that order) */
+    int n_assign;
+    RunConfig rc;
+    int index;            /* position in the plan */
+} SweepPoint;
+
+typedef struct {
+    SweepPoint *points;
+    int n;
+    int n_raw;      /* points before exclusion and merging */
+    int n_excluded;
+    int n_merged;
+    char (*vary)[CONFIG_KEY_MAX]; /* the keys points assign, in loop order (the dry-run columns) */
+    int n_vary;
+} SweepPlan;
+
+/* Expands doc's sweep section (a doc without one is a plan of one run). Every point is resolved
+ * and checked, so a bad point is reported before anything runs. */
+LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err);
+void sweep_plan_free(SweepPlan *plan);
+
+/* Evaluates a derived expression for a point (overrides = the point's assignments so far). */
+LLStatus sweep_eval_expr(const char *expr, const ConfigDoc *doc, const ConfigAssign *a, int n, double *out,
+                         LLError *err);
+
+#endif

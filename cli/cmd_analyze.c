@@ -16,6 +16,7 @@
 #include "analysis/lora_analysis.h"
 #include "core.h"
 #include "model.h"
+#include "outdir.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -100,6 +101,11 @@ int cmd_analyze(int argc, char **argv) {
 
     LASummary sum;
     LLError err = {0};
+    /* Written file by file: only into a folder that is new, empty or an analysis's. */
+    if (outdir_claim(o.out_dir, "analysis", &err)) {
+        fprintf(stderr, "loralab analyze: %s\n", err.msg);
+        return 2;
+    }
     LLStatus st = la_analyze(&o, &sum, &err);
     if (st && !sum.render_failed) {
         fprintf(stderr, "loralab analyze: %s\n", err.msg);

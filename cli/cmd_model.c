@@ -5,18 +5,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "adapter.h"
 #include "checkpoint.h"
 #include "commands.h"
 #include "data.h"
+#include "outdir.h"
 #include "rng.h"
 #include "train.h"
 
 typedef struct {
     const char *model, *adapter, *data, *prompt, *out;
     int json, max_new, top_k, batch, seq;
+    int force; /* merge --force: replace an existing model folder that loralab wrote */
     int bf16; /* --precision bf16: the base's linear products in bf16 (train.precision) */
     float temperature;
     uint64_t seed;
@@ -70,6 +73,7 @@ static int parse(const char *cmd, int argc, char **argv, Args *a) {
         int rc = 0;
         char msg[256];
         if (strcmp(argv[i], "--json") == 0) a->json = 1;
+        else if (strcmp(argv[i], "--force") == 0) a->force = 1;
         else if (cli_flag(argc, argv, &i, "--model", &v)) a->model = v;
         else if (cli_flag(argc, argv, &i, "--adapter", &v)) a->adapter = v;
         else if (cli_flag(argc, argv, &i, "--data", &v)) a->data = v;
@@ -292,10 +296,34 @@ int cmd_tokenize(int argc, char **argv) {
     return 0;
 }
 
+/* 1 when paths A and B name the same file or folder (same device and inode). */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* Where merge may write: never over one of its inputs, and over an existing folder only with
+ * --force (and then only one that loralab wrote: outdir_replace checks that). */
+static int merge_out_ok(const Args *a) {
+    if (same_file(a->out, a->model) || same_file(a->out, a->adapter)) {
+        fprintf(stderr, "loralab merge: --out '%s' is the %s folder being merged: refusing to replace an input\n", a->out,
+                same_file(a->out, a->model) ? "model" : "adapter");
+        return 0;
+    }
+    outdir_recover(a->out);
+    if (outdir_occupied(a->out) && !a->force) {
+        fprintf(stderr, "loralab merge: --out '%s' already exists: refusing to replace it (add --force to replace a "
+                "model folder that loralab wrote; other folders and files are never replaced)\n", a->out);
+        return 0;
+    }
+    return 1;
+}
+
 int cmd_merge(int argc, char **argv) {
     Args a;
     if (parse("merge", argc, argv, &a)) return 2;
     if (!a.adapter || !a.out) return bad_usage("merge", "--adapter DIR and --out DIR are required");
+    if (!merge_out_ok(&a)) return 2;
     LoadedModel lm;
     Adapter *ad;
     LLError e;

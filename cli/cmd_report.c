@@ -13,6 +13,7 @@
 #include "analysis/report.h"
 #include "core.h"
 #include "experiments/store.h"
+#include "outdir.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: loralab report --db FILE [--sweep NAME] [--out DIR]\n"
@@ -61,6 +62,11 @@ int cmd_report(int argc, char **argv) {
     }
     ReportSummary sum;
     LLError err = {0};
+    /* A report writes file by file into its folder: only into one that is new, empty or a report's. */
+    if (outdir_claim(out, "report", &err)) {
+        fprintf(stderr, "loralab report: %s\n", err.msg);
+        return 2;
+    }
     LLStatus st = report_write(db, sweep, out, &sum, &err);
     if (st != LL_OK && (st != LL_ERR_IO || sum.n_figs == 0)) {
         /* Nothing was drawn: no database or no finished runs in it, a foreign or newer database,

@@ -19,7 +19,7 @@ static const Command commands[] = {
     {"eval", cmd_eval, "eval --model DIR [--adapter DIR] --data FILE [--batch B] [--seq T] [--precision fp32|bf16] [--json]"},
     {"generate", cmd_generate, "generate --model DIR [--adapter DIR] --prompt TEXT [--max-new N] [--temperature X] [--top-k K] [--seed S] [--precision fp32|bf16]"},
     {"tokenize", cmd_tokenize, "tokenize --model DIR                     text on stdin -> token ids on stdout"},
-    {"merge", cmd_merge, "merge --model DIR --adapter DIR --out DIR   a merged model folder"},
+    {"merge", cmd_merge, "merge --model DIR --adapter DIR --out DIR [--force]   a merged model folder"},
     {"merge-db", cmd_merge_db, "merge-db OUT.db IN.db...                 join shard databases"},
     {"analyze", cmd_analyze, "analyze --model DIR --adapter DIR [--adapter2 DIR] [--out DIR]   LoRA paper section 7: subspace similarity, amplification"},
 };

@@ -13,6 +13,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "adapter.h"
 #include "ops.h"
+#include "outdir.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -540,20 +541,19 @@ static void json_dump(Text *t, cJSON *v, int depth) {
     }
 }
 
-/* Written into DIR.tmp.PID and swapped in whole (ll_replace_dir): a full disk or a crash while the
+/* Written into DIR.tmp.PID and swapped in whole (outdir_replace): a full disk or a crash while the
  * weights or the config are written leaves the previous adapter folder as it was. */
 static LLStatus adapter_write(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err);
 
 LLStatus adapter_save(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err) {
     char tmp[4096];
-    ll_tmp_dir_name(dir, tmp, sizeof tmp);
-    ll_remove_tree(tmp);
-    LLStatus st = adapter_write(a, m, tmp, base_name, err);
+    LLStatus st = outdir_tmp_create(dir, tmp, sizeof tmp, err);
+    if (!st) st = adapter_write(a, m, tmp, base_name, err);
     if (st) {
-        ll_remove_tree(tmp);
+        outdir_remove_tree(tmp);
         return ll_err_prefix(err, "writing adapter folder '%s' (nothing was replaced)", dir);
     }
-    return ll_replace_dir(tmp, dir, err);
+    return outdir_replace(tmp, dir, "adapter", err);
 }
 
 static LLStatus adapter_write(const Adapter *a, const Model *m, const char *dir, const char *base_name, LLError *err) {

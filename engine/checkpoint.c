@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "checkpoint.h"
 
+#include "outdir.h"
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -169,11 +170,9 @@ LLStatus checkpoint_load_weights(const char *dir, Model *m, int *head_loaded, LL
 
 LLStatus checkpoint_save(const Model *m, const Tokenizer *tok, const char *const *label_names, const char *dir,
                          LLError *err) {
-    char tmp[4096], path[4096];
-    ll_tmp_dir_name(dir, tmp, sizeof tmp);
-    ll_remove_tree(tmp);
-    LLStatus rc = ll_mkdirs(tmp, err);
-    if (rc) return rc;
+    char tmp[4096], path[4200];
+    LLStatus rc = outdir_tmp_create(dir, tmp, sizeof tmp, err);
+    if (rc) return ll_err_prefix(err, "writing model folder '%s' (nothing was replaced)", dir);
     char *cfg = checkpoint_config_json(&m->cfg, label_names);
     snprintf(path, sizeof path, "%s/config.json", tmp);
     rc = ll_write_file_atomic(path, cfg, strlen(cfg), err);
@@ -197,10 +196,10 @@ LLStatus checkpoint_save(const Model *m, const Tokenizer *tok, const char *const
     }
     if (!rc && tok) rc = tok_save(tok, tmp, err);
     if (rc) {
-        ll_remove_tree(tmp);
+        outdir_remove_tree(tmp);
         return ll_err_prefix(err, "writing model folder '%s' (nothing was replaced)", dir);
     }
-    return ll_replace_dir(tmp, dir, err);
+    return outdir_replace(tmp, dir, "model", err);
 }
 
 /* The mapped path of checkpoint_open: makes m's base weights (m from model_init_unbacked) the
@@ -218,7 +217,7 @@ LLStatus checkpoint_save(const Model *m, const Tokenizer *tok, const char *const
  * it writes one; a write (an optimizer step of full fine-tuning, PiSSA rewriting W0, a merge) gives
  * the writer a private copy of that page only, so no process ever sees another's writes and the
  * file never changes. Nor can a mapping see a half-written file: model folders are only ever
- * written whole under a temporary name and renamed into place (checkpoint_save -> ll_replace_dir,
+ * written whole under a temporary name and renamed into place (checkpoint_save -> outdir_replace,
  * ll_write_file_atomic), so a path names either the old inode, which stays intact for as long as
  * it is mapped, or the complete new one; nothing in loralab truncates or rewrites a model file in
  * place (which, for a mapped file, would show the new bytes or raise SIGBUS). */

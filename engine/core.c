@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <dirent.h>
 #include <libgen.h>
 
 LLStatus ll_err(LLError *err, LLStatus code, const char *fmt, ...) {
@@ -228,36 +227,3 @@ LLStatus ll_mkdirs(const char *path, LLError *err) {
     return LL_OK;
 }
 
-void ll_remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[4096];
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) ll_remove_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-void ll_tmp_dir_name(const char *dir, char *out, size_t cap) { snprintf(out, cap, "%s.tmp.%ld", dir, (long)getpid()); }
-
-LLStatus ll_replace_dir(const char *tmp, const char *dir, LLError *err) {
-    char old[4096];
-    snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
-    int had_old = rename(dir, old) == 0;
-    if (rename(tmp, dir) != 0) {
-        int e = errno;
-        if (had_old) rename(old, dir);
-        ll_remove_tree(tmp);
-        return ll_err(err, LL_ERR_IO, "cannot move the new folder into '%s': %s (the previous one is untouched)", dir,
-                      strerror(e));
-    }
-    fsync_dir_of(dir);
-    if (had_old) ll_remove_tree(old);
-    return LL_OK;
-}

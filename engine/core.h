@@ -83,12 +83,7 @@ double ll_now(void);
  * folder, so a crash or a full disk leaves either the old file or the new one, never half. */
 LLStatus ll_read_file(const char *path, char **out, size_t *len, LLError *err);
 LLStatus ll_write_file_atomic(const char *path, const void *data, size_t len, LLError *err);
-/* Folders written whole: fill TMP, then ll_replace_dir moves an existing DIR aside, renames TMP to
- * DIR and removes the old one, so a reader sees the old folder or the new one, never a mix; on
- * failure the old DIR is put back. ll_tmp_dir_name gives "DIR.tmp.PID". */
-void ll_tmp_dir_name(const char *dir, char *out, size_t cap);
-LLStatus ll_replace_dir(const char *tmp, const char *dir, LLError *err);
-void ll_remove_tree(const char *dir);
+/* Folders written whole, and the rule that only loralab's own are replaced: see outdir.h. */
 /* Creates a folder and its parents (mkdir -p). */
 LLStatus ll_mkdirs(const char *path, LLError *err);
 int ll_file_exists(const char *path);

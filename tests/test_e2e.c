@@ -191,6 +191,73 @@ START_TEST(test_sweep_killed_and_resumed) {
 }
 END_TEST
 
+/* Asserts that tu_dir/rel holds exactly text. */
+static void holds(const char *rel, const char *text) {
+    char p[512];
+    char *got = tu_slurp(tu_path(p, sizeof p, rel), NULL);
+    ck_assert_msg(strcmp(got, text) == 0, "%s now holds '%s'", rel, got);
+    ll_free(got);
+}
+
+/* Runs `loralab ARGS` expecting exit status 2 and a message containing want. */
+static void refused(const char *want, char *const args[]) {
+    char log[512];
+    tu_path(log, sizeof log, "refused.log");
+    int rc = run_wait(log, args);
+    char *text = tu_slurp(log, NULL);
+    ck_assert_msg(rc == 2 && strstr(text, want), "%s %s: exit %d, said: %s", args[0], args[1], rc, text);
+    ll_free(text);
+}
+
+/* merge, report and analyze never replace or delete what they did not write (issue: `merge --out`
+ * over a user's folder removed it): a user's folder, the merge's own inputs, a regular file. Only a
+ * model folder loralab wrote is replaced, and only with --force. */
+static void check_outputs_never_destroy(const char *base, const char *adapter) {
+    char d[512];
+    tu_subdir(d, sizeof d, "precious/sub");
+    write_text("precious/thesis.tex", "\\chapter{One}\n");
+    write_text("precious/sub/data.csv", "a,b\n1,2\n");
+    write_text("notes.txt", "my notes\n");
+    char cfg[512], weights[512];
+    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", adapter);
+    snprintf(weights, sizeof weights, "%s/adapter_model.safetensors", adapter);
+    size_t n_cfg, n_w;
+    char *cfg_before = tu_slurp(tu_path(d, sizeof d, cfg), &n_cfg), *w_before = tu_slurp(tu_path(d, sizeof d, weights), &n_w);
+    char *into_precious[] = {"merge", "--model", (char *)base, "--adapter", (char *)adapter, "--out", "precious", NULL};
+    refused("already exists", into_precious);
+    char *forced[] = {"merge", "--model", (char *)base, "--adapter", (char *)adapter, "--out", "precious", "--force", NULL};
+    refused("which loralab did not write", forced);
+    char *into_adapter[] = {"merge", "--model", (char *)base, "--adapter", (char *)adapter, "--out", (char *)adapter,
+                            "--force", NULL};
+    refused("is the adapter folder being merged", into_adapter);
+    char *into_base[] = {"merge", "--model", (char *)base, "--adapter", (char *)adapter, "--out", (char *)base, "--force", NULL};
+    refused("is the model folder being merged", into_base);
+    char *into_file[] = {"merge", "--model", (char *)base, "--adapter", (char *)adapter, "--out", "notes.txt", "--force", NULL};
+    refused("is not a folder", into_file);
+    char *report[] = {"report", "--db", "nowhere.db", "--out", "precious", NULL};
+    refused("which loralab did not write", report);
+    char *analyze[] = {"analyze", "--model", (char *)base, "--adapter", (char *)adapter, "--out", "precious", NULL};
+    refused("which loralab did not write", analyze);
+    holds("precious/thesis.tex", "\\chapter{One}\n");
+    holds("precious/sub/data.csv", "a,b\n1,2\n");
+    holds("notes.txt", "my notes\n");
+    ck_assert_int_eq(tu_count_entries(tu_dir, "notes.txt"), 1); /* no notes.txt.old.PID beside it */
+    ck_assert_int_eq(tu_count_entries(tu_dir, ".old."), 0);
+    ck_assert_int_eq(tu_count_entries(tu_dir, ".tmp."), 0);
+    size_t n1, n2;
+    char *cfg_after = tu_slurp(tu_path(d, sizeof d, cfg), &n1), *w_after = tu_slurp(tu_path(d, sizeof d, weights), &n2);
+    ck_assert(n1 == n_cfg && memcmp(cfg_after, cfg_before, n1) == 0);
+    ck_assert(n2 == n_w && memcmp(w_after, w_before, n2) == 0);
+    ll_free(cfg_before), ll_free(w_before), ll_free(cfg_after), ll_free(w_after);
+    /* the model folder merge wrote itself ("merged"): refused without --force, replaced with it */
+    char *again[] = {"merge", "--model", (char *)base, "--adapter", (char *)adapter, "--out", "merged", NULL};
+    refused("--force", again);
+    char *again_forced[] = {"merge", "--model", (char *)base, "--adapter", (char *)adapter, "--out", "merged/", "--force", NULL};
+    char log[512];
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "merge2.log"), again_forced), 0);
+    ck_assert_int_eq(tu_count_entries(tu_dir, "merged"), 1);
+}
+
 START_TEST(test_commands_on_results) {
     char log[512];
     tu_path(log, sizeof log, "train.log");
@@ -230,6 +297,7 @@ START_TEST(test_commands_on_results) {
     ck_assert_msg(fabs(a - b) < 1e-4, "adapter loss %.6f, merged loss %.6f", a, b);
     ll_free(t1);
     ll_free(t2);
+    check_outputs_never_destroy(base, adapter);
     /* bad input: exit 2 with a message naming the problem */
     char *missing[] = {"eval", "--model", "nowhere", "--data", "data/valid.txt", NULL};
     tu_path(log, sizeof log, "bad1.log");

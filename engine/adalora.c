@@ -549,6 +549,27 @@ static void adalora_config_json(const Adapter *a, cJSON *c) {
     cJSON_AddItemToObject(c, "loftq_config", cJSON_CreateObject());
 }
 
+/* The rank masks and whether one exists: what saving truncates by, so a snapshot of the trainable
+ * state (keeping a run's best weights) must carry them beside params. */
+static size_t adalora_state_bytes(const Adapter *a) {
+    const AdaLora *p = a->priv;
+    return 1 + (size_t)a->n_sites * p->r;
+}
+
+static void adalora_state_get(const Adapter *a, void *buf) {
+    const AdaLora *p = a->priv;
+    uint8_t *b = buf;
+    b[0] = (uint8_t)p->has_pattern;
+    memcpy(b + 1, p->mask, (size_t)a->n_sites * p->r);
+}
+
+static void adalora_state_set(Adapter *a, const void *buf) {
+    AdaLora *p = a->priv;
+    const uint8_t *b = buf;
+    p->has_pattern = b[0];
+    memcpy(p->mask, b + 1, (size_t)a->n_sites * p->r);
+}
+
 static const AdapterOps ADALORA_OPS = {
     .name = "adalora",
     .peft_type = "ADALORA",
@@ -560,6 +581,9 @@ static const AdapterOps ADALORA_OPS = {
     .reg_loss = adalora_reg_loss,
     .on_step = adalora_on_step,
     .delta = adalora_delta,
+    .state_bytes = adalora_state_bytes,
+    .state_get = adalora_state_get,
+    .state_set = adalora_state_set,
     .export_tensors = adalora_export,
     .import_tensors = adalora_import,
     .config_json = adalora_config_json,

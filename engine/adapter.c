@@ -32,6 +32,7 @@ const char *adapter_variant_name(const AdapterConfig *c) {
         if (c->use_dora) return "dora";
         if (c->init == ADAPTER_INIT_PISSA) return "pissa";
         if (c->use_rslora) return "rslora";
+        if (c->lr_ratio != 1.0f) return "loraplus";
     }
     return adapter_method_name(c->method);
 }
@@ -55,6 +56,7 @@ void adapter_config_defaults(AdapterConfig *c, AdapterMethod method) {
     c->init_r = 12, c->target_r = 8, c->deltaT = 1;
     c->beta1 = 0.85f, c->beta2 = 0.85f, c->orth_reg_weight = 0.5f;
     c->projection_prng_key = 0, c->save_projection = 1, c->d_initial = 0.1f;
+    c->lr_ratio = 1.0f;
 }
 
 LLStatus adapter_parse_targets(const char *list, unsigned *mask, LLError *err) {
@@ -183,6 +185,11 @@ LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLErr
     if (bad_pattern) return bad_pattern;
     if (cfg->dropout < 0.0f || cfg->dropout >= 1.0f)
         return ll_err(err, LL_ERR_CONFIG, "dropout %g must be in [0, 1)", cfg->dropout);
+    if (!(isfinite(cfg->lr_ratio) && cfg->lr_ratio > 0.0f))
+        return ll_err(err, LL_ERR_CONFIG, "lr_ratio %g must be a positive number (1: plain LoRA)", cfg->lr_ratio);
+    if (cfg->lr_ratio != 1.0f && !ops->ratio_from)
+        return ll_err(err, LL_ERR_CONFIG, "lr_ratio %g is LoRA+, which applies to LoRA-family methods, not %s",
+                      cfg->lr_ratio, adapter_method_name(cfg->method));
     for (int i = 0; i < cfg->n_layers; i++)
         if (cfg->layers[i] < 0 || cfg->layers[i] >= m->cfg.L)
             return ll_err(err, LL_ERR_CONFIG, "layers_to_transform names layer %d; the model has layers 0..%d",
@@ -304,6 +311,47 @@ void adapter_on_step(Adapter *a, int step) {
 }
 
 void adapter_zero_grad(Adapter *a) { memset(a->grads, 0, sizeof(float) * a->n_params); }
+
+/* LoRA+ ranges. Which floats train at lr·lr_ratio follows PEFT's create_loraplus_optimizer
+ * (peft/optimizers/loraplus.py): a trainable parameter goes to the ratio group when its name holds
+ * "lora_B" or it is one-dimensional, else to the base-lr group. So B, and DoRA's magnitude vector
+ * (lora_magnitude_vector, 1-D), train at the ratio; A at lr. The classification head (score.weight,
+ * 2-D) stays at lr and is added by the trainer, outside these ranges. */
+int adapter_lr_ranges(const Adapter *a, AdapterLrRange **out) {
+    int cap = 1, n = 0;
+    if (a->cfg.lr_ratio != 1.0f && a->ops->ratio_from)
+        for (int i = 0; i < a->n_sites; i++) cap += 2 * (a->sites[i].active != 0);
+    AdapterLrRange *r = ll_malloc((size_t)cap, sizeof *r);
+    if (cap == 1) {
+        r[n++] = (AdapterLrRange){0, a->n_params, 1.0f};
+    } else {
+        for (int i = 0; i < a->n_sites; i++) {
+            const AdapterSite *s = &a->sites[i];
+            if (!s->active) continue;
+            size_t from = a->ops->ratio_from(a, s);
+            LL_ASSERT(from <= s->n);
+            AdapterLrRange part[2] = {{s->off, from, 1.0f}, {s->off + from, s->n - from, a->cfg.lr_ratio}};
+            for (int k = 0; k < 2; k++) {
+                if (part[k].n == 0) continue;
+                if (n > 0 && r[n - 1].lr_scale == part[k].lr_scale && r[n - 1].off + r[n - 1].n == part[k].off)
+                    r[n - 1].n += part[k].n;
+                else r[n++] = part[k];
+            }
+        }
+    }
+    *out = r;
+    return n;
+}
+
+size_t adapter_state_bytes(const Adapter *a) { return a->ops->state_bytes ? a->ops->state_bytes(a) : 0; }
+
+void adapter_state_get(const Adapter *a, void *buf) {
+    if (adapter_state_bytes(a) > 0) a->ops->state_get(a, buf);
+}
+
+void adapter_state_set(Adapter *a, const void *buf) {
+    if (adapter_state_bytes(a) > 0) a->ops->state_set(a, buf);
+}
 
 const float *adapter_dropout(Adapter *a, AdapterSite *s, const float *x, int N, int train) {
     float p = a->cfg.dropout;

@@ -56,6 +56,10 @@ typedef struct {
     uint32_t projection_prng_key;
     int save_projection;
     float d_initial;
+    /* LoRA+ (Hayou et al. 2024, arXiv 2402.12354): the learning rate of B over that of A, PEFT's
+     * loraplus_lr_ratio. 1 is plain LoRA. A training-time setting: never written to
+     * adapter_config.json (PEFT's LoraConfig has no such key). LoRA-family methods only. */
+    float lr_ratio;
     uint64_t seed; /* init and dropout streams */
 } AdapterConfig;
 
@@ -63,7 +67,8 @@ typedef struct {
 void adapter_config_defaults(AdapterConfig *c, AdapterMethod method);
 const char *adapter_method_name(AdapterMethod m); /* "full", "lora", "adalora", "vera" */
 /* The method as results tables name it: "dora" for LoRA with use_dora, "pissa" for LoRA with PiSSA
- * init, "rslora" for LoRA with rsLoRA scaling, else adapter_method_name. */
+ * init, "rslora" for LoRA with rsLoRA scaling, "loraplus" for LoRA with lr_ratio != 1 (the
+ * structural variants name a combination: DoRA with a ratio is "dora"), else adapter_method_name. */
 const char *adapter_variant_name(const AdapterConfig *c);
 int adapter_method_from_name(const char *name, AdapterMethod *out);
 /* Parses "q_proj,v_proj", "all-linear", "q,v" style lists into a target mask; an unknown name
@@ -113,6 +118,14 @@ typedef struct {
     void (*on_step)(Adapter *a, int step);
     /* ΔW (out x in) of a site as it acts in forward: y += x·ΔWᵀ. For merge. */
     void (*delta)(const Adapter *a, const AdapterSite *s, float *dW);
+    /* Optional (LoRA+): where, inside a site's trainable floats [0, s->n), the part trained at
+     * lr·lr_ratio starts; it runs to the site's end. NULL: the method has no LoRA+ split. */
+    size_t (*ratio_from)(const Adapter *a, const AdapterSite *s);
+    /* Optional: method state beyond params that saving depends on (AdaLoRA's rank masks), copied
+     * out and back for keeping the best weights of a run (state_bytes 0 or NULL: none). */
+    size_t (*state_bytes)(const Adapter *a);
+    void (*state_get)(const Adapter *a, void *buf);
+    void (*state_set)(Adapter *a, const void *buf);
     /* Export trainable (and, for VeRA, shared) tensors for saving. */
     void (*export_tensors)(const Adapter *a, AdapterTensorFn fn, void *ctx);
     /* Import from a loaded adapter file (adapter_read_site_tensor reads a site tensor by its
@@ -158,6 +171,19 @@ void adapter_backward(Adapter *a, int layer, int mod, const float *x, const floa
 float adapter_reg_loss(Adapter *a, float weight);
 void adapter_on_step(Adapter *a, int step);
 void adapter_zero_grad(Adapter *a);
+
+/* The flat buffer as ranges of one learning-rate scale each, in order, adjacent ranges of equal
+ * scale joined: [0, n_params) at 1 unless lr_ratio != 1, then per site [off, off + ratio_from)
+ * at 1 and the rest at lr_ratio. Returns the count; *out is ll_malloc'd (ll_free it). */
+typedef struct {
+    size_t off, n;
+    float lr_scale;
+} AdapterLrRange;
+int adapter_lr_ranges(const Adapter *a, AdapterLrRange **out);
+/* Method state beyond params (see AdapterOps.state_bytes), for snapshots of the trainable state. */
+size_t adapter_state_bytes(const Adapter *a);
+void adapter_state_get(const Adapter *a, void *buf);
+void adapter_state_set(Adapter *a, const void *buf);
 
 /* W += ΔW for every active site (merge) or W -= ΔW (unmerge). The adapter's forward is skipped
  * while merged. */

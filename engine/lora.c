@@ -3,7 +3,8 @@
  * PEFT computes them (peft-spec.md sections 1 and 4).
  *
  * Per site, trainable floats [A (r x in) | B (out x r) | m (out), DoRA only], ΔW = s·B·A with
- * s = alpha/r, or alpha/sqrt(r) under rsLoRA.
+ * s = alpha/r, or alpha/sqrt(r) under rsLoRA. LoRA+ (lr_ratio): [B | m] train at lr·lr_ratio, A at
+ * lr (ratio_from; the optimizer's ranges come from adapter_lr_ranges).
  *
  * LoRA. Forward: y += s·(drop(x)·Aᵀ)·Bᵀ as two skinny products (register tiles, ops_tile.c); B·A is
  * only ever formed for merge.
@@ -437,6 +438,13 @@ static void lora_config_json(const Adapter *a, cJSON *c) {
     cJSON_AddItemToObject(c, "loftq_config", cJSON_CreateObject());
 }
 
+/* LoRA+: B and DoRA's magnitude train at lr·lr_ratio (see adapter_lr_ranges); they follow A in
+ * the site's layout [A | B | m]. */
+static size_t lora_ratio_from(const Adapter *a, const AdapterSite *s) {
+    (void)a;
+    return (size_t)s->r * s->in;
+}
+
 static const AdapterOps LORA_OPS = {
     .name = "lora",
     .peft_type = "LORA",
@@ -447,6 +455,7 @@ static const AdapterOps LORA_OPS = {
     .backward = lora_backward,
     .delta = lora_delta,
     .merge_site = lora_merge_site,
+    .ratio_from = lora_ratio_from,
     .export_tensors = lora_export,
     .import_tensors = lora_import,
     .config_json = lora_config_json,

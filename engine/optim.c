@@ -13,14 +13,16 @@ void adamw_init(AdamW *o, float beta1, float beta2, float eps, float weight_deca
     o->beta1 = beta1, o->beta2 = beta2, o->eps = eps, o->weight_decay = weight_decay;
 }
 
-void adamw_add(AdamW *o, float *p, float *g, size_t n, int decay) {
-    LL_ASSERT(!o->m && p && g);
+void adamw_add(AdamW *o, float *p, float *g, size_t n, int decay) { adamw_add_scaled(o, p, g, n, decay, 1.0f); }
+
+void adamw_add_scaled(AdamW *o, float *p, float *g, size_t n, int decay, float lr_scale) {
+    LL_ASSERT(!o->m && p && g && isfinite(lr_scale) && lr_scale > 0.0f);
     if (n == 0) return;
     if (o->nseg == o->capseg) {
         o->capseg = o->capseg ? 2 * o->capseg : 16;
         o->segs = ll_realloc(o->segs, (size_t)o->capseg, sizeof *o->segs);
     }
-    o->segs[o->nseg++] = (ParamSeg){p, g, n, decay, o->n};
+    o->segs[o->nseg++] = (ParamSeg){p, g, n, decay, lr_scale, o->n};
     o->n += n;
 }
 
@@ -36,13 +38,14 @@ void adamw_free(AdamW *o) {
     memset(o, 0, sizeof *o);
 }
 
-void adamw_step(AdamW *o, float lr) {
+void adamw_step(AdamW *o, float lr_step) {
     o->t++;
     const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
     const float c1 = 1.0f - powf(b1, (float)o->t), c2 = 1.0f - powf(b2, (float)o->t);
     for (int s = 0; s < o->nseg; s++) {
         ParamSeg *sg = &o->segs[s];
         float *m = o->m + sg->off, *v = o->v + sg->off;
+        const float lr = lr_step * sg->lr_scale; /* exactly lr_step at scale 1 */
         const float wd = sg->decay ? o->weight_decay : 0.0f;
 #if LL_SIMD
         /* The same operations in the same order as the scalar loop below, 16 lanes at a time: IEEE

@@ -2,6 +2,12 @@
  * torch.optim.AdamW computes it, over a list of parameter segments; plus global-norm gradient
  * clipping and the learning-rate schedules.
  *
+ * Each segment carries a learning-rate scale fixed when it is added: a step at learning rate lr
+ * updates the segment as a torch param group with lr·lr_scale would (decoupled decay included,
+ * p *= 1 − lr·lr_scale·wd, as torch scales the decay by the group's lr). LoRA+ (Hayou et al. 2024)
+ * is segments of B at lr_ratio; every other segment has scale 1, and lr·1.0f == lr exactly, so a
+ * run without LoRA+ is bitwise the run it was before scales existed.
+ *
  * Moment buffers exist only for the segments added (trainable parameters): a frozen base has no
  * optimizer memory. Segments are views into buffers owned elsewhere (the model's base weights for
  * full fine-tuning, the adapter's flat buffer, the classification head). */
@@ -14,6 +20,7 @@ typedef struct {
     float *p, *g;
     size_t n;
     int decay; /* weight decay applies (matrices yes, norms no) */
+    float lr_scale; /* this segment's learning rate over the step's lr */
     size_t off; /* into m, v */
 } ParamSeg;
 
@@ -27,10 +34,12 @@ typedef struct {
 } AdamW;
 
 void adamw_init(AdamW *o, float beta1, float beta2, float eps, float weight_decay);
-void adamw_add(AdamW *o, float *p, float *g, size_t n, int decay);
+void adamw_add(AdamW *o, float *p, float *g, size_t n, int decay); /* lr_scale 1 */
+void adamw_add_scaled(AdamW *o, float *p, float *g, size_t n, int decay, float lr_scale);
 void adamw_ready(AdamW *o); /* allocates the moments, after the last adamw_add */
 void adamw_free(AdamW *o);
-/* One step: for each element, p -= lr*wd*p (decoupled), then the bias-corrected Adam update. */
+/* One step: for each element of a segment, with l = lr·lr_scale: p -= l*wd*p (decoupled), then
+ * the bias-corrected Adam update at l. */
 void adamw_step(AdamW *o, float lr);
 void adamw_zero_grad(AdamW *o);
 /* Global L2 norm of all gradients, in double, summed over fixed-size chunks in a fixed order so that

@@ -60,6 +60,77 @@ EvalResult eval_run(Model *m, const Dataset *d, Batch *b, int B, int T, int max_
     return r;
 }
 
+EvalResult eval_split(Model *m, const Dataset *d, int B, int T) {
+    Batch b;
+    batch_alloc(&b, B, T);
+    EvalResult r = eval_run(m, d, &b, B, T, 0);
+    batch_free(&b);
+    return r;
+}
+
+double train_eval_metric(const EvalResult *e) { return isnan(e->accuracy) ? e->loss : e->accuracy; }
+
+const char *train_eval_metric_name(const EvalResult *e) { return isnan(e->accuracy) ? "loss" : "accuracy"; }
+
+int train_eval_better(const EvalResult *e, const EvalResult *best) {
+    /* A classification evaluation with NaN logits still has an accuracy (the argmax of NaNs is
+     * class 0), so the loss is checked under both tasks. */
+    if (e->n <= 0 || !isfinite(e->loss)) return 0;
+    int cls = !isnan(e->accuracy);
+    if (cls && !isfinite(e->accuracy)) return 0;
+    if (best->n <= 0) return 1;
+    if (cls && e->accuracy != best->accuracy) return e->accuracy > best->accuracy;
+    return e->loss < best->loss;
+}
+
+/* ---- keeping the best weights ---------------------------------------------------------------- */
+
+/* A copy of the trainable state: the adapter's params and method state, or every base weight (full
+ * fine-tuning); the head. Sized once before the loop. */
+typedef struct {
+    float *params, *head;
+    size_t n, n_head;
+    unsigned char *state;
+    size_t state_bytes;
+} Snapshot;
+
+static float *trained_params(Model *m, Adapter *a, size_t *n) {
+    *n = a ? a->n_params : m->n_params;
+    return a ? a->params : m->params;
+}
+
+static void snapshot_init(Snapshot *s, Model *m, Adapter *a) {
+    memset(s, 0, sizeof *s);
+    trained_params(m, a, &s->n);
+    s->params = ll_alloc_floats(s->n);
+    s->n_head = m->head ? m->n_head : 0;
+    if (s->n_head) s->head = ll_alloc_floats(s->n_head);
+    s->state_bytes = a ? adapter_state_bytes(a) : 0;
+    if (s->state_bytes) s->state = ll_malloc(s->state_bytes, 1);
+}
+
+static void snapshot_take(Snapshot *s, Model *m, Adapter *a) {
+    size_t n;
+    memcpy(s->params, trained_params(m, a, &n), sizeof(float) * s->n);
+    if (s->n_head) memcpy(s->head, m->head, sizeof(float) * s->n_head);
+    if (s->state_bytes) adapter_state_get(a, s->state);
+}
+
+static void snapshot_restore(const Snapshot *s, Model *m, Adapter *a) {
+    size_t n;
+    memcpy(trained_params(m, a, &n), s->params, sizeof(float) * s->n);
+    if (s->n_head) memcpy(m->head, s->head, sizeof(float) * s->n_head);
+    if (s->state_bytes) adapter_state_set(a, s->state);
+    if (!a) model_base_changed(m); /* the bf16 packs follow the weights */
+}
+
+static void snapshot_free(Snapshot *s) {
+    ll_free(s->params);
+    ll_free(s->head);
+    ll_free(s->state);
+    memset(s, 0, sizeof *s);
+}
+
 static void emit(const TrainHooks *h, int step, const char *split, const char *name, double v) {
     if (h && h->metric) h->metric(h->user, step, split, name, v);
 }
@@ -86,7 +157,8 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
     memset(res, 0, sizeof *res);
     res->diverged_step = -1;
     res->train_loss = NAN;
-    res->eval = (EvalResult){NAN, NAN, NAN, NAN, 0};
+    res->eval = res->best = (EvalResult){NAN, NAN, NAN, NAN, 0};
+    res->best_step = -1;
     const ModelConfig *c = &m->cfg;
     if (tc->batch > m->B || tc->seq > m->T)
         return ll_err(err, LL_ERR_CONFIG, "batch %d x %d exceeds the model's capacity %d x %d", tc->batch, tc->seq,
@@ -107,7 +179,12 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
     AdamW opt;
     adamw_init(&opt, tc->beta1, tc->beta2, tc->eps, tc->weight_decay);
     if (a) {
-        adamw_add(&opt, a->params, a->grads, a->n_params, 1);
+        /* LoRA+ splits the flat buffer into ranges at lr and lr·lr_ratio; otherwise one range. */
+        AdapterLrRange *rg;
+        int nr = adapter_lr_ranges(a, &rg);
+        for (int i = 0; i < nr; i++)
+            adamw_add_scaled(&opt, a->params + rg[i].off, a->grads + rg[i].off, rg[i].n, 1, rg[i].lr_scale);
+        ll_free(rg);
     } else {
         train_add_base_params(&opt, m);
     }
@@ -121,9 +198,22 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
     Rng rng;
     rng_seed(&rng, rng_derive(tc->seed, 21));
     const float inv_accum = 1.0f / (float)tc->accum;
+    Snapshot best = {0};
+    const int keep_best = tc->keep == TRAIN_KEEP_BEST && valid;
+    if (keep_best) snapshot_init(&best, m, a);
     double t0 = ll_now(), eval_time = 0.0, window_loss = 0.0;
     int window_n = 0;
     LLStatus st = LL_OK;
+    if (valid) { /* step 0: the starting weights, so that curves start at the base's loss */
+        double e0 = ll_now();
+        res->eval = eval_run(m, valid, &b, tc->batch, tc->seq, tc->eval_batches);
+        if (train_eval_better(&res->eval, &res->best)) { /* copied before any hook runs */
+            res->best = res->eval, res->best_step = 0;
+            if (keep_best) snapshot_take(&best, m, a);
+        }
+        emit_eval(hooks, 0, &res->eval);
+        eval_time += ll_now() - e0;
+    }
     for (int step = 0; step < tc->steps; step++) {
         float lr = lr_at(tc->schedule, step, tc->steps, tc->warmup, tc->lr, tc->min_lr_ratio);
         adamw_zero_grad(&opt);
@@ -149,6 +239,7 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
             emit(hooks, step, "train", "loss", loss);
             break;
         }
+        if (step == 0) emit(hooks, 0, "train", "loss", loss); /* the first batch, before any update */
         if (tc->clip > 0.0f && gnorm > tc->clip) adamw_scale_grads(&opt, (float)(tc->clip / gnorm));
         adamw_step(&opt, lr);
         if (a) adapter_on_step(a, step);
@@ -168,6 +259,10 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
         if (valid && ((tc->eval_every > 0 && (step + 1) % tc->eval_every == 0) || last)) {
             double e0 = ll_now();
             res->eval = eval_run(m, valid, &b, tc->batch, tc->seq, tc->eval_batches);
+            if (train_eval_better(&res->eval, &res->best)) {
+                res->best = res->eval, res->best_step = step + 1;
+                if (keep_best) snapshot_take(&best, m, a);
+            }
             emit_eval(hooks, step + 1, &res->eval);
             eval_time += ll_now() - e0;
         }
@@ -187,7 +282,13 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
             break;
         }
     }
+    res->kept_step = res->steps_done;
+    if (st == LL_OK && keep_best && res->best_step >= 0 && res->best_step != res->steps_done) {
+        snapshot_restore(&best, m, a);
+        res->kept_step = res->best_step;
+    }
     res->wall_s = ll_now() - t0;
+    snapshot_free(&best);
     batch_free(&b);
     adamw_free(&opt);
     return st;

@@ -8,6 +8,17 @@
  * weights (full fine-tuning, pretraining; the model must have been built with train_base); the
  * classification head always. Nothing is allocated inside the step loop.
  *
+ * Evaluation: on the validation split before the first update (step 0, so curves start at the
+ * starting model's loss), every eval_every steps, and after the last step. Keeping the best
+ * (keep = TRAIN_KEEP_BEST): at each evaluation that beats the best so far (train_eval_better: a NaN
+ * or infinite evaluation never does), the trainable state (adapter params and the method's saved
+ * state, or every base weight for full fine-tuning; the head) is copied into a buffer allocated
+ * before the loop; a run that ends LL_OK puts that copy back, so the model holds the best weights.
+ * The copy lives in memory only: for adapters it is small, for full fine-tuning it is one more copy
+ * of the weights, and a folder is written once, by the caller, from the weights in the model.
+ * Step 0 is a candidate: when no update beat the starting weights on validation, those are kept.
+ * Without a validation split, or when no evaluation was finite, the last weights stay.
+ *
  * Metrics leave through hooks (the results store, a progress line); the engine prints nothing. */
 #ifndef LL_TRAIN_H
 #define LL_TRAIN_H
@@ -17,6 +28,8 @@
 #include "data.h"
 #include "model.h"
 #include "optim.h"
+
+typedef enum { TRAIN_KEEP_LAST, TRAIN_KEEP_BEST } TrainKeep;
 
 typedef struct {
     int steps, batch, seq, accum;
@@ -29,6 +42,7 @@ typedef struct {
     uint64_t seed;    /* data order (init seeds live with the model and the adapter) */
     double max_minutes; /* wall-clock bound, 0 = none */
     int bf16;           /* base products in bf16 (model_set_bf16) for this run and its evaluations */
+    TrainKeep keep;     /* weights left in the model at the end (default last; see above) */
 } TrainConfig;
 
 void train_config_defaults(TrainConfig *c);
@@ -48,7 +62,10 @@ typedef struct {
 typedef struct {
     int steps_done;
     double train_loss;  /* mean over the last log window */
-    EvalResult eval;    /* final evaluation */
+    EvalResult eval;    /* the last evaluation (of the last step's weights) */
+    EvalResult best;    /* the best evaluation (train_eval_better), also under TRAIN_KEEP_LAST */
+    int best_step;      /* its step (0: before any update); -1 when no evaluation was finite */
+    int kept_step;      /* the step whose weights the model holds at the end */
     double tokens_per_s, wall_s;
     size_t trainable, optimizer_bytes;
     int diverged_step;  /* -1 unless diverged */
@@ -65,5 +82,18 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
 
 /* Mean loss (and accuracy, macro-F1 for classification) over max_batches eval batches (0 = all). */
 EvalResult eval_run(Model *m, const Dataset *d, Batch *b, int B, int T, int max_batches);
+/* eval_run over the whole of d in batches of B x T, with a batch of its own (for a split evaluated
+ * once, such as the test split). */
+EvalResult eval_split(Model *m, const Dataset *d, int B, int T);
+
+/* The validation metric that selects the best weights: accuracy for classification (accuracy not
+ * NaN), else the loss. */
+double train_eval_metric(const EvalResult *e);
+const char *train_eval_metric_name(const EvalResult *e); /* "accuracy" or "loss" */
+/* 1 when e beats best: a finite loss (and, for classification, a finite accuracy) is required, so
+ * a NaN or infinite evaluation never wins; against a best with n == 0 (none yet) any such e wins;
+ * else higher accuracy, ties broken by lower loss (classification), or lower loss. Equal is not
+ * better: the earlier evaluation stays. */
+int train_eval_better(const EvalResult *e, const EvalResult *best);
 
 #endif

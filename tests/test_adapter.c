@@ -21,9 +21,11 @@
 #include <unistd.h>
 
 #include "adapter.h"
+#include "data.h"
 #include "model.h"
 #include "ops.h"
 #include "safetensors.h"
+#include "train.h"
 #include "blas_probe.h"
 #include "util.h"
 
@@ -1522,6 +1524,235 @@ START_TEST(test_save_load_dora_pissa) {
 }
 END_TEST
 
+/* ---- LoRA+ --------------------------------------------------------------------------------- */
+
+/* lr_ratio 1 is one range over the whole buffer at scale 1 (the optimizer sees what it saw before
+ * LoRA+ existed); another ratio puts every site's [B | m] at the ratio and its A at 1, and the
+ * ranges tile the buffer in order. */
+START_TEST(test_loraplus_ranges) {
+    Model m;
+    make_model(&m, 0, 0);
+    for (int dora = 0; dora <= 1; dora++) {
+        AdapterConfig c = lora_cfg(3, 6.0f);
+        c.use_dora = dora;
+        Adapter *a = make_adapter(&c, &m);
+        AdapterLrRange *r;
+        int n = adapter_lr_ranges(a, &r);
+        ck_assert_int_eq(n, 1);
+        ck_assert(r[0].off == 0 && r[0].n == a->n_params && r[0].lr_scale == 1.0f);
+        ll_free(r);
+        adapter_free(a);
+
+        c.lr_ratio = 16.0f;
+        a = make_adapter(&c, &m);
+        n = adapter_lr_ranges(a, &r);
+        int sites = 0;
+        for (int i = 0; i < a->n_sites; i++) sites += a->sites[i].active;
+        ck_assert_int_eq(n, 2 * sites);
+        size_t at = 0;
+        for (int i = 0, k = 0; i < a->n_sites; i++) {
+            const AdapterSite *s = &a->sites[i];
+            if (!s->active) continue;
+            size_t nA = (size_t)s->r * s->in, nB = (size_t)s->out * s->r + (dora ? (size_t)s->out : 0);
+            ck_assert(r[k].off == at && r[k].n == nA && r[k].lr_scale == 1.0f);
+            ck_assert(r[k + 1].off == at + nA && r[k + 1].n == nB && r[k + 1].lr_scale == 16.0f);
+            at += nA + nB, k += 2;
+        }
+        ck_assert(at == a->n_params);
+        ll_free(r);
+        ck_assert_str_eq(adapter_variant_name(&c), dora ? "dora" : "loraplus");
+        adapter_free(a);
+    }
+    model_free(&m);
+}
+END_TEST
+
+/* Random tokens below 30 as a language-modelling dataset. */
+static void loraplus_data(Dataset *d) {
+    memset(d, 0, sizeof *d);
+    d->kind = DATA_LM;
+    d->path = ll_strdup("loraplus");
+    d->n_tokens = 400;
+    d->tokens = ll_malloc(d->n_tokens, sizeof(int));
+    Rng r;
+    rng_seed(&r, 5);
+    for (size_t i = 0; i < d->n_tokens; i++) d->tokens[i] = (int)rng_below(&r, 30);
+}
+
+/* A LoRA adapter on q, v with every float random (so that A has a gradient too), lr_ratio ratio,
+ * DoRA when dora. */
+static Adapter *loraplus_adapter(Model *m, float ratio, int dora) {
+    AdapterConfig c = lora_cfg(3, 6.0f);
+    c.lr_ratio = ratio, c.use_dora = dora;
+    Adapter *a = make_adapter(&c, m);
+    randomize(a->params, a->n_params, 0.3f, 11);
+    if (dora) /* magnitudes near the row norms, as at init */
+        for (int i = 0; i < a->n_sites; i++) {
+            const AdapterSite *s = &a->sites[i];
+            if (!s->active) continue;
+            float *mag = a->params + s->off + (size_t)s->r * s->in + (size_t)s->out * s->r;
+            for (int o = 0; o < s->out; o++) mag[o] = 1.0f + 0.1f * mag[o];
+        }
+    return a;
+}
+
+static void loraplus_train_config(TrainConfig *tc, int steps) {
+    train_config_defaults(tc);
+    tc->steps = steps, tc->batch = TB, tc->seq = TT, tc->lr = 1e-2f, tc->clip = 0.0f;
+    tc->weight_decay = 0.1f, tc->schedule = SCHED_CONSTANT, tc->seed = 3;
+}
+
+/* The exact first AdamW step of train_run under LoRA+: the gradients of the batch train_run draws
+ * first, then per float p1 = p0·(1 − l·wd) − l·m̂/(√v̂ + eps) with l = lr for A and lr·16 for B
+ * and DoRA's magnitude (PEFT's create_loraplus_optimizer: lora_B and 1-D parameters at the ratio),
+ * in the optimizer's float operations and order. */
+START_TEST(test_loraplus_one_step) {
+    for (int dora = 0; dora <= 1; dora++) {
+        Model m, mg;
+        make_model(&m, 0, 0);
+        make_model(&mg, 0, 0);
+        Adapter *a = loraplus_adapter(&m, 16.0f, dora), *ag = loraplus_adapter(&mg, 16.0f, dora);
+        float *p0 = malloc(sizeof(float) * a->n_params);
+        memcpy(p0, a->params, sizeof(float) * a->n_params);
+        TrainConfig tc;
+        loraplus_train_config(&tc, 1);
+        Dataset d;
+        loraplus_data(&d);
+        /* the gradient train_run sees: its first batch (its data stream) on an identical adapter */
+        Batch b;
+        batch_alloc(&b, TB, TT);
+        Rng rng;
+        rng_seed(&rng, rng_derive(tc.seed, 21));
+        data_sample(&d, &rng, &b, TB, TT, mg.cfg.bos_id, mg.cfg.pad_id);
+        adapter_attach(&mg, ag);
+        adapter_zero_grad(ag);
+        model_forward(&mg, &b, 1);
+        model_backward(&mg, &b, 1.0f);
+        TrainResult res;
+        LLError err;
+        ck_assert_msg(train_run(&m, a, &tc, &d, NULL, NULL, &res, &err) == LL_OK, "%s", err.msg);
+        const float b1 = tc.beta1, b2 = tc.beta2, c1 = 1.0f - powf(b1, 1.0f), c2 = 1.0f - powf(b2, 1.0f);
+        int movedA = 0, movedB = 0;
+        for (int i = 0; i < a->n_sites; i++) {
+            const AdapterSite *s = &a->sites[i];
+            if (!s->active) continue;
+            for (size_t k = 0; k < s->n; k++) {
+                size_t j = s->off + k;
+                int isB = k >= (size_t)s->r * s->in;
+                float l = isB ? tc.lr * 16.0f : tc.lr, g = ag->grads[j];
+                float mm = (1.0f - b1) * g, vv = (1.0f - b2) * g * g;
+                float want = p0[j] * (1.0f - l * tc.weight_decay) - l * (mm / c1) / (sqrtf(vv / c2) + tc.eps);
+                ck_assert_msg(fabsf(a->params[j] - want) <= 1e-6f * fabsf(want) + 1e-9f,
+                              "dora=%d site %d float %zu (%s): %.9g, want %.9g", dora, i, k, isB ? "B" : "A",
+                              a->params[j], want);
+                /* |Δ| is about l where |g| >> eps: B moved 16 times as far as A */
+                float step = fabsf(a->params[j] - p0[j] * (1.0f - l * tc.weight_decay));
+                if (fabsf(g) > 1e-4f) {
+                    ck_assert_msg(fabsf(step - l) < 1e-3f * l, "dora=%d: %s moved %.3g, not lr%s = %.3g", dora,
+                                  isB ? "B" : "A", step, isB ? "·16" : "", l);
+                    movedA += !isB, movedB += isB;
+                }
+            }
+        }
+        ck_assert_msg(movedA > 0 && movedB > 0, "A and B both need gradients: %d, %d", movedA, movedB);
+        free(p0);
+        batch_free(&b);
+        data_free(&d);
+        adapter_free(a);
+        adapter_free(ag);
+        model_free(&m);
+        model_free(&mg);
+    }
+}
+END_TEST
+
+/* lr_ratio 1 trains bitwise as plain LoRA did before LoRA+: train_run against the loop it ran
+ * then (one optimizer segment over the whole flat buffer), five steps with clipping and a cosine
+ * schedule. A ratio of 2 must differ, or the comparison proves nothing. */
+static void old_lora_loop(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *d) {
+    adapter_attach(m, a);
+    AdamW opt;
+    adamw_init(&opt, tc->beta1, tc->beta2, tc->eps, tc->weight_decay);
+    adamw_add(&opt, a->params, a->grads, a->n_params, 1);
+    adamw_ready(&opt);
+    Batch b;
+    batch_alloc(&b, tc->batch, tc->seq);
+    Rng rng;
+    rng_seed(&rng, rng_derive(tc->seed, 21));
+    for (int step = 0; step < tc->steps; step++) {
+        float lr = lr_at(tc->schedule, step, tc->steps, tc->warmup, tc->lr, tc->min_lr_ratio);
+        adamw_zero_grad(&opt);
+        data_sample(d, &rng, &b, tc->batch, tc->seq, m->cfg.bos_id, m->cfg.pad_id);
+        model_forward(m, &b, 1);
+        model_backward(m, &b, 1.0f);
+        double gnorm = adamw_grad_norm(&opt);
+        if (tc->clip > 0.0f && gnorm > tc->clip) adamw_scale_grads(&opt, (float)(tc->clip / gnorm));
+        adamw_step(&opt, lr);
+        adapter_on_step(a, step);
+    }
+    batch_free(&b);
+    adamw_free(&opt);
+}
+
+START_TEST(test_loraplus_ratio_one_bitwise) {
+    Model m1, m2, m3;
+    make_model(&m1, 0, 0);
+    make_model(&m2, 0, 0);
+    make_model(&m3, 0, 0);
+    Adapter *a1 = loraplus_adapter(&m1, 1.0f, 0), *a2 = loraplus_adapter(&m2, 1.0f, 0);
+    Adapter *a3 = loraplus_adapter(&m3, 2.0f, 0);
+    TrainConfig tc;
+    loraplus_train_config(&tc, 5);
+    tc.schedule = SCHED_COSINE, tc.clip = 0.05f, tc.warmup = 1;
+    Dataset d;
+    loraplus_data(&d);
+    TrainResult res;
+    LLError err;
+    ck_assert_msg(train_run(&m1, a1, &tc, &d, NULL, NULL, &res, &err) == LL_OK, "%s", err.msg);
+    ck_assert_msg(train_run(&m3, a3, &tc, &d, NULL, NULL, &res, &err) == LL_OK, "%s", err.msg);
+    old_lora_loop(&m2, a2, &tc, &d);
+    ck_assert_msg(memcmp(a1->params, a2->params, sizeof(float) * a1->n_params) == 0,
+                  "lr_ratio 1 is not bitwise plain LoRA");
+    ck_assert_msg(memcmp(a1->params, a3->params, sizeof(float) * a1->n_params) != 0, "lr_ratio 2 changed nothing");
+    ck_assert_str_eq(adapter_variant_name(&a1->cfg), "lora");
+    data_free(&d);
+    adapter_free(a1), adapter_free(a2), adapter_free(a3);
+    model_free(&m1), model_free(&m2), model_free(&m3);
+}
+END_TEST
+
+/* The ratio is a training setting: adapter_config.json is the same as without it (PEFT's
+ * LoraConfig has no loraplus key and refuses unknown ones), and the folder loads back. */
+START_TEST(test_loraplus_config_json) {
+    char dir1[256], dir2[256];
+    tu_tmpdir_new(dir1, sizeof dir1);
+    tu_tmpdir_new(dir2, sizeof dir2);
+    Model m;
+    make_model(&m, 0, 0);
+    AdapterConfig c = lora_cfg(4, 8.0f);
+    Adapter *a = make_adapter(&c, &m);
+    c.lr_ratio = 16.0f;
+    Adapter *ap = make_adapter(&c, &m);
+    LLError err;
+    ck_assert_msg(adapter_save(a, &m, dir1, "tiny-base", &err) == LL_OK, "%s", err.msg);
+    ck_assert_msg(adapter_save(ap, &m, dir2, "tiny-base", &err) == LL_OK, "%s", err.msg);
+    char p1[512], p2[512];
+    snprintf(p1, sizeof p1, "%s/adapter_config.json", dir1);
+    snprintf(p2, sizeof p2, "%s/adapter_config.json", dir2);
+    char *t1 = tu_slurp(p1, NULL), *t2 = tu_slurp(p2, NULL);
+    ck_assert_str_eq(t1, t2);
+    ck_assert_msg(strstr(t2, "ratio") == NULL && strstr(t2, "plus") == NULL, "%s", t2);
+    Adapter *back = NULL;
+    ck_assert_msg(adapter_load(dir2, &m, &back, &err) == LL_OK, "%s", err.msg);
+    ck_assert(back->cfg.lr_ratio == 1.0f); /* a loaded adapter is not being trained */
+    ll_free(t1), ll_free(t2);
+    adapter_free(back), adapter_free(a), adapter_free(ap);
+    model_free(&m);
+    tu_tmpdir_remove(dir1);
+    tu_tmpdir_remove(dir2);
+}
+END_TEST
+
 /* ---- limits ------------------------------------------------------------------------------- */
 
 /* adapter_create of c (when c is not NULL) or else adapter_load of dir, on a fresh tiny model:
@@ -1570,6 +1801,14 @@ START_TEST(test_limits_config) {
     c = adalora_cfg();
     c.use_dora = 1;
     expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "DoRA");
+    c = lora_cfg(4, 8.0f);
+    c.lr_ratio = 0.0f;
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "lr_ratio 0 must be a positive number");
+    c.lr_ratio = NAN;
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "must be a positive number");
+    c = vera_cfg(4);
+    c.lr_ratio = 16.0f;
+    expect_adapter_error(&c, NULL, LL_ERR_CONFIG, "LoRA-family methods, not vera");
     /* PiSSA's rank must fit the smallest targeted layer; the base is refused untouched */
     c = lora_cfg(9, 8.0f);
     c.targets = (1u << MOD_Q) | (1u << MOD_K); /* k_proj is 8 x 16 */
@@ -1726,6 +1965,9 @@ Suite *adapter_suite(void) {
     tcase_add_test(core, test_merge_dora);
     tcase_add_test(core, test_pissa_init);
     tcase_add_test(core, test_save_load_dora_pissa);
+    tcase_add_test(core, test_loraplus_ranges);
+    tcase_add_test(core, test_loraplus_ratio_one_bitwise);
+    tcase_add_test(core, test_loraplus_config_json);
     TCase *grad = tu_tcase(s, "grad", 0, 120);
     tcase_add_test(grad, test_grad_base_model);
     tcase_add_test(grad, test_grad_base_with_adapter);
@@ -1735,6 +1977,7 @@ Suite *adapter_suite(void) {
     tcase_add_test(grad, test_grad_adalora_regulariser);
     tcase_add_test(grad, test_dora_site_reference);
     tcase_add_test(grad, test_grad_dora_magnitude);
+    tcase_add_test(grad, test_loraplus_one_step);
     TCase *limits = tu_tcase(s, "limits", 1, 60);
     tcase_add_test(limits, test_limits_config);
     tcase_add_test(limits, test_limits_targets);

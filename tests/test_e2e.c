@@ -169,12 +169,13 @@ START_TEST(test_sweep_killed_and_resumed) {
         double *vals;
         int nm;
         ck_assert_int_eq(store_get_metrics(s, rows[i].id, "train", "loss", &steps, &vals, &nm, &e), LL_OK);
-        ck_assert_int_eq(nm, 15); /* 150 steps, every 10: no rows of a killed attempt */
-        for (int k = 0; k < nm; k++) ck_assert_int_eq(steps[k], 10 * (k + 1));
+        ck_assert_int_eq(nm, 16); /* step 0, then 150 steps every 10: no rows of a killed attempt */
+        for (int k = 0; k < nm; k++) ck_assert_int_eq(steps[k], 10 * k);
         free(steps);
         free(vals);
         ck_assert_int_eq(store_get_metrics(s, rows[i].id, "eval", "loss", &steps, &vals, &nm, &e), LL_OK);
-        ck_assert_int_eq(nm, 3);
+        ck_assert_int_eq(nm, 4); /* steps 0, 50, 100, 150 */
+        ck_assert_int_eq(steps[0], 0);
         free(steps);
         free(vals);
         char cfgp[1200];

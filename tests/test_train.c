@@ -1,6 +1,7 @@
 /* Tests of engine/optim.c, engine/train.c and engine/checkpoint.c: AdamW against hand-computed
- * steps, learning-rate schedules, a tiny model overfitting one batch, identical losses with 1 and
- * 2 threads, divergence detection, and the model folder round trip. */
+ * steps, learning-rate scales, learning-rate schedules, a tiny model overfitting one batch,
+ * identical losses with 1 and 2 threads, divergence detection, the model folder round trip, and
+ * keeping the best weights (train.keep) with an evaluation at step 0 and NaN evaluations. */
 #define _XOPEN_SOURCE 700
 #define TU_TMP_NAME "train"
 #include <check.h>
@@ -199,6 +200,178 @@ START_TEST(test_diverged) {
 }
 END_TEST
 
+/* Segments at lr_scale 1 are bitwise one segment at lr; a segment at scale k moves as a segment at
+ * lr·k (decoupled decay included). */
+START_TEST(test_adamw_lr_scale) {
+    enum { N = 37 };
+    float p1[N], p2[N], p3[N], p4[N], g[N];
+    Rng r;
+    rng_seed(&r, 8);
+    rng_fill_normal(&r, p1, N, 1.0f);
+    rng_fill_normal(&r, g, N, 0.1f);
+    memcpy(p2, p1, sizeof p1), memcpy(p3, p1, sizeof p1), memcpy(p4, p1, sizeof p1);
+    AdamW a, b, c, d;
+    adamw_init(&a, 0.9f, 0.999f, 1e-8f, 0.1f);
+    adamw_init(&b, 0.9f, 0.999f, 1e-8f, 0.1f);
+    adamw_init(&c, 0.9f, 0.999f, 1e-8f, 0.1f);
+    adamw_init(&d, 0.9f, 0.999f, 1e-8f, 0.1f);
+    adamw_add(&a, p1, g, N, 1);
+    adamw_add_scaled(&b, p2, g, 20, 1, 1.0f); /* split, at scale 1 */
+    adamw_add_scaled(&b, p2 + 20, g + 20, N - 20, 1, 1.0f);
+    adamw_add_scaled(&c, p3, g, N, 1, 4.0f);
+    adamw_add(&d, p4, g, N, 1);
+    adamw_ready(&a), adamw_ready(&b), adamw_ready(&c), adamw_ready(&d);
+    for (int t = 0; t < 3; t++) {
+        adamw_step(&a, 0.01f);
+        adamw_step(&b, 0.01f);
+        adamw_step(&c, 0.01f);
+        adamw_step(&d, 0.04f);
+    }
+    ck_assert(memcmp(p1, p2, sizeof p1) == 0);
+    ck_assert(memcmp(p3, p4, sizeof p1) == 0); /* 0.01f·4 == 0.04f exactly */
+    ck_assert(memcmp(p1, p3, sizeof p1) != 0);
+    adamw_free(&a), adamw_free(&b), adamw_free(&c), adamw_free(&d);
+}
+END_TEST
+
+/* ---- keeping the best weights ------------------------------------------------------------------ */
+
+START_TEST(test_eval_better) {
+    const EvalResult none = {NAN, NAN, NAN, NAN, 0};
+    EvalResult lm = {2.0, exp(2.0), NAN, NAN, 100}, lower = {1.5, exp(1.5), NAN, NAN, 100};
+    EvalResult nan = {NAN, NAN, NAN, NAN, 100}, inf = {INFINITY, INFINITY, NAN, NAN, 100};
+    ck_assert(train_eval_better(&lm, &none));
+    ck_assert(train_eval_better(&lower, &lm));
+    ck_assert(!train_eval_better(&lm, &lower));
+    ck_assert(!train_eval_better(&lm, &lm)); /* equal: the earlier stays */
+    ck_assert(!train_eval_better(&nan, &none) && !train_eval_better(&nan, &lm));
+    ck_assert(!train_eval_better(&inf, &none) && !train_eval_better(&inf, &lm));
+    ck_assert(!train_eval_better(&none, &none)); /* nothing counted */
+    /* classification: accuracy first, the loss breaks ties; NaN logits still give an accuracy */
+    EvalResult c1 = {0.7, 2.0, 0.80, 0.5, 50}, c2 = {0.9, 2.5, 0.84, 0.6, 50}, c3 = {0.6, 1.8, 0.80, 0.5, 50};
+    EvalResult cnan = {NAN, NAN, 0.90, 0.47, 50};
+    ck_assert(train_eval_better(&c2, &c1) && !train_eval_better(&c1, &c2));
+    ck_assert(train_eval_better(&c3, &c1) && !train_eval_better(&c1, &c3));
+    ck_assert(!train_eval_better(&cnan, &c1) && !train_eval_better(&cnan, &none));
+    ck_assert_str_eq(train_eval_metric_name(&c1), "accuracy");
+    ck_assert(train_eval_metric(&c1) == 0.80);
+    ck_assert_str_eq(train_eval_metric_name(&lm), "loss");
+    ck_assert(train_eval_metric(&lm) == 2.0);
+}
+END_TEST
+
+enum { KB_STEPS = 20, KB_EVERY = 5, KB_EVALS = KB_STEPS / KB_EVERY + 1, KB_RARE = 33 };
+
+/* Token streams below 30 (train) and the same with KB_RARE every 7th token (valid): poisoning
+ * KB_RARE's embedding row makes every evaluation NaN and leaves training untouched. */
+static void keep_data(Dataset *train, Dataset *valid) {
+    fake_lm(train, 3000, 33, 12); /* ids below 30 */
+    fake_lm(valid, 400, 33, 13);
+    for (size_t i = 0; i < valid->n_tokens; i += 7) valid->tokens[i] = KB_RARE;
+}
+
+typedef struct {
+    Model *m;
+    float *trained; /* what the run trains: the adapter's params or the model's */
+    size_t n;
+    int poison_after; /* poison KB_RARE's embedding row after the evaluation at this step (-1: never) */
+    double loss[KB_EVALS];
+    float *copy[KB_EVALS]; /* the trained floats at each evaluation */
+    int n_eval;
+} KeepCtx;
+
+static void keep_metric(void *user, int step, const char *split, const char *name, double value) {
+    KeepCtx *k = user;
+    if (strcmp(split, "eval") != 0 || strcmp(name, "loss") != 0) return;
+    ck_assert_int_eq(step, k->n_eval * KB_EVERY); /* 0, 5, 10, ...: the first before any update */
+    k->loss[k->n_eval] = value;
+    k->copy[k->n_eval] = malloc(sizeof(float) * k->n);
+    memcpy(k->copy[k->n_eval], k->trained, sizeof(float) * k->n);
+    k->n_eval++;
+    if (step == k->poison_after)
+        for (int c = 0; c < k->m->cfg.C; c++) k->m->params[k->m->off_embed + (size_t)KB_RARE * k->m->cfg.C + c] = NAN;
+}
+
+/* Trains KB_STEPS steps (LoRA r 4 on q, v, or full fine-tuning) with an evaluation every KB_EVERY;
+ * checks that the weights at the end are those of the best finite evaluation (keep best) or of
+ * the last step (keep last), and returns the result. */
+static void keep_run(int full, TrainKeep keep, int poison_after, TrainResult *res, KeepCtx *k) {
+    Model m;
+    ModelConfig c = tiny_config();
+    ModelOptions o = {4, 8, 1, full};
+    LLError err;
+    ck_assert_msg(model_init(&m, &c, &o, &err) == LL_OK, "%s", err.msg);
+    model_init_weights(&m, 21);
+    Adapter *a = NULL;
+    if (!full) {
+        AdapterConfig ac;
+        adapter_config_defaults(&ac, ADAPTER_LORA);
+        ac.r = 4, ac.alpha = 8.0f, ac.seed = 2;
+        ck_assert_msg(adapter_create(&ac, &m, &a, &err) == LL_OK, "%s", err.msg);
+    }
+    Dataset train, valid;
+    keep_data(&train, &valid);
+    memset(k, 0, sizeof *k);
+    k->m = &m;
+    k->trained = a ? a->params : m.params;
+    k->n = a ? a->n_params : m.n_params;
+    k->poison_after = poison_after;
+    TrainConfig tc;
+    train_config_defaults(&tc);
+    tc.steps = KB_STEPS, tc.batch = 4, tc.seq = 8, tc.lr = full ? 3e-3f : 3e-2f, tc.eval_every = KB_EVERY;
+    tc.schedule = SCHED_CONSTANT, tc.keep = keep, tc.seed = 4;
+    TrainHooks hooks = {keep_metric, NULL, NULL, k};
+    ck_assert_msg(train_run(&m, a, &tc, &train, &valid, &hooks, res, &err) == LL_OK, "%s", err.msg);
+    ck_assert_int_eq(k->n_eval, KB_EVALS);
+    /* the best finite evaluation, the earliest of equals */
+    int best = -1;
+    for (int i = 0; i < KB_EVALS; i++)
+        if (isfinite(k->loss[i]) && (best < 0 || k->loss[i] < k->loss[best])) best = i;
+    ck_assert_int_eq(res->best_step, best < 0 ? -1 : best * KB_EVERY);
+    if (best >= 0) ck_assert(res->best.loss == k->loss[best]);
+    int kept = keep == TRAIN_KEEP_BEST && best >= 0 ? best : KB_EVALS - 1;
+    ck_assert_int_eq(res->kept_step, kept * KB_EVERY);
+    ck_assert_msg(memcmp(k->trained, k->copy[kept], sizeof(float) * k->n) == 0,
+                  "the weights at the end are not those of step %d", kept * KB_EVERY);
+    if (kept != KB_EVALS - 1)
+        ck_assert(memcmp(k->copy[kept], k->copy[KB_EVALS - 1], sizeof(float) * k->n) != 0);
+    for (int i = 0; i < KB_EVALS; i++) free(k->copy[i]);
+    data_free(&train);
+    data_free(&valid);
+    adapter_free(a);
+    model_free(&m);
+}
+
+/* A NaN evaluation after good ones never becomes best: the weights of the best good one stay. */
+START_TEST(test_keep_best_nan_after_good) {
+    for (int full = 0; full <= 1; full++) {
+        TrainResult res;
+        KeepCtx k;
+        keep_run(full, TRAIN_KEEP_BEST, 10, &res, &k);
+        ck_assert(isfinite(k.loss[2]) && isnan(k.loss[3]) && isnan(k.loss[4]));
+        ck_assert(isnan(res.eval.loss)); /* the last evaluation */
+        ck_assert_int_le(res.best_step, 10);
+        ck_assert_msg(res.best_step > 0, "full=%d: training should beat the start before the NaN", full);
+    }
+}
+END_TEST
+
+/* Without NaNs the best is kept, step 0 included as a candidate; keep last keeps the last but
+ * still reports the best; all-NaN evaluations leave the last weights and no best. */
+START_TEST(test_keep_best_and_last) {
+    TrainResult res;
+    KeepCtx k;
+    keep_run(0, TRAIN_KEEP_BEST, -1, &res, &k);
+    ck_assert(isfinite(k.loss[0]) && res.best_step >= 0);
+    keep_run(0, TRAIN_KEEP_LAST, 10, &res, &k);
+    ck_assert_int_le(res.best_step, 10);
+    ck_assert_int_eq(res.kept_step, KB_STEPS);
+    keep_run(0, TRAIN_KEEP_BEST, 0, &res, &k); /* NaN from step 5 on: only step 0 is finite */
+    ck_assert_int_eq(res.best_step, 0);
+    ck_assert_int_eq(res.kept_step, 0);
+}
+END_TEST
+
 START_TEST(test_checkpoint_round_trip) {
     char tmp[256], dir[300];
     tu_tmpdir_new(tmp, sizeof tmp);
@@ -253,6 +426,11 @@ Suite *train_suite(void) {
     tcase_add_test(core, test_threads_identical);
     tcase_add_test(core, test_checkpoint_round_trip);
     tcase_add_test(core, test_memory_estimate);
+    tcase_add_test(core, test_adamw_lr_scale);
+    TCase *keep = tu_tcase(s, "keep", 0, 120);
+    tcase_add_test(keep, test_eval_better);
+    tcase_add_test(keep, test_keep_best_nan_after_good);
+    tcase_add_test(keep, test_keep_best_and_last);
     TCase *limits = tu_tcase(s, "limits", 0, 0);
     tcase_add_test(limits, test_diverged);
     return s;

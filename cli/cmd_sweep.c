@@ -10,21 +10,27 @@
 
 #include "core.h"
 #include "experiments/config.h"
+#include "experiments/slurm.h"
 #include "experiments/sweep.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: loralab sweep FILE [--jobs N] [--threads T] [--db FILE] [--shard I/N] [--dry-run]\n"
-            "                          [--set KEY=VALUE]... [--emit-slurm [--tasks K]] [--retry-diverged]\n"
+            "                          [--set KEY=VALUE]... [--retry-diverged]\n"
+            "       loralab sweep FILE --emit-slurm [--tasks K] [--threads T] [--chdir DIR] [--partition P]\n"
+            "                          [--account A] [--time MINUTES] [--mem MB] [--local-db]\n"
             "       loralab sweep --keys\n"
             "  --jobs N          runs at once, one process each (default: the cores, at most the runs)\n"
             "  --threads T       threads per run (default: cores / jobs)\n"
-            "  --db FILE         results database (default results/<name>.db)\n"
-            "  --shard I/N       only runs whose plan index i has i %% N == I (default: from\n"
-            "                    SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when set)\n"
+            "  --db FILE         results database (default results/<name>.db, or\n"
+            "                    results/<name>.shardI-of-N.db with --shard)\n"
+            "  --shard I/N       only runs whose plan index i has i %% N == I\n"
             "  --dry-run         print the expanded runs (key and varying values) and stop\n"
             "  --set KEY=VALUE   override a key (a YAML value: 8, 1e-3, [q,v]); fixes a swept key\n"
-            "  --emit-slurm      write <name>.sbatch, an array job of --tasks K shards, and stop\n"
+            "  --emit-slurm      write <name>.sbatch, an array job of --tasks K shards (default one per\n"
+            "                    run), and stop; --chdir is the checkout the tasks run in (default\n"
+            "                    here), --time and --mem override the estimates, --local-db keeps\n"
+            "                    each task's database on node-local disk\n"
             "  --retry-diverged  run diverged runs again (they are final otherwise)\n"
             "  --keys            list every config key with its type, default and bounds\n");
 }
@@ -56,7 +62,10 @@ static int parse_count(const char *s, const char *name, int *out) {
 int cmd_sweep(int argc, char **argv) {
     const char *file = NULL, *db = NULL, *shard = NULL, *v;
     const char **sets = calloc((size_t)argc + 1, sizeof(char *));
-    int n_sets = 0, dry = 0, slurm = 0, tasks = 0, retry = 0, code = 2;
+    int n_sets = 0, dry = 0, slurm = 0, retry = 0, code = 2;
+    SlurmOptions so;
+    slurm_options_defaults(&so);
+    so.threads = 0;
     SweepOptions o;
     sweep_options_defaults(&o);
     ConfigDoc *doc = NULL;
@@ -76,12 +85,27 @@ int cmd_sweep(int argc, char **argv) {
         } else if (strcmp(a, "--dry-run") == 0) dry = 1;
         else if (strcmp(a, "--emit-slurm") == 0) slurm = 1;
         else if (strcmp(a, "--retry-diverged") == 0) retry = 1;
+        else if (strcmp(a, "--local-db") == 0) so.local_db = 1;
+        else if ((v = opt_value(argc, argv, &i, "--chdir"))) {
+            if (!*v) goto done;
+            so.chdir = v;
+        } else if ((v = opt_value(argc, argv, &i, "--partition"))) {
+            if (!*v) goto done;
+            so.partition = v;
+        } else if ((v = opt_value(argc, argv, &i, "--account"))) {
+            if (!*v) goto done;
+            so.account = v;
+        } else if ((v = opt_value(argc, argv, &i, "--time"))) {
+            if (!parse_count(v, "--time", &so.time_minutes)) goto done;
+        } else if ((v = opt_value(argc, argv, &i, "--mem"))) {
+            if (!parse_count(v, "--mem", &so.mem_mb)) goto done;
+        }
         else if ((v = opt_value(argc, argv, &i, "--jobs"))) {
             if (!parse_count(v, "--jobs", &o.jobs)) goto done;
         } else if ((v = opt_value(argc, argv, &i, "--threads"))) {
             if (!parse_count(v, "--threads", &o.threads)) goto done;
         } else if ((v = opt_value(argc, argv, &i, "--tasks"))) {
-            if (!parse_count(v, "--tasks", &tasks)) goto done;
+            if (!parse_count(v, "--tasks", &so.tasks)) goto done;
         } else if ((v = opt_value(argc, argv, &i, "--db"))) {
             if (!*v) goto done;
             db = v;
@@ -109,8 +133,7 @@ int cmd_sweep(int argc, char **argv) {
         fprintf(stderr, "loralab sweep: %s\n", err.msg);
         goto done;
     }
-    if (shard ? sweep_parse_shard(shard, &o.shard_i, &o.shard_n, &err)
-              : sweep_shard_from_env(&o.shard_i, &o.shard_n, &err)) {
+    if (shard && sweep_parse_shard(shard, &o.shard_i, &o.shard_n, &err)) {
         fprintf(stderr, "loralab sweep: %s\n", err.msg);
         goto done;
     }
@@ -122,13 +145,20 @@ int cmd_sweep(int argc, char **argv) {
     if (slurm) {
         char out[256];
         snprintf(out, sizeof out, "%s.sbatch", plan.n ? plan.points[0].rc.name : "sweep");
-        if (sweep_emit_slurm(&plan, file, sets, n_sets, tasks, o.threads, out, &err)) {
+        so.threads = o.threads > 0 ? o.threads : 1;
+        if (slurm_emit(&plan, file, sets, n_sets, &so, out, &err)) {
             fprintf(stderr, "loralab sweep: %s\n", err.msg);
             goto done;
         }
         printf("wrote %s (%d runs); submit with: sbatch %s\n", out, plan.n, out);
         code = 0;
         goto done;
+    }
+    /* A shard never writes into the sweep's shared database unless told to: its own file by default. */
+    char shard_db[512];
+    if (!db && o.shard_n > 0) {
+        slurm_shard_db(plan.n ? plan.points[0].rc.name : "sweep", o.shard_i, o.shard_n, shard_db, sizeof shard_db);
+        db = shard_db;
     }
     o.db_path = db;
     o.retry_diverged = retry;

@@ -27,11 +27,10 @@
 #include "grid.h"
 #include "run.h"
 
-/* Shards. "I/N" with 0 <= I < N; from the environment, SLURM_ARRAY_TASK_ID (minus
- * SLURM_ARRAY_TASK_MIN when set) of SLURM_ARRAY_TASK_COUNT, n = 0 when not in an array job. */
+/* Shards. "I/N" with 0 <= I < N, given by --shard only: SLURM's variables never shard a sweep by
+ * themselves (the script of experiments/slurm.h passes --shard). */
 int sweep_in_shard(int index, int shard_i, int shard_n);
 LLStatus sweep_parse_shard(const char *text, int *shard_i, int *shard_n, LLError *err);
-LLStatus sweep_shard_from_env(int *shard_i, int *shard_n, LLError *err);
 
 /* The dry-run table: index, run key, method and the varying keys (a '-' where the method ignores
  * one), then a count line. Only the shard's runs when shard_n > 0. */
@@ -71,11 +70,5 @@ void sweep_pick_parallelism(int n_runs, int *jobs, int *threads);
 LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptions *o, SweepSummary *sum,
                    LLError *err);
 
-/* Writes a SLURM array script (tasks array tasks, each `loralab sweep CONFIG --shard
- * $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT --db results/<name>.shard<ID>.db`, the same --set
- * overrides) with the merge step in a comment. tasks <= 0: one per run, at most 1000 (SLURM's
- * default MaxArraySize is 1001). */
-LLStatus sweep_emit_slurm(const SweepPlan *plan, const char *config_path, const char *const *sets, int n_sets,
-                          int tasks, int threads, const char *out_path, LLError *err);
 
 #endif

@@ -1,8 +1,8 @@
 /* Tests of sweep expansion and the sweep runner (experiments/sweep.c).
  *
  * Expansion: grid sizes and order, merging of runs a method cannot tell apart, derived keys,
- * exclusions, seeded random search, --set collapsing an axis, sharding (disjoint, complete), the
- * dry-run table and the SLURM script. The runner is driven with injected fake run functions that
+ * exclusions, seeded random search, --set collapsing an axis, sharding (disjoint, complete), and the
+ * dry-run table (the SLURM script: tests/test_slurm.c). The runner is driven with injected fake run functions that
  * record through the real store: a clean 12-run sweep on 2 jobs, a worker that SIGKILLs itself on
  * its first attempt (recorded failed, then finished by a second invocation with no duplicate
  * metric rows), and SIGINT to the sweep's parent (running runs end `interrupted`).
@@ -335,16 +335,6 @@ START_TEST(t_shards) {
     ck_assert_int_eq(sweep_parse_shard("a/5", &i, &n, &err), LL_ERR_CONFIG);
     ck_assert_int_eq(sweep_parse_shard("1/0", &i, &n, &err), LL_ERR_CONFIG);
     ck_assert_ptr_nonnull(strstr(err.msg, "need 0 <= I < N"));
-    setenv("SLURM_ARRAY_TASK_ID", "4", 1);
-    setenv("SLURM_ARRAY_TASK_COUNT", "4", 1);
-    setenv("SLURM_ARRAY_TASK_MIN", "1", 1);
-    ck_assert_int_eq(sweep_shard_from_env(&i, &n, &err), LL_OK);
-    ck_assert(i == 3 && n == 4);
-    unsetenv("SLURM_ARRAY_TASK_MIN");
-    ck_assert_int_eq(sweep_shard_from_env(&i, &n, &err), LL_ERR_CONFIG);
-    unsetenv("SLURM_ARRAY_TASK_ID");
-    ck_assert_int_eq(sweep_shard_from_env(&i, &n, &err), LL_OK);
-    ck_assert_int_eq(n, 0);
     /* The dry run of one shard lists its runs only. */
     char *buf = NULL;
     size_t len = 0;
@@ -355,34 +345,6 @@ START_TEST(t_shards) {
     ck_assert_ptr_nonnull(strstr(buf, p.points[13].rc.key));
     ck_assert_ptr_null(strstr(buf, p.points[12].rc.key));
     free(buf);
-    sweep_plan_free(&p);
-    config_doc_free(d);
-}
-END_TEST
-
-START_TEST(t_emit_slurm) {
-    const char *sets[] = {"train.steps=5", "name=it's"};
-    ConfigDoc *d = load("name: demo\n" BASE "sweep: {grid: {adapter.r: [1, 2, 3, 4, 5]}}\n", sets, 1);
-    SweepPlan p;
-    expand(d, &p);
-    char path[256];
-    tu_path(path, sizeof path, "demo.sbatch");
-    LLError err;
-    ck_assert_int_eq(sweep_emit_slurm(&p, "configs/experiments/x.yaml", sets, 2, 3, 2, path, &err), LL_OK);
-    char *text = tu_slurp(path, NULL);
-    ck_assert_ptr_nonnull(strstr(text, "#SBATCH --array=0-2\n"));
-    ck_assert_ptr_nonnull(strstr(text, "#SBATCH --cpus-per-task=2\n"));
-    ck_assert_ptr_nonnull(
-        strstr(text, "sweep 'configs/experiments/x.yaml' --set 'train.steps=5' --set 'name=it'\\''s'"));
-    ck_assert_ptr_nonnull(strstr(text, "--shard \"$TASK/$COUNT\""));
-    ck_assert_ptr_nonnull(strstr(text, "--db \"results/demo.shard$TASK.db\""));
-    ck_assert_ptr_nonnull(strstr(text, "merge-db results/demo.db results/demo.shard*.db"));
-    ll_free(text);
-    /* One task per run by default. */
-    ck_assert_int_eq(sweep_emit_slurm(&p, "x.yaml", NULL, 0, 0, 1, path, &err), LL_OK);
-    text = tu_slurp(path, NULL);
-    ck_assert_ptr_nonnull(strstr(text, "#SBATCH --array=0-4\n"));
-    ll_free(text);
     sweep_plan_free(&p);
     config_doc_free(d);
 }
@@ -831,7 +793,6 @@ Suite *sweep_suite(void) {
     tcase_add_test(core, t_set_collapses_axis);
     tcase_add_test(core, t_key_independent_of_order);
     tcase_add_test(core, t_shards);
-    tcase_add_test(core, t_emit_slurm);
     tcase_add_test(core, t_parallelism);
     TCase *limits = tu_tcase(s, "limits", 0, 0);
     tcase_add_test(limits, t_expand_limits);

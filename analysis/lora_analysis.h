@@ -136,6 +136,7 @@ typedef struct {
     int n_figs, n_rendered;   /* figures written (A and B per compared module), rendered */
     int gnuplot_missing;      /* rendering was asked for but no gnuplot is on PATH */
     int render_failed;        /* gnuplot failed on at least one script (the rest was written) */
+    char unsandboxed[128];    /* "" when gnuplot ran under its seccomp filter, else why not (gnuplot.h) */
 } LASummary;
 
 /* Runs the analysis and writes the files above. LL_ERR_CONFIG: a refused method, no module left

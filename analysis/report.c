@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -38,51 +39,8 @@
 
 extern char **environ;
 
-/* ---- growable text buffer -------------------------------------------------------------------- */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-} Buf;
-
-static void buf_reserve(Buf *b, size_t extra) {
-    if (b->len + extra + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra + 1) cap *= 2;
-    b->p = ll_realloc(b->p, cap, 1);
-    b->cap = cap;
-}
-
-static void buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(Buf *b, const char *fmt, ...) {
-    va_list ap, ap2;
-    va_start(ap, fmt);
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    LL_ASSERT(n >= 0);
-    buf_reserve(b, (size_t)n);
-    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap2);
-    va_end(ap2);
-    b->len += (size_t)n;
-}
-
-static void buf_puts(Buf *b, const char *s) { buf_printf(b, "%s", s); }
-
-static void buf_free(Buf *b) {
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
-
 static void path_join(char *out, size_t cap, const char *dir, const char *name) {
     snprintf(out, cap, "%s/%s", dir, name);
-}
-
-static LLStatus buf_save(const Buf *b, const char *dir, const char *name, LLError *err) {
-    char path[2048];
-    path_join(path, sizeof path, dir, name);
-    return ll_write_file_atomic(path, b->p ? b->p : "", b->len, err);
 }
 
 /* ---- statistics ------------------------------------------------------------------------------ */
@@ -182,18 +140,18 @@ static char *seedless_config(const char *json) {
     for (const cJSON *it = o->child; it; it = it->next)
         if (it->string && !is_seed_key(it->string)) items[k++] = it;
     qsort(items, (size_t)k, sizeof *items, cmp_item_key);
-    Buf b = {0};
-    buf_puts(&b, "{");
+    TextBuf b = {0};
+    tb_puts(&b, "{");
     for (int i = 0; i < k; i++) {
         cJSON *key = cJSON_CreateString(items[i]->string);
         LL_ASSERT(key != NULL);
         char *ks = json_text(key), *vs = json_text(items[i]);
-        buf_printf(&b, "%s%s:%s", i ? "," : "", ks, vs);
+        tb_printf(&b, "%s%s:%s", i ? "," : "", ks, vs);
         cJSON_free(ks);
         cJSON_free(vs);
         cJSON_Delete(key);
     }
-    buf_puts(&b, "}");
+    tb_puts(&b, "}");
     free(items);
     cJSON_Delete(o);
     return b.p;
@@ -289,7 +247,7 @@ static void name_variants(GroupSort *s, int n) {
     for (int i = 0; i < nk; i++)
         if (u == 0 || strcmp(keys[u - 1], keys[i]) != 0) keys[u++] = keys[i];
     nk = u;
-    Buf *v = ll_calloc((size_t)n, sizeof *v);
+    TextBuf *v = ll_calloc((size_t)n, sizeof *v);
     for (int j = 0; j < nk; j++) {
         const cJSON *first = NULL;
         int differs = 0, seen = 0;
@@ -308,14 +266,14 @@ static void name_variants(GroupSort *s, int n) {
         for (int i = 0; i < n; i++) {
             if (!s[i].cfg) continue;
             const cJSON *m = cJSON_GetObjectItemCaseSensitive(s[i].cfg, keys[j]);
-            buf_printf(&v[i], "%s%s=", v[i].len ? ", " : "", name);
+            tb_printf(&v[i], "%s%s=", v[i].len ? ", " : "", name);
             if (!m) {
-                buf_puts(&v[i], absent_value(keys[j]));
+                tb_puts(&v[i], absent_value(keys[j]));
             } else if (cJSON_IsString(m)) {
-                buf_puts(&v[i], m->valuestring);
+                tb_puts(&v[i], m->valuestring);
             } else {
                 char *t = json_text(m);
-                buf_puts(&v[i], t);
+                tb_puts(&v[i], t);
                 cJSON_free(t);
             }
         }
@@ -323,7 +281,7 @@ static void name_variants(GroupSort *s, int n) {
     for (int i = 0; i < n; i++) {
         free(s[i].g.variant);
         s[i].g.variant = ll_strdup(!s[i].cfg ? "config unknown" : v[i].p ? v[i].p : "");
-        buf_free(&v[i]);
+        tb_free(&v[i]);
     }
     free(v);
     free(keys);
@@ -561,59 +519,6 @@ void report_short_targets(const char *targets, char *out, size_t cap) {
     out[o] = '\0';
 }
 
-/* A gnuplot single-quoted string: only '' needs escaping, backslashes are literal. */
-static void gp_str(Buf *b, const char *s) {
-    buf_puts(b, "'");
-    for (; *s; s++) {
-        if (*s == '\'') buf_puts(b, "''");
-        else if (*s == '\n') buf_puts(b, " ");
-        else buf_printf(b, "%c", *s);
-    }
-    buf_puts(b, "'");
-}
-
-static void html_str(Buf *b, const char *s) {
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': buf_puts(b, "&amp;"); break;
-        case '<': buf_puts(b, "&lt;"); break;
-        case '>': buf_puts(b, "&gt;"); break;
-        case '"': buf_puts(b, "&quot;"); break;
-        default: buf_printf(b, "%c", *s);
-        }
-    }
-}
-
-/* LaTeX text mode; the UTF-8 "±" (C2 B1) and "α" (CE B1) become math. */
-static void tex_str(Buf *b, const char *s) {
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (p[0] == 0xC2 && p[1] == 0xB1) {
-            buf_puts(b, "$\\pm$");
-            p++;
-        } else if (p[0] == 0xCE && p[1] == 0xB1) {
-            buf_puts(b, "$\\alpha$");
-            p++;
-        } else if (strchr("&%$#_{}", *p)) {
-            buf_printf(b, "\\%c", *p);
-        } else if (*p == '~') {
-            buf_puts(b, "\\textasciitilde{}");
-        } else if (*p == '^') {
-            buf_puts(b, "\\textasciicircum{}");
-        } else if (*p == '\\') {
-            buf_puts(b, "\\textbackslash{}");
-        } else {
-            buf_printf(b, "%c", *p);
-        }
-    }
-}
-
-static void md_str(Buf *b, const char *s) {
-    for (; *s; s++) {
-        if (strchr("|\\*_`", *s)) buf_printf(b, "\\%c", *s);
-        else buf_printf(b, "%c", *s);
-    }
-}
-
 /* A method as people write it. */
 static const char *method_label(const char *m) {
     if (strcmp(m, "full") == 0) return "full FT";
@@ -722,13 +627,33 @@ static int best_group(const Ctx *c, const int *idx, int k) {
 
 /* ---- figures: bookkeeping, script prologue, rendering ---------------------------------------- */
 
+/* A figure named stem (a file stem, gp_stem_ok); its title and notes are kept free of control
+ * characters, since they are printed to a terminal too. */
 static ReportFigure *fig_new(Ctx *c, const char *name, const char *title) {
     LL_ASSERT(c->sum->n_figs < REPORT_MAX_FIGS);
+    LL_ASSERT(gp_stem_ok(name) && strlen(name) < sizeof c->sum->figs[0].name);
     ReportFigure *f = &c->sum->figs[c->sum->n_figs++];
     memset(f, 0, sizeof *f);
     snprintf(f->name, sizeof f->name, "%s", name);
     snprintf(f->title, sizeof f->title, "%s", title);
+    esc_clean(f->title);
     return f;
+}
+
+/* "PREFIX_VALUE" as a file stem for a figure named after a value from the database: the value
+ * through esc_file_stem (at most 30 bytes of it), then "_2", "_3", ... until no figure of this
+ * report has the name, compared without case (two methods "LoRA" and "lora" must not share a
+ * file on a case-insensitive file system). */
+static void fig_stem(const Ctx *c, const char *prefix, const char *value, char *out, size_t cap) {
+    char stem[31];
+    esc_file_stem(stem, sizeof stem, value);
+    for (int k = 1;; k++) {
+        if (k == 1) snprintf(out, cap, "%s_%s", prefix, stem);
+        else snprintf(out, cap, "%s_%s_%d", prefix, stem, k);
+        int taken = 0;
+        for (int i = 0; i < c->sum->n_figs && !taken; i++) taken = strcasecmp(c->sum->figs[i].name, out) == 0;
+        if (!taken) return;
+    }
 }
 
 static void fig_note(ReportFigure *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -742,6 +667,7 @@ static void fig_note(ReportFigure *f, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(f->note + len, sizeof f->note - len, fmt, ap);
     va_end(ap);
+    esc_clean(f->note);
 }
 
 static const char *const FIG_EXT[] = {"gp", "dat", "pdf", "svg", "png"};
@@ -756,6 +682,7 @@ static void fig_skip(Ctx *c, ReportFigure *f, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(f->note, sizeof f->note, fmt, ap);
     va_end(ap);
+    esc_clean(f->note);
     for (size_t i = 0; i < sizeof FIG_EXT / sizeof FIG_EXT[0]; i++) {
         char name[128], path[2048];
         snprintf(name, sizeof name, "%s.%s", f->name, FIG_EXT[i]);
@@ -764,57 +691,38 @@ static void fig_skip(Ctx *c, ReportFigure *f, const char *fmt, ...) {
     }
 }
 
-/* Script header: provenance, line types, and the loop over output formats. The size is given in
- * inches; the PNG is drawn at 150 dpi, the SVG at 96 px per inch. */
-static void gp_begin(const Ctx *c, Buf *b, const ReportFigure *f, double w_in, double h_in) {
-    buf_printf(b, "# %s: %s\n", f->name, f->title);
-    buf_printf(b, "# Generated by `loralab report` from the results database %s (sweep: %s).\n", c->db,
+/* Script header: provenance, line types, and the loop over output formats (gnuplot.h). */
+static void gp_begin(const Ctx *c, TextBuf *b, const ReportFigure *f, double w_in, double h_in) {
+    gp_comment(b, "%s: %s", f->name, f->title);
+    gp_comment(b, "Generated by `loralab report` from the results database %s (sweep: %s).", c->db,
                c->sweep ? c->sweep : "all");
-    buf_printf(b,
-               "# Data: %s.dat. Run `gnuplot %s.gp` in this folder to redraw %s.pdf, %s.svg and\n"
-               "# %s.png, or `gnuplot -e 'formats=\"png\"' %s.gp` for one format.\n",
-               f->name, f->name, f->name, f->name, f->name, f->name);
-    buf_puts(b, "reset\nset encoding utf8\n");
-    buf_puts(b, "# Okabe-Ito colours (colour-blind safe); point and dash types differ too.\n");
+    gp_script_head(b, f->name);
+    tb_puts(b, "# Okabe-Ito colours (colour-blind safe); point and dash types differ too.\n");
     for (int i = 0; i < 8; i++)
-        buf_printf(b, "set linetype %d lc rgb '%s' lw 1.5 pt %d ps 1.0 dt %d\n", i + 1, OKABE_ITO[i],
-                   (int[]){7, 5, 9, 11, 13, 15, 4, 6}[i], i % 5 + 1);
-    buf_puts(b, "if (!exists(\"formats\")) formats = \"pdf svg png\"\n");
-    buf_puts(b, "do for [fmt in formats] {\n");
-    buf_printf(b, "    if (fmt eq \"pdf\") { set terminal pdfcairo size %.2fin,%.2fin font 'Sans,9' }\n", w_in,
-               h_in);
-    buf_printf(b,
-               "    if (fmt eq \"svg\") { set terminal svg size %d,%d font 'Sans,11' "
-               "background '#ffffff' }\n",
-               (int)(w_in * 96), (int)(h_in * 96));
-    buf_printf(b, "    if (fmt eq \"png\") { set terminal pngcairo size %d,%d font 'Sans,13' }\n",
-               (int)(w_in * 150), (int)(h_in * 150));
-    buf_puts(b, "    set termoption noenhanced\n");
-    buf_printf(b, "    set output '%s.' . fmt\n", f->name);
-    buf_puts(b, "    reset\n");
-    buf_puts(b, "    set grid lc rgb '#dddddd' lw 0.8\n    set tics out nomirror\n    set border 3\n");
+        tb_printf(b, "set linetype %d lc rgb '%s' lw 1.5 pt %d ps 1.0 dt %d\n", i + 1, OKABE_ITO[i],
+                  (int[]){7, 5, 9, 11, 13, 15, 4, 6}[i], i % 5 + 1);
+    gp_formats_begin(b, f->name, w_in, h_in);
+    tb_puts(b, "    set grid lc rgb '#dddddd' lw 0.8\n    set tics out nomirror\n    set border 3\n");
 }
 
-static void gp_end(Buf *b) { buf_puts(b, "    unset output\n}\nunset output\n"); }
-
-static void dat_header(const Ctx *c, Buf *d, const ReportFigure *f) {
-    buf_printf(d, "# %s.dat: data of %s.gp (%s)\n", f->name, f->name, f->title);
-    buf_printf(d, "# from %s, sweep %s; metric: %s; blocks are separated by two blank lines (gnuplot `index`)\n",
-               c->db, c->sweep ? c->sweep : "all", report_metric_label(c->metric));
+static void dat_header(const Ctx *c, TextBuf *d, const ReportFigure *f) {
+    gp_comment(d, "%s.dat: data of %s.gp (%s)", f->name, f->name, f->title);
+    gp_comment(d, "from %s, sweep %s; metric: %s; blocks are separated by two blank lines (gnuplot `index`)", c->db,
+               c->sweep ? c->sweep : "all", report_metric_label(c->metric));
 }
 
 /* Ends a data block so the next one is a new gnuplot `index`. */
-static void dat_next_block(Buf *d) { buf_puts(d, "\n\n"); }
+static void dat_next_block(TextBuf *d) { tb_puts(d, "\n\n"); }
 
 /* Saves NAME.gp and NAME.dat; rendering comes after the database is closed (render_all). */
-static LLStatus fig_finish(Ctx *c, ReportFigure *f, Buf *gp, Buf *dat, LLError *err) {
+static LLStatus fig_finish(Ctx *c, ReportFigure *f, TextBuf *gp, TextBuf *dat, LLError *err) {
     char name[128];
     snprintf(name, sizeof name, "%s.dat", f->name);
-    LLStatus st = buf_save(dat, c->dir, name, err);
+    LLStatus st = tb_save(dat, c->dir, name, err);
     snprintf(name, sizeof name, "%s.gp", f->name);
-    if (!st) st = buf_save(gp, c->dir, name, err);
-    buf_free(gp);
-    buf_free(dat);
+    if (!st) st = tb_save(gp, c->dir, name, err);
+    tb_free(gp);
+    tb_free(dat);
     return st;
 }
 
@@ -827,7 +735,11 @@ static void render_all(Ctx *c) {
         ReportFigure *f = &c->sum->figs[i];
         if (f->skipped) continue;
         LLError e = {0};
-        if (gnuplot_render(c->gnuplot, c->dir, f->name, FIG_EXT + 2, 3, &e) == LL_OK) {
+        GnuplotSandbox sb = {1, ""};
+        LLStatus st = gnuplot_render(c->gnuplot, c->dir, f->name, FIG_EXT + 2, 3, &sb, &e);
+        if (!sb.sandboxed && !c->sum->unsandboxed[0])
+            snprintf(c->sum->unsandboxed, sizeof c->sum->unsandboxed, "%s", sb.why_not);
+        if (st == LL_OK) {
             f->rendered = 1;
         } else {
             fig_note(f, "NOT RENDERED: %s", e.msg);
@@ -844,8 +756,8 @@ static void render_all(Ctx *c) {
 
 /* viridis (van der Walt & Smith 2015) by its anchor colours: perceptually uniform and readable
  * by colour-blind viewers; gnuplot 5.4 lacks the named palette. */
-static void gp_viridis(Buf *b) {
-    buf_puts(b, "    set palette defined (0 '#440154', 0.25 '#3B528B', 0.5 '#21908C', 0.75 '#5DC863', "
+static void gp_viridis(TextBuf *b) {
+    tb_puts(b, "    set palette defined (0 '#440154', 0.25 '#3B528B', 0.5 '#21908C', 0.75 '#5DC863', "
                 "1 '#FDE725')\n");
 }
 
@@ -880,18 +792,18 @@ static LLStatus group_curve(Ctx *c, const ReportGroup *g, const char *split, Rep
 /* Writes one block (step mean sd n); sd is 0 where fewer than two seeds logged the step so the
  * band collapses onto the line there. An empty curve still gets a placeholder row so that block
  * numbers stay aligned; the script never plots such a block. Returns 1 when any step has a band. */
-static int dat_curve(Buf *d, const ReportCurve *cv, const char *label, const char *split) {
+static int dat_curve(TextBuf *d, const ReportCurve *cv, const char *label, const char *split) {
     int band = 0;
-    buf_printf(d, "# %s, %s loss: step mean sd n\n", label, split);
+    gp_comment(d, "%s, %s loss: step mean sd n", label, split);
     int rows = 0;
     for (int i = 0; i < cv->len; i++) {
         if (!isfinite(cv->mean[i])) continue;
         double sd = cv->n[i] >= 2 ? cv->sd[i] : 0.0;
         band |= cv->n[i] >= 2;
-        buf_printf(d, "%d %.9g %.9g %d\n", cv->steps[i], cv->mean[i], sd, cv->n[i]);
+        tb_printf(d, "%d %.9g %.9g %d\n", cv->steps[i], cv->mean[i], sd, cv->n[i]);
         rows++;
     }
-    if (!rows) buf_puts(d, "0 NaN 0 0\n");
+    if (!rows) tb_puts(d, "0 NaN 0 0\n");
     dat_next_block(d);
     return band;
 }
@@ -906,7 +818,7 @@ static int curve_points(const ReportCurve *cv) {
 static LLStatus fig_curves(Ctx *c, const char *name, const char *title, const int *gi, int k, int with_method,
                            LLError *err) {
     ReportFigure *f = fig_new(c, name, title);
-    Buf gp = {0}, d = {0};
+    TextBuf gp = {0}, d = {0};
     dat_header(c, &d, f);
     int n_train = 0, n_eval = 0, any_band = 0;
     int *has_train = ll_calloc((size_t)k, sizeof *has_train), *has_eval = ll_calloc((size_t)k, sizeof *has_eval);
@@ -934,8 +846,8 @@ static LLStatus fig_curves(Ctx *c, const char *name, const char *title, const in
     }
     if (!st && n_train + n_eval == 0) {
         fig_skip(c, f, "no loss curves were recorded for these runs");
-        buf_free(&gp);
-        buf_free(&d);
+        tb_free(&gp);
+        tb_free(&d);
     } else if (!st) {
         int panels = (n_train > 0) + (n_eval > 0);
         /* The key sits under the panels, two columns, so it never hides a curve: panel margins
@@ -944,23 +856,23 @@ static LLStatus fig_curves(Ctx *c, const char *name, const char *title, const in
         double w = panels == 2 ? 10.0 : 7.0, h = 3.8 + 0.2 * key_rows;
         double bottom = (0.85 + 0.2 * key_rows) / h, top = 1.0 - 0.7 / h;
         gp_begin(c, &gp, f, w, h);
-        buf_printf(&gp, "    set multiplot layout 1,%d margins %.3f,%.3f,%.3f,%.3f spacing %.3f title ", panels,
-                   0.75 / w, 1.0 - 0.25 / w, bottom, top, 0.9 / w);
-        gp_str(&gp, title);
-        buf_puts(&gp, "\n");
+        tb_printf(&gp, "    set multiplot layout 1,%d margins %.3f,%.3f,%.3f,%.3f spacing %.3f title ", panels,
+                  0.75 / w, 1.0 - 0.25 / w, bottom, top, 0.9 / w);
+        gp_quote(&gp, title);
+        tb_puts(&gp, "\n");
         int last = n_eval > 0 ? 1 : 0;
         for (int p = 0; p < 2; p++) {
             const int *has = p == 0 ? has_train : has_eval, *band = p == 0 ? band_train : band_eval;
             if ((p == 0 ? n_train : n_eval) == 0) continue;
             const char *split = p == 0 ? "train" : "eval";
-            buf_printf(&gp, "    set xlabel 'step'\n    set ylabel '%s loss'\n    set title '%s loss'\n", split, split);
+            tb_printf(&gp, "    set xlabel 'step'\n    set ylabel '%s loss'\n    set title '%s loss'\n", split, split);
             /* One key for both panels, drawn by the last one. */
-            if (p != last) buf_puts(&gp, "    unset key\n");
+            if (p != last) tb_puts(&gp, "    unset key\n");
             else
-                buf_printf(&gp, "    set key at screen 0.5,%.3f center top vertical maxrows %d Left reverse "
+                tb_printf(&gp, "    set key at screen 0.5,%.3f center top vertical maxrows %d Left reverse "
                                 "box lc rgb '#bbbbbb' samplen 2.5 spacing 1.15 width 1\n",
-                           (0.2 + 0.2 * key_rows) / h, key_rows);
-            buf_puts(&gp, "    plot ");
+                          (0.2 + 0.2 * key_rows) / h, key_rows);
+            tb_puts(&gp, "    plot ");
             int first = 1;
             for (int i = 0; i < k; i++) {
                 int lt = with_method ? method_lt(c, c->g[gi[i]].method) : i % N_SERIES_LT + 1;
@@ -968,37 +880,37 @@ static LLStatus fig_curves(Ctx *c, const char *name, const char *title, const in
                 if (!has[i]) {
                     /* No data in this panel, but the key still lists the series. */
                     if (p == last && (has_train[i] || has_eval[i])) {
-                        buf_printf(&gp, "%skeyentry with linespoints lt %d dt 1 title ", first ? "" : ", \\\n         ",
-                                   lt);
-                        gp_str(&gp, labels[i]);
+                        tb_printf(&gp, "%skeyentry with linespoints lt %d dt 1 title ", first ? "" : ", \\\n         ",
+                                  lt);
+                        gp_quote(&gp, labels[i]);
                         first = 0;
                     }
                     continue;
                 }
                 if (band[i]) {
-                    buf_printf(&gp, "%s'%s.dat' index %d using 1:($2-$3):($2+$3) with filledcurves "
+                    tb_printf(&gp, "%s'%s.dat' index %d using 1:($2-$3):($2+$3) with filledcurves "
                                     "fs transparent solid 0.2 noborder lc rgb '%s' notitle",
-                               first ? "" : ", \\\n         ", name, block, OKABE_ITO[lt - 1]);
+                              first ? "" : ", \\\n         ", name, block, OKABE_ITO[lt - 1]);
                     first = 0;
                 }
                 /* Eval points are sparse: mark them; train curves are dense: a plain line. */
-                buf_printf(&gp, "%s'%s.dat' index %d using 1:2 with %s lt %d dt 1 title ",
-                           first ? "" : ", \\\n         ", name, block, p == 0 ? "lines" : "linespoints ps 0.7",
-                           lt);
-                gp_str(&gp, labels[i]);
+                tb_printf(&gp, "%s'%s.dat' index %d using 1:2 with %s lt %d dt 1 title ",
+                          first ? "" : ", \\\n         ", name, block, p == 0 ? "lines" : "linespoints ps 0.7",
+                          lt);
+                gp_quote(&gp, labels[i]);
                 first = 0;
             }
-            buf_puts(&gp, "\n");
+            tb_puts(&gp, "\n");
         }
-        buf_puts(&gp, "    unset multiplot\n");
-        gp_end(&gp);
+        tb_puts(&gp, "    unset multiplot\n");
+        gp_formats_end(&gp);
         if (any_band) fig_note(f, "mean over seeds, shaded band: ±1 sd");
         else fig_note(f, "single seed per configuration: no band");
         st = fig_finish(c, f, &gp, &d, err);
     }
     if (st) {
-        buf_free(&gp);
-        buf_free(&d);
+        tb_free(&gp);
+        tb_free(&d);
     }
     for (int i = 0; i < k; i++) free(labels[i]);
     free(labels);
@@ -1047,12 +959,8 @@ static LLStatus figs_curves(Ctx *c, LLError *err) {
                 }
             }
         int shown = k < REPORT_MAX_CURVES ? k : REPORT_MAX_CURVES;
-        char name[48], safe[24];
-        size_t o = 0;
-        for (const char *p = c->methods[m]; *p && o + 1 < sizeof safe; p++)
-            safe[o++] = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ? *p : '_';
-        safe[o] = '\0';
-        snprintf(name, sizeof name, "curves_%s", safe);
+        char name[48];
+        fig_stem(c, "curves", c->methods[m], name, sizeof name);
         if (shown < k)
             snprintf(title, sizeof title, "%s: loss curves of the %d best of %d configurations",
                      method_label(c->methods[m]), shown, k);
@@ -1078,30 +986,30 @@ static int full_ref(const Ctx *c) {
 }
 
 /* Its numbers as script variables (easy to restyle or correct by hand), repeated in the .dat. */
-static void gp_full_vars(const Ctx *c, int fr, Buf *gp, Buf *d) {
+static void gp_full_vars(const Ctx *c, int fr, TextBuf *gp, TextBuf *d) {
     if (fr < 0) return;
     const ReportStat *s = &c->g[fr].metric;
     double sd = s->n >= 2 ? s->sd : 0.0;
-    buf_printf(gp, "    # full fine-tuning reference: mean and sd over %d seed%s (also in the .dat)\n"
+    tb_printf(gp, "    # full fine-tuning reference: mean and sd over %d seed%s (also in the .dat)\n"
                    "    full_mean = %.9g\n    full_sd = %.9g\n",
-               s->n, s->n == 1 ? "" : "s", s->mean, sd);
-    buf_printf(d, "# full fine-tuning reference (script variables full_mean, full_sd): mean %.9g sd %.9g n %d\n",
-               s->mean, sd, s->n);
+              s->n, s->n == 1 ? "" : "s", s->mean, sd);
+    tb_printf(d, "# full fine-tuning reference (script variables full_mean, full_sd): mean %.9g sd %.9g n %d\n",
+              s->mean, sd, s->n);
 }
 
 /* Plot terms of the reference over the current x range: a band of ±1 sd (with two seeds or more)
  * and a dashed mean. Uses the pseudo-file '+', so the script fixes the x range first. */
-static void gp_full_terms(const Ctx *c, int fr, Buf *gp, int *first) {
+static void gp_full_terms(const Ctx *c, int fr, TextBuf *gp, int *first) {
     if (fr < 0) return;
     const ReportStat *s = &c->g[fr].metric;
     if (s->n >= 2) {
-        buf_printf(gp, "%s'+' using 1:(full_mean-full_sd):(full_mean+full_sd) with filledcurves "
+        tb_printf(gp, "%s'+' using 1:(full_mean-full_sd):(full_mean+full_sd) with filledcurves "
                        "fs transparent solid 0.15 noborder lc rgb '#000000' title 'full FT ±1 sd'",
-                   *first ? "" : ", \\\n         ");
+                  *first ? "" : ", \\\n         ");
         *first = 0;
     }
-    buf_printf(gp, "%s'+' using 1:(full_mean) with lines lt %d dt 2 title 'full FT mean (n=%d)'",
-               *first ? "" : ", \\\n         ", LT_FULL, s->n);
+    tb_printf(gp, "%s'+' using 1:(full_mean) with lines lt %d dt 2 title 'full FT mean (n=%d)'",
+              *first ? "" : ", \\\n         ", LT_FULL, s->n);
     *first = 0;
 }
 
@@ -1123,20 +1031,20 @@ static LLStatus fig_rank(Ctx *c, LLError *err) {
         free(ranks);
         return LL_OK;
     }
-    Buf gp = {0}, d = {0};
+    TextBuf gp = {0}, d = {0};
     dat_header(c, &d, f);
     gp_begin(c, &gp, f, 7.6, 4.0);
-    buf_puts(&gp, "    set title ");
-    gp_str(&gp, title);
-    buf_printf(&gp, "\n    set xlabel 'rank r (log2 scale)'\n    set ylabel '%s'\n", report_metric_label(c->metric));
-    buf_printf(&gp, "    set logscale x 2\n    set xrange [%g:%g]\n    set xtics (", ranks[0] / 1.5,
-               ranks[nr - 1] * 1.5);
-    for (int j = 0; j < nr; j++) buf_printf(&gp, "%s'%d' %d", j ? ", " : "", ranks[j], ranks[j]);
-    buf_puts(&gp, ")\n");
-    buf_puts(&gp, KEY_OUTSIDE);
+    tb_puts(&gp, "    set title ");
+    gp_quote(&gp, title);
+    tb_printf(&gp, "\n    set xlabel 'rank r (log2 scale)'\n    set ylabel '%s'\n", report_metric_label(c->metric));
+    tb_printf(&gp, "    set logscale x 2\n    set xrange [%g:%g]\n    set xtics (", ranks[0] / 1.5,
+              ranks[nr - 1] * 1.5);
+    for (int j = 0; j < nr; j++) tb_printf(&gp, "%s'%d' %d", j ? ", " : "", ranks[j], ranks[j]);
+    tb_puts(&gp, ")\n");
+    tb_puts(&gp, KEY_OUTSIDE);
     int fr = full_ref(c);
     gp_full_vars(c, fr, &gp, &d);
-    buf_puts(&gp, "    plot ");
+    tb_puts(&gp, "    plot ");
     int first = 1, block = 0, chose = 0, single = 1;
     gp_full_terms(c, fr, &gp, &first);
     if (fr < 0) fig_note(f, "no full fine-tuning runs: no reference band");
@@ -1154,22 +1062,22 @@ static LLStatus fig_rank(Ctx *c, LLError *err) {
             const ReportStat *s = &c->g[b].metric;
             single &= s->n < 2;
             if (!rows)
-                buf_printf(&d, "# %s: r mean sd n alpha lr (the best configuration at each rank)\n",
+                gp_comment(&d, "%s: r mean sd n alpha lr (the best configuration at each rank)",
                            c->methods[m]);
-            buf_printf(&d, "%d %.9g %.9g %d %g %g\n", ranks[j], s->mean, s->n >= 2 ? s->sd : 0.0, s->n,
-                       c->g[b].alpha, c->g[b].lr);
+            tb_printf(&d, "%d %.9g %.9g %d %g %g\n", ranks[j], s->mean, s->n >= 2 ? s->sd : 0.0, s->n,
+                      c->g[b].alpha, c->g[b].lr);
             rows++;
         }
         if (!rows) continue; /* no block: block numbers stay contiguous */
         dat_next_block(&d);
         int lt = method_lt(c, c->methods[m]);
-        buf_printf(&gp, "%s'rank.dat' index %d using 1:2:3 with yerrorlines lt %d dt %d title ",
-                   first ? "" : ", \\\n         ", block++, lt, (lt - 1) % 5 + 1);
-        gp_str(&gp, method_label(c->methods[m]));
+        tb_printf(&gp, "%s'rank.dat' index %d using 1:2:3 with yerrorlines lt %d dt %d title ",
+                  first ? "" : ", \\\n         ", block++, lt, (lt - 1) % 5 + 1);
+        gp_quote(&gp, method_label(c->methods[m]));
         first = 0;
     }
-    buf_puts(&gp, "\n");
-    gp_end(&gp);
+    tb_puts(&gp, "\n");
+    gp_formats_end(&gp);
     free(idx);
     free(ranks);
     if (chose)
@@ -1229,50 +1137,50 @@ static LLStatus fig_rank_alpha(Ctx *c, LLError *err) {
     } else if (n_cells < 2) {
         fig_skip(c, f, "a single (rank, alpha) cell in the LoRA runs (r=%d, alpha=%g)", ranks[0], alphas[0]);
     } else {
-        Buf gp = {0}, d = {0};
+        TextBuf gp = {0}, d = {0};
         dat_header(c, &d, f);
-        buf_puts(&d, "# cells: alpha_index rank_index mean label text_colour r alpha sd n\n");
+        tb_puts(&d, "# cells: alpha_index rank_index mean label text_colour r alpha sd n\n");
         for (int y = 0; y < nr; y++)
             for (int x = 0; x < na; x++) {
                 int b = cell[y * na + x];
                 if (b < 0) continue;
                 const ReportStat *s = &c->g[b].metric;
-                buf_printf(&d, "%d %d %.9g %.3f %s %d %g %.9g %d\n", x, y, s->mean, s->mean,
-                           cell_text_colour(s->mean, lo, hi), ranks[y], alphas[x], s->n >= 2 ? s->sd : 0.0, s->n);
+                tb_printf(&d, "%d %d %.9g %.3f %s %d %g %.9g %d\n", x, y, s->mean, s->mean,
+                          cell_text_colour(s->mean, lo, hi), ranks[y], alphas[x], s->n >= 2 ? s->sd : 0.0, s->n);
             }
         dat_next_block(&d);
-        buf_puts(&d, "# cells without a finished run: alpha_index rank_index\n");
+        tb_puts(&d, "# cells without a finished run: alpha_index rank_index\n");
         int missing = 0;
         for (int y = 0; y < nr; y++)
             for (int x = 0; x < na; x++)
                 if (cell[y * na + x] < 0) {
-                    buf_printf(&d, "%d %d\n", x, y);
+                    tb_printf(&d, "%d %d\n", x, y);
                     missing++;
                 }
-        if (!missing) buf_puts(&d, "NaN NaN\n");
+        if (!missing) tb_puts(&d, "NaN NaN\n");
         dat_next_block(&d);
         gp_begin(c, &gp, f, 6.4, 4.4);
-        buf_puts(&gp, "    set title ");
-        gp_str(&gp, title);
-        buf_printf(&gp, "\n    set xlabel 'alpha'\n    set ylabel 'rank r'\n    set cblabel '%s'\n",
-                   report_metric_label(c->metric));
-        buf_printf(&gp, "    set xrange [-0.5:%g]\n    set yrange [-0.5:%g]\n", na - 0.5, nr - 0.5);
-        buf_puts(&gp, "    set xtics (");
-        for (int x = 0; x < na; x++) buf_printf(&gp, "%s'%g' %d", x ? ", " : "", alphas[x], x);
-        buf_puts(&gp, ")\n    set ytics (");
-        for (int y = 0; y < nr; y++) buf_printf(&gp, "%s'%d' %d", y ? ", " : "", ranks[y], y);
-        buf_puts(&gp, ")\n    unset grid\n    set border 15\n    unset key\n");
+        tb_puts(&gp, "    set title ");
+        gp_quote(&gp, title);
+        tb_printf(&gp, "\n    set xlabel 'alpha'\n    set ylabel 'rank r'\n    set cblabel '%s'\n",
+                  report_metric_label(c->metric));
+        tb_printf(&gp, "    set xrange [-0.5:%g]\n    set yrange [-0.5:%g]\n", na - 0.5, nr - 0.5);
+        tb_puts(&gp, "    set xtics (");
+        for (int x = 0; x < na; x++) tb_printf(&gp, "%s'%g' %d", x ? ", " : "", alphas[x], x);
+        tb_puts(&gp, ")\n    set ytics (");
+        for (int y = 0; y < nr; y++) tb_printf(&gp, "%s'%d' %d", y ? ", " : "", ranks[y], y);
+        tb_puts(&gp, ")\n    unset grid\n    set border 15\n    unset key\n");
         gp_viridis(&gp);
-        if (hi > lo) buf_printf(&gp, "    set cbrange [%.9g:%.9g]\n", lo, hi);
-        buf_puts(&gp, "    plot 'rank_alpha.dat' index 0 using 1:2:(0.5):(0.5):3 with boxxyerror "
+        if (hi > lo) tb_printf(&gp, "    set cbrange [%.9g:%.9g]\n", lo, hi);
+        tb_puts(&gp, "    plot 'rank_alpha.dat' index 0 using 1:2:(0.5):(0.5):3 with boxxyerror "
                       "fs solid 1.0 border lc rgb '#ffffff' lw 1.5 lc palette, \\\n"
                       "         '' index 0 using 1:2:4:5 with labels tc rgb variable");
         if (missing)
-            buf_puts(&gp, ", \\\n         '' index 1 using 1:2:(0.5):(0.5) with boxxyerror fs pattern 4 "
+            tb_puts(&gp, ", \\\n         '' index 1 using 1:2:(0.5):(0.5) with boxxyerror fs pattern 4 "
                           "lc rgb '#999999', \\\n"
                           "         '' index 1 using 1:2:('no run') with labels tc rgb '#555555'");
-        buf_puts(&gp, "\n");
-        gp_end(&gp);
+        tb_puts(&gp, "\n");
+        gp_formats_end(&gp);
         if (chose)
             fig_note(f, "each cell: the best targets%s and lr at that (r, alpha), mean over seeds",
                      c->has_variant ? ", variant" : "");
@@ -1308,40 +1216,40 @@ static LLStatus fig_params(Ctx *c, LLError *err) {
         return LL_OK;
     }
     int nf = report_pareto(cost, val, c->ng, c->hb, front);
-    Buf gp = {0}, d = {0};
+    TextBuf gp = {0}, d = {0};
     dat_header(c, &d, f);
     gp_begin(c, &gp, f, 7.6, 4.2);
-    buf_puts(&gp, "    set title ");
-    gp_str(&gp, title);
-    buf_printf(&gp, "\n    set xlabel 'trainable parameters (log scale)'\n    set ylabel '%s'\n",
-               report_metric_label(c->metric));
+    tb_puts(&gp, "    set title ");
+    gp_quote(&gp, title);
+    tb_printf(&gp, "\n    set xlabel 'trainable parameters (log scale)'\n    set ylabel '%s'\n",
+              report_metric_label(c->metric));
     /* "%.0s%c" prints 10k, 100k, 1M: readable without enhanced text. */
-    buf_puts(&gp, "    set logscale x 10\n    set format x '%.0s%c'\n    set offsets graph 0.05, graph 0.05, "
+    tb_puts(&gp, "    set logscale x 10\n    set format x '%.0s%c'\n    set offsets graph 0.05, graph 0.05, "
                   "graph 0.05, graph 0.05\n");
-    buf_puts(&gp, KEY_OUTSIDE);
-    buf_puts(&gp, "    plot ");
+    tb_puts(&gp, KEY_OUTSIDE);
+    tb_puts(&gp, "    plot ");
     int first = 1, block = 0, single = 1;
     for (int m = 0; m < c->n_methods; m++) {
         int rows = 0;
         for (int i = 0; i < c->ng; i++) {
             if (strcmp(c->g[i].method, c->methods[m]) != 0 || !isfinite(cost[i])) continue;
-            if (!rows) buf_printf(&d, "# %s: trainable mean sd n on_front r alpha lr\n", c->methods[m]);
+            if (!rows) gp_comment(&d, "%s: trainable mean sd n on_front r alpha lr", c->methods[m]);
             const ReportStat *s = &c->g[i].metric;
             single &= s->n < 2;
-            buf_printf(&d, "%.0f %.9g %.9g %d %d %d %g %g\n", cost[i], s->mean, s->n >= 2 ? s->sd : 0.0, s->n,
-                       front[i], c->g[i].r, c->g[i].alpha, c->g[i].lr);
+            tb_printf(&d, "%.0f %.9g %.9g %d %d %d %g %g\n", cost[i], s->mean, s->n >= 2 ? s->sd : 0.0, s->n,
+                      front[i], c->g[i].r, c->g[i].alpha, c->g[i].lr);
             rows++;
         }
         if (!rows) continue;
         dat_next_block(&d);
-        buf_printf(&gp, "%s'params.dat' index %d using 1:2:3 with yerrorbars lt %d dt 1 title ",
-                   first ? "" : ", \\\n         ", block++, method_lt(c, c->methods[m]));
-        gp_str(&gp, method_label(c->methods[m]));
+        tb_printf(&gp, "%s'params.dat' index %d using 1:2:3 with yerrorbars lt %d dt 1 title ",
+                  first ? "" : ", \\\n         ", block++, method_lt(c, c->methods[m]));
+        gp_quote(&gp, method_label(c->methods[m]));
         first = 0;
     }
     /* The front, ascending in cost: a staircase (what is reachable with at most that many
      * parameters), its points ringed. */
-    buf_puts(&d, "# Pareto front: trainable mean (ascending)\n");
+    tb_puts(&d, "# Pareto front: trainable mean (ascending)\n");
     int *order = ll_malloc((size_t)nf + 1, sizeof *order), k = 0;
     for (int i = 0; i < c->ng; i++)
         if (front[i]) order[k++] = i;
@@ -1351,13 +1259,13 @@ static LLStatus fig_params(Ctx *c, LLError *err) {
             order[b] = order[b - 1];
             order[b - 1] = t;
         }
-    for (int a = 0; a < k; a++) buf_printf(&d, "%.0f %.9g\n", cost[order[a]], val[order[a]]);
+    for (int a = 0; a < k; a++) tb_printf(&d, "%.0f %.9g\n", cost[order[a]], val[order[a]]);
     dat_next_block(&d);
-    buf_printf(&gp, ", \\\n         'params.dat' index %d using 1:2 with steps lc rgb '#444444' dt 2 lw 1.5 "
+    tb_printf(&gp, ", \\\n         'params.dat' index %d using 1:2 with steps lc rgb '#444444' dt 2 lw 1.5 "
                     "title 'Pareto front', \\\n"
                     "         '' index %d using 1:2 with points pt 6 ps 2.2 lc rgb '#555555' notitle\n",
-               block, block);
-    gp_end(&gp);
+              block, block);
+    gp_formats_end(&gp);
     fig_note(f, "%d of %d configurations on the Pareto front (ringed; %s with fewer parameters)", nf, np,
              c->hb ? "higher accuracy" : "lower loss");
     if (single) fig_note(f, "single seed: no error bars");
@@ -1401,28 +1309,28 @@ static LLStatus fig_targets(Ctx *c, LLError *err) {
         }
     int n_adapter_methods = 0, long_labels = 0;
     for (int m = 0; m < c->n_methods; m++) n_adapter_methods += !report_is_full(c->methods[m]);
-    Buf gp = {0}, d = {0};
+    TextBuf gp = {0}, d = {0};
     dat_header(c, &d, f);
     gp_begin(c, &gp, f, 7.6, 4.2);
-    buf_puts(&gp, "    set title ");
-    gp_str(&gp, title);
-    buf_printf(&gp, "\n    set xlabel 'target modules'\n    set ylabel '%s'\n", report_metric_label(c->metric));
-    buf_printf(&gp, "    set xrange [-0.5:%g]\n    set xtics (", nc - 0.5);
+    tb_puts(&gp, "    set title ");
+    gp_quote(&gp, title);
+    tb_printf(&gp, "\n    set xlabel 'target modules'\n    set ylabel '%s'\n", report_metric_label(c->metric));
+    tb_printf(&gp, "    set xrange [-0.5:%g]\n    set xtics (", nc - 0.5);
     for (int j = 0; j < nc; j++) {
         char t[128];
         report_short_targets(cats[j], t, sizeof t);
         long_labels |= strlen(t) > 12;
-        buf_printf(&gp, "%s", j ? ", " : "");
-        gp_str(&gp, t);
-        buf_printf(&gp, " %d", j);
+        tb_printf(&gp, "%s", j ? ", " : "");
+        gp_quote(&gp, t);
+        tb_printf(&gp, " %d", j);
     }
-    buf_puts(&gp, ")\n");
-    if (long_labels) buf_puts(&gp, "    set xtics rotate by -25 left\n");
-    buf_puts(&gp, "    set grid noxtics\n");
-    buf_puts(&gp, KEY_OUTSIDE);
+    tb_puts(&gp, ")\n");
+    if (long_labels) tb_puts(&gp, "    set xtics rotate by -25 left\n");
+    tb_puts(&gp, "    set grid noxtics\n");
+    tb_puts(&gp, KEY_OUTSIDE);
     int fr = full_ref(c);
     gp_full_vars(c, fr, &gp, &d);
-    buf_puts(&gp, "    plot ");
+    tb_puts(&gp, "    plot ");
     int first = 1, block = 0, chose = 0, single = 1, mi = 0;
     gp_full_terms(c, fr, &gp, &first);
     if (fr < 0) fig_note(f, "no full fine-tuning runs: no reference band");
@@ -1441,22 +1349,22 @@ static LLStatus fig_targets(Ctx *c, LLError *err) {
             int b = best_group(c, idx, k);
             if (b < 0) continue;
             chose |= k > 1;
-            if (!rows) buf_printf(&d, "# %s: x mean sd n category r alpha lr\n", c->methods[m]);
+            if (!rows) gp_comment(&d, "%s: x mean sd n category r alpha lr", c->methods[m]);
             const ReportStat *s = &c->g[b].metric;
             single &= s->n < 2;
-            buf_printf(&d, "%.4f %.9g %.9g %d %d %d %g %g\n", j + off, s->mean, s->n >= 2 ? s->sd : 0.0, s->n, j,
-                       c->g[b].r, c->g[b].alpha, c->g[b].lr);
+            tb_printf(&d, "%.4f %.9g %.9g %d %d %d %g %g\n", j + off, s->mean, s->n >= 2 ? s->sd : 0.0, s->n, j,
+                      c->g[b].r, c->g[b].alpha, c->g[b].lr);
             rows++;
         }
         if (!rows) continue;
         dat_next_block(&d);
-        buf_printf(&gp, "%s'targets.dat' index %d using 1:2:3 with yerrorbars lt %d dt 1 ps 1.3 title ",
-                   first ? "" : ", \\\n         ", block++, method_lt(c, c->methods[m]));
-        gp_str(&gp, method_label(c->methods[m]));
+        tb_printf(&gp, "%s'targets.dat' index %d using 1:2:3 with yerrorbars lt %d dt 1 ps 1.3 title ",
+                  first ? "" : ", \\\n         ", block++, method_lt(c, c->methods[m]));
+        gp_quote(&gp, method_label(c->methods[m]));
         first = 0;
     }
-    buf_puts(&gp, "\n");
-    gp_end(&gp);
+    tb_puts(&gp, "\n");
+    gp_formats_end(&gp);
     free(idx);
     free(cats);
     if (chose) fig_note(f, "each point: the best r, alpha%s and lr for that set", c->has_variant ? ", variant" : "");
@@ -1550,12 +1458,12 @@ static LLStatus fig_adalora(Ctx *c, LLError *err) {
             mods[bb - 1] = t;
         }
     double hi = max_init > 0 ? max_init : 1;
-    Buf gp = {0}, d = {0};
+    TextBuf gp = {0}, d = {0};
     dat_header(c, &d, f);
     char label[256];
     group_label(g, 0, label, sizeof label);
-    buf_printf(&d, "# configuration: %s; mean over %d seed%s\n", label, g->n_runs, g->n_runs == 1 ? "" : "s");
-    buf_puts(&d, "# module_index layer mean_rank label text_colour init_rank n\n");
+    gp_comment(&d, "configuration: %s; mean over %d seed%s", label, g->n_runs, g->n_runs == 1 ? "" : "s");
+    tb_puts(&d, "# module_index layer mean_rank label text_colour init_rank n\n");
     for (int j = 0; j < ncell; j++) {
         int m = 0;
         while (m < nm && strcmp(mods[m], cells[j].module) != 0) m++;
@@ -1563,30 +1471,30 @@ static LLStatus fig_adalora(Ctx *c, LLError *err) {
         char lab[32];
         if (mean == floor(mean)) snprintf(lab, sizeof lab, "%.0f", mean);
         else snprintf(lab, sizeof lab, "%.1f", mean);
-        buf_printf(&d, "%d %d %.9g %s %s %d %d\n", m, cells[j].layer, mean, lab, cell_text_colour(mean, 0, hi),
-                   cells[j].init, cells[j].n);
+        tb_printf(&d, "%d %d %.9g %s %s %d %d\n", m, cells[j].layer, mean, lab, cell_text_colour(mean, 0, hi),
+                  cells[j].init, cells[j].n);
     }
     dat_next_block(&d);
     char title[320];
     snprintf(title, sizeof title, "AdaLoRA final ranks: %s", label);
     gp_begin(c, &gp, f, nm > 4 ? 7.2 : 6.0, max_layer > 8 ? 6.0 : 4.4);
-    buf_puts(&gp, "    set title ");
-    gp_str(&gp, title);
-    buf_puts(&gp, "\n    set xlabel 'module'\n    set ylabel 'layer'\n    set cblabel 'final rank'\n");
-    buf_printf(&gp, "    set xrange [-0.5:%g]\n    set yrange [-0.5:%g]\n    set xtics (", nm - 0.5, max_layer + 0.5);
+    tb_puts(&gp, "    set title ");
+    gp_quote(&gp, title);
+    tb_puts(&gp, "\n    set xlabel 'module'\n    set ylabel 'layer'\n    set cblabel 'final rank'\n");
+    tb_printf(&gp, "    set xrange [-0.5:%g]\n    set yrange [-0.5:%g]\n    set xtics (", nm - 0.5, max_layer + 0.5);
     for (int m = 0; m < nm; m++) {
-        buf_printf(&gp, "%s", m ? ", " : "");
-        gp_str(&gp, mods[m]);
-        buf_printf(&gp, " %d", m);
+        tb_printf(&gp, "%s", m ? ", " : "");
+        gp_quote(&gp, mods[m]);
+        tb_printf(&gp, " %d", m);
     }
-    buf_puts(&gp, ")\n");
-    if (nm > 4) buf_puts(&gp, "    set xtics rotate by -25 left\n");
-    buf_printf(&gp, "    set ytics 1\n    unset grid\n    set border 15\n    unset key\n    set cbrange [0:%g]\n", hi);
+    tb_puts(&gp, ")\n");
+    if (nm > 4) tb_puts(&gp, "    set xtics rotate by -25 left\n");
+    tb_printf(&gp, "    set ytics 1\n    unset grid\n    set border 15\n    unset key\n    set cbrange [0:%g]\n", hi);
     gp_viridis(&gp);
-    buf_puts(&gp, "    plot 'adalora_ranks.dat' index 0 using 1:2:(0.5):(0.5):3 with boxxyerror fs solid 1.0 "
+    tb_puts(&gp, "    plot 'adalora_ranks.dat' index 0 using 1:2:(0.5):(0.5):3 with boxxyerror fs solid 1.0 "
                   "border lc rgb '#ffffff' lw 1.5 lc palette, \\\n"
                   "         '' index 0 using 1:2:4:5 with labels tc rgb variable\n");
-    gp_end(&gp);
+    gp_formats_end(&gp);
     fig_note(f, "colour scale from 0 to the initial rank %d; mean over %d seed%s of the best AdaLoRA configuration",
              max_init, g->n_runs, g->n_runs == 1 ? "" : "s");
     free(cells);
@@ -1688,63 +1596,68 @@ static LLStatus write_tables(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
     char heads[N_COL][48], caption[512];
     col_heads(c, heads);
     table_caption(c, caption, sizeof caption);
-    Buf md = {0}, tex = {0};
-    buf_printf(&md, "<!-- generated by `loralab report` from %s (sweep: %s) -->\n\n", c->db, c->sweep ? c->sweep : "all");
-    buf_puts(&md, "|");
+    TextBuf md = {0}, tex = {0};
+    tb_puts(&md, "<!-- generated by `loralab report` from ");
+    md_text(&md, c->db);
+    tb_puts(&md, " (sweep: ");
+    md_text(&md, c->sweep ? c->sweep : "all");
+    tb_puts(&md, ") -->\n\n");
+    tb_puts(&md, "|");
     for (int j = 0; j < N_COL; j++) {
         if (!col_shown(c, j)) continue;
-        buf_puts(&md, " ");
-        md_str(&md, heads[j]);
-        buf_puts(&md, " |");
+        tb_puts(&md, " ");
+        md_text(&md, heads[j]);
+        tb_puts(&md, " |");
     }
-    buf_puts(&md, "\n|");
+    tb_puts(&md, "\n|");
     for (int j = 0; j < N_COL; j++)
-        if (col_shown(c, j)) buf_puts(&md, COL_RIGHT[j] ? " ---: |" : " :--- |");
-    buf_puts(&md, "\n");
+        if (col_shown(c, j)) tb_puts(&md, COL_RIGHT[j] ? " ---: |" : " :--- |");
+    tb_puts(&md, "\n");
     for (int i = 0; i < c->ng; i++) {
-        buf_puts(&md, "|");
+        tb_puts(&md, "|");
         for (int j = 0; j < N_COL; j++) {
             if (!col_shown(c, j)) continue;
-            buf_puts(&md, cells[i][j].bold ? " **" : " ");
-            md_str(&md, cells[i][j].text);
-            buf_puts(&md, cells[i][j].bold ? "** |" : " |");
+            tb_puts(&md, cells[i][j].bold ? " **" : " ");
+            md_text(&md, cells[i][j].text);
+            tb_puts(&md, cells[i][j].bold ? "** |" : " |");
         }
-        buf_puts(&md, "\n");
+        tb_puts(&md, "\n");
     }
-    buf_puts(&md, "\n");
-    md_str(&md, caption);
-    buf_puts(&md, "\n");
+    tb_puts(&md, "\n");
+    md_text(&md, caption);
+    tb_puts(&md, "\n");
 
-    buf_printf(&tex, "%% generated by `loralab report` (sweep: %s); needs \\usepackage{booktabs}\n",
-               c->sweep ? c->sweep : "all");
-    buf_puts(&tex, "\\begin{table}[t]\n\\centering\n\\small\n\\caption{");
-    tex_str(&tex, caption);
-    buf_puts(&tex, "}\n\\label{tab:loralab}\n\\begin{tabular}{");
+    tb_puts(&tex, "% generated by `loralab report` (sweep: ");
+    tex_text(&tex, c->sweep ? c->sweep : "all");
+    tb_puts(&tex, "); needs \\usepackage{booktabs}\n");
+    tb_puts(&tex, "\\begin{table}[t]\n\\centering\n\\small\n\\caption{");
+    tex_text(&tex, caption);
+    tb_puts(&tex, "}\n\\label{tab:loralab}\n\\begin{tabular}{");
     for (int j = 0; j < N_COL; j++)
-        if (col_shown(c, j)) buf_puts(&tex, COL_RIGHT[j] ? "r" : "l");
-    buf_puts(&tex, "}\n\\toprule\n");
+        if (col_shown(c, j)) tb_puts(&tex, COL_RIGHT[j] ? "r" : "l");
+    tb_puts(&tex, "}\n\\toprule\n");
     for (int j = 0; j < N_COL; j++) {
         if (!col_shown(c, j)) continue;
-        if (j) buf_puts(&tex, " & ");
-        if (j == COL_R) buf_puts(&tex, "$r$");
-        else tex_str(&tex, heads[j]);
+        if (j) tb_puts(&tex, " & ");
+        if (j == COL_R) tb_puts(&tex, "$r$");
+        else tex_text(&tex, heads[j]);
     }
-    buf_puts(&tex, " \\\\\n\\midrule\n");
+    tb_puts(&tex, " \\\\\n\\midrule\n");
     for (int i = 0; i < c->ng; i++) {
         for (int j = 0; j < N_COL; j++) {
             if (!col_shown(c, j)) continue;
-            if (j) buf_puts(&tex, " & ");
-            if (cells[i][j].bold) buf_puts(&tex, "\\textbf{");
-            tex_str(&tex, cells[i][j].text);
-            if (cells[i][j].bold) buf_puts(&tex, "}");
+            if (j) tb_puts(&tex, " & ");
+            if (cells[i][j].bold) tb_puts(&tex, "\\textbf{");
+            tex_text(&tex, cells[i][j].text);
+            if (cells[i][j].bold) tb_puts(&tex, "}");
         }
-        buf_puts(&tex, " \\\\\n");
+        tb_puts(&tex, " \\\\\n");
     }
-    buf_puts(&tex, "\\bottomrule\n\\end{tabular}\n\\end{table}\n");
-    LLStatus st = buf_save(&md, c->dir, "table.md", err);
-    if (!st) st = buf_save(&tex, c->dir, "table.tex", err);
-    buf_free(&md);
-    buf_free(&tex);
+    tb_puts(&tex, "\\bottomrule\n\\end{tabular}\n\\end{table}\n");
+    LLStatus st = tb_save(&md, c->dir, "table.md", err);
+    if (!st) st = tb_save(&tex, c->dir, "table.tex", err);
+    tb_free(&md);
+    tb_free(&tex);
     return st;
 }
 
@@ -1752,13 +1665,13 @@ static LLStatus write_tables(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
 
 static LLStatus write_index(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
     const ReportSummary *s = c->sum;
-    Buf h = {0};
+    TextBuf h = {0};
     char heads[N_COL][48], caption[512];
     col_heads(c, heads);
     table_caption(c, caption, sizeof caption);
-    buf_puts(&h, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>loralab report: ");
-    html_str(&h, c->sweep ? c->sweep : "all sweeps");
-    buf_puts(&h, "</title>\n<style>\n"
+    tb_puts(&h, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>loralab report: ");
+    html_text(&h, c->sweep ? c->sweep : "all sweeps");
+    tb_puts(&h, "</title>\n<style>\n"
                  "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\n"
                  "figure{margin:1.5em 0;border-top:1px solid #ddd;padding-top:1em}\n"
                  "figure img{max-width:100%;height:auto;display:block}\n"
@@ -1769,18 +1682,23 @@ static LLStatus write_index(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
                  "td.num,th.num{text-align:right}\n"
                  ".left{color:#8a4b00}\n"
                  "</style>\n</head>\n<body>\n<h1>loralab report: ");
-    html_str(&h, c->sweep ? c->sweep : "all sweeps");
-    buf_puts(&h, "</h1>\n<p>Database <code>");
-    html_str(&h, c->db);
-    buf_printf(&h, "</code>: %d run%s (%d done, %d diverged, %d other), %d configuration%s. Final metric: %s "
+    html_text(&h, c->sweep ? c->sweep : "all sweeps");
+    tb_puts(&h, "</h1>\n<p>Database <code>");
+    html_text(&h, c->db);
+    tb_printf(&h, "</code>: %d run%s (%d done, %d diverged, %d other), %d configuration%s. Final metric: %s "
                    "(%s is better).</p>\n",
-               s->n_rows, s->n_rows == 1 ? "" : "s", s->n_done, s->n_diverged, s->n_other, s->n_groups,
-               s->n_groups == 1 ? "" : "s", report_metric_label(c->metric), c->hb ? "higher" : "lower");
+              s->n_rows, s->n_rows == 1 ? "" : "s", s->n_done, s->n_diverged, s->n_other, s->n_groups,
+              s->n_groups == 1 ? "" : "s", report_metric_label(c->metric), c->hb ? "higher" : "lower");
     if (s->gnuplot_missing)
-        buf_puts(&h, "<p class=\"left\">gnuplot was not found, so no figure was rendered: install it "
+        tb_puts(&h, "<p class=\"left\">gnuplot was not found, so no figure was rendered: install it "
                      "(<code>scripts/deps.sh</code>), then run <code>gnuplot NAME.gp</code> in this folder for "
                      "each script.</p>\n");
-    buf_puts(&h, "<h2>Figures</h2>\n");
+    if (s->unsandboxed[0]) {
+        tb_puts(&h, "<p class=\"left\">Note: gnuplot ran without its process sandbox (");
+        html_text(&h, s->unsandboxed);
+        tb_puts(&h, "); the scripts' strings are escaped all the same.</p>\n");
+    }
+    tb_puts(&h, "<h2>Figures</h2>\n");
     int n_left = 0;
     for (int i = 0; i < s->n_figs; i++) {
         const ReportFigure *f = &s->figs[i];
@@ -1788,66 +1706,66 @@ static LLStatus write_index(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
             n_left++;
             continue;
         }
-        buf_printf(&h, "<figure id=\"%s\">\n", f->name);
+        tb_printf(&h, "<figure id=\"%s\">\n", f->name);
         if (f->rendered) {
-            buf_printf(&h, "<img src=\"%s.png\" alt=\"", f->name);
-            html_str(&h, f->title);
-            buf_puts(&h, "\">\n");
+            tb_printf(&h, "<img src=\"%s.png\" alt=\"", f->name);
+            html_text(&h, f->title);
+            tb_puts(&h, "\">\n");
         } else {
-            buf_printf(&h, "<p class=\"left\">%s: not rendered (%s).</p>\n", f->name,
-                       s->gnuplot_missing ? "gnuplot not found; install it with scripts/deps.sh" : "gnuplot failed");
+            tb_printf(&h, "<p class=\"left\">%s: not rendered (%s).</p>\n", f->name,
+                      s->gnuplot_missing ? "gnuplot not found; install it with scripts/deps.sh" : "gnuplot failed");
         }
-        buf_puts(&h, "<figcaption><b>");
-        html_str(&h, f->title);
-        buf_puts(&h, "</b>");
+        tb_puts(&h, "<figcaption><b>");
+        html_text(&h, f->title);
+        tb_puts(&h, "</b>");
         if (f->note[0]) {
-            buf_puts(&h, ". ");
-            html_str(&h, f->note);
+            tb_puts(&h, ". ");
+            html_text(&h, f->note);
         }
-        buf_puts(&h, ".<br>");
+        tb_puts(&h, ".<br>");
         if (f->rendered)
-            buf_printf(&h, "<a href=\"%s.pdf\">PDF</a> · <a href=\"%s.svg\">SVG</a> · <a href=\"%s.png\">PNG</a> · ",
-                       f->name, f->name, f->name);
-        buf_printf(&h, "<a href=\"%s.gp\">%s.gp</a> · <a href=\"%s.dat\">%s.dat</a></figcaption>\n</figure>\n",
-                   f->name, f->name, f->name, f->name);
+            tb_printf(&h, "<a href=\"%s.pdf\">PDF</a> · <a href=\"%s.svg\">SVG</a> · <a href=\"%s.png\">PNG</a> · ",
+                      f->name, f->name, f->name);
+        tb_printf(&h, "<a href=\"%s.gp\">%s.gp</a> · <a href=\"%s.dat\">%s.dat</a></figcaption>\n</figure>\n",
+                  f->name, f->name, f->name, f->name);
     }
     if (n_left) {
-        buf_puts(&h, "<h3>Figures left out</h3>\n<ul>\n");
+        tb_puts(&h, "<h3>Figures left out</h3>\n<ul>\n");
         for (int i = 0; i < s->n_figs; i++) {
             const ReportFigure *f = &s->figs[i];
             if (!f->skipped) continue;
-            buf_printf(&h, "<li class=\"left\" id=\"left-%s\"><b>%s</b> (", f->name, f->name);
-            html_str(&h, f->title);
-            buf_puts(&h, ") left out: ");
-            html_str(&h, f->note);
-            buf_puts(&h, "</li>\n");
+            tb_printf(&h, "<li class=\"left\" id=\"left-%s\"><b>%s</b> (", f->name, f->name);
+            html_text(&h, f->title);
+            tb_puts(&h, ") left out: ");
+            html_text(&h, f->note);
+            tb_puts(&h, "</li>\n");
         }
-        buf_puts(&h, "</ul>\n");
+        tb_puts(&h, "</ul>\n");
     }
-    buf_puts(&h, "<h2>Table</h2>\n<p>");
-    html_str(&h, caption);
-    buf_puts(&h, " Also as <a href=\"table.md\">Markdown</a> and <a href=\"table.tex\">LaTeX</a>.</p>\n<table>\n<tr>");
+    tb_puts(&h, "<h2>Table</h2>\n<p>");
+    html_text(&h, caption);
+    tb_puts(&h, " Also as <a href=\"table.md\">Markdown</a> and <a href=\"table.tex\">LaTeX</a>.</p>\n<table>\n<tr>");
     for (int j = 0; j < N_COL; j++) {
         if (!col_shown(c, j)) continue;
-        buf_printf(&h, "<th%s>", COL_RIGHT[j] ? " class=\"num\"" : "");
-        html_str(&h, heads[j]);
-        buf_puts(&h, "</th>");
+        tb_printf(&h, "<th%s>", COL_RIGHT[j] ? " class=\"num\"" : "");
+        html_text(&h, heads[j]);
+        tb_puts(&h, "</th>");
     }
-    buf_puts(&h, "</tr>\n");
+    tb_puts(&h, "</tr>\n");
     for (int i = 0; i < c->ng; i++) {
-        buf_puts(&h, "<tr>");
+        tb_puts(&h, "<tr>");
         for (int j = 0; j < N_COL; j++) {
             if (!col_shown(c, j)) continue;
-            buf_printf(&h, "<td%s>%s", COL_RIGHT[j] ? " class=\"num\"" : "", cells[i][j].bold ? "<b>" : "");
-            html_str(&h, cells[i][j].text);
-            buf_printf(&h, "%s</td>", cells[i][j].bold ? "</b>" : "");
+            tb_printf(&h, "<td%s>%s", COL_RIGHT[j] ? " class=\"num\"" : "", cells[i][j].bold ? "<b>" : "");
+            html_text(&h, cells[i][j].text);
+            tb_printf(&h, "%s</td>", cells[i][j].bold ? "</b>" : "");
         }
-        buf_puts(&h, "</tr>\n");
+        tb_puts(&h, "</tr>\n");
     }
-    buf_puts(&h, "</table>\n");
+    tb_puts(&h, "</table>\n");
     /* Reports, in the page and its title, how many figures actually loaded: a headless browser
      * (the report's test) reads it with --dump-dom. */
-    buf_puts(&h, "<p id=\"img-status\">images: not checked (scripts disabled)</p>\n"
+    tb_puts(&h, "<p id=\"img-status\">images: not checked (scripts disabled)</p>\n"
                  "<script>\n"
                  "function llCheckImages() {\n"
                  "  var im = document.images, ok = 0;\n"
@@ -1858,8 +1776,8 @@ static LLStatus write_index(Ctx *c, Cell (*cells)[N_COL], LLError *err) {
                  "}\n"
                  "window.addEventListener('load', llCheckImages);\n"
                  "</script>\n</body>\n</html>\n");
-    LLStatus st = buf_save(&h, c->dir, "index.html", err);
-    buf_free(&h);
+    LLStatus st = tb_save(&h, c->dir, "index.html", err);
+    tb_free(&h);
     return st;
 }
 
@@ -1911,6 +1829,7 @@ LLStatus report_write(const char *db, const char *sweep, const char *out_dir, Re
             int na = 0;
             char names[512] = "";
             if (store_list_runs(c.store, NULL, &all, &na, err) == LL_OK) sweep_names(all, na, names, sizeof names);
+            esc_clean(names); /* the message reaches a terminal */
             store_free_runs(all, na);
             st = ll_err(err, LL_ERR_STATE, "no runs of sweep '%s' in %s: nothing to report%s%s%s", sweep, db,
                         names[0] ? " (its sweeps: " : " (it holds no runs)", names, names[0] ? ")" : "");

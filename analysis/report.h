@@ -41,6 +41,14 @@
  * gnuplot runs as an external program (fork + exec of `gnuplot NAME.gp` in the folder) and its
  * exit status is checked; its stderr goes into the error message. Without gnuplot the scripts,
  * data and tables are still written and the index says how to render them.
+ *
+ * Untrusted input: every value read from the database (methods, targets, config members, sweep
+ * names, ranks' module names) is data to print, never syntax. Strings reach scripts and data files
+ * only through analysis/gnuplot.c (gp_quote, gp_comment), tables and the index only through
+ * analysis/escape.c (tex_text, md_text, html_text); a figure named after a value gets a sanitized,
+ * unique file stem (curves_METHOD); titles and notes, printed to the terminal too, hold no control
+ * characters. gnuplot runs under a seccomp filter that lets it start no process (gnuplot.h); where
+ * the system has none, ReportSummary.unsandboxed says why and index.html repeats it.
  */
 #ifndef LL_REPORT_H
 #define LL_REPORT_H
@@ -132,6 +140,8 @@ typedef struct {
     int n_groups;
     ReportMetric metric;
     int gnuplot_missing;
+    char unsandboxed[128]; /* "" when gnuplot ran under its seccomp filter (gnuplot.h), else why
+                            * it ran without one (a note for the user, not an error) */
     int n_figs;
     ReportFigure figs[REPORT_MAX_FIGS];
 } ReportSummary;

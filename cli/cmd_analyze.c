@@ -144,6 +144,8 @@ int cmd_analyze(int argc, char **argv) {
                 "loralab analyze: gnuplot not found: figures were not rendered (scripts and data were written). "
                 "Install it with scripts/deps.sh, then run `gnuplot NAME.gp` in %s, or rerun this command.\n",
                 o.out_dir);
+    if (sum.unsandboxed[0])
+        fprintf(stderr, "loralab analyze: note: gnuplot ran without its process sandbox (%s)\n", sum.unsandboxed);
     la_summary_free(&sum);
     if (st) {
         fprintf(stderr, "loralab analyze: %s\n", err.msg);

@@ -90,6 +90,8 @@ int cmd_report(int argc, char **argv) {
                 "written). Install it with scripts/deps.sh, then run `gnuplot NAME.gp` in %s, or rerun "
                 "this command.\n",
                 out);
+    if (sum.unsandboxed[0])
+        fprintf(stderr, "loralab report: note: gnuplot ran without its process sandbox (%s)\n", sum.unsandboxed);
     if (st != LL_OK) {
         fprintf(stderr, "loralab report: %s\n", err.msg);
         return 1;

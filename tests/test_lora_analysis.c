@@ -31,6 +31,7 @@
 #include "checkpoint.h"
 #include "model.h"
 #include "rng.h"
+#include "gp_check.h"
 #include "util.h"
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
@@ -549,6 +550,15 @@ START_TEST(test_e2e_writer) {
                 fclose(f);
                 ck_assert_str_eq(first, "reset\n");
                 ck_assert_str_eq(last, "unset output\n");
+                /* only statements the writer writes (tests/gp_check.h) */
+                size_t len = 0;
+                char why[256], *text = tu_slurp(p, &len);
+                ck_assert_msg(gp_check_script(text, len, why, sizeof why), "%s: %s", p, why);
+                free(text);
+                snprintf(p, sizeof p, "%s/phi_%s%d_%s.dat", out, b ? "B_" : "", l, mods[k]);
+                text = tu_slurp(p, &len);
+                ck_assert_msg(gp_check_data(text, len, why, sizeof why), "%s: %s", p, why);
+                free(text);
             }
     /* the first data row is phi(1, 1), as in the summary */
     snprintf(p, sizeof p, "%s/phi_1_v_proj.dat", out);

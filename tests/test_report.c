@@ -6,7 +6,16 @@
  * non-empty, the tables' numbers and bold cells, a figure re-rendered by hand from its folder,
  * index.html loaded in headless Chromium with every image decoded); figures left out with their
  * reason; and the messages for an empty database, an unknown sweep, a newer schema and a missing
- * gnuplot.
+ * gnuplot. Every script and data file written passes tests/gp_check.h.
+ *
+ * hostile: a database written to attack the report (issue 21): methods, targets, config members
+ * and values, run keys, the sweep name, an AdaLoRA module name and the database's own path carry
+ * newlines followed by system("touch PWNED..."), `!cmd`, backquotes, quotes, trailing backslashes,
+ * LaTeX, Markdown and HTML specials; the curves hold NaN and Inf. `loralab report` (the real
+ * binary, gnuplot rendering when installed) exits 0, no PWNED file appears anywhere, every .gp
+ * and .dat passes the checker, three methods spelled lora/LoRA get three figure files, the
+ * tables and index.html show the values as text, and the terminal output holds no control
+ * character.
  *
  * The fixture database is written through the store's API in an mkdtemp folder (an unchecked
  * fixture: it is removed in the runner even when a test fails). Checks that need gnuplot or
@@ -26,9 +35,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ftw.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
 #include "analysis/report.h"
 #include "core.h"
 #include "experiments/store.h"
+#include "gp_check.h"
 #include "util.h"
 
 #define TOL 1e-12
@@ -376,6 +391,14 @@ START_TEST(t_render_files) {
         size_t len = strlen(gp);
         ck_assert_msg(len > 13 && strcmp(gp + len - 13, "unset output\n") == 0, "%s does not end with unset output",
                       p);
+        /* Only statements the report writes (tests/gp_check.h), in the script and its data. */
+        char why[256];
+        ck_assert_msg(gp_check_script(gp, strlen(gp), why, sizeof why), "%s: %s", p, why);
+        snprintf(p, sizeof p, "%s/%s.dat", g_out, FIGS[i]);
+        char *dat = tu_slurp(p, NULL);
+        ck_assert_msg(gp_check_data(dat, strlen(dat), why, sizeof why), "%s: %s", p, why);
+        free(dat);
+        snprintf(p, sizeof p, "%s/%s.gp", g_out, FIGS[i]);
         /* Only the provenance comments may name the database's path. */
         for (const char *line = gp; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
             const char *end = strchr(line, '\n'), *hit = strstr(line, tu_dir);
@@ -734,6 +757,193 @@ START_TEST(t_command) {
 }
 END_TEST
 
+/* ---- hostile: a database written to attack the report --------------------------------------- */
+
+/* Every string a database can carry into a figure, a table or the index, each with a newline and
+ * a command after it, quotes, backslashes (a trailing one continues a gnuplot comment), gnuplot
+ * backquotes and macros, LaTeX and HTML specials. Each command would create a file PWNED...; the
+ * test looks for any such file. */
+#define HX_NL_SYSTEM "\nsystem(\"touch PWNED_a\")\n"
+static const char *const HX_METHOD1 = "lora" HX_NL_SYSTEM "x\\";
+static const char *const HX_METHOD2 = "m'; system('touch PWNED_b') #\\";
+static const char *const HX_METHOD3 = "LoRA"; /* curves_LoRA must not overwrite curves_lora */
+static const char *const HX_TARGETS = "q_proj\n!touch PWNED_c\n,v_proj`touch PWNED_d`\\";
+static const char *const HX_SWEEP = "sweep" HX_NL_SYSTEM "'\"\\";
+static const char *const HX_KEY_MEMBER = "adapter.drop\n!touch PWNED_e\n";
+static const char *const HX_VALUES[] = {"\"`touch PWNED_f`\" @x <script>alert(1)</script>",
+                                        "\\input{/etc/passwd} | a | b |\n\n\\end{table}' \\"};
+static const char *const HX_MODULE = "q_proj'\nsystem('touch PWNED_g')";
+
+/* Writes the hostile database at db: LoRA under a hostile method name and under "lora" and
+ * "LoRA", a second hostile method, AdaLoRA with a hostile module name, full fine-tuning; hostile
+ * targets, config members, run keys and sweep name; two seeds each; NaN and Inf in the curves. */
+static void write_hostile_db(const char *db) {
+    LLError err = {0};
+    Store *s = tu_store_open(db, 0);
+    int64_t sw = 0;
+    CK_OK(store_upsert_sweep(s, HX_SWEEP, "cfg\n!touch PWNED_h", "x", &sw, &err));
+    static const struct {
+        const char *const *method;
+        int r, variant;
+        double alpha;
+    } cfgs[] = {{&HX_METHOD1, 4, 0, 8},  {&HX_METHOD1, 4, 1, 8},  {&HX_METHOD1, 8, 0, 16}, {&HX_METHOD2, 4, 0, 8},
+                {&HX_METHOD2, 8, 1, 8},  {&HX_METHOD3, 4, 0, 8},  {&HX_METHOD3, 8, 0, 8},  {NULL, 4, 0, 8},
+                {NULL, 8, 1, 16},        {NULL, 16, 0, 32}};
+    static const char *const lora = "lora", *const adalora = "adalora", *const full = "full";
+    int n_run = 0;
+    for (size_t c = 0; c < sizeof cfgs / sizeof cfgs[0] + 2; c++) {
+        const char *method = c < 10 ? (cfgs[c].method ? *cfgs[c].method : lora) : c == 10 ? adalora : full;
+        int r = c < 10 ? cfgs[c].r : c == 10 ? 8 : 0;
+        double alpha = c < 10 ? cfgs[c].alpha : c == 10 ? 16 : 0;
+        const char *targets = c == 11 ? "" : c == 9 ? "q_proj" : HX_TARGETS;
+        for (int seed = 0; seed < 2; seed++) {
+            cJSON *cfg = cJSON_CreateObject();
+            cJSON_AddStringToObject(cfg, "adapter.method", method);
+            cJSON_AddStringToObject(cfg, "adapter.targets", targets);
+            cJSON_AddNumberToObject(cfg, "adapter.r", r);
+            cJSON_AddNumberToObject(cfg, "adapter.alpha", alpha);
+            cJSON_AddNumberToObject(cfg, "train.seed", seed);
+            cJSON_AddStringToObject(cfg, HX_KEY_MEMBER, HX_VALUES[c < 10 ? cfgs[c].variant : 0]);
+            char *json = cJSON_PrintUnformatted(cfg);
+            cJSON_Delete(cfg);
+            char key[64];
+            snprintf(key, sizeof key, "k%d\nsystem(\"touch PWNED_k\")", n_run++);
+            RunInfo in = {key, json, method, targets, r, alpha, 1e-3, seed};
+            int64_t run = 0;
+            CK_OK(store_add_run(s, sw, &in, &run, &err));
+            cJSON_free(json);
+            int claimed = 0;
+            CK_OK(store_claim_run(s, run, &claimed, &err));
+            for (int step = 0; step <= 6; step++) {
+                double tl = 3.0 - 0.1 * step - 0.01 * (double)c;
+                if (seed && step == 2) tl = NAN;
+                if (seed && step == 3) tl = INFINITY;
+                CK_OK(store_add_metric(s, run, step, "train", "loss", tl, &err));
+                if (step % 3 == 0) CK_OK(store_add_metric(s, run, step, "eval", "loss", tl + 0.2, &err));
+            }
+            if (method == adalora)
+                for (int l = 0; l < 2; l++) {
+                    CK_OK(store_add_rank(s, run, l, HX_MODULE, 3 + l, 8, &err));
+                    CK_OK(store_add_rank(s, run, l, "v_proj", 5 - l, 8, &err));
+                }
+            double el = 2.0 - 0.01 * (double)c - 0.002 * r + 0.01 * seed;
+            RunResult res = {"done", 1000.0, 10.0 + seed, 1000 * (r + 1), TOTAL_PARAMS, 100 << 20, 2.5, el,
+                             exp(el), NAN, NAN, "error\n!touch PWNED_i", NULL};
+            CK_OK(store_finish_run(s, run, &res, &err));
+        }
+    }
+    store_close(s);
+}
+
+/* nftw callback: counts entries whose name starts with PWNED. */
+static int g_pwned;
+static int count_pwned(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag;
+    if (strncmp(path + ftw->base, "PWNED", 5) == 0) g_pwned++;
+    return 0;
+}
+
+/* Runs argv (no shell); stdout and stderr into log. Returns the exit status, or -1. */
+static int run_argv(char *const argv[], const char *log) {
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) _exit(126);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int wst = 0;
+    if (waitpid(pid, &wst, 0) != pid) return -1;
+    return WIFEXITED(wst) ? WEXITSTATUS(wst) : -1;
+}
+
+/* `loralab report` on the hostile database, through the real binary, with gnuplot when there is
+ * one: exit 0, no PWNED file anywhere, every script and data file holds only what the report
+ * writes (tests/gp_check.h), the tables and the index show the values as text. */
+START_TEST(t_hostile_database) {
+    char bin[1024], cwd[900];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    snprintf(bin, sizeof bin, "%s/build/loralab", cwd);
+    if (access(bin, X_OK) != 0) {
+        printf("SKIPPED: build/loralab not built: the hostile database not checked end to end\n");
+        return;
+    }
+    char db[512], out[512], log[512], p[1024];
+    /* The database's own path is hostile too: it is quoted in comments and the index. */
+    tu_path(db, sizeof db, "db" HX_NL_SYSTEM "'`touch PWNED_p`\\.db");
+    write_hostile_db(db);
+    tu_path(out, sizeof out, "out");
+    tu_path(log, sizeof log, "report.log");
+    char *argv[] = {bin, "report", "--db", db, "--out", out, NULL};
+    int rc = run_argv(argv, log);
+    char *said = tu_slurp(log, NULL);
+    ck_assert_msg(rc == 0, "loralab report exited %d:\n%s", rc, said);
+    g_pwned = 0;
+    ck_assert_int_eq(nftw(tu_dir, count_pwned, 16, FTW_PHYS), 0);
+    ck_assert_int_eq(nftw(cwd, count_pwned, 16, FTW_PHYS), 0);
+    ck_assert_msg(g_pwned == 0, "%d PWNED file(s) were created", g_pwned);
+    /* The terminal output carries no control character but newlines. */
+    for (const char *q = said; *q; q++)
+        ck_assert_msg((unsigned char)*q >= 0x20 || *q == '\n', "control character 0x%02x in the output:\n%s",
+                      (unsigned char)*q, said);
+    free(said);
+    int have_gnuplot = tu_have_program("gnuplot");
+    /* Each written figure: a clean script and clean data; rendered when gnuplot exists. */
+    ReportSummary sum;
+    LLError err = {0};
+    char *old_path = path_override("/nonexistent"); /* the summary only: no second rendering */
+    tu_path(p, sizeof p, "out2");
+    CK_OK(report_write(db, NULL, p, &sum, &err));
+    path_restore(old_path);
+    int n_lora_curves = 0, n_written = 0;
+    for (int i = 0; i < sum.n_figs; i++) {
+        const ReportFigure *f = &sum.figs[i];
+        n_lora_curves += strncasecmp(f->name, "curves_lora", 11) == 0;
+        if (f->skipped) continue;
+        n_written++;
+        static const char *const ext[] = {"gp", "dat", "pdf", "svg", "png"};
+        for (int e = 0; e < (have_gnuplot ? 5 : 2); e++) {
+            snprintf(p, sizeof p, "%s/%s.%s", out, f->name, ext[e]);
+            ck_assert_msg(file_size(p) > 0, "%s missing or empty", p);
+        }
+        size_t len = 0;
+        char why[256];
+        snprintf(p, sizeof p, "%s/%s.gp", out, f->name);
+        char *gp = tu_slurp(p, &len);
+        ck_assert_msg(gp_check_script(gp, len, why, sizeof why), "%s: %s\n%s", p, why, gp);
+        free(gp);
+        snprintf(p, sizeof p, "%s/%s.dat", out, f->name);
+        char *dat = tu_slurp(p, &len);
+        ck_assert_msg(gp_check_data(dat, len, why, sizeof why), "%s: %s\n%s", p, why, dat);
+        free(dat);
+    }
+    ck_assert_int_ge(n_written, 6);
+    ck_assert_int_eq(n_lora_curves, 3); /* "lora...x\", "lora" and "LoRA": three distinct stems */
+    /* Tables and index: the values are there as text, never as markup. */
+    snprintf(p, sizeof p, "%s/table.tex", out);
+    char *tex = tu_slurp(p, NULL);
+    ck_assert_msg(strstr(tex, "\\input{") == NULL && strstr(tex, "\\end{table}'") == NULL, "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, "\\textbackslash{}input\\{/etc/passwd\\}") != NULL, "table.tex:\n%s", tex);
+    for (const char *q = strchr(tex, '\n'); q; q = strchr(q + 1, '\n'))
+        ck_assert_msg(strncmp(q + 1, "system", 6) != 0 && strncmp(q + 1, "!touch", 6) != 0, "table.tex:\n%s", tex);
+    free(tex);
+    snprintf(p, sizeof p, "%s/table.md", out);
+    char *md = tu_slurp(p, NULL);
+    ck_assert_msg(strstr(md, "<script>") == NULL && strstr(md, "\\| a \\| b \\|") != NULL, "table.md:\n%s", md);
+    for (const char *q = strchr(md, '\n'); q; q = strchr(q + 1, '\n'))
+        ck_assert_msg(strncmp(q + 1, "system", 6) != 0 && strncmp(q + 1, "!touch", 6) != 0, "table.md:\n%s", md);
+    free(md);
+    snprintf(p, sizeof p, "%s/index.html", out);
+    char *html = tu_slurp(p, NULL);
+    ck_assert_msg(strstr(html, "<script>alert") == NULL && strstr(html, "&lt;script&gt;alert(1)") != NULL,
+                  "index.html:\n%s", html);
+    free(html);
+}
+END_TEST
+
 /* ---- core: grouping by configuration, variants ------------------------------------------------ */
 
 /* A done LoRA q,v r=8 alpha=16 lr=1e-3 row with the given config (NULL: none), seed and loss. */
@@ -987,5 +1197,8 @@ Suite *report_suite(void) {
     tcase_add_test(limits, t_newer_schema);
     tcase_add_test(limits, t_gnuplot_fails);
     tcase_add_test(limits, t_command);
+
+    TCase *hostile = tu_tcase(s, "hostile", 1, 120);
+    tcase_add_test(hostile, t_hostile_database);
     return s;
 }

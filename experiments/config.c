@@ -361,34 +361,41 @@ static LLStatus file_pair(const Src *src, void *ctx, const char *key, yaml_node_
 
 /* --- the sweep section --- */
 
+/* Where the pairs of one sweep sub-section go: the file's grid and random space, or one
+ * per_method entry's. ctx_name ("sweep.grid: ") starts every message about them. */
 typedef struct {
     ConfigDoc *d;
     SweepExclude *ex; /* exclusion entry being filled */
+    SweepAxis **axes;
+    int *n_axes;
+    SweepSpace **space;
+    int *n_space;
+    const char *ctx_name;
+    const char *variant; /* per_method entry: the method whose points the values are for */
 } SweepCtx;
 
 static LLStatus grid_pair(const Src *src, void *ctx, const char *key, yaml_node_t *kn, yaml_node_t *vn, LLError *err) {
-    ConfigDoc *d = ((SweepCtx *)ctx)->d;
+    SweepCtx *c = ctx;
     const KeySpec *ks;
-    LLStatus st = sweep_key(src, kn, "sweep.grid: ", key, &ks, err);
+    LLStatus st = sweep_key(src, kn, c->ctx_name, key, &ks, err);
     if (st) return st;
-    SweepSpec *sw = &d->sweep;
     char loc[1100];
     where(src, kn, loc, sizeof loc);
-    for (int i = 0; i < sw->n_axes; i++)
-        if (strcmp(sw->axes[i].key, key) == 0)
-            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.grid: duplicate axis '%s' (first at line %d)", loc, key,
-                          sw->axes[i].line);
+    for (int i = 0; i < *c->n_axes; i++)
+        if (strcmp((*c->axes)[i].key, key) == 0)
+            return ll_err(err, LL_ERR_CONFIG, "%s: %sduplicate axis '%s' (first at line %d)", loc, c->ctx_name, key,
+                          (*c->axes)[i].line);
     SweepAxis ax = {.line = line_of(kn)};
     snprintf(ax.key, sizeof ax.key, "%s", key);
     /* A list is the axis; a lone value (or a mapping for a map key) is an axis of one. */
     int n = vn->type == YAML_SEQUENCE_NODE ? sequence_len(vn) : 1;
-    if (n == 0) return ll_err(err, LL_ERR_CONFIG, "%s: sweep.grid: %s: the list is empty", loc, key);
+    if (n == 0) return ll_err(err, LL_ERR_CONFIG, "%s: %s%s: the list is empty", loc, c->ctx_name, key);
     ax.values = ll_calloc((size_t)n, sizeof(ConfigValue));
     for (int i = 0; i < n; i++) {
         yaml_node_t *it =
             vn->type == YAML_SEQUENCE_NODE ? yaml_document_get_node(src->doc, vn->data.sequence.items.start[i]) : vn;
         /* A numeric axis may hold expressions over the point's other keys ("r", "2*r"): kept as
-         * text here, evaluated per point by the expansion (sweep.c) and checked there. */
+         * text here, evaluated per point by the expansion (grid.c) and checked there. */
         if ((ks->type == CFG_INT || ks->type == CFG_FLOAT) && it->type == YAML_SCALAR_NODE && !is_null(it)) {
             ConfigValue probe;
             scalar_value(it, &probe);
@@ -409,8 +416,8 @@ static LLStatus grid_pair(const Src *src, void *ctx, const char *key, yaml_node_
         }
         ax.n++;
     }
-    sw->axes = ll_realloc(sw->axes, (size_t)sw->n_axes + 1, sizeof(SweepAxis));
-    sw->axes[sw->n_axes++] = ax;
+    *c->axes = ll_realloc(*c->axes, (size_t)*c->n_axes + 1, sizeof(SweepAxis));
+    (*c->axes)[(*c->n_axes)++] = ax;
     return LL_OK;
 }
 
@@ -468,18 +475,19 @@ static LLStatus derived_pair(const Src *src, void *ctx, const char *key, yaml_no
 }
 
 static LLStatus space_pair(const Src *src, void *ctx, const char *key, yaml_node_t *kn, yaml_node_t *vn, LLError *err) {
-    ConfigDoc *d = ((SweepCtx *)ctx)->d;
+    SweepCtx *c = ctx;
+    const char *cn = c->ctx_name;
     const KeySpec *ks;
     char loc[1100];
     where(src, kn, loc, sizeof loc);
-    LLStatus st = sweep_key(src, kn, "sweep.random.space: ", key, &ks, err);
+    LLStatus st = sweep_key(src, kn, cn, key, &ks, err);
     if (st) return st;
     SweepSpace sp = {.line = line_of(kn)};
     snprintf(sp.key, sizeof sp.key, "%s", key);
     if (vn->type == YAML_SEQUENCE_NODE) { /* choices */
         sp.kind = SPACE_CHOICE;
         int n = sequence_len(vn);
-        if (n == 0) return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: no choices", loc, key);
+        if (n == 0) return ll_err(err, LL_ERR_CONFIG, "%s: %s%s: no choices", loc, cn, key);
         sp.choices = ll_calloc((size_t)n, sizeof(ConfigValue));
         for (int i = 0; i < n; i++) {
             st = node_value(src, yaml_document_get_node(src->doc, vn->data.sequence.items.start[i]), ks, &sp.choices[i],
@@ -500,13 +508,13 @@ static LLStatus space_pair(const Src *src, void *ctx, const char *key, yaml_node
         else if (strcmp(dist, "int_log2") == 0) sp.kind = SPACE_INT_LOG2;
         else
             return ll_err(err, LL_ERR_CONFIG,
-                          "%s: sweep.random.space: %s: unknown distribution '%s' (uniform, log_uniform, int_log2, "
-                          "or a list of choices)", loc, key, dist);
+                          "%s: %s%s: unknown distribution '%s' (uniform, log_uniform, int_log2, "
+                          "or a list of choices)", loc, cn, key, dist);
         if (!config_key_numeric(ks))
-            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s is %s; %s needs a numeric key", loc, key,
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s%s is %s; %s needs a numeric key", loc, cn, key,
                           config_type_name(ks->type), dist);
         if (dv->type != YAML_SEQUENCE_NODE || sequence_len(dv) != 2)
-            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: %s takes [lo, hi]", loc, key, dist);
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s%s: %s takes [lo, hi]", loc, cn, key, dist);
         double b[2];
         for (int i = 0; i < 2; i++) {
             yaml_node_t *it = yaml_document_get_node(src->doc, dv->data.sequence.items.start[i]);
@@ -514,20 +522,20 @@ static LLStatus space_pair(const Src *src, void *ctx, const char *key, yaml_node
             if (it->type == YAML_SCALAR_NODE) scalar_value(it, &v);
             if (v.type != CFG_INT && v.type != CFG_FLOAT) {
                 config_value_free(&v);
-                return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: %s bounds must be numbers", loc, key,
+                return ll_err(err, LL_ERR_CONFIG, "%s: %s%s: %s bounds must be numbers", loc, cn, key,
                               dist);
             }
             b[i] = config_value_number(&v);
             char msg[600];
             ConfigValue chk = v;
             if (!config_check_value(ks, &chk, msg, sizeof msg)) /* each bound must be a valid value */
-                return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: bound %s", loc, key, msg);
+                return ll_err(err, LL_ERR_CONFIG, "%s: %s%s: bound %s", loc, cn, key, msg);
         }
         sp.lo = b[0], sp.hi = b[1];
         if (!(sp.lo < sp.hi))
-            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: need lo < hi", loc, key);
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s%s: need lo < hi", loc, cn, key);
         if (sp.kind == SPACE_LOG_UNIFORM && !(sp.lo > 0))
-            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: %s: log_uniform needs lo > 0", loc, key);
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s%s: log_uniform needs lo > 0", loc, cn, key);
         if (sp.kind == SPACE_INT_LOG2) {
             int ok = ks->type == CFG_INT;
             for (int i = 0; i < 2 && ok; i++) {
@@ -537,23 +545,86 @@ static LLStatus space_pair(const Src *src, void *ctx, const char *key, yaml_node
             }
             if (!ok)
                 return ll_err(err, LL_ERR_CONFIG,
-                              "%s: sweep.random.space: %s: int_log2 needs a whole-number key and powers of two "
-                              "[lo, hi] such as [2, 64]", loc, key);
+                              "%s: %s%s: int_log2 needs a whole-number key and powers of two "
+                              "[lo, hi] such as [2, 64]", loc, cn, key);
         }
     } else {
         return ll_err(err, LL_ERR_CONFIG,
-                      "%s: sweep.random.space: %s: expected a list of choices or {uniform|log_uniform|int_log2: "
-                      "[lo, hi]}", loc, key);
+                      "%s: %s%s: expected a list of choices or {uniform|log_uniform|int_log2: "
+                      "[lo, hi]}", loc, cn, key);
     }
-    SweepSpec *sw = &d->sweep;
-    for (int i = 0; i < sw->n_space; i++)
-        if (strcmp(sw->space[i].key, key) == 0) {
+    for (int i = 0; i < *c->n_space; i++)
+        if (strcmp((*c->space)[i].key, key) == 0) {
             for (int j = 0; j < sp.n_choices; j++) config_value_free(&sp.choices[j]);
             ll_free(sp.choices);
-            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.random.space: duplicate key '%s'", loc, key);
+            return ll_err(err, LL_ERR_CONFIG, "%s: %sduplicate key '%s'", loc, cn, key);
         }
-    sw->space = ll_realloc(sw->space, (size_t)sw->n_space + 1, sizeof(SweepSpace));
-    sw->space[sw->n_space++] = sp;
+    *c->space = ll_realloc(*c->space, (size_t)*c->n_space + 1, sizeof(SweepSpace));
+    (*c->space)[(*c->n_space)++] = sp;
+    return LL_OK;
+}
+
+/* One key of a per_method entry: a list (or a lone value) is an axis crossed with the grid for the
+ * method's points, a distribution {log_uniform: [lo, hi], ...} a random-search key of theirs. */
+static LLStatus method_pair(const Src *src, void *ctx, const char *key, yaml_node_t *kn, yaml_node_t *vn,
+                            LLError *err) {
+    SweepCtx *c = ctx;
+    const KeySpec *ks;
+    LLStatus st = sweep_key(src, kn, c->ctx_name, key, &ks, err);
+    if (st) return st;
+    char loc[1100], why[200];
+    where(src, kn, loc, sizeof loc);
+    AdapterMethod m = ADAPTER_LORA;
+    config_variant_method(c->variant, &m);
+    if (strcmp(key, "adapter.method") == 0)
+        return ll_err(err, LL_ERR_CONFIG, "%s: %sadapter.method: per_method is keyed by the method; list the methods "
+                      "in sweep.grid", loc, c->ctx_name);
+    if (strcmp(key, "train.seed") == 0)
+        return ll_err(err, LL_ERR_CONFIG, "%s: %strain.seed: seeds are crossed with every method; give them in "
+                      "sweep.seeds", loc, c->ctx_name);
+    if (config_method_ignores(m, key, why, sizeof why))
+        return ll_err(err, LL_ERR_CONFIG, "%s: %s%s: %s", loc, c->ctx_name, key, why);
+    int is_space = vn->type == YAML_MAPPING_NODE && ks->type != CFG_NUM_MAP;
+    for (int i = 0; i < (is_space ? *c->n_axes : *c->n_space); i++) {
+        const char *k = is_space ? (*c->axes)[i].key : (*c->space)[i].key;
+        int ln = is_space ? (*c->axes)[i].line : (*c->space)[i].line;
+        if (strcmp(k, key) == 0)
+            return ll_err(err, LL_ERR_CONFIG, "%s: %sduplicate key '%s' (first at line %d)", loc, c->ctx_name, key,
+                          ln);
+    }
+    return is_space ? space_pair(src, ctx, key, kn, vn, err) : grid_pair(src, ctx, key, kn, vn, err);
+}
+
+static LLStatus parse_per_method(const Src *src, ConfigDoc *d, yaml_node_t *vn, LLError *err) {
+    char loc[1100], names[200], ctx_name[64];
+    SweepSpec *sw = &d->sweep;
+    for (int i = 0; i < mapping_len(vn); i++) {
+        yaml_node_pair_t *p = &vn->data.mapping.pairs.start[i];
+        yaml_node_t *mk = yaml_document_get_node(src->doc, p->key), *mv = yaml_document_get_node(src->doc, p->value);
+        where(src, mk, loc, sizeof loc);
+        const char *v = mk->type == YAML_SCALAR_NODE ? scalar(mk) : "";
+        if (!config_variant_method(v, NULL)) {
+            config_variant_list(names, sizeof names);
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.per_method: unknown method '%.40s' (methods: %s)", loc, v,
+                          names);
+        }
+        for (int j = 0; j < sw->n_per_method; j++)
+            if (strcmp(sw->per_method[j].variant, v) == 0)
+                return ll_err(err, LL_ERR_CONFIG, "%s: sweep.per_method: duplicate method '%s' (first at line %d)", loc,
+                              v, sw->per_method[j].line);
+        if (mv->type != YAML_MAPPING_NODE || mapping_len(mv) == 0)
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.per_method: %s: expected a mapping {key: [values], ...}", loc,
+                          v);
+        sw->per_method = ll_realloc(sw->per_method, (size_t)sw->n_per_method + 1, sizeof(SweepMethod));
+        SweepMethod *pm = &sw->per_method[sw->n_per_method++];
+        memset(pm, 0, sizeof *pm);
+        snprintf(pm->variant, sizeof pm->variant, "%s", v);
+        pm->line = line_of(mk);
+        snprintf(ctx_name, sizeof ctx_name, "sweep.per_method.%s: ", v);
+        SweepCtx c = {d, NULL, &pm->axes, &pm->n_axes, &pm->space, &pm->n_space, ctx_name, pm->variant};
+        LLStatus st = walk_pairs(src, mv, "", ctx_name, method_pair, &c, 0, err);
+        if (st) return st;
+    }
     return LL_OK;
 }
 
@@ -561,7 +632,8 @@ static LLStatus parse_sweep_special(const Src *src, ConfigDoc *d, const char *ke
                                     LLError *err) {
     char loc[1100];
     where(src, kn, loc, sizeof loc);
-    SweepCtx c = {d, NULL};
+    SweepSpec *sw = &d->sweep;
+    SweepCtx c = {d, NULL, &sw->axes, &sw->n_axes, &sw->space, &sw->n_space, "", NULL};
     if (strcmp(key, "sweep.exclude") == 0) {
         if (vn->type != YAML_SEQUENCE_NODE)
             return ll_err(err, LL_ERR_CONFIG, "%s: sweep.exclude: expected a list of {key: value} entries", loc);
@@ -583,10 +655,13 @@ static LLStatus parse_sweep_special(const Src *src, ConfigDoc *d, const char *ke
     }
     if (vn->type != YAML_MAPPING_NODE)
         return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected a mapping", loc, key);
-    if (strcmp(key, "sweep.grid") == 0) return walk_pairs(src, vn, "", "sweep.grid: ", grid_pair, &c, 0, err);
-    if (strcmp(key, "sweep.derived") == 0)
-        return walk_pairs(src, vn, "", "sweep.derived: ", derived_pair, &c, 0, err);
-    return walk_pairs(src, vn, "", "sweep.random.space: ", space_pair, &c, 0, err);
+    if (strcmp(key, "sweep.per_method") == 0) return parse_per_method(src, d, vn, err);
+    c.ctx_name = strcmp(key, "sweep.grid") == 0      ? "sweep.grid: "
+                 : strcmp(key, "sweep.derived") == 0 ? "sweep.derived: "
+                                                     : "sweep.random.space: ";
+    if (strcmp(key, "sweep.grid") == 0) return walk_pairs(src, vn, "", c.ctx_name, grid_pair, &c, 0, err);
+    if (strcmp(key, "sweep.derived") == 0) return walk_pairs(src, vn, "", c.ctx_name, derived_pair, &c, 0, err);
+    return walk_pairs(src, vn, "", c.ctx_name, space_pair, &c, 0, err);
 }
 
 /* --- presets --- */
@@ -770,6 +845,45 @@ static LLStatus doc_load_preset(ConfigDoc *d, const char *name, const char *loc,
 
 /* --- --set --- */
 
+static void axis_free(SweepAxis *ax) {
+    for (int j = 0; j < ax->n; j++) config_value_free(&ax->values[j]);
+    ll_free(ax->values);
+}
+
+static void space_free(SweepSpace *sp) {
+    for (int j = 0; j < sp->n_choices; j++) config_value_free(&sp->choices[j]);
+    ll_free(sp->choices);
+}
+
+static void free_axes(SweepAxis *ax, int n) {
+    for (int i = 0; i < n; i++) axis_free(&ax[i]);
+    ll_free(ax);
+}
+
+static void free_space(SweepSpace *sp, int n) {
+    for (int i = 0; i < n; i++) space_free(&sp[i]);
+    ll_free(sp);
+}
+
+/* Removes the axes (random-search keys) of key from a list. */
+static void drop_axes(SweepAxis *ax, int *n, const char *key) {
+    for (int i = 0; i < *n; i++)
+        if (strcmp(ax[i].key, key) == 0) {
+            axis_free(&ax[i]);
+            memmove(&ax[i], &ax[i + 1], sizeof(SweepAxis) * (size_t)(*n - i - 1));
+            (*n)--, i--;
+        }
+}
+
+static void drop_space(SweepSpace *sp, int *n, const char *key) {
+    for (int i = 0; i < *n; i++)
+        if (strcmp(sp[i].key, key) == 0) {
+            space_free(&sp[i]);
+            memmove(&sp[i], &sp[i + 1], sizeof(SweepSpace) * (size_t)(*n - i - 1));
+            (*n)--, i--;
+        }
+}
+
 static LLStatus apply_set(ConfigDoc *d, const char *set, LLError *err) {
     const char *eq = strchr(set, '=');
     if (!eq || eq == set)
@@ -817,20 +931,12 @@ static LLStatus apply_set(ConfigDoc *d, const char *set, LLError *err) {
     e->from_set = 1;
     /* The command line wins over a sweep axis of the same key: the axis collapses to this value. */
     SweepSpec *sw = &d->sweep;
-    for (int i = 0; i < sw->n_axes; i++)
-        if (strcmp(sw->axes[i].key, key) == 0) {
-            for (int j = 0; j < sw->axes[i].n; j++) config_value_free(&sw->axes[i].values[j]);
-            ll_free(sw->axes[i].values);
-            memmove(&sw->axes[i], &sw->axes[i + 1], sizeof(SweepAxis) * (size_t)(sw->n_axes - i - 1));
-            sw->n_axes--, i--;
-        }
-    for (int i = 0; i < sw->n_space; i++)
-        if (strcmp(sw->space[i].key, key) == 0) {
-            for (int j = 0; j < sw->space[i].n_choices; j++) config_value_free(&sw->space[i].choices[j]);
-            ll_free(sw->space[i].choices);
-            memmove(&sw->space[i], &sw->space[i + 1], sizeof(SweepSpace) * (size_t)(sw->n_space - i - 1));
-            sw->n_space--, i--;
-        }
+    drop_axes(sw->axes, &sw->n_axes, key);
+    drop_space(sw->space, &sw->n_space, key);
+    for (int m = 0; m < sw->n_per_method; m++) {
+        drop_axes(sw->per_method[m].axes, &sw->per_method[m].n_axes, key);
+        drop_space(sw->per_method[m].space, &sw->per_method[m].n_space, key);
+    }
     for (int i = 0; i < sw->n_derived; i++)
         if (strcmp(sw->derived[i].key, key) == 0) {
             ll_free(sw->derived[i].expr);
@@ -850,17 +956,14 @@ void config_doc_free(ConfigDoc *d) {
     for (int i = 0; i < d->n_entries; i++) config_value_free(&d->entries[i].value);
     ll_free(d->entries);
     SweepSpec *sw = &d->sweep;
-    for (int i = 0; i < sw->n_axes; i++) {
-        for (int j = 0; j < sw->axes[i].n; j++) config_value_free(&sw->axes[i].values[j]);
-        ll_free(sw->axes[i].values);
-    }
-    ll_free(sw->axes);
+    free_axes(sw->axes, sw->n_axes);
     ll_free(sw->seeds);
-    for (int i = 0; i < sw->n_space; i++) {
-        for (int j = 0; j < sw->space[i].n_choices; j++) config_value_free(&sw->space[i].choices[j]);
-        ll_free(sw->space[i].choices);
+    free_space(sw->space, sw->n_space);
+    for (int i = 0; i < sw->n_per_method; i++) {
+        free_axes(sw->per_method[i].axes, sw->per_method[i].n_axes);
+        free_space(sw->per_method[i].space, sw->per_method[i].n_space);
     }
-    ll_free(sw->space);
+    ll_free(sw->per_method);
     for (int i = 0; i < sw->n_derived; i++) ll_free(sw->derived[i].expr);
     ll_free(sw->derived);
     for (int i = 0; i < sw->n_exclude; i++) config_assign_free(sw->exclude[i].match, sw->exclude[i].n);
@@ -868,6 +971,38 @@ void config_doc_free(ConfigDoc *d) {
     for (int i = 0; i < d->n_presets; i++) ll_free(d->presets[i].canonical);
     ll_free(d->presets);
     ll_free(d);
+}
+
+/* per_method keys are swept nowhere else in the file (two sources of values for one key would
+ * make the plan depend on which wins); its random-search keys need sweep.random.n. A value set in
+ * the file is allowed: the method's values win over it for that method only. */
+static LLStatus check_per_method(const ConfigDoc *d, LLError *err) {
+    const SweepSpec *sw = &d->sweep;
+    for (int m = 0; m < sw->n_per_method; m++) {
+        const SweepMethod *pm = &sw->per_method[m];
+        for (int i = 0; i < pm->n_axes + pm->n_space; i++) {
+            int drawn = i >= pm->n_axes;
+            const char *key = drawn ? pm->space[i - pm->n_axes].key : pm->axes[i].key;
+            int line = drawn ? pm->space[i - pm->n_axes].line : pm->axes[i].line;
+            char at[1200];
+            snprintf(at, sizeof at, "%s:%d: sweep.per_method.%s: %s", d->path, line, pm->variant, key);
+            if (drawn && !sw->random_n)
+                return ll_err(err, LL_ERR_CONFIG, "%s: a distribution needs sweep.random.n (how many points)", at);
+            for (int j = 0; j < sw->n_axes; j++)
+                if (strcmp(sw->axes[j].key, key) == 0)
+                    return ll_err(err, LL_ERR_CONFIG, "%s is also a sweep.grid axis (line %d); give it in one place",
+                                  at, sw->axes[j].line);
+            for (int j = 0; j < sw->n_space; j++)
+                if (strcmp(sw->space[j].key, key) == 0)
+                    return ll_err(err, LL_ERR_CONFIG, "%s is also a sweep.random.space key (line %d); give it in one "
+                                  "place", at, sw->space[j].line);
+            for (int j = 0; j < sw->n_derived; j++)
+                if (strcmp(sw->derived[j].key, key) == 0)
+                    return ll_err(err, LL_ERR_CONFIG, "%s is also derived (line %d); give it in one place", at,
+                                  sw->derived[j].line);
+        }
+    }
+    return LL_OK;
 }
 
 /* Checks across the sweep section that need the whole file: conflicts between axes, random keys,
@@ -890,9 +1025,13 @@ static LLStatus check_sweep(ConfigDoc *d, LLError *err) {
     if (sw->n_space && !sw->random_n)
         return ll_err(err, LL_ERR_CONFIG, "%s:%d: sweep.random.space needs sweep.random.n (how many points)", d->path,
                       sw->space[0].line);
-    if (sw->random_n && !sw->n_space)
+    int any_space = sw->n_space > 0;
+    for (int m = 0; m < sw->n_per_method; m++) any_space |= sw->per_method[m].n_space > 0;
+    if (sw->random_n && !any_space)
         return ll_err(err, LL_ERR_CONFIG, "%s:%d: sweep.random.n needs sweep.random.space (what to draw)", d->path,
                       rn->line);
+    LLStatus pst = check_per_method(d, err);
+    if (pst) return pst;
     for (int i = 0; i < sw->n_space; i++) {
         for (int j = 0; j < sw->n_axes; j++)
             if (strcmp(sw->space[i].key, sw->axes[j].key) == 0)
@@ -942,20 +1081,25 @@ static LLStatus check_sweep(ConfigDoc *d, LLError *err) {
         LLStatus st = doc_load_preset(d, pe->value.s, loc, err);
         if (st) return st;
     }
-    for (int j = 0; j < sw->n_axes; j++)
-        if (strcmp(sw->axes[j].key, "base.preset") == 0)
-            for (int k = 0; k < sw->axes[j].n; k++) {
-                snprintf(loc, sizeof loc, "%s:%d", d->path, sw->axes[j].line);
-                LLStatus st = doc_load_preset(d, sw->axes[j].values[k].s, loc, err);
-                if (st) return st;
-            }
-    for (int j = 0; j < sw->n_space; j++)
-        if (strcmp(sw->space[j].key, "base.preset") == 0)
-            for (int k = 0; k < sw->space[j].n_choices; k++) {
-                snprintf(loc, sizeof loc, "%s:%d", d->path, sw->space[j].line);
-                LLStatus st = doc_load_preset(d, sw->space[j].choices[k].s, loc, err);
-                if (st) return st;
-            }
+    for (int m = -1; m < sw->n_per_method; m++) {
+        const SweepAxis *ax = m < 0 ? sw->axes : sw->per_method[m].axes;
+        const SweepSpace *sp = m < 0 ? sw->space : sw->per_method[m].space;
+        int nax = m < 0 ? sw->n_axes : sw->per_method[m].n_axes, nsp = m < 0 ? sw->n_space : sw->per_method[m].n_space;
+        for (int j = 0; j < nax; j++)
+            if (strcmp(ax[j].key, "base.preset") == 0)
+                for (int k = 0; k < ax[j].n; k++) {
+                    snprintf(loc, sizeof loc, "%s:%d", d->path, ax[j].line);
+                    LLStatus st = doc_load_preset(d, ax[j].values[k].s, loc, err);
+                    if (st) return st;
+                }
+        for (int j = 0; j < nsp; j++)
+            if (strcmp(sp[j].key, "base.preset") == 0)
+                for (int k = 0; k < sp[j].n_choices; k++) {
+                    snprintf(loc, sizeof loc, "%s:%d", d->path, sp[j].line);
+                    LLStatus st = doc_load_preset(d, sp[j].choices[k].s, loc, err);
+                    if (st) return st;
+                }
+    }
     return LL_OK;
 }
 
@@ -1052,7 +1196,7 @@ static void key_where(const ConfigDoc *d, const ConfigAssign *ov, int n, const c
 static AdapterMethod method_of(const ConfigDoc *d, const ConfigAssign *ov, int n) {
     const ConfigValue *v = lookup(d, ov, n, "adapter.method");
     AdapterMethod m = ADAPTER_LORA;
-    if (v) adapter_method_from_name(v->s, &m);
+    if (v) config_variant_method(v->s, &m); /* dora, rslora, ... are LoRA */
     return m;
 }
 
@@ -1114,6 +1258,11 @@ static void apply_special(RunConfig *rc, const ConfigDoc *d, const KeySpec *ks, 
     else if (strcmp(k, "base.data") == 0) snprintf(rc->base_data, sizeof rc->base_data, "%s", v->s);
     else if (strcmp(k, "base.tokenizer") == 0) rc->base_bpe = strcmp(v->s, "bpe") == 0;
     else if (strcmp(k, "base.vocab_size") == 0) rc->base_vocab = (int)v->i;
+    else if (strcmp(k, "adapter.method") == 0) { /* a LoRA variant sets what makes it one; keys after win */
+        if (strcmp(v->s, "dora") == 0) rc->adapter.use_dora = 1;
+        if (strcmp(v->s, "rslora") == 0) rc->adapter.use_rslora = 1;
+        if (strcmp(v->s, "pissa") == 0) rc->adapter.init = ADAPTER_INIT_PISSA;
+    }
     else if (strcmp(k, "task.type") == 0) rc->task_cls = strcmp(v->s, "cls") == 0;
     else if (strcmp(k, "task.data") == 0) snprintf(rc->task_data, sizeof rc->task_data, "%s", v->s);
     else if (strcmp(k, "train.schedule") == 0) lr_schedule_from_name(v->s, &rc->train.schedule);
@@ -1287,6 +1436,35 @@ void run_config_free(RunConfig *rc) {
     rc->canonical_json = NULL;
 }
 
+/* Defaults, then every value the document and the overrides give (values of the wrong type, such
+ * as a grid axis's unevaluated expression, are skipped: config_resolve refuses them first). */
+static void apply_values(const ConfigDoc *d, const ConfigAssign *ov, int n, AdapterMethod method, RunConfig *rc) {
+    config_engine_defaults(rc, method);
+    snprintf(rc->name, sizeof rc->name, "%s", d->default_name);
+    snprintf(rc->out_dir, sizeof rc->out_dir, "%s", CONFIG_DEFAULT_OUT_DIR);
+    rc->base_bpe = 1, rc->base_vocab = 1024;
+    int n_keys;
+    const KeySpec *keys = config_keys(&n_keys);
+    for (int i = 0; i < n_keys; i++) {
+        const KeySpec *ks = &keys[i];
+        const ConfigValue *v = lookup(d, ov, n, ks->key);
+        if (!v || (v->type != ks->type && !(ks->type == CFG_FLOAT && v->type == CFG_INT))) continue;
+        if (ks->st != FS_NONE)
+            config_field_write(config_field_ptr(rc, ks), ks->fk, v->type == CFG_FLOAT ? v->f : (double)v->i);
+        else apply_special(rc, d, ks, v);
+    }
+    rc->adapter.method = method;
+    if (!lookup(d, ov, n, "adapter.seed")) rc->adapter.seed = rc->train.seed; /* follows train.seed */
+    rc->adapter.total_step = rc->train.steps;
+}
+
+const char *config_variant(const ConfigDoc *d, const ConfigAssign *ov, int n) {
+    RunConfig rc;
+    memset(&rc, 0, sizeof rc);
+    apply_values(d, ov, n, method_of(d, ov, n), &rc);
+    return adapter_variant_name(&rc.adapter);
+}
+
 LLStatus config_resolve(const ConfigDoc *d, const ConfigAssign *ov, int n, RunConfig *rc, LLError *err) {
     memset(rc, 0, sizeof *rc);
     char w1[1100], w2[1100];
@@ -1298,23 +1476,17 @@ LLStatus config_resolve(const ConfigDoc *d, const ConfigAssign *ov, int n, RunCo
                           config_type_name(ks->type));
     }
     AdapterMethod method = method_of(d, ov, n);
-    config_engine_defaults(rc, method);
-    snprintf(rc->name, sizeof rc->name, "%s", d->default_name);
-    snprintf(rc->out_dir, sizeof rc->out_dir, "%s", CONFIG_DEFAULT_OUT_DIR);
-    rc->base_bpe = 1, rc->base_vocab = 1024;
+    apply_values(d, ov, n, method, rc);
     int n_keys;
     const KeySpec *keys = config_keys(&n_keys);
-    for (int i = 0; i < n_keys; i++) {
-        const KeySpec *ks = &keys[i];
-        const ConfigValue *v = lookup(d, ov, n, ks->key);
-        if (!v) continue;
-        if (ks->st != FS_NONE)
-            config_field_write(config_field_ptr(rc, ks), ks->fk, v->type == CFG_FLOAT ? v->f : (double)v->i);
-        else apply_special(rc, d, ks, v);
+    /* `adapter.method: dora` (a variant) must give a dora run: another key may contradict it. */
+    const ConfigValue *mv = lookup(d, ov, n, "adapter.method");
+    const char *made = adapter_variant_name(&rc->adapter);
+    if (mv && config_variant_implies(mv->s) && strcmp(made, mv->s) != 0) {
+        key_where(d, ov, n, "adapter.method", w1, sizeof w1);
+        return ll_err(err, LL_ERR_CONFIG, "%s: adapter.method: '%s' is LoRA with %s, but the config makes a '%s' run",
+                      w1, mv->s, config_variant_implies(mv->s), made);
     }
-    rc->adapter.method = method;
-    if (!lookup(d, ov, n, "adapter.seed")) rc->adapter.seed = rc->train.seed; /* follows train.seed */
-    rc->adapter.total_step = rc->train.steps;
 
     /* The base model: a folder, or the pretraining keys. */
     const ConfigValue *bp = lookup(d, ov, n, "base.path"), *pr = lookup(d, ov, n, "base.preset");

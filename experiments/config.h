@@ -10,6 +10,13 @@
  * checks and report as "--set: ...". A --set of a key that a sweep varies (grid axis, random-search
  * key, derived key) removes that axis: the command line wins.
  *
+ * adapter.method also takes the LoRA variants results tables name (rslora, dora, pissa, loraplus):
+ * each sets what makes it one (use_rslora, use_dora, init pissa; loraplus needs adapter.lr_ratio)
+ * and resolves to method lora, so `method: dora` and `use_dora: true` are one run key; a config
+ * whose other keys contradict the named variant is refused. sweep.per_method.<variant> holds axes
+ * and random-search keys for one variant's points (grid.h); its keys must be read by the method
+ * (config_method_ignores gives the reason otherwise) and swept nowhere else in the file.
+ *
  * Resolution (config_resolve) turns the flat document plus one grid point's assignments into a
  * RunConfig: engine defaults (train_config_defaults, adapter_config_defaults for the method) are
  * the schema defaults; adapter.seed follows train.seed unless set; adapter.total_step is
@@ -84,6 +91,18 @@ typedef struct {
     int line;
 } SweepDerived;
 
+/* sweep.per_method.<variant>: axes and random-search keys for the points of one method only. The
+ * variant is the name the tables use (adapter_variant_name: lora, rslora, dora, pissa, loraplus,
+ * adalora, vera, full). Its keys are read by that method and are swept nowhere else in the file. */
+typedef struct {
+    char variant[16];
+    int line;
+    SweepAxis *axes;   /* crossed with the grid for this method's points */
+    int n_axes;
+    SweepSpace *space; /* drawn with the random samples for this method's points */
+    int n_space;
+} SweepMethod;
+
 typedef struct {
     ConfigAssign *match; /* a point matching every key is dropped; a key listed more than once
                           * (written `key: [a, b]`) matches any of its values */
@@ -104,6 +123,8 @@ typedef struct {
     int n_derived;
     SweepExclude *exclude;
     int n_exclude;
+    SweepMethod *per_method;
+    int n_per_method;
 } SweepSpec;
 
 typedef struct {
@@ -166,6 +187,10 @@ void config_doc_free(struct ConfigDoc *doc);
 LLStatus config_resolve(const struct ConfigDoc *doc, const ConfigAssign *overrides, int n, RunConfig *rc,
                         LLError *err);
 void run_config_free(RunConfig *rc);
+
+/* The method a point's runs are reported as (adapter_variant_name of its values: lora, dora, ...),
+ * before resolution's checks; what sweep.per_method is keyed by. A static string. */
+const char *config_variant(const struct ConfigDoc *doc, const ConfigAssign *overrides, int n);
 
 /* The value of one key in the canonical config, as JSON text; returns 0 when the key is not part
  * of it (a key the method ignores). */

@@ -272,135 +272,284 @@ static void add_vary(SweepPlan *plan, const char *key) {
     snprintf(plan->vary[plan->n_vary++], CONFIG_KEY_MAX, "%s", key);
 }
 
+/* Keys whose values decide a run's variant (adapter_variant_name). A --set of one narrows the
+ * sweep's methods, so per_method entries of the others are then ignored instead of refused. */
+static const char *const VARIANT_KEYS[] = {"adapter.method", "adapter.use_dora", "adapter.use_rslora", "adapter.init",
+                                           "adapter.lr_ratio"};
+
+static int methods_narrowed(const ConfigDoc *d) {
+    for (int i = 0; i < d->n_entries; i++)
+        for (size_t k = 0; k < sizeof VARIANT_KEYS / sizeof VARIANT_KEYS[0]; k++)
+            if (d->entries[i].from_set && strcmp(d->entries[i].key, VARIANT_KEYS[k]) == 0) return 1;
+    return 0;
+}
+
+/* The assignments of base point b (seed x grid, the last axis fastest, the seed slowest). */
+static void base_point(const SweepSpec *sw, long b, ConfigAssign **a, int *na) {
+    int digit[64] = {0};
+    for (int i = sw->n_axes - 1; i >= 0; i--) {
+        digit[i] = (int)(b % sw->axes[i].n);
+        b /= sw->axes[i].n;
+    }
+    *a = NULL, *na = 0;
+    if (sw->n_seeds) {
+        ConfigValue sv = {.type = CFG_INT, .i = sw->seeds[b]};
+        push_assign(a, na, "train.seed", &sv);
+    }
+    for (int i = 0; i < sw->n_axes; i++) push_assign(a, na, sw->axes[i].key, &sw->axes[i].values[digit[i]]);
+}
+
+static long combos(const SweepMethod *pm) {
+    long c = 1;
+    for (int i = 0; pm && i < pm->n_axes; i++) c *= pm->axes[i].n;
+    return c;
+}
+
+/* Draws sample j of every key of a space (n keys) into out[j * n + k]. */
+static LLStatus draw_samples(const ConfigDoc *doc, const SweepSpace *space, int n, int n_rand, const char *where,
+                             ConfigValue *out, LLError *err) {
+    for (int j = 0; j < n_rand; j++)
+        for (int k = 0; k < n; k++) {
+            LLStatus st = draw(&space[k], doc->sweep.random_seed, j, &out[(size_t)j * n + k], err);
+            if (st) {
+                ll_err_prefix(err, "%s:%d: %s", doc->path, space[k].line, where);
+                return st;
+            }
+        }
+    return LL_OK;
+}
+
+/* Replaces the expression values of numeric axes (adapter.alpha: ["r", "2*r", 16]) by numbers, in
+ * axis order. */
+static LLStatus eval_axes(const ConfigDoc *doc, ConfigAssign *a, int na, LLError *err) {
+    for (int k = 0; k < na; k++) {
+        ConfigType kt = config_key_type(a[k].key);
+        if (a[k].value.type != CFG_STRING || (kt != CFG_INT && kt != CFG_FLOAT)) continue;
+        char *expr = a[k].value.s;
+        double x;
+        ConfigValue v = {0};
+        LLStatus st = sweep_eval_expr(expr, doc, a, na, &x, err);
+        if (!st && kt == CFG_INT && fabs(x - round(x)) > 1e-9 * fmax(1.0, fabs(x)))
+            st = ll_err(err, LL_ERR_CONFIG, "'%s' = %g is not a whole number", expr, x);
+        if (!st) {
+            if (kt == CFG_INT) v.type = CFG_INT, v.i = (int64_t)llround(x);
+            else v.type = CFG_FLOAT, v.f = x;
+            st = config_value_check(a[k].key, &v, err);
+        }
+        if (st) {
+            ll_err_prefix(err, "%s: sweep.grid: %s: '%s'", doc->path, a[k].key, expr);
+            return st;
+        }
+        config_value_free(&a[k].value);
+        a[k].value = v;
+    }
+    return LL_OK;
+}
+
+/* Appends the derived keys, in file order. */
+static LLStatus add_derived(const ConfigDoc *doc, ConfigAssign **a, int *na, LLError *err) {
+    const SweepSpec *sw = &doc->sweep;
+    for (int k = 0; k < sw->n_derived; k++) {
+        const SweepDerived *dv = &sw->derived[k];
+        double x;
+        ConfigValue v = {0};
+        LLStatus st = sweep_eval_expr(dv->expr, doc, *a, *na, &x, err);
+        if (!st) {
+            if (config_key_type(dv->key) == CFG_INT) {
+                if (fabs(x - round(x)) > 1e-9 * fmax(1.0, fabs(x)))
+                    st = ll_err(err, LL_ERR_CONFIG, "'%s' = %g is not a whole number", dv->expr, x);
+                v.type = CFG_INT, v.i = (int64_t)llround(x);
+            } else {
+                v.type = CFG_FLOAT, v.f = x;
+            }
+        }
+        if (!st) st = config_value_check(dv->key, &v, err);
+        if (st) {
+            char where[512];
+            describe_point(*a, *na, where, sizeof where);
+            ll_err_prefix(err, "%s:%d: sweep.derived: %s%s%s%s", doc->path, dv->line, dv->key,
+                          where[0] ? " at point {" : "", where, where[0] ? "}" : "");
+            return st;
+        }
+        push_assign(a, na, dv->key, &v);
+    }
+    return LL_OK;
+}
+
+/* The per_method entry of each base point (-1: none), the number of points, and the check that
+ * every entry names a method some base point has. */
+static LLStatus plan_methods(const ConfigDoc *doc, long nb, int n_rand, int *pm_of, double *total, LLError *err) {
+    const SweepSpec *sw = &doc->sweep;
+    int *used = ll_calloc((size_t)sw->n_per_method + 1, sizeof(int));
+    char seen[256] = "";
+    size_t seen_len = 0;
+    *total = 0;
+    for (long b = 0; b < nb; b++) {
+        ConfigAssign *a;
+        int na;
+        base_point(sw, b, &a, &na);
+        const char *v = config_variant(doc, a, na);
+        config_assign_free(a, na);
+        pm_of[b] = -1;
+        for (int m = 0; m < sw->n_per_method; m++)
+            if (strcmp(sw->per_method[m].variant, v) == 0) pm_of[b] = m, used[m] = 1;
+        *total += (double)combos(pm_of[b] >= 0 ? &sw->per_method[pm_of[b]] : NULL) * n_rand;
+        char quoted[24];
+        snprintf(quoted, sizeof quoted, " %s,", v);
+        if (!strstr(seen, quoted) && seen_len + strlen(quoted) < sizeof seen)
+            config_append(seen, sizeof seen, &seen_len, "%s", quoted);
+    }
+    LLStatus st = LL_OK;
+    for (int m = 0; m < sw->n_per_method && !st; m++)
+        if (!used[m] && !methods_narrowed(doc)) {
+            if (seen_len) seen[seen_len - 1] = '\0'; /* the last comma */
+            st = ll_err(err, LL_ERR_CONFIG,
+                        "%s:%d: sweep.per_method: no point of the grid is a '%s' run (its methods:%s); add it to "
+                        "sweep.grid's adapter.method or remove the entry",
+                        doc->path, sw->per_method[m].line, sw->per_method[m].variant, seen);
+        }
+    ll_free(used);
+    return st;
+}
+
+/* A value of a per_method entry made its point another method's run: names the axis that did. */
+static LLStatus method_changed(const ConfigDoc *doc, const SweepMethod *pm, const int *digit, const char *made,
+                               LLError *err) {
+    const SweepAxis *ax = NULL;
+    for (int i = 0; i < pm->n_axes && !ax; i++)
+        for (size_t k = 0; k < sizeof VARIANT_KEYS / sizeof VARIANT_KEYS[0]; k++)
+            if (strcmp(pm->axes[i].key, VARIANT_KEYS[k]) == 0) ax = &pm->axes[i];
+    char v[200] = "";
+    if (ax) config_value_string(&ax->values[digit[ax - pm->axes]], v, sizeof v);
+    return ll_err(err, LL_ERR_CONFIG,
+                  "%s:%d: sweep.per_method.%s: %s%s%s makes the run '%s', not '%s' (the keys that decide the method "
+                  "belong in sweep.grid)", doc->path, ax ? ax->line : pm->line, pm->variant, ax ? ax->key : "a value",
+                  ax ? ": " : "", v, made, pm->variant);
+}
+
 LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err) {
     memset(plan, 0, sizeof *plan);
     const SweepSpec *sw = &doc->sweep;
     int n_seed = sw->n_seeds ? sw->n_seeds : 1, n_rand = sw->random_n ? sw->random_n : 1;
-    double total = (double)n_seed * n_rand;
-    for (int i = 0; i < sw->n_axes; i++) total *= sw->axes[i].n;
+    double n_base = n_seed;
+    for (int i = 0; i < sw->n_axes; i++) n_base *= sw->axes[i].n;
     if (sw->n_axes > 64)
         return ll_err(err, LL_ERR_CONFIG, "%s: sweep.grid has %d axes; at most 64", doc->path, sw->n_axes);
-    if (total > SWEEP_MAX_POINTS)
+    for (int m = 0; m < sw->n_per_method; m++)
+        if (sw->per_method[m].n_axes > 64)
+            return ll_err(err, LL_ERR_CONFIG, "%s:%d: sweep.per_method.%s has %d axes; at most 64", doc->path,
+                          sw->per_method[m].line, sw->per_method[m].variant, sw->per_method[m].n_axes);
+    double total = n_base * n_rand;
+    long nb = total <= SWEEP_MAX_POINTS ? (long)n_base : 0;
+    int *pm_of = ll_malloc((size_t)nb + 1, sizeof(int));
+    for (long b = 0; b < nb; b++) pm_of[b] = -1;
+    if (nb && sw->n_per_method) { /* each method's own axes multiply its points */
+        LLStatus st = plan_methods(doc, nb, n_rand, pm_of, &total, err);
+        if (st) {
+            ll_free(pm_of);
+            return st;
+        }
+    }
+    if (total > SWEEP_MAX_POINTS) {
+        ll_free(pm_of);
         return ll_err(err, LL_ERR_CONFIG,
                       "%s: the sweep expands to %.0f points; the limit is %d (split it into several "
                       "files)",
                       doc->path, total, SWEEP_MAX_POINTS);
+    }
     if (sw->n_seeds) add_vary(plan, "train.seed");
     for (int i = 0; i < sw->n_axes; i++) add_vary(plan, sw->axes[i].key);
+    for (int m = 0; m < sw->n_per_method; m++)
+        for (int i = 0; i < sw->per_method[m].n_axes; i++) add_vary(plan, sw->per_method[m].axes[i].key);
     for (int i = 0; i < sw->n_space; i++) add_vary(plan, sw->space[i].key);
+    for (int m = 0; m < sw->n_per_method; m++)
+        for (int i = 0; i < sw->per_method[m].n_space; i++) add_vary(plan, sw->per_method[m].space[i].key);
     for (int i = 0; i < sw->n_derived; i++) add_vary(plan, sw->derived[i].key);
 
-    /* Random samples are drawn once; every grid point and seed is crossed with all of them. */
-    int ns = sw->random_n ? sw->n_space : 0;
+    /* Random samples are drawn once; every grid point and seed is crossed with all of them. A
+     * per-method key is drawn like a file-wide one (the same u for sample j), so sample j of each
+     * method lies at the same quantile of that method's own range. */
+    int ns = sw->random_n ? sw->n_space : 0, n_draw = sw->random_n ? n_rand : 0;
     ConfigValue *samples = ll_calloc((size_t)n_rand * (ns ? ns : 1), sizeof(ConfigValue));
-    LLStatus st = LL_OK;
-    for (int j = 0; j < (sw->random_n ? n_rand : 0) && !st; j++)
-        for (int k = 0; k < ns && !st; k++) {
-            st = draw(&sw->space[k], sw->random_seed, j, &samples[(size_t)j * ns + k], err);
-            if (st) ll_err_prefix(err, "%s:%d: sweep.random.space", doc->path, sw->space[k].line);
-        }
+    ConfigValue **pm_samples = ll_calloc((size_t)sw->n_per_method + 1, sizeof(ConfigValue *));
+    LLStatus st = draw_samples(doc, sw->space, ns, n_draw, "sweep.random.space", samples, err);
+    for (int m = 0; m < sw->n_per_method; m++) {
+        const SweepMethod *pm = &sw->per_method[m];
+        char where[64];
+        snprintf(where, sizeof where, "sweep.per_method.%s", pm->variant);
+        pm_samples[m] = ll_calloc((size_t)n_rand * (pm->n_space ? pm->n_space : 1), sizeof(ConfigValue));
+        if (!st) st = draw_samples(doc, pm->space, pm->n_space, n_draw, where, pm_samples[m], err);
+    }
     KeySet set = {NULL, 16};
     while (set.cap < 2 * (size_t)total + 16) set.cap *= 2;
     set.slot = ll_calloc(set.cap, sizeof(uint64_t));
-    long n_total = (long)total;
-    for (long idx = 0; idx < n_total && !st; idx++) {
-        /* Mixed radix: random sample fastest, then the grid axes from the last, then the seed. */
-        long r = idx;
-        int j = (int)(r % n_rand);
-        r /= n_rand;
-        int digit[64] = {0};
-        for (int i = sw->n_axes - 1; i >= 0; i--) {
-            digit[i] = (int)(r % sw->axes[i].n);
-            r /= sw->axes[i].n;
-        }
-        ConfigAssign *a = NULL;
-        int na = 0;
-        if (sw->n_seeds) {
-            ConfigValue sv = {.type = CFG_INT, .i = sw->seeds[r]};
-            push_assign(&a, &na, "train.seed", &sv);
-        }
-        for (int i = 0; i < sw->n_axes; i++) push_assign(&a, &na, sw->axes[i].key, &sw->axes[i].values[digit[i]]);
-        for (int k = 0; k < ns; k++) push_assign(&a, &na, sw->space[k].key, &samples[(size_t)j * ns + k]);
-        /* Expression values of numeric grid axes (adapter.alpha: ["r", "2*r", 16]), in axis order. */
-        for (int k = 0; k < na && !st; k++) {
-            ConfigType kt = config_key_type(a[k].key);
-            if (a[k].value.type != CFG_STRING || (kt != CFG_INT && kt != CFG_FLOAT)) continue;
-            char *expr = a[k].value.s;
-            double x;
-            ConfigValue v = {0};
-            st = sweep_eval_expr(expr, doc, a, na, &x, err);
-            if (!st && kt == CFG_INT && fabs(x - round(x)) > 1e-9 * fmax(1.0, fabs(x)))
-                st = ll_err(err, LL_ERR_CONFIG, "'%s' = %g is not a whole number", expr, x);
-            if (!st) {
-                if (kt == CFG_INT) v.type = CFG_INT, v.i = (int64_t)llround(x);
-                else v.type = CFG_FLOAT, v.f = x;
-                st = config_value_check(a[k].key, &v, err);
-            }
-            if (st) {
-                ll_err_prefix(err, "%s: sweep.grid: %s: '%s'", doc->path, a[k].key, expr);
-            } else {
-                config_value_free(&a[k].value);
-                a[k].value = v;
-            }
-        }
-        for (int k = 0; k < sw->n_derived && !st; k++) {
-            const SweepDerived *dv = &sw->derived[k];
-            double x;
-            ConfigValue v = {0};
-            st = sweep_eval_expr(dv->expr, doc, a, na, &x, err);
-            if (!st) {
-                if (config_key_type(dv->key) == CFG_INT) {
-                    if (fabs(x - round(x)) > 1e-9 * fmax(1.0, fabs(x)))
-                        st = ll_err(err, LL_ERR_CONFIG, "'%s' = %g is not a whole number", dv->expr, x);
-                    v.type = CFG_INT, v.i = (int64_t)llround(x);
-                } else {
-                    v.type = CFG_FLOAT, v.f = x;
+    long raw = 0;
+    /* Loops, outermost first: seed, grid axes, the method's own axes, random samples. */
+    for (long b = 0; b < nb && !st; b++) {
+        const SweepMethod *pm = pm_of[b] >= 0 ? &sw->per_method[pm_of[b]] : NULL;
+        long nc = combos(pm);
+        for (long c = 0; c < nc && !st; c++)
+            for (int j = 0; j < n_rand && !st; j++) {
+                raw++;
+                ConfigAssign *a;
+                int na;
+                base_point(sw, b, &a, &na);
+                long r = c;
+                int digit[64] = {0};
+                for (int i = pm ? pm->n_axes - 1 : -1; i >= 0; i--) {
+                    digit[i] = (int)(r % pm->axes[i].n);
+                    r /= pm->axes[i].n;
                 }
+                for (int i = 0; pm && i < pm->n_axes; i++)
+                    push_assign(&a, &na, pm->axes[i].key, &pm->axes[i].values[digit[i]]);
+                for (int k = 0; k < ns; k++) push_assign(&a, &na, sw->space[k].key, &samples[(size_t)j * ns + k]);
+                for (int k = 0; pm && sw->random_n && k < pm->n_space; k++)
+                    push_assign(&a, &na, pm->space[k].key, &pm_samples[pm_of[b]][(size_t)j * pm->n_space + k]);
+                st = eval_axes(doc, a, na, err);
+                if (!st) st = add_derived(doc, &a, &na, err);
+                if (!st && excluded(doc, a, na)) {
+                    plan->n_excluded++;
+                    config_assign_free(a, na);
+                    continue;
+                }
+                SweepPoint pt;
+                memset(&pt, 0, sizeof pt);
+                pt.assign = a, pt.n_assign = na;
+                if (!st) {
+                    st = config_resolve(doc, a, na, &pt.rc, err);
+                    if (st && na) {
+                        char where[512];
+                        describe_point(a, na, where, sizeof where);
+                        ll_err_prefix(err, "sweep point {%s}", where);
+                    }
+                }
+                if (!st && pm && strcmp(adapter_variant_name(&pt.rc.adapter), pm->variant) != 0)
+                    st = method_changed(doc, pm, digit, adapter_variant_name(&pt.rc.adapter), err);
+                if (st) {
+                    run_config_free(&pt.rc);
+                    config_assign_free(a, na);
+                    break;
+                }
+                if (!keyset_add(&set, pt.rc.key)) { /* the same run as an earlier point */
+                    plan->n_merged++;
+                    run_config_free(&pt.rc);
+                    config_assign_free(a, na);
+                    continue;
+                }
+                pt.index = plan->n;
+                plan->points = ll_realloc(plan->points, (size_t)plan->n + 1, sizeof(SweepPoint));
+                plan->points[plan->n++] = pt;
             }
-            if (!st) st = config_value_check(dv->key, &v, err);
-            if (st) {
-                char where[512];
-                describe_point(a, na, where, sizeof where);
-                ll_err_prefix(err, "%s:%d: sweep.derived: %s%s%s%s", doc->path, dv->line, dv->key,
-                              where[0] ? " at point {" : "", where, where[0] ? "}" : "");
-            } else {
-                push_assign(&a, &na, dv->key, &v);
-            }
-        }
-        if (!st && excluded(doc, a, na)) {
-            plan->n_excluded++;
-            config_assign_free(a, na);
-            continue;
-        }
-        SweepPoint pt;
-        memset(&pt, 0, sizeof pt);
-        pt.assign = a, pt.n_assign = na;
-        if (!st) {
-            st = config_resolve(doc, a, na, &pt.rc, err);
-            if (st && na) {
-                char where[512];
-                describe_point(a, na, where, sizeof where);
-                ll_err_prefix(err, "sweep point {%s}", where);
-            }
-        }
-        if (st) {
-            run_config_free(&pt.rc);
-            config_assign_free(a, na);
-            break;
-        }
-        if (!keyset_add(&set, pt.rc.key)) { /* the same run as an earlier point */
-            plan->n_merged++;
-            run_config_free(&pt.rc);
-            config_assign_free(a, na);
-            continue;
-        }
-        pt.index = plan->n;
-        plan->points = ll_realloc(plan->points, (size_t)plan->n + 1, sizeof(SweepPoint));
-        plan->points[plan->n++] = pt;
     }
-    plan->n_raw = n_total;
+    plan->n_raw = (int)raw;
     for (int i = 0; i < n_rand * ns; i++) config_value_free(&samples[i]);
     ll_free(samples);
+    for (int m = 0; m < sw->n_per_method; m++) {
+        for (int i = 0; i < n_rand * sw->per_method[m].n_space; i++) config_value_free(&pm_samples[m][i]);
+        ll_free(pm_samples[m]);
+    }
+    ll_free(pm_samples);
+    ll_free(pm_of);
     ll_free(set.slot);
     if (st) sweep_plan_free(plan);
     return st;

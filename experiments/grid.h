@@ -1,13 +1,20 @@
 /* grid: a config's sweep section -> the list of points to run (the plan).
  *
  * The plan is a pure function of the file and its --set overrides.
- *   points  = seeds x grid x random samples. sweep.seeds is a train.seed axis and the slowest one
- *             (every config gets seed 0 before any gets seed 1, so a partial sweep already
- *             covers the grid); grid axes follow in file order, the last one fastest; the n
- *             random-search samples are the innermost loop. Sample j draws key k from
+ *   points  = seeds x grid x the method's own axes x random samples. sweep.seeds is a train.seed
+ *             axis and the slowest one (every config gets seed 0 before any gets seed 1, so a
+ *             partial sweep already covers the grid); grid axes follow in file order, the last one
+ *             fastest; then the axes of sweep.per_method.<variant> for the point's variant (its
+ *             adapter_variant_name: lora, dora, ..., computed from the seed and grid values), in
+ *             file order; the n random-search samples are the innermost loop. Sample j draws key k from
  *             u = splitmix64(fnv1a64(k) ^ seed, j) (uniform, 53 bits), so adding a key to the space
  *             does not change the values drawn for the others; drawn floats are rounded to
- *             4 significant digits so that tables stay readable.
+ *             4 significant digits so that tables stay readable. A per-method random key draws
+ *             the same way, so sample j of each method lies at the same quantile of its range.
+ *   methods = every per_method entry must match some seed x grid point (unless a --set of a key
+ *             that decides the method narrowed the sweep), and every point expanded with an entry
+ *             must still be that entry's variant after resolution; both are errors naming the
+ *             entry's file:line. A sweep without per_method expands exactly as before it existed.
  *   derived = evaluated per point after the grid and random values, in file order (a later
  *             expression may use an earlier derived key): + - * / ( ), numbers, dotted keys and
  *             short names (`r` is adapter.r). Keys not assigned take their resolved default.
@@ -30,7 +37,8 @@
 #define SWEEP_MAX_POINTS 100000
 
 typedef struct {
-    ConfigAssign *assign; /* the point's swept values: seeds, grid, random, derived (in that order) */
+    ConfigAssign *assign; /* the point's swept values: seeds, grid, per-method axes, random, per-method
+                           * random, derived (in that order) */
     int n_assign;
     RunConfig rc;
     int index;            /* position in the plan */

@@ -73,7 +73,8 @@ static const KeySpec KEYS[] = {
     TRAIN(log_every, CFG_INT, FK_INT, LOHI, 1, 1e9, "train metrics every N steps"),
     TRAIN(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED, "data order seed (adapter.seed follows it unless set)"),
     TRAIN(max_minutes, CFG_FLOAT, FK_F64, LOHI, 0, 1e7, "wall-clock bound in minutes (0: none)"),
-    SPECIAL("adapter.method", CFG_STRING, 0, 0, 0, "full|lora|adalora|vera", "lora", "fine-tuning method"),
+    SPECIAL("adapter.method", CFG_STRING, 0, 0, 0, "full|lora|adalora|vera|rslora|dora|pissa|loraplus", "lora",
+            "fine-tuning method; rslora, dora, pissa, loraplus are LoRA with what they imply"),
     ADAPT(r, CFG_INT, FK_INT, LOHI, 1, 65536, "rank (LoRA, VeRA)"),
     ADAPT(alpha, CFG_FLOAT, FK_F32, LOHI | B_LO_OPEN, 0, 1e6, "lora_alpha (scale alpha/r)"),
     ADAPT(dropout, CFG_FLOAT, FK_F32, LOHI | B_HI_OPEN, 0, 1, "dropout on the adapter input"),
@@ -109,7 +110,8 @@ static const KeySpec KEYS[] = {
 #define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
 /* Sweep sub-sections with a structure of their own (parsed by dedicated code below). */
-static const char *const SWEEP_SPECIAL[] = {"sweep.grid", "sweep.derived", "sweep.exclude", "sweep.random.space"};
+static const char *const SWEEP_SPECIAL[] = {"sweep.grid", "sweep.derived", "sweep.exclude", "sweep.random.space",
+                                            "sweep.per_method"};
 #define N_SWEEP_SPECIAL ((int)(sizeof SWEEP_SPECIAL / sizeof SWEEP_SPECIAL[0]))
 
 /* Names people bring from PEFT/HF/W&B, matched on the last component of an unknown key. */
@@ -587,6 +589,73 @@ int config_method_reads(AdapterMethod m, const char *key) {
     for (int i = 0; list && list[i]; i++)
         if (strcmp(list[i], key) == 0) return 1;
     return 0;
+}
+
+/* The variants results tables name (adapter_variant_name), the engine method behind each and
+ * what a LoRA variant is made of (what `adapter.method: dora` sets). */
+static const struct {
+    const char *name;
+    AdapterMethod m;
+    const char *implies;
+} VARIANTS[] = {
+    {"full", ADAPTER_FULL, NULL},
+    {"lora", ADAPTER_LORA, NULL},
+    {"rslora", ADAPTER_LORA, "adapter.use_rslora: true"},
+    {"dora", ADAPTER_LORA, "adapter.use_dora: true"},
+    {"pissa", ADAPTER_LORA, "adapter.init: pissa"},
+    {"loraplus", ADAPTER_LORA, "adapter.lr_ratio != 1"},
+    {"adalora", ADAPTER_ADALORA, NULL},
+    {"vera", ADAPTER_VERA, NULL},
+};
+#define N_VARIANTS ((int)(sizeof VARIANTS / sizeof VARIANTS[0]))
+
+int config_variant_method(const char *variant, AdapterMethod *m) {
+    for (int i = 0; i < N_VARIANTS; i++)
+        if (strcmp(VARIANTS[i].name, variant) == 0) {
+            if (m) *m = VARIANTS[i].m;
+            return 1;
+        }
+    return 0;
+}
+
+const char *config_variant_implies(const char *variant) {
+    for (int i = 0; i < N_VARIANTS; i++)
+        if (strcmp(VARIANTS[i].name, variant) == 0) return VARIANTS[i].implies;
+    return NULL;
+}
+
+void config_variant_list(char *out, size_t cap) {
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < N_VARIANTS; i++) config_append(out, cap, &len, "%s%s", i ? ", " : "", VARIANTS[i].name);
+}
+
+int config_method_ignores(AdapterMethod m, const char *key, char *why, size_t cap) {
+    if (config_method_reads(m, key)) return 0;
+    const char *k = key + 8; /* every key a method ignores is an adapter.* key */
+    int rank = !strcmp(k, "r") || !strcmp(k, "rank_pattern") || !strcmp(k, "init_r") || !strcmp(k, "target_r");
+    int scale = !strcmp(k, "alpha") || !strcmp(k, "alpha_pattern") || !strcmp(k, "use_rslora");
+    int lora_only = !strcmp(k, "use_rslora") || !strcmp(k, "use_dora") || !strcmp(k, "init") ||
+                    !strcmp(k, "alpha_pattern") || !strcmp(k, "rank_pattern");
+    if (m == ADAPTER_FULL) {
+        const char *r = rank    ? "full fine-tuning has no rank"
+                        : scale ? "full fine-tuning has no adapter scale (alpha)"
+                        : !strcmp(k, "targets") || !strcmp(k, "layers")
+                            ? "full fine-tuning trains every weight of every layer"
+                            : "full fine-tuning has no adapter";
+        snprintf(why, cap, "%s", r);
+    } else if (m == ADAPTER_ADALORA && (!strcmp(k, "r") || !strcmp(k, "rank_pattern")))
+        snprintf(why, cap, "AdaLoRA allocates its ranks from adapter.init_r and adapter.target_r");
+    else if (m == ADAPTER_VERA && (!strcmp(k, "alpha") || !strcmp(k, "alpha_pattern")))
+        snprintf(why, cap, "VeRA has no alpha (its scaling vectors lambda_b, lambda_d are trained)");
+    else if (lora_only)
+        snprintf(why, cap, "%s does not use it (LoRA only)", m == ADAPTER_VERA ? "VeRA" : "AdaLoRA");
+    else if (config_method_reads(ADAPTER_ADALORA, key))
+        snprintf(why, cap, "it is an AdaLoRA key; %s ignores it", adapter_method_name(m));
+    else if (config_method_reads(ADAPTER_VERA, key))
+        snprintf(why, cap, "it is a VeRA key; %s ignores it", adapter_method_name(m));
+    else snprintf(why, cap, "%s ignores it", adapter_method_name(m));
+    return 1;
 }
 
 void config_describe(FILE *f) {

@@ -78,13 +78,22 @@ const KeySpec *config_key_spec(const char *key); /* NULL when unknown */
 int config_key_known(const char *key);           /* 1 for a valid dotted key */
 ConfigType config_key_type(const char *key);     /* the key must be known */
 static inline int config_key_numeric(const KeySpec *ks) { return ks->type == CFG_INT || ks->type == CFG_FLOAT; }
-/* sweep.grid, sweep.derived, sweep.exclude, sweep.random.space: sub-sections with a structure of
+/* sweep.grid, sweep.derived, sweep.exclude, sweep.random.space, sweep.per_method: sub-sections with a structure of
  * their own (parsed by config.c). */
 int config_key_is_sweep_special(const char *key);
 /* "adapter" is a section because "adapter.r" exists. */
 int config_key_is_section(const char *prefix);
 /* 1 when method m reads key (every non-adapter key is read by every method). */
 int config_method_reads(AdapterMethod m, const char *key);
+
+/* The variants results tables name a run by (adapter_variant_name: full, lora, rslora, dora, pissa,
+ * loraplus, adalora, vera): 1 when variant is one, with the engine method behind it in *m. */
+int config_variant_method(const char *variant, AdapterMethod *m);
+void config_variant_list(char *out, size_t cap); /* "full, lora, ..." for messages */
+/* What a LoRA variant is made of ("adapter.use_dora: true" for dora); NULL for a method itself. */
+const char *config_variant_implies(const char *variant);
+/* 1 when method m ignores key, with the reason in why ("full fine-tuning has no rank"). */
+int config_method_ignores(AdapterMethod m, const char *key, char *why, size_t cap);
 
 /* A bare name such as "r" -> "adapter.r" (unique suffix among non-base keys). Returns 0 and fills
  * err when unknown or ambiguous. */

@@ -59,6 +59,10 @@ LLStatus sweep_parse_shard(const char *text, int *shard_i, int *shard_n, LLError
 
 static void cell_text(const RunConfig *rc, const char *key, char *out, size_t cap) {
     char raw[512];
+    if (strcmp(key, "adapter.method") == 0) { /* as the tables name it: dora, not lora + use_dora */
+        snprintf(out, cap, "%s", adapter_variant_name(&rc->adapter));
+        return;
+    }
     if (!config_canonical_get(rc, key, raw, sizeof raw)) {
         snprintf(out, cap, "-");
         return;
@@ -68,6 +72,26 @@ static void cell_text(const RunConfig *rc, const char *key, char *out, size_t ca
     for (const char *p = raw; *p && len + 1 < cap; p++)
         if (*p != '"') out[len++] = *p;
     out[len] = '\0';
+}
+
+/* "runs per method: lora 9, dora 9, full 9" (the shard's runs), when the plan has more than one;
+ * methods in the order they first appear. */
+static void print_method_counts(FILE *f, const SweepPlan *plan, int shard_i, int shard_n) {
+    enum { MAX_VARIANTS = 16 };
+    const char *name[MAX_VARIANTS];
+    int count[MAX_VARIANTS], nv = 0;
+    for (int i = 0; i < plan->n; i++) {
+        if (!sweep_in_shard(i, shard_i, shard_n)) continue;
+        const char *v = adapter_variant_name(&plan->points[i].rc.adapter);
+        int k = 0;
+        while (k < nv && strcmp(name[k], v) != 0) k++;
+        if (k == nv && nv < MAX_VARIANTS) name[nv] = v, count[nv++] = 0;
+        if (k < nv) count[k]++;
+    }
+    if (nv < 2) return;
+    fprintf(f, "runs per method:");
+    for (int k = 0; k < nv; k++) fprintf(f, "%s %s %d", k ? "," : "", name[k], count[k]);
+    fprintf(f, "\n");
 }
 
 void sweep_print_plan(FILE *f, const SweepPlan *plan, int shard_i, int shard_n) {
@@ -101,6 +125,7 @@ void sweep_print_plan(FILE *f, const SweepPlan *plan, int shard_i, int shard_n) 
     if (shard_n > 0) fprintf(f, "shard %d/%d: %d of %d runs; ", shard_i, shard_n, shown, plan->n);
     fprintf(f, "%d run%s (%d point%s, %d excluded, %d merged as duplicates)\n", plan->n, plan->n == 1 ? "" : "s",
             plan->n_raw, plan->n_raw == 1 ? "" : "s", plan->n_excluded, plan->n_merged);
+    print_method_counts(f, plan, shard_i, shard_n);
     ll_free(w);
 }
 

@@ -32,8 +32,9 @@
 int sweep_in_shard(int index, int shard_i, int shard_n);
 LLStatus sweep_parse_shard(const char *text, int *shard_i, int *shard_n, LLError *err);
 
-/* The dry-run table: index, run key, method and the varying keys (a '-' where the method ignores
- * one), then a count line. Only the shard's runs when shard_n > 0. */
+/* The dry-run table: index, run key and the varying keys (a '-' where the method ignores one;
+ * adapter.method shows the variant: dora, not lora), then a count line and, when the plan holds
+ * more than one method, the runs per method. Only the shard's runs when shard_n > 0. */
 void sweep_print_plan(FILE *f, const SweepPlan *plan, int shard_i, int shard_n);
 
 typedef LLStatus (*SweepRunFn)(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LLError *err);

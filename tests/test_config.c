@@ -256,6 +256,60 @@ START_TEST(t_irrelevant_keys) {
 }
 END_TEST
 
+/* adapter.method takes the names results tables use: dora is LoRA with use_dora, and so on. The run
+ * is the same run (same key) as the one written with the flag. */
+START_TEST(t_method_variants) {
+    static const char *const pairs[][2] = {
+        {"adapter: {method: dora}\n", "adapter: {method: lora, use_dora: true}\n"},
+        {"adapter: {method: rslora}\n", "adapter: {use_rslora: true}\n"},
+        {"adapter: {method: pissa}\n", "adapter: {init: pissa}\n"},
+    };
+    static const char *const variant[] = {"dora", "rslora", "pissa"};
+    char text[512], a[17], b[17];
+    for (int i = 0; i < 3; i++) {
+        snprintf(text, sizeof text, BASE "%s", pairs[i][0]);
+        key_of(text, a);
+        RunConfig rc;
+        resolve_ok(text, &rc);
+        ck_assert_int_eq(rc.adapter.method, ADAPTER_LORA);
+        ck_assert_str_eq(adapter_variant_name(&rc.adapter), variant[i]);
+        run_config_free(&rc);
+        ConfigDoc *d = NULL;
+        LLError err;
+        ck_assert_int_eq(config_load_text("t.yaml", text, NULL, 0, &d, &err), LL_OK);
+        ck_assert_str_eq(config_variant(d, NULL, 0), variant[i]); /* before resolution, as the grid sees it */
+        config_doc_free(d);
+        snprintf(text, sizeof text, BASE "%s", pairs[i][1]);
+        key_of(text, b);
+        ck_assert_str_eq(a, b);
+    }
+    /* A key that contradicts the variant is refused, naming both. */
+    expect_error(BASE "adapter: {method: dora, use_dora: false}\n", NULL, 0,
+                 "t.yaml:3: adapter.method: 'dora' is LoRA with adapter.use_dora: true, but the config makes a 'lora' "
+                 "run");
+    expect_error(BASE "adapter: {method: rslora, use_dora: true}\n", NULL, 0, "makes a 'dora' run");
+    /* loraplus is LoRA with adapter.lr_ratio != 1: without a ratio it is plain LoRA, refused. */
+    expect_error(BASE "adapter: {method: loraplus}\n", NULL, 0,
+                 "t.yaml:3: adapter.method: 'loraplus' is LoRA with adapter.lr_ratio != 1");
+    /* The variant table and the reasons a method ignores a key. */
+    AdapterMethod m;
+    ck_assert(config_variant_method("dora", &m) && m == ADAPTER_LORA);
+    ck_assert(config_variant_method("loraplus", &m) && m == ADAPTER_LORA);
+    ck_assert(config_variant_method("full", &m) && m == ADAPTER_FULL);
+    ck_assert(!config_variant_method("lora+", &m));
+    char why[200];
+    ck_assert(config_method_ignores(ADAPTER_FULL, "adapter.r", why, sizeof why));
+    ck_assert_str_eq(why, "full fine-tuning has no rank");
+    ck_assert(config_method_ignores(ADAPTER_VERA, "adapter.alpha", why, sizeof why));
+    ck_assert_ptr_nonnull(strstr(why, "VeRA has no alpha"));
+    ck_assert(config_method_ignores(ADAPTER_LORA, "adapter.init_r", why, sizeof why));
+    ck_assert_ptr_nonnull(strstr(why, "AdaLoRA key"));
+    ck_assert(!config_method_ignores(ADAPTER_FULL, "train.lr", why, sizeof why));
+    ck_assert(!config_method_ignores(ADAPTER_FULL, "adapter.seed", why, sizeof why));
+    ck_assert(!config_method_ignores(ADAPTER_ADALORA, "adapter.alpha", why, sizeof why));
+}
+END_TEST
+
 START_TEST(t_set_overrides) {
     const char *sets[] = {"train.lr=3e-4", "adapter.targets=[q,k,v]", "r=2", "adapter.rank_pattern={q_proj: 8}"};
     RunConfig rc;
@@ -337,8 +391,8 @@ START_TEST(t_impossible_value) {
     expect_error(BASE "train: {lr: 0}\n", NULL, 0, "t.yaml:3: train.lr: 0 is outside (0, 10]");
     expect_error(BASE "train: {schedule: cosin}\n", NULL, 0,
                  "t.yaml:3: train.schedule: 'cosin' is not one of cosine|linear|constant");
-    expect_error(BASE "adapter: {method: dora}\n", NULL, 0,
-                 "adapter.method: 'dora' is not one of full|lora|adalora|vera");
+    expect_error(BASE "adapter: {method: doria}\n", NULL, 0,
+                 "t.yaml:3: adapter.method: 'doria' is not one of full|lora|adalora|vera|rslora|dora|pissa|loraplus");
     expect_error(BASE "adapter: {targets: [q, x]}\n", NULL, 0,
                  "t.yaml:3: adapter.targets: unknown target module 'x'; the linear layers");
     expect_error(BASE "adapter: {rank_pattern: {q_proj: 2.5}}\n", NULL, 0,
@@ -414,6 +468,7 @@ Suite *config_suite(void) {
     tcase_add_test(core, t_key_stability);
     tcase_add_test(core, t_irrelevant_keys);
     tcase_add_test(core, t_set_overrides);
+    tcase_add_test(core, t_method_variants);
     tcase_add_test(core, t_schema_lookups);
     TCase *limits = tu_tcase(s, "limits", 0, 0);
     tcase_add_test(limits, t_unknown_key);

@@ -286,6 +286,180 @@ START_TEST(t_random_search) {
 }
 END_TEST
 
+/* The example: five methods, each at its own learning rates (and ranks), three seeds. */
+#define PER_METHOD                                                                                                   \
+    BASE "adapter: {targets: all-linear}\n"                                                                          \
+         "sweep:\n"                                                                                                  \
+         "  grid:\n"                                                                                                 \
+         "    adapter.method: [lora, dora, vera, adalora, full]\n"                                                   \
+         "  per_method:\n"                                                                                           \
+         "    full:    {train.lr: [3.0e-4, 1.0e-3, 3.0e-3]}\n"                                                       \
+         "    lora:    {train.lr: [1.0e-3, 3.0e-3, 1.0e-2], adapter.r: [8]}\n"                                       \
+         "    dora:    {train.lr: [1.0e-3, 3.0e-3, 1.0e-2], adapter.r: [8]}\n"                                       \
+         "    vera:    {train.lr: [1.0e-2, 3.0e-2, 1.0e-1], adapter.r: [256]}\n"                                     \
+         "    adalora: {train.lr: [3.0e-3, 1.0e-2, 3.0e-2]}\n"                                                       \
+         "  seeds: [0, 1, 2]\n"
+
+START_TEST(t_per_method_grid) {
+    ConfigDoc *d = load(PER_METHOD, NULL, 0);
+    SweepPlan p;
+    expand(d, &p);
+    ck_assert_int_eq(p.n, 45); /* 5 methods x 3 lrs x 3 seeds */
+    ck_assert_int_eq(p.n_raw, 45);
+    ck_assert_int_eq(p.n_merged, 0);
+    static const char *const method[5] = {"lora", "dora", "vera", "adalora", "full"};
+    static const double lrs[5][3] = {
+        {1e-3, 3e-3, 1e-2}, {1e-3, 3e-3, 1e-2}, {1e-2, 3e-2, 1e-1}, {3e-3, 1e-2, 3e-2}, {3e-4, 1e-3, 3e-3}};
+    static const int rank[5] = {8, 8, 256, -1, -1}; /* -1: not part of the run */
+    /* Order: seed, then the grid's method, then the method's own lr (fastest). Each method gets
+     * exactly its own values, every one with every seed. */
+    char v[64];
+    for (int i = 0; i < 45; i++) {
+        int seed = i / 15, m = (i / 3) % 5, k = i % 3;
+        const RunConfig *rc = &p.points[i].rc;
+        ck_assert_str_eq(adapter_variant_name(&rc->adapter), method[m]);
+        ck_assert_uint_eq(rc->train.seed, (uint64_t)seed);
+        ck_assert_msg(rc->train.lr == (float)lrs[m][k], "point %d: lr %g", i, rc->train.lr);
+        canon(&p.points[i], "adapter.r", v, sizeof v);
+        if (rank[m] < 0) ck_assert_str_eq(v, "-");
+        else ck_assert_int_eq(atoi(v), rank[m]);
+    }
+    /* The dry run names the methods and counts their runs. */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    sweep_print_plan(f, &p, 0, 0);
+    fclose(f);
+    ck_assert_msg(strstr(buf, "45 runs (45 points, 0 excluded, 0 merged as duplicates)\n"
+                              "runs per method: lora 9, dora 9, vera 9, adalora 9, full 9\n"), "%s", buf);
+    ck_assert_ptr_nonnull(strstr(buf, "  dora  ")); /* the method column shows the variant */
+    free(buf);
+    /* A point's run key is the key of the same run written without per_method: runs done by an
+     * older sweep of the same configurations count as done. */
+    ConfigDoc *flat = load(BASE "adapter: {targets: all-linear, method: vera, r: 256}\ntrain: {lr: 0.03, seed: 1}\n",
+                           NULL, 0);
+    RunConfig rc;
+    LLError err;
+    ck_assert_int_eq(config_resolve(flat, NULL, 0, &rc, &err), LL_OK);
+    ck_assert_str_eq(rc.key, p.points[15 + 6 + 1].rc.key); /* seed 1, vera, lr 3e-2 */
+    run_config_free(&rc);
+    config_doc_free(flat);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+    /* --set of the method narrows the sweep: the other methods' entries are then ignored. */
+    const char *sets[] = {"adapter.method=vera"};
+    d = load(PER_METHOD, sets, 1);
+    expand(d, &p);
+    ck_assert_int_eq(p.n, 9);
+    for (int i = 0; i < p.n; i++) ck_assert_str_eq(adapter_variant_name(&p.points[i].rc.adapter), "vera");
+    sweep_plan_free(&p);
+    config_doc_free(d);
+    /* --set of a per-method key collapses it for every method. */
+    const char *lr[] = {"train.lr=0.005"};
+    d = load(PER_METHOD, lr, 1);
+    expand(d, &p);
+    ck_assert_int_eq(p.n, 15);
+    for (int i = 0; i < p.n; i++) ck_assert(p.points[i].rc.train.lr == 0.005f);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+}
+END_TEST
+
+/* Per-method random-search keys: each method draws from its own range; the grid's own axes and the
+ * seeds are crossed as usual. */
+START_TEST(t_per_method_random) {
+    ConfigDoc *d = load(BASE "sweep:\n  grid: {adapter.method: [lora, full]}\n  seeds: [0, 1]\n"
+                             "  random: {n: 4, seed: 7}\n  per_method:\n"
+                             "    lora: {train.lr: {log_uniform: [1e-4, 1e-2]}, adapter.r: [4, 8]}\n"
+                             "    full:\n      train:\n        lr: {log_uniform: [1e-6, 1e-5]}\n",
+                        NULL, 0);
+    SweepPlan p;
+    expand(d, &p);
+    ck_assert_int_eq(p.n, 2 * (2 * 4 + 4)); /* seeds x (lora: 2 ranks x 4 samples + full: 4 samples) */
+    int n_lora = 0;
+    for (int i = 0; i < p.n; i++) {
+        const RunConfig *rc = &p.points[i].rc;
+        if (rc->adapter.method == ADAPTER_LORA) {
+            n_lora++;
+            ck_assert(rc->train.lr >= 1e-4f && rc->train.lr <= 1e-2f);
+            ck_assert(rc->adapter.r == 4 || rc->adapter.r == 8);
+        } else {
+            ck_assert(rc->train.lr >= 1e-6f && rc->train.lr <= 1e-5f);
+        }
+        ck_assert_uint_eq(rc->train.seed, (uint64_t)(i / 12));
+    }
+    ck_assert_int_eq(n_lora, 16);
+    /* Sample j of each method sits at the same quantile of its own range (the same u per key). */
+    double ql = log(p.points[0].rc.train.lr / 1e-4) / log(100.0), qf = log(p.points[8].rc.train.lr / 1e-6) / log(10.0);
+    ck_assert_msg(fabs(ql - qf) < 1e-3, "%g vs %g", ql, qf);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+}
+END_TEST
+
+/* Every per_method mistake is a config error naming file:line, the entry and the key. */
+START_TEST(t_per_method_errors) {
+    static const struct {
+        const char *sweep, *want;
+    } cases[] = {
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    full: {adapter.r: [8]}\n",
+         "s.yaml:6: sweep.per_method.full: adapter.r: full fine-tuning has no rank"},
+        {"  grid: {adapter.method: [lora, vera]}\n  per_method:\n    vera:\n      adapter: {alpha: [1, 2]}\n",
+         "s.yaml:7: sweep.per_method.vera: adapter.alpha: VeRA has no alpha"},
+        {"  grid: {adapter.method: [lora, adalora]}\n  per_method:\n    adalora: {adapter.r: [4]}\n",
+         "s.yaml:6: sweep.per_method.adalora: adapter.r: AdaLoRA allocates its ranks"},
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    lora: {adapter.tinit: [4]}\n",
+         "s.yaml:6: sweep.per_method.lora: adapter.tinit: it is an AdaLoRA key"},
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    lorra: {train.lr: [0.1]}\n",
+         "s.yaml:6: sweep.per_method: unknown method 'lorra' (methods: full, lora, rslora, dora, pissa, loraplus"},
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    lora: {train.lr: [0.1]}\n    lora: {}\n",
+         "s.yaml:7: sweep.per_method: duplicate method 'lora' (first at line 6)"},
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    lora: {adapter.method: [dora]}\n",
+         "s.yaml:6: sweep.per_method.lora: adapter.method: per_method is keyed by the method"},
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    lora: {train.seed: [1, 2]}\n",
+         "s.yaml:6: sweep.per_method.lora: train.seed: seeds are crossed with every method"},
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    lora: {train.lr: [0.1], train.lrr: [1]}\n",
+         "s.yaml:6: sweep.per_method.lora: unknown key 'train.lrr'; did you mean 'train.lr'?"},
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    lora: {train.lr: [0.1, 11]}\n",
+         "s.yaml:6: train.lr: 11 is outside (0, 10]"},
+        {"  grid: {adapter.method: [lora, full], train.lr: [0.1]}\n  per_method:\n    lora: {train.lr: [0.2]}\n",
+         "s.yaml:6: sweep.per_method.lora: train.lr is also a sweep.grid axis (line 4)"},
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    lora: {train.lr: {log_uniform: [1e-4, 1e-2]}}\n",
+         "s.yaml:6: sweep.per_method.lora: train.lr: a distribution needs sweep.random.n"},
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    lora: {train.lr: [0.1], name: [x]}\n",
+         "s.yaml:6: sweep.per_method.lora: 'name' is not a run setting and cannot be swept"},
+    };
+    char text[1024];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ConfigDoc *d = NULL;
+        LLError err;
+        err.msg[0] = '\0';
+        snprintf(text, sizeof text, BASE "sweep:\n%s", cases[i].sweep);
+        ck_assert_msg(config_load_text("s.yaml", text, NULL, 0, &d, &err) == LL_ERR_CONFIG, "case %zu loaded", i);
+        ck_assert_msg(strstr(err.msg, cases[i].want), "case %zu:\n  %s\nlacks\n  %s", i, err.msg, cases[i].want);
+    }
+    /* Found by the expansion: an entry for a method the grid does not have, and an entry value that
+     * turns its points into another method. */
+    static const struct {
+        const char *sweep, *want;
+    } late[] = {
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    vera: {train.lr: [0.1]}\n",
+         "s.yaml:6: sweep.per_method: no point of the grid is a 'vera' run (its methods: lora, full)"},
+        {"  grid: {adapter.method: [lora, full]}\n  per_method:\n    lora:\n      adapter.use_dora: [false, true]\n",
+         "s.yaml:7: sweep.per_method.lora: adapter.use_dora: true makes the run 'dora', not 'lora'"},
+    };
+    for (size_t i = 0; i < sizeof late / sizeof late[0]; i++) {
+        snprintf(text, sizeof text, BASE "sweep:\n%s", late[i].sweep);
+        ConfigDoc *d = load(text, NULL, 0);
+        SweepPlan p;
+        LLError err;
+        ck_assert_int_eq(sweep_expand(d, &p, &err), LL_ERR_CONFIG);
+        ck_assert_msg(strstr(err.msg, late[i].want), "late %zu:\n  %s\nlacks\n  %s", i, err.msg, late[i].want);
+        config_doc_free(d);
+    }
+}
+END_TEST
+
 START_TEST(t_set_collapses_axis) {
     const char *sets[] = {"adapter.r=4"};
     ConfigDoc *d = load(BASE "sweep:\n  grid: {adapter.r: [4, 8, 16], train.lr: [0.1, 0.2]}\n", sets, 1);
@@ -791,11 +965,14 @@ Suite *sweep_suite(void) {
     tcase_add_test(core, t_exclude);
     tcase_add_test(core, t_random_search);
     tcase_add_test(core, t_set_collapses_axis);
+    tcase_add_test(core, t_per_method_grid);
+    tcase_add_test(core, t_per_method_random);
     tcase_add_test(core, t_key_independent_of_order);
     tcase_add_test(core, t_shards);
     tcase_add_test(core, t_parallelism);
     TCase *limits = tu_tcase(s, "limits", 0, 0);
     tcase_add_test(limits, t_expand_limits);
+    tcase_add_test(limits, t_per_method_errors);
     TCase *runner = tu_tcase(s, "runner", 1, 60);
     tcase_add_test(runner, t_runner_completes);
     tcase_add_test(runner, t_runner_worker_killed);

@@ -90,6 +90,12 @@ $(BUILD)/test_loralab: $(TEST_OBJ) $(BUILD)/libloralab.a $(BUILD)/loralab
 test: $(BUILD)/test_loralab loralab
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./$(BUILD)/test_loralab $(SUITE)
 
+# `make test-slurm`: a one-node SLURM started on this machine (scripts/slurm-local.sh) runs an
+# emitted sweep array; scripts/test-slurm.sh says what it checks, or "skipped" and why.
+.PHONY: test-slurm
+test-slurm: loralab
+	scripts/test-slurm.sh
+
 check-deps:
 	@scripts/deps.sh
 

@@ -53,10 +53,10 @@ int cmd_merge_db(int argc, char **argv) {
         fprintf(stderr, "loralab merge-db: %s\n", err.msg);
         return exit_code(st);
     }
-    int total = 0;
+    StoreMergeCounts all = {0, 0, 0};
     for (int i = 2; i < argc; i++) {
-        int added = 0;
-        st = store_merge(s, argv[i], &added, &err);
+        StoreMergeCounts c;
+        st = store_merge(s, argv[i], &c, &err);
         if (st != LL_OK) {
             fprintf(stderr, "loralab merge-db: %s\n", err.msg);
             if (i > 2)
@@ -65,10 +65,11 @@ int cmd_merge_db(int argc, char **argv) {
             store_close(s);
             return exit_code(st);
         }
-        printf("%s: %d run%s added\n", argv[i], added, added == 1 ? "" : "s");
-        total += added;
+        printf("%s: %d added, %d upgraded (a better status than here), %d unchanged\n", argv[i], c.added,
+               c.upgraded, c.unchanged);
+        all.added += c.added, all.upgraded += c.upgraded, all.unchanged += c.unchanged;
     }
     store_close(s);
-    printf("%s: %d run%s added in all\n", out, total, total == 1 ? "" : "s");
+    printf("%s: %d added, %d upgraded, %d unchanged in all\n", out, all.added, all.upgraded, all.unchanged);
     return 0;
 }

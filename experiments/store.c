@@ -1328,7 +1328,7 @@ static const char *const MERGE_SQL[M_COUNT] = {
 typedef struct {
     sqlite3_stmt *q[M_COUNT];
     const char *in_path;
-    int added;
+    StoreMergeCounts n;
 } MergeCtx;
 
 /* Runs a merge statement that takes (?1, ?2) = (a, b). */
@@ -1351,7 +1351,7 @@ static LLStatus copy_children(Store *s, MergeCtx *c, int64_t out_id, int64_t src
 
 static LLStatus merge_body(Store *s, void *vctx, LLError *err) {
     MergeCtx *c = vctx;
-    c->added = 0;
+    memset(&c->n, 0, sizeof c->n);
     int rc = step_once(c->q[M_SWEEPS]);
     if (rc != SQLITE_OK) return db_fail(s, rc, "merging sweeps", err);
     sqlite3_stmt *src = c->q[M_SRC_RUNS], *look = c->q[M_OUT_RUN];
@@ -1380,7 +1380,7 @@ static LLStatus merge_body(Store *s, void *vctx, LLError *err) {
                 break;
             }
             st = copy_children(s, c, sqlite3_last_insert_rowid(s->db), src_id, err);
-            c->added++;
+            c->n.added++;
             continue;
         }
         if (lrc != SQLITE_ROW) {
@@ -1400,14 +1400,17 @@ static LLStatus merge_body(Store *s, void *vctx, LLError *err) {
                         c->in_path, key, sweep);
             break;
         }
-        if (status_rank(src_status) <= status_rank(out_status)) continue;
+        if (status_rank(src_status) <= status_rank(out_status)) {
+            c->n.unchanged++;
+            continue;
+        }
         if ((rc = merge_exec2(c->q[M_REPLACE_RUN], out_id, src_id)) != SQLITE_OK) {
             st = db_fail(s, rc, "replacing a run", err);
             break;
         }
         if ((st = delete_children(s, out_id, err)) != LL_OK) break;
         st = copy_children(s, c, out_id, src_id, err);
-        c->added++;
+        c->n.upgraded++;
     }
     sqlite3_reset(src);
     if (st == LL_OK && rc != SQLITE_DONE) st = db_fail(s, rc, "reading runs to merge", err);
@@ -1431,8 +1434,8 @@ static int same_file(const char *a, const char *b) {
     return strcmp(ra, rb) == 0;
 }
 
-LLStatus store_merge(Store *s, const char *in_path, int *n_runs_added, LLError *err) {
-    if (n_runs_added) *n_runs_added = 0;
+LLStatus store_merge(Store *s, const char *in_path, StoreMergeCounts *counts, LLError *err) {
+    if (counts) memset(counts, 0, sizeof *counts);
     if (s->readonly)
         return ll_err(err, LL_ERR_STATE, "database '%s' is open read-only; cannot merge into it",
                       s->path);
@@ -1451,7 +1454,7 @@ LLStatus store_merge(Store *s, const char *in_path, int *n_runs_added, LLError *
         st = db_fail(s, rc, "attaching the database to merge", err);
         return ll_err_prefix(err, "merging '%s'", in_path);
     }
-    MergeCtx c = {{NULL}, in_path, 0};
+    MergeCtx c = {{NULL}, in_path, {0, 0, 0}};
     int64_t v = 0;
     st = check_identity(s, "src", in_path, &v, err);
     if (st == LL_OK && v != STORE_SCHEMA_VERSION)
@@ -1468,7 +1471,7 @@ LLStatus store_merge(Store *s, const char *in_path, int *n_runs_added, LLError *
     for (int i = 0; i < M_COUNT; i++) sqlite3_finalize(c.q[i]);
     rc = exec_sql(s, "DETACH DATABASE src");
     if (st == LL_OK && rc != SQLITE_OK) st = db_fail(s, rc, "detaching the merged database", err);
-    if (st == LL_OK && n_runs_added) *n_runs_added = c.added;
+    if (st == LL_OK && counts) *counts = c.n;
     return st;
 }
 

@@ -197,8 +197,12 @@ void store_free_artifacts(ArtifactRow *rows, int n);
  * key). A new run is copied with its metrics, ranks and artifacts. An existing run is replaced
  * (row and children) only when the incoming status ranks higher: done > diverged > failed >
  * interrupted > running > pending; so `done` wins over any other status, ties keep what s has,
- * and merging the same file twice changes nothing. n_runs_added counts runs copied or replaced. */
-LLStatus store_merge(Store *s, const char *in_path, int *n_runs_added, LLError *err);
+ * and merging the same file twice changes nothing. counts (may be NULL) says how many runs were
+ * added (new here), upgraded (replaced by a higher status) and left unchanged. */
+typedef struct {
+    int added, upgraded, unchanged;
+} StoreMergeCounts;
+LLStatus store_merge(Store *s, const char *in_path, StoreMergeCounts *counts, LLError *err);
 
 /* Holds the write lock (BEGIN EXCLUSIVE) until store_unlock: for maintenance such as copying
  * the file consistently, and for tests of lock contention. Other writers wait, then get

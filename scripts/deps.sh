@@ -5,6 +5,7 @@
 #   scripts/deps.sh            build + test + demo dependencies
 #   scripts/deps.sh --browser  also Chromium (the report's HTML test renders index.html in it)
 #   scripts/deps.sh --bench    also PyTorch (for `make bench-compare`)
+#   scripts/deps.sh --slurm    also SLURM and munge (`make test-slurm` starts a one-node cluster)
 #   scripts/deps.sh --fuzz     also clang with libFuzzer (`make fuzz`) and valgrind (`make memcheck`);
 #                              libclang-rt-14-dev holds libFuzzer and the sanitizer runtimes (clang only
 #                              recommends it), libomp-14-dev clang's omp.h
@@ -17,7 +18,8 @@ for arg in "$@"; do
     --browser) pkgs="$pkgs chromium" ;;
     --bench) pkgs="$pkgs python3-torch python3-numpy" ;;
     --fuzz) pkgs="$pkgs clang libclang-rt-14-dev libomp-14-dev valgrind" ;;
-    *) echo "deps.sh: unknown option '$arg' (known: --browser, --bench, --fuzz)" >&2; exit 2 ;;
+    --slurm) pkgs="$pkgs slurm-wlm munge" ;;
+    *) echo "deps.sh: unknown option '$arg' (known: --browser, --bench, --fuzz, --slurm)" >&2; exit 2 ;;
   esac
 done
 

@@ -512,17 +512,17 @@ START_TEST(t_merge) {
 
     LLError err = {0};
     Store *o = tu_store_open(po, 0);
-    int added = -1;
-    CK_OK(store_merge(o, pa, &added, &err));
-    ck_assert_int_eq(added, 3);
-    /* b adds k3 and s2/k1, replaces k2 (done > failed) and k4 (failed > interrupted), and leaves
+    StoreMergeCounts c;
+    CK_OK(store_merge(o, pa, &c, &err));
+    ck_assert(c.added == 3 && c.upgraded == 0 && c.unchanged == 0);
+    /* b adds k3 and s2/k1, upgrades k2 (done > failed) and k4 (failed > interrupted), and leaves
      * k1 (done stays done). */
-    CK_OK(store_merge(o, pb, &added, &err));
-    ck_assert_int_eq(added, 4);
-    CK_OK(store_merge(o, pa, &added, &err));
-    ck_assert_int_eq(added, 0);
-    CK_OK(store_merge(o, pb, &added, &err));
-    ck_assert_int_eq(added, 0);
+    CK_OK(store_merge(o, pb, &c, &err));
+    ck_assert_msg(c.added == 2 && c.upgraded == 2 && c.unchanged == 1, "%d %d %d", c.added, c.upgraded, c.unchanged);
+    CK_OK(store_merge(o, pa, &c, &err));
+    ck_assert(c.added == 0 && c.upgraded == 0 && c.unchanged == 3);
+    CK_OK(store_merge(o, pb, &c, &err));
+    ck_assert(c.added == 0 && c.upgraded == 0 && c.unchanged == 5);
 
     RunRow *rows = NULL;
     int n = 0;
@@ -559,7 +559,7 @@ START_TEST(t_merge) {
     store_free_runs(rows, n);
 
     /* A database cannot be merged into itself. */
-    ck_assert_int_eq(store_merge(o, po, &added, &err), LL_ERR_CONFIG);
+    ck_assert_int_eq(store_merge(o, po, NULL, &err), LL_ERR_CONFIG);
     ck_assert_ptr_nonnull(strstr(err.msg, "into itself"));
     store_close(o);
 }
@@ -592,8 +592,7 @@ START_TEST(t_newer_version_refused) {
     /* A newer shard is refused by merge too. */
     char po[256];
     s = tu_store_open(tu_path(po, sizeof po, "newer_out.db"), 0);
-    int added = -1;
-    ck_assert_int_eq(store_merge(s, p, &added, &err), LL_ERR_FORMAT);
+    ck_assert_int_eq(store_merge(s, p, NULL, &err), LL_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(err.msg, "upgrade loralab"));
     store_close(s);
 }
@@ -682,8 +681,7 @@ START_TEST(t_bad_input) {
     ck_assert_int_eq(store_upsert_sweep(s, "", NULL, NULL, &id, &err), LL_ERR_CONFIG);
 
     char missing[256];
-    int added;
-    ck_assert_int_eq(store_merge(s, tu_path(missing, sizeof missing, "nope.db"), &added, &err),
+    ck_assert_int_eq(store_merge(s, tu_path(missing, sizeof missing, "nope.db"), NULL, &err),
                      LL_ERR_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, "nope.db"));
     ck_assert_int_eq(ll_file_exists(missing), 0); /* ATTACH would have created it */

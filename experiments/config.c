@@ -1225,8 +1225,11 @@ int config_number(const ConfigDoc *d, const ConfigAssign *ov, int n, const char 
 static int key_relevant(const RunConfig *rc, const KeySpec *ks) {
     if (ks->flags & B_NOT_RUN) return 0;
     if (strcmp(ks->key, "base.path") == 0) return !rc->pretrain;
-    /* Added after databases existed: left out at its default so that their run keys still hold. */
+    /* Added after databases existed: left out at their defaults so that their run keys still hold. */
     if (strcmp(ks->key, "train.precision") == 0) return rc->train.bf16;
+    if (strcmp(ks->key, "train.keep") == 0) return rc->train.keep != TRAIN_KEEP_BEST;
+    if (strcmp(ks->key, "adapter.lr_ratio") == 0)
+        return rc->adapter.lr_ratio != 1.0f && config_method_reads(rc->adapter.method, ks->key);
     if (strncmp(ks->key, "base.", 5) == 0) {
         if (!rc->pretrain) return 0;
         if (strcmp(ks->key, "base.vocab_size") == 0) return rc->base_bpe;
@@ -1267,6 +1270,7 @@ static void apply_special(RunConfig *rc, const ConfigDoc *d, const KeySpec *ks, 
     else if (strcmp(k, "task.data") == 0) snprintf(rc->task_data, sizeof rc->task_data, "%s", v->s);
     else if (strcmp(k, "train.schedule") == 0) lr_schedule_from_name(v->s, &rc->train.schedule);
     else if (strcmp(k, "train.precision") == 0) rc->train.bf16 = strcmp(v->s, "bf16") == 0;
+    else if (strcmp(k, "train.keep") == 0) rc->train.keep = strcmp(v->s, "last") == 0 ? TRAIN_KEEP_LAST : TRAIN_KEEP_BEST;
     else if (strcmp(k, "adapter.targets") == 0) rc->adapter.targets = config_targets_mask(v);
     else if (strcmp(k, "adapter.layers") == 0) {
         int n = 0;
@@ -1343,6 +1347,7 @@ static void member_json(const RunConfig *rc, const KeySpec *ks, char *out, size_
     else if (strcmp(k, "task.data") == 0) json_string(rc->task_data, out, cap);
     else if (strcmp(k, "train.schedule") == 0) json_string(lr_schedule_name(rc->train.schedule), out, cap);
     else if (strcmp(k, "train.precision") == 0) json_string(rc->train.bf16 ? "bf16" : "fp32", out, cap);
+    else if (strcmp(k, "train.keep") == 0) json_string(rc->train.keep == TRAIN_KEEP_LAST ? "last" : "best", out, cap);
     else if (strcmp(k, "adapter.method") == 0) json_string(adapter_method_name(a->method), out, cap);
     else if (strcmp(k, "adapter.init") == 0)
         json_string(a->init == ADAPTER_INIT_PISSA ? "pissa" : a->init == ADAPTER_INIT_GAUSSIAN ? "gaussian" : "kaiming",

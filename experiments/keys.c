@@ -68,7 +68,9 @@ static const KeySpec KEYS[] = {
     SPECIAL("train.schedule", CFG_STRING, 0, 0, 0, "cosine|linear|constant", NULL, "lr decay after warmup"),
     SPECIAL("train.precision", CFG_STRING, 0, 0, 0, "fp32|bf16", "fp32",
             "bf16: the frozen base's products take bf16 inputs, fp32 sums (AVX512_BF16)"),
-    TRAIN(eval_every, CFG_INT, FK_INT, LOHI, 0, 1e9, "evaluate every N steps (0: only at the end)"),
+    TRAIN(eval_every, CFG_INT, FK_INT, LOHI, 0, 1e9, "evaluate every N steps (0: only at the end; step 0 always)"),
+    SPECIAL("train.keep", CFG_STRING, 0, 0, 0, "best|last", "best",
+            "weights a run keeps: of its best validation evaluation, or of its last step"),
     TRAIN(eval_batches, CFG_INT, FK_INT, LOHI, 0, 1e9, "batches per evaluation (0: whole split)"),
     TRAIN(log_every, CFG_INT, FK_INT, LOHI, 1, 1e9, "train metrics every N steps"),
     TRAIN(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED, "data order seed (adapter.seed follows it unless set)"),
@@ -84,6 +86,8 @@ static const KeySpec KEYS[] = {
             "layers_to_transform (empty: every layer)"),
     ADAPT(use_rslora, CFG_BOOL, FK_INT, 0, 0, 0, "rsLoRA scale alpha/sqrt(r)"),
     ADAPT(use_dora, CFG_BOOL, FK_INT, 0, 0, 0, "DoRA magnitude vector"),
+    ADAPT(lr_ratio, CFG_FLOAT, FK_F32, LOHI | B_LO_OPEN, 0, 1e6,
+          "LoRA+: learning rate of B over that of A (PEFT's loraplus_lr_ratio; 1: plain LoRA)"),
     SPECIAL("adapter.init", CFG_STRING, 0, 0, 0, "kaiming|gaussian|pissa", NULL, "init_lora_weights"),
     SPECIAL("adapter.rank_pattern", CFG_NUM_MAP, LOHI | B_INTEGRAL, 1, 65536, NULL, NULL,
             "per-module rank overrides {module suffix: r}"),
@@ -568,12 +572,13 @@ void config_engine_defaults(RunConfig *rc, AdapterMethod m) {
     train_config_defaults(&rc->train);
     train_config_defaults(&rc->base_train);
     adapter_config_defaults(&rc->adapter, m);
+    rc->train.keep = TRAIN_KEEP_BEST; /* train.keep's default; pretraining (base_train) keeps its last */
 }
 
 /* Which keys a method reads (see config.h, "Run identity"). */
 int config_method_reads(AdapterMethod m, const char *key) {
     static const char *const lora[] = {"r", "alpha", "dropout", "targets", "layers", "use_rslora", "use_dora",
-                                       "init", "rank_pattern", "alpha_pattern", "seed", NULL};
+                                       "lr_ratio", "init", "rank_pattern", "alpha_pattern", "seed", NULL};
     static const char *const adalora[] = {"alpha", "dropout", "targets", "layers", "init_r", "target_r", "tinit",
                                           "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight", "seed", NULL};
     static const char *const vera[] = {"r", "dropout", "targets", "layers", "projection_prng_key",
@@ -635,7 +640,7 @@ int config_method_ignores(AdapterMethod m, const char *key, char *why, size_t ca
     const char *k = key + 8; /* every key a method ignores is an adapter.* key */
     int rank = !strcmp(k, "r") || !strcmp(k, "rank_pattern") || !strcmp(k, "init_r") || !strcmp(k, "target_r");
     int scale = !strcmp(k, "alpha") || !strcmp(k, "alpha_pattern") || !strcmp(k, "use_rslora");
-    int lora_only = !strcmp(k, "use_rslora") || !strcmp(k, "use_dora") || !strcmp(k, "init") ||
+    int lora_only = !strcmp(k, "use_rslora") || !strcmp(k, "use_dora") || !strcmp(k, "lr_ratio") || !strcmp(k, "init") ||
                     !strcmp(k, "alpha_pattern") || !strcmp(k, "rank_pattern");
     if (m == ADAPTER_FULL) {
         const char *r = rank    ? "full fine-tuning has no rank"

@@ -237,8 +237,18 @@ static void record(const RunEnv *env, const RunOutcome *o, const char *error) {
     if (!env->store) return;
     RunResult r = {o->status, o->tokens_per_s, o->wall_s, o->trainable, o->total, o->peak_mem, o->train_loss,
                    o->eval_loss, o->eval_ppl, o->accuracy, o->macro_f1, error, o->out_dir[0] ? o->out_dir : NULL};
+    RunKept k = {o->best_step >= 0 ? o->best_metric_name : NULL,
+                 o->best_step,
+                 o->best_metric,
+                 o->kept_step >= 0,
+                 o->kept_step,
+                 o->tested,
+                 o->test_loss,
+                 o->test_accuracy,
+                 o->test_macro_f1,
+                 o->test_note[0] ? o->test_note : NULL};
     LLError e;
-    if (store_finish_run(env->store, env->run_id, &r, &e))
+    if (store_finish_run_kept(env->store, env->run_id, &r, &k, &e))
         fprintf(stderr, "loralab: could not record the run's outcome: %s\n", e.msg);
 }
 
@@ -246,13 +256,16 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
     memset(out, 0, sizeof *out);
     snprintf(out->status, sizeof out->status, "failed");
     out->train_loss = out->eval_loss = out->eval_ppl = out->accuracy = out->macro_f1 = NAN;
+    out->best_metric = out->test_loss = out->test_accuracy = out->test_macro_f1 = NAN;
+    out->best_step = out->kept_step = -1;
     out->trainable = out->total = out->peak_mem = -1;
     set_threads(env->threads);
     double t0 = ll_now();
 
     char base[2048];
     LoadedModel lm = {0};
-    Dataset train = {0}, valid = {0};
+    Dataset train = {0}, valid = {0}, test = {0};
+    int have_test = 0;
     Adapter *a = NULL;
     char **labels = NULL;
     LLStatus st = run_ensure_base(rc, env, base, sizeof base, err);
@@ -280,6 +293,14 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
     if (!st) {
         st = load_split(rc->task_data, "train", rc->task_cls, lm.tok, &train, err);
         if (!st) st = load_split(rc->task_data, "valid", rc->task_cls, lm.tok, &valid, err);
+        char test_path[2048];
+        snprintf(test_path, sizeof test_path, "%s/test.%s", rc->task_data, rc->task_cls ? "jsonl" : "txt");
+        if (!st && ll_file_exists(test_path)) { /* read before training: a bad file fails at once */
+            st = load_split(rc->task_data, "test", rc->task_cls, lm.tok, &test, err);
+            have_test = !st;
+        } else if (!st) {
+            snprintf(out->test_note, sizeof out->test_note, "no test split: '%s' does not exist", test_path);
+        }
     }
     if (!st && m->head) model_init_head(m, rc->adapter.seed);
     if (!st && !full) st = adapter_create(&rc->adapter, m, &a, err);
@@ -299,6 +320,22 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
         out->accuracy = res.eval.accuracy;
         out->macro_f1 = res.eval.macro_f1;
         out->tokens_per_s = res.tokens_per_s;
+        if (res.best_step >= 0) {
+            out->best_step = res.best_step;
+            out->best_metric = train_eval_metric(&res.best);
+            out->best_metric_name = train_eval_metric_name(&res.best);
+        }
+        if (!st) {
+            out->kept_step = res.kept_step;
+            if (res.best_step >= 0)
+                ll_log(&env->log, LL_LOG_INFO, "best validation %s %.4f at step %d; kept the weights of step %d",
+                       out->best_metric_name, out->best_metric, res.best_step, res.kept_step);
+        }
+        if (!st && have_test) { /* the kept weights, once, on the whole test split */
+            EvalResult te = eval_split(m, &test, rc->train.batch, rc->train.seq);
+            out->tested = 1;
+            out->test_loss = te.loss, out->test_accuracy = te.accuracy, out->test_macro_f1 = te.macro_f1;
+        }
         if (st == LL_ERR_DIVERGED) snprintf(out->status, sizeof out->status, "diverged");
         else if (st == LL_ERR_INTERRUPTED) snprintf(out->status, sizeof out->status, "interrupted");
         if (!st && h.store_rc) {
@@ -316,14 +353,14 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
         }
         if (!st) {
             /* Only a finished run writes its folder, so a diverged or interrupted run never
-             * replaces a good one. */
+             * replaces a good one; the weights in the model are the kept ones (train_run put the
+             * best back under train.keep: best). */
             snprintf(out->out_dir, sizeof out->out_dir, "%s/%s/%s", rc->out_dir, rc->name, rc->key);
             if (full) {
                 adapter_attach(m, NULL);
                 st = checkpoint_save(m, lm.tok, (const char *const *)labels, out->out_dir, err);
-            } else {
-                st = ll_mkdirs(out->out_dir, err);
-                if (!st) st = adapter_save(a, m, out->out_dir, base, err);
+            } else { /* no mkdir of the folder itself: an empty one would sit there until the swap */
+                st = adapter_save(a, m, out->out_dir, base, err);
             }
             if (st) out->out_dir[0] = '\0';
         }
@@ -335,6 +372,7 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
     adapter_free(a);
     data_free(&train);
     data_free(&valid);
+    data_free(&test);
     checkpoint_close(&lm);
     free_labels(labels);
     return st;

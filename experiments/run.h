@@ -2,9 +2,18 @@
  *
  * Steps: make sure the base model exists (a model folder, or pretrained once from the config's
  * base section into results/bases/<hash of that section>, guarded by a lock file so that parallel
- * workers build it once); load the tokenizer and the task data; build the model (and the adapter);
- * train with metrics streamed to the store; evaluate; save the adapter folder (or, for full
- * fine-tuning, the model folder) atomically; record final numbers and status.
+ * workers build it once); load the tokenizer and the task data (train, valid and, when the task
+ * folder has one, test); build the model (and the adapter); train with metrics streamed to the
+ * store, evaluating on valid at step 0, every train.eval_every steps and at the end; keep the
+ * weights of the best validation evaluation (train.keep: best) or the last (train.keep: last);
+ * evaluate the kept weights once on the test split; save the adapter folder (or, for full
+ * fine-tuning, the model folder) of the kept weights atomically; record final numbers and status.
+ *
+ * Keeping the best costs one copy of the trainable state in memory (train.c), put back at the end,
+ * and the folder is written once from it: a run writes no folder at each new best, so a kill at
+ * any time leaves the previous folder (or none) at its path, never a half-written one, and a sweep
+ * of many runs does not write each adapter many times. A task folder without test.jsonl/test.txt
+ * gets no test metrics: the run's test_note says so (no split is made up from another).
  *
  * A NaN/Inf loss ends the run as `diverged`, Ctrl-C (a stop flag) as `interrupted`; neither writes
  * an adapter folder, so a previous good one is left untouched. */
@@ -29,6 +38,12 @@ typedef struct {
 typedef struct {
     char status[16];         /* done, failed, diverged, interrupted */
     double train_loss, eval_loss, eval_ppl, accuracy, macro_f1, tokens_per_s, wall_s;
+    int best_step, kept_step;          /* -1 when none */
+    double best_metric;                /* NaN when none */
+    const char *best_metric_name;      /* "accuracy" or "loss"; NULL when none */
+    int tested;                        /* the test_* numbers were measured */
+    double test_loss, test_accuracy, test_macro_f1; /* the kept weights on the test split */
+    char test_note[512];               /* why test metrics are absent ("" otherwise) */
     int64_t trainable, total, peak_mem;
     char out_dir[1024];      /* adapter or model folder written ("" if none) */
 } RunOutcome;

@@ -109,10 +109,25 @@ static const char SCHEMA_V1[] =
     "  PRIMARY KEY (run_id, kind, path)"
     ") STRICT, WITHOUT ROWID;";
 
+/* Version 2: the kept weights (best or last) of a run and their test-split metrics. Runs recorded
+ * under version 1 keep NULL in these columns: they kept their last weights and were never
+ * evaluated on a test split. */
+static const char SCHEMA_V2[] =
+    "ALTER TABLE runs ADD COLUMN best_step INTEGER;"
+    "ALTER TABLE runs ADD COLUMN best_metric REAL;"
+    "ALTER TABLE runs ADD COLUMN best_metric_name TEXT"
+    "  CHECK (best_metric_name IS NULL OR best_metric_name IN ('accuracy','loss'));"
+    "ALTER TABLE runs ADD COLUMN kept_step INTEGER;"
+    "ALTER TABLE runs ADD COLUMN test_loss REAL;"
+    "ALTER TABLE runs ADD COLUMN test_accuracy REAL;"
+    "ALTER TABLE runs ADD COLUMN test_macro_f1 REAL;"
+    "ALTER TABLE runs ADD COLUMN test_note TEXT;";
+
 /* MIGRATIONS[v] takes a file from version v to v + 1: its DDL first, then (when set) a C step for
- * data that SQL alone cannot convert. To add version 2: bump STORE_SCHEMA_VERSION in store.h and
+ * data that SQL alone cannot convert. To add a version: bump STORE_SCHEMA_VERSION in store.h and
  * append {"ALTER TABLE ... ;", NULL} here; store_open then upgrades every older file in place,
- * inside the same transaction that bumps user_version, so a crash leaves the old version intact. */
+ * inside the same transaction that bumps user_version, so a crash leaves the old version intact.
+ * A new file runs every step from version 0, so new and migrated files have one schema. */
 typedef struct {
     const char *sql;
     LLStatus (*fn)(Store *s, LLError *err);
@@ -120,6 +135,7 @@ typedef struct {
 
 static const Migration MIGRATIONS[STORE_SCHEMA_VERSION] = {
     {SCHEMA_V1, NULL},
+    {SCHEMA_V2, NULL},
 };
 
 /* ---- prepared statements ------------------------------------------------------------------- */
@@ -151,7 +167,8 @@ typedef enum {
 #define RUN_COPY_COLS                                                                             \
     "config_json, method, r, alpha, targets, lr, seed, status, attempt, created, started, ended, " \
     "host, pid, trainable_params, total_params, peak_mem_bytes, tokens_per_s, wall_s, "           \
-    "train_loss, eval_loss, eval_ppl, accuracy, macro_f1, error, adapter_dir"
+    "train_loss, eval_loss, eval_ppl, accuracy, macro_f1, error, adapter_dir, best_step, "       \
+    "best_metric, best_metric_name, kept_step, test_loss, test_accuracy, test_macro_f1, test_note"
 
 static const char *const STMT_SQL[ST_COUNT] = {
     [ST_SWEEP_UPSERT] =
@@ -172,12 +189,16 @@ static const char *const STMT_SQL[ST_COUNT] = {
         " attempt = attempt + 1, ended = NULL, trainable_params = NULL, total_params = NULL,"
         " peak_mem_bytes = NULL, tokens_per_s = NULL, wall_s = NULL, train_loss = NULL,"
         " eval_loss = NULL, eval_ppl = NULL, accuracy = NULL, macro_f1 = NULL, error = NULL,"
-        " adapter_dir = NULL WHERE id = ?1",
+        " adapter_dir = NULL, best_step = NULL, best_metric = NULL, best_metric_name = NULL,"
+        " kept_step = NULL, test_loss = NULL, test_accuracy = NULL, test_macro_f1 = NULL,"
+        " test_note = NULL WHERE id = ?1",
     [ST_RUN_FINISH] =
         "UPDATE main.runs SET status = ?2, ended = ?3, tokens_per_s = ?4, wall_s = ?5,"
         " trainable_params = ?6, total_params = ?7, peak_mem_bytes = ?8, train_loss = ?9,"
         " eval_loss = ?10, eval_ppl = ?11, accuracy = ?12, macro_f1 = ?13, error = ?14,"
-        " adapter_dir = ?15 WHERE id = ?1",
+        " adapter_dir = ?15, best_step = ?16, best_metric = ?17, best_metric_name = ?18,"
+        " kept_step = ?19, test_loss = ?20, test_accuracy = ?21, test_macro_f1 = ?22,"
+        " test_note = ?23 WHERE id = ?1",
     [ST_DEL_METRICS] = "DELETE FROM main.metrics WHERE run_id = ?1",
     [ST_DEL_RANKS] = "DELETE FROM main.adalora_ranks WHERE run_id = ?1",
     [ST_DEL_ARTIFACTS] = "DELETE FROM main.artifacts WHERE run_id = ?1",
@@ -202,7 +223,9 @@ static const char *const STMT_SQL[ST_COUNT] = {
         "SELECT r.id, r.sweep_id, s.name, r.key, r.config_json, r.method, r.targets, r.r, r.alpha,"
         " r.lr, r.seed, r.status, r.attempt, r.created, r.started, r.ended, r.host, r.pid,"
         " r.trainable_params, r.total_params, r.peak_mem_bytes, r.tokens_per_s, r.wall_s,"
-        " r.train_loss, r.eval_loss, r.eval_ppl, r.accuracy, r.macro_f1, r.error, r.adapter_dir"
+        " r.train_loss, r.eval_loss, r.eval_ppl, r.accuracy, r.macro_f1, r.error, r.adapter_dir,"
+        " r.best_step, r.best_metric, r.best_metric_name, r.kept_step, r.test_loss,"
+        " r.test_accuracy, r.test_macro_f1, r.test_note"
         " FROM main.runs r JOIN main.sweeps s ON s.id = r.sweep_id"
         " WHERE ?1 IS NULL OR s.name = ?1 ORDER BY r.sweep_id, r.id",
     [ST_GET_METRICS] =
@@ -891,6 +914,7 @@ LLStatus store_add_metric(Store *s, int64_t run_id, int step, const char *split,
 typedef struct {
     int64_t run_id;
     const RunResult *res;
+    const RunKept *kept; /* never NULL here */
 } FinishCtx;
 
 static LLStatus add_artifact_row(Store *s, int64_t run_id, const char *kind, const char *path,
@@ -945,6 +969,15 @@ static LLStatus finish_body(Store *s, void *vctx, LLError *err) {
     bind_real_or_null(q, 13, r->macro_f1);
     bind_text_or_null(q, 14, r->error);
     bind_text_or_null(q, 15, r->adapter_dir);
+    const RunKept *k = c->kept;
+    bind_count_or_null(q, 16, k->best_metric_name ? k->best_step : -1);
+    bind_real_or_null(q, 17, k->best_metric_name ? k->best_metric : NAN);
+    bind_text_or_null(q, 18, k->best_metric_name);
+    bind_count_or_null(q, 19, k->has_kept ? k->kept_step : -1);
+    bind_real_or_null(q, 20, k->has_test ? k->test_loss : NAN);
+    bind_real_or_null(q, 21, k->has_test ? k->test_accuracy : NAN);
+    bind_real_or_null(q, 22, k->has_test ? k->test_macro_f1 : NAN);
+    bind_text_or_null(q, 23, k->test_note);
     rc = step_once(q);
     if (rc != SQLITE_OK) return db_fail(s, rc, "finishing a run", err);
     if (r->adapter_dir) return add_artifact_row(s, c->run_id, "adapter", r->adapter_dir, err);
@@ -957,17 +990,28 @@ static int valid_final_status(const char *st) {
 }
 
 LLStatus store_finish_run(Store *s, int64_t run_id, const RunResult *res, LLError *err) {
+    return store_finish_run_kept(s, run_id, res, NULL, err);
+}
+
+LLStatus store_finish_run_kept(Store *s, int64_t run_id, const RunResult *res, const RunKept *kept,
+                               LLError *err) {
+    static const RunKept none = {0};
+    if (!kept) kept = &none;
     if (!res || !valid_final_status(res->status))
         return ll_err(err, LL_ERR_CONFIG,
                       "a finished run's status must be done, failed, diverged or interrupted, "
                       "not '%s'",
                       res && res->status ? res->status : "(null)");
+    if (kept->best_metric_name && strcmp(kept->best_metric_name, "accuracy") != 0 &&
+        strcmp(kept->best_metric_name, "loss") != 0)
+        return ll_err(err, LL_ERR_CONFIG, "a run's best metric is accuracy or loss, not '%s'",
+                      kept->best_metric_name);
     if (s->readonly)
         return ll_err(err, LL_ERR_STATE, "database '%s' is open read-only; cannot finish a run",
                       s->path);
     /* The final status is the row resume decisions rest on: make its commit durable. */
     int full = !s->locked && exec_sql(s, "PRAGMA synchronous = FULL") == SQLITE_OK;
-    FinishCtx c = {run_id, res};
+    FinishCtx c = {run_id, res, kept};
     LLStatus st = tx_run(s, "finishing a run", finish_body, &c, err);
     if (full) exec_sql(s, "PRAGMA synchronous = NORMAL");
     if (st == LL_OK) s->nbuf = 0;
@@ -1144,6 +1188,14 @@ LLStatus store_list_runs(Store *s, const char *sweep_name, RunRow **rows, int *n
         r->macro_f1 = col_real(q, i++);
         r->error = col_text_dup(q, i++);
         r->adapter_dir = col_text_dup(q, i++);
+        r->best_step = col_i64(q, i++);
+        r->best_metric = col_real(q, i++);
+        r->best_metric_name = col_text_dup(q, i++);
+        r->kept_step = col_i64(q, i++);
+        r->test_loss = col_real(q, i++);
+        r->test_accuracy = col_real(q, i++);
+        r->test_macro_f1 = col_real(q, i++);
+        r->test_note = col_text_dup(q, i++);
     }
     sqlite3_reset(q);
     if (rc != SQLITE_DONE) {
@@ -1166,6 +1218,8 @@ void store_free_runs(RunRow *rows, int n) {
         free(r->host);
         free(r->error);
         free(r->adapter_dir);
+        free(r->best_metric_name);
+        free(r->test_note);
     }
     free(rows);
 }

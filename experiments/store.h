@@ -19,7 +19,7 @@
  *     file of a newer version is refused: "database X has schema version N, this loralab knows up
  *     to M; upgrade loralab". A file that is SQLite but not loralab's is refused, never altered.
  *
- * Schema, version 1 (all tables STRICT; times are unix seconds as REAL)
+ * Schema, version 2 (all tables STRICT; times are unix seconds as REAL)
  *
  *   sweeps        id INTEGER PK, name TEXT UNIQUE NOT NULL, config_path TEXT, config_text TEXT,
  *                 created REAL NOT NULL, updated REAL NOT NULL
@@ -30,10 +30,21 @@
  *                 started REAL, ended REAL, host TEXT, pid INTEGER,
  *                 trainable_params, total_params, peak_mem_bytes INTEGER,
  *                 tokens_per_s, wall_s, train_loss, eval_loss, eval_ppl, accuracy, macro_f1 REAL,
- *                 error TEXT, adapter_dir TEXT.
+ *                 error TEXT, adapter_dir TEXT,
+ *                 best_step INTEGER, best_metric REAL, best_metric_name TEXT ('accuracy' for
+ *                 classification, 'loss' for language modelling): the best validation evaluation
+ *                 (step 0 = before any update; a NaN evaluation is never best),
+ *                 kept_step INTEGER: the step whose weights adapter_dir holds (best_step under
+ *                 train.keep: best, the last step under train.keep: last),
+ *                 test_loss, test_accuracy, test_macro_f1 REAL: the kept weights on the task's
+ *                 test split, test_note TEXT: why they are absent (a task folder without a test
+ *                 split), else NULL.
+ *                 eval_loss, eval_ppl, accuracy and macro_f1 are the LAST validation evaluation.
  *                 Final numbers are NULL when absent (accuracy and macro_f1 outside
  *                 classification) or NaN (a diverged run's loss: its status says which), and a
  *                 NULL reads back as NaN; ±Inf is stored as is.
+ *                 Version 1 had none of the columns from best_step on; store_open adds them to
+ *                 an older file (NULL in its runs, which kept their last weights untested).
  *   metrics       run_id -> runs, step INTEGER, split TEXT ('train' | 'eval' | 'test'),
  *                 name TEXT ('loss', 'lr', 'grad_norm', 'accuracy', ...), value REAL,
  *                 is_nan INTEGER (0 | 1), t REAL (when logged); PRIMARY KEY (run_id, split, name,
@@ -81,7 +92,7 @@
 
 #include "core.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_DEFAULT_PATH "results/loralab.db"
 #define STORE_DEFAULT_BUSY_MS 15000
 #define STORE_METRIC_BATCH 64 /* buffered metric rows written per transaction */
@@ -140,8 +151,24 @@ typedef struct {
     const char *adapter_dir; /* NULL when none; also recorded as an `adapter` artifact */
 } RunResult;
 
-/* One transaction (synchronous=FULL): buffered metrics, final numbers, ended, status. */
-LLStatus store_finish_run(Store *s, int64_t run_id, const RunResult *res, LLError *err);
+/* The best validation evaluation, the kept weights and their test metrics (schema version 2).
+ * Every field is absent when zero, so a zeroed RunKept records NULLs. */
+typedef struct {
+    const char *best_metric_name; /* "accuracy" | "loss"; NULL: no best (best_step, best_metric unused) */
+    int64_t best_step;
+    double best_metric;
+    int has_kept;                 /* kept_step is known */
+    int64_t kept_step;
+    int has_test;                 /* the test_* numbers were measured (a NaN inside: NULL) */
+    double test_loss, test_accuracy, test_macro_f1;
+    const char *test_note;        /* NULL when none */
+} RunKept;
+
+/* One transaction (synchronous=FULL): buffered metrics, final numbers, ended, status; with kept
+ * (may be NULL: all NULL) the columns from best_step on. */
+LLStatus store_finish_run_kept(Store *s, int64_t run_id, const RunResult *res, const RunKept *kept,
+                               LLError *err);
+LLStatus store_finish_run(Store *s, int64_t run_id, const RunResult *res, LLError *err); /* kept NULL */
 /* AdaLoRA's final rank of one adapted module (upsert). module is at most 31 bytes. */
 LLStatus store_add_rank(Store *s, int64_t run_id, int layer, const char *module, int rank,
                         int init_rank, LLError *err);
@@ -168,6 +195,11 @@ typedef struct {
     int64_t trainable, total, peak_mem;
     double tokens_per_s, wall_s, train_loss, eval_loss, eval_ppl, accuracy, macro_f1;
     char *error, *adapter_dir;
+    int64_t best_step, kept_step;                   /* -1 when NULL */
+    double best_metric;
+    char *best_metric_name;
+    double test_loss, test_accuracy, test_macro_f1;
+    char *test_note;
 } RunRow;
 
 /* Runs of one sweep (sweep_name NULL: all), ordered by sweep id, then run id. */

@@ -1,6 +1,7 @@
-/* Tests of the results store (experiments/store.c): schema creation and migration, refusal of
- * newer and foreign files, the run state machine, idempotent and NaN-safe metrics, batching,
- * lock contention between processes, concurrent writers, resume after an interrupt, and merging.
+/* Tests of the results store (experiments/store.c): schema creation and migration (a version 1
+ * file written as the first loralab wrote it), refusal of newer and foreign files, the run state
+ * machine, the kept-weights and test columns, idempotent and NaN-safe metrics, batching, lock
+ * contention between processes, concurrent writers, resume after an interrupt, and merging.
  *
  * Every database lives in one mkdtemp folder per TCase (an unchecked fixture, so it is removed in
  * the runner process even when a test fails). Tests that fork never carry an open Store across
@@ -14,6 +15,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -565,6 +567,163 @@ START_TEST(t_merge) {
 }
 END_TEST
 
+/* ---- the kept weights and their test metrics (schema version 2) ---------------------------- */
+
+static const RunRow *row_by_id(const RunRow *rows, int n, int64_t id) {
+    for (int i = 0; i < n; i++)
+        if (rows[i].id == id) return &rows[i];
+    ck_abort_msg("no run %lld", (long long)id);
+    return NULL;
+}
+
+START_TEST(t_kept_columns) {
+    char p[256];
+    LLError err = {0};
+    int64_t sw, r1, r2, r3;
+    RunInfo i1 = make_info("k1", 8, 0), i2 = make_info("k2", 8, 1), i3 = make_info("k3", 8, 2);
+    Store *s = open_with_run(tu_path(p, sizeof p, "kept.db"), "kept", &i1, &sw, &r1);
+    CK_OK(store_add_run(s, sw, &i2, &r2, &err));
+    CK_OK(store_add_run(s, sw, &i3, &r3, &err));
+    int claimed;
+    CK_OK(store_claim_run(s, r1, &claimed, &err));
+    CK_OK(store_claim_run(s, r2, &claimed, &err));
+    CK_OK(store_claim_run(s, r3, &claimed, &err));
+    RunResult res = done_result(0.7);
+    RunKept cls = {"accuracy", 40, 0.875, 1, 40, 1, 0.31, 0.8125, 0.79, NULL};
+    CK_OK(store_finish_run_kept(s, r1, &res, &cls, &err));
+    /* language modelling, no test split: accuracy NaN -> NULL, the note says why */
+    RunKept lm = {"loss", 0, 2.5, 1, 0, 0, 0.0, 0.0, 0.0, "no test split: 'd/test.txt' does not exist"};
+    RunResult failed = done_result(2.5);
+    failed.status = "failed"; /* so that it can be claimed again below */
+    CK_OK(store_finish_run_kept(s, r2, &failed, &lm, &err));
+    CK_OK(store_finish_run(s, r3, &res, &err)); /* nothing known: NULLs */
+    RunRow *rows;
+    int n;
+    CK_OK(store_list_runs(s, "kept", &rows, &n, &err));
+    ck_assert_int_eq(n, 3);
+    const RunRow *a = row_by_id(rows, n, r1), *b = row_by_id(rows, n, r2), *c = row_by_id(rows, n, r3);
+    ck_assert(a->best_step == 40 && a->best_metric == 0.875 && a->kept_step == 40);
+    ck_assert_str_eq(a->best_metric_name, "accuracy");
+    ck_assert(a->test_loss == 0.31 && a->test_accuracy == 0.8125 && a->test_macro_f1 == 0.79);
+    ck_assert_ptr_null(a->test_note);
+    ck_assert(b->best_step == 0 && b->best_metric == 2.5 && b->kept_step == 0);
+    ck_assert_str_eq(b->best_metric_name, "loss");
+    ck_assert(isnan(b->test_loss) && isnan(b->test_accuracy) && isnan(b->test_macro_f1));
+    ck_assert_str_eq(b->test_note, "no test split: 'd/test.txt' does not exist");
+    ck_assert(c->best_step == -1 && isnan(c->best_metric) && c->kept_step == -1 && isnan(c->test_loss));
+    ck_assert_ptr_null(c->best_metric_name);
+    ck_assert_ptr_null(c->test_note);
+    store_free_runs(rows, n);
+    /* a new attempt starts without the previous one's numbers */
+    CK_OK(store_claim_run(s, r2, &claimed, &err));
+    ck_assert_int_eq(claimed, 1);
+    CK_OK(store_list_runs(s, "kept", &rows, &n, &err));
+    b = row_by_id(rows, n, r2);
+    ck_assert(b->best_step == -1 && b->kept_step == -1 && isnan(b->best_metric));
+    ck_assert_ptr_null(b->best_metric_name);
+    ck_assert_ptr_null(b->test_note);
+    store_free_runs(rows, n);
+    /* a best metric other than accuracy or loss is refused before anything is written */
+    RunKept bad = {"f1", 1, 0.5, 0, 0, 0, 0, 0, 0, NULL};
+    ck_assert_int_eq(store_finish_run_kept(s, r2, &res, &bad, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "'f1'") != NULL, "%s", err.msg);
+    store_close(s);
+
+    /* merge carries the columns */
+    char po[256];
+    Store *o = tu_store_open(tu_path(po, sizeof po, "kept_merged.db"), 0);
+    StoreMergeCounts mc;
+    CK_OK(store_merge(o, p, &mc, &err));
+    ck_assert_int_eq(mc.added, 3);
+    CK_OK(store_list_runs(o, "kept", &rows, &n, &err));
+    a = find_run(rows, n, "kept", "k1");
+    ck_assert(a && a->best_step == 40 && a->kept_step == 40 && a->test_accuracy == 0.8125);
+    ck_assert_str_eq(a->best_metric_name, "accuracy");
+    store_free_runs(rows, n);
+    store_close(o);
+}
+END_TEST
+
+/* The first schema, as loralab wrote it before version 2: a file made with it must open, migrate
+ * in place, and keep its rows (their new columns NULL). */
+static const char V1_SCHEMA[] =
+    "CREATE TABLE sweeps (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, config_path TEXT,"
+    " config_text TEXT, created REAL NOT NULL, updated REAL NOT NULL) STRICT;"
+    "CREATE TABLE runs (id INTEGER PRIMARY KEY,"
+    " sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE, key TEXT NOT NULL,"
+    " config_json TEXT NOT NULL, method TEXT NOT NULL, r INTEGER, alpha REAL, targets TEXT, lr REAL,"
+    " seed INTEGER, status TEXT NOT NULL CHECK (status IN"
+    " ('pending','running','done','failed','diverged','interrupted')),"
+    " attempt INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, started REAL, ended REAL, host TEXT,"
+    " pid INTEGER, trainable_params INTEGER, total_params INTEGER, peak_mem_bytes INTEGER,"
+    " tokens_per_s REAL, wall_s REAL, train_loss REAL, eval_loss REAL, eval_ppl REAL, accuracy REAL,"
+    " macro_f1 REAL, error TEXT, adapter_dir TEXT, UNIQUE (sweep_id, key)) STRICT;"
+    "CREATE INDEX runs_status ON runs(status);"
+    "CREATE TABLE metrics (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    " split TEXT NOT NULL CHECK (split IN ('train','eval','test')), name TEXT NOT NULL,"
+    " step INTEGER NOT NULL CHECK (step >= 0), value REAL, is_nan INTEGER NOT NULL DEFAULT 0,"
+    " t REAL NOT NULL, PRIMARY KEY (run_id, split, name, step),"
+    " CHECK ((is_nan = 1 AND value IS NULL) OR (is_nan = 0 AND value IS NOT NULL))) STRICT, WITHOUT ROWID;"
+    "CREATE TABLE adalora_ranks (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    " layer INTEGER NOT NULL, module TEXT NOT NULL, rank INTEGER NOT NULL, init_rank INTEGER NOT NULL,"
+    " PRIMARY KEY (run_id, layer, module)) STRICT, WITHOUT ROWID;"
+    "CREATE TABLE artifacts (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    " kind TEXT NOT NULL CHECK (kind IN ('adapter','model','figure')), path TEXT NOT NULL,"
+    " PRIMARY KEY (run_id, kind, path)) STRICT, WITHOUT ROWID;"
+    "INSERT INTO sweeps VALUES (1, 'old', NULL, 'a: 1', 1.0, 1.0);"
+    "INSERT INTO runs (id, sweep_id, key, config_json, method, r, alpha, targets, lr, seed, status,"
+    " attempt, created, eval_loss, adapter_dir) VALUES (1, 1, 'k1', '{}', 'lora', 8, 16.0, 'q_proj',"
+    " 0.001, 0, 'done', 1, 1.0, 1.25, 'out/old/k1');"
+    "INSERT INTO metrics VALUES (1, 'eval', 'loss', 50, 1.25, 0, 1.0);"
+    "PRAGMA application_id = 1282363969; PRAGMA user_version = 1;";
+
+START_TEST(t_migrate_v1) {
+    char p[256];
+    tu_path(p, sizeof p, "v1.db");
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open(p, &db), SQLITE_OK);
+    ck_assert_msg(sqlite3_exec(db, V1_SCHEMA, NULL, NULL, NULL) == SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    LLError err = {0};
+    Store *s = NULL;
+    /* read-only: refused with the way out */
+    ck_assert_int_eq(store_open(p, 1, &s, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "schema version 1 and needs migrating to 2"), "%s", err.msg);
+    s = tu_store_open(p, 0);
+    ck_assert_int_eq(store_schema_version(s), 2);
+    RunRow *rows;
+    int n;
+    CK_OK(store_list_runs(s, "old", &rows, &n, &err));
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(rows[0].status, "done");
+    ck_assert(rows[0].eval_loss == 1.25);
+    ck_assert_str_eq(rows[0].adapter_dir, "out/old/k1");
+    ck_assert(rows[0].best_step == -1 && rows[0].kept_step == -1 && isnan(rows[0].test_loss));
+    ck_assert_ptr_null(rows[0].best_metric_name);
+    int64_t id = rows[0].id;
+    store_free_runs(rows, n);
+    ck_assert_int_eq(count_metrics(s, id, "eval", "loss"), 1);
+    /* the migrated file takes version-2 rows */
+    int64_t sw, run;
+    RunInfo in = make_info("k2", 8, 0);
+    CK_OK(store_upsert_sweep(s, "old", NULL, NULL, &sw, &err));
+    CK_OK(store_add_run(s, sw, &in, &run, &err));
+    int claimed;
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    RunResult res = done_result(0.5);
+    RunKept k = {"loss", 10, 0.5, 1, 10, 1, 0.6, NAN, NAN, NULL};
+    CK_OK(store_finish_run_kept(s, run, &res, &k, &err));
+    store_close(s);
+    /* and reopens without migrating again */
+    s = tu_store_open(p, 1);
+    CK_OK(store_list_runs(s, "old", &rows, &n, &err));
+    ck_assert_int_eq(n, 2);
+    ck_assert(row_by_id(rows, n, run)->best_step == 10 && row_by_id(rows, n, run)->test_loss == 0.6);
+    store_free_runs(rows, n);
+    store_close(s);
+}
+END_TEST
+
 /* ---- limits --------------------------------------------------------------------------------- */
 
 START_TEST(t_newer_version_refused) {
@@ -878,6 +1037,8 @@ Suite *store_suite(void) {
     tcase_add_test(core, t_resume_after_interrupt);
     tcase_add_test(core, t_live_owner);
     tcase_add_test(core, t_merge);
+    tcase_add_test(core, t_kept_columns);
+    tcase_add_test(core, t_migrate_v1);
 
     TCase *limits = tu_tcase(s, "limits", 1, 20);
     tcase_add_test(limits, t_newer_version_refused);

@@ -1,7 +1,14 @@
 /* Tests of engine/optim.c, engine/train.c and engine/checkpoint.c: AdamW against hand-computed
  * steps, learning-rate scales, learning-rate schedules, a tiny model overfitting one batch,
  * identical losses with 1 and 2 threads, divergence detection, the model folder round trip, and
- * keeping the best weights (train.keep) with an evaluation at step 0 and NaN evaluations. */
+ * keeping the best weights (train.keep) with an evaluation at step 0 and NaN evaluations.
+ *
+ * run: the same through experiments/run.c (run_execute), whose folder and row must describe the
+ * kept weights: best_step, the best metric, kept_step and the test-split metrics in the store,
+ * the folder's weights evaluated again give the recorded validation loss of the kept step and the
+ * recorded test loss; train.keep: last; a task without a test split; SIGKILL of a run while it
+ * writes its folder and while it trains past a new best (the folder is a complete one or absent,
+ * never partial). */
 #define _XOPEN_SOURCE 700
 #define TU_TMP_NAME "train"
 #include <check.h>
@@ -11,10 +18,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include "blas_probe.h"
 #include "checkpoint.h"
+#include "experiments/config.h"
+#include "experiments/run.h"
+#include "outdir.h"
+#include "tokenizer.h"
 #include "model.h"
 #include "optim.h"
 #include "train.h"
@@ -372,6 +388,373 @@ START_TEST(test_keep_best_and_last) {
 }
 END_TEST
 
+/* ---- run: the kept weights through run_execute ------------------------------------------------ */
+
+/* tiny_config with the byte tokenizer's vocabulary as a base model folder at dir. */
+static void run_base(const char *dir) {
+    Tokenizer *tok = tok_new_bytes();
+    ModelConfig c = tiny_config();
+    c.V = tok_vocab_size(tok), c.max_T = 32, c.init_range = 0.25f;
+    c.bos_id = tok_bos(tok), c.eos_id = tok_eos(tok), c.pad_id = tok_pad(tok);
+    Model m;
+    init_model(&m, &c, 1, 8, 0, 3);
+    LLError err;
+    CK_OK(checkpoint_save(&m, tok, NULL, dir, &err));
+    model_free(&m);
+    tok_free(tok);
+}
+
+/* `n` bytes of words drawn from words[0..nw) with the generator seeded by x, into path. */
+static void run_text(const char *path, const char *const *words, int nw, unsigned x, size_t n) {
+    char *text = malloc(n + 16);
+    size_t at = 0;
+    while (at < n) {
+        x = x * 1103515245u + 12345u;
+        const char *w = words[(x >> 16) % (unsigned)nw];
+        memcpy(text + at, w, strlen(w));
+        at += strlen(w);
+    }
+    text[at] = '\0';
+    tu_write_text(path, text);
+    free(text);
+}
+
+/* YAML text -> a resolved RunConfig (run_config_free it); asserts both steps. */
+static void resolve_text(const char *yaml, RunConfig *rc) {
+    ConfigDoc *doc = NULL;
+    LLError err;
+    CK_OK(config_load_text("keep.yaml", yaml, NULL, 0, &doc, &err));
+    LLStatus st = config_resolve(doc, NULL, 0, rc, &err);
+    config_doc_free(doc);
+    ck_assert_msg(st == LL_OK, "resolve: %s", err.msg);
+}
+
+/* tu_dir/name/{base, data, out}: a base, and text whose train split repeats a few words while
+ * valid and test share only some of them, so that validation improves first and then suffers
+ * from the narrow training text. with_test 0: no test.txt. The run's YAML (keys `train` inside
+ * train:) resolved into rc; out receives the output folder. */
+static void run_setup(const char *name, int with_test, const char *train, RunConfig *rc, char *out, size_t cap) {
+    char sub[96], base[256], data[256], path[400], yaml[2048];
+    char *made[2] = {base, data};
+    for (int i = 0; i < 3; i++) { /* the base and data folders exist, the output one not yet */
+        snprintf(sub, sizeof sub, "%s/%s", name, i == 0 ? "base" : i == 1 ? "data" : "out");
+        if (i < 2) tu_subdir(made[i], 256, sub);
+        else tu_path(out, cap, sub);
+    }
+    run_base(base);
+    static const char *const narrow[] = {"the cat ", "sat on ", "the mat. "};
+    static const char *const wide[] = {"the cat ", "a dog ", "ran far ", "sat on ", "its mat. ", "and hid. "};
+    snprintf(path, sizeof path, "%s/train.txt", data);
+    run_text(path, narrow, 3, 7, 3000);
+    snprintf(path, sizeof path, "%s/valid.txt", data);
+    run_text(path, wide, 6, 11, 600);
+    if (with_test) {
+        snprintf(path, sizeof path, "%s/test.txt", data);
+        run_text(path, wide, 6, 13, 600);
+    }
+    snprintf(yaml, sizeof yaml,
+             "name: %s\nbase: {path: %s}\ntask: {type: lm, data: %s}\n"
+             "train: {batch: 2, seq: 16, schedule: constant, log_every: 10, seed: 1, %s}\n"
+             "adapter: {method: lora, r: 4, alpha: 16, targets: all-linear}\noutput: {dir: %s}\n",
+             name, base, data, train, out);
+    resolve_text(yaml, rc);
+}
+
+/* Runs rc recorded in the store at tu_dir/<name>.db; returns its row (store_free_runs) and the
+ * run id in *id. */
+static RunRow *run_recorded(const RunConfig *rc, RunOutcome *o, Store **sp) {
+    char db[300], file[128];
+    snprintf(file, sizeof file, "%s.db", rc->name);
+    Store *s = tu_store_open(tu_path(db, sizeof db, file), 0);
+    LLError err;
+    int64_t sw, run;
+    int claimed;
+    RunInfo info = {rc->key, rc->canonical_json, adapter_variant_name(&rc->adapter), "q_proj,v_proj", rc->adapter.r,
+                    rc->adapter.alpha, rc->train.lr, (int64_t)rc->train.seed};
+    CK_OK(store_upsert_sweep(s, rc->name, NULL, NULL, &sw, &err));
+    CK_OK(store_add_run(s, sw, &info, &run, &err));
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    RunEnv env = {0};
+    env.store = s, env.run_id = run;
+    CK_OK(run_execute(rc, &env, o, &err));
+    RunRow *rows;
+    int n;
+    CK_OK(store_list_runs(s, rc->name, &rows, &n, &err));
+    ck_assert_int_eq(n, 1);
+    *sp = s;
+    return rows;
+}
+
+/* The validation loss recorded at `step`. */
+static double eval_loss_at(Store *s, int64_t run, int step, int *best_step, double *best) {
+    int *steps, n;
+    double *v;
+    LLError err;
+    CK_OK(store_get_metrics(s, run, "eval", "loss", &steps, &v, &n, &err));
+    ck_assert_msg(n > 0 && steps[0] == 0, "the first evaluation is at step %d, not 0", n ? steps[0] : -1);
+    double at = NAN;
+    *best_step = -1, *best = NAN;
+    for (int i = 0; i < n; i++) {
+        if (steps[i] == step) at = v[i];
+        if (isfinite(v[i]) && (*best_step < 0 || v[i] < *best)) *best = v[i], *best_step = steps[i];
+    }
+    free(steps), free(v);
+    return at;
+}
+
+/* The adapter folder at dir on the run's base: its loss on the task's split `split`. */
+static double folder_loss(const RunConfig *rc, const char *dir, const char *split) {
+    LoadedModel lm;
+    ModelOptions mo = {rc->train.batch, rc->train.seq, 0, 0};
+    LLError err;
+    CK_OK(checkpoint_open(rc->base_path, &mo, 0, &lm, &err));
+    Adapter *a = NULL;
+    CK_OK(adapter_load(dir, &lm.model, &a, &err));
+    adapter_attach(&lm.model, a);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s.txt", rc->task_data, split);
+    Dataset d;
+    CK_OK(data_load_text(path, lm.tok, &d, &err));
+    EvalResult e = eval_split(&lm.model, &d, rc->train.batch, rc->train.seq);
+    data_free(&d);
+    adapter_free(a);
+    checkpoint_close(&lm);
+    return e.loss;
+}
+
+/* keep: best (the default): the row names the best validation evaluation (step 0 among the
+ * candidates) and keeps it; the folder's weights give back the validation loss recorded at that
+ * step and the test loss recorded in the row. */
+START_TEST(test_run_keeps_best) {
+    RunConfig rc;
+    char out[300];
+    run_setup("best", 1, "steps: 80, lr: 1.0e-2, eval_every: 10", &rc, out, sizeof out);
+    ck_assert_int_eq(rc.train.keep, TRAIN_KEEP_BEST);
+    RunOutcome o;
+    Store *s;
+    RunRow *r = run_recorded(&rc, &o, &s);
+    int best_step;
+    double best;
+    eval_loss_at(s, r->id, 0, &best_step, &best);
+    ck_assert_msg(best_step > 0 && best_step < 80, "the data should make the best step interior, not %d", best_step);
+    ck_assert_int_eq(r->best_step, best_step);
+    ck_assert(r->best_metric == best);
+    ck_assert_str_eq(r->best_metric_name, "loss");
+    ck_assert_int_eq(r->kept_step, best_step);
+    ck_assert(isfinite(r->test_loss) && isnan(r->test_accuracy) && isnan(r->test_macro_f1));
+    ck_assert_ptr_null(r->test_note);
+    double last = eval_loss_at(s, r->id, 80, &best_step, &best);
+    ck_assert(r->eval_loss == last); /* eval_loss stays the last evaluation */
+    double fv = folder_loss(&rc, r->adapter_dir, "valid"), ft = folder_loss(&rc, r->adapter_dir, "test");
+    ck_assert_msg(fabs(fv - best) <= 1e-6 * best, "the folder's valid loss %.9g is not the best %.9g", fv, best);
+    ck_assert_msg(fabs(ft - r->test_loss) <= 1e-6 * ft, "the folder's test loss %.9g, recorded %.9g", ft,
+                  r->test_loss);
+    store_free_runs(r, 1);
+    store_close(s);
+    run_config_free(&rc);
+}
+END_TEST
+
+/* keep: last keeps the last step's weights (and still records where the best was); it is another
+ * run key than the default, which the existing configs' keys leave out. */
+START_TEST(test_run_keep_last) {
+    RunConfig rc, rb;
+    char out[300];
+    run_setup("last", 1, "steps: 80, lr: 1.0e-2, eval_every: 10, keep: last", &rc, out, sizeof out);
+    run_setup("last_b", 1, "steps: 80, lr: 1.0e-2, eval_every: 10", &rb, out, sizeof out);
+    ck_assert_str_ne(rc.key, rb.key);
+    ck_assert_msg(strstr(rc.canonical_json, "\"train.keep\":\"last\""), "%s", rc.canonical_json);
+    ck_assert_msg(!strstr(rb.canonical_json, "train.keep"), "the default left out: %s", rb.canonical_json);
+    RunOutcome o;
+    Store *s;
+    RunRow *r = run_recorded(&rc, &o, &s);
+    int best_step;
+    double best, last = eval_loss_at(s, r->id, 80, &best_step, &best);
+    ck_assert_int_eq(r->kept_step, 80);
+    ck_assert_int_eq(r->best_step, best_step);
+    ck_assert(best_step < 80 && r->best_metric == best);
+    double fv = folder_loss(&rc, r->adapter_dir, "valid");
+    ck_assert_msg(fabs(fv - last) <= 1e-6 * last, "the folder's valid loss %.9g is not the last %.9g", fv, last);
+    store_free_runs(r, 1);
+    store_close(s);
+    run_config_free(&rc);
+    run_config_free(&rb);
+}
+END_TEST
+
+/* A task folder without test.txt: the run is done, its test metrics NULL and test_note says why. */
+START_TEST(test_run_without_test_split) {
+    RunConfig rc;
+    char out[300];
+    run_setup("notest", 0, "steps: 10, lr: 1.0e-2, eval_every: 5", &rc, out, sizeof out);
+    RunOutcome o;
+    Store *s;
+    RunRow *r = run_recorded(&rc, &o, &s);
+    ck_assert_str_eq(r->status, "done");
+    ck_assert(isnan(r->test_loss) && r->best_step >= 0);
+    ck_assert_msg(r->test_note && strstr(r->test_note, "no test split") && strstr(r->test_note, "test.txt"), "%s",
+                  r->test_note ? r->test_note : "(null)");
+    store_free_runs(r, 1);
+    store_close(s);
+    run_config_free(&rc);
+}
+END_TEST
+
+/* adapter.lr_ratio enters the run key only away from 1, and only for LoRA; its variant is loraplus. */
+START_TEST(test_lr_ratio_key) {
+    const char *base = "name: k\nbase: {path: b}\ntask: {data: d}\nadapter: {method: %s%s}\n";
+    const char *cases[][2] = {{"lora", ""}, {"lora", ", lr_ratio: 1"}, {"lora", ", lr_ratio: 16"}, {"vera", ""},
+                              {"vera", ", lr_ratio: 16"}};
+    char keys[5][17], yaml[256];
+    for (int i = 0; i < 5; i++) {
+        snprintf(yaml, sizeof yaml, base, cases[i][0], cases[i][1]);
+        RunConfig rc;
+        resolve_text(yaml, &rc);
+        snprintf(keys[i], sizeof keys[i], "%s", rc.key);
+        if (i == 2) {
+            ck_assert_str_eq(adapter_variant_name(&rc.adapter), "loraplus");
+            ck_assert_msg(strstr(rc.canonical_json, "\"adapter.lr_ratio\":16"), "%s", rc.canonical_json);
+        } else {
+            ck_assert_msg(!strstr(rc.canonical_json, "adapter.lr_ratio"), "%s", rc.canonical_json);
+        }
+        if (i == 4) ck_assert(rc.adapter.lr_ratio == 1.0f); /* VeRA ignores it */
+        run_config_free(&rc);
+    }
+    ck_assert_str_eq(keys[0], keys[1]);
+    ck_assert_str_ne(keys[0], keys[2]);
+    ck_assert_str_eq(keys[3], keys[4]);
+}
+END_TEST
+
+/* ---- run: SIGKILL ------------------------------------------------------------------------------ */
+
+/* Child: run_execute(rc) then _exit (0 on success). */
+static pid_t run_in_child(const RunConfig *rc) {
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        RunEnv env = {0};
+        RunOutcome o;
+        LLError err;
+        _exit(run_execute(rc, &env, &o, &err) == LL_OK ? 0 : 1);
+    }
+    return pid;
+}
+
+/* Whether dir holds an entry whose name starts with prefix. */
+static int has_entry(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));) found = strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return found;
+}
+
+/* The folder is absent, or it holds exactly the entries of the complete folder ref, byte for byte. */
+static int folder_absent_or_equal(const char *dir, const char *ref) {
+    if (access(dir, F_OK) != 0) return 1;
+    DIR *d = opendir(ref);
+    ck_assert_msg(d != NULL, "cannot list %s", ref);
+    int n = 0, same = 1;
+    for (struct dirent *e; same && (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char a[1400], b[1400];
+        snprintf(a, sizeof a, "%s/%s", dir, e->d_name);
+        snprintf(b, sizeof b, "%s/%s", ref, e->d_name);
+        n++;
+        if (access(a, R_OK) != 0) {
+            same = 0;
+            break;
+        }
+        size_t na, nb;
+        char *x = tu_slurp(a, &na), *y = tu_slurp(b, &nb);
+        same = na == nb && memcmp(x, y, na) == 0;
+        free(x), free(y);
+    }
+    closedir(d);
+    return same && n >= 2 && tu_count_entries(dir, "") == n;
+}
+
+/* Killed while it writes its folder (the moment any entry named after the run appears beside
+ * where the folder goes): what sits at the folder's path is absent or the complete folder a
+ * finished run writes, never a part of it. Killed while it trains past new bests, with a complete
+ * earlier folder at its path: that folder is untouched (a run writes no folder before it ends). */
+START_TEST(test_run_killed) {
+    RunConfig rc;
+    char out[300], ref[1200], dir[1200], parent[1200];
+    run_setup("kill", 1, "steps: 60, lr: 1.0e-2, eval_every: 5", &rc, out, sizeof out);
+    /* the folder a finished run writes, from a run elsewhere (the output folder is not in the key) */
+    char refout[320];
+    snprintf(refout, sizeof refout, "%s_ref", out);
+    snprintf(rc.out_dir, sizeof rc.out_dir, "%s", refout);
+    RunOutcome o;
+    LLError err;
+    RunEnv env = {0};
+    double t0 = ll_now();
+    CK_OK(run_execute(&rc, &env, &o, &err));
+    double took = ll_now() - t0;
+    snprintf(ref, sizeof ref, "%s", o.out_dir);
+    snprintf(rc.out_dir, sizeof rc.out_dir, "%s", out);
+    snprintf(parent, sizeof parent, "%s/%s", out, rc.name);
+    snprintf(dir, sizeof dir, "%s/%s", parent, rc.key);
+
+    /* while writing: poll for the first entry named after the run, then SIGKILL at once */
+    int caught = 0;
+    for (int attempt = 0; attempt < 5 && !caught; attempt++) {
+        tu_rm_tree(out);
+        pid_t pid = run_in_child(&rc);
+        const struct timespec poll = {0, 50000}; /* 50 µs: the write takes milliseconds */
+        while (!has_entry(parent, rc.key)) {
+            int st;
+            if (waitpid(pid, &st, WNOHANG) == pid) ck_abort_msg("the run ended before anything was seen");
+            nanosleep(&poll, NULL);
+        }
+        kill(pid, SIGKILL);
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        caught = WIFSIGNALED(st);
+        ck_assert_msg(folder_absent_or_equal(dir, ref), "attempt %d: a partial folder at %s", attempt, dir);
+    }
+    ck_assert_msg(caught, "the run always finished before the kill: nothing was tested");
+
+    /* while training: a complete earlier folder stays as it was */
+    tu_rm_tree(out);
+    char sub[128];
+    snprintf(sub, sizeof sub, "kill/out/%s/%s", rc.name, rc.key);
+    char made[1200];
+    tu_subdir(made, sizeof made, sub);
+    static const char *const files[] = {"adapter_config.json", "adapter_model.safetensors", OUTDIR_MARKER};
+    for (int i = 0; i < 3; i++) {
+        char a[1300], b[1300];
+        snprintf(a, sizeof a, "%s/%s", ref, files[i]);
+        snprintf(b, sizeof b, "%s/%s", dir, files[i]);
+        size_t n;
+        char *x = tu_slurp(a, &n);
+        FILE *f = fopen(b, "wb");
+        ck_assert(f && fwrite(x, 1, n, f) == n && fclose(f) == 0);
+        free(x);
+    }
+    for (int k = 1; k <= 3; k++) {
+        pid_t pid = run_in_child(&rc);
+        struct timespec ts = {0, (long)(took * k / 4.0 * 1e9)};
+        ts.tv_sec = ts.tv_nsec / 1000000000L, ts.tv_nsec %= 1000000000L;
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert_msg(folder_absent_or_equal(dir, ref) && access(dir, F_OK) == 0,
+                      "killed at %d/4 of the run: the earlier folder changed", k);
+        /* beside it, at most temporary folders of writes the kills interrupted (the next writer
+         * removes them: outdir_recover) */
+        char tmpname[300];
+        snprintf(tmpname, sizeof tmpname, "%s.tmp.", rc.key);
+        ck_assert_int_eq(tu_count_entries(parent, ""), 1 + tu_count_entries(parent, tmpname));
+    }
+    run_config_free(&rc);
+}
+END_TEST
+
 START_TEST(test_checkpoint_round_trip) {
     char tmp[256], dir[300];
     tu_tmpdir_new(tmp, sizeof tmp);
@@ -431,6 +814,12 @@ Suite *train_suite(void) {
     tcase_add_test(keep, test_eval_better);
     tcase_add_test(keep, test_keep_best_nan_after_good);
     tcase_add_test(keep, test_keep_best_and_last);
+    TCase *run = tu_tcase(s, "run", 1, 240);
+    tcase_add_test(run, test_run_keeps_best);
+    tcase_add_test(run, test_run_keep_last);
+    tcase_add_test(run, test_run_without_test_split);
+    tcase_add_test(run, test_lr_ratio_key);
+    tcase_add_test(run, test_run_killed);
     TCase *limits = tu_tcase(s, "limits", 0, 0);
     tcase_add_test(limits, test_diverged);
     return s;

@@ -37,6 +37,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "experiments/runs_export.h"
+
 extern char **environ;
 
 static void path_join(char *out, size_t cap, const char *dir, const char *name) {
@@ -1862,6 +1864,7 @@ LLStatus report_write(const char *db, const char *sweep, const char *out_dir, Re
 
     Cell(*cells)[N_COL] = table_cells(&c);
     st = write_tables(&c, cells, err);
+    if (!st) st = runs_export_write_csv(c.store, sweep, out_dir, "runs.csv", err); /* every run, every key */
     if (!st) st = figs_curves(&c, err);
     if (!st) st = fig_rank(&c, err);
     if (!st) st = fig_rank_alpha(&c, err);

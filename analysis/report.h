@@ -29,6 +29,8 @@
  *       sets its own terminals and reads NAME.dat by relative path, so `gnuplot NAME.gp` in the
  *       folder redraws all three, and `gnuplot -e 'formats="png"' NAME.gp` one of them;
  *   table.md, table.tex (booktabs)                       one row per group, best values in bold;
+ *   runs.csv                                             every run, every resolved config key a
+ *                                                        column (experiments/runs_export.h);
  *   index.html                                           every figure, the table, and one line for
  *                                                        each figure left out, saying why.
  * Figures: curves (train and eval loss against step: the best configuration of each method, mean

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "run.h"
 #include "store.h"
+#include "sweep.h"
 
 static volatile sig_atomic_t stop_flag = 0;
 
@@ -130,9 +131,8 @@ int cmd_train(int argc, char **argv) {
         /* A single run is recorded like one run of a sweep named after the config. */
         int64_t sweep_id, run_id;
         char targets[128];
-        adapter_targets_string(rc.adapter.targets, targets, sizeof targets);
-        RunInfo info = {rc.key, rc.canonical_json, adapter_variant_name(&rc.adapter), targets, rc.adapter.r,
-                        rc.adapter.alpha, rc.train.lr, (int64_t)rc.train.seed};
+        RunInfo info;
+        sweep_run_info(&rc, targets, sizeof targets, &info); /* the same row a sweep's run gets */
         int claimed = 0;
         LLStatus st = store_open(a.db, 0, &store, &e);
         if (!st) st = store_upsert_sweep(store, rc.name, a.config, doc->text, &sweep_id, &e);

@@ -14,7 +14,7 @@ static const Command commands[] = {
     {"pretrain", cmd_pretrain, "pretrain CONFIG.yaml [--set k=v]...   train a base model from scratch -> model folder"},
     {"train", cmd_train, "train CONFIG.yaml [--set k=v]... [--db FILE]   one fine-tuning run -> adapter folder"},
     {"sweep", cmd_sweep, "sweep CONFIG.yaml [--jobs N] [--threads T] [--db FILE] [--shard I/N] [--dry-run] [--emit-slurm]"},
-    {"runs", cmd_runs, "runs [--db FILE] [--sweep NAME]          table of runs and their status"},
+    {"runs", cmd_runs, "runs [--db FILE] [--sweep NAME] [--diff] [--csv | --json] [RUN...]   runs, what differs, exports"},
     {"report", cmd_report, "report --db FILE [--sweep NAME] [--out DIR]   figures, tables, index.html"},
     {"eval", cmd_eval, "eval --model DIR [--adapter DIR] --data FILE [--batch B] [--seq T] [--precision fp32|bf16] [--json]"},
     {"generate", cmd_generate, "generate --model DIR [--adapter DIR] --prompt TEXT [--max-new N] [--temperature X] [--top-k K] [--seed S] [--precision fp32|bf16]"},

@@ -1603,6 +1603,14 @@ LLStatus config_resolve(const ConfigDoc *d, const ConfigAssign *ov, int n, RunCo
     return LL_OK;
 }
 
+double config_written_number(const RunConfig *rc, const char *key) {
+    char txt[64];
+    if (!config_canonical_get(rc, key, txt, sizeof txt)) return NAN;
+    char *end;
+    double x = strtod(txt, &end);
+    return end != txt && *end == '\0' ? x : NAN;
+}
+
 int config_canonical_get(const RunConfig *rc, const char *key, char *out, size_t cap) {
     if (!rc->canonical_json) return 0;
     char pat[CONFIG_KEY_MAX + 4];

@@ -188,6 +188,12 @@ LLStatus config_resolve(const struct ConfigDoc *doc, const ConfigAssign *overrid
                         LLError *err);
 void run_config_free(RunConfig *rc);
 
+/* A numeric key of the canonical config as a double: the shortest decimal of the field's value
+ * (0.003 for a train.lr of 0.003, where the float field reads 0.00300000002607703), which is what
+ * the config wrote whenever it wrote no more digits than the field holds. NaN when the key is not
+ * in the canonical config or not a number. What the store records, so `WHERE lr = 0.003` works. */
+double config_written_number(const RunConfig *rc, const char *key);
+
 /* The method a point's runs are reported as (adapter_variant_name of its values: lora, dora, ...),
  * before resolution's checks; what sweep.per_method is keyed by. A static string. */
 const char *config_variant(const struct ConfigDoc *doc, const ConfigAssign *overrides, int n);

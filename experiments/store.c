@@ -1224,6 +1224,64 @@ void store_free_runs(RunRow *rows, int n) {
     free(rows);
 }
 
+/* Every column of runs (whatever the schema version holds) with its sweep's name second, so that
+ * exports grow with the table instead of listing its columns again. */
+LLStatus store_runs_table(Store *s, const char *sweep_name, StoreTable *t, LLError *err) {
+    memset(t, 0, sizeof *t);
+    LLStatus st = flush_before_read(s, err);
+    if (st != LL_OK) return st;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT r.id, s.name AS sweep, r.* FROM main.runs r JOIN main.sweeps s"
+                                " ON s.id = r.sweep_id WHERE ?1 IS NULL OR s.name = ?1 ORDER BY r.sweep_id, r.id",
+                                -1, &q, NULL);
+    if (rc != SQLITE_OK) return db_fail(s, rc, "listing runs", err);
+    bind_text_or_null(q, 1, sweep_name);
+    /* r.* repeats id and brings sweep_id: both are left out. */
+    int nq = sqlite3_column_count(q), *src = ll_malloc((size_t)nq, sizeof(int));
+    t->cols = ll_calloc((size_t)nq, sizeof(char *));
+    for (int c = 0; c < nq; c++) {
+        const char *name = sqlite3_column_name(q, c);
+        if (c >= 2 && (strcmp(name, "id") == 0 || strcmp(name, "sweep_id") == 0)) continue;
+        src[t->n_cols] = c;
+        t->cols[t->n_cols++] = ll_strdup(name);
+    }
+    int cap = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (t->n_rows == cap) {
+            cap = cap ? 2 * cap : 32;
+            t->v = ll_realloc(t->v, (size_t)cap * (size_t)t->n_cols, sizeof(StoreValue));
+        }
+        StoreValue *row = &t->v[(size_t)t->n_rows++ * (size_t)t->n_cols];
+        for (int c = 0; c < t->n_cols; c++) {
+            StoreValue *v = &row[c];
+            memset(v, 0, sizeof *v);
+            switch (sqlite3_column_type(q, src[c])) {
+            case SQLITE_INTEGER: v->type = STORE_INT, v->i = sqlite3_column_int64(q, src[c]); break;
+            case SQLITE_FLOAT: v->type = STORE_REAL, v->f = sqlite3_column_double(q, src[c]); break;
+            case SQLITE_NULL: v->type = STORE_NULL; break;
+            default: v->type = STORE_TEXT, v->s = col_text_dup(q, src[c]); break;
+            }
+        }
+    }
+    sqlite3_finalize(q);
+    free(src);
+    if (rc != SQLITE_DONE) {
+        store_table_free(t);
+        return db_fail(s, rc, "listing runs", err);
+    }
+    return LL_OK;
+}
+
+void store_table_free(StoreTable *t) {
+    if (!t) return;
+    for (size_t i = 0; i < (size_t)t->n_rows * (size_t)t->n_cols; i++) free(t->v[i].s);
+    for (int c = 0; c < t->n_cols; c++) free(t->cols[c]);
+    free(t->v);
+    free(t->cols);
+    memset(t, 0, sizeof *t);
+}
+
 LLStatus store_get_metrics(Store *s, int64_t run_id, const char *split, const char *name,
                            int **steps, double **values, int *n, LLError *err) {
     *steps = NULL;

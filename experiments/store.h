@@ -206,6 +206,24 @@ typedef struct {
 LLStatus store_list_runs(Store *s, const char *sweep_name, RunRow **rows, int *n, LLError *err);
 void store_free_runs(RunRow *rows, int n);
 
+/* The runs table as SQLite holds it: every column of runs (but sweep_id), the sweep's name second,
+ * each value with its storage class (NULL for absent or NaN finals). Rows of one sweep (NULL: all),
+ * ordered as store_list_runs. v[row * n_cols + col]; free with store_table_free. */
+typedef enum { STORE_NULL, STORE_INT, STORE_REAL, STORE_TEXT } StoreType;
+typedef struct {
+    StoreType type;
+    int64_t i;
+    double f;
+    char *s;
+} StoreValue;
+typedef struct {
+    int n_rows, n_cols;
+    char **cols;
+    StoreValue *v;
+} StoreTable;
+LLStatus store_runs_table(Store *s, const char *sweep_name, StoreTable *t, LLError *err);
+void store_table_free(StoreTable *t);
+
 /* One curve, ordered by step; NaN where NaN was logged. Free both arrays with free(). */
 LLStatus store_get_metrics(Store *s, int64_t run_id, const char *split, const char *name,
                            int **steps, double **values, int *n, LLError *err);

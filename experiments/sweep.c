@@ -243,7 +243,7 @@ static void logf_line(Runner *r, const char *fmt, ...) {
     fflush(r->log);
 }
 
-static void run_info(const RunConfig *rc, char *targets, size_t cap, RunInfo *info) {
+void sweep_run_info(const RunConfig *rc, char *targets, size_t cap, RunInfo *info) {
     const AdapterConfig *a = &rc->adapter;
     memset(info, 0, sizeof *info);
     info->key = rc->key;
@@ -254,8 +254,10 @@ static void run_info(const RunConfig *rc, char *targets, size_t cap, RunInfo *in
     info->targets = targets;
     /* The rank a method ends with: LoRA/VeRA r, AdaLoRA's average target; full fine-tuning none. */
     info->r = a->method == ADAPTER_FULL ? 0 : a->method == ADAPTER_ADALORA ? a->target_r : a->r;
-    info->alpha = a->method == ADAPTER_FULL || a->method == ADAPTER_VERA ? 0.0 : a->alpha;
-    info->lr = rc->train.lr;
+    /* As the config wrote them (0.003), not widened from the float fields (0.00300000002607703). */
+    int no_alpha = a->method == ADAPTER_FULL || a->method == ADAPTER_VERA;
+    info->alpha = no_alpha ? 0.0 : config_written_number(rc, "adapter.alpha");
+    info->lr = config_written_number(rc, "train.lr");
     info->seed = (int64_t)rc->train.seed;
 }
 
@@ -534,7 +536,7 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
     for (int k = 0; k < n_sel && !st; k++) {
         RunInfo info;
         char targets[128];
-        run_info(&plan->points[sel[k]].rc, targets, sizeof targets, &info);
+        sweep_run_info(&plan->points[sel[k]].rc, targets, sizeof targets, &info);
         st = store_add_run(s, r.sweep_id, &info, &run_id[sel[k]], err);
     }
     int n_stale = 0;

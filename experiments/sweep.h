@@ -37,6 +37,11 @@ LLStatus sweep_parse_shard(const char *text, int *shard_i, int *shard_n, LLError
  * more than one method, the runs per method. Only the shard's runs when shard_n > 0. */
 void sweep_print_plan(FILE *f, const SweepPlan *plan, int shard_i, int shard_n);
 
+/* The run's row for the store: its key, canonical config, variant name (dora, ...), targets
+ * (into targets[cap]), final rank, and alpha and lr as the config wrote them (a double 0.003, not
+ * the float field widened), so that `WHERE lr = 0.003` finds it. */
+void sweep_run_info(const RunConfig *rc, char *targets, size_t cap, RunInfo *info);
+
 typedef LLStatus (*SweepRunFn)(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LLError *err);
 typedef LLStatus (*SweepBaseFn)(const RunConfig *rc, const RunEnv *env, char *path, size_t cap, LLError *err);
 

@@ -1265,6 +1265,9 @@ static void apply_special(RunConfig *rc, const ConfigDoc *d, const KeySpec *ks, 
         if (strcmp(v->s, "dora") == 0) rc->adapter.use_dora = 1;
         if (strcmp(v->s, "rslora") == 0) rc->adapter.use_rslora = 1;
         if (strcmp(v->s, "pissa") == 0) rc->adapter.init = ADAPTER_INIT_PISSA;
+        /* LoRA+ without a ratio: the paper's suggestion for transformers, 2^4 (Hayou et al. 2024,
+         * section 4; shared/reference section 7); adapter.lr_ratio, applied after, overrides it */
+        if (strcmp(v->s, "loraplus") == 0) rc->adapter.lr_ratio = 16.0f;
     }
     else if (strcmp(k, "task.type") == 0) rc->task_cls = strcmp(v->s, "cls") == 0;
     else if (strcmp(k, "task.data") == 0) snprintf(rc->task_data, sizeof rc->task_data, "%s", v->s);

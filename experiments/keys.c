@@ -608,7 +608,7 @@ static const struct {
     {"rslora", ADAPTER_LORA, "adapter.use_rslora: true"},
     {"dora", ADAPTER_LORA, "adapter.use_dora: true"},
     {"pissa", ADAPTER_LORA, "adapter.init: pissa"},
-    {"loraplus", ADAPTER_LORA, "adapter.lr_ratio != 1"},
+    {"loraplus", ADAPTER_LORA, "adapter.lr_ratio != 1 (16 unless given)"},
     {"adalora", ADAPTER_ADALORA, NULL},
     {"vera", ADAPTER_VERA, NULL},
 };

@@ -43,7 +43,7 @@ LIB_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(ENGINE_SRC) $(EXP_SRC) $(ANA_SRC))
 CLI_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRC))
 TEST_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC)) $(BUILD)/tests/main.o
 
-.PHONY: all test demo bench data clean check-deps fuzz memcheck FORCE
+.PHONY: all test demo bench data clean check-deps fuzz fuzz-long memcheck FORCE
 all: loralab
 
 # The flags the objects in $(BUILD) were built with. It changes when they do (SANITIZE=..., DEBUG=1,
@@ -145,7 +145,8 @@ endif
 
 # `make fuzz FUZZ_SECONDS=N`: every tests/fuzz/fuzz_*.c, built with clang's libFuzzer, ASan and
 # UBSan (packages: scripts/deps.sh --fuzz), runs N seconds on a scratch copy of its seed corpus,
-# one at a time; tests/fuzz/run.sh prints the table (runs, exec/s, coverage, crashes).
+# one at a time; tests/fuzz/run.sh prints the table (runs, exec/s, coverage, crashes). The
+# targets link the engine, experiments and analysis code (fuzz_report drives analysis/report.c).
 # -fopenmp=libgomp compiles the OpenMP pragmas out (the targets run single-threaded) and links
 # libgomp, the runtime OpenBLAS already uses, rather than adding clang's libomp beside it.
 FUZZ_CC      ?= clang
@@ -158,7 +159,7 @@ FUZZ_CFLAGS  := -std=c11 -g -O1 $(FUZZ_SAN) -fopenmp=libgomp -MMD -MP -I. -Iengi
                 -Ianalysis -I$(BLAS_INC) $(shell pkg-config --cflags $(PKGS))
 FUZZ_LDLIBS  := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas -llapack -lgomp \
                 $(shell pkg-config --libs $(PKGS)) -lm
-FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(ENGINE_SRC) $(EXP_SRC))
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(ENGINE_SRC) $(EXP_SRC) $(ANA_SRC))
 
 $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -173,6 +174,20 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libloralab
 
 fuzz: $(FUZZ_BINS)
 	OMP_NUM_THREADS=1 tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(patsubst $(FUZZ_BUILD)/fuzz_%,%,$(FUZZ_BINS))
+
+# `make fuzz-long`: the same targets, each until FUZZ_LONG_RUNS executions (10^7) or
+# FUZZ_LONG_SECONDS (600), whichever comes first, on a corpus kept between runs in
+# FUZZ_CORPUS/<target>/ (tests/fuzz/corpus, git-ignored: libFuzzer's working set is thousands of
+# machine-made files that change with every run and every change of the code's coverage; the seeds
+# that matter are committed in tests/fuzz/<target>/, the crashes in tests/fuzz/regressions/).
+# One target at a time: 7 x 10 min here. FUZZ_LONG_TARGETS picks some ("report yaml_run").
+FUZZ_LONG_SECONDS ?= 600
+FUZZ_LONG_RUNS    ?= 10000000
+FUZZ_CORPUS       ?= tests/fuzz/corpus
+FUZZ_LONG_TARGETS ?= $(patsubst $(FUZZ_BUILD)/fuzz_%,%,$(FUZZ_BINS))
+fuzz-long: $(FUZZ_BINS)
+	OMP_NUM_THREADS=1 tests/fuzz/run.sh --corpus $(FUZZ_CORPUS) --runs $(FUZZ_LONG_RUNS) $(FUZZ_BUILD) \
+	    $(FUZZ_LONG_SECONDS) $(FUZZ_LONG_TARGETS)
 
 # `make memcheck`: the Check suites under valgrind memcheck, one suite per valgrind process, in
 # fork mode (valgrind follows fork(); a child with an error exits 1 and Check fails its test).

@@ -473,6 +473,7 @@ LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err) {
     ConfigValue *samples = ll_calloc((size_t)n_rand * (ns ? ns : 1), sizeof(ConfigValue));
     ConfigValue **pm_samples = ll_calloc((size_t)sw->n_per_method + 1, sizeof(ConfigValue *));
     LLStatus st = draw_samples(doc, sw->space, ns, n_draw, "sweep.random.space", samples, err);
+    int cap = 0; /* of plan->points */
     for (int m = 0; m < sw->n_per_method; m++) {
         const SweepMethod *pm = &sw->per_method[m];
         char where[64];
@@ -537,7 +538,11 @@ LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err) {
                     continue;
                 }
                 pt.index = plan->n;
-                plan->points = ll_realloc(plan->points, (size_t)plan->n + 1, sizeof(SweepPoint));
+                /* Doubling: a point is 14 KB (RunConfig), so growing by one copied O(n^2) bytes. */
+                if (plan->n == cap) {
+                    cap = cap ? 2 * cap : 16;
+                    plan->points = ll_realloc(plan->points, (size_t)cap, sizeof(SweepPoint));
+                }
                 plan->points[plan->n++] = pt;
             }
     }

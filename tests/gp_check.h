@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef enum { GPC_WORD, GPC_NUM, GPC_SQ, GPC_DQ, GPC_PUNCT } GpcKind;
 
@@ -274,15 +275,20 @@ static int gp_check_data(const char *s, size_t len, char *why, size_t cap) {
                 size_t b = q;
                 while (q < e && s[q] != ' ') q++;
                 if (q == b) break;
-                char word[64];
-                size_t n = q - b < sizeof word - 1 ? q - b : sizeof word - 1;
-                memcpy(word, s + b, n);
-                word[n] = '\0';
-                char *end = NULL;
-                strtod(word, &end);
-                int colour = n == 8 && word[0] == '0' && word[1] == 'x' && strspn(word + 2, "0123456789abcdef") == 6;
-                if (!colour && (q - b != n || end == word || *end != '\0'))
-                    return gpc_fail(why, cap, line, "a data field that is no number: '%s'", word);
+                /* A number (any length: %.3f of 1e300 has 300 digits), nan or inf, or 0xRRGGBB. */
+                size_t n = q - b;
+                const char *w = s + b;
+                int digits = 0, numeric = 1;
+                for (size_t k = 0; k < n && numeric; k++) {
+                    digits += w[k] >= '0' && w[k] <= '9';
+                    numeric = strchr("0123456789.eE+-", w[k]) != NULL;
+                }
+                size_t sign = w[0] == '-', m = n - sign;
+                int special = (m == 3 && (strncasecmp(w + sign, "nan", 3) == 0 || strncasecmp(w + sign, "inf", 3) == 0)) ||
+                              (m == 8 && strncasecmp(w + sign, "infinity", 8) == 0);
+                int colour = n == 8 && w[0] == '0' && w[1] == 'x' && strspn(w + 2, "0123456789abcdef") >= 6;
+                if (!(numeric && digits) && !special && !colour)
+                    return gpc_fail(why, cap, line, "a data field that is no number: '%.*s'", (int)(n < 40 ? n : 40), w);
             }
         }
         i = e + 1;

@@ -12,40 +12,25 @@
  * points are not expanded (the limit itself is tested in tests/test_sweep.c); only their load is
  * fuzzed, so that the run rate stays useful.
  */
+#define _GNU_SOURCE
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "experiments/config.h"
 #include "experiments/sweep.h"
+#include "tests/fuzz/fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static double raw_points(const SweepSpec *s) {
-    double n = s->n_seeds > 0 ? s->n_seeds : 1;
-    for (int i = 0; i < s->n_axes; i++) n *= s->axes[i].n > 0 ? s->axes[i].n : 1;
-    if (s->random_n > 0) n *= s->random_n;
-    return n;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char *text = malloc(size + 1);
-    if (!text) abort();
-    memcpy(text, data, size);
-    text[size] = '\0';
-    ConfigDoc *doc = NULL;
+    ConfigDoc *doc = fuzz_load_yaml(data, size);
+    if (!doc) return 0;
     LLError err;
     err.msg[0] = '\0';
-    LLStatus rc = config_load_text("fuzz.yaml", text, NULL, 0, &doc, &err);
-    free(text);
-    if (rc != LL_OK) {
-        if ((rc != LL_ERR_CONFIG && rc != LL_ERR_IO && rc != LL_ERR_FORMAT) || err.msg[0] == '\0' || doc != NULL)
-            abort();
-        return 0;
-    }
-    if (raw_points(&doc->sweep) <= 512) {
+    if (fuzz_raw_points(&doc->sweep) <= 512) {
         SweepPlan plan;
-        rc = sweep_expand(doc, &plan, &err);
+        LLStatus rc = sweep_expand(doc, &plan, &err);
         if (rc == LL_OK) {
             if (plan.n < 1 || plan.n > SWEEP_MAX_POINTS || plan.n > plan.n_raw) abort();
             for (int i = 0; i < plan.n; i++) {

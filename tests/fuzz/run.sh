@@ -1,19 +1,36 @@
 #!/bin/sh
-# run.sh: runs libFuzzer targets for a fixed time each and prints a summary table (`make fuzz`).
+# run.sh: runs libFuzzer targets for a fixed time each and prints a summary table (`make fuzz`,
+# `make fuzz-long`).
 #
-#   tests/fuzz/run.sh FUZZ_BUILD_DIR SECONDS TARGET...     (TARGET: safetensors, tokenizer, ...)
+#   tests/fuzz/run.sh [--corpus DIR] [--runs N] FUZZ_BUILD_DIR SECONDS TARGET...
+#       (TARGET: safetensors, tokenizer, config, jsonl, adapter_config, report, yaml_run)
 #
 # For each target: the saved crash inputs of tests/fuzz/regressions/TARGET/ are replayed first
-# (each must pass), then FUZZ_BUILD_DIR/fuzz_TARGET runs for SECONDS on a scratch copy of its seed
-# corpus tests/fuzz/TARGET/ (so the committed corpus never grows), with tests/fuzz/TARGET.dict
-# when there is one. One target runs at a time, single-threaded: the machine is shared.
+# (each must pass), then FUZZ_BUILD_DIR/fuzz_TARGET runs for SECONDS (or N executions, whichever
+# comes first) with tests/fuzz/SEEDS.dict when there is one. SEEDS is the target's seed folder:
+# tests/fuzz/TARGET/, except yaml_run, which shares config's seeds and dictionary.
+#   - Without --corpus (`make fuzz`, CI): on a scratch copy of the seeds, so the committed corpus
+#     never grows.
+#   - With --corpus DIR (`make fuzz-long`): DIR/TARGET/ is the working corpus, kept between runs
+#     and grown by each (libFuzzer writes new inputs into the first folder it is given); the seeds
+#     are read beside it every time, so a fresh clone starts from them.
+# One target runs at a time, single-threaded: the machine is shared.
 # A crash, leak, timeout or out-of-memory input is copied to FUZZ_BUILD_DIR/crashes/TARGET/ and
 # the script exits 1 after the table; such an input belongs in tests/fuzz/regressions/TARGET/
 # with a test in tests/test_faults.c once the bug is fixed (docs/TESTING.md).
-# The table (also written to FUZZ_BUILD_DIR/summary.md) takes libFuzzer's final numbers: `cov`
-# (covered code edges) and `ft` (features) of its DONE line, exec/s from -print_final_stats.
+# The table (also written to FUZZ_BUILD_DIR/summary.md) gives the seconds each target took and
+# libFuzzer's final numbers: `cov` (covered code edges) and `ft` (features) of its DONE line,
+# runs and exec/s from -print_final_stats, and the corpus size at the end.
 set -u
-[ $# -ge 3 ] || { echo "usage: $0 FUZZ_BUILD_DIR SECONDS TARGET..." >&2; exit 2; }
+corpus_root="" max_runs=-1
+while [ $# -gt 0 ]; do
+    case $1 in
+    --corpus) corpus_root=$2; shift 2 ;;
+    --runs) max_runs=$2; shift 2 ;;
+    *) break ;;
+    esac
+done
+[ $# -ge 3 ] || { echo "usage: $0 [--corpus DIR] [--runs N] FUZZ_BUILD_DIR SECONDS TARGET..." >&2; exit 2; }
 build=$1 secs=$2
 shift 2
 here=$(dirname "$0")
@@ -28,7 +45,16 @@ entry_of() {
     config) echo "config_load_text + sweep_expand" ;;
     jsonl) echo "data_parse_jsonl" ;;
     adapter_config) echo "adapter_config_parse (+ adapter_create)" ;;
+    report) echo "report_write on a fuzzed database" ;;
+    yaml_run) echo "config_load_text + sweep_expand + preflight + slurm_emit" ;;
     *) echo "LLVMFuzzerTestOneInput" ;;
+    esac
+}
+
+seeds_of() {
+    case $1 in
+    yaml_run) echo config ;;
+    *) echo "$1" ;;
     esac
 }
 
@@ -57,16 +83,30 @@ for t in "$@"; do
             failed=1
         fi
     fi
-    mkdir -p "$scratch/$t" "$scratch/$t.art"
-    [ -d "$here/$t" ] && cp "$here/$t"/* "$scratch/$t"/ 2>/dev/null
+    seeds=$here/$(seeds_of "$t")
+    mkdir -p "$scratch/$t.art"
+    if [ -n "$corpus_root" ]; then
+        work=$corpus_root/$t
+        mkdir -p "$work"
+        before=$(find "$work" -type f | wc -l | tr -d ' ')
+        echo "fuzz_$t: $secs s (or $max_runs runs) on $before kept inputs in $work, plus the seeds" >&2
+    else
+        work=$scratch/$t
+        mkdir -p "$work"
+        [ -d "$seeds" ] && cp "$seeds"/* "$work"/ 2>/dev/null
+        echo "fuzz_$t: $secs s on $(find "$work" -type f | wc -l | tr -d ' ') seeds" >&2
+    fi
+    extra=""
+    [ -n "$corpus_root" ] && [ -d "$seeds" ] && extra=$seeds
     dict=""
-    [ -f "$here/$t.dict" ] && dict="-dict=$here/$t.dict"
-    echo "fuzz_$t: $secs s on $(find "$scratch/$t" -type f | wc -l | tr -d ' ') seeds" >&2
-    # shellcheck disable=SC2086 # dict is one optional word
-    "$bin" -max_total_time="$secs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
-        -max_len="$(maxlen_of "$t")" $dict -artifact_prefix="$scratch/$t.art/" "$scratch/$t" \
+    [ -f "$seeds.dict" ] && dict="-dict=$seeds.dict"
+    t0=$(date +%s)
+    # shellcheck disable=SC2086 # dict and extra are one optional word each
+    "$bin" -max_total_time="$secs" -runs="$max_runs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+        -max_len="$(maxlen_of "$t")" $dict -artifact_prefix="$scratch/$t.art/" "$work" $extra \
         >"$scratch/$t.log" 2>&1
     rc=$?
+    took=$(($(date +%s) - t0))
     done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$scratch/$t.log" | tail -n 1)
     [ -n "$done_line" ] || done_line=$(grep -E '^#[0-9]+' "$scratch/$t.log" | tail -n 1)
     cov=$(printf '%s\n' "$done_line" | sed -n 's/.*cov: \([0-9]*\).*/\1/p')
@@ -85,7 +125,7 @@ for t in "$@"; do
         grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$scratch/$t.log" | head -n 12 >&2
     fi
     # shellcheck disable=SC2016 # the backquotes are Markdown
-    printf '| %s | `%s` | %s | %s | %s | %s | %s | %s | %s |\n' "$t" "$(entry_of "$t")" "$secs" "${runs:-?}" \
+    printf '| %s | `%s` | %s | %s | %s | %s | %s | %s | %s |\n' "$t" "$(entry_of "$t")" "$took" "${runs:-?}" \
         "${eps:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$crashes" >>"$summary"
 done
 echo

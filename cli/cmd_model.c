@@ -21,6 +21,8 @@ typedef struct {
     int json, max_new, top_k, batch, seq;
     int force; /* merge --force: replace an existing model folder that loralab wrote */
     int bf16; /* --precision bf16: the base's linear products in bf16 (train.precision) */
+    QuantFormat quant; /* --base-quant: the base held as training held it (train.base_quant) */
+    int double_quant;  /* --no-double-quant: train.double_quant false */
     float temperature;
     uint64_t seed;
 } Args;
@@ -66,7 +68,8 @@ static int int_flag(const char *cmd, int argc, char **argv, int *i, Args *a, int
 static int parse(const char *cmd, int argc, char **argv, Args *a) {
     memset(a, 0, sizeof *a);
     a->max_new = 200, a->top_k = 40, a->temperature = 0.8f, a->batch = 8, a->seq = 128;
-    const char *precision = "fp32";
+    const char *precision = "fp32", *base_quant = "none";
+    a->double_quant = 1;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         long long n = 0;
@@ -74,6 +77,8 @@ static int parse(const char *cmd, int argc, char **argv, Args *a) {
         char msg[256];
         if (strcmp(argv[i], "--json") == 0) a->json = 1;
         else if (strcmp(argv[i], "--force") == 0) a->force = 1;
+        else if (strcmp(argv[i], "--no-double-quant") == 0) a->double_quant = 0;
+        else if (cli_flag(argc, argv, &i, "--base-quant", &v)) base_quant = v;
         else if (cli_flag(argc, argv, &i, "--model", &v)) a->model = v;
         else if (cli_flag(argc, argv, &i, "--adapter", &v)) a->adapter = v;
         else if (cli_flag(argc, argv, &i, "--data", &v)) a->data = v;
@@ -102,6 +107,7 @@ static int parse(const char *cmd, int argc, char **argv, Args *a) {
     if (strcmp(precision, "fp32") != 0 && strcmp(precision, "bf16") != 0)
         return bad_usage(cmd, "--precision must be fp32 or bf16");
     a->bf16 = strcmp(precision, "bf16") == 0;
+    if (!quant_format_from_name(base_quant, &a->quant)) return bad_usage(cmd, "--base-quant must be none, q8_0 or nf4");
     return 0;
 }
 
@@ -116,6 +122,10 @@ static int open_model(const char *cmd, const Args *a, int B, int T, int n_labels
     ModelOptions o = {B, T, 0, 0};
     *ad = NULL;
     if (checkpoint_open(a->model, &o, n_labels, lm, &e)) return fail(cmd, &e);
+    if (model_quantize_base(&lm->model, a->quant, a->double_quant, &e)) {
+        checkpoint_close(lm);
+        return fail(cmd, &e);
+    }
     if (a->adapter) {
         if (adapter_load(a->adapter, &lm->model, ad, &e)) {
             checkpoint_close(lm);
@@ -123,6 +133,7 @@ static int open_model(const char *cmd, const Args *a, int B, int T, int n_labels
         }
         adapter_attach(&lm->model, *ad);
     }
+    model_release_fp32(&lm->model);
     if (a->bf16 && model_set_bf16(&lm->model, 1, &e)) {
         adapter_free(*ad);
         *ad = NULL;
@@ -331,6 +342,10 @@ int cmd_merge(int argc, char **argv) {
     if (adapter_saved_labels(a.adapter, &n_labels, &e)) return fail("merge", &e);
     int rc = open_model("merge", &a, 1, 2, n_labels, &lm, &ad);
     if (rc) return rc;
+    if (lm.model.quant) /* adapter_merge dequantizes: say so, the merged folder is fp32 */
+        printf("merge: the base is held as %s%s, as in training: its linear weights are dequantized to fp32 and "
+               "the adapter merged onto them\n", quant_format_name(lm.model.quant),
+               lm.model.double_quant ? " (double quantization)" : "");
     adapter_merge(ad, &lm.model);
     adapter_attach(&lm.model, NULL);
     LLStatus st = checkpoint_save(&lm.model, lm.tok, NULL, a.out, &e);

@@ -208,6 +208,7 @@ LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLErr
             AdapterSite *s = &a->sites[l * MOD_COUNT + mod];
             s->layer = l, s->mod = mod;
             s->w0 = model_weight(m, l, mod);
+            s->q0 = model_quant_weight(m, l, mod);
             model_module_dims(&m->cfg, mod, &s->in, &s->out);
             if (!(cfg->targets & (1u << mod)) || !layer_selected(cfg, l)) continue;
             char path[128];
@@ -283,7 +284,11 @@ void adapter_free(Adapter *a) {
 void adapter_attach(Model *m, Adapter *a) {
     if (a) {
         LL_ASSERT(a->mc.C == m->cfg.C && a->mc.L == m->cfg.L && a->N_max >= m->B * m->T);
-        for (int i = 0; i < a->n_sites; i++) a->sites[i].w0 = model_weight(m, a->sites[i].layer, a->sites[i].mod);
+        for (int i = 0; i < a->n_sites; i++) {
+            AdapterSite *s = &a->sites[i];
+            s->w0 = model_weight(m, s->layer, s->mod);
+            s->q0 = model_quant_weight(m, s->layer, s->mod);
+        }
     }
     m->adapter = a;
 }
@@ -377,6 +382,13 @@ void adapter_dropout_backward(const Adapter *a, const AdapterSite *s, const floa
 }
 
 static void merge_sign(Adapter *a, Model *m, float sign) {
+    if (m->quant) { /* a quantized base is merged as what it computes with: fp32 dequant(Q) + ΔW */
+        model_dequantize_base(m);
+        for (int i = 0; i < a->n_sites; i++) {
+            a->sites[i].w0 = model_weight(m, a->sites[i].layer, a->sites[i].mod);
+            a->sites[i].q0 = NULL;
+        }
+    }
     size_t cap = 0;
     for (int i = 0; i < a->n_sites; i++)
         if (a->sites[i].active) {

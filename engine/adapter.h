@@ -85,7 +85,10 @@ typedef struct AdapterSite {
     size_t n;       /* how many */
     float *w0;      /* the model's base weight W0 (out x in) of this site, refreshed by adapter_attach;
                      * read by methods whose forward or backward involves W0 (DoRA) and written
-                     * only by init (PiSSA replaces W0 by its residual) */
+                     * only by init (PiSSA replaces W0 by its residual). On a quantized base W0 is
+                     * dequant(q0): w0 is then NULL, or the fp32 original until the model releases
+                     * it (model_release_fp32), which only LoftQ's init reads */
+    const struct QuantTensor *q0; /* the site's quantized base weight, NULL on an fp32 base */
     float *saved;   /* activations saved for backward, method-defined, sized for N_max rows */
     float *xdrop;   /* dropout(x) saved for backward when dropout > 0 (N_max x in), else NULL */
     uint8_t *keep;  /* the dropout mask (N_max x in), else NULL */
@@ -186,7 +189,8 @@ void adapter_state_get(const Adapter *a, void *buf);
 void adapter_state_set(Adapter *a, const void *buf);
 
 /* W += ΔW for every active site (merge) or W -= ΔW (unmerge). The adapter's forward is skipped
- * while merged. */
+ * while merged. A quantized base is first turned into fp32 dequant(Q) (model_dequantize_base):
+ * the merged weights are what the adapted model computed with. */
 void adapter_merge(Adapter *a, Model *m);
 void adapter_unmerge(Adapter *a, Model *m);
 

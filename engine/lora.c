@@ -32,6 +32,7 @@
  */
 #include "adapter.h"
 #include "ops.h"
+#include "quant.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -49,6 +50,10 @@ typedef struct {
     float *P, *G;    /* DoRA norm scratch: W0·Aᵀ (out x r), A·Aᵀ (r x r) */
     float *work;     /* DoRA backward scratch, N_max x max(in, out) */
     float *t;        /* Aᵀ or Bᵀ for the forward products, max r x max(in, out) */
+    /* DoRA on a quantized base (sites with q0): W0's products dequantize through qs (ops_quant);
+     * Pt = A·W0ᵀ (r x out), row = one row of W0 */
+    float *qs, *Pt, *row;
+    double *w2;      /* ‖W0_o‖² of a quantized W0, per row */
 } Lora;
 
 static size_t lora_site_size(Adapter *a, AdapterSite *s) {
@@ -70,20 +75,36 @@ static size_t site_index(const Adapter *a, const AdapterSite *s) { return (size_
 
 /* ---- DoRA's row norm ---------------------------------------------------------------------- */
 
-/* norm[o] = ‖W_o + s·B_o·A‖ for the site's A, B and the given W (out x in), without forming B·A. */
+/* norm[o] = ‖W_o + s·B_o·A‖ for the site's A, B and the given W (out x in), without forming B·A;
+ * W NULL: the site's quantized W0 = dequant(q0). */
 static void dora_row_norm(const Adapter *a, const AdapterSite *s, const float *W, float *norm) {
     const Lora *p = a->priv;
     const int r = s->r, in = s->in, out = s->out;
     const float *A = lora_A(a, s), *B = lora_B(a, s);
     const double sc = s->scale;
     /* P = W·Aᵀ (out x r), G = A·Aᵀ (r x r) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, out, r, in, 1.0f, W, in, A, in, 0.0f, p->P, r);
+    if (W) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, out, r, in, 1.0f, W, in, A, in, 0.0f, p->P, r);
+    } else { /* P = (A·W0ᵀ)ᵀ, and ‖W0_o‖² row by row */
+        LL_ASSERT(s->q0);
+        matmul_forward_q(p->Pt, A, s->q0, r, p->qs);
+        gemm_transpose(p->P, p->Pt, r, out, out);
+        for (int o = 0; o < out; o++) {
+            quant_dequant(s->q0, (size_t)o * in, (size_t)in, p->row);
+            double w2 = 0.0;
+            for (int j = 0; j < in; j++) w2 += (double)p->row[j] * p->row[j];
+            p->w2[o] = w2;
+        }
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, r, in, 1.0f, A, in, A, in, 0.0f, p->G, r);
     #pragma omp parallel for schedule(static) if ((size_t)out * (in + r * r) >= LL_OMP_MIN_WORK)
     for (int o = 0; o < out; o++) {
-        const float *Wo = W + (size_t)o * in, *Bo = B + (size_t)o * r, *Po = p->P + (size_t)o * r;
+        const float *Bo = B + (size_t)o * r, *Po = p->P + (size_t)o * r;
         double w2 = 0.0, cross = 0.0, quad = 0.0;
-        for (int j = 0; j < in; j++) w2 += (double)Wo[j] * Wo[j];
+        if (W)
+            for (int j = 0; j < in; j++) w2 += (double)W[(size_t)o * in + j] * W[(size_t)o * in + j];
+        else
+            w2 = p->w2[o];
         for (int i = 0; i < r; i++) {
             cross += (double)Bo[i] * Po[i];
             double gi = 0.0;
@@ -152,6 +173,10 @@ static void lora_free_priv(Adapter *a) {
     ll_free(p->G);
     ll_free(p->work);
     ll_free(p->t);
+    ll_free(p->qs);
+    ll_free(p->Pt);
+    ll_free(p->row);
+    ll_free(p->w2);
     ll_free(p);
     a->priv = NULL;
 }
@@ -185,11 +210,30 @@ static LLStatus lora_init(Adapter *a, Model *m, LLError *err) {
         p->P = ll_alloc_floats(pr);
         p->G = ll_alloc_floats(rr);
         p->work = ll_alloc_floats((size_t)a->N_max * wide);
+        size_t qs = 0, pt = 0, in_max = 0, out_max = 0;
+        for (int i = 0; i < a->n_sites; i++) {
+            const AdapterSite *s = &a->sites[i];
+            if (!s->active || !s->q0) continue;
+            qs = matmul_q_scratch_floats(s->in) > qs ? matmul_q_scratch_floats(s->in) : qs;
+            pt = (size_t)s->r * s->out > pt ? (size_t)s->r * s->out : pt;
+            in_max = (size_t)s->in > in_max ? (size_t)s->in : in_max;
+            out_max = (size_t)s->out > out_max ? (size_t)s->out : out_max;
+        }
+        if (qs) {
+            p->qs = ll_alloc_floats(qs);
+            p->Pt = ll_alloc_floats(pt);
+            p->row = ll_alloc_floats(in_max);
+            p->w2 = ll_malloc(out_max, sizeof(double));
+        }
     }
     if (a->cfg.init == ADAPTER_INIT_PISSA) /* refuse before any base weight is replaced */
         for (int i = 0; i < a->n_sites; i++) {
             const AdapterSite *s = &a->sites[i];
             int k = s->in < s->out ? s->in : s->out;
+            if (s->active && s->q0)
+                return ll_err(err, LL_ERR_CONFIG,
+                              "PiSSA rewrites the base weights, and this base is quantized (%s): use adapter.init loftq "
+                              "to start from the quantization residual instead", quant_format_name(s->q0->fmt));
             if (s->active && s->r > k)
                 return ll_err(err, LL_ERR_CONFIG, "PiSSA rank %d exceeds min(in, out) = %d of layer %d %s", s->r, k,
                               s->layer, model_module_name(s->mod));
@@ -219,7 +263,7 @@ static LLStatus lora_init(Adapter *a, Model *m, LLError *err) {
         }
         /* DoRA: m = ‖W0 + s·B·A‖_row after the LoRA init (PiSSA included), computed by the very
          * function the forward uses, so that m/‖·‖ is exactly 1 at step 0. */
-        if (a->cfg.use_dora) dora_row_norm(a, s, s->w0, lora_m(a, s));
+        if (a->cfg.use_dora) dora_row_norm(a, s, s->q0 ? NULL : s->w0, lora_m(a, s));
     }
     return LL_OK;
 }
@@ -242,7 +286,7 @@ static void lora_forward(Adapter *a, AdapterSite *s, const float *x, float *y, i
     const int out = s->out;
     float *ms = p->ms + p->vec_off[site_index(a, s)], *nrm = p->norm + p->vec_off[site_index(a, s)];
     const float *mag = lora_m(a, s);
-    dora_row_norm(a, s, s->w0, nrm);
+    dora_row_norm(a, s, s->q0 ? NULL : s->w0, nrm);
     for (int o = 0; o < out; o++) ms[o] = mag[o] / nrm[o];
     /* h = u·Bᵀ (the LoRA result before scaling), then z = x·W0ᵀ: y itself when the branch sees the
      * undropped x (PEFT reuses the base result), else recomputed on drop(x) */
@@ -252,8 +296,10 @@ static void lora_forward(Adapter *a, AdapterSite *s, const float *x, float *y, i
     const float *z = y;
     if (xd != x) {
         float *zz = a->scratch;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, s->in, 1.0f, xd, s->in, s->w0, s->in, 0.0f, zz,
-                    out);
+        if (s->q0) matmul_forward_q(zz, xd, s->q0, N, p->qs);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, s->in, 1.0f, xd, s->in, s->w0, s->in, 0.0f,
+                        zz, out);
         z = zz;
     }
     const float sc = s->scale;
@@ -265,6 +311,14 @@ static void lora_forward(Adapter *a, AdapterSite *s, const float *x, float *y, i
             h[k] = base + lora;                                  /* saved for dm */
             y[k] = y[k] + ((ms[o] - 1.0f) * base + ms[o] * lora); /* PEFT: result + result_dora */
         }
+}
+
+/* dx += g·W0 (N x in), W0 fp32 or quantized */
+static void w0_backward(const AdapterSite *s, const Lora *p, const float *g, float *dx, int N) {
+    if (s->q0) matmul_backward_q(dx, g, s->q0, N, 1, p->qs);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, s->in, s->out, 1.0f, g, s->out, s->w0, s->in, 1.0f,
+                    dx, s->in);
 }
 
 static void lora_backward(Adapter *a, AdapterSite *s, const float *x, const float *dy, float *dx, int N) {
@@ -310,15 +364,11 @@ static void lora_backward(Adapter *a, AdapterSite *s, const float *x, const floa
     }
     if (!drop) { /* dx += du·A (+ gz·W0) */
         gemm_small(N, s->in, s->r, 1.0f, du, s->r, 1, lora_A(a, s), s->in, dx, s->in, 1);
-        if (gz)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, s->in, out, 1.0f, gz, out, s->w0, s->in, 1.0f,
-                        dx, s->in);
+        if (gz) w0_backward(s, p, gz, dx, N);
     } else {
         float *t = gz ? p->work : a->scratch;
         gemm_small(N, s->in, s->r, 1.0f, du, s->r, 1, lora_A(a, s), s->in, t, s->in, 0);
-        if (gz)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, s->in, out, 1.0f, gz, out, s->w0, s->in, 1.0f, t,
-                        s->in);
+        if (gz) w0_backward(s, p, gz, t, N);
         adapter_dropout_backward(a, s, t, dx, N);
     }
 }
@@ -336,17 +386,24 @@ static void lora_ba(const Adapter *a, const AdapterSite *s, float *dW) {
 static void lora_delta(const Adapter *a, const AdapterSite *s, float *dW) {
     lora_ba(a, s, dW);
     if (!a->cfg.use_dora) return;
-    float *nrm = ll_alloc_floats((size_t)s->out);
-    dora_row_norm(a, s, s->w0, nrm);
+    float *nrm = ll_alloc_floats((size_t)s->out), *w0q = NULL;
+    const float *W0 = s->w0;
+    if (s->q0) { /* the W0 forward uses: dequant(q0) */
+        w0q = ll_alloc_floats(s->q0->n);
+        quant_dequant(s->q0, 0, s->q0->n, w0q);
+        W0 = w0q;
+    }
+    dora_row_norm(a, s, W0, nrm);
     const float *mag = lora_m(a, s);
     for (int o = 0; o < s->out; o++) {
         float f = mag[o] / nrm[o];
         for (int j = 0; j < s->in; j++) {
             size_t k = (size_t)o * s->in + j;
-            dW[k] = f * (s->w0[k] + dW[k]) - s->w0[k];
+            dW[k] = f * (W0[k] + dW[k]) - W0[k];
         }
     }
     ll_free(nrm);
+    ll_free(w0q);
 }
 
 static void lora_merge_site(Adapter *a, AdapterSite *s, float *W, float sign) {

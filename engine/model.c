@@ -189,7 +189,7 @@ LLStatus model_init_unbacked(Model *m, const ModelConfig *c, const ModelOptions 
     m->off_lm = c->tied ? m->off_embed : off;
     if (!c->tied) off += (size_t)c->V * c->C;
     LL_ASSERT(off == model_param_count(c));
-    m->n_params = off;
+    m->n_params = m->n_params_held = off;
     if (o->train_base) m->grads = ll_alloc_floats(off);
     if (c->n_labels > 0) {
         m->n_head = (size_t)c->n_labels * c->C;
@@ -220,6 +220,10 @@ void model_free(Model *m) {
     ll_free(m->bf16_scratch);
     ll_free(m->pk_fwd);
     ll_free(m->pk_bwd);
+    for (int i = 0; m->qw && i < m->cfg.L * MOD_COUNT; i++) quant_tensor_free(&m->qw[i]);
+    ll_free(m->qw);
+    ll_free(m->q_scratch);
+    ll_free(m->qb_scratch);
     memset(m, 0, sizeof *m);
 }
 
@@ -249,7 +253,13 @@ void model_init_head(Model *m, uint64_t seed) {
     rng_fill_normal(&r, m->head, m->n_head, m->cfg.init_range);
 }
 
-float *model_weight(Model *m, int layer, int mod) { return m->params + m->lay[layer].w[mod]; }
+float *model_weight(Model *m, int layer, int mod) {
+    return m->linear_released ? NULL : m->params + m->lay[layer].w[mod];
+}
+
+const QuantTensor *model_quant_weight(const Model *m, int layer, int mod) {
+    return m->quant ? &m->qw[layer * MOD_COUNT + mod] : NULL;
+}
 
 float *model_weight_grad(Model *m, int layer, int mod) {
     return m->grads ? m->grads + m->lay[layer].w[mod] : NULL;
@@ -312,7 +322,8 @@ void model_tensor(const Model *m, int i, ModelTensor *t) {
     const ModelConfig *c = &m->cfg;
     LL_ASSERT(i >= 0 && i < model_n_tensors(m));
     const int per = 2 + MOD_COUNT, j = (i - 1) % per;
-    t->data = m->params ? m->params + *tensor_offset(m, i) : NULL;
+    size_t off = *tensor_offset(m, i);
+    t->data = m->params && off != SIZE_MAX ? m->params + off : NULL; /* SIZE_MAX: a released linear weight */
     int ndim = 2, rows = c->V, cols = c->C; /* the embedding and the LM head */
     if (i == 0) {
         snprintf(t->name, sizeof t->name, "model.embed_tokens.weight");
@@ -356,6 +367,10 @@ LLStatus model_set_bf16(Model *m, int on, LLError *err) {
         for (int i = 0; i < n; i++) {
             int in = c->C, out = c->V;
             if (i < c->L * MOD_COUNT) model_module_dims(c, i % MOD_COUNT, &in, &out);
+            if (i < c->L * MOD_COUNT && m->quant) { /* quantized: its panels are filled per product */
+                m->pk_fwd[i] = m->pk_bwd[i] = 0;
+                continue;
+            }
             m->pk_fwd[i] = total, total += bf16_panel_elems(in, out);
             m->pk_bwd[i] = total, total += bf16_panel_elems(out, in);
         }
@@ -372,7 +387,7 @@ void model_base_changed(Model *m) { m->base_version++; }
 
 static void repack(Model *m) {
     const ModelConfig *c = &m->cfg;
-    for (int i = 0; i <= c->L * MOD_COUNT; i++) {
+    for (int i = m->quant ? c->L * MOD_COUNT : 0; i <= c->L * MOD_COUNT; i++) {
         int in = c->C, out = c->V;
         const float *W = lm_weight(m);
         if (i < c->L * MOD_COUNT) {
@@ -387,12 +402,24 @@ static void repack(Model *m) {
 
 /* The base product y = x·Wᵀ of weight i (l*MOD_COUNT + mod, or the LM head). */
 static void base_forward(const Model *m, int i, const float *W, const float *x, float *y, int N, int in, int out) {
+    if (m->quant && i < m->cfg.L * MOD_COUNT) {
+        if (m->bf16) gemm_bf16_q(y, out, x, in, &m->qw[i], 1, N, out, in, 0, m->qb_scratch, m->qb_slots);
+        else matmul_forward_q(y, x, &m->qw[i], N, m->q_scratch);
+        return;
+    }
     if (m->bf16) gemm_bf16(y, out, x, in, m->packed + m->pk_fwd[i], N, out, in, 0);
     else matmul_forward(y, x, W, N, in, out);
 }
 
 static void base_backward(Model *m, int i, const float *W, float *dW, const float *x, const float *dy,
                           float *dx, int N, int in, int out, int acc) {
+    if (m->quant && i < m->cfg.L * MOD_COUNT) {
+        LL_ASSERT(!dW); /* a quantized base is frozen */
+        if (!dx) return;
+        if (m->bf16) gemm_bf16_q(dx, in, dy, out, &m->qw[i], 0, N, in, out, acc, m->qb_scratch, m->qb_slots);
+        else matmul_backward_q(dx, dy, &m->qw[i], N, acc, m->q_scratch);
+        return;
+    }
     if (m->bf16) {
         if (dx) gemm_bf16(dx, in, dy, out, m->packed + m->pk_bwd[i], N, in, out, acc);
         if (dW) { /* dW += dyᵀ·x; q, k, v (gate, up) come one after another with the same x */
@@ -403,6 +430,163 @@ static void base_backward(Model *m, int i, const float *W, float *dW, const floa
     } else {
         matmul_backward(dx, dW, dy, x, W, N, in, out, acc);
     }
+}
+
+/* ---- quantized base ----------------------------------------------------------------------- */
+
+/* model_tensor order: the embedding, then per layer ln1, ln2, q .. down; and back to l*MOD_COUNT + mod */
+static int linear_tensor_index(int l, int mod) { return 1 + l * (2 + MOD_COUNT) + 2 + mod; }
+static int linear_of_tensor(int i) { return (i - 1) / (2 + MOD_COUNT) * MOD_COUNT + (i - 1) % (2 + MOD_COUNT) - 2; }
+
+static void free_packs(Model *m) {
+    ll_free(m->packed);
+    ll_free(m->pk_fwd);
+    ll_free(m->pk_bwd);
+    ll_free(m->bf16_scratch);
+    m->packed = m->bf16_scratch = NULL;
+    m->pk_fwd = m->pk_bwd = NULL;
+    m->bf16_scratch_of = NULL;
+}
+
+LLStatus model_quantize_base(Model *m, QuantFormat fmt, int double_quant, LLError *err) {
+    const ModelConfig *c = &m->cfg;
+    LL_ASSERT(m->params && !m->quant && !m->linear_released);
+    if (fmt == QUANT_NONE) return LL_OK;
+    if (m->grads)
+        return ll_err(err, LL_ERR_CONFIG,
+                      "a %s base is frozen: full fine-tuning and pretraining train the base weights, which a quantized "
+                      "base cannot (use an adapter method, or train.base_quant none)", quant_format_name(fmt));
+    const int n = c->L * MOD_COUNT;
+    quant_dynamic_map(m->qmap);
+    QuantTensor *qw = ll_calloc((size_t)n, sizeof(QuantTensor));
+    for (int i = 0; i < n; i++) {
+        ModelTensor t;
+        model_tensor(m, linear_tensor_index(i / MOD_COUNT, i % MOD_COUNT), &t);
+        LLStatus st = quant_tensor_quantize(&qw[i], fmt, double_quant, m->qmap, t.data, (int)t.shape[0],
+                                            (int)t.shape[1], t.name, err);
+        if (st) {
+            for (int j = 0; j < i; j++) quant_tensor_free(&qw[j]);
+            ll_free(qw);
+            return st;
+        }
+    }
+    m->qw = qw;
+    m->quant = fmt;
+    m->double_quant = fmt == QUANT_NF4 && double_quant;
+    /* scratch for the widest product: K (bf16) and in (fp32) range over C, NH*HS, NKV*HS and F */
+    int wide = c->C;
+    const int dims[3] = {c->NH * c->HS, c->NKV * c->HS, c->F};
+    for (int k = 0; k < 3; k++) wide = dims[k] > wide ? dims[k] : wide;
+    size_t qf = 0;
+    for (int mod = 0; mod < MOD_COUNT; mod++) {
+        int in, out;
+        model_module_dims(c, mod, &in, &out);
+        qf = matmul_q_scratch_floats(in) > qf ? matmul_q_scratch_floats(in) : qf;
+    }
+    m->q_scratch = ll_alloc_floats(qf);
+    if (bf16_supported()) {
+        m->qb_slots = omp_get_max_threads();
+        m->qb_scratch = (uint16_t *)ll_alloc_floats(((size_t)m->qb_slots * gemm_bf16_q_scratch(wide) + 1) / 2);
+    }
+    if (m->packed) { /* the bf16 packs of the linear weights go; the LM head's are rebuilt */
+        free_packs(m);
+        if (m->bf16) {
+            LLStatus st = model_set_bf16(m, 1, err);
+            LL_ASSERT(st == LL_OK); /* it was on before */
+        }
+    }
+    model_base_changed(m);
+    return LL_OK;
+}
+
+/* 1 for the tensors model_quantize_base quantizes: the 2-D tensors of the layers (model_tensor order). */
+static int is_linear_tensor(const Model *m, int i) {
+    return i > 0 && i < 1 + m->cfg.L * (2 + MOD_COUNT) && (i - 1) % (2 + MOD_COUNT) >= 2;
+}
+
+void model_release_fp32(Model *m) {
+    if (!m->quant || m->linear_released) return;
+    const int nt = model_n_tensors(m);
+    size_t keep = m->n_params;
+    for (int i = 0; i < nt; i++)
+        if (is_linear_tensor(m, i)) keep -= m->qw[linear_of_tensor(i)].n;
+    float *np = ll_alloc_floats(keep);
+    size_t at = 0;
+    for (int i = 0; i < nt; i++) {
+        ModelTensor t;
+        model_tensor(m, i, &t);
+        size_t *off = (size_t *)tensor_offset(m, i); /* m is not const */
+        if (is_linear_tensor(m, i)) {
+            *off = SIZE_MAX;
+            continue;
+        }
+        memcpy(np + at, t.data, t.numel * sizeof(float));
+        *off = at;
+        at += t.numel;
+    }
+    LL_ASSERT(at == keep);
+    if (m->cfg.tied) m->off_lm = m->off_embed;
+    if (m->params_mapped) munmap(m->map, m->map_len);
+    else ll_free(m->params);
+    m->params_mapped = 0, m->map = NULL, m->map_len = 0;
+    m->params = np;
+    m->n_params_held = keep;
+    m->linear_released = 1;
+    m->bf16_scratch_of = NULL;
+    model_base_changed(m);
+}
+
+void model_dequantize_base(Model *m) {
+    if (!m->quant) return;
+    const ModelConfig *c = &m->cfg;
+    const int nt = model_n_tensors(m);
+    float *np = ll_alloc_floats(m->n_params);
+    size_t *offs = ll_malloc((size_t)nt, sizeof(size_t)), at = 0;
+    for (int i = 0; i < nt; i++) { /* model_init's layout: model_tensor order */
+        ModelTensor t;
+        model_tensor(m, i, &t);
+        if (is_linear_tensor(m, i)) {
+            const QuantTensor *q = &m->qw[linear_of_tensor(i)];
+            quant_dequant(q, 0, q->n, np + at);
+        } else {
+            memcpy(np + at, t.data, t.numel * sizeof(float));
+        }
+        offs[i] = at;
+        at += t.numel;
+    }
+    LL_ASSERT(at == m->n_params);
+    for (int i = 0; i < nt; i++) *(size_t *)tensor_offset(m, i) = offs[i];
+    if (c->tied) m->off_lm = m->off_embed;
+    ll_free(offs);
+    if (m->params_mapped) munmap(m->map, m->map_len);
+    else ll_free(m->params);
+    m->params_mapped = 0, m->map = NULL, m->map_len = 0;
+    m->params = np;
+    m->n_params_held = m->n_params;
+    for (int i = 0; i < c->L * MOD_COUNT; i++) quant_tensor_free(&m->qw[i]);
+    ll_free(m->qw);
+    ll_free(m->q_scratch);
+    ll_free(m->qb_scratch);
+    m->qw = NULL, m->q_scratch = NULL, m->qb_scratch = NULL, m->qb_slots = 0;
+    m->quant = QUANT_NONE, m->double_quant = 0, m->linear_released = 0;
+    if (m->packed) {
+        free_packs(m);
+        if (m->bf16) {
+            LLStatus st = model_set_bf16(m, 1, NULL);
+            LL_ASSERT(st == LL_OK);
+        }
+    }
+    model_base_changed(m);
+}
+
+size_t model_linear_bytes(const Model *m) {
+    size_t bytes = 0;
+    for (int i = 0; i < m->cfg.L * MOD_COUNT; i++) {
+        int in, out;
+        model_module_dims(&m->cfg, i % MOD_COUNT, &in, &out);
+        bytes += m->quant ? quant_tensor_bytes(&m->qw[i]) : (size_t)in * out * sizeof(float);
+    }
+    return bytes + (m->double_quant ? sizeof m->qmap : 0);
 }
 
 /* ---- forward -------------------------------------------------------------------------------- */

@@ -20,6 +20,15 @@
  * modules_to_save). Activations for a (B, T) capacity are sized once in model_init; forward and
  * backward allocate nothing.
  *
+ * Quantized base (model_quantize_base, QLoRA): the linear weights of the blocks are held as
+ * QuantTensors (NF4 or Q8_0, quant.h), qw[l*MOD_COUNT + mod]; the embedding, the norms and an
+ * untied LM head stay fp32. Their products dequantize W a few panels (bf16) or a chunk of rows
+ * (fp32) at a time into scratch sized once. The model holds either fp32 or quantized linear
+ * weights, never both, except between model_quantize_base and model_release_fp32, where the
+ * fp32 originals are kept for an adapter init that needs them (LoftQ); every product already
+ * reads the quantized ones. After the release params holds only the fp32 tensors, and
+ * model_weight of a linear layer is NULL. A quantized base is frozen: it has no gradient buffer.
+ *
  * Every linear layer calls into the attached adapter (if any) right after its base product; the
  * model never asks which method the adapter is.
  */
@@ -27,6 +36,7 @@
 #define LL_MODEL_H
 
 #include "core.h"
+#include "quant.h"
 
 #include <stddef.h>
 
@@ -112,6 +122,16 @@ typedef struct Model {
     int params_mapped;
     void *map;
     size_t map_len;
+    /* quantized base (QUANT_NONE: none) */
+    QuantFormat quant;
+    int double_quant;
+    QuantTensor *qw;        /* L * MOD_COUNT tensors */
+    float qmap[256];        /* the dynamic map of the double quantization, shared by qw */
+    int linear_released;    /* params no longer holds the linear weights (model_release_fp32) */
+    size_t n_params_held;   /* floats in params (n_params until the release) */
+    float *q_scratch;       /* fp32 products: one chunk of dequantized rows */
+    uint16_t *qb_scratch;   /* bf16 products: panel groups, qb_slots threads */
+    int qb_slots;
 } Model;
 
 typedef struct {
@@ -159,7 +179,23 @@ LLStatus model_set_bf16(Model *m, int on, LLError *err);
 void model_base_changed(Model *m);
 void model_init_head(Model *m, uint64_t seed);
 
-float *model_weight(Model *m, int layer, int mod);     /* W (out, in) of a linear layer */
+/* Quantizes the linear weights of the blocks (fmt QUANT_NONE: nothing to do). The fp32 originals
+ * stay in params until model_release_fp32, but from now on every product uses the quantized
+ * weights. LL_ERR_CONFIG for a model with base gradients (full fine-tuning or pretraining trains
+ * the base: a quantized base is frozen); LL_ERR_FORMAT for a non-finite weight (named). */
+LLStatus model_quantize_base(Model *m, QuantFormat fmt, int double_quant, LLError *err);
+/* Drops the fp32 linear weights of a quantized model: params is rebuilt with the other tensors
+ * only (a file mapping is unmapped). No-op without quantization or when already done. */
+void model_release_fp32(Model *m);
+/* Back to an fp32 base whose linear weights are dequant(Q) (what the model computed with): for
+ * merge and for saving. The quantized tensors are freed. */
+void model_dequantize_base(Model *m);
+/* Bytes the linear weights of the blocks occupy as held: quantized codes and scales (plus the
+ * shared map), or fp32. */
+size_t model_linear_bytes(const Model *m);
+/* The quantized weight of a linear layer, NULL when the base is not quantized. */
+const QuantTensor *model_quant_weight(const Model *m, int layer, int mod);
+float *model_weight(Model *m, int layer, int mod);     /* W (out, in) of a linear layer; NULL once released */
 float *model_weight_grad(Model *m, int layer, int mod); /* NULL when frozen */
 /* The tensor table in HF names (score excluded; a tied LM head is the embedding, not a tensor of
  * its own): tensor i's name, shape (a vector has ndim 1 and shape[1] = 1), element count and data

@@ -54,6 +54,22 @@ void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, i
  * an input (q, k, v; gate, up) share its pack. */
 void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const uint16_t *Bp, int M, int N, int K, int acc);
 
+/* ---- products against a quantized frozen weight W (rows x cols = out x in; quant.h) ------------
+ * bf16 (ops_bf16.c): C[M,N] (+= when acc) A[M,K] · B with B[k][n] = W[n][k] when trans (y = x·Wᵀ:
+ * N = out, K = in) or W[k][n] otherwise (dx = dy·W: K = out, N = in). W is dequantized into packed
+ * panels a few at a time, never whole; the result is bitwise gemm_bf16's against
+ * bf16_pack_panels(dequant(W)). scratch holds `slots` (>= the threads that may run it) times
+ * gemm_bf16_q_scratch(K) uint16 elements.
+ * fp32 (ops_quant.c): y[N,out] = x · dequant(W)ᵀ and dx[N,in] (+)= dy · dequant(W), by chunks of
+ * W's rows dequantized into scratch (matmul_q_scratch_floats(in) floats) and cblas_sgemm. */
+struct QuantTensor;
+size_t gemm_bf16_q_scratch(int K);
+void gemm_bf16_q(float *C, int ldc, const float *A, int lda, const struct QuantTensor *W, int trans, int M, int N,
+                 int K, int acc, uint16_t *scratch, int slots);
+size_t matmul_q_scratch_floats(int in);
+void matmul_forward_q(float *y, const float *x, const struct QuantTensor *W, int N, float *scratch);
+void matmul_backward_q(float *dx, const float *dy, const struct QuantTensor *W, int N, int acc, float *scratch);
+
 /* ---- embedding: out[N,C] = E[ids[i]] ---------------------------------------------------------- */
 void embedding_forward(float *out, const int *ids, const float *E, int N, int C);
 /* dE[V,C] += scatter of dout rows; parallel over column blocks so each thread owns its columns. */

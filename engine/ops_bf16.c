@@ -23,6 +23,7 @@
 #define _GNU_SOURCE /* syscall */
 #include "ops.h"
 #include "core.h"
+#include "quant.h"
 #include "simd.h"
 
 #include <omp.h>
@@ -32,6 +33,7 @@
 #define NR 32 /* panel width: two zmm of fp32 accumulators per row */
 #define MR 12 /* rows per microkernel: 24 accumulators + 2 B vectors of 32 registers */
 #define AMX_ROWS 32 /* rows per AMX block: two A tiles of 16 rows */
+#define QG 4 /* quantized B: panels per task (128 columns, kept in L2 while all of A's rows pass) */
 #ifndef KC
 #define KC 512 /* k per block: a B micro-panel (32 KiB) stays in L1 across an A block */
 #endif
@@ -60,6 +62,11 @@ float bf16_round(float f) {
 static int panel_pairs(int K) { return ((K + 1) / 2 + 15) / 16 * 16; }
 
 size_t bf16_panel_elems(int K, int N) { return (size_t)((N + NR - 1) / NR) * (size_t)panel_pairs(K) * NR * 2; }
+
+/* A task's slot in gemm_bf16_q's scratch: QG panels, then a strip of NR x K fp32. */
+static size_t q_panels_elems(int K) { return (size_t)QG * panel_pairs(K) * NR * 2; }
+
+size_t gemm_bf16_q_scratch(int K) { return q_panels_elems(K) + (size_t)NR * K * 2; }
 
 static int amx_on(void); /* whether the products run on AMX (end of file) */
 
@@ -94,32 +101,35 @@ static void row_to_words(uint32_t *dst, size_t stride, const float *row, int n) 
     }
 }
 
-void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) {
-    int np = (N + NR - 1) / NR, kp = (K + 1) / 2, kpp = panel_pairs(K);
-    #pragma omp parallel for schedule(static) if ((size_t)K * N >= LL_OMP_MIN_WORK)
-    for (int j = 0; j < np; j++) {
-        uint32_t *panel = (uint32_t *)(dst + (size_t)j * kpp * NR * 2);
-        memset(panel + (size_t)kp * NR, 0, (size_t)(kpp - kp) * NR * sizeof(uint32_t));
-        int n0 = j * NR, nn = N - n0 < NR ? N - n0 : NR;
-        if (!trans) { /* B[k][n] = src[k*N + n]: rows 2p and 2p+1, 16 columns at a time */
-            for (int p = 0; p < kp; p++) {
-                const float *r0 = src + (size_t)(2 * p) * N + n0, *r1 = r0 + N;
-                int has1 = 2 * p + 1 < K;
-                for (int c = 0; c < NR; c += 16) {
-                    __mmask16 m = mask16(nn - c);
-                    __m512 a = _mm512_maskz_loadu_ps(m, r0 + c);
-                    __m512 b = has1 ? _mm512_maskz_loadu_ps(m, r1 + c) : _mm512_setzero_ps();
-                    _mm512_storeu_si512(panel + (size_t)p * NR + c, pairs16(a, b));
-                }
-            }
-        } else { /* B[k][n] = src[n*K + k]: row n's pair p goes to word [p][n - n0] */
-            for (int c = 0; c < NR; c++) {
-                if (c < nn) row_to_words(panel + c, NR, src + (size_t)(n0 + c) * K, K);
-                else
-                    for (int p = 0; p < kp; p++) panel[(size_t)p * NR + c] = 0;
+/* Panel j of B[K, N] (see bf16_pack_panels) into panel, which holds panel_pairs(K) * NR words. */
+static void pack_panel(uint32_t *panel, const float *src, int K, int N, int trans, int j) {
+    int kp = (K + 1) / 2, kpp = panel_pairs(K);
+    memset(panel + (size_t)kp * NR, 0, (size_t)(kpp - kp) * NR * sizeof(uint32_t));
+    int n0 = j * NR, nn = N - n0 < NR ? N - n0 : NR;
+    if (!trans) { /* B[k][n] = src[k*N + n]: rows 2p and 2p+1, 16 columns at a time */
+        for (int p = 0; p < kp; p++) {
+            const float *r0 = src + (size_t)(2 * p) * N + n0, *r1 = r0 + N;
+            int has1 = 2 * p + 1 < K;
+            for (int c = 0; c < NR; c += 16) {
+                __mmask16 m = mask16(nn - c);
+                __m512 a = _mm512_maskz_loadu_ps(m, r0 + c);
+                __m512 b = has1 ? _mm512_maskz_loadu_ps(m, r1 + c) : _mm512_setzero_ps();
+                _mm512_storeu_si512(panel + (size_t)p * NR + c, pairs16(a, b));
             }
         }
+    } else { /* B[k][n] = src[n*K + k]: row n's pair p goes to word [p][n - n0] */
+        for (int c = 0; c < NR; c++) {
+            if (c < nn) row_to_words(panel + c, NR, src + (size_t)(n0 + c) * K, K);
+            else
+                for (int p = 0; p < kp; p++) panel[(size_t)p * NR + c] = 0;
+        }
     }
+}
+
+void bf16_pack_panels(uint16_t *dst, const float *src, int K, int N, int trans) {
+    int np = (N + NR - 1) / NR, kpp = panel_pairs(K);
+    #pragma omp parallel for schedule(static) if ((size_t)K * N >= LL_OMP_MIN_WORK)
+    for (int j = 0; j < np; j++) pack_panel((uint32_t *)(dst + (size_t)j * kpp * NR * 2), src, K, N, trans, j);
 }
 
 /* Rows [m0, m1) x k [k0, k0 + kc) of row-major A as bf16 rows of KC elements (row r at dst + r*KC,
@@ -260,9 +270,9 @@ static TilePlan plan_tiles(int M, int np, int nthreads, int mr) {
 }
 
 /* C rows [m0, m1) (at most MC) x panels [j0, j1): the A block packed once per k block, then every
- * panel against it. */
+ * panel against it. Bp holds the panels from jb on (jb = 0: all of B). */
 static void gemm_block(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int N, int K,
-                       int acc, int m0, int m1, int j0, int j1) {
+                       int acc, int m0, int m1, int j0, int j1, int jb) {
     int kpp = panel_pairs(K);
     _Alignas(64) uint32_t apack[(MC / MR) * (KC / 2) * MR];
     for (int k0 = 0; k0 < K; k0 += KC) {
@@ -270,7 +280,7 @@ static void gemm_block(float *C, int ldc, const float *A, int lda, int a_trans, 
         pack_a(apack, A, lda, a_trans, m0, m1, k0, kc, K);
         int add = acc || k0 > 0;
         for (int j = j0; j < j1; j++) {
-            const uint16_t *bp = Bp + ((size_t)j * kpp + (size_t)k0 / 2) * NR * 2;
+            const uint16_t *bp = Bp + ((size_t)(j - jb) * kpp + (size_t)k0 / 2) * NR * 2;
             int nr = N - j * NR < NR ? N - j * NR : NR;
             for (int i = m0; i < m1; i += MR)
                 (a_trans ? kernel_pairs : kernel_rows)(kp, apack + (size_t)((i - m0) / MR) * (KC / 2) * MR, bp,
@@ -368,7 +378,7 @@ static void amx_block(const uint16_t *a, const uint16_t *b, int steps, float *c,
 /* gemm_block on the tile unit. The tile configuration is per thread: loaded here, released at the
  * end so that a context switch does not save 8 KiB of tile data for a thread that is done. */
 static void gemm_block_amx(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int N, int K,
-                           int acc, int m0, int m1, int j0, int j1) {
+                           int acc, int m0, int m1, int j0, int j1, int jb) {
     ll_amx_config();
     int kpp = panel_pairs(K);
     _Alignas(64) uint16_t apack[MC * KC];
@@ -377,7 +387,7 @@ static void gemm_block_amx(float *C, int ldc, const float *A, int lda, int a_tra
         pack_a_amx(apack, A, lda, a_trans, m0, m1, k0, kc);
         int add = acc || k0 > 0;
         for (int j = j0; j < j1; j++) {
-            const uint16_t *bp = Bp + ((size_t)j * kpp + (size_t)k0 / 2) * NR * 2;
+            const uint16_t *bp = Bp + ((size_t)(j - jb) * kpp + (size_t)k0 / 2) * NR * 2;
             int cols = N - j * NR < NR ? N - j * NR : NR;
             for (int i = m0; i < m1; i += AMX_ROWS)
                 amx_block(apack + (size_t)(i - m0) * KC, bp, steps, C + (size_t)i * ldc + j * NR, ldc,
@@ -400,9 +410,9 @@ static int amx_available(void) {
 #else
 static int amx_available(void) { return 0; }
 static void gemm_block_amx(float *C, int ldc, const float *A, int lda, int a_trans, const uint16_t *Bp, int N, int K,
-                           int acc, int m0, int m1, int j0, int j1) {
+                           int acc, int m0, int m1, int j0, int j1, int jb) {
     (void)C, (void)ldc, (void)A, (void)lda, (void)a_trans, (void)Bp, (void)N, (void)K, (void)acc, (void)m0, (void)m1;
-    (void)j0, (void)j1;
+    (void)j0, (void)j1, (void)jb;
     LL_ASSERT(!"gemm_block_amx on a build without AMX");
 }
 #endif
@@ -427,7 +437,7 @@ static void gemm_core(float *C, int ldc, const float *A, int lda, int a_trans, c
         int mb = plan.by_group ? t % nb : t / ngroups, g = plan.by_group ? t / nb : t % ngroups;
         int m0 = mb * rb, m1 = m0 + rb < M ? m0 + rb : M;
         int j0 = g * gsize, j1 = j0 + gsize < np ? j0 + gsize : np;
-        (amx ? gemm_block_amx : gemm_block)(C, ldc, A, lda, a_trans, Bp, N, K, acc, m0, m1, j0, j1);
+        (amx ? gemm_block_amx : gemm_block)(C, ldc, A, lda, a_trans, Bp, N, K, acc, m0, m1, j0, j1, 0);
     }
 }
 
@@ -437,6 +447,44 @@ void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, i
 
 void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const uint16_t *Bp, int M, int N, int K, int acc) {
     gemm_core(C, ldc, At, lda, 1, Bp, M, N, K, acc);
+}
+
+/* ---- products against a quantized weight ----------------------------------------------------
+ * The panels of B are not kept: each task dequantizes a group of at most QG panels into its
+ * thread's slot of scratch (through a staging strip of fp32, NR rows or columns of W), packs them
+ * with the same packer as bf16_pack_panels, and runs every row block of C against them with the
+ * same block kernels as gemm_bf16. Every panel is dequantized once per product, by one thread, and
+ * every C element is summed as gemm_bf16 sums it against the packed dequantized weight: results
+ * are bitwise those of gemm_bf16 on bf16_pack_panels(dequant(W)), whatever the thread count. */
+void gemm_bf16_q(float *C, int ldc, const float *A, int lda, const QuantTensor *W, int trans, int M, int N, int K,
+                 int acc, uint16_t *scratch, int slots) {
+    LL_ASSERT(trans ? W->rows == N && W->cols == K : W->rows == K && W->cols == N);
+    int np = (N + NR - 1) / NR, kpp = panel_pairs(K);
+    int nthreads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    int parallel = nthreads > 1 && (size_t)M * N * K >= (size_t)LL_OMP_MIN_WORK * 64;
+    /* at least two tasks per thread where the panels allow, for the dynamic schedule to even out */
+    int gsize = parallel ? (np + 2 * nthreads - 1) / (2 * nthreads) : QG;
+    gsize = gsize < 1 ? 1 : gsize > QG ? QG : gsize;
+    int ngroups = (np + gsize - 1) / gsize, amx = amx_on();
+    const size_t per = gemm_bf16_q_scratch(K);
+    LL_ASSERT(!parallel || nthreads <= slots);
+    #pragma omp parallel for schedule(dynamic) if (parallel && ngroups > 1)
+    for (int g = 0; g < ngroups; g++) {
+        int t = omp_get_thread_num();
+        LL_ASSERT(t < slots);
+        uint16_t *bp = scratch + (size_t)t * per;
+        float *strip = (float *)(bp + q_panels_elems(K));
+        int j0 = g * gsize, j1 = j0 + gsize < np ? j0 + gsize : np;
+        for (int j = j0; j < j1; j++) {
+            int n0 = j * NR, nn = N - n0 < NR ? N - n0 : NR;
+            if (trans) quant_dequant(W, (size_t)n0 * K, (size_t)nn * K, strip); /* rows n0.. of W: nn x K */
+            else quant_dequant_cols(W, n0, nn, strip);                          /* K x nn */
+            pack_panel((uint32_t *)(bp + (size_t)(j - j0) * kpp * NR * 2), strip, K, nn, trans, 0);
+        }
+        for (int m0 = 0; m0 < M; m0 += MC)
+            (amx ? gemm_block_amx : gemm_block)(C, ldc, A, lda, 0, bp, N, K, acc, m0, m0 + MC < M ? m0 + MC : M, j0,
+                                                j1, j0);
+    }
 }
 
 #else
@@ -468,6 +516,13 @@ void gemm_bf16(float *C, int ldc, const float *A, int lda, const uint16_t *Bp, i
 void gemm_bf16_tn(float *C, int ldc, const float *At, int lda, const uint16_t *Bp, int M, int N, int K, int acc) {
     (void)C, (void)ldc, (void)At, (void)lda, (void)Bp, (void)M, (void)N, (void)K, (void)acc;
     LL_ASSERT(!"gemm_bf16_tn called on a build without AVX512_BF16");
+}
+
+void gemm_bf16_q(float *C, int ldc, const float *A, int lda, const QuantTensor *W, int trans, int M, int N, int K,
+                 int acc, uint16_t *scratch, int slots) {
+    (void)C, (void)ldc, (void)A, (void)lda, (void)W, (void)trans, (void)M, (void)N, (void)K, (void)acc, (void)scratch;
+    (void)slots;
+    LL_ASSERT(!"gemm_bf16_q called on a build without AVX512_BF16");
 }
 
 #endif

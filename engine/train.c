@@ -13,6 +13,7 @@ void train_config_defaults(TrainConfig *c) {
     c->warmup = 0, c->schedule = SCHED_COSINE;
     c->eval_every = 0, c->eval_batches = 0, c->log_every = 10;
     c->seed = 0;
+    c->base_quant = 0, c->double_quant = 1;
 }
 
 EvalResult eval_run(Model *m, const Dataset *d, Batch *b, int B, int T, int max_batches) {

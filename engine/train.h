@@ -42,6 +42,8 @@ typedef struct {
     uint64_t seed;    /* data order (init seeds live with the model and the adapter) */
     double max_minutes; /* wall-clock bound, 0 = none */
     int bf16;           /* base products in bf16 (model_set_bf16) for this run and its evaluations */
+    int base_quant;     /* QuantFormat of the frozen base (model_quantize_base; applied by the run) */
+    int double_quant;   /* NF4: double quantization of the absmax values (QLoRA's default, 1) */
     TrainKeep keep;     /* weights left in the model at the end (default last; see above) */
 } TrainConfig;
 

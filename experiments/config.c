@@ -11,6 +11,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "config.h"
+#include "quant.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -1230,6 +1231,8 @@ static int key_relevant(const RunConfig *rc, const KeySpec *ks) {
     if (strcmp(ks->key, "train.keep") == 0) return rc->train.keep != TRAIN_KEEP_BEST;
     if (strcmp(ks->key, "adapter.lr_ratio") == 0)
         return rc->adapter.lr_ratio != 1.0f && config_method_reads(rc->adapter.method, ks->key);
+    if (strcmp(ks->key, "train.base_quant") == 0) return rc->train.base_quant != QUANT_NONE;
+    if (strcmp(ks->key, "train.double_quant") == 0) return rc->train.base_quant == QUANT_NF4;
     if (strncmp(ks->key, "base.", 5) == 0) {
         if (!rc->pretrain) return 0;
         if (strcmp(ks->key, "base.vocab_size") == 0) return rc->base_bpe;
@@ -1274,7 +1277,11 @@ static void apply_special(RunConfig *rc, const ConfigDoc *d, const KeySpec *ks, 
     else if (strcmp(k, "train.schedule") == 0) lr_schedule_from_name(v->s, &rc->train.schedule);
     else if (strcmp(k, "train.precision") == 0) rc->train.bf16 = strcmp(v->s, "bf16") == 0;
     else if (strcmp(k, "train.keep") == 0) rc->train.keep = strcmp(v->s, "last") == 0 ? TRAIN_KEEP_LAST : TRAIN_KEEP_BEST;
-    else if (strcmp(k, "adapter.targets") == 0) rc->adapter.targets = config_targets_mask(v);
+    else if (strcmp(k, "train.base_quant") == 0) {
+        QuantFormat f = QUANT_NONE;
+        quant_format_from_name(v->s, &f); /* checked against the key's choices already */
+        rc->train.base_quant = f;
+    } else if (strcmp(k, "adapter.targets") == 0) rc->adapter.targets = config_targets_mask(v);
     else if (strcmp(k, "adapter.layers") == 0) {
         int n = 0;
         for (int i = 0; i < v->n; i++) { /* a set: sorted, without repeats */
@@ -1351,6 +1358,7 @@ static void member_json(const RunConfig *rc, const KeySpec *ks, char *out, size_
     else if (strcmp(k, "train.schedule") == 0) json_string(lr_schedule_name(rc->train.schedule), out, cap);
     else if (strcmp(k, "train.precision") == 0) json_string(rc->train.bf16 ? "bf16" : "fp32", out, cap);
     else if (strcmp(k, "train.keep") == 0) json_string(rc->train.keep == TRAIN_KEEP_LAST ? "last" : "best", out, cap);
+    else if (strcmp(k, "train.base_quant") == 0) json_string(quant_format_name(rc->train.base_quant), out, cap);
     else if (strcmp(k, "adapter.method") == 0) json_string(adapter_method_name(a->method), out, cap);
     else if (strcmp(k, "adapter.init") == 0)
         json_string(a->init == ADAPTER_INIT_PISSA ? "pissa" : a->init == ADAPTER_INIT_GAUSSIAN ? "gaussian" : "kaiming",
@@ -1561,6 +1569,12 @@ LLStatus config_resolve(const ConfigDoc *d, const ConfigAssign *ov, int n, RunCo
         key_where(d, ov, n, "adapter.init_r", w1, sizeof w1);
         st = ll_err(err, LL_ERR_CONFIG, "%s: AdaLoRA needs adapter.init_r (%d) > adapter.target_r (%d)", w1, a->init_r,
                     a->target_r);
+    } else if (t->base_quant != QUANT_NONE && method == ADAPTER_FULL) {
+        key_where(d, ov, n, "train.base_quant", w1, sizeof w1);
+        st = ll_err(err, LL_ERR_CONFIG,
+                    "%s: train.base_quant %s with adapter.method full: full fine-tuning trains the base weights, and a "
+                    "quantized base is frozen (QLoRA trains adapters on it); use an adapter method or base_quant none",
+                    w1, quant_format_name(t->base_quant));
     } else if (rc->pretrain && method != ADAPTER_FULL) {
         for (int i = 0; i < a->n_layers; i++)
             if (a->layers[i] >= rc->base_model.L) {

@@ -303,7 +303,19 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
         }
     }
     if (!st && m->head) model_init_head(m, rc->adapter.seed);
+    /* QLoRA: the base is quantized before the adapter is built (DoRA's magnitude and LoftQ's
+     * residual are taken against dequant(Q)), and its fp32 linear weights dropped after */
+    if (!st && rc->train.base_quant)
+        st = model_quantize_base(m, (QuantFormat)rc->train.base_quant, rc->train.double_quant, err);
     if (!st && !full) st = adapter_create(&rc->adapter, m, &a, err);
+    if (!st && rc->train.base_quant) {
+        model_release_fp32(m);
+        ll_log(&env->log, LL_LOG_INFO, "%s base: %zu bytes of linear weights (fp32: %zu)",
+               quant_format_name((QuantFormat)rc->train.base_quant), model_linear_bytes(m),
+               (model_param_count(&m->cfg) - m->n_params_held) * sizeof(float));
+    }
+    if (!st && env->store) /* the frozen linear weights as held, for the memory columns of QLoRA's table */
+        st = store_add_metric(env->store, env->run_id, 0, "train", "base_bytes", (double)model_linear_bytes(m), err);
     if (!st) {
         out->trainable = (int64_t)adapter_trainable_count(m, a);
         out->total = (int64_t)(m->n_params + m->n_head + (a ? a->n_params : 0));

@@ -3,9 +3,13 @@
  * tail blocks, zero and constant blocks, round-trip error bounds, and non-finite weights refused. */
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapter.h"
+#include "model.h"
+#include "ops.h"
 #include "quant.h"
 #include "rng.h"
 
@@ -309,6 +313,242 @@ START_TEST(t_refused) {
 }
 END_TEST
 
+
+/* ---- a model on a quantized base ---------------------------------------------------------------
+ * C = 32 and F = 40: blocks of 64 straddle rows of down_proj (in = 40) and of q_proj's 32. */
+enum { QB = 2, QT = 6, QV = 48 };
+
+static ModelConfig small_config(void) {
+    ModelConfig c;
+    memset(&c, 0, sizeof c);
+    c.V = QV, c.C = 32, c.L = 2, c.NH = 4, c.NKV = 2, c.HS = 8, c.F = 40, c.max_T = 16;
+    c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.25f;
+    c.tied = 0, c.bos_id = 1, c.eos_id = 2, c.pad_id = 0;
+    return c;
+}
+
+static void new_model(Model *m, const ModelConfig *c, int train_base) {
+    ModelOptions o = {.B = QB, .T = QT, .training = 1, .train_base = train_base};
+    LLError err;
+    ck_assert_msg(model_init(m, c, &o, &err) == LL_OK, "%s", err.msg);
+    model_init_weights(m, 4321);
+}
+
+typedef struct {
+    int ids[QB * QT], targets[QB * QT];
+    Batch b;
+} QBatch;
+
+static void new_batch(QBatch *q) {
+    Rng r;
+    rng_seed(&r, 5);
+    for (int i = 0; i < QB * QT; i++) q->ids[i] = (int)rng_below(&r, QV);
+    for (int i = 0; i < QB * QT; i++) q->targets[i] = i % QT + 1 < QT ? q->ids[i + 1] : -1;
+    memset(&q->b, 0, sizeof q->b);
+    q->b.B = QB, q->b.T = QT, q->b.ids = q->ids, q->b.targets = q->targets;
+}
+
+/* A quantized model (fp32 released) and its twin: the same fp32 model with every linear weight
+ * replaced by dequant(Q). */
+static void quantized_pair(Model *mq, Model *md, QuantFormat fmt) {
+    ModelConfig c = small_config();
+    LLError err;
+    new_model(mq, &c, 0);
+    new_model(md, &c, 0);
+    ck_assert_msg(model_quantize_base(mq, fmt, 1, &err) == LL_OK, "%s", err.msg);
+    model_release_fp32(mq);
+    for (int l = 0; l < c.L; l++)
+        for (int mod = 0; mod < MOD_COUNT; mod++) {
+            const QuantTensor *q = model_quant_weight(mq, l, mod);
+            quant_dequant(q, 0, q->n, model_weight(md, l, mod));
+        }
+    model_base_changed(md);
+}
+
+static Adapter *lora_on(Model *m, int dora, float dropout) {
+    AdapterConfig c;
+    adapter_config_defaults(&c, ADAPTER_LORA);
+    c.r = 4, c.alpha = 8.0f, c.seed = 3, c.use_dora = dora, c.dropout = dropout;
+    c.targets = (1u << MOD_COUNT) - 1;
+    Adapter *a = NULL;
+    LLError err;
+    ck_assert_msg(adapter_create(&c, m, &a, &err) == LL_OK, "%s", err.msg);
+    Rng r;
+    rng_seed(&r, 77);
+    for (int i = 0; i < a->n_sites; i++) { /* B != 0, so that the adapter's input gradient matters */
+        const AdapterSite *s = &a->sites[i];
+        if (s->active) rng_fill_normal(&r, a->params + s->off + (size_t)s->r * s->in, (size_t)s->out * s->r, 0.2f);
+    }
+    adapter_attach(m, a);
+    return a;
+}
+
+static double rel(const float *a, const float *b, size_t n) {
+    double d = 0, z = 0;
+    for (size_t i = 0; i < n; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), z += (double)b[i] * b[i];
+    return sqrt(d / (z > 0 ? z : 1));
+}
+
+/* Forward and backward through the quantized base equal those of the fp32 model holding
+ * dequant(Q): bitwise with bf16 products (same panels, same kernels), to fp32 rounding with fp32
+ * products (W is multiplied a chunk of rows at a time). LoRA and DoRA with dropout. */
+START_TEST(t_model_matches_dequantized) {
+    QBatch qb;
+    new_batch(&qb);
+    const size_t nl = (size_t)QB * QT * QV;
+    LLError err;
+    for (int f = 0; f < 2; f++)
+        for (int bf = 0; bf <= 1; bf++)
+            for (int dora = 0; dora <= 1; dora++) {
+                if (bf && (!bf16_supported() || dora)) continue;
+                Model mq, md;
+                quantized_pair(&mq, &md, f ? QUANT_Q8_0 : QUANT_NF4);
+                ck_assert(model_set_bf16(&mq, bf, &err) == LL_OK && model_set_bf16(&md, bf, &err) == LL_OK);
+                Adapter *aq = lora_on(&mq, dora, dora ? 0.1f : 0.0f), *ad = lora_on(&md, dora, dora ? 0.1f : 0.0f);
+                float lq = model_forward(&mq, &qb.b, 1), ld = model_forward(&md, &qb.b, 1);
+                float *logq = malloc(nl * sizeof(float)), *logd = malloc(nl * sizeof(float));
+                memcpy(logq, model_logits(&mq, 0, 0), nl * sizeof(float)); /* backward overwrites them */
+                memcpy(logd, model_logits(&md, 0, 0), nl * sizeof(float));
+                adapter_zero_grad(aq), adapter_zero_grad(ad);
+                model_backward(&mq, &qb.b, 1.0f);
+                model_backward(&md, &qb.b, 1.0f);
+                const char *what = f ? "q8_0" : "nf4";
+                if (bf) {
+                    ck_assert_msg(lq == ld, "%s bf16: loss %.9g vs %.9g", what, lq, ld);
+                    ck_assert(memcmp(logq, logd, nl * sizeof(float)) == 0);
+                    ck_assert(memcmp(aq->grads, ad->grads, aq->n_params * sizeof(float)) == 0);
+                } else {
+                    ck_assert_msg(fabsf(lq - ld) <= 1e-5f * fabsf(ld), "%s dora %d: loss %.9g vs %.9g", what, dora, lq, ld);
+                    ck_assert_msg(rel(logq, logd, nl) < 1e-5, "%s dora %d: logits off by %g", what, dora, rel(logq, logd, nl));
+                    ck_assert_msg(rel(aq->grads, ad->grads, aq->n_params) < 1e-4, "%s dora %d: gradients off by %g",
+                                  what, dora, rel(aq->grads, ad->grads, aq->n_params));
+                }
+                free(logq), free(logd);
+                adapter_free(aq), adapter_free(ad);
+                model_free(&mq), model_free(&md);
+            }
+}
+END_TEST
+
+/* LoRA's gradients through a quantized base against central differences of the loss (DoRA's
+ * detach its row norm, so they are not the loss's: t_model_matches_dequantized checks them). */
+START_TEST(t_model_grad_fd) {
+    QBatch qb;
+    new_batch(&qb);
+    for (int f = 0; f < 2; f++) {
+        Model mq, md;
+        quantized_pair(&mq, &md, f ? QUANT_Q8_0 : QUANT_NF4);
+        model_free(&md);
+        Adapter *a = lora_on(&mq, 0, 0.0f);
+        adapter_zero_grad(a);
+        model_forward(&mq, &qb.b, 1);
+        model_backward(&mq, &qb.b, 1.0f);
+        float *g = malloc(a->n_params * sizeof(float));
+        memcpy(g, a->grads, a->n_params * sizeof(float));
+        Rng r;
+        rng_seed(&r, 11);
+        int checked = 0;
+        for (int k = 0; k < 60; k++) {
+            size_t i = (size_t)rng_below(&r, (uint32_t)a->n_params);
+            float keep = a->params[i], eps = 1e-2f;
+            a->params[i] = keep + eps;
+            double lp = model_forward(&mq, &qb.b, 1);
+            a->params[i] = keep - eps;
+            double lm = model_forward(&mq, &qb.b, 1);
+            a->params[i] = keep;
+            double num = (lp - lm) / (2.0 * eps);
+            ck_assert_msg(fabs(num - g[i]) <= 3e-4 + 3e-2 * fmax(fabs(num), fabs(g[i])),
+                          "%s param %zu: analytic %.6g, numeric %.6g", f ? "q8_0" : "nf4", i, g[i], num);
+            checked += fabs(num) > 1e-3;
+        }
+        ck_assert_msg(checked > 20, "only %d gradients were large enough to say anything", checked);
+        free(g);
+        adapter_free(a);
+        model_free(&mq);
+    }
+}
+END_TEST
+
+/* The tiny preset's sizes (configs/models/tiny.yaml): the linear weights held in NF4 with double
+ * quantization take at most 0.15 of fp32; the fp32 buffer keeps only the embedding and norms. */
+START_TEST(t_model_memory) {
+    ModelConfig c = small_config();
+    c.V = 1024, c.C = 128, c.L = 4, c.NH = 4, c.NKV = 4, c.HS = 32, c.F = 344, c.tied = 1, c.init_range = 0.02f;
+    LLError err;
+    for (int f = 0; f < 2; f++) {
+        Model m;
+        new_model(&m, &c, 0);
+        size_t fp32 = model_linear_bytes(&m), nlin = fp32 / 4;
+        ck_assert_int_eq(nlin, (size_t)c.L * (4 * 128 * 128 + 3 * 128 * 344));
+        ck_assert(model_quantize_base(&m, f ? QUANT_Q8_0 : QUANT_NF4, 1, &err) == LL_OK);
+        ck_assert(model_weight(&m, 0, MOD_Q) != NULL); /* kept until released */
+        model_release_fp32(&m);
+        double ratio = (double)model_linear_bytes(&m) / (double)fp32;
+        if (f) ck_assert_msg(ratio <= 34.0 / 128 + 1e-9, "q8_0: %.4f of fp32", ratio);
+        else ck_assert_msg(ratio <= 0.15, "nf4: %.4f of fp32", ratio);
+        ck_assert_int_eq(m.n_params_held, (size_t)c.V * c.C + (2 * c.L + 1) * (size_t)c.C);
+        ck_assert_int_eq(m.n_params, model_param_count(&c));
+        ck_assert(model_weight(&m, 1, MOD_DOWN) == NULL);
+        for (int i = 0; i < model_n_tensors(&m); i++) {
+            ModelTensor t;
+            model_tensor(&m, i, &t);
+            ck_assert((t.data == NULL) == (t.ndim == 2 && i != 0));
+        }
+        fprintf(stderr, "quant: tiny preset, %s linear weights %.4f of fp32 (%zu of %zu bytes)\n", f ? "q8_0" : "nf4 + dq",
+                ratio, model_linear_bytes(&m), fp32);
+        model_free(&m);
+    }
+}
+END_TEST
+
+/* merge onto a quantized base: dequant(Q) + ΔW, the same function as the unmerged model. */
+START_TEST(t_model_merge) {
+    QBatch qb;
+    new_batch(&qb);
+    Model mq, md;
+    quantized_pair(&mq, &md, QUANT_NF4);
+    model_free(&md);
+    Adapter *a = lora_on(&mq, 0, 0.0f);
+    const size_t nl = (size_t)QB * QT * QV;
+    model_forward(&mq, &qb.b, 0);
+    float *before = malloc(nl * sizeof(float));
+    memcpy(before, model_logits(&mq, 0, 0), nl * sizeof(float));
+    adapter_merge(a, &mq);
+    ck_assert(mq.quant == QUANT_NONE && mq.n_params_held == mq.n_params && model_weight(&mq, 0, MOD_Q));
+    model_forward(&mq, &qb.b, 0);
+    ck_assert_msg(rel(model_logits(&mq, 0, 0), before, nl) < 1e-5, "merged logits off by %g",
+                  rel(model_logits(&mq, 0, 0), before, nl));
+    free(before);
+    adapter_free(a);
+    model_free(&mq);
+}
+END_TEST
+
+START_TEST(t_model_refused) {
+    ModelConfig c = small_config();
+    LLError err;
+    Model m;
+    new_model(&m, &c, 1); /* full fine-tuning: the base has gradients */
+    ck_assert_int_eq(model_quantize_base(&m, QUANT_NF4, 1, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "full fine-tuning"), "%s", err.msg);
+    model_free(&m);
+    new_model(&m, &c, 0);
+    model_weight(&m, 1, MOD_DOWN)[7] = NAN;
+    ck_assert_int_eq(model_quantize_base(&m, QUANT_Q8_0, 1, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "model.layers.1.mlp.down_proj.weight") && strstr(err.msg, "NaN"), "%s", err.msg);
+    ck_assert(m.quant == QUANT_NONE && m.qw == NULL);
+    model_weight(&m, 1, MOD_DOWN)[7] = 0.0f;
+    ck_assert(model_quantize_base(&m, QUANT_NF4, 1, &err) == LL_OK);
+    AdapterConfig ac;
+    adapter_config_defaults(&ac, ADAPTER_LORA);
+    ac.init = ADAPTER_INIT_PISSA;
+    Adapter *a = NULL;
+    ck_assert_int_eq(adapter_create(&ac, &m, &a, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "PiSSA") && strstr(err.msg, "loftq"), "%s", err.msg);
+    model_free(&m);
+}
+END_TEST
+
 Suite *quant_suite(void) {
     Suite *s = suite_create("quant");
     TCase *tc = tcase_create("core");
@@ -320,8 +560,19 @@ Suite *quant_suite(void) {
     tcase_add_test(tc, t_round_trip);
     tcase_add_test(tc, t_q8_0_blocks);
     suite_add_tcase(s, tc);
+    TCase *model = tcase_create("model");
+    tcase_add_test(model, t_model_matches_dequantized);
+    tcase_add_test(model, t_model_memory);
+    tcase_add_test(model, t_model_merge);
+    tcase_set_timeout(model, 30);
+    suite_add_tcase(s, model);
+    TCase *grad = tcase_create("grad");
+    tcase_add_test(grad, t_model_grad_fd);
+    tcase_set_timeout(grad, 30);
+    suite_add_tcase(s, grad);
     TCase *lim = tcase_create("limits");
     tcase_add_test(lim, t_refused);
+    tcase_add_test(lim, t_model_refused);
     suite_add_tcase(s, lim);
     return s;
 }

@@ -156,7 +156,7 @@ void train_add_base_params(AdamW *o, Model *m) {
 LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *train, const Dataset *valid,
                    const TrainHooks *hooks, TrainResult *res, LLError *err) {
     memset(res, 0, sizeof *res);
-    res->diverged_step = -1;
+    res->diverged_step = res->pruned_step = -1;
     res->train_loss = NAN;
     res->eval = res->best = (EvalResult){NAN, NAN, NAN, NAN, 0};
     res->best_step = -1;
@@ -266,6 +266,8 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
             }
             emit_eval(hooks, step + 1, &res->eval);
             eval_time += ll_now() - e0;
+            if (!last && hooks && hooks->evaluated && hooks->evaluated(hooks->user, step + 1, &res->eval))
+                res->pruned_step = step + 1;
         }
         double elapsed = ll_now() - t0, train_time = elapsed - eval_time;
         res->wall_s = elapsed;
@@ -273,6 +275,7 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
         if (hooks && hooks->progress)
             hooks->progress(hooks->user, step + 1, tc->steps, loss, res->tokens_per_s,
                             elapsed / (step + 1) * (tc->steps - step - 1));
+        if (res->pruned_step > 0) break; /* after the bookkeeping above, as at a normal end */
         if (!last && hooks && hooks->stop && hooks->stop(hooks->user)) {
             st = ll_err(err, LL_ERR_INTERRUPTED, "interrupted at step %d of %d", step + 1, tc->steps);
             break;

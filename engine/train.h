@@ -59,6 +59,10 @@ typedef struct {
     void (*progress)(void *user, int step, int steps, double loss, double tokens_per_s, double eta_s);
     int (*stop)(void *user); /* non-zero: stop now, status interrupted */
     void *user;
+    /* After each validation evaluation at step > 0 (step 0 is the start): non-zero stops training
+     * there with LL_OK and res->pruned_step = step (early stopping); the kept weights are chosen as
+     * at the end of a run. NULL: never. */
+    int (*evaluated)(void *user, int step, const EvalResult *e);
 } TrainHooks;
 
 typedef struct {
@@ -71,6 +75,7 @@ typedef struct {
     double tokens_per_s, wall_s;
     size_t trainable, optimizer_bytes;
     int diverged_step;  /* -1 unless diverged */
+    int pruned_step;    /* -1 unless the evaluated hook stopped the run */
 } TrainResult;
 
 /* Adds m's base weights to o for full fine-tuning: one segment per tensor (the tied LM head once),

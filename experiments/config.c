@@ -629,6 +629,64 @@ static LLStatus parse_per_method(const Src *src, ConfigDoc *d, yaml_node_t *vn, 
     return LL_OK;
 }
 
+/* sweep.early_stop: {type: asha|median|none, metric, min_steps, reduction_factor, grace_runs}, or W&B's
+ * early_terminate: {type: hyperband, min_iter, eta} read as ASHA (min_iter as steps) with a note. */
+static LLStatus parse_early_stop(const Src *src, ConfigDoc *d, const char *key, yaml_node_t *kn, yaml_node_t *vn,
+                                 LLError *err) {
+    char loc[1100];
+    where(src, kn, loc, sizeof loc);
+    EarlyStopSpec *es = &d->sweep.early_stop;
+    if (es->line)
+        return ll_err(err, LL_ERR_CONFIG, "%s: %s: early stopping is already given at line %d", loc, key, es->line);
+    int wandb = strcmp(key, "early_terminate") == 0;
+    *es = (EarlyStopSpec){ES_ASHA, "eval_loss", 0, 3, 4, line_of(kn), ""};
+    for (int i = 0; i < mapping_len(vn); i++) {
+        yaml_node_pair_t *p = &vn->data.mapping.pairs.start[i];
+        yaml_node_t *k = yaml_document_get_node(src->doc, p->key), *v = yaml_document_get_node(src->doc, p->value);
+        where(src, k, loc, sizeof loc);
+        if (k->type != YAML_SCALAR_NODE || v->type != YAML_SCALAR_NODE)
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected name: value pairs", loc, key);
+        const char *name = scalar(k), *val = scalar(v);
+        char *end;
+        long num = strtol(val, &end, 10);
+        int is_num = *val && !*end;
+        if (strcmp(name, "type") == 0) {
+            if (wandb ? strcmp(val, "hyperband") == 0 : strcmp(val, "asha") == 0) es->type = ES_ASHA;
+            else if (!wandb && strcmp(val, "median") == 0) es->type = ES_MEDIAN;
+            else if (!wandb && strcmp(val, "none") == 0) es->type = ES_NONE;
+            else
+                return ll_err(err, LL_ERR_CONFIG, "%s: %s.type: '%s' is not %s", loc, key, val,
+                              wandb ? "hyperband (the only early_terminate type loralab reads)" : "asha, median or none");
+        } else if (!wandb && strcmp(name, "metric") == 0) {
+            if (!es_metric(val, NULL, NULL))
+                return ll_err(err, LL_ERR_CONFIG, "%s: %s.metric: '%s' is not a validation metric (eval_loss, eval_ppl, "
+                              "accuracy, macro_f1)", loc, key, val);
+            snprintf(es->metric, sizeof es->metric, "%s", val);
+        } else if (strcmp(name, wandb ? "min_iter" : "min_steps") == 0 ||
+                   strcmp(name, wandb ? "eta" : "reduction_factor") == 0 || (!wandb && strcmp(name, "grace_runs") == 0)) {
+            int lo = strcmp(name, "eta") == 0 || strcmp(name, "reduction_factor") == 0 ? 2 : 1;
+            if (!is_num || num < lo || num > 100000000)
+                return ll_err(err, LL_ERR_CONFIG, "%s: %s.%s: expected a whole number from %d, not '%s'", loc, key, name,
+                              lo, val);
+            if (name[0] == 'm') es->min_steps = (int)num;
+            else if (name[0] == 'g') es->grace_runs = (int)num;
+            else es->reduction_factor = (int)num;
+        } else {
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s: unknown key '%s' (known: %s)", loc, key, name,
+                          wandb ? "type, min_iter, eta" : "type, metric, min_steps, reduction_factor, grace_runs");
+        }
+    }
+    where(src, kn, loc, sizeof loc);
+    if (es->type != ES_NONE && es->min_steps < 1)
+        return ll_err(err, LL_ERR_CONFIG, "%s: %s needs %s (the first step at which a run may be stopped)", loc, key,
+                      wandb ? "min_iter" : "min_steps");
+    if (wandb)
+        snprintf(es->note, sizeof es->note,
+                 "early_terminate (W&B hyperband) read as ASHA: min_iter %d -> min_steps, eta %d -> reduction_factor",
+                 es->min_steps, es->reduction_factor);
+    return LL_OK;
+}
+
 static LLStatus parse_sweep_special(const Src *src, ConfigDoc *d, const char *key, yaml_node_t *kn, yaml_node_t *vn,
                                     LLError *err) {
     char loc[1100];
@@ -657,6 +715,8 @@ static LLStatus parse_sweep_special(const Src *src, ConfigDoc *d, const char *ke
     if (vn->type != YAML_MAPPING_NODE)
         return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected a mapping", loc, key);
     if (strcmp(key, "sweep.per_method") == 0) return parse_per_method(src, d, vn, err);
+    if (strcmp(key, "sweep.early_stop") == 0 || strcmp(key, "early_terminate") == 0)
+        return parse_early_stop(src, d, key, kn, vn, err);
     c.ctx_name = strcmp(key, "sweep.grid") == 0      ? "sweep.grid: "
                  : strcmp(key, "sweep.derived") == 0 ? "sweep.derived: "
                                                      : "sweep.random.space: ";

@@ -51,6 +51,7 @@
 
 #include "adapter.h"
 #include "core.h"
+#include "early_stop.h"
 #include "keys.h"
 #include "model.h"
 #include "train.h"
@@ -125,6 +126,7 @@ typedef struct {
     int n_exclude;
     SweepMethod *per_method;
     int n_per_method;
+    EarlyStopSpec early_stop; /* type ES_NONE: no pruning */
 } SweepSpec;
 
 typedef struct {

@@ -11,6 +11,22 @@ const char *es_type_name(EarlyStopType t) {
     return t == ES_ASHA ? "asha" : t == ES_MEDIAN ? "median" : "none";
 }
 
+int es_metric(const char *metric, const char **name, int *higher_better) {
+    static const struct {
+        const char *key, *name;
+        int hb;
+    } M[] = {{"eval_loss", "loss", 0}, {"loss", "loss", 0}, {"eval_ppl", "ppl", 0}, {"ppl", "ppl", 0},
+             {"accuracy", "accuracy", 1}, {"eval_accuracy", "accuracy", 1}, {"macro_f1", "macro_f1", 1},
+             {"eval_macro_f1", "macro_f1", 1}};
+    for (size_t i = 0; i < sizeof M / sizeof M[0]; i++)
+        if (strcmp(metric, M[i].key) == 0) {
+            if (name) *name = M[i].name;
+            if (higher_better) *higher_better = M[i].hb;
+            return 1;
+        }
+    return 0;
+}
+
 int es_rungs(const EarlyStopPolicy *p, int *steps, int cap) {
     if (p->type != ES_ASHA || p->min_steps < 1 || p->reduction_factor < 2) return 0;
     int n = 0;

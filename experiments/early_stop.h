@@ -27,6 +27,19 @@
 
 typedef enum { ES_NONE = 0, ES_ASHA, ES_MEDIAN } EarlyStopType;
 
+/* What a sweep's YAML asks for (sweep.early_stop, or W&B's early_terminate mapped onto ASHA). */
+typedef struct {
+    EarlyStopType type;
+    char metric[32];      /* eval_loss | eval_ppl | accuracy | macro_f1 */
+    int min_steps, reduction_factor, grace_runs;
+    int line;             /* where it was given (0: not given) */
+    char note[160];       /* how a W&B block was read, for the dry run and the sweep's log */
+} EarlyStopSpec;
+
+/* The metric's row in the metrics table (split "eval") and whether higher is better; 0 when the
+ * name is not a validation metric. */
+int es_metric(const char *metric, const char **name, int *higher_better);
+
 typedef struct {
     EarlyStopType type;
     int higher_better;    /* from the metric: accuracy and macro-F1 yes, losses no */

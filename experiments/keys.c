@@ -118,7 +118,7 @@ static const KeySpec KEYS[] = {
 
 /* Sweep sub-sections with a structure of their own (parsed by dedicated code below). */
 static const char *const SWEEP_SPECIAL[] = {"sweep.grid", "sweep.derived", "sweep.exclude", "sweep.random.space",
-                                            "sweep.per_method"};
+                                            "sweep.per_method", "sweep.early_stop", "early_terminate"};
 #define N_SWEEP_SPECIAL ((int)(sizeof SWEEP_SPECIAL / sizeof SWEEP_SPECIAL[0]))
 
 /* Names people bring from PEFT/HF/W&B, matched on the last component of an unknown key. */

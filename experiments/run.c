@@ -75,6 +75,7 @@ typedef struct {
     const char *label;
     LLStatus store_rc;
     LLError store_err;
+    void *es;        /* EsState of an early-stopped run, else NULL */
     double last_print;
     int milestones; /* without a terminal: a plain line at every 10% (long pretraining) */
 } HookCtx;
@@ -107,6 +108,50 @@ static void on_progress(void *user, int step, int steps, double loss, double tps
 static int on_stop(void *user) {
     HookCtx *h = user;
     return h->env->stop && *h->env->stop;
+}
+
+/* Early stopping: after each evaluation, the policy's decision through the store (one transaction
+ * per decision, shared by the sweep's workers). The run's own curve of the metric is kept here for
+ * the median rule. A store failure is kept like a metric's and stops nothing. */
+typedef struct {
+    EarlyStopPolicy p;
+    const char *name; /* the metrics table's name of the metric */
+    int *steps;
+    double *values;
+    int n, cap, prev_step;
+} EsState;
+
+static double es_value(const char *name, const EvalResult *e) {
+    return strcmp(name, "accuracy") == 0 ? e->accuracy : strcmp(name, "macro_f1") == 0 ? e->macro_f1
+                                                     : strcmp(name, "ppl") == 0        ? e->ppl
+                                                                                      : e->loss;
+}
+
+static int on_evaluated(void *user, int step, const EvalResult *e) {
+    HookCtx *h = user;
+    EsState *es = h->es;
+    if (!es || !h->env->store || h->store_rc) return 0;
+    double v = es_value(es->name, e);
+    if (es->n == es->cap) {
+        es->cap = es->cap ? 2 * es->cap : 32;
+        es->steps = ll_realloc(es->steps, (size_t)es->cap, sizeof *es->steps);
+        es->values = ll_realloc(es->values, (size_t)es->cap, sizeof *es->values);
+    }
+    es->steps[es->n] = step, es->values[es->n] = v, es->n++;
+    int rung = -1, prev = es->prev_step;
+    es->prev_step = step;
+    if (es->p.type == ES_ASHA && (rung = es_asha_rung_at(&es->p, prev, step)) < 0) return 0;
+    if (es->p.type == ES_MEDIAN && step < es->p.min_steps) return 0;
+    EsCurve own = {es->steps, es->values, es->n};
+    EsDecision d;
+    int replayed = 0;
+    h->store_rc = store_es_decide(h->env->store, h->env->run_id, &es->p, es->name, step, rung, v, &own, &d, &replayed,
+                                  &h->store_err);
+    if (h->store_rc) return 0;
+    ll_log(&h->env->log, LL_LOG_INFO, "early stopping (%s) at step %d: %s %.4f against %.4f of %d run%s: %s%s",
+           es_type_name(es->p.type), step, es->name, v, d.threshold, d.n_compared, d.n_compared == 1 ? "" : "s",
+           d.stop ? "stop" : "continue", replayed ? " (decided before an interruption)" : "");
+    return d.stop;
 }
 
 /* ---- data ----------------------------------------------------------------------------------- */
@@ -178,11 +223,11 @@ static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char
     if (!st) st = model_init(&m, &mc, &mo, err);
     if (!st) {
         model_init_weights(&m, rc->base_train.seed);
-        HookCtx h = {env, "pretrain", LL_OK, {0}, 0, 1};
+        HookCtx h = {env, "pretrain", LL_OK, {0}, NULL, 0, 1};
         RunEnv quiet = *env;
         quiet.store = NULL; /* the base is not a run of the sweep */
         h.env = &quiet;
-        TrainHooks hooks = {on_metric, on_progress, on_stop, &h};
+        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, NULL};
         TrainResult res;
         st = train_run(&m, NULL, &rc->base_train, &train, &valid, &hooks, &res, err);
         if (!st) {
@@ -255,6 +300,7 @@ static void record(const RunEnv *env, const RunOutcome *o, const char *error) {
 LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LLError *err) {
     memset(out, 0, sizeof *out);
     snprintf(out->status, sizeof out->status, "failed");
+    out->pruned_step = -1;
     out->train_loss = out->eval_loss = out->eval_ppl = out->accuracy = out->macro_f1 = NAN;
     out->best_metric = out->test_loss = out->test_accuracy = out->test_macro_f1 = NAN;
     out->best_step = out->kept_step = -1;
@@ -322,10 +368,20 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
         char report[256];
         adapter_param_report(m, a, report, sizeof report);
         ll_log(&env->log, LL_LOG_INFO, "%s", report);
-        HookCtx h = {env, rc->name, LL_OK, {0}, 0, 0};
-        TrainHooks hooks = {on_metric, on_progress, on_stop, &h};
+        HookCtx h = {env, rc->name, LL_OK, {0}, NULL, 0, 0};
+        EsState es = {{ES_NONE, 0, 0, 0, 0, 0}, "loss", NULL, NULL, 0, 0, -1};
+        if (env->early_stop && env->early_stop->type != ES_NONE && env->store) {
+            const EarlyStopSpec *sp = env->early_stop;
+            es.p = (EarlyStopPolicy){sp->type, 0, sp->min_steps, sp->reduction_factor, sp->grace_runs, rc->train.steps};
+            es_metric(sp->metric, &es.name, &es.p.higher_better);
+            h.es = &es;
+        }
+        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, on_evaluated};
         TrainResult res;
         st = train_run(m, a, &rc->train, &train, &valid, &hooks, &res, err);
+        ll_free(es.steps);
+        ll_free(es.values);
+        out->pruned_step = res.pruned_step;
         out->train_loss = res.train_loss;
         out->eval_loss = res.eval.loss;
         out->eval_ppl = res.eval.ppl;
@@ -379,7 +435,7 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
     }
     out->wall_s = ll_now() - t0;
     out->peak_mem = peak_rss_bytes();
-    if (!st) snprintf(out->status, sizeof out->status, "done");
+    if (!st) snprintf(out->status, sizeof out->status, "%s", out->pruned_step > 0 ? "pruned" : "done");
     record(env, out, st ? err->msg : NULL);
     adapter_free(a);
     data_free(&train);

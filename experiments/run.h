@@ -21,6 +21,7 @@
 #define LL_RUN_H
 
 #include "config.h"
+#include "early_stop.h"
 #include "core.h"
 #include "store.h"
 
@@ -33,10 +34,14 @@ typedef struct {
     int progress;            /* print a progress line on stderr (a terminal) */
     int threads;             /* OpenMP/BLAS threads for this run (0 = leave as is) */
     LLLog log;
+    /* Early stopping (experiments/early_stop.h), with a store: NULL or type ES_NONE for none. A
+     * stopped run ends with status "pruned" (its kept weights written and tested as at the end). */
+    const EarlyStopSpec *early_stop;
 } RunEnv;
 
 typedef struct {
-    char status[16];         /* done, failed, diverged, interrupted */
+    char status[16];         /* done, pruned, failed, diverged, interrupted */
+    int pruned_step;         /* the step early stopping stopped the run at; -1 when it did not */
     double train_loss, eval_loss, eval_ppl, accuracy, macro_f1, tokens_per_s, wall_s;
     int best_step, kept_step;          /* -1 when none */
     double best_metric;                /* NaN when none */

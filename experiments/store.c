@@ -123,6 +123,27 @@ static const char SCHEMA_V2[] =
     "ALTER TABLE runs ADD COLUMN test_macro_f1 REAL;"
     "ALTER TABLE runs ADD COLUMN test_note TEXT;";
 
+/* Version 3: early stopping (experiments/early_stop.h). A run's bracket, the decisions, and the
+ * status `pruned` (the CHECK on runs.status gains it in rewrite_status_check). */
+static const char SCHEMA_V3[] =
+    "ALTER TABLE runs ADD COLUMN bracket TEXT;"
+    "CREATE TABLE decisions ("
+    "  run_id     INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  step       INTEGER NOT NULL CHECK (step >= 0),"
+    "  policy     TEXT NOT NULL CHECK (policy IN ('asha','median')),"
+    "  rung       INTEGER,"
+    "  metric     TEXT NOT NULL,"
+    "  value      REAL,"
+    "  threshold  REAL,"
+    "  n_compared INTEGER NOT NULL,"
+    "  decision   TEXT NOT NULL CHECK (decision IN ('continue','stop')),"
+    "  t          REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, step)"
+    ") STRICT;"
+    "CREATE INDEX decisions_rung ON decisions(rung);";
+
+static LLStatus rewrite_status_check(Store *s, LLError *err);
+
 /* MIGRATIONS[v] takes a file from version v to v + 1: its DDL first, then (when set) a C step for
  * data that SQL alone cannot convert. To add a version: bump STORE_SCHEMA_VERSION in store.h and
  * append {"ALTER TABLE ... ;", NULL} here; store_open then upgrades every older file in place,
@@ -136,6 +157,7 @@ typedef struct {
 static const Migration MIGRATIONS[STORE_SCHEMA_VERSION] = {
     {SCHEMA_V1, NULL},
     {SCHEMA_V2, NULL},
+    {SCHEMA_V3, rewrite_status_check},
 };
 
 /* ---- prepared statements ------------------------------------------------------------------- */
@@ -168,7 +190,7 @@ typedef enum {
     "config_json, method, r, alpha, targets, lr, seed, status, attempt, created, started, ended, " \
     "host, pid, trainable_params, total_params, peak_mem_bytes, tokens_per_s, wall_s, "           \
     "train_loss, eval_loss, eval_ppl, accuracy, macro_f1, error, adapter_dir, best_step, "       \
-    "best_metric, best_metric_name, kept_step, test_loss, test_accuracy, test_macro_f1, test_note"
+    "best_metric, best_metric_name, kept_step, test_loss, test_accuracy, test_macro_f1, test_note, bracket"
 
 static const char *const STMT_SQL[ST_COUNT] = {
     [ST_SWEEP_UPSERT] =
@@ -786,7 +808,7 @@ static LLStatus claim_body(Store *s, void *vctx, LLError *err) {
     col_text_copy(q, 1, host, sizeof host);
     int64_t pid = col_i64(q, 2);
     sqlite3_reset(q);
-    if (strcmp(status, "done") == 0) return LL_OK;
+    if (strcmp(status, "done") == 0 || strcmp(status, "pruned") == 0) return LL_OK; /* final */
     /* Another live process of this host owns it: leave it. A dead owner's row is stale. */
     if (strcmp(status, "running") == 0 && strcmp(host, s->host) == 0 && pid != (int64_t)getpid() &&
         pid_alive(pid))
@@ -985,8 +1007,8 @@ static LLStatus finish_body(Store *s, void *vctx, LLError *err) {
 }
 
 static int valid_final_status(const char *st) {
-    return st && (strcmp(st, "done") == 0 || strcmp(st, "failed") == 0 ||
-                  strcmp(st, "diverged") == 0 || strcmp(st, "interrupted") == 0);
+    return st && (strcmp(st, "done") == 0 || strcmp(st, "failed") == 0 || strcmp(st, "diverged") == 0 ||
+                  strcmp(st, "interrupted") == 0 || strcmp(st, "pruned") == 0);
 }
 
 LLStatus store_finish_run(Store *s, int64_t run_id, const RunResult *res, LLError *err) {
@@ -1390,7 +1412,7 @@ void store_free_artifacts(ArtifactRow *rows, int n) {
 /* The order in which an incoming run replaces an existing one: more finished beats less. */
 static int status_rank(const char *st) {
     static const char *const order[] = {"pending", "running", "interrupted", "failed", "diverged",
-                                        "done"};
+                                        "pruned", "done"};
     for (int i = 0; i < (int)(sizeof order / sizeof order[0]); i++)
         if (strcmp(st, order[i]) == 0) return i;
     return -1;
@@ -1405,6 +1427,8 @@ typedef enum {
     M_COPY_METRICS,
     M_COPY_RANKS,
     M_COPY_ARTIFACTS,
+    M_COPY_DECISIONS,
+    M_DEL_DECISIONS,
     M_COUNT
 } MergeStmt;
 
@@ -1435,6 +1459,11 @@ static const char *const MERGE_SQL[M_COUNT] = {
     [M_COPY_ARTIFACTS] =
         "INSERT INTO main.artifacts(run_id, kind, path)"
         " SELECT ?1, kind, path FROM src.artifacts WHERE run_id = ?2",
+    [M_COPY_DECISIONS] =
+        "INSERT INTO main.decisions(run_id, step, policy, rung, metric, value, threshold, n_compared, decision, t)"
+        " SELECT ?1, step, policy, rung, metric, value, threshold, n_compared, decision, t FROM src.decisions"
+        " WHERE run_id = ?2",
+    [M_DEL_DECISIONS] = "DELETE FROM main.decisions WHERE run_id = ?1 AND ?2 = ?2",
 };
 
 typedef struct {
@@ -1453,7 +1482,8 @@ static int merge_exec2(sqlite3_stmt *q, int64_t a, int64_t b) {
 
 static LLStatus copy_children(Store *s, MergeCtx *c, int64_t out_id, int64_t src_id,
                               LLError *err) {
-    static const MergeStmt copies[] = {M_COPY_METRICS, M_COPY_RANKS, M_COPY_ARTIFACTS};
+    static const MergeStmt copies[] = {M_DEL_DECISIONS, M_COPY_METRICS, M_COPY_RANKS, M_COPY_ARTIFACTS,
+                                       M_COPY_DECISIONS};
     for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
         int rc = merge_exec2(c->q[copies[i]], out_id, src_id);
         if (rc != SQLITE_OK) return db_fail(s, rc, "copying a run's rows", err);
@@ -1619,4 +1649,258 @@ LLStatus store_unlock(Store *s, LLError *err) {
     }
     s->locked = 0;
     return LL_OK;
+}
+
+/* ---- early stopping -------------------------------------------------------------------------- */
+
+/* SQLite cannot alter a CHECK constraint; relaxing one (a status more is allowed) may edit the
+ * stored CREATE text, as its documentation describes for changes that leave the stored data valid
+ * (sqlite.org/lang_altertable.html, section 7). Inside the migration's transaction. */
+static LLStatus rewrite_status_check(Store *s, LLError *err) {
+    static const char from[] = "'diverged','interrupted')", to[] = "'diverged','interrupted','pruned')";
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'runs'", -1, &q,
+                                NULL);
+    char *sql = NULL;
+    if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) sql = col_text_dup(q, 0);
+    sqlite3_finalize(q);
+    if (!sql || !strstr(sql, from)) {
+        ll_free(sql);
+        return ll_err(err, LL_ERR_FORMAT, "database '%s': the runs table's status check is not loralab's", s->path);
+    }
+    size_t n = strlen(sql) + sizeof to;
+    char *out = ll_malloc(n, 1);
+    char *at = strstr(sql, from);
+    snprintf(out, n, "%.*s%s%s", (int)(at - sql), sql, to, at + strlen(from));
+    ll_free(sql);
+    int64_t ver = 0;
+    rc = query_int(s, "PRAGMA schema_version", &ver);
+    if (rc == SQLITE_OK) rc = exec_sql(s, "PRAGMA writable_schema = ON");
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v2(s->db, "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'runs'", -1,
+                                &q, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_text(q, 1, out, -1, SQLITE_TRANSIENT);
+            rc = step_once(q);
+        }
+        sqlite3_finalize(q);
+        char bump[64];
+        snprintf(bump, sizeof bump, "PRAGMA schema_version = %lld", (long long)ver + 1);
+        int rc2 = exec_sql(s, bump);
+        int rc3 = exec_sql(s, "PRAGMA writable_schema = OFF");
+        if (rc == SQLITE_OK) rc = rc2 != SQLITE_OK ? rc2 : rc3;
+    }
+    ll_free(out);
+    return rc == SQLITE_OK ? LL_OK : db_fail(s, rc, "adding the status 'pruned'", err);
+}
+
+
+typedef struct {
+    int64_t run_id;
+    const char *bracket;
+} BracketCtx;
+
+static LLStatus bracket_body(Store *s, void *vctx, LLError *err) {
+    BracketCtx *c = vctx;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "UPDATE runs SET bracket = ?2 WHERE id = ?1", -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, c->run_id);
+        bind_text_or_null(q, 2, c->bracket);
+        rc = step_once(q);
+    }
+    sqlite3_finalize(q);
+    return rc == SQLITE_OK ? LL_OK : db_fail(s, rc, "setting a run's bracket", err);
+}
+
+LLStatus store_set_bracket(Store *s, int64_t run_id, const char *bracket, LLError *err) {
+    BracketCtx c = {run_id, bracket};
+    return tx_run(s, "setting a run's bracket", bracket_body, &c, err);
+}
+
+/* The decision stored for (run, step) into d; *found = 0 when there is none. */
+static LLStatus find_decision(Store *s, int64_t run_id, int step, int *found, EsDecision *d, LLError *err) {
+    *found = 0;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT rung, value, threshold, n_compared, decision FROM decisions"
+                                " WHERE run_id = ?1 AND step = ?2", -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, run_id);
+        sqlite3_bind_int(q, 2, step);
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            *found = 1;
+            d->rung = sqlite3_column_type(q, 0) == SQLITE_NULL ? -1 : sqlite3_column_int(q, 0);
+            d->value = col_real(q, 1);
+            d->threshold = col_real(q, 2);
+            d->n_compared = sqlite3_column_int(q, 3);
+            d->stop = strcmp((const char *)sqlite3_column_text(q, 4), "stop") == 0;
+            rc = SQLITE_DONE;
+        }
+    }
+    sqlite3_finalize(q);
+    return rc == SQLITE_DONE ? LL_OK : db_fail(s, rc, "reading an early-stopping decision", err);
+}
+
+static LLStatus insert_decision(Store *s, int64_t run_id, int step, const EarlyStopPolicy *p, const char *metric,
+                                const EsDecision *d, LLError *err) {
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "INSERT INTO decisions(run_id, step, policy, rung, metric, value, threshold, n_compared,"
+                                " decision, t) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)", -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, run_id);
+        sqlite3_bind_int(q, 2, step);
+        sqlite3_bind_text(q, 3, es_type_name(p->type), -1, SQLITE_STATIC);
+        if (d->rung >= 0) sqlite3_bind_int(q, 4, d->rung);
+        else sqlite3_bind_null(q, 4);
+        sqlite3_bind_text(q, 5, metric, -1, SQLITE_TRANSIENT);
+        bind_real_or_null(q, 6, d->value);
+        bind_real_or_null(q, 7, d->threshold);
+        sqlite3_bind_int(q, 8, d->n_compared);
+        sqlite3_bind_text(q, 9, d->stop ? "stop" : "continue", -1, SQLITE_STATIC);
+        sqlite3_bind_double(q, 10, unix_now());
+        rc = step_once(q);
+    }
+    sqlite3_finalize(q);
+    return rc == SQLITE_OK ? LL_OK : db_fail(s, rc, "recording an early-stopping decision", err);
+}
+
+typedef struct {
+    int64_t run_id;
+    const EarlyStopPolicy *p;
+    const char *metric; /* the metrics table's name (split eval) */
+    int step, rung;
+    double value;
+    const EsCurve *own;
+    EsDecision d;
+    int replayed;
+} DecideCtx;
+
+/* Values of a bracket's other runs: ASHA's recorded values at the rung (from decisions), or the
+ * median rule's eval curves (from metrics, every run of the bracket but this one). */
+static LLStatus decide_body(Store *s, void *vctx, LLError *err) {
+    DecideCtx *c = vctx;
+    int found = 0;
+    LLStatus st = find_decision(s, c->run_id, c->step, &found, &c->d, err);
+    if (st) return st;
+    if (found) { /* decided before a kill: the same decision again */
+        c->replayed = 1;
+        return LL_OK;
+    }
+    sqlite3_stmt *q = NULL;
+    int rc;
+    if (c->p->type == ES_ASHA) {
+        rc = sqlite3_prepare_v2(s->db,
+                                "SELECT d.value FROM decisions d JOIN runs r ON r.id = d.run_id JOIN runs me"
+                                " ON me.id = ?1 WHERE r.sweep_id = me.sweep_id AND r.bracket IS me.bracket"
+                                " AND d.rung = ?2 AND d.policy = 'asha' AND d.run_id != ?1", -1, &q, NULL);
+        double *v = NULL;
+        int n = 0, cap = 0;
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(q, 1, c->run_id);
+            sqlite3_bind_int(q, 2, c->rung);
+            while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+                if (n == cap) v = ll_realloc(v, (size_t)(cap = cap ? 2 * cap : 16), sizeof *v);
+                v[n++] = col_real(q, 0);
+            }
+        }
+        sqlite3_finalize(q);
+        if (rc != SQLITE_DONE) {
+            ll_free(v);
+            return db_fail(s, rc, "reading a rung's records", err);
+        }
+        c->d = es_asha_decide(c->p, c->rung, c->value, v, n);
+        ll_free(v);
+    } else {
+        rc = sqlite3_prepare_v2(s->db,
+                                "SELECT m.run_id, m.step, m.value FROM metrics m JOIN runs r ON r.id = m.run_id"
+                                " JOIN runs me ON me.id = ?1 WHERE r.sweep_id = me.sweep_id AND r.bracket IS me.bracket"
+                                " AND m.run_id != ?1 AND m.split = 'eval' AND m.name = ?2 ORDER BY m.run_id, m.step",
+                                -1, &q, NULL);
+        int *steps = NULL, n = 0, cap = 0, nr = 0;
+        double *vals = NULL;
+        int64_t *rid = NULL;
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(q, 1, c->run_id);
+            sqlite3_bind_text(q, 2, c->metric, -1, SQLITE_TRANSIENT);
+            while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+                if (n == cap) {
+                    cap = cap ? 2 * cap : 64;
+                    steps = ll_realloc(steps, (size_t)cap, sizeof *steps);
+                    vals = ll_realloc(vals, (size_t)cap, sizeof *vals);
+                    rid = ll_realloc(rid, (size_t)cap, sizeof *rid);
+                }
+                rid[n] = sqlite3_column_int64(q, 0);
+                steps[n] = sqlite3_column_int(q, 1);
+                vals[n] = col_real(q, 2);
+                nr += n == 0 || rid[n] != rid[n - 1];
+                n++;
+            }
+        }
+        sqlite3_finalize(q);
+        if (rc != SQLITE_DONE) {
+            ll_free(steps), ll_free(vals), ll_free(rid);
+            return db_fail(s, rc, "reading a bracket's curves", err);
+        }
+        EsCurve *others = ll_malloc((size_t)(nr > 0 ? nr : 1), sizeof *others);
+        int k = -1;
+        for (int i = 0; i < n; i++) {
+            if (i == 0 || rid[i] != rid[i - 1]) others[++k] = (EsCurve){steps + i, vals + i, 0};
+            others[k].n++;
+        }
+        c->d = es_median_decide(c->p, c->step, c->own, others, nr);
+        ll_free(others), ll_free(steps), ll_free(vals), ll_free(rid);
+    }
+    return insert_decision(s, c->run_id, c->step, c->p, c->metric, &c->d, err);
+}
+
+LLStatus store_es_decide(Store *s, int64_t run_id, const EarlyStopPolicy *p, const char *metric, int step, int rung,
+                         double value, const EsCurve *own, EsDecision *out, int *replayed, LLError *err) {
+    /* the median rule reads other runs' curves: this process's buffered rows go first */
+    LLStatus st = store_flush(s, err);
+    if (st) return st;
+    DecideCtx c = {run_id, p, metric, step, rung, value, own, {0, rung, value, NAN, 0}, 0};
+    st = tx_run(s, "taking an early-stopping decision", decide_body, &c, err);
+    if (!st) {
+        *out = c.d;
+        if (replayed) *replayed = c.replayed;
+    }
+    return st;
+}
+
+typedef struct {
+    int64_t sweep_id;
+    int n;
+} ReopenCtx;
+
+static LLStatus reopen_body(Store *s, void *vctx, LLError *err) {
+    ReopenCtx *c = vctx;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "DELETE FROM decisions WHERE run_id IN"
+                                " (SELECT id FROM runs WHERE sweep_id = ?1 AND status = 'pruned')", -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, c->sweep_id);
+        rc = step_once(q);
+    }
+    sqlite3_finalize(q);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(s->db, "UPDATE runs SET status = 'interrupted' WHERE sweep_id = ?1 AND status = 'pruned'",
+                                -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, c->sweep_id);
+        rc = step_once(q);
+        c->n = sqlite3_changes(s->db);
+    }
+    sqlite3_finalize(q);
+    return rc == SQLITE_OK ? LL_OK : db_fail(s, rc, "reopening pruned runs", err);
+}
+
+LLStatus store_reopen_pruned(Store *s, int64_t sweep_id, int *n_reopened, LLError *err) {
+    ReopenCtx c = {sweep_id, 0};
+    LLStatus st = tx_run(s, "reopening pruned runs", reopen_body, &c, err);
+    if (n_reopened) *n_reopened = st ? 0 : c.n;
+    return st;
 }

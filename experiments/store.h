@@ -19,7 +19,7 @@
  *     file of a newer version is refused: "database X has schema version N, this loralab knows up
  *     to M; upgrade loralab". A file that is SQLite but not loralab's is refused, never altered.
  *
- * Schema, version 2 (all tables STRICT; times are unix seconds as REAL)
+ * Schema, version 3 (all tables STRICT; times are unix seconds as REAL)
  *
  *   sweeps        id INTEGER PK, name TEXT UNIQUE NOT NULL, config_path TEXT, config_text TEXT,
  *                 created REAL NOT NULL, updated REAL NOT NULL
@@ -57,16 +57,21 @@
  *                 init_rank INTEGER; PRIMARY KEY (run_id, layer, module).
  *   artifacts     run_id -> runs, kind TEXT ('adapter' | 'model' | 'figure'), path TEXT;
  *                 PRIMARY KEY (run_id, kind, path).
+ *   decisions     run_id -> runs, step INTEGER, policy TEXT ('asha' | 'median'), rung INTEGER (ASHA),
+ *                 metric TEXT, value REAL, threshold REAL, n_compared INTEGER, decision TEXT
+ *                 ('continue' | 'stop'), t REAL; PRIMARY KEY (run_id, step). Early stopping's record:
+ *                 kept when a run is claimed again (a resumed run gets its decisions back), dropped
+ *                 by --retry-pruned. runs.bracket (version 3) names the runs a run is compared with.
  *   Child rows are deleted with their run (ON DELETE CASCADE; foreign keys are on).
  *
  * Run state machine (runs.status)
  *
  *     (none)      --store_add_run-->                       pending
  *     pending     --store_claim_run-->                     running   (attempt 1)
- *     running     --store_finish_run-->                    done | failed | diverged | interrupted
+ *     running     --store_finish_run-->                    done | pruned | failed | diverged | interrupted
  *     running     --store_mark_running_interrupted-->      interrupted (owner gone, or Ctrl-C)
  *     failed | diverged | interrupted --store_claim_run--> running   (attempt + 1)
- *     done        final
+ *     done, pruned final (pruned: stopped by early stopping; store_reopen_pruned makes it interrupted)
  *
  *   - `done` is final: store_claim_run refuses it (claimed = 0), and so does a `running` row whose
  *     owner (host, pid) is alive on this host. A `running` row of a dead process, or of another
@@ -91,8 +96,9 @@
 #include <stdint.h>
 
 #include "core.h"
+#include "early_stop.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 #define STORE_DEFAULT_PATH "results/loralab.db"
 #define STORE_DEFAULT_BUSY_MS 15000
 #define STORE_METRIC_BATCH 64 /* buffered metric rows written per transaction */
@@ -259,5 +265,20 @@ LLStatus store_merge(Store *s, const char *in_path, StoreMergeCounts *counts, LL
  * LL_ERR_BUSY; readers go on (WAL). */
 LLStatus store_lock_exclusive(Store *s, LLError *err);
 LLStatus store_unlock(Store *s, LLError *err);
+
+/* ---- early stopping (experiments/early_stop.h) ----
+ * A run's bracket (runs.bracket): runs compare only with runs of their bracket in their sweep.
+ * store_es_decide takes the decision for run at `step` in one write transaction, so that two
+ * workers never decide against a half-recorded rung: when the run already has a decision at that
+ * step (it was decided, then killed before the decision took effect), that decision is returned
+ * again (*replayed = 1); else ASHA at `rung` against the values the bracket's other runs recorded
+ * there, or the median rule against their eval curves of `metric` (the metrics table's name, split
+ * 'eval'), with `own` the run's curve up to step; the decision is stored either way. The run's
+ * buffered metrics are flushed first. */
+LLStatus store_set_bracket(Store *s, int64_t run_id, const char *bracket, LLError *err);
+/* --retry-pruned: the sweep's pruned runs become `interrupted` (claimable) and lose their decisions. */
+LLStatus store_reopen_pruned(Store *s, int64_t sweep_id, int *n_reopened, LLError *err);
+LLStatus store_es_decide(Store *s, int64_t run_id, const EarlyStopPolicy *p, const char *metric, int step, int rung,
+                         double value, const EsCurve *own, EsDecision *out, int *replayed, LLError *err);
 
 #endif

@@ -300,7 +300,8 @@ static int worker_main(Runner *r, const SweepPoint *pt, int64_t run_id) {
         store_close(s);
         return WORKER_NOT_CLAIMED;
     }
-    RunEnv env = {s, run_id, &g_stop, 0, r->threads, {log_fn, r}};
+    const EarlyStopSpec *es = &r->doc->sweep.early_stop;
+    RunEnv env = {s, run_id, &g_stop, 0, r->threads, {log_fn, r}, es->type != ES_NONE ? es : NULL};
     RunOutcome out;
     memset(&out, 0, sizeof out);
     out.train_loss = out.eval_loss = out.eval_ppl = out.accuracy = out.macro_f1 = NAN;
@@ -380,6 +381,8 @@ static void reap_worker(Runner *r, const Slot *slot, int wstatus, int stopping, 
     if (strcmp(status, "done") == 0) {
         sum->done++;
         r->run_time_sum += wall, r->runs_timed++;
+    } else if (strcmp(status, "pruned") == 0) {
+        sum->pruned++;
     } else if (strcmp(status, "diverged") == 0) {
         sum->diverged++;
         r->run_time_sum += wall, r->runs_timed++;
@@ -393,8 +396,8 @@ static void reap_worker(Runner *r, const Slot *slot, int wstatus, int stopping, 
     char ls[48] = "", tm[32];
     if (isfinite(loss)) snprintf(ls, sizeof ls, " eval_loss=%.4f", loss);
     fmt_clock(wall, tm, sizeof tm);
-    if (strcmp(status, "done") == 0) {
-        if (!r->progress) logf_line(r, "[%d/%d] %s done%s (%s)", r->finished, r->total, pt->rc.key, ls, tm);
+    if (strcmp(status, "done") == 0 || strcmp(status, "pruned") == 0) {
+        if (!r->progress) logf_line(r, "[%d/%d] %s %s%s (%s)", r->finished, r->total, pt->rc.key, status, ls, tm);
     } else if (strcmp(status, "busy") == 0) {
         logf_line(r, "[%d/%d] %s skipped: another live process is running it", r->finished, r->total, pt->rc.key);
     } else {
@@ -445,7 +448,7 @@ static LLStatus ensure_bases(Runner *r, const int *todo, int n_todo, LLError *er
         }
         if (pid == 0) {
             close(fds[0]);
-            RunEnv env = {NULL, 0, &g_stop, r->progress, (int)(cores > 0 ? cores : 1), {log_base_fn, r}};
+            RunEnv env = {NULL, 0, &g_stop, r->progress, (int)(cores > 0 ? cores : 1), {log_base_fn, r}, NULL};
             char path[1024];
             LLError e;
             LLStatus st = r->base_fn(rc, &env, path, sizeof path, &e);
@@ -538,7 +541,16 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
         char targets[128];
         sweep_run_info(&plan->points[sel[k]].rc, targets, sizeof targets, &info);
         st = store_add_run(s, r.sweep_id, &info, &run_id[sel[k]], err);
+        /* Early stopping compares a run only with runs of its seed: seed noise never decides. */
+        if (!st && doc->sweep.early_stop.type != ES_NONE) {
+            char bracket[64];
+            const RunConfig *rc = &plan->points[sel[k]].rc;
+            snprintf(bracket, sizeof bracket, "seed=%llu", (unsigned long long)rc->train.seed);
+            st = store_set_bracket(s, run_id[sel[k]], bracket, err);
+        }
     }
+    int n_reopened = 0;
+    if (!st && o->retry_pruned) st = store_reopen_pruned(s, r.sweep_id, &n_reopened, err);
     int n_stale = 0;
     if (!st) st = store_mark_running_interrupted(s, r.sweep_id, &n_stale, err);
     int prior_diverged = 0;
@@ -546,7 +558,7 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
         char status[16];
         st = store_run_status(s, r.sweep_id, plan->points[sel[k]].rc.key, status, NULL, err);
         if (st) break;
-        if (strcmp(status, "done") == 0) sum->skipped++;
+        if (strcmp(status, "done") == 0 || strcmp(status, "pruned") == 0) sum->skipped++;
         else if (strcmp(status, "diverged") == 0 && !o->retry_diverged) sum->skipped++, prior_diverged++;
         else todo[n_todo++] = sel[k];
     }
@@ -577,6 +589,14 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
               n_sel, n_sel == 1 ? "" : "s", shard, sum->skipped - prior_diverged,
               prior_diverged ? " (+ diverged ones, not retried)" : "", n_todo, r.jobs, r.jobs == 1 ? "" : "s",
               r.threads, r.threads == 1 ? "" : "s", r.db);
+    if (doc->sweep.early_stop.type != ES_NONE) {
+        const EarlyStopSpec *es = &doc->sweep.early_stop;
+        logf_line(&r, "sweep %s: early stopping: %s on %s from step %d (reduction factor %d, grace %d runs), within "
+                  "each seed%s%s", r.name, es_type_name(es->type), es->metric, es->min_steps, es->reduction_factor,
+                  es->grace_runs, es->note[0] ? "; " : "", es->note);
+    }
+    if (n_reopened) logf_line(&r, "sweep %s: %d pruned run%s reopened (--retry-pruned)", r.name, n_reopened,
+                              n_reopened == 1 ? "" : "s");
     if (n_stale) logf_line(&r, "sweep %s: %d run%s of a killed sweep marked interrupted (re-run now)", r.name, n_stale,
                            n_stale == 1 ? "" : "s");
     sum->diverged += prior_diverged;
@@ -673,15 +693,15 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
         if (ran > 0 && r.t_runs > 0 && t_runs > 0) /* throughput of the runs alone, after any pretraining */
             snprintf(rate, sizeof rate, "; %.0f runs/hour on %d job%s x %d thread%s", 3600.0 * ran / t_runs, r.jobs,
                      r.jobs == 1 ? "" : "s", r.threads, r.threads == 1 ? "" : "s");
-        logf_line(&r, "sweep %s: %d done, %d failed, %d diverged, %d interrupted%s%s of %d in %s%s", r.name,
-                  sum->done + sum->skipped - prior_diverged, sum->failed, sum->diverged, sum->interrupted,
+        logf_line(&r, "sweep %s: %d done, %d pruned, %d failed, %d diverged, %d interrupted%s%s of %d in %s%s", r.name,
+                  sum->done + sum->skipped - prior_diverged, sum->pruned, sum->failed, sum->diverged, sum->interrupted,
                   sum->busy ? ", some owned by another process" : "", not_run > 0 ? ", some not started" : "", n_sel,
                   tm, rate);
     }
 out:
     if (st == LL_ERR_INTERRUPTED) sum->exit_code = 130;
     else if (st) sum->exit_code = 1;
-    else sum->exit_code = sum->done + sum->skipped - prior_diverged == n_sel ? 0 : 1;
+    else sum->exit_code = sum->done + sum->pruned + sum->skipped - prior_diverged == n_sel ? 0 : 1;
     ll_free(slots);
     ll_free(sel);
     ll_free(run_id);

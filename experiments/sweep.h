@@ -51,6 +51,7 @@ typedef struct {
     int shard_i, shard_n; /* shard_n = 0: every run */
     int progress;         /* 1 progress line, 0 plain log lines, -1 (default) when the log is a terminal */
     int retry_diverged;
+    int retry_pruned;     /* run again the runs early stopping stopped (their decisions dropped) */
     SweepRunFn run_fn;    /* NULL: run_execute (tests inject fakes) */
     SweepBaseFn base_fn;  /* NULL: run_ensure_base */
     FILE *log;            /* NULL: stderr */
@@ -62,6 +63,7 @@ typedef struct {
     int total;          /* runs in this shard */
     int skipped;        /* done (or diverged) before this invocation */
     int done, failed, diverged, interrupted;
+    int pruned;         /* stopped by early stopping (final, like done) */
     int busy;           /* owned by another live process */
     int exit_code;      /* 0 every run done, 1 a run failed/diverged/not done, 130 interrupted */
 } SweepSummary;
@@ -76,5 +78,11 @@ void sweep_pick_parallelism(int n_runs, int *jobs, int *threads);
 LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptions *o, SweepSummary *sum,
                    LLError *err);
 
+
+/* `--replay-early-stop` (experiments/replay.c): doc's sweep.early_stop applied to the done runs of
+ * plan in the sweep's database (o->db_path or results/<name>.db), in the order they ended; prints
+ * the steps saved, the best configuration with and without pruning, and the runs it would stop. */
+LLStatus sweep_replay_early_stop(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptions *o, FILE *f,
+                                 LLError *err);
 
 #endif

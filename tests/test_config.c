@@ -288,8 +288,8 @@ START_TEST(t_method_variants) {
                  "t.yaml:3: adapter.method: 'dora' is LoRA with adapter.use_dora: true, but the config makes a 'lora' "
                  "run");
     expect_error(BASE "adapter: {method: rslora, use_dora: true}\n", NULL, 0, "makes a 'dora' run");
-    /* loraplus is LoRA with adapter.lr_ratio != 1: without a ratio it is plain LoRA, refused. */
-    expect_error(BASE "adapter: {method: loraplus}\n", NULL, 0,
+    /* loraplus is LoRA with adapter.lr_ratio != 1 (16 unless given): a ratio of 1 contradicts it. */
+    expect_error(BASE "adapter: {method: loraplus, lr_ratio: 1}\n", NULL, 0,
                  "t.yaml:3: adapter.method: 'loraplus' is LoRA with adapter.lr_ratio != 1");
     /* The variant table and the reasons a method ignores a key. */
     AdapterMethod m;
@@ -458,6 +458,61 @@ START_TEST(t_base_choice) {
 }
 END_TEST
 
+
+/* sweep.early_stop and W&B's early_terminate: read, mapped, refused by name; the run key does not
+ * depend on them (a pruned run is the same run, stopped). adapter.method: loraplus means lr_ratio 16. */
+START_TEST(t_early_stop_section) {
+    const char *base = BASE;
+    char text[1024];
+    ConfigDoc *d = NULL;
+    LLError err;
+    snprintf(text, sizeof text, "%ssweep:\n  early_stop: {type: median, metric: accuracy, min_steps: 50, grace_runs: 3}\n",
+             base);
+    ck_assert_int_eq(config_load_text("t.yaml", text, NULL, 0, &d, &err), LL_OK);
+    const EarlyStopSpec *es = &d->sweep.early_stop;
+    ck_assert(es->type == ES_MEDIAN && es->min_steps == 50 && es->grace_runs == 3 && es->line == 4);
+    ck_assert_str_eq(es->metric, "accuracy");
+    RunConfig rc;
+    ck_assert_int_eq(config_resolve(d, NULL, 0, &rc, &err), LL_OK);
+    char with[17], without[17];
+    memcpy(with, rc.key, 17);
+    run_config_free(&rc);
+    config_doc_free(d);
+    key_of(base, without);
+    ck_assert_str_eq(with, without);
+    snprintf(text, sizeof text, "%searly_terminate: {type: hyperband, min_iter: 30, eta: 4}\n", base);
+    ck_assert_int_eq(config_load_text("t.yaml", text, NULL, 0, &d, &err), LL_OK);
+    es = &d->sweep.early_stop;
+    ck_assert(es->type == ES_ASHA && es->min_steps == 30 && es->reduction_factor == 4);
+    ck_assert_msg(strstr(es->note, "read as ASHA"), "%s", es->note);
+    config_doc_free(d);
+    snprintf(text, sizeof text, "%ssweep: {early_stop: {type: asha}}\n", base);
+    expect_error(text, NULL, 0, "t.yaml:3: sweep.early_stop needs min_steps");
+    snprintf(text, sizeof text, "%ssweep: {early_stop: {type: asha, min_steps: 10, patience: 3}}\n", base);
+    expect_error(text, NULL, 0, "unknown key 'patience'");
+    snprintf(text, sizeof text, "%ssweep: {early_stop: {type: asha, min_steps: 10, metric: bleu}}\n", base);
+    expect_error(text, NULL, 0, "'bleu' is not a validation metric");
+    snprintf(text, sizeof text, "%ssweep: {early_stop: {type: asha, min_steps: 10, reduction_factor: 1}}\n", base);
+    expect_error(text, NULL, 0, "reduction_factor: expected a whole number from 2");
+    snprintf(text, sizeof text, "%searly_terminate: {type: envelope, min_iter: 3}\n", base);
+    expect_error(text, NULL, 0, "is not hyperband");
+    /* loraplus: lr_ratio 16 unless given, and the same run key as the spelled-out LoRA */
+    char k1[17], k2[17];
+    snprintf(text, sizeof text, "%sadapter: {method: loraplus}\n", base);
+    resolve_ok(text, &rc);
+    ck_assert(rc.adapter.lr_ratio == 16.0f);
+    memcpy(k1, rc.key, 17);
+    run_config_free(&rc);
+    snprintf(text, sizeof text, "%sadapter: {method: lora, lr_ratio: 16}\n", base);
+    key_of(text, k2);
+    ck_assert_str_eq(k1, k2);
+    snprintf(text, sizeof text, "%sadapter: {method: loraplus, lr_ratio: 4}\n", base);
+    resolve_ok(text, &rc);
+    ck_assert(rc.adapter.lr_ratio == 4.0f);
+    run_config_free(&rc);
+}
+END_TEST
+
 Suite *config_suite(void) {
     Suite *s = suite_create("config");
     TCase *core = tu_tcase(s, "core", 0, 0);
@@ -470,6 +525,7 @@ Suite *config_suite(void) {
     tcase_add_test(core, t_set_overrides);
     tcase_add_test(core, t_method_variants);
     tcase_add_test(core, t_schema_lookups);
+    tcase_add_test(core, t_early_stop_section);
     TCase *limits = tu_tcase(s, "limits", 0, 0);
     tcase_add_test(limits, t_unknown_key);
     tcase_add_test(limits, t_wrong_type);

@@ -317,6 +317,79 @@ START_TEST(test_commands_on_results) {
 END_TEST
 
 
+
+/* Early stopping online and replayed (issue: ASHA and the median rule, auditable and replayable):
+ * a 6-configuration lr x rank sweep with ASHA on one worker; the same sweep without it, then the
+ * replay of the policy on that: the replay stops exactly the runs, at exactly the steps, the online
+ * sweep did. Pruned runs keep their curves and their kept adapter; every decision is a row
+ * with its threshold; a second invocation re-runs nothing, --retry-pruned reruns them. */
+static void es_yaml(const char *file, const char *early_stop) {
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg,
+             "name: es\nbase: {preset: %s/micro.yaml, data: %s/data, tokenizer: bytes, steps: 40, batch: 4, seq: 32,"
+             " lr: 0.003}\ntask: {type: lm, data: %s/data}\noutput: {dir: %s/out}\n"
+             "train: {steps: 160, batch: 4, seq: 32, log_every: 20, eval_every: 20, eval_batches: 2}\n"
+             "adapter: {targets: [q_proj, v_proj]}\n"
+             "sweep:\n  grid:\n    train.lr: [0.0001, 0.001, 0.01]\n    adapter.r: [1, 4]\n%s",
+             tu_dir, tu_dir, tu_dir, tu_dir, early_stop);
+    write_text(file, cfg);
+}
+
+static char *query(const char *db, const char *sql) {
+    char cmd[1024], out[512];
+    tu_path(out, sizeof out, "query.txt");
+    snprintf(cmd, sizeof cmd, "cd '%s' && sqlite3 '%s' \"%s\" > '%s'", tu_dir, db, sql, out);
+    ck_assert_int_eq(system(cmd), 0);
+    return tu_slurp(out, NULL);
+}
+
+START_TEST(test_early_stop_online_equals_replay) {
+    es_yaml("es.yaml", "  early_stop: {type: asha, metric: eval_loss, min_steps: 40, reduction_factor: 2}\n");
+    es_yaml("es-full.yaml", "");
+    char log[512];
+    char *online[] = {"sweep", "es.yaml", "--jobs", "1", "--threads", "1", "--db", "online.db", NULL};
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "es1.log"), online), 0);
+    char *full[] = {"sweep", "es-full.yaml", "--jobs", "1", "--threads", "1", "--db", "full.db", NULL};
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "es2.log"), full), 0);
+    char *replay[] = {"sweep", "es.yaml", "--replay-early-stop", "--db", "full.db", NULL};
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "replay.log"), replay), 0);
+    char *pruned = query("online.db", "SELECT r.key || ' ' || d.step FROM runs r JOIN decisions d ON d.run_id = r.id"
+                                      " WHERE r.status = 'pruned' AND d.decision = 'stop' ORDER BY r.key");
+    ck_assert_msg(strlen(pruned) > 0, "ASHA stopped no run of six");
+    char *text = tu_slurp(log, NULL);
+    /* every online stop is in the replay, and the replay stops no other run */
+    int n_online = 0;
+    for (char *line = strtok(pruned, "\n"); line; line = strtok(NULL, "\n"), n_online++) {
+        char key[32], want[128];
+        int step;
+        ck_assert_int_eq(sscanf(line, "%31s %d", key, &step), 2);
+        snprintf(want, sizeof want, "would stop %s at step %d of 160", key, step);
+        ck_assert_msg(strstr(text, want), "online: %s; replay said:\n%s", line, text);
+    }
+    char want[64];
+    snprintf(want, sizeof want, "runs stopped: %d of 6", n_online);
+    ck_assert_msg(strstr(text, want), "online stopped %d; replay said:\n%s", n_online, text);
+    ck_assert_msg(strstr(text, "saved") && strstr(text, "best configuration"), "%s", text);
+    ll_free(text);
+    ll_free(pruned);
+    /* audit: every decision has its numbers; pruned runs keep adapter, curves and a test loss */
+    char *bad = query("online.db", "SELECT count(*) FROM decisions WHERE threshold IS NULL OR n_compared < 1 OR"
+                                   " policy != 'asha' OR rung IS NULL");
+    ck_assert_str_eq(bad, "0\n");
+    ll_free(bad);
+    char *kept = query("online.db", "SELECT count(*) FROM runs WHERE status = 'pruned' AND (adapter_dir IS NULL OR"
+                                    " kept_step IS NULL OR (SELECT count(*) FROM metrics m WHERE m.run_id = runs.id"
+                                    " AND m.split = 'eval') < 2)");
+    ck_assert_str_eq(kept, "0\n");
+    ll_free(kept);
+    /* resumable: nothing re-runs; --retry-pruned runs the pruned ones again (stopped again the same way) */
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "es3.log"), online), 0);
+    text = tu_slurp(log, NULL);
+    ck_assert_msg(strstr(text, "0 to run"), "%s", text);
+    ll_free(text);
+}
+END_TEST
+
 /* Finals of a database's runs keyed by run key, for comparing sweeps. */
 typedef struct {
     char key[17];
@@ -450,5 +523,6 @@ Suite *e2e_suite(void) {
     tcase_add_test(tc, test_commands_on_results);
     tcase_add_test(tc, test_shards_merged_equal_unsharded);
     tcase_add_test(tc, test_merge_classifier);
+    tcase_add_test(tc, test_early_stop_online_equals_replay);
     return s;
 }

@@ -688,9 +688,9 @@ START_TEST(t_migrate_v1) {
     Store *s = NULL;
     /* read-only: refused with the way out */
     ck_assert_int_eq(store_open(p, 1, &s, &err), LL_ERR_FORMAT);
-    ck_assert_msg(strstr(err.msg, "schema version 1 and needs migrating to 2"), "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, "schema version 1 and needs migrating to 3"), "%s", err.msg);
     s = tu_store_open(p, 0);
-    ck_assert_int_eq(store_schema_version(s), 2);
+    ck_assert_int_eq(store_schema_version(s), 3);
     RunRow *rows;
     int n;
     CK_OK(store_list_runs(s, "old", &rows, &n, &err));
@@ -713,13 +713,87 @@ START_TEST(t_migrate_v1) {
     RunResult res = done_result(0.5);
     RunKept k = {"loss", 10, 0.5, 1, 10, 1, 0.6, NAN, NAN, NULL};
     CK_OK(store_finish_run_kept(s, run, &res, &k, &err));
+    /* version 3: the status CHECK of the migrated table takes `pruned` */
+    RunInfo in3 = make_info("k3", 8, 0);
+    CK_OK(store_add_run(s, sw, &in3, &run, &err));
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    res.status = "pruned";
+    CK_OK(store_finish_run(s, run, &res, &err));
     store_close(s);
     /* and reopens without migrating again */
     s = tu_store_open(p, 1);
     CK_OK(store_list_runs(s, "old", &rows, &n, &err));
-    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(n, 3);
+    ck_assert_str_eq(row_by_id(rows, n, run)->status, "pruned");
+    run = rows[1].id;
     ck_assert(row_by_id(rows, n, run)->best_step == 10 && row_by_id(rows, n, run)->test_loss == 0.6);
     store_free_runs(rows, n);
+    store_close(s);
+}
+END_TEST
+
+
+/* Early stopping through the store: ASHA's rung records per bracket, the median rule over stored
+ * curves, a pruned run final, and a decision taken before a kill given back to the resumed run. */
+static int64_t es_run(Store *s, int64_t sw, const char *key, const char *bracket) {
+    LLError err = {0};
+    RunInfo in = make_info(key, 4, 0);
+    int64_t id;
+    int claimed;
+    CK_OK(store_add_run(s, sw, &in, &id, &err));
+    CK_OK(store_set_bracket(s, id, bracket, &err));
+    CK_OK(store_claim_run(s, id, &claimed, &err));
+    ck_assert(claimed);
+    return id;
+}
+
+START_TEST(t_early_stop_decisions) {
+    char p[256];
+    LLError err = {0};
+    Store *s = tu_store_open(tu_path(p, sizeof p, "es.db"), 0);
+    int64_t sw;
+    CK_OK(store_upsert_sweep(s, "es", NULL, NULL, &sw, &err));
+    EarlyStopPolicy asha = {ES_ASHA, 0, 10, 2, 0, 100};
+    int64_t a = es_run(s, sw, "a", "seed0"), b = es_run(s, sw, "b", "seed0"), c = es_run(s, sw, "c", "seed1");
+    EsDecision d;
+    int replayed;
+    CK_OK(store_es_decide(s, a, &asha, "loss", 10, 0, 1.0, NULL, &d, &replayed, &err));
+    ck_assert(!d.stop && d.n_compared == 1 && !replayed);
+    CK_OK(store_es_decide(s, b, &asha, "loss", 10, 0, 2.0, NULL, &d, &replayed, &err));
+    ck_assert(d.stop && d.threshold == 1.0 && d.n_compared == 2);
+    CK_OK(store_es_decide(s, c, &asha, "loss", 10, 0, 5.0, NULL, &d, &replayed, &err)); /* its own bracket */
+    ck_assert(!d.stop && d.n_compared == 1);
+    /* b killed after its decision, before it took effect: claimed again, the same decision back */
+    pid_t pid = fork();
+    if (pid == 0) _exit(0); /* b's owner, gone */
+    waitpid(pid, NULL, 0);
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(p, &db), SQLITE_OK);
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE runs SET pid = %d WHERE id = %lld", (int)pid, (long long)b);
+    ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    int claimed;
+    CK_OK(store_claim_run(s, b, &claimed, &err));
+    ck_assert(claimed);
+    CK_OK(store_es_decide(s, b, &asha, "loss", 10, 0, 2.0, NULL, &d, &replayed, &err));
+    ck_assert(d.stop && replayed && d.threshold == 1.0);
+    /* pruned is final: not claimed again */
+    RunResult res = done_result(2.0);
+    res.status = "pruned";
+    CK_OK(store_finish_run(s, b, &res, &err));
+    CK_OK(store_claim_run(s, b, &claimed, &err));
+    ck_assert(!claimed);
+    /* the median rule reads the bracket's other curves from the metrics table */
+    EarlyStopPolicy med = {ES_MEDIAN, 0, 20, 0, 1, 100};
+    for (int st = 10; st <= 20; st += 10) CK_OK(store_add_metric(s, a, st, "eval", "loss", st == 10 ? 4.0 : 2.0, &err));
+    int64_t e = es_run(s, sw, "e", "seed0");
+    const int steps[] = {10, 20};
+    EsCurve own = {steps, (const double[]){5.0, 3.5}, 2};
+    /* a's running average at 20: 3; b's curve is empty; e's best 3.5 is worse: stop */
+    CK_OK(store_es_decide(s, e, &med, "loss", 20, -1, 3.5, &own, &d, &replayed, &err));
+    ck_assert_msg(d.stop && d.threshold == 3.0 && d.n_compared == 1, "stop %d thr %g n %d", d.stop, d.threshold,
+                  d.n_compared);
     store_close(s);
 }
 END_TEST
@@ -1039,6 +1113,7 @@ Suite *store_suite(void) {
     tcase_add_test(core, t_merge);
     tcase_add_test(core, t_kept_columns);
     tcase_add_test(core, t_migrate_v1);
+    tcase_add_test(core, t_early_stop_decisions);
 
     TCase *limits = tu_tcase(s, "limits", 1, 20);
     tcase_add_test(limits, t_newer_version_refused);

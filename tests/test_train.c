@@ -336,7 +336,7 @@ static void keep_run(int full, TrainKeep keep, int poison_after, TrainResult *re
     train_config_defaults(&tc);
     tc.steps = KB_STEPS, tc.batch = 4, tc.seq = 8, tc.lr = full ? 3e-3f : 3e-2f, tc.eval_every = KB_EVERY;
     tc.schedule = SCHED_CONSTANT, tc.keep = keep, tc.seed = 4;
-    TrainHooks hooks = {keep_metric, NULL, NULL, k};
+    TrainHooks hooks = {keep_metric, NULL, NULL, k, NULL};
     ck_assert_msg(train_run(&m, a, &tc, &train, &valid, &hooks, res, &err) == LL_OK, "%s", err.msg);
     ck_assert_int_eq(k->n_eval, KB_EVALS);
     /* the best finite evaluation, the earliest of equals */

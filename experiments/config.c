@@ -1535,6 +1535,10 @@ static void apply_values(const ConfigDoc *d, const ConfigAssign *ov, int n, Adap
 }
 
 const char *config_variant(const ConfigDoc *d, const ConfigAssign *ov, int n) {
+    /* A variant named by adapter.method is the point's method even before the keys that make it
+     * one are set (loraplus with its per-method lr_ratio axis); resolution checks that they are. */
+    const ConfigValue *mv = lookup(d, ov, n, "adapter.method");
+    if (mv && mv->type == CFG_STRING && config_variant_implies(mv->s)) return mv->s;
     RunConfig rc;
     memset(&rc, 0, sizeof rc);
     apply_values(d, ov, n, method_of(d, ov, n), &rc);

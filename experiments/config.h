@@ -196,8 +196,9 @@ void run_config_free(RunConfig *rc);
  * in the canonical config or not a number. What the store records, so `WHERE lr = 0.003` works. */
 double config_written_number(const RunConfig *rc, const char *key);
 
-/* The method a point's runs are reported as (adapter_variant_name of its values: lora, dora, ...),
- * before resolution's checks; what sweep.per_method is keyed by. A static string. */
+/* The method a point's runs are reported as, before resolution's checks; what sweep.per_method is
+ * keyed by: adapter.method when it names a variant (dora, loraplus, ...), else adapter_variant_name
+ * of the point's values (so use_dora: true is dora too). Valid while doc lives. */
 const char *config_variant(const struct ConfigDoc *doc, const ConfigAssign *overrides, int n);
 
 /* The value of one key in the canonical config, as JSON text; returns 0 when the key is not part

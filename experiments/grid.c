@@ -388,7 +388,8 @@ static LLStatus plan_methods(const ConfigDoc *doc, long nb, int n_rand, int *pm_
         ConfigAssign *a;
         int na;
         base_point(sw, b, &a, &na);
-        const char *v = config_variant(doc, a, na);
+        char v[32];
+        snprintf(v, sizeof v, "%s", config_variant(doc, a, na)); /* may point into a */
         config_assign_free(a, na);
         pm_of[b] = -1;
         for (int m = 0; m < sw->n_per_method; m++)

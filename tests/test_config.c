@@ -291,6 +291,9 @@ START_TEST(t_method_variants) {
     /* loraplus is LoRA with adapter.lr_ratio != 1 (16 unless given): a ratio of 1 contradicts it. */
     expect_error(BASE "adapter: {method: loraplus, lr_ratio: 1}\n", NULL, 0,
                  "t.yaml:3: adapter.method: 'loraplus' is LoRA with adapter.lr_ratio != 1");
+    key_of(BASE "adapter: {method: loraplus, lr_ratio: 16}\n", a);
+    key_of(BASE "adapter: {lr_ratio: 16}\n", b);
+    ck_assert_str_eq(a, b);
     /* The variant table and the reasons a method ignores a key. */
     AdapterMethod m;
     ck_assert(config_variant_method("dora", &m) && m == ADAPTER_LORA);

@@ -365,6 +365,31 @@ START_TEST(t_per_method_grid) {
 }
 END_TEST
 
+/* LoRA+ as a method of its own: its points are loraplus from the grid's name on, so its entry can
+ * give the ratio; a ratio under lora would make loraplus runs and is refused. */
+START_TEST(t_per_method_loraplus) {
+    ConfigDoc *d = load(BASE "sweep:\n  grid: {adapter.method: [lora, loraplus]}\n  per_method:\n"
+                             "    lora: {train.lr: [0.001, 0.002]}\n    loraplus: {adapter.lr_ratio: [4, 16]}\n",
+                        NULL, 0);
+    SweepPlan p;
+    expand(d, &p);
+    ck_assert_int_eq(p.n, 4);
+    static const char *const want[4] = {"lora", "lora", "loraplus", "loraplus"};
+    for (int i = 0; i < 4; i++) ck_assert_str_eq(adapter_variant_name(&p.points[i].rc.adapter), want[i]);
+    ck_assert(p.points[2].rc.adapter.lr_ratio == 4.0f && p.points[3].rc.adapter.lr_ratio == 16.0f);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+    d = load(BASE "sweep:\n  grid: {adapter.method: [lora, full]}\n  per_method:\n"
+                  "    lora: {adapter.lr_ratio: [1, 4]}\n",
+             NULL, 0);
+    LLError err;
+    ck_assert_int_eq(sweep_expand(d, &p, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "s.yaml:6: sweep.per_method.lora: adapter.lr_ratio: 4 makes the run 'loraplus', "
+                                  "not 'lora'"), "%s", err.msg);
+    config_doc_free(d);
+}
+END_TEST
+
 /* Per-method random-search keys: each method draws from its own range; the grid's own axes and the
  * seeds are crossed as usual. */
 START_TEST(t_per_method_random) {
@@ -967,6 +992,7 @@ Suite *sweep_suite(void) {
     tcase_add_test(core, t_set_collapses_axis);
     tcase_add_test(core, t_per_method_grid);
     tcase_add_test(core, t_per_method_random);
+    tcase_add_test(core, t_per_method_loraplus);
     tcase_add_test(core, t_key_independent_of_order);
     tcase_add_test(core, t_shards);
     tcase_add_test(core, t_parallelism);

@@ -11,7 +11,7 @@
  * key, derived key) removes that axis: the command line wins.
  *
  * adapter.method also takes the LoRA variants results tables name (rslora, dora, pissa, loraplus):
- * each sets what makes it one (use_rslora, use_dora, init pissa; loraplus needs adapter.lr_ratio)
+ * each sets what makes it one (use_rslora, use_dora, init pissa; loraplus lr_ratio 16 unless given)
  * and resolves to method lora, so `method: dora` and `use_dora: true` are one run key; a config
  * whose other keys contradict the named variant is refused. sweep.per_method.<variant> holds axes
  * and random-search keys for one variant's points (grid.h); its keys must be read by the method

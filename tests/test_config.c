@@ -288,12 +288,16 @@ START_TEST(t_method_variants) {
                  "t.yaml:3: adapter.method: 'dora' is LoRA with adapter.use_dora: true, but the config makes a 'lora' "
                  "run");
     expect_error(BASE "adapter: {method: rslora, use_dora: true}\n", NULL, 0, "makes a 'dora' run");
-    /* loraplus is LoRA with adapter.lr_ratio != 1 (16 unless given): a ratio of 1 contradicts it. */
-    expect_error(BASE "adapter: {method: loraplus, lr_ratio: 1}\n", NULL, 0,
-                 "t.yaml:3: adapter.method: 'loraplus' is LoRA with adapter.lr_ratio != 1");
-    key_of(BASE "adapter: {method: loraplus, lr_ratio: 16}\n", a);
+    /* loraplus is LoRA with adapter.lr_ratio != 1 (16 unless given); a ratio of 1 contradicts it. */
+    key_of(BASE "adapter: {method: loraplus}\n", a);
     key_of(BASE "adapter: {lr_ratio: 16}\n", b);
     ck_assert_str_eq(a, b);
+    key_of(BASE "adapter: {method: loraplus, lr_ratio: 4}\n", a);
+    key_of(BASE "adapter: {lr_ratio: 4}\n", b);
+    ck_assert_str_eq(a, b);
+    expect_error(BASE "adapter: {method: loraplus, lr_ratio: 1}\n", NULL, 0,
+                 "t.yaml:3: adapter.method: 'loraplus' is LoRA with adapter.lr_ratio != 1 (16 unless given), but the "
+                 "config makes a 'lora' run");
     /* The variant table and the reasons a method ignores a key. */
     AdapterMethod m;
     ck_assert(config_variant_method("dora", &m) && m == ADAPTER_LORA);

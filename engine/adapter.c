@@ -777,8 +777,9 @@ static LLStatus config_from_json(const cJSON *c, const char *path, AdapterConfig
          * the residual the adapter was trained on (deterministic for a given base). */
         if (strcmp(ilw->valuestring, "gaussian") == 0) cfg->init = ADAPTER_INIT_GAUSSIAN;
         else if (strcmp(ilw->valuestring, "pissa") == 0) cfg->init = ADAPTER_INIT_PISSA;
+        else if (strcmp(ilw->valuestring, "loftq") == 0) cfg->init = ADAPTER_INIT_LOFTQ; /* A, B come from the file */
         else st = ll_err(err, LL_ERR_CONFIG,
-                         "init_lora_weights '%s' is not supported (true, false, \"gaussian\" and \"pissa\" are)",
+                         "init_lora_weights '%s' is not supported (true, false, \"gaussian\", \"pissa\" and \"loftq\" are)",
                          ilw->valuestring);
     }
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(c, "target_modules");

@@ -24,6 +24,12 @@
  * DoRA's (ms ⊙ g)ᵀ·x. Merge: W ← (m/‖W + ΔW‖_row) ⊙ (W + ΔW), the norm cached for unmerge
  * (W ← W/(m/norm) − ΔW), as PEFT does.
  *
+ * LoftQ (init_lora_weights = loftq, Li et al. 2023, arXiv 2310.08659, one alternation): on a
+ * quantized base, A and B as PiSSA's but from the SVD of the residual W0 − dequant(Q), so that the
+ * adapted model starts at dequant(Q) + s·B·A ≈ W0; the base stays Q. S is divided by the scale s
+ * as for PiSSA, so s·B·A is the residual's rank-r part whatever lora_alpha (PEFT's loftq_init
+ * takes B = U·√S, A = √S·Vᵀ and ignores the scale: the same when lora_alpha = r). It needs the
+ * fp32 W0, which the model keeps until model_release_fp32; loaded, A and B come from the file.
  * PiSSA (init_lora_weights = pissa). SVD of each targeted W0 = U·diag(S)·Vᵀ (LAPACK dgesvd, in
  * double); with S' = S[:r]/s: A = diag(√S')·Vᵀ[:r], B = U[:, :r]·diag(√S'), and W0 is replaced
  * by its residual W0 − (s·B)·A in the model's base weights. Loading a PiSSA adapter re-runs this
@@ -118,11 +124,12 @@ static void dora_row_norm(const Adapter *a, const AdapterSite *s, const float *W
 
 /* ---- init: Kaiming / Gaussian / PiSSA, then DoRA's magnitude ------------------------------ */
 
-/* PiSSA for one site: A, B from the top-r singular triplets of W0, W0 replaced by the residual. */
-static LLStatus pissa_site(Adapter *a, AdapterSite *s, LLError *err) {
+/* A, B from the top-r singular triplets of W (out x in) so that s·B·A is W's best rank-r part.
+ * PiSSA (residual 1): W is W0, then replaced by the residual W0 − s·B·A. LoftQ (residual 0): W is
+ * the quantization residual W0 − dequant(Q), the base stays Q (Li et al. 2023, one iteration). */
+static LLStatus svd_site(Adapter *a, AdapterSite *s, float *W, int residual, const char *what, LLError *err) {
     const int in = s->in, out = s->out, r = s->r, k = in < out ? in : out;
     LL_ASSERT(r <= k); /* checked by lora_init */
-    float *W = s->w0;
     /* Row-major W (out x in) is the column-major matrix Wᵀ (in x out). dgesvd of Wᵀ = U2·S·V2ᵀ gives
      * W = V2·S·U2ᵀ, so U2's columns are W's right singular vectors (U2's memory, read row-major
      * k x in, is Vᵀ) and V2ᵀ's memory, read row-major out x k, is W's U. */
@@ -140,7 +147,7 @@ static LLStatus pissa_site(Adapter *a, AdapterSite *s, LLError *err) {
     ll_free(work);
     LLStatus st = LL_OK;
     if (info != 0) {
-        st = ll_err(err, LL_ERR_STATE, "PiSSA: the SVD of layer %d %s did not converge (LAPACK info %d)", s->layer,
+        st = ll_err(err, LL_ERR_STATE, "%s: the SVD of layer %d %s did not converge (LAPACK info %d)", what, s->layer,
                     model_module_name(s->mod), info);
     } else {
         float *A = lora_A(a, s), *B = lora_B(a, s);
@@ -151,10 +158,12 @@ static LLStatus pissa_site(Adapter *a, AdapterSite *s, LLError *err) {
             for (int o = 0; o < out; o++) B[(size_t)o * r + i] = (float)VT2[(size_t)o * k + i] * sr;
         }
         /* W0 ← W0 − (s·B)·A, PEFT's order of operations */
-        float *sB = ll_alloc_floats((size_t)out * r);
-        for (size_t i = 0; i < (size_t)out * r; i++) sB[i] = s->scale * B[i];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, -1.0f, sB, r, A, in, 1.0f, W, in);
-        ll_free(sB);
+        if (residual) {
+            float *sB = ll_alloc_floats((size_t)out * r);
+            for (size_t i = 0; i < (size_t)out * r; i++) sB[i] = s->scale * B[i];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, -1.0f, sB, r, A, in, 1.0f, W, in);
+            ll_free(sB);
+        }
     }
     ll_free(M);
     ll_free(S);
@@ -226,6 +235,17 @@ static LLStatus lora_init(Adapter *a, Model *m, LLError *err) {
             p->w2 = ll_malloc(out_max, sizeof(double));
         }
     }
+    if (a->cfg.init == ADAPTER_INIT_LOFTQ)
+        for (int i = 0; i < a->n_sites; i++) {
+            const AdapterSite *s = &a->sites[i];
+            int k = s->in < s->out ? s->in : s->out;
+            if (s->active && !s->q0)
+                return ll_err(err, LL_ERR_CONFIG, "LoftQ starts from the quantization residual, and layer %d %s is not "
+                              "quantized: set train.base_quant nf4 or q8_0", s->layer, model_module_name(s->mod));
+            if (s->active && (s->r > k || !(s->scale > 0.0f)))
+                return ll_err(err, LL_ERR_CONFIG, "LoftQ needs rank <= min(in, out) = %d and lora_alpha > 0 (layer %d %s)",
+                              k, s->layer, model_module_name(s->mod));
+        }
     if (a->cfg.init == ADAPTER_INIT_PISSA) /* refuse before any base weight is replaced */
         for (int i = 0; i < a->n_sites; i++) {
             const AdapterSite *s = &a->sites[i];
@@ -249,8 +269,19 @@ static LLStatus lora_init(Adapter *a, Model *m, LLError *err) {
         float *A = lora_A(a, s);
         size_t nA = (size_t)s->r * s->in;
         if (a->cfg.init == ADAPTER_INIT_PISSA) {
-            LLStatus st = pissa_site(a, s, err);
+            LLStatus st = svd_site(a, s, s->w0, 1, "PiSSA", err);
             if (st) return st;
+        } else if (a->cfg.init == ADAPTER_INIT_LOFTQ && s->w0) {
+            /* the residual of this site's quantization, against the fp32 weights the model still holds */
+            float *R = ll_alloc_floats(s->q0->n);
+            quant_dequant(s->q0, 0, s->q0->n, R);
+            for (size_t j = 0; j < s->q0->n; j++) R[j] = s->w0[j] - R[j];
+            LLStatus st = svd_site(a, s, R, 0, "LoftQ", err);
+            ll_free(R);
+            if (st) return st;
+        } else if (a->cfg.init == ADAPTER_INIT_LOFTQ) { /* loading: A and B come from the file */
+            memset(A, 0, sizeof(float) * nA);
+            memset(lora_B(a, s), 0, sizeof(float) * (size_t)s->out * s->r);
         } else {
             if (a->cfg.init == ADAPTER_INIT_GAUSSIAN) {
                 rng_fill_normal(&r, A, nA, 1.0f / (float)s->r); /* PEFT: std 1/r, not 1/sqrt(r) */
@@ -487,12 +518,20 @@ static void lora_config_json(const Adapter *a, cJSON *c) {
     cJSON_AddBoolToObject(c, "lora_bias", 0);
     if (a->cfg.init == ADAPTER_INIT_GAUSSIAN) cJSON_AddStringToObject(c, "init_lora_weights", "gaussian");
     else if (a->cfg.init == ADAPTER_INIT_PISSA) cJSON_AddStringToObject(c, "init_lora_weights", "pissa");
+    else if (a->cfg.init == ADAPTER_INIT_LOFTQ) cJSON_AddStringToObject(c, "init_lora_weights", "loftq");
     else cJSON_AddBoolToObject(c, "init_lora_weights", 1);
     add_patterns(c, "rank_pattern", a->cfg.rank_pattern, a->cfg.n_rank_pattern);
     add_patterns(c, "alpha_pattern", a->cfg.alpha_pattern, a->cfg.n_alpha_pattern);
     cJSON_AddItemToObject(c, "exclude_modules", cJSON_CreateNull());
     cJSON_AddItemToObject(c, "layer_replication", cJSON_CreateNull());
-    cJSON_AddItemToObject(c, "loftq_config", cJSON_CreateObject());
+    cJSON *lq = cJSON_CreateObject();
+    if (a->cfg.init == ADAPTER_INIT_LOFTQ) { /* PEFT's LoftQConfig: bits of the base, one alternation */
+        const QuantTensor *q = NULL;
+        for (int i = 0; i < a->n_sites && !q; i++) q = a->sites[i].active ? a->sites[i].q0 : NULL;
+        if (q) cJSON_AddNumberToObject(lq, "loftq_bits", q->fmt == QUANT_NF4 ? 4 : 8);
+        cJSON_AddNumberToObject(lq, "loftq_iter", 1);
+    }
+    cJSON_AddItemToObject(c, "loftq_config", lq);
 }
 
 /* LoRA+: B and DoRA's magnitude train at lr·lr_ratio (see adapter_lr_ranges); they follow A in

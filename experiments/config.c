@@ -1353,6 +1353,7 @@ static void apply_special(RunConfig *rc, const ConfigDoc *d, const KeySpec *ks, 
         rc->adapter.n_layers = n;
     } else if (strcmp(k, "adapter.init") == 0)
         rc->adapter.init = strcmp(v->s, "pissa") == 0      ? ADAPTER_INIT_PISSA
+                           : strcmp(v->s, "loftq") == 0    ? ADAPTER_INIT_LOFTQ
                            : strcmp(v->s, "gaussian") == 0 ? ADAPTER_INIT_GAUSSIAN
                                                            : ADAPTER_INIT_KAIMING;
     else if (strcmp(k, "adapter.rank_pattern") == 0)
@@ -1421,7 +1422,10 @@ static void member_json(const RunConfig *rc, const KeySpec *ks, char *out, size_
     else if (strcmp(k, "train.base_quant") == 0) json_string(quant_format_name(rc->train.base_quant), out, cap);
     else if (strcmp(k, "adapter.method") == 0) json_string(adapter_method_name(a->method), out, cap);
     else if (strcmp(k, "adapter.init") == 0)
-        json_string(a->init == ADAPTER_INIT_PISSA ? "pissa" : a->init == ADAPTER_INIT_GAUSSIAN ? "gaussian" : "kaiming",
+        json_string(a->init == ADAPTER_INIT_PISSA    ? "pissa"
+                    : a->init == ADAPTER_INIT_LOFTQ  ? "loftq"
+                    : a->init == ADAPTER_INIT_GAUSSIAN ? "gaussian"
+                                                       : "kaiming",
                     out, cap);
     else if (strcmp(k, "adapter.targets") == 0) {
         size_t len = 0;
@@ -1633,6 +1637,16 @@ LLStatus config_resolve(const ConfigDoc *d, const ConfigAssign *ov, int n, RunCo
         key_where(d, ov, n, "adapter.init_r", w1, sizeof w1);
         st = ll_err(err, LL_ERR_CONFIG, "%s: AdaLoRA needs adapter.init_r (%d) > adapter.target_r (%d)", w1, a->init_r,
                     a->target_r);
+    } else if (a->init == ADAPTER_INIT_LOFTQ && (t->base_quant == QUANT_NONE || method != ADAPTER_LORA)) {
+        key_where(d, ov, n, "adapter.init", w1, sizeof w1);
+        st = ll_err(err, LL_ERR_CONFIG,
+                    "%s: adapter.init loftq starts LoRA from the quantization residual W - dequant(Q): it needs "
+                    "adapter.method lora and train.base_quant nf4 or q8_0", w1);
+    } else if (a->init == ADAPTER_INIT_PISSA && t->base_quant != QUANT_NONE) {
+        key_where(d, ov, n, "adapter.init", w1, sizeof w1);
+        st = ll_err(err, LL_ERR_CONFIG,
+                    "%s: adapter.init pissa rewrites the base weights, and train.base_quant %s holds them quantized; "
+                    "use adapter.init loftq", w1, quant_format_name(t->base_quant));
     } else if (t->base_quant != QUANT_NONE && method == ADAPTER_FULL) {
         key_where(d, ov, n, "train.base_quant", w1, sizeof w1);
         st = ll_err(err, LL_ERR_CONFIG,

@@ -549,6 +549,57 @@ START_TEST(t_model_refused) {
 }
 END_TEST
 
+/* LoftQ: s·B·A is the top-r part of the quantization residual W0 − dequant(Q), so the adapted
+ * model starts closer to W0: per site the residual left shrinks by at least the share r/min(in, out)
+ * of its energy that the top r singular values hold, and the start loss moves toward fp32's. */
+START_TEST(t_loftq_init) {
+    ModelConfig c = small_config();
+    QBatch qb;
+    new_batch(&qb);
+    LLError err;
+    Model m, ref;
+    new_model(&m, &c, 0);
+    new_model(&ref, &c, 0);
+    float loss_fp32 = model_forward(&ref, &qb.b, 0);
+    ck_assert(model_quantize_base(&m, QUANT_NF4, 1, &err) == LL_OK);
+    float loss_q = model_forward(&m, &qb.b, 0);
+    AdapterConfig ac;
+    adapter_config_defaults(&ac, ADAPTER_LORA);
+    ac.r = 8, ac.alpha = 16.0f, ac.init = ADAPTER_INIT_LOFTQ, ac.targets = (1u << MOD_COUNT) - 1;
+    Adapter *a = NULL;
+    ck_assert_msg(adapter_create(&ac, &m, &a, &err) == LL_OK, "%s", err.msg);
+    for (int i = 0; i < a->n_sites; i++) {
+        const AdapterSite *s = &a->sites[i];
+        const size_t n = (size_t)s->in * s->out;
+        float *dq = malloc(n * sizeof(float)), *ba = malloc(n * sizeof(float));
+        quant_dequant(s->q0, 0, n, dq);
+        a->ops->delta(a, s, ba); /* s·B·A */
+        double r0 = 0, r1 = 0;
+        for (size_t j = 0; j < n; j++) {
+            double e = (double)s->w0[j] - dq[j];
+            r0 += e * e, r1 += (e - ba[j]) * (e - ba[j]);
+        }
+        int k = s->in < s->out ? s->in : s->out;
+        ck_assert_msg(r1 <= r0 * (1.0 - (double)s->r / k) * (1 + 1e-5), "layer %d %s: residual %g -> %g", s->layer,
+                      model_module_name(s->mod), r0, r1);
+        free(dq), free(ba);
+    }
+    model_release_fp32(&m);
+    adapter_attach(&m, a);
+    float loss_loftq = model_forward(&m, &qb.b, 0);
+    ck_assert_msg(fabsf(loss_loftq - loss_fp32) < fabsf(loss_q - loss_fp32), "start loss fp32 %.6f, nf4 %.6f, loftq %.6f",
+                  loss_fp32, loss_q, loss_loftq);
+    adapter_free(a);
+    model_free(&m);
+    model_free(&ref);
+    /* an fp32 base has no residual: refused by name */
+    new_model(&m, &c, 0);
+    ck_assert_int_eq(adapter_create(&ac, &m, &a, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "LoftQ") && strstr(err.msg, "base_quant"), "%s", err.msg);
+    model_free(&m);
+}
+END_TEST
+
 Suite *quant_suite(void) {
     Suite *s = suite_create("quant");
     TCase *tc = tcase_create("core");
@@ -564,6 +615,7 @@ Suite *quant_suite(void) {
     tcase_add_test(model, t_model_matches_dequantized);
     tcase_add_test(model, t_model_memory);
     tcase_add_test(model, t_model_merge);
+    tcase_add_test(model, t_loftq_init);
     tcase_set_timeout(model, 30);
     suite_add_tcase(s, model);
     TCase *grad = tcase_create("grad");

@@ -293,6 +293,9 @@ typedef struct {
     int poison_after; /* poison KB_RARE's embedding row after the evaluation at this step (-1: never) */
     double loss[KB_EVALS];
     float *copy[KB_EVALS]; /* the trained floats at each evaluation */
+    Adapter *a;
+    size_t state_bytes;
+    unsigned char *state[KB_EVALS]; /* and the method's state (AdaLoRA's masks) */
     int n_eval;
 } KeepCtx;
 
@@ -303,15 +306,19 @@ static void keep_metric(void *user, int step, const char *split, const char *nam
     k->loss[k->n_eval] = value;
     k->copy[k->n_eval] = malloc(sizeof(float) * k->n);
     memcpy(k->copy[k->n_eval], k->trained, sizeof(float) * k->n);
+    k->state[k->n_eval] = malloc(k->state_bytes + 1);
+    if (k->state_bytes) adapter_state_get(k->a, k->state[k->n_eval]);
     k->n_eval++;
     if (step == k->poison_after)
         for (int c = 0; c < k->m->cfg.C; c++) k->m->params[k->m->off_embed + (size_t)KB_RARE * k->m->cfg.C + c] = NAN;
 }
 
-/* Trains KB_STEPS steps (LoRA r 4 on q, v, or full fine-tuning) with an evaluation every KB_EVERY;
- * checks that the weights at the end are those of the best finite evaluation (keep best) or of
- * the last step (keep last), and returns the result. */
-static void keep_run(int full, TrainKeep keep, int poison_after, TrainResult *res, KeepCtx *k) {
+/* Trains KB_STEPS steps (LoRA r 4 on q, v; AdaLoRA from rank 6 to 2, masking every 2 steps from
+ * step 3, the final mask at 15; or full fine-tuning, ADAPTER_FULL) with an evaluation every
+ * KB_EVERY; checks that the weights (and AdaLoRA's masks) at the end are those of the best finite
+ * evaluation (keep best) or of the last step (keep last), and returns the result. */
+static void keep_run(AdapterMethod method, TrainKeep keep, int poison_after, TrainResult *res, KeepCtx *k) {
+    const int full = method == ADAPTER_FULL;
     Model m;
     ModelConfig c = tiny_config();
     ModelOptions o = {4, 8, 1, full};
@@ -321,8 +328,9 @@ static void keep_run(int full, TrainKeep keep, int poison_after, TrainResult *re
     Adapter *a = NULL;
     if (!full) {
         AdapterConfig ac;
-        adapter_config_defaults(&ac, ADAPTER_LORA);
+        adapter_config_defaults(&ac, method);
         ac.r = 4, ac.alpha = 8.0f, ac.seed = 2;
+        ac.init_r = 6, ac.target_r = 2, ac.total_step = KB_STEPS, ac.tinit = 3, ac.tfinal = 5, ac.deltaT = 2;
         ck_assert_msg(adapter_create(&ac, &m, &a, &err) == LL_OK, "%s", err.msg);
     }
     Dataset train, valid;
@@ -332,6 +340,8 @@ static void keep_run(int full, TrainKeep keep, int poison_after, TrainResult *re
     k->trained = a ? a->params : m.params;
     k->n = a ? a->n_params : m.n_params;
     k->poison_after = poison_after;
+    k->a = a;
+    k->state_bytes = a ? adapter_state_bytes(a) : 0;
     TrainConfig tc;
     train_config_defaults(&tc);
     tc.steps = KB_STEPS, tc.batch = 4, tc.seq = 8, tc.lr = full ? 3e-3f : 3e-2f, tc.eval_every = KB_EVERY;
@@ -351,7 +361,16 @@ static void keep_run(int full, TrainKeep keep, int poison_after, TrainResult *re
                   "the weights at the end are not those of step %d", kept * KB_EVERY);
     if (kept != KB_EVALS - 1)
         ck_assert(memcmp(k->copy[kept], k->copy[KB_EVALS - 1], sizeof(float) * k->n) != 0);
-    for (int i = 0; i < KB_EVALS; i++) free(k->copy[i]);
+    if (k->state_bytes) {
+        unsigned char *now = malloc(k->state_bytes);
+        adapter_state_get(a, now);
+        ck_assert_msg(memcmp(now, k->state[kept], k->state_bytes) == 0, "the masks are not those of step %d",
+                      kept * KB_EVERY);
+        if (kept != KB_EVALS - 1) /* the final mask (step 15) differs from any before it */
+            ck_assert(memcmp(k->state[kept], k->state[KB_EVALS - 1], k->state_bytes) != 0);
+        free(now);
+    }
+    for (int i = 0; i < KB_EVALS; i++) free(k->copy[i]), free(k->state[i]);
     data_free(&train);
     data_free(&valid);
     adapter_free(a);
@@ -360,14 +379,16 @@ static void keep_run(int full, TrainKeep keep, int poison_after, TrainResult *re
 
 /* A NaN evaluation after good ones never becomes best: the weights of the best good one stay. */
 START_TEST(test_keep_best_nan_after_good) {
-    for (int full = 0; full <= 1; full++) {
+    static const AdapterMethod methods[] = {ADAPTER_LORA, ADAPTER_FULL, ADAPTER_ADALORA};
+    for (int i = 0; i < 3; i++) {
         TrainResult res;
         KeepCtx k;
-        keep_run(full, TRAIN_KEEP_BEST, 10, &res, &k);
+        keep_run(methods[i], TRAIN_KEEP_BEST, 10, &res, &k);
         ck_assert(isfinite(k.loss[2]) && isnan(k.loss[3]) && isnan(k.loss[4]));
         ck_assert(isnan(res.eval.loss)); /* the last evaluation */
         ck_assert_int_le(res.best_step, 10);
-        ck_assert_msg(res.best_step > 0, "full=%d: training should beat the start before the NaN", full);
+        ck_assert_msg(res.best_step > 0, "%s: training should beat the start before the NaN",
+                      adapter_method_name(methods[i]));
     }
 }
 END_TEST
@@ -377,12 +398,12 @@ END_TEST
 START_TEST(test_keep_best_and_last) {
     TrainResult res;
     KeepCtx k;
-    keep_run(0, TRAIN_KEEP_BEST, -1, &res, &k);
+    keep_run(ADAPTER_LORA, TRAIN_KEEP_BEST, -1, &res, &k);
     ck_assert(isfinite(k.loss[0]) && res.best_step >= 0);
-    keep_run(0, TRAIN_KEEP_LAST, 10, &res, &k);
+    keep_run(ADAPTER_LORA, TRAIN_KEEP_LAST, 10, &res, &k);
     ck_assert_int_le(res.best_step, 10);
     ck_assert_int_eq(res.kept_step, KB_STEPS);
-    keep_run(0, TRAIN_KEEP_BEST, 0, &res, &k); /* NaN from step 5 on: only step 0 is finite */
+    keep_run(ADAPTER_LORA, TRAIN_KEEP_BEST, 0, &res, &k); /* NaN from step 5 on: only step 0 is finite */
     ck_assert_int_eq(res.best_step, 0);
     ck_assert_int_eq(res.kept_step, 0);
 }

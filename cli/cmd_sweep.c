@@ -16,7 +16,8 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: loralab sweep FILE [--jobs N] [--threads T] [--db FILE] [--shard I/N] [--dry-run]\n"
-            "                          [--set KEY=VALUE]... [--retry-diverged] [--retry-pruned] [--replay-early-stop]\n"
+            "                          [--set KEY=VALUE]... [--retry-diverged] [--retry-pruned]\n"
+            "                          [--no-early-stop | --replay-early-stop]\n"
             "       loralab sweep FILE --emit-slurm [--tasks K] [--threads T] [--chdir DIR] [--partition P]\n"
             "                          [--account A] [--time MINUTES] [--mem MB] [--local-db]\n"
             "       loralab sweep --keys\n"
@@ -33,6 +34,7 @@ static void usage(FILE *f) {
             "                    each task's database on node-local disk\n"
             "  --retry-diverged  run diverged runs again (they are final otherwise)\n"
             "  --retry-pruned    run again the runs early stopping stopped\n"
+            "  --no-early-stop   run every run to its end although the file has sweep.early_stop\n"
             "  --replay-early-stop  apply the file's sweep.early_stop to the finished runs in the database\n"
             "                    and print what it would have stopped and saved; runs nothing\n"
             "  --keys            list every config key with its type, default and bounds\n");
@@ -65,7 +67,7 @@ static int parse_count(const char *s, const char *name, int *out) {
 int cmd_sweep(int argc, char **argv) {
     const char *file = NULL, *db = NULL, *shard = NULL, *v;
     const char **sets = calloc((size_t)argc + 1, sizeof(char *));
-    int n_sets = 0, dry = 0, slurm = 0, retry = 0, retry_pruned = 0, replay = 0, code = 2;
+    int n_sets = 0, dry = 0, slurm = 0, retry = 0, retry_pruned = 0, replay = 0, no_es = 0, code = 2;
     SlurmOptions so;
     slurm_options_defaults(&so);
     so.threads = 0;
@@ -90,6 +92,7 @@ int cmd_sweep(int argc, char **argv) {
         else if (strcmp(a, "--retry-diverged") == 0) retry = 1;
         else if (strcmp(a, "--retry-pruned") == 0) retry_pruned = 1;
         else if (strcmp(a, "--replay-early-stop") == 0) replay = 1;
+        else if (strcmp(a, "--no-early-stop") == 0) no_es = 1;
         else if (strcmp(a, "--local-db") == 0) so.local_db = 1;
         else if ((v = opt_value(argc, argv, &i, "--chdir"))) {
             if (!*v) goto done;
@@ -168,6 +171,7 @@ int cmd_sweep(int argc, char **argv) {
     o.db_path = db;
     o.retry_diverged = retry;
     o.retry_pruned = retry_pruned;
+    if (no_es && !replay) doc->sweep.early_stop.type = ES_NONE; /* every run to its end; replay later */
     if (replay) {
         code = sweep_replay_early_stop(doc, &plan, &o, stdout, &err) ? 2 : 0;
         if (code) fprintf(stderr, "loralab sweep: %s\n", err.msg);

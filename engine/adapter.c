@@ -110,15 +110,43 @@ double adapter_json_float(float v) {
 
 /* glibc's regcomp expands x+ into x x* and x{m,n} into up to n copies of x, so stacked or nested
  * repetitions grow the compiled pattern exponentially: a 128-byte key "q+++++...+" takes
- * gigabytes. Module-name patterns need few repetitions, so the product of the copies each one
- * makes is bounded (an escaped character is a literal; '*' and '?' make no copies). */
+ * gigabytes. And its epsilon closures take time exponential in how deeply repetitions nest,
+ * stacked ("q*****...*": 43 stars took minutes) or through groups ("((q*)*)*"). Module-name
+ * patterns need few repetitions and no nesting, so both are bounded: the product of the copies
+ * each repetition makes (an escaped character is a literal; '*' and '?' make no copies), and the
+ * nesting depth of repetitions (a repetition of a repeated atom or of a group holding one counts
+ * one deeper). */
+#define PATTERN_MAX_COPIES 4096
+#define PATTERN_MAX_NESTING 3
 static int pattern_too_costly(const char *key) {
     double copies = 1;
+    int depth_of[64], depth = 0, group_max = 0, last = -1, worst = 0; /* last: nesting of the last atom */
     for (const char *p = key; *p; p++) {
+        int rep = 0;
         if (*p == '\\' && p[1]) {
             p++;
+            last = 0;
+        } else if (*p == '[') { /* a bracket expression is one atom; ']' first is a literal */
+            p++;
+            if (*p == '^') p++;
+            if (*p == ']') p++;
+            while (*p && *p != ']') p++;
+            if (!*p) break;
+            last = 0;
+        } else if (*p == '(') {
+            if (depth == 64) return 1;
+            depth_of[depth++] = group_max;
+            group_max = 0, last = -1;
+        } else if (*p == ')' && depth > 0) {
+            last = group_max;
+            group_max = depth_of[--depth];
+            group_max = last > group_max ? last : group_max;
+        } else if (*p == '|') {
+            last = -1;
+        } else if (*p == '*' || *p == '?') {
+            rep = 1;
         } else if (*p == '+') {
-            copies *= 2;
+            copies *= 2, rep = 1;
         } else if (*p == '{') {
             double most = 0, v = 0;
             for (p++; *p && *p != '}'; p++) {
@@ -126,18 +154,27 @@ static int pattern_too_costly(const char *key) {
                 else most = v > most ? v : most, v = 0;
             }
             most = v > most ? v : most;
-            copies *= most + 1;
+            copies *= most + 1, rep = 1;
             if (!*p) break;
+        } else {
+            last = 0;
+        }
+        if (rep && last >= 0) {
+            last++;
+            group_max = last > group_max ? last : group_max;
+            worst = last > worst ? last : worst;
         }
     }
-    return copies > 4096;
+    return copies > PATTERN_MAX_COPIES || worst > PATTERN_MAX_NESTING;
 }
 
 static LLStatus check_patterns(const AdapterPattern *pats, int n, const char *what, LLError *err) {
     for (int i = 0; i < n; i++)
         if (pattern_too_costly(pats[i].key))
-            return ll_err(err, LL_ERR_CONFIG, "%s key '%.60s%s' repeats too much ('+' and '{m,n}') to be used as a "
-                          "regular expression", what, pats[i].key, strlen(pats[i].key) > 60 ? "..." : "");
+            return ll_err(err, LL_ERR_CONFIG,
+                          "%s key '%.60s%s' repeats too much ('+' and '{m,n}', or repetitions nested more than %d "
+                          "deep) to be used as a regular expression",
+                          what, pats[i].key, strlen(pats[i].key) > 60 ? "..." : "", PATTERN_MAX_NESTING);
     return LL_OK;
 }
 

@@ -300,6 +300,40 @@ START_TEST(t_regression_regex_blowup) {
 }
 END_TEST
 
+/* fuzz_adapter_config (make fuzz-long): a rank_pattern key "q***...*_proj" with 43 stacked stars
+ * kept glibc's regcomp in calc_eclosure for minutes (its epsilon closures grow exponentially with
+ * the nesting of repetitions). Repetitions nested more than 3 deep, stacked or through groups,
+ * are now refused like the copies above; 3 deep still works. */
+START_TEST(t_regression_regex_stacked) {
+    size_t len;
+    char *text = tu_slurp("tests/fuzz/regressions/adapter_config/regcomp-stacked-stars.json", &len);
+    AdapterConfig cfg;
+    LLError err;
+    double t0 = ll_now();
+    ck_assert_int_eq(adapter_config_parse(text, len, "x/adapter_config.json", &cfg, &err), LL_ERR_CONFIG);
+    ck_assert_msg(ll_now() - t0 < 1.0, "refusing took %.1f s", ll_now() - t0);
+    ck_assert_msg(strstr(err.msg, "rank_pattern key 'q****") && strstr(err.msg, "nested more than 3 deep"), "%s",
+                  err.msg);
+    ll_free(text);
+    Model *m = tiny_model();
+    static const char *const refused[] = {"q****_proj", "((((q)*)*)*)*", "(q+)*+?", "(a|(b*)*)*{2}"};
+    static const char *const allowed[] = {"q***_proj", "(((q_proj)*)*)*", "layers\\.[0-9]+\\.(q|v)_proj",
+                                          "[*+?]*q_proj"};
+    for (int k = 0; k < 8; k++) {
+        const char *key = k < 4 ? refused[k] : allowed[k - 4];
+        adapter_config_defaults(&cfg, ADAPTER_LORA);
+        cfg.n_rank_pattern = 1;
+        snprintf(cfg.rank_pattern[0].key, sizeof cfg.rank_pattern[0].key, "%s", key);
+        cfg.rank_pattern[0].value = 2;
+        Adapter *a = NULL;
+        LLStatus st = adapter_create(&cfg, m, &a, &err);
+        ck_assert_msg(st == (k < 4 ? LL_ERR_CONFIG : LL_OK), "%s: %s", key, ll_status_name(st));
+        adapter_free(a);
+    }
+    model_free(m);
+}
+END_TEST
+
 /* An out-of-range number in adapter_config.json was converted to int (undefined behaviour:
  * r = 1e300); it is now refused by name. */
 START_TEST(t_adapter_config_ranges) {
@@ -754,6 +788,7 @@ Suite *faults_suite(void) {
     tcase_add_test(reg, t_fuzz_regressions_all);
     tcase_add_test(reg, t_regression_empty_texts);
     tcase_add_test(reg, t_regression_regex_blowup);
+    tcase_add_test(reg, t_regression_regex_stacked);
     tcase_add_test(reg, t_adapter_config_ranges);
     TCase *faults = tu_tcase(s, "faults", 1, 120);
     tcase_add_test(faults, t_disk_full_atomic_write);

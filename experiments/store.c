@@ -142,7 +142,34 @@ static const char SCHEMA_V3[] =
     ") STRICT;"
     "CREATE INDEX decisions_rung ON decisions(rung);";
 
+/* Version 4: evaluation sets (task.eval_sets) and spectral diagnostics. An eval set's metrics are
+ * rows of metrics under the set's name as split (the CHECK on metrics.split is relaxed in
+ * rewrite_split_check); the base model's numbers on each set, once per sweep and evaluation
+ * context (runs.eval_ctx names a run's); one row per (run, adapted matrix, diagnostic). */
+static const char SCHEMA_V4[] =
+    "ALTER TABLE runs ADD COLUMN eval_ctx TEXT;"
+    "CREATE TABLE base_evals ("
+    "  sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,"
+    "  ctx      TEXT NOT NULL,"
+    "  eval_set TEXT NOT NULL,"
+    "  name     TEXT NOT NULL,"
+    "  value    REAL,"
+    "  is_nan   INTEGER NOT NULL DEFAULT 0,"
+    "  t        REAL NOT NULL,"
+    "  PRIMARY KEY (sweep_id, ctx, eval_set, name),"
+    "  CHECK ((is_nan = 1 AND value IS NULL) OR (is_nan = 0 AND value IS NOT NULL))"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE TABLE diagnostics ("
+    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  layer  INTEGER NOT NULL CHECK (layer >= 0),"
+    "  module TEXT NOT NULL,"
+    "  name   TEXT NOT NULL,"
+    "  value  REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, layer, module, name)"
+    ") STRICT, WITHOUT ROWID;";
+
 static LLStatus rewrite_status_check(Store *s, LLError *err);
+static LLStatus rewrite_split_check(Store *s, LLError *err);
 
 /* MIGRATIONS[v] takes a file from version v to v + 1: its DDL first, then (when set) a C step for
  * data that SQL alone cannot convert. To add a version: bump STORE_SCHEMA_VERSION in store.h and
@@ -158,6 +185,7 @@ static const Migration MIGRATIONS[STORE_SCHEMA_VERSION] = {
     {SCHEMA_V1, NULL},
     {SCHEMA_V2, NULL},
     {SCHEMA_V3, rewrite_status_check},
+    {SCHEMA_V4, rewrite_split_check},
 };
 
 /* ---- prepared statements ------------------------------------------------------------------- */
@@ -173,6 +201,7 @@ typedef enum {
     ST_DEL_METRICS,
     ST_DEL_RANKS,
     ST_DEL_ARTIFACTS,
+    ST_DEL_DIAGNOSTICS,
     ST_METRIC_UPSERT,
     ST_RANK_UPSERT,
     ST_ARTIFACT_ADD,
@@ -190,7 +219,7 @@ typedef enum {
     "config_json, method, r, alpha, targets, lr, seed, status, attempt, created, started, ended, " \
     "host, pid, trainable_params, total_params, peak_mem_bytes, tokens_per_s, wall_s, "           \
     "train_loss, eval_loss, eval_ppl, accuracy, macro_f1, error, adapter_dir, best_step, "       \
-    "best_metric, best_metric_name, kept_step, test_loss, test_accuracy, test_macro_f1, test_note, bracket"
+    "best_metric, best_metric_name, kept_step, test_loss, test_accuracy, test_macro_f1, test_note, bracket, eval_ctx"
 
 static const char *const STMT_SQL[ST_COUNT] = {
     [ST_SWEEP_UPSERT] =
@@ -224,6 +253,7 @@ static const char *const STMT_SQL[ST_COUNT] = {
     [ST_DEL_METRICS] = "DELETE FROM main.metrics WHERE run_id = ?1",
     [ST_DEL_RANKS] = "DELETE FROM main.adalora_ranks WHERE run_id = ?1",
     [ST_DEL_ARTIFACTS] = "DELETE FROM main.artifacts WHERE run_id = ?1",
+    [ST_DEL_DIAGNOSTICS] = "DELETE FROM main.diagnostics WHERE run_id = ?1",
     [ST_METRIC_UPSERT] =
         "INSERT INTO main.metrics(run_id, step, split, name, value, is_nan, t)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(run_id, split, name, step) DO UPDATE SET"
@@ -247,7 +277,7 @@ static const char *const STMT_SQL[ST_COUNT] = {
         " r.trainable_params, r.total_params, r.peak_mem_bytes, r.tokens_per_s, r.wall_s,"
         " r.train_loss, r.eval_loss, r.eval_ppl, r.accuracy, r.macro_f1, r.error, r.adapter_dir,"
         " r.best_step, r.best_metric, r.best_metric_name, r.kept_step, r.test_loss,"
-        " r.test_accuracy, r.test_macro_f1, r.test_note"
+        " r.test_accuracy, r.test_macro_f1, r.test_note, r.eval_ctx"
         " FROM main.runs r JOIN main.sweeps s ON s.id = r.sweep_id"
         " WHERE ?1 IS NULL OR s.name = ?1 ORDER BY r.sweep_id, r.id",
     [ST_GET_METRICS] =
@@ -265,7 +295,7 @@ static const char *const STMT_SQL[ST_COUNT] = {
 typedef struct {
     int64_t run_id;
     int step;
-    char split[8];
+    char split[STORE_SPLIT_MAX];
     char name[64];
     double value;
     double t;
@@ -776,7 +806,7 @@ typedef struct {
 } ClaimCtx;
 
 static LLStatus delete_children(Store *s, int64_t run_id, LLError *err) {
-    static const StmtId dels[] = {ST_DEL_METRICS, ST_DEL_RANKS, ST_DEL_ARTIFACTS};
+    static const StmtId dels[] = {ST_DEL_METRICS, ST_DEL_RANKS, ST_DEL_ARTIFACTS, ST_DEL_DIAGNOSTICS};
     for (size_t i = 0; i < sizeof dels / sizeof dels[0]; i++) {
         LLStatus st;
         sqlite3_stmt *q = stmt_get(s, dels[i], err, &st);
@@ -895,9 +925,16 @@ static LLStatus check_run_exists(Store *s, int64_t run_id, LLError *err) {
     return LL_OK;
 }
 
-static int valid_split(const char *split) {
-    return split && (strcmp(split, "train") == 0 || strcmp(split, "eval") == 0 ||
-                     strcmp(split, "test") == 0);
+int store_split_name_ok(const char *split) {
+    if (!split) return 0;
+    if (strcmp(split, "train") == 0 || strcmp(split, "eval") == 0 || strcmp(split, "test") == 0) return 1;
+    size_t n = strlen(split);
+    if (n < 1 || n >= STORE_SPLIT_MAX || split[0] == '.' || split[0] == '-') return 0;
+    for (const char *p = split; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+              *p == '.' || *p == '-'))
+            return 0;
+    return 1;
 }
 
 LLStatus store_add_metric(Store *s, int64_t run_id, int step, const char *split, const char *name,
@@ -907,9 +944,11 @@ LLStatus store_add_metric(Store *s, int64_t run_id, int step, const char *split,
     if (s->readonly)
         return ll_err(err, LL_ERR_STATE, "database '%s' is open read-only; cannot write metrics",
                       s->path);
-    if (!valid_split(split))
-        return ll_err(err, LL_ERR_CONFIG, "metric split '%s' is not one of train, eval, test",
-                      split ? split : "(null)");
+    if (!store_split_name_ok(split))
+        return ll_err(err, LL_ERR_CONFIG,
+                      "metric split '%s' is not train, eval, test or an eval set's name (1-%d characters of "
+                      "letters, digits, '_', '.', '-', not starting with '.' or '-')",
+                      split ? split : "(null)", STORE_SPLIT_MAX - 1);
     if (!name || !*name || strlen(name) >= sizeof s->buf[0].name)
         return ll_err(err, LL_ERR_CONFIG, "metric name '%s' must be 1 to %zu bytes",
                       name ? name : "(null)", sizeof s->buf[0].name - 1);
@@ -1218,6 +1257,7 @@ LLStatus store_list_runs(Store *s, const char *sweep_name, RunRow **rows, int *n
         r->test_accuracy = col_real(q, i++);
         r->test_macro_f1 = col_real(q, i++);
         r->test_note = col_text_dup(q, i++);
+        r->eval_ctx = col_text_dup(q, i++);
     }
     sqlite3_reset(q);
     if (rc != SQLITE_DONE) {
@@ -1242,6 +1282,7 @@ void store_free_runs(RunRow *rows, int n) {
         free(r->adapter_dir);
         free(r->best_metric_name);
         free(r->test_note);
+        free(r->eval_ctx);
     }
     free(rows);
 }
@@ -1429,6 +1470,8 @@ typedef enum {
     M_COPY_ARTIFACTS,
     M_COPY_DECISIONS,
     M_DEL_DECISIONS,
+    M_COPY_DIAGNOSTICS,
+    M_BASE_EVALS,
     M_COUNT
 } MergeStmt;
 
@@ -1464,6 +1507,15 @@ static const char *const MERGE_SQL[M_COUNT] = {
         " SELECT ?1, step, policy, rung, metric, value, threshold, n_compared, decision, t FROM src.decisions"
         " WHERE run_id = ?2",
     [M_DEL_DECISIONS] = "DELETE FROM main.decisions WHERE run_id = ?1 AND ?2 = ?2",
+    [M_COPY_DIAGNOSTICS] =
+        "INSERT INTO main.diagnostics(run_id, layer, module, name, value)"
+        " SELECT ?1, layer, module, name, value FROM src.diagnostics WHERE run_id = ?2",
+    /* The base's numbers are the same whichever shard measured them: the first one kept. */
+    [M_BASE_EVALS] =
+        "INSERT INTO main.base_evals(sweep_id, ctx, eval_set, name, value, is_nan, t)"
+        " SELECT ms.id, b.ctx, b.eval_set, b.name, b.value, b.is_nan, b.t FROM src.base_evals b"
+        " JOIN src.sweeps ss ON ss.id = b.sweep_id JOIN main.sweeps ms ON ms.name = ss.name WHERE true"
+        " ON CONFLICT DO NOTHING",
 };
 
 typedef struct {
@@ -1482,8 +1534,8 @@ static int merge_exec2(sqlite3_stmt *q, int64_t a, int64_t b) {
 
 static LLStatus copy_children(Store *s, MergeCtx *c, int64_t out_id, int64_t src_id,
                               LLError *err) {
-    static const MergeStmt copies[] = {M_DEL_DECISIONS, M_COPY_METRICS, M_COPY_RANKS, M_COPY_ARTIFACTS,
-                                       M_COPY_DECISIONS};
+    static const MergeStmt copies[] = {M_DEL_DECISIONS,  M_COPY_METRICS,    M_COPY_RANKS,
+                                       M_COPY_ARTIFACTS, M_COPY_DECISIONS, M_COPY_DIAGNOSTICS};
     for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
         int rc = merge_exec2(c->q[copies[i]], out_id, src_id);
         if (rc != SQLITE_OK) return db_fail(s, rc, "copying a run's rows", err);
@@ -1496,6 +1548,7 @@ static LLStatus merge_body(Store *s, void *vctx, LLError *err) {
     memset(&c->n, 0, sizeof c->n);
     int rc = step_once(c->q[M_SWEEPS]);
     if (rc != SQLITE_OK) return db_fail(s, rc, "merging sweeps", err);
+    if ((rc = step_once(c->q[M_BASE_EVALS])) != SQLITE_OK) return db_fail(s, rc, "merging the base's evaluations", err);
     sqlite3_stmt *src = c->q[M_SRC_RUNS], *look = c->q[M_OUT_RUN];
     sqlite3_reset(src);
     LLStatus st = LL_OK;
@@ -1653,22 +1706,28 @@ LLStatus store_unlock(Store *s, LLError *err) {
 
 /* ---- early stopping -------------------------------------------------------------------------- */
 
-/* SQLite cannot alter a CHECK constraint; relaxing one (a status more is allowed) may edit the
+/* SQLite cannot alter a CHECK constraint; relaxing one (a value more is allowed) may edit the
  * stored CREATE text, as its documentation describes for changes that leave the stored data valid
- * (sqlite.org/lang_altertable.html, section 7). Inside the migration's transaction. */
-static LLStatus rewrite_status_check(Store *s, LLError *err) {
-    static const char from[] = "'diverged','interrupted')", to[] = "'diverged','interrupted','pruned')";
+ * (sqlite.org/lang_altertable.html, section 7). Replaces `from` by `to` in the CREATE TABLE text of
+ * `table` (a constant of this file), inside the migration's transaction; `what` completes the
+ * error message. A table whose text lacks `from` is not loralab's: LL_ERR_FORMAT, nothing changed. */
+static LLStatus rewrite_check(Store *s, const char *table, const char *from, const char *to, const char *what,
+                              LLError *err) {
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'runs'", -1, &q,
+    int rc = sqlite3_prepare_v2(s->db, "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1", -1, &q,
                                 NULL);
     char *sql = NULL;
-    if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) sql = col_text_dup(q, 0);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, table, -1, SQLITE_STATIC);
+        if (sqlite3_step(q) == SQLITE_ROW) sql = col_text_dup(q, 0);
+    }
     sqlite3_finalize(q);
     if (!sql || !strstr(sql, from)) {
         ll_free(sql);
-        return ll_err(err, LL_ERR_FORMAT, "database '%s': the runs table's status check is not loralab's", s->path);
+        return ll_err(err, LL_ERR_FORMAT, "database '%s': the %s table's check is not loralab's (%s)", s->path, table,
+                      what);
     }
-    size_t n = strlen(sql) + sizeof to;
+    size_t n = strlen(sql) + strlen(to) + 1;
     char *out = ll_malloc(n, 1);
     char *at = strstr(sql, from);
     snprintf(out, n, "%.*s%s%s", (int)(at - sql), sql, to, at + strlen(from));
@@ -1677,10 +1736,11 @@ static LLStatus rewrite_status_check(Store *s, LLError *err) {
     rc = query_int(s, "PRAGMA schema_version", &ver);
     if (rc == SQLITE_OK) rc = exec_sql(s, "PRAGMA writable_schema = ON");
     if (rc == SQLITE_OK) {
-        rc = sqlite3_prepare_v2(s->db, "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = 'runs'", -1,
-                                &q, NULL);
+        rc = sqlite3_prepare_v2(s->db, "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = ?2", -1, &q,
+                                NULL);
         if (rc == SQLITE_OK) {
             sqlite3_bind_text(q, 1, out, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(q, 2, table, -1, SQLITE_STATIC);
             rc = step_once(q);
         }
         sqlite3_finalize(q);
@@ -1691,31 +1751,55 @@ static LLStatus rewrite_status_check(Store *s, LLError *err) {
         if (rc == SQLITE_OK) rc = rc2 != SQLITE_OK ? rc2 : rc3;
     }
     ll_free(out);
-    return rc == SQLITE_OK ? LL_OK : db_fail(s, rc, "adding the status 'pruned'", err);
+    return rc == SQLITE_OK ? LL_OK : db_fail(s, rc, what, err);
 }
 
+/* Version 3: the status `pruned`. */
+static LLStatus rewrite_status_check(Store *s, LLError *err) {
+    return rewrite_check(s, "runs", "'diverged','interrupted')", "'diverged','interrupted','pruned')",
+                         "adding the status 'pruned'", err);
+}
 
+/* Version 4: an eval set's name as split (store_split_name_ok says the same in C). */
+_Static_assert(STORE_SPLIT_MAX == 32, "the CHECK below allows names of 1 to 31 bytes");
+static LLStatus rewrite_split_check(Store *s, LLError *err) {
+    return rewrite_check(s, "metrics", "CHECK (split IN ('train','eval','test'))",
+                         "CHECK (split IN ('train','eval','test') OR (length(split) BETWEEN 1 AND 31"
+                         " AND split NOT GLOB '*[^A-Za-z0-9_.-]*' AND split NOT GLOB '[.-]*'))",
+                         "allowing eval sets' names as metric splits", err);
+}
+
+/* One text column of a run: sql (a constant of this file) takes ?1 = the run's id, ?2 = the text. */
 typedef struct {
     int64_t run_id;
-    const char *bracket;
-} BracketCtx;
+    const char *sql, *value, *what;
+} RunTextCtx;
 
-static LLStatus bracket_body(Store *s, void *vctx, LLError *err) {
-    BracketCtx *c = vctx;
+static LLStatus run_text_body(Store *s, void *vctx, LLError *err) {
+    RunTextCtx *c = vctx;
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(s->db, "UPDATE runs SET bracket = ?2 WHERE id = ?1", -1, &q, NULL);
+    int rc = sqlite3_prepare_v2(s->db, c->sql, -1, &q, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(q, 1, c->run_id);
-        bind_text_or_null(q, 2, c->bracket);
+        bind_text_or_null(q, 2, c->value);
         rc = step_once(q);
     }
+    int changed = rc == SQLITE_OK ? sqlite3_changes(s->db) : 0;
     sqlite3_finalize(q);
-    return rc == SQLITE_OK ? LL_OK : db_fail(s, rc, "setting a run's bracket", err);
+    if (rc != SQLITE_OK) return db_fail(s, rc, c->what, err);
+    if (!changed) return ll_err(err, LL_ERR_STATE, "database '%s': no run with id %lld", s->path, (long long)c->run_id);
+    return LL_OK;
+}
+
+static LLStatus set_run_text(Store *s, int64_t run_id, const char *sql, const char *value, const char *what,
+                             LLError *err) {
+    RunTextCtx c = {run_id, sql, value, what};
+    return tx_run(s, what, run_text_body, &c, err);
 }
 
 LLStatus store_set_bracket(Store *s, int64_t run_id, const char *bracket, LLError *err) {
-    BracketCtx c = {run_id, bracket};
-    return tx_run(s, "setting a run's bracket", bracket_body, &c, err);
+    return set_run_text(s, run_id, "UPDATE main.runs SET bracket = ?2 WHERE id = ?1", bracket,
+                        "setting a run's bracket", err);
 }
 
 /* The decision stored for (run, step) into d; *found = 0 when there is none. */
@@ -1903,4 +1987,254 @@ LLStatus store_reopen_pruned(Store *s, int64_t sweep_id, int *n_reopened, LLErro
     LLStatus st = tx_run(s, "reopening pruned runs", reopen_body, &c, err);
     if (n_reopened) *n_reopened = st ? 0 : c.n;
     return st;
+}
+
+/* ---- eval sets and the base's evaluations (schema version 4) ------------------------------- */
+
+LLStatus store_set_eval_ctx(Store *s, int64_t run_id, const char *ctx, LLError *err) {
+    if (ctx && !*ctx) return ll_err(err, LL_ERR_CONFIG, "an evaluation context must not be empty");
+    return set_run_text(s, run_id, "UPDATE main.runs SET eval_ctx = ?2 WHERE id = ?1", ctx,
+                        "setting a run's evaluation context", err);
+}
+
+LLStatus store_run_base_eval(Store *s, int64_t run_id, const char *set, const char *name, double *value, int *found,
+                             LLError *err) {
+    *found = 0;
+    *value = NAN;
+    if (!set || !name) return ll_err(err, LL_ERR_CONFIG, "a base evaluation query needs a set and a name");
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT b.value, b.is_nan FROM main.base_evals b JOIN main.runs r ON r.id = ?1"
+                                " WHERE b.sweep_id = r.sweep_id AND b.ctx = r.eval_ctx AND b.eval_set = ?2"
+                                " AND b.name = ?3",
+                                -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, run_id);
+        sqlite3_bind_text(q, 2, set, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 3, name, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            *found = 1;
+            *value = sqlite3_column_int(q, 1) ? NAN : sqlite3_column_double(q, 0);
+            rc = SQLITE_DONE;
+        }
+    }
+    sqlite3_finalize(q);
+    return rc == SQLITE_DONE ? LL_OK : db_fail(s, rc, "reading the base's evaluation", err);
+}
+
+typedef struct {
+    int64_t run_id;
+    const char *set, *name;
+    double value;
+} BaseEvalCtx;
+
+static LLStatus base_eval_body(Store *s, void *vctx, LLError *err) {
+    BaseEvalCtx *c = vctx;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT eval_ctx FROM main.runs WHERE id = ?1", -1, &q, NULL);
+    int has_ctx = 0, exists = 0;
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, c->run_id);
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) exists = 1, has_ctx = sqlite3_column_type(q, 0) != SQLITE_NULL, rc = SQLITE_DONE;
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) return db_fail(s, rc, "recording the base's evaluation", err);
+    if (!exists) return ll_err(err, LL_ERR_STATE, "database '%s': no run with id %lld", s->path, (long long)c->run_id);
+    if (!has_ctx)
+        return ll_err(err, LL_ERR_STATE,
+                      "database '%s': run %lld has no evaluation context: store_set_eval_ctx comes before the "
+                      "base's evaluations",
+                      s->path, (long long)c->run_id);
+    rc = sqlite3_prepare_v2(s->db,
+                            "INSERT INTO main.base_evals(sweep_id, ctx, eval_set, name, value, is_nan, t)"
+                            " SELECT sweep_id, eval_ctx, ?2, ?3, ?4, ?5, ?6 FROM main.runs WHERE id = ?1"
+                            " ON CONFLICT(sweep_id, ctx, eval_set, name) DO UPDATE SET value = excluded.value,"
+                            " is_nan = excluded.is_nan, t = excluded.t",
+                            -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, c->run_id);
+        sqlite3_bind_text(q, 2, c->set, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 3, c->name, -1, SQLITE_TRANSIENT);
+        if (isnan(c->value)) sqlite3_bind_null(q, 4); /* the NaN convention of metrics */
+        else sqlite3_bind_double(q, 4, c->value);
+        sqlite3_bind_int(q, 5, isnan(c->value) ? 1 : 0);
+        sqlite3_bind_double(q, 6, unix_now());
+        rc = step_once(q);
+    }
+    sqlite3_finalize(q);
+    return rc == SQLITE_OK ? LL_OK : db_fail(s, rc, "recording the base's evaluation", err);
+}
+
+LLStatus store_add_base_eval(Store *s, int64_t run_id, const char *set, const char *name, double value,
+                             LLError *err) {
+    if (!store_eval_set_name_ok(set))
+        return ll_err(err, LL_ERR_CONFIG, "'%s' is not an eval set's name", set ? set : "(null)");
+    if (!name || !*name || strlen(name) >= 64)
+        return ll_err(err, LL_ERR_CONFIG, "metric name '%s' must be 1 to 63 bytes", name ? name : "(null)");
+    BaseEvalCtx c = {run_id, set, name, value};
+    return tx_run(s, "recording the base's evaluation", base_eval_body, &c, err);
+}
+
+LLStatus store_list_base_evals(Store *s, const char *sweep_name, BaseEvalRow **rows, int *n, LLError *err) {
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT sw.name, b.ctx, b.eval_set, b.name, b.value, b.is_nan FROM main.base_evals b"
+                                " JOIN main.sweeps sw ON sw.id = b.sweep_id WHERE ?1 IS NULL OR sw.name = ?1"
+                                " ORDER BY sw.id, b.ctx, b.eval_set, b.name",
+                                -1, &q, NULL);
+    BaseEvalRow *out = NULL;
+    int cnt = 0, cap = 0;
+    if (rc == SQLITE_OK) {
+        bind_text_or_null(q, 1, sweep_name);
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            if (cnt == cap) out = ll_realloc(out, (size_t)(cap = cap ? 2 * cap : 16), sizeof *out);
+            BaseEvalRow *r = &out[cnt++];
+            memset(r, 0, sizeof *r);
+            r->sweep = col_text_dup(q, 0);
+            r->ctx = col_text_dup(q, 1);
+            col_text_copy(q, 2, r->set, sizeof r->set);
+            col_text_copy(q, 3, r->name, sizeof r->name);
+            r->value = sqlite3_column_int(q, 5) ? NAN : sqlite3_column_double(q, 4);
+        }
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) {
+        store_free_base_evals(out, cnt);
+        return db_fail(s, rc, "listing the base's evaluations", err);
+    }
+    *rows = out;
+    *n = cnt;
+    return LL_OK;
+}
+
+void store_free_base_evals(BaseEvalRow *rows, int n) {
+    for (int i = 0; i < n; i++) {
+        free(rows[i].sweep);
+        free(rows[i].ctx);
+    }
+    free(rows);
+}
+
+LLStatus store_list_eval_sets(Store *s, const char *sweep_name, char ***names, int *n, LLError *err) {
+    *names = NULL;
+    *n = 0;
+    LLStatus st = flush_before_read(s, err);
+    if (st != LL_OK) return st;
+    /* From the runs' metrics as well as from base_evals: a set evaluated without a base row (none is
+     * missing when loralab wrote the file, but a file may have been edited) still shows. */
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT b.eval_set FROM main.base_evals b JOIN main.sweeps sw ON sw.id = b.sweep_id"
+                                " WHERE ?1 IS NULL OR sw.name = ?1"
+                                " UNION SELECT DISTINCT m.split FROM main.metrics m JOIN main.runs r ON r.id = m.run_id"
+                                " JOIN main.sweeps sw ON sw.id = r.sweep_id WHERE (?1 IS NULL OR sw.name = ?1)"
+                                " AND m.split NOT IN ('train','eval','test') ORDER BY 1",
+                                -1, &q, NULL);
+    char **out = NULL;
+    int cnt = 0, cap = 0;
+    if (rc == SQLITE_OK) {
+        bind_text_or_null(q, 1, sweep_name);
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            if (cnt == cap) out = ll_realloc(out, (size_t)(cap = cap ? 2 * cap : 8), sizeof *out);
+            out[cnt++] = col_text_dup(q, 0);
+        }
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) {
+        store_free_names(out, cnt);
+        return db_fail(s, rc, "listing eval sets", err);
+    }
+    *names = out;
+    *n = cnt;
+    return LL_OK;
+}
+
+void store_free_names(char **names, int n) {
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+int store_eval_set_name_ok(const char *name) {
+    return store_split_name_ok(name) && strcmp(name, "train") != 0 && strcmp(name, "eval") != 0 &&
+           strcmp(name, "test") != 0;
+}
+
+/* ---- spectral diagnostics (schema version 4) ------------------------------------------------ */
+
+typedef struct {
+    int64_t run_id;
+    const DiagnosticRow *rows;
+    int n;
+} DiagCtx;
+
+static LLStatus diag_body(Store *s, void *vctx, LLError *err) {
+    DiagCtx *c = vctx;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "INSERT INTO main.diagnostics(run_id, layer, module, name, value)"
+                                " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(run_id, layer, module, name)"
+                                " DO UPDATE SET value = excluded.value",
+                                -1, &q, NULL);
+    for (int i = 0; rc == SQLITE_OK && i < c->n; i++) {
+        sqlite3_reset(q);
+        sqlite3_bind_int64(q, 1, c->run_id);
+        sqlite3_bind_int(q, 2, c->rows[i].layer);
+        sqlite3_bind_text(q, 3, c->rows[i].module, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 4, c->rows[i].name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_double(q, 5, c->rows[i].value);
+        rc = step_once(q);
+    }
+    sqlite3_finalize(q);
+    if ((rc & 0xff) == SQLITE_CONSTRAINT)
+        return ll_err(err, LL_ERR_STATE, "database '%s': no run with id %lld", s->path, (long long)c->run_id);
+    return rc == SQLITE_OK ? LL_OK : db_fail(s, rc, "recording diagnostics", err);
+}
+
+LLStatus store_add_diagnostics(Store *s, int64_t run_id, const DiagnosticRow *rows, int n, LLError *err) {
+    for (int i = 0; i < n; i++) {
+        const DiagnosticRow *r = &rows[i];
+        if (r->layer < 0 || !r->module[0] || !r->name[0] || memchr(r->module, 0, sizeof r->module) == NULL ||
+            memchr(r->name, 0, sizeof r->name) == NULL)
+            return ll_err(err, LL_ERR_CONFIG, "diagnostic %d: a layer >= 0, a module and a name are needed", i);
+        if (isnan(r->value))
+            return ll_err(err, LL_ERR_CONFIG, "diagnostic %s of layer %d %s is NaN", r->name, r->layer, r->module);
+    }
+    if (n == 0) return LL_OK;
+    DiagCtx c = {run_id, rows, n};
+    return tx_run(s, "recording diagnostics", diag_body, &c, err);
+}
+
+LLStatus store_list_diagnostics(Store *s, int64_t run_id, DiagnosticRow **rows, int *n, LLError *err) {
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT layer, module, name, value FROM main.diagnostics WHERE run_id = ?1"
+                                " ORDER BY layer, module, name",
+                                -1, &q, NULL);
+    DiagnosticRow *out = NULL;
+    int cnt = 0, cap = 0;
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, run_id);
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            if (cnt == cap) out = ll_realloc(out, (size_t)(cap = cap ? 2 * cap : 64), sizeof *out);
+            DiagnosticRow *r = &out[cnt++];
+            r->layer = sqlite3_column_int(q, 0);
+            col_text_copy(q, 1, r->module, sizeof r->module);
+            col_text_copy(q, 2, r->name, sizeof r->name);
+            r->value = col_real(q, 3);
+        }
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) {
+        free(out);
+        return db_fail(s, rc, "reading diagnostics", err);
+    }
+    *rows = out;
+    *n = cnt;
+    return LL_OK;
 }

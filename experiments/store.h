@@ -19,7 +19,7 @@
  *     file of a newer version is refused: "database X has schema version N, this loralab knows up
  *     to M; upgrade loralab". A file that is SQLite but not loralab's is refused, never altered.
  *
- * Schema, version 3 (all tables STRICT; times are unix seconds as REAL)
+ * Schema, version 4 (all tables STRICT; times are unix seconds as REAL)
  *
  *   sweeps        id INTEGER PK, name TEXT UNIQUE NOT NULL, config_path TEXT, config_text TEXT,
  *                 created REAL NOT NULL, updated REAL NOT NULL
@@ -45,7 +45,11 @@
  *                 NULL reads back as NaN; ±Inf is stored as is.
  *                 Version 1 had none of the columns from best_step on; store_open adds them to
  *                 an older file (NULL in its runs, which kept their last weights untested).
- *   metrics       run_id -> runs, step INTEGER, split TEXT ('train' | 'eval' | 'test'),
+ *                 eval_ctx TEXT (version 4): the run's evaluation context, which names the base
+ *                 evaluations (base_evals) its eval sets' numbers compare with; NULL without eval sets.
+ *   metrics       run_id -> runs, step INTEGER, split TEXT ('train' | 'eval' | 'test', or the name
+ *                 of an eval set: 1-31 characters of letters, digits, '_', '.', '-', not starting
+ *                 with '.' or '-'; version 4 relaxed the CHECK in place, as version 3 the status's),
  *                 name TEXT ('loss', 'lr', 'grad_norm', 'accuracy', ...), value REAL,
  *                 is_nan INTEGER (0 | 1), t REAL (when logged); PRIMARY KEY (run_id, split, name,
  *                 step), WITHOUT ROWID. SQLite turns a bound NaN into NULL, so a NaN is stored as
@@ -62,6 +66,18 @@
  *                 ('continue' | 'stop'), t REAL; PRIMARY KEY (run_id, step). Early stopping's record:
  *                 kept when a run is claimed again (a resumed run gets its decisions back), dropped
  *                 by --retry-pruned. runs.bracket (version 3) names the runs a run is compared with.
+ *   base_evals    sweep_id -> sweeps, ctx TEXT, eval_set TEXT, name TEXT ('loss', 'ppl', 'accuracy',
+ *                 'macro_f1'), value REAL, is_nan INTEGER, t REAL; PRIMARY KEY (sweep_id, ctx,
+ *                 eval_set, name) (version 4). The base model's numbers on an eval set, measured once
+ *                 per sweep and evaluation context: ctx says what the number depends on besides the
+ *                 set (the base folder, precision, sequence length, rows evaluated; see run.c), and
+ *                 a run's runs.eval_ctx picks its row, so forgetting on a set = the run's loss there
+ *                 (split = the set's name) minus the base's. Kept when runs are claimed again (they
+ *                 are the base's, not a run's); NaN as in metrics.
+ *   diagnostics   run_id -> runs, layer INTEGER, module TEXT ('q_proj', ...), name TEXT, value REAL
+ *                 NOT NULL; PRIMARY KEY (run_id, layer, module, name) (version 4). Spectral
+ *                 diagnostics of each adapted matrix at the end of a run (analysis/diagnostics.h):
+ *                 names 'intruders', 'k', 'min_max_cos', 'eff_rank', 'dw_fro', 'w0_fro', 'd_mag', 'd_dir'.
  *   Child rows are deleted with their run (ON DELETE CASCADE; foreign keys are on).
  *
  * Run state machine (runs.status)
@@ -77,8 +93,8 @@
  *     owner (host, pid) is alive on this host. A `running` row of a dead process, or of another
  *     host (possible only in a merged database), may be claimed.
  *   - Claiming sets host, pid, started and attempt + 1, clears the previous attempt's finals,
- *     and deletes the run's metrics, ranks and artifacts, so a resumed run never mixes rows of
- *     an interrupted attempt with its own.
+ *     and deletes the run's metrics, ranks, artifacts and diagnostics, so a resumed run never
+ *     mixes rows of an interrupted attempt with its own.
  *   - store_finish_run accepts `running` (and `interrupted`, for a worker that finishes after the
  *     sweep marked it on Ctrl-C; its real outcome wins) and writes, in one transaction, the
  *     buffered metrics, the final numbers, `ended` and the new status (done, failed, diverged,
@@ -98,10 +114,11 @@
 #include "core.h"
 #include "early_stop.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 #define STORE_DEFAULT_PATH "results/loralab.db"
 #define STORE_DEFAULT_BUSY_MS 15000
 #define STORE_METRIC_BATCH 64 /* buffered metric rows written per transaction */
+#define STORE_SPLIT_MAX 32    /* bytes of a metric split with its NUL: eval sets' names have 1-31 */
 
 typedef struct Store Store;
 
@@ -142,8 +159,9 @@ LLStatus store_run_status(Store *s, int64_t sweep_id, const char *key, char stat
 LLStatus store_claim_run(Store *s, int64_t run_id, int *claimed /* OUT */, LLError *err);
 
 /* Metrics are buffered and written STORE_METRIC_BATCH rows per transaction, on store_flush and on
- * store_finish_run. Any double is accepted (NaN and ±Inf round-trip). split is "train", "eval" or
- * "test"; name is at most 63 bytes. On LL_ERR_BUSY the rows stay buffered for the next flush. */
+ * store_finish_run. Any double is accepted (NaN and ±Inf round-trip). split is "train", "eval",
+ * "test" or an eval set's name (store_split_name_ok); name is at most 63 bytes. On LL_ERR_BUSY the
+ * rows stay buffered for the next flush. */
 LLStatus store_add_metric(Store *s, int64_t run_id, int step, const char *split, const char *name,
                           double value, LLError *err);
 LLStatus store_flush(Store *s, LLError *err);
@@ -206,6 +224,7 @@ typedef struct {
     char *best_metric_name;
     double test_loss, test_accuracy, test_macro_f1;
     char *test_note;
+    char *eval_ctx;                                 /* NULL when the run has no eval sets */
 } RunRow;
 
 /* Runs of one sweep (sweep_name NULL: all), ordered by sweep id, then run id. */
@@ -250,7 +269,9 @@ LLStatus store_list_artifacts(Store *s, int64_t run_id, ArtifactRow **rows, int 
 void store_free_artifacts(ArtifactRow *rows, int n);
 
 /* Joins the database at in_path into s, idempotently. Sweeps match by name, runs by (sweep name,
- * key). A new run is copied with its metrics, ranks and artifacts. An existing run is replaced
+ * key). A new run is copied with its metrics, ranks, artifacts, decisions and diagnostics; a
+ * sweep's base evaluations are copied where s has none for the same (sweep, ctx, set, name). An
+ * existing run is replaced
  * (row and children) only when the incoming status ranks higher: done > diverged > failed >
  * interrupted > running > pending; so `done` wins over any other status, ties keep what s has,
  * and merging the same file twice changes nothing. counts (may be NULL) says how many runs were
@@ -265,6 +286,49 @@ LLStatus store_merge(Store *s, const char *in_path, StoreMergeCounts *counts, LL
  * LL_ERR_BUSY; readers go on (WAL). */
 LLStatus store_lock_exclusive(Store *s, LLError *err);
 LLStatus store_unlock(Store *s, LLError *err);
+
+/* ---- eval sets (task.eval_sets) and the base's numbers on them (schema version 4) ----
+ * A split name the metrics table takes: train, eval, test, or a name of 1 to STORE_SPLIT_MAX - 1
+ * characters of letters, digits, '_', '.', '-' that does not start with '.' or '-'. */
+int store_split_name_ok(const char *split);
+/* The same without train, eval and test: what an eval set may be called. */
+int store_eval_set_name_ok(const char *name);
+/* Sets runs.eval_ctx (NULL clears it). Unknown run: LL_ERR_STATE. */
+LLStatus store_set_eval_ctx(Store *s, int64_t run_id, const char *ctx, LLError *err);
+/* The base's value of metric `name` on eval set `set` for this run's sweep and evaluation context:
+ * found = 0 (value NaN) when none is recorded (or the run has no context). */
+LLStatus store_run_base_eval(Store *s, int64_t run_id, const char *set, const char *name, double *value, int *found,
+                             LLError *err);
+/* Records (upsert) the base's value for the run's sweep and evaluation context, which must be set
+ * (LL_ERR_STATE otherwise). NaN round-trips. */
+LLStatus store_add_base_eval(Store *s, int64_t run_id, const char *set, const char *name, double value,
+                             LLError *err);
+typedef struct {
+    char *sweep, *ctx;
+    char set[STORE_SPLIT_MAX];
+    char name[64];
+    double value; /* NaN where NaN was recorded */
+} BaseEvalRow;
+/* The base evaluations of one sweep (NULL: all), ordered by sweep, ctx, set, name. */
+LLStatus store_list_base_evals(Store *s, const char *sweep_name, BaseEvalRow **rows, int *n, LLError *err);
+void store_free_base_evals(BaseEvalRow *rows, int n);
+/* The eval sets of a sweep (NULL: all): names with base evaluations or metrics rows, sorted.
+ * Free with store_free_names. */
+LLStatus store_list_eval_sets(Store *s, const char *sweep_name, char ***names, int *n, LLError *err);
+void store_free_names(char **names, int n);
+
+/* ---- spectral diagnostics of a run's adapted matrices (schema version 4) ---- */
+typedef struct {
+    int layer;
+    char module[32]; /* "q_proj", ... */
+    char name[32];   /* "intruders", "eff_rank", ... (see the schema above) */
+    double value;    /* not NaN */
+} DiagnosticRow;
+/* Upserts n rows in one transaction; a NaN value or a row without module or name is LL_ERR_CONFIG
+ * (nothing written). */
+LLStatus store_add_diagnostics(Store *s, int64_t run_id, const DiagnosticRow *rows, int n, LLError *err);
+/* A run's rows ordered by layer, module, name. Free with free(). */
+LLStatus store_list_diagnostics(Store *s, int64_t run_id, DiagnosticRow **rows, int *n, LLError *err);
 
 /* ---- early stopping (experiments/early_stop.h) ----
  * A run's bracket (runs.bracket): runs compare only with runs of their bracket in their sweep.

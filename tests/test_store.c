@@ -52,6 +52,16 @@ static int count_metrics(Store *s, int64_t run, const char *split, const char *n
     return n;
 }
 
+static DiagnosticRow diag_row(int layer, const char *module, const char *name, double value) {
+    DiagnosticRow r;
+    memset(&r, 0, sizeof r);
+    r.layer = layer;
+    snprintf(r.module, sizeof r.module, "%s", module);
+    snprintf(r.name, sizeof r.name, "%s", name);
+    r.value = value;
+    return r;
+}
+
 static void status_of(Store *s, int64_t sweep, const char *key, char status[16], int64_t *id) {
     LLError err = {0};
     CK_OK(store_run_status(s, sweep, key, status, id, &err));
@@ -482,6 +492,10 @@ static void build_shard(const char *path, const ShardRun *runs, int n) {
         for (int k = 0; k < runs[i].n_metrics; k++)
             CK_OK(store_add_metric(s, run, k, "train", "loss", runs[i].base + k, &err));
         CK_OK(store_add_rank(s, run, 0, "q_proj", runs[i].n_metrics, 8, &err));
+        CK_OK(store_set_eval_ctx(s, run, "ctx", &err));
+        CK_OK(store_add_base_eval(s, run, "brown", "loss", 4.0 + runs[i].base, &err));
+        DiagnosticRow dr = diag_row(0, "q_proj", "intruders", runs[i].n_metrics);
+        CK_OK(store_add_diagnostics(s, run, &dr, 1, &err));
         if (strcmp(runs[i].status, "running") == 0) {
             CK_OK(store_flush(s, &err));
             continue;
@@ -555,10 +569,23 @@ START_TEST(t_merge) {
         ck_assert_int_eq(m, want[i].n_metrics > 0 ? 1 : 0);
         if (m) ck_assert_int_eq(ranks[0].rank, want[i].n_metrics);
         free(ranks);
+        DiagnosticRow *dg = NULL;
+        CK_OK(store_list_diagnostics(o, r->id, &dg, &m, &err));
+        ck_assert_int_eq(m, want[i].n_metrics > 0 ? 1 : 0);
+        if (m) ck_assert(dg[0].value == want[i].n_metrics);
+        free(dg);
+        if (m) ck_assert_str_eq(r->eval_ctx, "ctx");
         if (strcmp(want[i].status, "done") == 0) ck_assert(r->eval_loss == want[i].base);
     }
     ck_assert_int_eq(total, 12);
     store_free_runs(rows, n);
+    /* the base's numbers: one row per sweep, the first shard's (s1: a's last write, 4 + 40) */
+    BaseEvalRow *be;
+    CK_OK(store_list_base_evals(o, NULL, &be, &n, &err));
+    ck_assert_int_eq(n, 2);
+    ck_assert(strcmp(be[0].sweep, "s1") == 0 && be[0].value == 44.0);
+    ck_assert(strcmp(be[1].sweep, "s2") == 0 && be[1].value == 54.0);
+    store_free_base_evals(be, n);
 
     /* A database cannot be merged into itself. */
     ck_assert_int_eq(store_merge(o, po, NULL, &err), LL_ERR_CONFIG);
@@ -644,6 +671,112 @@ START_TEST(t_kept_columns) {
 }
 END_TEST
 
+/* ---- eval sets, the base's evaluations and diagnostics (schema version 4) ------------------- */
+
+/* An eval set's curve under its own split; the base's numbers once per (sweep, context), found
+ * through a run's context; diagnostics rows; a claim (resume) drops the run's set metrics and
+ * diagnostics but keeps the base's numbers; names outside the rule refused. */
+START_TEST(t_eval_sets_and_diagnostics) {
+    char p[256];
+    LLError err = {0};
+    Store *s = tu_store_open(tu_path(p, sizeof p, "sets.db"), 0);
+    int64_t sw, a, b;
+    int claimed, found;
+    double v;
+    CK_OK(store_upsert_sweep(s, "fg", NULL, NULL, &sw, &err));
+    RunInfo ia = make_info("a", 4, 0), ib = make_info("b", 8, 0);
+    CK_OK(store_add_run(s, sw, &ia, &a, &err));
+    CK_OK(store_add_run(s, sw, &ib, &b, &err));
+    CK_OK(store_claim_run(s, a, &claimed, &err));
+    /* no context yet: nothing found, and no base row can be written */
+    CK_OK(store_run_base_eval(s, a, "brown", "loss", &v, &found, &err));
+    ck_assert(!found && isnan(v));
+    ck_assert_int_eq(store_add_base_eval(s, a, "brown", "loss", 3.5, &err), LL_ERR_STATE);
+    ck_assert_msg(strstr(err.msg, "no evaluation context"), "%s", err.msg);
+    CK_OK(store_set_eval_ctx(s, a, "base B seq 32", &err));
+    CK_OK(store_add_base_eval(s, a, "brown", "loss", 3.5, &err));
+    CK_OK(store_add_base_eval(s, a, "brown", "ppl", NAN, &err));
+    CK_OK(store_add_base_eval(s, a, "moby.v2", "loss", 4.25, &err));
+    CK_OK(store_run_base_eval(s, a, "brown", "loss", &v, &found, &err));
+    ck_assert(found && v == 3.5);
+    CK_OK(store_run_base_eval(s, a, "brown", "ppl", &v, &found, &err));
+    ck_assert(found && isnan(v));
+    /* b: same context sees a's rows; another context does not */
+    CK_OK(store_set_eval_ctx(s, b, "base B seq 32", &err));
+    CK_OK(store_run_base_eval(s, b, "moby.v2", "loss", &v, &found, &err));
+    ck_assert(found && v == 4.25);
+    CK_OK(store_set_eval_ctx(s, b, "base B seq 64", &err));
+    CK_OK(store_run_base_eval(s, b, "moby.v2", "loss", &v, &found, &err));
+    ck_assert(!found);
+    for (int step = 0; step <= 20; step += 10) {
+        CK_OK(store_add_metric(s, a, step, "eval", "loss", 2.0 - 0.1 * step, &err));
+        CK_OK(store_add_metric(s, a, step, "brown", "loss", 3.5 + 0.01 * step, &err));
+        CK_OK(store_add_metric(s, a, step, "moby.v2", "loss", 4.25 + 0.02 * step, &err));
+    }
+    ck_assert_int_eq(count_metrics(s, a, "brown", "loss"), 3);
+    ck_assert_int_eq(count_metrics(s, a, "eval", "loss"), 3);
+    const char *bad[] = {"", ".hidden", "-x", "a b", "brown/loss", "x'", "0123456789012345678901234567890123"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(!store_split_name_ok(bad[i]), "'%s' accepted", bad[i]);
+        ck_assert_int_eq(store_add_metric(s, a, 0, bad[i], "loss", 1.0, &err), LL_ERR_CONFIG);
+    }
+    ck_assert(store_split_name_ok("eval") && !store_eval_set_name_ok("eval") && !store_eval_set_name_ok("train"));
+    ck_assert(store_eval_set_name_ok("Brown_1.valid-2") && store_eval_set_name_ok("0123456789012345678901234567890"));
+    ck_assert_int_eq(store_add_base_eval(s, a, "test", "loss", 1.0, &err), LL_ERR_CONFIG);
+
+    DiagnosticRow rows[] = {diag_row(1, "v_proj", "intruders", 2), diag_row(0, "q_proj", "eff_rank", 3.75),
+                            diag_row(0, "q_proj", "intruders", 0), diag_row(0, "q_proj", "dw_fro", INFINITY)};
+    CK_OK(store_add_diagnostics(s, a, rows, 4, &err));
+    CK_OK(store_add_diagnostics(s, a, rows, 2, &err)); /* upsert: no duplicates */
+    DiagnosticRow nan_row = diag_row(0, "k_proj", "d_dir", NAN);
+    ck_assert_int_eq(store_add_diagnostics(s, a, &nan_row, 1, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "NaN"), "%s", err.msg);
+    DiagnosticRow *got;
+    int n;
+    CK_OK(store_list_diagnostics(s, a, &got, &n, &err));
+    ck_assert_int_eq(n, 4);
+    ck_assert(got[0].layer == 0 && strcmp(got[0].module, "q_proj") == 0 && strcmp(got[0].name, "dw_fro") == 0 &&
+              isinf(got[0].value));
+    ck_assert(strcmp(got[1].name, "eff_rank") == 0 && got[1].value == 3.75);
+    ck_assert(got[3].layer == 1 && got[3].value == 2);
+    free(got);
+
+    char **sets;
+    CK_OK(store_list_eval_sets(s, "fg", &sets, &n, &err));
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(sets[0], "brown");
+    ck_assert_str_eq(sets[1], "moby.v2");
+    store_free_names(sets, n);
+    BaseEvalRow *be;
+    CK_OK(store_list_base_evals(s, "fg", &be, &n, &err));
+    ck_assert_int_eq(n, 3);
+    ck_assert(strcmp(be[0].set, "brown") == 0 && strcmp(be[0].name, "loss") == 0 && be[0].value == 3.5);
+    ck_assert(isnan(be[1].value) && strcmp(be[2].set, "moby.v2") == 0);
+    ck_assert_str_eq(be[0].ctx, "base B seq 32");
+    ck_assert_str_eq(be[0].sweep, "fg");
+    store_free_base_evals(be, n);
+
+    /* a resumed attempt starts without the killed one's set metrics and diagnostics */
+    RunResult res = done_result(1.0);
+    res.status = "interrupted";
+    CK_OK(store_finish_run(s, a, &res, &err));
+    CK_OK(store_claim_run(s, a, &claimed, &err));
+    ck_assert(claimed);
+    ck_assert_int_eq(count_metrics(s, a, "brown", "loss"), 0);
+    CK_OK(store_list_diagnostics(s, a, &got, &n, &err));
+    ck_assert_int_eq(n, 0);
+    free(got);
+    CK_OK(store_run_base_eval(s, a, "brown", "loss", &v, &found, &err));
+    ck_assert(found && v == 3.5);
+    RunRow *runs;
+    CK_OK(store_list_runs(s, "fg", &runs, &n, &err));
+    ck_assert_str_eq(row_by_id(runs, n, a)->eval_ctx, "base B seq 32");
+    ck_assert_str_eq(row_by_id(runs, n, b)->eval_ctx, "base B seq 64");
+    store_free_runs(runs, n);
+    store_close(s);
+}
+END_TEST
+
 /* The first schema, as loralab wrote it before version 2: a file made with it must open, migrate
  * in place, and keep its rows (their new columns NULL). */
 static const char V1_SCHEMA[] =
@@ -688,9 +821,9 @@ START_TEST(t_migrate_v1) {
     Store *s = NULL;
     /* read-only: refused with the way out */
     ck_assert_int_eq(store_open(p, 1, &s, &err), LL_ERR_FORMAT);
-    ck_assert_msg(strstr(err.msg, "schema version 1 and needs migrating to 3"), "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, "schema version 1 and needs migrating to 4"), "%s", err.msg);
     s = tu_store_open(p, 0);
-    ck_assert_int_eq(store_schema_version(s), 3);
+    ck_assert_int_eq(store_schema_version(s), 4);
     RunRow *rows;
     int n;
     CK_OK(store_list_runs(s, "old", &rows, &n, &err));
@@ -719,11 +852,33 @@ START_TEST(t_migrate_v1) {
     CK_OK(store_claim_run(s, run, &claimed, &err));
     res.status = "pruned";
     CK_OK(store_finish_run(s, run, &res, &err));
+    /* version 4: the split CHECK of the migrated metrics table takes an eval set's name (and still
+     * refuses a name outside the rule when SQL bypasses store_add_metric), and the new tables exist */
+    RunInfo in4 = make_info("k4", 8, 0);
+    int64_t run4;
+    CK_OK(store_add_run(s, sw, &in4, &run4, &err));
+    CK_OK(store_claim_run(s, run4, &claimed, &err));
+    CK_OK(store_add_metric(s, run4, 0, "brown", "loss", 4.5, &err));
+    CK_OK(store_set_eval_ctx(s, run4, "ctx", &err));
+    CK_OK(store_add_base_eval(s, run4, "brown", "loss", 4.0, &err));
+    DiagnosticRow dr = diag_row(0, "q_proj", "intruders", 1);
+    CK_OK(store_add_diagnostics(s, run4, &dr, 1, &err));
+    res.status = "done";
+    CK_OK(store_finish_run(s, run4, &res, &err));
     store_close(s);
+    ck_assert_int_eq(sqlite3_open(p, &db), SQLITE_OK);
+    char *emsg = NULL;
+    ck_assert_int_ne(sqlite3_exec(db, "INSERT INTO metrics VALUES (1, 'a b', 'loss', 1, 1.0, 0, 1.0)", NULL, NULL, &emsg),
+                     SQLITE_OK);
+    ck_assert_msg(emsg && strstr(emsg, "CHECK"), "%s", emsg ? emsg : "(no message)");
+    sqlite3_free(emsg);
+    ck_assert_int_eq(sqlite3_exec(db, "INSERT INTO metrics VALUES (1, 'sotu', 'loss', 1, 1.0, 0, 1.0)", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
     /* and reopens without migrating again */
     s = tu_store_open(p, 1);
     CK_OK(store_list_runs(s, "old", &rows, &n, &err));
-    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(n, 4);
     ck_assert_str_eq(row_by_id(rows, n, run)->status, "pruned");
     run = rows[1].id;
     ck_assert(row_by_id(rows, n, run)->best_step == 10 && row_by_id(rows, n, run)->test_loss == 0.6);
@@ -873,8 +1028,8 @@ START_TEST(t_bad_input) {
     RunInfo in = make_info("x", 8, 0);
     Store *s = open_with_run(tu_path(p, sizeof p, "bad.db"), "bad", &in, &sw, &run);
 
-    ck_assert_int_eq(store_add_metric(s, run, 0, "valid", "loss", 1, &err), LL_ERR_CONFIG);
-    ck_assert_ptr_nonnull(strstr(err.msg, "'valid'"));
+    ck_assert_int_eq(store_add_metric(s, run, 0, "valid split", "loss", 1, &err), LL_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(err.msg, "'valid split'"));
     char longname[100];
     memset(longname, 'a', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
@@ -1113,6 +1268,7 @@ Suite *store_suite(void) {
     tcase_add_test(core, t_merge);
     tcase_add_test(core, t_kept_columns);
     tcase_add_test(core, t_migrate_v1);
+    tcase_add_test(core, t_eval_sets_and_diagnostics);
     tcase_add_test(core, t_early_stop_decisions);
 
     TCase *limits = tu_tcase(s, "limits", 1, 20);

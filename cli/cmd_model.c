@@ -184,18 +184,22 @@ int cmd_eval(int argc, char **argv) {
     Dataset d;
     LLError e;
     LLStatus st = cls ? data_load_jsonl(a.data, lm.tok, &d, &e) : data_load_text(a.data, lm.tok, &d, &e);
-    if (!st && cls && d.n_labels > n_labels)
-        st = ll_err(&e, LL_ERR_FORMAT, "'%s' has label %d but the model has %d labels", a.data, d.n_labels - 1, n_labels);
+    EvalResult r;
+    double dt = 0.0;
+    if (!st) {
+        Batch b;
+        batch_alloc(&b, a.batch, lm.model.T);
+        double t0 = ll_now();
+        st = eval_run(&lm.model, &d, &b, a.batch, lm.model.T, 0, &r, &e);
+        dt = ll_now() - t0;
+        batch_free(&b);
+        data_free(&d);
+    }
     if (st) {
         adapter_free(ad);
         checkpoint_close(&lm);
         return fail("eval", &e);
     }
-    Batch b;
-    batch_alloc(&b, a.batch, lm.model.T);
-    double t0 = ll_now();
-    EvalResult r = eval_run(&lm.model, &d, &b, a.batch, lm.model.T, 0);
-    double dt = ll_now() - t0;
     if (a.json) {
         printf("{\"data\": \"%s\", \"loss\": %.6f, \"perplexity\": %.6f, \"n\": %ld", a.data, r.loss, r.ppl, r.n);
         if (cls) printf(", \"accuracy\": %.6f, \"macro_f1\": %.6f", r.accuracy, r.macro_f1);
@@ -205,8 +209,6 @@ int cmd_eval(int argc, char **argv) {
         if (cls) printf("  accuracy %.4f  macro-F1 %.4f", r.accuracy, r.macro_f1);
         printf("\n");
     }
-    batch_free(&b);
-    data_free(&d);
     adapter_free(ad);
     checkpoint_close(&lm);
     return isfinite(r.loss) ? 0 : 1;

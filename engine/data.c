@@ -80,6 +80,7 @@ LLStatus data_parse_jsonl(const char *text, size_t len, const char *path, const 
                     d->ex_off = ll_realloc(d->ex_off, cap_ex, sizeof(size_t));
                     d->ex_len = ll_realloc(d->ex_len, cap_ex, sizeof(int));
                     d->ex_label = ll_realloc(d->ex_label, cap_ex, sizeof(int));
+                    d->ex_line = ll_realloc(d->ex_line, cap_ex, sizeof(int));
                 }
                 size_t k = tok_encode(tok, t->valuestring, strlen(t->valuestring), &ids, &ids_cap);
                 size_t need;
@@ -94,6 +95,7 @@ LLStatus data_parse_jsonl(const char *text, size_t len, const char *path, const 
                     d->ex_off[d->n_ex] = n_tok;
                     d->ex_len[d->n_ex] = (int)k;
                     d->ex_label[d->n_ex] = l->valueint;
+                    d->ex_line[d->n_ex] = line;
                     if (l->valueint + 1 > d->n_labels) d->n_labels = l->valueint + 1;
                     d->n_ex++;
                     n_tok = need;
@@ -109,12 +111,25 @@ LLStatus data_parse_jsonl(const char *text, size_t len, const char *path, const 
     return st;
 }
 
+LLStatus data_check_labels(const Dataset *d, int n_labels, LLError *err) {
+    if (d->kind != DATA_CLS) return LL_OK;
+    if (n_labels <= 0 && d->n_ex > 0)
+        return ll_err(err, LL_ERR_FORMAT, "%s:%d: label %d, but the model has no classification head", d->path,
+                      d->ex_line[0], d->ex_label[0]);
+    for (int i = 0; i < d->n_ex; i++)
+        if (d->ex_label[i] < 0 || d->ex_label[i] >= n_labels)
+            return ll_err(err, LL_ERR_FORMAT, "%s:%d: label %d is out of range: the model has %d labels (0 to %d)",
+                          d->path, d->ex_line[i], d->ex_label[i], n_labels, n_labels - 1);
+    return LL_OK;
+}
+
 void data_free(Dataset *d) {
     ll_free(d->path);
     ll_free(d->tokens);
     ll_free(d->ex_off);
     ll_free(d->ex_len);
     ll_free(d->ex_label);
+    ll_free(d->ex_line);
     ll_free(d->ex_tokens);
     memset(d, 0, sizeof *d);
 }

@@ -6,7 +6,9 @@
  *
  * Classification: a JSONL file of {"text": "...", "label": k} lines. Each example becomes
  * [BOS] + tokens, truncated to T and right-padded with PAD; the row is pooled at its last non-pad
- * position (HF LlamaForSequenceClassification). */
+ * position (HF LlamaForSequenceClassification). The reader bounds a label only to [0, 65535]: what
+ * the model's head holds is checked by data_check_labels against each split before it is used
+ * (train_run, eval_run), since a label past the head would index past its logits. */
 #ifndef LL_DATA_H
 #define LL_DATA_H
 
@@ -28,6 +30,7 @@ typedef struct {
     size_t *ex_off;
     int *ex_len;
     int *ex_label;
+    int *ex_line; /* the file's line each example came from, for messages */
     int *ex_tokens;
     int n_labels; /* 1 + the largest label seen */
 } Dataset;
@@ -39,6 +42,10 @@ LLStatus data_load_jsonl(const char *path, const Tokenizer *tok, Dataset *d, LLE
 LLStatus data_parse_jsonl(const char *text, size_t len, const char *path, const Tokenizer *tok, Dataset *d,
                           LLError *err);
 void data_free(Dataset *d);
+/* Every label of a classification set must index the model's head: LL_ERR_FORMAT naming the first
+ * example at or above n_labels as path:line (a split other than the one a check saw can hold any
+ * label in [0, 65535]). A language-modelling set passes. */
+LLStatus data_check_labels(const Dataset *d, int n_labels, LLError *err);
 
 /* Batch buffers for capacity (B, T). */
 void batch_alloc(Batch *b, int B, int T);

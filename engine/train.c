@@ -16,9 +16,23 @@ void train_config_defaults(TrainConfig *c) {
     c->base_quant = 0, c->double_quant = 1;
 }
 
-EvalResult eval_run(Model *m, const Dataset *d, Batch *b, int B, int T, int max_batches) {
+/* The data's kind is the head's, and every label indexes the head: labels index the logits in the
+ * loss and eval_run's confusion counts, so none from a file may pass this unchecked. */
+static LLStatus fits_head(const ModelConfig *c, const Dataset *d, LLError *err) {
+    if ((c->n_labels > 0) != (d->kind == DATA_CLS))
+        return ll_err(err, LL_ERR_CONFIG, "the model's head (%s) does not fit the data '%s' (%s)",
+                      c->n_labels > 0 ? "classification" : "language modelling", d->path,
+                      d->kind == DATA_CLS ? "classification" : "language modelling");
+    return data_check_labels(d, c->n_labels, err);
+}
+
+LLStatus eval_run(Model *m, const Dataset *d, Batch *b, int B, int T, int max_batches, EvalResult *out,
+                  LLError *err) {
     EvalResult r = {NAN, NAN, NAN, NAN, 0};
+    *out = r;
     const ModelConfig *c = &m->cfg;
+    LLStatus st = fits_head(c, d, err); /* whatever the caller checked */
+    if (st) return st;
     int nb = data_eval_count(d, B, T);
     if (max_batches > 0 && max_batches < nb) nb = max_batches;
     double total = 0.0;
@@ -58,15 +72,16 @@ EvalResult eval_run(Model *m, const Dataset *d, Batch *b, int B, int T, int max_
         }
     }
     ll_free(tp), ll_free(fp), ll_free(fn);
-    return r;
+    *out = r;
+    return LL_OK;
 }
 
-EvalResult eval_split(Model *m, const Dataset *d, int B, int T) {
+LLStatus eval_split(Model *m, const Dataset *d, int B, int T, EvalResult *out, LLError *err) {
     Batch b;
     batch_alloc(&b, B, T);
-    EvalResult r = eval_run(m, d, &b, B, T, 0);
+    LLStatus st = eval_run(m, d, &b, B, T, 0, out, err);
     batch_free(&b);
-    return r;
+    return st;
 }
 
 double train_eval_metric(const EvalResult *e) { return isnan(e->accuracy) ? e->loss : e->accuracy; }
@@ -166,13 +181,11 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
                       m->B, m->T);
     if (!a && !m->grads)
         return ll_err(err, LL_ERR_STATE, "no adapter and a frozen base: nothing to train");
-    if ((c->n_labels > 0) != (train->kind == DATA_CLS))
-        return ll_err(err, LL_ERR_CONFIG, "the model's head (%s) does not fit the data '%s' (%s)",
-                      c->n_labels > 0 ? "classification" : "language modelling", train->path,
-                      train->kind == DATA_CLS ? "classification" : "language modelling");
-    if (train->kind == DATA_CLS && train->n_labels > c->n_labels)
-        return ll_err(err, LL_ERR_CONFIG, "'%s' has label %d but the model has %d labels", train->path,
-                      train->n_labels - 1, c->n_labels);
+    /* Both splits, before anything is trained: a validation label past the head would otherwise
+     * surface only at the first evaluation (where eval_run refuses it too). */
+    LLStatus fst = fits_head(c, train, err);
+    if (!fst && valid) fst = fits_head(c, valid, err);
+    if (fst) return fst;
     LLStatus pst = model_set_bf16(m, tc->bf16, err);
     if (pst) return pst;
     adapter_attach(m, a);
@@ -207,15 +220,15 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
     LLStatus st = LL_OK;
     if (valid) { /* step 0: the starting weights, so that curves start at the base's loss */
         double e0 = ll_now();
-        res->eval = eval_run(m, valid, &b, tc->batch, tc->seq, tc->eval_batches);
-        if (train_eval_better(&res->eval, &res->best)) { /* copied before any hook runs */
+        st = eval_run(m, valid, &b, tc->batch, tc->seq, tc->eval_batches, &res->eval, err);
+        if (!st && train_eval_better(&res->eval, &res->best)) { /* copied before any hook runs */
             res->best = res->eval, res->best_step = 0;
             if (keep_best) snapshot_take(&best, m, a);
         }
-        emit_eval(hooks, 0, &res->eval);
+        if (!st) emit_eval(hooks, 0, &res->eval);
         eval_time += ll_now() - e0;
     }
-    for (int step = 0; step < tc->steps; step++) {
+    for (int step = 0; step < tc->steps && !st; step++) {
         float lr = lr_at(tc->schedule, step, tc->steps, tc->warmup, tc->lr, tc->min_lr_ratio);
         adamw_zero_grad(&opt);
         double loss = 0.0, reg = 0.0;
@@ -259,7 +272,8 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
         }
         if (valid && ((tc->eval_every > 0 && (step + 1) % tc->eval_every == 0) || last)) {
             double e0 = ll_now();
-            res->eval = eval_run(m, valid, &b, tc->batch, tc->seq, tc->eval_batches);
+            st = eval_run(m, valid, &b, tc->batch, tc->seq, tc->eval_batches, &res->eval, err);
+            if (st) break;
             if (train_eval_better(&res->eval, &res->best)) {
                 res->best = res->eval, res->best_step = step + 1;
                 if (keep_best) snapshot_take(&best, m, a);

@@ -87,11 +87,15 @@ void train_add_base_params(AdamW *o, Model *m);
 LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *train, const Dataset *valid,
                    const TrainHooks *hooks, TrainResult *res, LLError *err);
 
-/* Mean loss (and accuracy, macro-F1 for classification) over max_batches eval batches (0 = all). */
-EvalResult eval_run(Model *m, const Dataset *d, Batch *b, int B, int T, int max_batches);
+/* Mean loss (and accuracy, macro-F1 for classification) over max_batches eval batches (0 = all)
+ * into *out (NaN when nothing was counted). Refuses, before any forward, data that does not fit
+ * the model's head: LL_ERR_CONFIG for the wrong kind, LL_ERR_FORMAT naming path:line for a label
+ * at or above the head's label count; *out is then all NaN. */
+LLStatus eval_run(Model *m, const Dataset *d, Batch *b, int B, int T, int max_batches, EvalResult *out,
+                  LLError *err);
 /* eval_run over the whole of d in batches of B x T, with a batch of its own (for a split evaluated
- * once, such as the test split). */
-EvalResult eval_split(Model *m, const Dataset *d, int B, int T);
+ * once, such as the test split); the same refusals. */
+LLStatus eval_split(Model *m, const Dataset *d, int B, int T, EvalResult *out, LLError *err);
 
 /* The validation metric that selects the best weights: accuracy for classification (accuracy not
  * NaN), else the loss. */

@@ -343,6 +343,7 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
         snprintf(test_path, sizeof test_path, "%s/test.%s", rc->task_data, rc->task_cls ? "jsonl" : "txt");
         if (!st && ll_file_exists(test_path)) { /* read before training: a bad file fails at once */
             st = load_split(rc->task_data, "test", rc->task_cls, lm.tok, &test, err);
+            if (!st) st = data_check_labels(&test, m->cfg.n_labels, err); /* train_run checks the others */
             have_test = !st;
         } else if (!st) {
             snprintf(out->test_note, sizeof out->test_note, "no test split: '%s' does not exist", test_path);
@@ -400,8 +401,9 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
                        out->best_metric_name, out->best_metric, res.best_step, res.kept_step);
         }
         if (!st && have_test) { /* the kept weights, once, on the whole test split */
-            EvalResult te = eval_split(m, &test, rc->train.batch, rc->train.seq);
-            out->tested = 1;
+            EvalResult te;
+            st = eval_split(m, &test, rc->train.batch, rc->train.seq, &te, err);
+            out->tested = !st;
             out->test_loss = te.loss, out->test_accuracy = te.accuracy, out->test_macro_f1 = te.macro_f1;
         }
         if (st == LL_ERR_DIVERGED) snprintf(out->status, sizeof out->status, "diverged");

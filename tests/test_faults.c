@@ -12,6 +12,9 @@
  * limits: a model and batch that cannot fit in memory are refused before allocation, on the
  *   fine-tuning path (run_execute) and on the pretraining path (run_ensure_base); a wall-clock
  *   bound (train.max_minutes) ends a run as interrupted.
+ * inputs (issue 21, item 3): classification labels at or above the head's label count in a
+ *   split other than train, refused with file:line by `loralab train` and `loralab eval` (the real
+ *   binary) and by eval_run / train_run.
  * A database locked past the busy timeout is tested in tests/test_store.c
  * (t_locked_by_other_process); SIGKILL of a worker and of the whole sweep in tests/test_sweep.c
  * (t_runner_worker_killed) and tests/test_e2e.c (test_sweep_killed_and_resumed).
@@ -35,6 +38,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "adapter.h"
@@ -46,19 +50,22 @@
 #include "experiments/sweep.h"
 #include "safetensors.h"
 #include "tokenizer.h"
+#include "train.h"
 #include "util.h"
 
 /* ---- a tiny base model folder and a text dataset ------------------------------------------- */
 
 /* A byte-tokenizer model folder (config.json, model.safetensors, tokenizer.json) with untied
  * embeddings. poison: the embedding row of '~' becomes NaN, so a batch whose input holds '~' has
- * a NaN loss while every other batch trains normally. */
-static void make_base(const char *dir, int max_T, int poison) {
+ * a NaN loss while every other batch trains normally. labels: NULL for a causal LM, else the
+ * NULL-terminated label names of a classifier (LlamaForSequenceClassification). */
+static void make_base(const char *dir, int max_T, int poison, const char *const *labels) {
     Tokenizer *tok = tok_new_bytes();
     ModelConfig c = {0};
     c.V = tok_vocab_size(tok), c.C = 16, c.L = 2, c.NH = 2, c.NKV = 1, c.HS = 8, c.F = 32, c.max_T = max_T;
     c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.02f, c.tied = 0;
     c.bos_id = tok_bos(tok), c.eos_id = tok_eos(tok), c.pad_id = tok_pad(tok);
+    while (labels && labels[c.n_labels]) c.n_labels++;
     ModelOptions o = {1, 8, 0, 0};
     Model m;
     LLError err;
@@ -71,7 +78,8 @@ static void make_base(const char *dir, int max_T, int poison) {
         for (int k = 0; k < c.C; k++) m.params[m.off_embed + (size_t)ids[0] * c.C + k] = NAN;
         ll_free(ids);
     }
-    CK_OK(checkpoint_save(&m, tok, NULL, dir, &err));
+    if (labels) model_init_head(&m, 5);
+    CK_OK(checkpoint_save(&m, tok, labels, dir, &err));
     model_free(&m);
     tok_free(tok);
 }
@@ -123,7 +131,7 @@ static void lora_run(const char *name, int max_T, int poison, const char *task, 
     tu_subdir(data, sizeof data, sub);
     snprintf(sub, sizeof sub, "%s/out", name);
     tu_path(outp, sizeof outp, sub);
-    make_base(base, max_T, poison);
+    make_base(base, max_T, poison, NULL);
     make_text_data(data, poison);
     snprintf(yaml, sizeof yaml,
              "name: %s\nbase: {path: %s}\ntask: {%sdata: %s}\ntrain: {%s}\n"
@@ -506,7 +514,7 @@ START_TEST(t_disk_full_checkpoint_save) {
     char parent[256], dir[512];
     tu_subdir(parent, sizeof parent, "ckpt");
     snprintf(dir, sizeof dir, "%s/model", parent);
-    make_base(dir, 64, 0);
+    make_base(dir, 64, 0, NULL);
     const char *files[3] = {"config.json", "model.safetensors", "tokenizer.json"};
     char *before[3];
     size_t lens[3];
@@ -597,7 +605,7 @@ START_TEST(t_corrupt_model_folder) {
     LLError err;
     /* truncated weights */
     tu_subdir(dir, sizeof dir, "corrupt/truncated");
-    make_base(dir, 64, 0);
+    make_base(dir, 64, 0, NULL);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     ck_assert_int_eq(truncate(path, 300), 0);
     expect_open_fails(dir, LL_ERR_FORMAT, "model.safetensors", "truncated model.safetensors");
@@ -606,7 +614,7 @@ START_TEST(t_corrupt_model_folder) {
     expect_open_fails(dir, LL_ERR_FORMAT, "model.safetensors", "5-byte model.safetensors");
     /* garbage config */
     tu_subdir(dir, sizeof dir, "corrupt/config");
-    make_base(dir, 64, 0);
+    make_base(dir, 64, 0, NULL);
     snprintf(path, sizeof path, "%s/config.json", dir);
     tu_write_text(path, "\x7f" "ELF garbage {{{");
     expect_open_fails(dir, LL_ERR_FORMAT, "config.json", "garbage config.json");
@@ -615,12 +623,12 @@ START_TEST(t_corrupt_model_folder) {
     expect_open_fails(dir, LL_ERR_FORMAT, "config.json", "config.json with hidden_size 1e300");
     /* missing tokenizer */
     tu_subdir(dir, sizeof dir, "corrupt/tokenizer");
-    make_base(dir, 64, 0);
+    make_base(dir, 64, 0, NULL);
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     ck_assert_int_eq(unlink(path), 0);
     expect_open_fails(dir, LL_ERR_IO, "tokenizer.json", "missing tokenizer.json");
     /* truncated tokenizer */
-    make_base(dir, 64, 0);
+    make_base(dir, 64, 0, NULL);
     ck_assert_int_eq(truncate(path, 100), 0);
     expect_open_fails(dir, LL_ERR_FORMAT, "tokenizer.json", "truncated tokenizer.json");
     /* a folder that is not there */
@@ -782,6 +790,240 @@ START_TEST(t_max_minutes_interrupts) {
 }
 END_TEST
 
+/* ---- inputs: paths that are not regular files, labels past the head, workers killed -------- */
+
+/* Starts build/loralab ARGS (the binary `make test` builds beside the suites; the working directory
+ * is the project root) in tu_dir, in its own process group and with core dumps off (a worker a test
+ * kills with SIGSEGV leaves no core file); stdout and stderr go to tu_dir/LOG. */
+static pid_t loralab_spawn(const char *log, char *const args[]) {
+    char bin[1024], cwd[900], logp[512];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    snprintf(bin, sizeof bin, "%s/build/loralab", cwd);
+    ck_assert_msg(access(bin, X_OK) == 0, "%s is missing: run the tests through `make test`", bin);
+    tu_path(logp, sizeof logp, log);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        if (chdir(tu_dir) != 0 || !freopen(logp, "w", stdout) || !freopen(logp, "a", stderr)) _exit(126);
+        char *argv[32];
+        int n = 0;
+        argv[n++] = bin;
+        for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
+        argv[n] = NULL;
+        execv(bin, argv);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    return pid;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits for a loralab_spawn process at most `seconds`: its exit status, 128 + the signal that ended
+ * it. Past the time (a read blocked on a FIFO) its group is killed and the test fails. */
+static int loralab_wait(pid_t pid, int seconds, const char *log) {
+    int st = 0;
+    for (int waited = 0; waited < seconds * 1000; waited += 10) {
+        pid_t w = waitpid(pid, &st, WNOHANG);
+        ck_assert_int_ge(w, 0);
+        if (w == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        sleep_ms(10);
+    }
+    killpg(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    ck_abort_msg("loralab did not end within %d s (blocked?); see %s/%s", seconds, tu_dir, log);
+    return -1;
+}
+
+/* loralab ARGS to its end (at most 60 s): the exit status; what it printed into *out (free()). */
+static int loralab_run(const char *log, char **out, char *const args[]) {
+    int rc = loralab_wait(loralab_spawn(log, args), 60, log);
+    char logp[512];
+    *out = tu_slurp(tu_path(logp, sizeof logp, log), NULL);
+    return rc;
+}
+
+/* The one run of sweep `name` in the database db: its status and error (copied; "" for none). */
+static void only_run(const char *db, const char *name, char status[16], char *error, size_t cap) {
+    RunRow *rows;
+    int n;
+    LLError err;
+    Store *s = tu_store_open(db, 1);
+    CK_OK(store_list_runs(s, name, &rows, &n, &err));
+    ck_assert_int_eq(n, 1);
+    snprintf(status, 16, "%s", rows[0].status);
+    snprintf(error, cap, "%s", rows[0].error ? rows[0].error : "");
+    store_free_runs(rows, n);
+    store_close(s);
+}
+
+/* tu_dir/NAME.yaml: a LoRA run `name` on the base folder `base` and the task data `data` (type
+ * task_type), a few short steps, output under tu_dir/NAME-out; `extra` is appended (a sweep). */
+static void run_yaml(const char *name, const char *base, const char *task_type, const char *data, const char *train,
+                     const char *extra) {
+    char file[128], path[512], yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "name: %s\nbase: {path: %s}\ntask: {type: %s, data: %s}\ntrain: {%s}\n"
+             "adapter: {method: lora, r: 2}\noutput: {dir: %s/%s-out}\n%s",
+             name, base, task_type, data, train, tu_dir, name, extra);
+    snprintf(file, sizeof file, "%s.yaml", name);
+    tu_write_text(tu_path(path, sizeof path, file), yaml);
+}
+
+/* Classification examples "a".."h" with labels 0, 1, 0, 1, ...; the line `bad_line` (1-based, 0:
+ * none) has label `bad_label` instead. */
+static void write_jsonl(const char *path, int n, int bad_line, int bad_label) {
+    char text[1024];
+    size_t len = 0;
+    for (int i = 1; i <= n; i++)
+        len += (size_t)snprintf(text + len, sizeof text - len, "{\"text\": \"%c%c\", \"label\": %d}\n", 'a' + i,
+                                'b' + i, i == bad_line ? bad_label : (i - 1) % 2);
+    tu_write_text(path, text);
+}
+
+/* Issue 21, item 3: a valid.jsonl (or test) label at or above the number of labels passed (only
+ * the train split was checked) and eval_run indexed its confusion counts and the logits with it
+ * (heap-buffer-overflow under ASan, wrong accuracy and macro-F1 in release). Every split is now
+ * checked, naming file:line, and eval_run refuses such data itself. Through the real binary. */
+START_TEST(t_cls_label_past_head) {
+    static const char *const names[] = {"ham", "spam", NULL};
+    char base[256], clsbase[256], data[256], path[600], db[256], test_jsonl[600], *out;
+    tu_subdir(base, sizeof base, "labels/base");
+    tu_subdir(clsbase, sizeof clsbase, "labels/clsbase");
+    tu_subdir(data, sizeof data, "labels/data");
+    make_base(base, 64, 0, NULL);
+    make_base(clsbase, 64, 0, names);
+    snprintf(path, sizeof path, "%s/train.jsonl", data);
+    write_jsonl(path, 8, 0, 0);
+    snprintf(path, sizeof path, "%s/valid.jsonl", data);
+    write_jsonl(path, 4, 3, 2);
+    snprintf(path, sizeof path, "%s/labels.txt", data);
+    tu_write_text(path, "ham\nspam\n");
+    run_yaml("labels", base, "cls", data, "steps: 2, batch: 2, seq: 16", "");
+    tu_path(db, sizeof db, "labels.db");
+    /* fine-tuning: refused before any step, the run failed in the database with the same words */
+    char *train[] = {"train", "labels.yaml", "--db", db, NULL};
+    int rc = loralab_run("labels-train.log", &out, train);
+    ck_assert_msg(rc == 2 && strstr(out, "valid.jsonl:3: label 2 is out of range: the model has 2 labels"),
+                  "exit %d: %s", rc, out);
+    free(out);
+    char status[16], error[1100];
+    only_run(db, "labels", status, error, sizeof error);
+    ck_assert_str_eq(status, "failed");
+    ck_assert_msg(strstr(error, "valid.jsonl:3: label 2"), "error: %s", error);
+    /* the test split (read before training, evaluated after it) is checked when it is read */
+    snprintf(path, sizeof path, "%s/valid.jsonl", data);
+    write_jsonl(path, 4, 0, 0);
+    snprintf(test_jsonl, sizeof test_jsonl, "%s/test.jsonl", data);
+    write_jsonl(test_jsonl, 4, 2, 7);
+    tu_path(db, sizeof db, "labels-test.db");
+    rc = loralab_run("labels-test.log", &out, train);
+    ck_assert_msg(rc == 2 && strstr(out, "test.jsonl:2: label 7 is out of range: the model has 2 labels"),
+                  "exit %d: %s", rc, out);
+    free(out);
+    only_run(db, "labels", status, error, sizeof error);
+    ck_assert_str_eq(status, "failed");
+    {   /* refused before training: not even the evaluation at step 0 reached the database */
+        Store *s = tu_store_open(db, 1);
+        RunRow *rows;
+        int n, *steps, nm;
+        double *vals;
+        LLError err;
+        CK_OK(store_list_runs(s, "labels", &rows, &n, &err));
+        CK_OK(store_get_metrics(s, rows[0].id, "eval", "loss", &steps, &vals, &nm, &err));
+        ck_assert_int_eq(nm, 0);
+        free(steps), free(vals);
+        store_free_runs(rows, n);
+        store_close(s);
+    }
+    ck_assert_int_eq(ll_file_exists(tu_path(path, sizeof path, "labels-out")), 0); /* no adapter written */
+    /* eval on a causal LM with labels.txt beside the data, and on a classifier folder */
+    const char *models[] = {base, clsbase};
+    for (int k = 0; k < 2; k++) {
+        char *eval[] = {"eval", "--model", (char *)models[k], "--data", test_jsonl, NULL};
+        rc = loralab_run("labels-eval.log", &out, eval);
+        ck_assert_msg(rc == 2 && strstr(out, "test.jsonl:2: label 7 is out of range: the model has 2 labels"),
+                      "%s: exit %d: %s", models[k], rc, out);
+        free(out);
+    }
+    /* the classifier folder on good data evaluates; text data does not fit its head */
+    snprintf(path, sizeof path, "%s/train.jsonl", data);
+    char *good[] = {"eval", "--model", clsbase, "--data", path, "--json", NULL};
+    rc = loralab_run("labels-good.log", &out, good);
+    ck_assert_msg(rc == 0 && strstr(out, "\"accuracy\": ") && strstr(out, "\"n\": 8"), "exit %d: %s", rc, out);
+    free(out);
+    snprintf(path, sizeof path, "%s/notes.txt", data);
+    tu_write_text(path, "some plain text for a language model\n");
+    char *text[] = {"eval", "--model", clsbase, "--data", path, NULL};
+    rc = loralab_run("labels-text.log", &out, text);
+    ck_assert_msg(rc == 2 && strstr(out, "does not fit the data") && strstr(out, "notes.txt"), "exit %d: %s", rc,
+                  out);
+    free(out);
+}
+END_TEST
+
+/* The engine's side of the same: eval_run returns an error status (never an index past the head)
+ * for a label at or above n_labels and for data of the other kind; train_run refuses a bad
+ * validation label before its first step. */
+START_TEST(t_eval_run_checks_labels) {
+    Tokenizer *tok = tok_new_bytes();
+    ModelConfig c = {0};
+    c.V = tok_vocab_size(tok), c.C = 8, c.L = 1, c.NH = 2, c.NKV = 1, c.HS = 4, c.F = 12, c.max_T = 8;
+    c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.02f, c.tied = 1, c.n_labels = 2;
+    c.bos_id = tok_bos(tok), c.eos_id = tok_eos(tok), c.pad_id = tok_pad(tok);
+    ModelOptions o = {2, 8, 1, 0};
+    Model m;
+    LLError err;
+    CK_OK(model_init(&m, &c, &o, &err));
+    model_init_weights(&m, 7);
+    model_init_head(&m, 7);
+    const char *bad = "{\"text\": \"x\", \"label\": 1}\n\n{\"text\": \"y\", \"label\": 2}\n";
+    const char *good = "{\"text\": \"x\", \"label\": 1}\n{\"text\": \"y\", \"label\": 0}\n";
+    Dataset d_bad, d_good, d_text;
+    CK_OK(data_parse_jsonl(bad, strlen(bad), "v.jsonl", tok, &d_bad, &err));
+    CK_OK(data_parse_jsonl(good, strlen(good), "t.jsonl", tok, &d_good, &err));
+    Batch b;
+    batch_alloc(&b, 2, 8);
+    EvalResult r;
+    ck_assert_int_eq(eval_run(&m, &d_bad, &b, 2, 8, 0, &r, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "v.jsonl:3: label 2 is out of range: the model has 2 labels (0 to 1)"), "%s",
+                  err.msg);
+    ck_assert(isnan(r.loss) && isnan(r.accuracy) && r.n == 0);
+    CK_OK(eval_run(&m, &d_good, &b, 2, 8, 0, &r, &err));
+    ck_assert_int_eq(r.n, 2);
+    ck_assert(r.accuracy >= 0.0 && r.accuracy <= 1.0);
+    d_text = d_good;
+    d_text.kind = DATA_LM; /* the same ids as a token stream: not what a classifier's head takes */
+    d_text.tokens = d_good.ex_tokens, d_text.n_tokens = 2;
+    ck_assert_int_eq(eval_run(&m, &d_text, &b, 2, 8, 0, &r, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "does not fit the data 't.jsonl'"), "%s", err.msg);
+    /* train_run: the bad split as validation stops it before step 1 */
+    TrainConfig tc;
+    train_config_defaults(&tc);
+    tc.steps = 3, tc.batch = 2, tc.seq = 8;
+    AdapterConfig ac;
+    adapter_config_defaults(&ac, ADAPTER_LORA);
+    Adapter *a = NULL;
+    CK_OK(adapter_create(&ac, &m, &a, &err));
+    TrainResult res;
+    ck_assert_int_eq(train_run(&m, a, &tc, &d_good, &d_bad, NULL, &res, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "v.jsonl:3: label 2"), "%s", err.msg);
+    ck_assert_int_eq(res.steps_done, 0);
+    adapter_free(a);
+    batch_free(&b);
+    data_free(&d_bad);
+    data_free(&d_good);
+    tok_free(tok);
+    model_free(&m);
+}
+END_TEST
+
 Suite *faults_suite(void) {
     Suite *s = suite_create("faults");
     TCase *reg = tu_tcase(s, "regressions", 0, 60);
@@ -802,5 +1044,8 @@ Suite *faults_suite(void) {
     tcase_add_test(limits, t_memory_refused_run);
     tcase_add_test(limits, t_memory_refused_pretrain);
     tcase_add_test(limits, t_max_minutes_interrupts);
+    TCase *inputs = tu_tcase(s, "inputs", 1, 180);
+    tcase_add_test(inputs, t_cls_label_past_head);
+    tcase_add_test(inputs, t_eval_run_checks_labels);
     return s;
 }

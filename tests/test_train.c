@@ -536,7 +536,8 @@ static double folder_loss(const RunConfig *rc, const char *dir, const char *spli
     snprintf(path, sizeof path, "%s/%s.txt", rc->task_data, split);
     Dataset d;
     CK_OK(data_load_text(path, lm.tok, &d, &err));
-    EvalResult e = eval_split(&lm.model, &d, rc->train.batch, rc->train.seq);
+    EvalResult e;
+    CK_OK(eval_split(&lm.model, &d, rc->train.batch, rc->train.seq, &e, &err));
     data_free(&d);
     adapter_free(a);
     checkpoint_close(&lm);

@@ -150,13 +150,17 @@ static int count_labels_file(const char *data_path) {
     if (slash) *slash = '\0';
     else snprintf(dir, sizeof dir, ".");
     snprintf(path, sizeof path, "%s/labels.txt", dir);
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
+    char *text;
+    size_t len;
+    if (ll_read_file(path, &text, &len, NULL)) return 0; /* a folder or a FIFO counts as absent, never blocks */
     int n = 0;
-    char line[512];
-    while (fgets(line, sizeof line, f))
-        if (line[0] != '\n') n++;
-    fclose(f);
+    for (const char *p = text; *p;) { /* non-empty lines */
+        const char *nl = strchr(p, '\n');
+        n += (nl ? nl : p + strlen(p)) > p;
+        if (!nl) break;
+        p = nl + 1;
+    }
+    ll_free(text);
     return n;
 }
 

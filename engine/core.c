@@ -135,32 +135,87 @@ int ll_file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
+/* What a path that is not a regular file is, for the message that refuses it. */
+static const char *file_kind(mode_t m) {
+    return S_ISDIR(m)    ? "a folder"
+           : S_ISFIFO(m) ? "a FIFO (named pipe)"
+           : S_ISSOCK(m) ? "a socket"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+                         : "a special file";
+}
+
+LLStatus ll_open_regular(const char *path, int *fd, size_t *size, LLError *err) {
+    *fd = -1;
+    if (size) *size = 0;
+    /* O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever, before fstat could
+     * tell what it is. O_NOCTTY: a terminal device never becomes our controlling terminal. */
+    int f;
+    do f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    while (f < 0 && errno == EINTR);
+    if (f < 0) {
+        int e = errno;
+        return ll_err(err, LL_ERR_IO, "cannot open '%s': %s", path, strerror(e));
+    }
+    struct stat sb;
+    if (fstat(f, &sb) != 0) {
+        int e = errno;
+        close(f);
+        return ll_err(err, LL_ERR_IO, "cannot stat '%s': %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(f);
+        return ll_err(err, LL_ERR_IO, "cannot read '%s': it is %s, not a file", path, file_kind(sb.st_mode));
+    }
+    if (sb.st_size < 0 || (uintmax_t)sb.st_size >= (uintmax_t)SIZE_MAX) {
+        close(f);
+        return ll_err(err, LL_ERR_IO, "cannot read '%s': its size (%jd bytes) does not fit in memory", path,
+                      (intmax_t)sb.st_size);
+    }
+    /* back to blocking reads: the caller reads as from any regular file */
+    int fl = fcntl(f, F_GETFL);
+    if (fl < 0 || fcntl(f, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(f);
+        return ll_err(err, LL_ERR_IO, "cannot open '%s': %s", path, strerror(e));
+    }
+    *fd = f;
+    if (size) *size = (size_t)sb.st_size;
+    return LL_OK;
+}
+
 LLStatus ll_read_file(const char *path, char **out, size_t *len, LLError *err) {
     *out = NULL;
     if (len) *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return ll_err(err, LL_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0) {
-        fclose(f);
-        return ll_err(err, LL_ERR_IO, "cannot seek in '%s': %s", path, strerror(errno));
+    int fd;
+    size_t n;
+    LLStatus st = ll_open_regular(path, &fd, &n, err);
+    if (st) return st;
+    /* the size comes from fstat of a regular file, so it is the file's, not a guess; still, plain
+     * malloc: a file larger than memory is the user's input, not a bug, so it is refused, not fatal */
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return ll_err(err, LL_ERR_NOMEM, "cannot read '%s': %zu bytes do not fit in memory", path, n);
     }
-    long n = ftell(f);
-    if (n < 0) {
-        fclose(f);
-        return ll_err(err, LL_ERR_IO, "'%s' is not a regular file", path);
+    size_t got = 0;
+    int e = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) e = errno;
+        if (r <= 0) break; /* an error, or the file shrank while read */
+        got += (size_t)r;
     }
-    rewind(f);
-    char *buf = ll_malloc((size_t)n + 1, 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || got != (size_t)n) {
+    close(fd);
+    if (got != n) {
         free(buf);
-        return ll_err(err, LL_ERR_IO, "read of '%s' stopped after %zu of %ld bytes", path, got, n);
+        return ll_err(err, LL_ERR_IO, "read of '%s' stopped after %zu of %zu bytes%s%s", path, got, n,
+                      e ? ": " : " (the file shrank while it was read)", e ? strerror(e) : "");
     }
     buf[n] = '\0';
     *out = buf;
-    if (len) *len = (size_t)n;
+    if (len) *len = n;
     return LL_OK;
 }
 

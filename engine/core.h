@@ -82,6 +82,11 @@ double ll_now(void);
  * ll_write_file_atomic writes PATH.tmp.PID, fsyncs it, renames it over PATH and fsyncs the
  * folder, so a crash or a full disk leaves either the old file or the new one, never half. */
 LLStatus ll_read_file(const char *path, char **out, size_t *len, LLError *err);
+/* Every file the project reads is opened here (ll_read_file too): only a regular file is opened.
+ * A folder, a FIFO, a socket or a device gives LL_ERR_IO naming the path and what it is, and never
+ * blocks (a FIFO is opened with O_NONBLOCK, cleared again once fstat says what it is). On LL_OK *fd
+ * is open for blocking reads, close-on-exec, and *size (if not NULL) is the file's size. */
+LLStatus ll_open_regular(const char *path, int *fd, size_t *size, LLError *err);
 LLStatus ll_write_file_atomic(const char *path, const void *data, size_t len, LLError *err);
 /* Folders written whole, and the rule that only loralab's own are replaced: see outdir.h. */
 /* Creates a folder and its parents (mkdir -p). */

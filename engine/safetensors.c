@@ -653,17 +653,10 @@ LLStatus st_load(const char *path, SafeTensors *st, LLError *err) {
 LLStatus st_map(const char *path, SafeTensors *st, LLError *err) {
     LL_ASSERT(st && path);
     memset(st, 0, sizeof *st);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ll_err(err, LL_ERR_IO, "cannot open '" SHOW "': %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size < 0 ||
-        (uintmax_t)sb.st_size > (uintmax_t)SIZE_MAX) {
-        int e = errno;
-        close(fd);
-        return ll_err(err, LL_ERR_IO, "cannot map '" SHOW "': %s", path,
-                      e ? strerror(e) : "not a regular file");
-    }
-    size_t size = (size_t)sb.st_size;
+    int fd;
+    size_t size;
+    LLStatus orc = ll_open_regular(path, &fd, &size, err); /* a FIFO or a folder is refused, never waited on */
+    if (orc != LL_OK) return orc;
     if (size < 8) { /* nothing worth mapping (mmap refuses 0 bytes): st_load's message */
         close(fd);
         const char none[8] = {0}; /* parse_view reads no byte of a file this short */

@@ -319,9 +319,25 @@ static int worker_main(Runner *r, const SweepPoint *pt, int64_t run_id) {
     return st == LL_OK ? WORKER_OK : WORKER_RUN_FAILED;
 }
 
+/* The signal's name as <signal.h> spells it, for the error a run keeps: the same on every libc,
+ * unlike strsignal's description ("Killed", "Segmentation fault"). */
+static const char *signal_name(int sig) {
+    static const struct {
+        int sig;
+        const char *name;
+    } names[] = {{SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"}, {SIGILL, "SIGILL"},
+                 {SIGTRAP, "SIGTRAP"}, {SIGABRT, "SIGABRT"}, {SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},
+                 {SIGKILL, "SIGKILL"}, {SIGUSR1, "SIGUSR1"}, {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"},
+                 {SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"}, {SIGXCPU, "SIGXCPU"},
+                 {SIGXFSZ, "SIGXFSZ"}, {SIGSYS, "SIGSYS"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].sig == sig) return names[i].name;
+    return "an unnamed signal";
+}
+
 static void exit_text(int wstatus, char *out, size_t cap) {
     if (WIFSIGNALED(wstatus))
-        snprintf(out, cap, "killed by signal %d (%s)", WTERMSIG(wstatus), strsignal(WTERMSIG(wstatus)));
+        snprintf(out, cap, "killed by signal %d (%s)", WTERMSIG(wstatus), signal_name(WTERMSIG(wstatus)));
     else if (WIFEXITED(wstatus)) snprintf(out, cap, "exited with status %d", WEXITSTATUS(wstatus));
     else snprintf(out, cap, "ended (wait status %d)", wstatus);
 }

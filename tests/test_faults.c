@@ -12,9 +12,11 @@
  * limits: a model and batch that cannot fit in memory are refused before allocation, on the
  *   fine-tuning path (run_execute) and on the pretraining path (run_ensure_base); a wall-clock
  *   bound (train.max_minutes) ends a run as interrupted.
- * inputs (issue 21, item 3): classification labels at or above the head's label count in a
+ * inputs (issue 21, items 3 and 4): classification labels at or above the head's label count in a
  *   split other than train, refused with file:line by `loralab train` and `loralab eval` (the real
- *   binary) and by eval_run / train_run.
+ *   binary) and by eval_run / train_run; a folder, a FIFO or a device where a file is read (every
+ *   reader of the engine and the configs, and the binary's `train --db`, which records the run
+ *   failed); sweep workers killed by SIGSEGV and SIGKILL, recorded failed with the signal named.
  * A database locked past the busy timeout is tested in tests/test_store.c
  * (t_locked_by_other_process); SIGKILL of a worker and of the whole sweep in tests/test_sweep.c
  * (t_runner_worker_killed) and tests/test_e2e.c (test_sweep_killed_and_resumed).
@@ -1024,6 +1026,317 @@ START_TEST(t_eval_run_checks_labels) {
 }
 END_TEST
 
+/* Issue 21, item 4: task.data/train.txt being a folder made ll_read_file's size probe give a huge
+ * size and the allocation abort (SIGABRT, exit 134), leaving the run `running` in the database; a
+ * FIFO as a data file blocked forever. Now: exit 2 naming the file and what it is, the run failed.
+ * Through the real binary: `train --db` on each, a YAML config that is a FIFO or a folder, and
+ * `eval` with a FIFO where labels.txt belongs (read with fopen before). */
+START_TEST(t_data_path_not_a_file) {
+    char base[256], data[256], path[600], db[256], *out, status[16], error[1100];
+    tu_subdir(base, sizeof base, "notfile/base");
+    tu_subdir(data, sizeof data, "notfile/data");
+    make_base(base, 64, 0, NULL);
+    make_text_data(data, 0);
+    run_yaml("notfile", base, "lm", data, "steps: 2, batch: 2, seq: 16", "");
+    struct {
+        const char *file, *kind, *db;
+    } cases[] = {{"train.txt", "a folder", "dir.db"}, {"valid.txt", "a FIFO (named pipe)", "fifo.db"}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/%s", data, cases[k].file);
+        ck_assert_int_eq(unlink(path), 0);
+        ck_assert_int_eq(k == 0 ? mkdir(path, 0755) : mkfifo(path, 0644), 0);
+        tu_path(db, sizeof db, cases[k].db);
+        char *train[] = {"train", "notfile.yaml", "--db", db, NULL};
+        int rc = loralab_run("notfile-train.log", &out, train);
+        char want[700];
+        snprintf(want, sizeof want, "cannot read '%s': it is %s, not a file", path, cases[k].kind);
+        ck_assert_msg(rc == 2 && strstr(out, want), "%s: exit %d, output: %s", cases[k].file, rc, out);
+        free(out);
+        only_run(db, "notfile", status, error, sizeof error);
+        ck_assert_str_eq(status, "failed");
+        ck_assert_msg(strstr(error, want), "error: %s", error);
+        ck_assert_int_eq(k == 0 ? rmdir(path) : unlink(path), 0);
+        make_text_data(data, 0);
+    }
+    /* the config itself */
+    tu_path(path, sizeof path, "fifo.yaml");
+    ck_assert_int_eq(mkfifo(path, 0644), 0);
+    char *fifo_cfg[] = {"train", "fifo.yaml", NULL};
+    int rc = loralab_run("notfile-cfg.log", &out, fifo_cfg);
+    ck_assert_msg(rc == 2 && strstr(out, "cannot read 'fifo.yaml': it is a FIFO (named pipe), not a file"),
+                  "exit %d: %s", rc, out);
+    free(out);
+    tu_subdir(path, sizeof path, "dir.yaml");
+    char *dir_cfg[] = {"pretrain", "dir.yaml", NULL};
+    rc = loralab_run("notfile-cfg.log", &out, dir_cfg);
+    ck_assert_msg(rc == 2 && strstr(out, "cannot read 'dir.yaml': it is a folder, not a file"), "exit %d: %s", rc,
+                  out);
+    free(out);
+    /* labels.txt a FIFO beside classification data, with a model that has no head: no count */
+    snprintf(path, sizeof path, "%s/test.jsonl", data);
+    write_jsonl(path, 4, 0, 0);
+    char labels[700];
+    snprintf(labels, sizeof labels, "%s/labels.txt", data);
+    ck_assert_int_eq(mkfifo(labels, 0644), 0);
+    char *eval[] = {"eval", "--model", base, "--data", path, NULL};
+    rc = loralab_run("notfile-eval.log", &out, eval);
+    ck_assert_msg(rc == 2 && strstr(out, "neither the model nor a labels.txt beside it"), "exit %d: %s", rc, out);
+    free(out);
+}
+END_TEST
+
+/* Replaces path (if it exists, it is put back after) by a folder, then by a FIFO, and has `read`
+ * open it through arg each time: LL_ERR_IO with a message naming path and what it is, at once. */
+typedef LLStatus (*ReadFn)(const char *arg, LLError *err);
+
+static void expect_refused(const char *path, ReadFn read, const char *arg) {
+    char aside[700];
+    snprintf(aside, sizeof aside, "%s.aside", path);
+    int had = rename(path, aside) == 0;
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(k == 0 ? mkdir(path, 0755) : mkfifo(path, 0644), 0);
+        LLError err = {0};
+        alarm(20); /* a reader that blocks on the FIFO fails the test, SIGALRM, instead of hanging it */
+        LLStatus st = read(arg, &err);
+        alarm(0);
+        ck_assert_msg(st == LL_ERR_IO, "%s as %s: status %s: %s", path, k ? "a FIFO" : "a folder", ll_status_name(st),
+                      err.msg);
+        ck_assert_msg(strstr(err.msg, path) && strstr(err.msg, k ? "a FIFO (named pipe), not a file" : "a folder"),
+                      "%s as %s: %s", path, k ? "a FIFO" : "a folder", err.msg);
+        ck_assert_int_eq(k == 0 ? rmdir(path) : unlink(path), 0);
+    }
+    if (had) ck_assert_int_eq(rename(aside, path), 0);
+}
+
+static LLStatus read_whole(const char *path, LLError *err) {
+    char *text = NULL;
+    size_t len;
+    LLStatus st = ll_read_file(path, &text, &len, err);
+    ll_free(text);
+    return st;
+}
+
+static LLStatus open_model_dir(const char *dir, LLError *err) {
+    ModelOptions o = {1, 8, 0, 0};
+    LoadedModel lm;
+    LLStatus st = checkpoint_open(dir, &o, 0, &lm, err);
+    if (!st) checkpoint_close(&lm);
+    return st;
+}
+
+static LLStatus map_tensors(const char *path, LLError *err) {
+    SafeTensors t;
+    LLStatus st = st_map(path, &t, err);
+    if (!st) st_free(&t);
+    return st;
+}
+
+static char g_adapter_base[256]; /* the model folder load_adapter_dir puts an adapter on */
+
+static LLStatus load_adapter_dir(const char *dir, LLError *err) {
+    ModelOptions o = {1, 8, 0, 0};
+    LoadedModel lm;
+    LLStatus st = checkpoint_open(g_adapter_base, &o, 0, &lm, err);
+    ck_assert_msg(st == LL_OK, "%s", err->msg);
+    Adapter *a = NULL;
+    st = adapter_load(dir, &lm.model, &a, err);
+    adapter_free(a);
+    checkpoint_close(&lm);
+    return st;
+}
+
+static LLStatus load_tokenizer(const char *path, LLError *err) {
+    Tokenizer *t = NULL;
+    LLStatus st = tok_load(path, &t, err);
+    if (t) tok_free(t);
+    return st;
+}
+
+static LLStatus load_yaml(const char *path, LLError *err) {
+    ConfigDoc *doc = NULL;
+    LLStatus st = config_load(path, NULL, 0, &doc, err);
+    config_doc_free(doc);
+    return st;
+}
+
+/* Text data, or classification data when the name ends in .jsonl. */
+static LLStatus load_data(const char *path, LLError *err) {
+    Tokenizer *tok = tok_new_bytes();
+    Dataset d;
+    LLStatus st = strstr(path, ".jsonl") ? data_load_jsonl(path, tok, &d, err) : data_load_text(path, tok, &d, err);
+    if (!st) data_free(&d);
+    tok_free(tok);
+    return st;
+}
+
+/* Every reader of the engine and of the configs, each file of a model and an adapter folder. */
+START_TEST(t_readers_refuse_non_regular) {
+    char base[256], adapter[256], data[256], path[600];
+    LLError err;
+    tu_subdir(base, sizeof base, "readers/base");
+    tu_subdir(adapter, sizeof adapter, "readers/adapter");
+    tu_subdir(data, sizeof data, "readers/data");
+    make_base(base, 64, 0, NULL);
+    snprintf(g_adapter_base, sizeof g_adapter_base, "%s", base);
+    {
+        ModelOptions o = {1, 8, 0, 0};
+        LoadedModel lm;
+        CK_OK(checkpoint_open(base, &o, 0, &lm, &err));
+        AdapterConfig ac;
+        adapter_config_defaults(&ac, ADAPTER_LORA);
+        Adapter *a = NULL;
+        CK_OK(adapter_create(&ac, &lm.model, &a, &err));
+        CK_OK(adapter_save(a, &lm.model, adapter, base, &err));
+        adapter_free(a);
+        checkpoint_close(&lm);
+    }
+    struct {
+        const char *dir, *file;
+        ReadFn read;
+        int takes_dir; /* the reader is given the folder, not the file */
+    } cases[] = {{base, "config.json", open_model_dir, 1},
+                 {base, "tokenizer.json", open_model_dir, 1},
+                 {base, "model.safetensors", open_model_dir, 1},
+                 {base, "model.safetensors", map_tensors, 0},
+                 {base, "tokenizer.json", load_tokenizer, 1},
+                 {adapter, "adapter_config.json", load_adapter_dir, 1},
+                 {adapter, "adapter_model.safetensors", load_adapter_dir, 1},
+                 {data, "train.txt", load_data, 0},
+                 {data, "train.jsonl", load_data, 0},
+                 {data, "run.yaml", load_yaml, 0},
+                 {data, "run.yaml", read_whole, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", cases[i].dir, cases[i].file);
+        expect_refused(path, cases[i].read, cases[i].takes_dir ? cases[i].dir : path);
+    }
+    /* a device is refused as well (a read of /dev/zero would never end) */
+    ck_assert_int_eq(read_whole("/dev/zero", &err), LL_ERR_IO);
+    ck_assert_msg(strstr(err.msg, "cannot read '/dev/zero': it is a character device, not a file"), "%s", err.msg);
+    /* and a regular file still reads whole */
+    snprintf(path, sizeof path, "%s/plain.txt", data);
+    tu_write_text(path, "plain\n");
+    int fd;
+    size_t size;
+    CK_OK(ll_open_regular(path, &fd, &size, &err));
+    ck_assert_int_eq(size, 6);
+    ck_assert_int_eq(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+    ck_assert_int_ne(fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
+    close(fd);
+}
+END_TEST
+
+/* A preset (base.preset) that is a folder or a FIFO: refused by name, not waited on. */
+static LLStatus load_preset(const char *path, LLError *err) {
+    ModelConfig mc;
+    return config_load_preset(path, &mc, NULL, err);
+}
+
+START_TEST(t_preset_not_a_file) {
+    char path[600];
+    tu_path(path, sizeof path, "preset.yaml");
+    tu_write_text(path, "hidden_size: 32\n");
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(unlink(path) == 0 || errno == ENOENT, 1);
+        ck_assert_int_eq(k == 0 ? mkdir(path, 0755) : mkfifo(path, 0644), 0);
+        LLError err = {0};
+        alarm(20);
+        LLStatus st = load_preset(path, &err);
+        alarm(0);
+        ck_assert_msg(st == LL_ERR_CONFIG && strstr(err.msg, "base.preset") && strstr(err.msg, path), "%s", err.msg);
+        if (k == 0) ck_assert_int_eq(rmdir(path), 0);
+    }
+}
+END_TEST
+
+/* Issue 21, item 4: a worker that dies by a signal leaves its run `failed` with the signal named.
+ * A real sweep of four runs on one job: the first run seen `running` gets SIGSEGV, the next one
+ * SIGKILL (the sweep's process group is stopped while the database is read and the signal sent, so
+ * the run killed is one still running); the sweep goes on with the others and exits 1. */
+START_TEST(t_sweep_worker_killed_by_signal) {
+    char base[256], data[256], db[256];
+    tu_subdir(base, sizeof base, "signals/base");
+    tu_subdir(data, sizeof data, "signals/data");
+    make_base(base, 64, 0, NULL);
+    make_text_data(data, 0);
+    run_yaml("signals", base, "lm", data, "steps: 1000, batch: 2, seq: 16, log_every: 100",
+             "sweep:\n  grid:\n    train.lr: [0.001, 0.002, 0.003, 0.004]\n");
+    tu_path(db, sizeof db, "signals.db");
+    char *sweep[] = {"sweep", "signals.yaml", "--jobs", "1", "--threads", "1", "--db", db, NULL};
+    pid_t pid = loralab_spawn("signals.log", sweep);
+    const int sigs[2] = {SIGSEGV, SIGKILL};
+    char killed[2][32] = {"", ""};
+    int64_t killed_pid[2] = {0, 0};
+    int n_killed = 0;
+    /* The group is stopped only once the database is made: a sweep stopped while it creates the
+     * file holds a lock that would keep the read below waiting for its whole busy timeout. */
+    for (int waited = 0, n = 0; n < 4; waited += 20) {
+        ck_assert_msg(waited < 60000, "the sweep made no database of 4 runs in 60 s (see %s/signals.log)", tu_dir);
+        sleep_ms(20);
+        Store *s = NULL;
+        LLError e;
+        RunRow *rows = NULL;
+        if (store_open(db, 1, &s, &e) == LL_OK && store_list_runs(s, "signals", &rows, &n, &e) == LL_OK)
+            store_free_runs(rows, n);
+        if (s) store_close(s);
+    }
+    for (int waited = 0; n_killed < 2 && waited < 60000; waited += 30) {
+        int st;
+        ck_assert_msg(waitpid(pid, &st, WNOHANG) == 0, "the sweep ended before its workers were killed (see %s/signals.log)",
+                      tu_dir);
+        ck_assert_int_eq(killpg(pid, SIGSTOP), 0);
+        sleep_ms(10); /* a worker inside a system call (a commit's fsync) stops when it returns */
+        Store *s = NULL;
+        LLError e;
+        RunRow *rows = NULL;
+        int n = 0;
+        if (store_open(db, 1, &s, &e) == LL_OK && store_list_runs(s, "signals", &rows, &n, &e) == LL_OK) {
+            for (int i = 0; i < n && n_killed < 2; i++)
+                if (strcmp(rows[i].status, "running") == 0 && rows[i].pid > 0 &&
+                    (n_killed == 0 || rows[i].pid != killed_pid[0])) {
+                    /* pending until the group continues, then delivered before the worker runs on */
+                    ck_assert_int_eq(kill((pid_t)rows[i].pid, sigs[n_killed]), 0);
+                    killed_pid[n_killed] = rows[i].pid;
+                    snprintf(killed[n_killed++], sizeof killed[0], "%s", rows[i].key);
+                    break;
+                }
+            store_free_runs(rows, n);
+        }
+        if (s) store_close(s);
+        ck_assert_int_eq(killpg(pid, SIGCONT), 0);
+        sleep_ms(20);
+    }
+    ck_assert_msg(n_killed == 2, "saw %d running worker(s) to kill in 60 s", n_killed);
+    int rc = loralab_wait(pid, 120, "signals.log");
+    char logp[512];
+    char *log = tu_slurp(tu_path(logp, sizeof logp, "signals.log"), NULL);
+    ck_assert_msg(rc == 1, "the sweep's exit status is %d, not 1; its log:\n%s", rc, log);
+    ck_assert_msg(strstr(log, "signals: 2 done, ") && strstr(log, ", 2 failed, "), "log:\n%s", log);
+    RunRow *rows;
+    int n;
+    LLError err;
+    Store *s = tu_store_open(db, 1);
+    CK_OK(store_list_runs(s, "signals", &rows, &n, &err));
+    ck_assert_int_eq(n, 4);
+    const char *want[2] = {"killed by signal 11 (SIGSEGV) before recording a result",
+                           "killed by signal 9 (SIGKILL) before recording a result"};
+    for (int i = 0; i < n; i++) {
+        int k = strcmp(rows[i].key, killed[0]) == 0 ? 0 : strcmp(rows[i].key, killed[1]) == 0 ? 1 : -1;
+        if (k < 0) {
+            ck_assert_msg(strcmp(rows[i].status, "done") == 0, "run %s: %s (%s)", rows[i].key, rows[i].status,
+                          rows[i].error ? rows[i].error : "");
+            continue;
+        }
+        ck_assert_str_eq(rows[i].status, "failed");
+        ck_assert_msg(rows[i].error && strstr(rows[i].error, want[k]), "run %s: %s", rows[i].key,
+                      rows[i].error ? rows[i].error : "(no error)");
+        ck_assert_msg(strstr(log, want[k]), "the log does not say '%s':\n%s", want[k], log);
+    }
+    store_free_runs(rows, n);
+    store_close(s);
+    free(log);
+}
+END_TEST
+
 Suite *faults_suite(void) {
     Suite *s = suite_create("faults");
     TCase *reg = tu_tcase(s, "regressions", 0, 60);
@@ -1047,5 +1360,9 @@ Suite *faults_suite(void) {
     TCase *inputs = tu_tcase(s, "inputs", 1, 180);
     tcase_add_test(inputs, t_cls_label_past_head);
     tcase_add_test(inputs, t_eval_run_checks_labels);
+    tcase_add_test(inputs, t_data_path_not_a_file);
+    tcase_add_test(inputs, t_readers_refuse_non_regular);
+    tcase_add_test(inputs, t_preset_not_a_file);
+    tcase_add_test(inputs, t_sweep_worker_killed_by_signal);
     return s;
 }

@@ -2,9 +2,13 @@
 #include "diagnostics.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "adapter.h"
 #include "lora_analysis.h"
+#include "model.h"
+#include "safetensors.h"
 
 double diag_effective_rank(const double *s, int n) {
     double sum = 0.0;
@@ -81,4 +85,72 @@ LLStatus diag_matrix(const double *W0, const double *W1, int out, int in, int k,
     }
     ll_free(U0), ll_free(U1), ll_free(S), ll_free(dW);
     return st;
+}
+
+/* ---- a whole model ----------------------------------------------------------------------------- */
+
+const char *const DIAG_VALUE_NAMES[DIAG_N_VALUES] = {"intruders", "k",      "min_max_cos", "eff_rank",
+                                                     "dw_fro",    "w0_fro", "d_mag",       "d_dir"};
+
+void diag_site_values(const DiagSite *s, double v[DIAG_N_VALUES]) {
+    const DiagMatrix *d = &s->d;
+    const double vals[DIAG_N_VALUES] = {d->intruders, d->k, d->min_max_cos, d->eff_rank, d->dw_fro, s->w0_fro,
+                                        d->d_mag,     d->d_dir};
+    memcpy(v, vals, sizeof vals);
+}
+
+LLStatus diag_model(const char *base_dir, Model *m, const Adapter *a, int layer, unsigned modules, DiagSite **sites,
+                    int *n, LLError *err) {
+    *sites = NULL;
+    *n = 0;
+    char path[2048];
+    snprintf(path, sizeof path, "%s/model.safetensors", base_dir);
+    SafeTensors st;
+    memset(&st, 0, sizeof st);
+    LLStatus rc = st_map(path, &st, err);
+    if (rc) return ll_err_prefix(err, "diagnostics need the base model's weights");
+    const int L = m->cfg.L;
+    DiagSite *out = ll_calloc((size_t)L * MOD_COUNT, sizeof *out);
+    int cnt = 0;
+    for (int l = 0; l < L && !rc; l++) {
+        if (layer >= 0 && l != layer) continue;
+        for (int mod = 0; mod < MOD_COUNT && !rc; mod++) {
+            if (modules && !(modules & (1u << mod))) continue;
+            if (a && !a->sites[l * MOD_COUNT + mod].active) continue;
+            DiagSite *ds = &out[cnt];
+            ds->layer = l, ds->mod = mod;
+            model_module_dims(&m->cfg, mod, &ds->in, &ds->out);
+            const size_t nw = (size_t)ds->in * ds->out;
+            float *w = ll_alloc_floats(nw);
+            double *W0 = ll_malloc(nw, sizeof *W0), *W1 = ll_malloc(nw, sizeof *W1);
+            AdapterSite probe;
+            memset(&probe, 0, sizeof probe);
+            probe.layer = l, probe.mod = mod;
+            char name[160];
+            adapter_site_path(&probe, name, sizeof name);
+            strncat(name, ".weight", sizeof name - strlen(name) - 1);
+            const int64_t shape[2] = {ds->out, ds->in};
+            rc = st_read_f32(&st, name, 2, shape, w, err);
+            if (rc) ll_err_prefix(err, "base model folder '%s'", base_dir);
+            double fro = 0.0;
+            for (size_t i = 0; !rc && i < nw; i++) W0[i] = w[i], fro += W0[i] * W0[i];
+            ds->w0_fro = sqrt(fro);
+            if (!rc) {
+                adapter_effective_weight(a, m, l, mod, w);
+                for (size_t i = 0; i < nw; i++) W1[i] = w[i];
+                rc = diag_matrix(W0, W1, ds->out, ds->in, DIAG_INTRUDER_K, DIAG_INTRUDER_EPS, &ds->d, err);
+                if (rc) ll_err_prefix(err, "diagnostics of layer %d %s", l, model_module_name(mod));
+            }
+            ll_free(w), ll_free(W0), ll_free(W1);
+            if (!rc) cnt++;
+        }
+    }
+    st_free(&st);
+    if (rc || cnt == 0) {
+        ll_free(out);
+        return rc;
+    }
+    *sites = out;
+    *n = cnt;
+    return LL_OK;
 }

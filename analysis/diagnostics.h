@@ -19,6 +19,7 @@
 #ifndef LL_DIAGNOSTICS_H
 #define LL_DIAGNOSTICS_H
 
+#include "adapter.h"
 #include "core.h"
 
 #define DIAG_INTRUDER_K 10
@@ -40,5 +41,37 @@ LLStatus diag_matrix(const double *W0, const double *W1, int out, int in, int k,
 
 /* Effective rank from singular values s (n of them, any order); 0 when all are 0. */
 double diag_effective_rank(const double *s, int n);
+
+/* ---- a whole model ----------------------------------------------------------------------------
+ * For every linear layer an adapter adapts (or, with no adapter, every linear layer: full
+ * fine-tuning), W0 is the pretrained weight read from the base model folder (model.safetensors,
+ * whatever dtype it holds, widened to double) and W1 the weight the model computes with now
+ * (adapter_effective_weight: the held base, dequantized if quantized, plus the method's ΔW). W0 is
+ * read from the folder, not from the model, because the model may hold something else: PiSSA's
+ * residual, a quantized base. So on a quantized base ΔW includes the quantization error (full
+ * rank: its effective rank is large), and PiSSA's ΔW is measured from the pretrained W, not from
+ * the residual. Cost: three SVDs of an out x in matrix per layer (W0 and W1 with their left
+ * singular vectors, ΔW's values), O(out·in·min(out, in)) each. */
+
+typedef struct {
+    int layer, mod, out, in;
+    double w0_fro; /* ||W0||_F, to read dw_fro against */
+    DiagMatrix d;
+} DiagSite;
+
+/* The values a DiagSite stores, in this order, named by DIAG_VALUE_NAMES (the store's diagnostics
+ * rows and the tables of `loralab analyze`): intruders, k, min_max_cos, eff_rank, dw_fro, w0_fro,
+ * d_mag, d_dir. */
+#define DIAG_N_VALUES 8
+extern const char *const DIAG_VALUE_NAMES[DIAG_N_VALUES];
+void diag_site_values(const DiagSite *s, double v[DIAG_N_VALUES]);
+
+/* Diagnostics of the layers described above within a filter (layer -1: every layer; modules: bit
+ * (1u << MOD_*) per module, 0: every module), with k = DIAG_INTRUDER_K and eps = DIAG_INTRUDER_EPS,
+ * in layer, then module order. *sites is ll_malloc'd (ll_free; NULL when n = 0). LL_ERR_IO /
+ * LL_ERR_FORMAT for a base folder that cannot be read or does not match the model (the engine's
+ * message, prefixed with the folder), LL_ERR_FORMAT for a NaN or Inf weight (the layer named). */
+LLStatus diag_model(const char *base_dir, Model *m, const Adapter *a, int layer, unsigned modules,
+                    DiagSite **sites, int *n, LLError *err);
 
 #endif

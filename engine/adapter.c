@@ -449,6 +449,27 @@ static void merge_sign(Adapter *a, Model *m, float sign) {
     model_base_changed(m);
 }
 
+void adapter_effective_weight(const Adapter *a, Model *m, int layer, int mod, float *W) {
+    LL_ASSERT(layer >= 0 && layer < m->cfg.L && mod >= 0 && mod < MOD_COUNT);
+    int in, out;
+    model_module_dims(&m->cfg, mod, &in, &out);
+    const size_t n = (size_t)in * out;
+    const QuantTensor *q = model_quant_weight(m, layer, mod);
+    if (q) {
+        quant_dequant(q, 0, n, W);
+    } else {
+        const float *W0 = model_weight(m, layer, mod);
+        LL_ASSERT(W0 != NULL);
+        memcpy(W, W0, n * sizeof *W);
+    }
+    const AdapterSite *s = a ? &a->sites[layer * MOD_COUNT + mod] : NULL;
+    if (!s || !s->active || a->merged) return; /* merged: ΔW is already in the held weight */
+    float *dW = ll_alloc_floats(n);
+    a->ops->delta(a, s, dW);
+    for (size_t i = 0; i < n; i++) W[i] += dW[i];
+    ll_free(dW);
+}
+
 void adapter_merge(Adapter *a, Model *m) {
     LL_ASSERT(!a->merged);
     merge_sign(a, m, 1.0f);

@@ -194,6 +194,14 @@ void adapter_state_set(Adapter *a, const void *buf);
 void adapter_merge(Adapter *a, Model *m);
 void adapter_unmerge(Adapter *a, Model *m);
 
+/* The weight (out x in, model_module_dims) that linear layer (layer, mod) computes with: the base
+ * weight as held (fp32, or dequant of a quantized base; PiSSA's residual) plus ΔW from the method's
+ * `delta` when a adapts that layer; a NULL adapter (or an unadapted layer) gives the base weight
+ * alone, which under full fine-tuning is the trained one. Nothing is merged or changed (a scratch
+ * ΔW is allocated per call). For spectral diagnostics (analysis/diagnostics.h, called by run.c at
+ * the end of a run). */
+void adapter_effective_weight(const Adapter *a, Model *m, int layer, int mod, float *W);
+
 /* PEFT's report: "trainable params: 4,194,304 || all params: ... || trainable%: 0.0622". */
 void adapter_param_report(const Model *m, const Adapter *a, char *out, size_t cap);
 size_t adapter_trainable_count(const Model *m, const Adapter *a); /* adapter + head, or all for NULL */

@@ -192,13 +192,14 @@ static LLStatus node_value(const Src *src, yaml_node_t *n, const KeySpec *ks, Co
             }
         }
     } else { /* mapping */
-        if (ks->type != CFG_NUM_MAP)
+        if (ks->type != CFG_NUM_MAP && ks->type != CFG_STR_MAP)
             return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected %s, got a mapping", loc, ks->key,
                           config_type_name(ks->type));
         int cnt = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
-        out->type = CFG_NUM_MAP;
+        out->type = ks->type;
         out->names = ll_calloc((size_t)cnt + 1, sizeof(char *));
-        out->nums = ll_calloc((size_t)cnt + 1, sizeof(double));
+        if (ks->type == CFG_NUM_MAP) out->nums = ll_calloc((size_t)cnt + 1, sizeof(double));
+        else out->strs = ll_calloc((size_t)cnt + 1, sizeof(char *));
         for (int i = 0; i < cnt; i++) {
             yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
             yaml_node_t *k = yaml_document_get_node(src->doc, p->key), *v = yaml_document_get_node(src->doc, p->value);
@@ -215,6 +216,15 @@ static LLStatus node_value(const Src *src, yaml_node_t *n, const KeySpec *ks, Co
                     config_value_free(out);
                     return LL_ERR_CONFIG;
                 }
+            if (ks->type == CFG_STR_MAP) { /* any scalar is its text: a folder named 2024 too */
+                if (is_null(v)) {
+                    config_value_free(out);
+                    return ll_err(err, LL_ERR_CONFIG, "%s: %s: '%s' has no value", loc, ks->key, scalar(k));
+                }
+                out->strs[out->n] = ll_strdup(scalar(v));
+                out->names[out->n++] = ll_strdup(scalar(k));
+                continue;
+            }
             scalar_value(v, &nv);
             if (nv.type != CFG_INT && nv.type != CFG_FLOAT) {
                 config_value_free(&nv);
@@ -585,7 +595,7 @@ static LLStatus method_pair(const Src *src, void *ctx, const char *key, yaml_nod
                       "sweep.seeds", loc, c->ctx_name);
     if (config_method_ignores(m, key, why, sizeof why))
         return ll_err(err, LL_ERR_CONFIG, "%s: %s%s: %s", loc, c->ctx_name, key, why);
-    int is_space = vn->type == YAML_MAPPING_NODE && ks->type != CFG_NUM_MAP;
+    int is_space = vn->type == YAML_MAPPING_NODE && ks->type != CFG_NUM_MAP && ks->type != CFG_STR_MAP;
     for (int i = 0; i < (is_space ? *c->n_axes : *c->n_space); i++) {
         const char *k = is_space ? (*c->axes)[i].key : (*c->space)[i].key;
         int ln = is_space ? (*c->axes)[i].line : (*c->space)[i].line;
@@ -1314,6 +1324,14 @@ static int cmp_int(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static void free_eval_sets(RunConfig *rc) {
+    for (int i = 0; i < rc->n_eval_sets; i++) ll_free(rc->eval_set_names[i]), ll_free(rc->eval_set_paths[i]);
+    ll_free(rc->eval_set_names);
+    ll_free(rc->eval_set_paths);
+    rc->eval_set_names = rc->eval_set_paths = NULL;
+    rc->n_eval_sets = 0;
+}
+
 /* Applies a special (non-field) key's value. */
 static void apply_special(RunConfig *rc, const ConfigDoc *d, const KeySpec *ks, const ConfigValue *v) {
     const char *k = ks->key;
@@ -1334,6 +1352,14 @@ static void apply_special(RunConfig *rc, const ConfigDoc *d, const KeySpec *ks, 
     }
     else if (strcmp(k, "task.type") == 0) rc->task_cls = strcmp(v->s, "cls") == 0;
     else if (strcmp(k, "task.data") == 0) snprintf(rc->task_data, sizeof rc->task_data, "%s", v->s);
+    else if (strcmp(k, "task.eval_sets") == 0) {
+        free_eval_sets(rc);
+        rc->n_eval_sets = v->n;
+        rc->eval_set_names = ll_calloc((size_t)v->n + 1, sizeof(char *));
+        rc->eval_set_paths = ll_calloc((size_t)v->n + 1, sizeof(char *));
+        for (int i = 0; i < v->n; i++)
+            rc->eval_set_names[i] = ll_strdup(v->names[i]), rc->eval_set_paths[i] = ll_strdup(v->strs[i]);
+    } else if (strcmp(k, "train.diagnostics") == 0) rc->diagnostics = v->i != 0;
     else if (strcmp(k, "train.schedule") == 0) lr_schedule_from_name(v->s, &rc->train.schedule);
     else if (strcmp(k, "train.precision") == 0) rc->train.bf16 = strcmp(v->s, "bf16") == 0;
     else if (strcmp(k, "train.keep") == 0) rc->train.keep = strcmp(v->s, "last") == 0 ? TRAIN_KEEP_LAST : TRAIN_KEEP_BEST;
@@ -1514,6 +1540,7 @@ void run_config_free(RunConfig *rc) {
     if (!rc) return;
     ll_free(rc->canonical_json);
     rc->canonical_json = NULL;
+    free_eval_sets(rc);
 }
 
 /* Defaults, then every value the document and the overrides give (values of the wrong type, such
@@ -1523,6 +1550,7 @@ static void apply_values(const ConfigDoc *d, const ConfigAssign *ov, int n, Adap
     snprintf(rc->name, sizeof rc->name, "%s", d->default_name);
     snprintf(rc->out_dir, sizeof rc->out_dir, "%s", CONFIG_DEFAULT_OUT_DIR);
     rc->base_bpe = 1, rc->base_vocab = 1024;
+    rc->diagnostics = 1;
     int n_keys;
     const KeySpec *keys = config_keys(&n_keys);
     for (int i = 0; i < n_keys; i++) {
@@ -1546,6 +1574,7 @@ const char *config_variant(const ConfigDoc *d, const ConfigAssign *ov, int n) {
     RunConfig rc;
     memset(&rc, 0, sizeof rc);
     apply_values(d, ov, n, method_of(d, ov, n), &rc);
+    run_config_free(&rc);
     return adapter_variant_name(&rc.adapter);
 }
 

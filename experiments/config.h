@@ -59,6 +59,7 @@
 #define CONFIG_MODELS_DIR "configs/models"
 #define CONFIG_BASES_DIR "results/bases"
 #define CONFIG_DEFAULT_OUT_DIR "results/runs"
+#define CONFIG_MAX_EVAL_SETS 16
 /* One assignment of a sweep point (or an override given by a caller). */
 typedef struct {
     char key[CONFIG_KEY_MAX];
@@ -167,6 +168,12 @@ typedef struct RunConfig {
     char base_hash[17];       /* hash of the canonical base section (cache key) */
     int task_cls;             /* task.type: lm | cls */
     char task_data[1024];     /* folder with train/valid/test .txt (lm) or .jsonl (cls) */
+    /* task.eval_sets: more validation sets, name -> folder (its valid.txt or valid.jsonl), in file
+     * order; ll_malloc'd (run_config_free). Like train.diagnostics, not part of the run key: they
+     * change what a run measures, not what it trains. */
+    int n_eval_sets;
+    char **eval_set_names, **eval_set_paths;
+    int diagnostics;          /* train.diagnostics (default 1) */
     TrainConfig train;        /* train.* */
     AdapterConfig adapter;    /* adapter.*; total_step = train.steps */
     char out_dir[1024];       /* output.dir; a run writes <out_dir>/<sweep name>/<run key>/ */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "store.h"
 
 /* ---- the schema ------------------------------------------------------------------------------ */
 
@@ -53,6 +54,9 @@ static const KeySpec KEYS[] = {
     SPECIAL("task.type", CFG_STRING, 0, 0, 0, "lm|cls", "lm", "language modelling or classification"),
     SPECIAL("task.data", CFG_STRING, 0, 0, 0, NULL, NULL,
             "folder with train/valid/test .txt (lm) or .jsonl (cls)"),
+    SPECIAL("task.eval_sets", CFG_STR_MAP, B_NOT_RUN, 0, 0, NULL, NULL,
+            "{name: folder}: more validation sets (each folder's valid split, of the task's type), evaluated "
+            "with the task's at every evaluation; not part of run keys"),
     TRAIN(steps, CFG_INT, FK_INT, LOHI, 1, 1e9, "optimizer steps"),
     TRAIN(batch, CFG_INT, FK_INT, LOHI, 1, 65536, "sequences per micro-batch"),
     TRAIN(seq, CFG_INT, FK_INT, LOHI, 1, 1 << 20, "sequence length (tokens)"),
@@ -76,6 +80,9 @@ static const KeySpec KEYS[] = {
             "weights a run keeps: of its best validation evaluation, or of its last step"),
     TRAIN(eval_batches, CFG_INT, FK_INT, LOHI, 0, 1e9, "batches per evaluation (0: whole split)"),
     TRAIN(log_every, CFG_INT, FK_INT, LOHI, 1, 1e9, "train metrics every N steps"),
+    SPECIAL("train.diagnostics", CFG_BOOL, B_NOT_RUN, 0, 0, NULL, "true",
+            "spectral diagnostics of every adapted matrix at the end of a run (intruder dimensions, ...); "
+            "not part of run keys"),
     TRAIN(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED, "data order seed (adapter.seed follows it unless set)"),
     TRAIN(max_minutes, CFG_FLOAT, FK_F64, LOHI, 0, 1e7, "wall-clock bound in minutes (0: none)"),
     SPECIAL("adapter.method", CFG_STRING, 0, 0, 0, "full|lora|adalora|vera|rslora|dora|pissa|loraplus", "lora",
@@ -258,16 +265,23 @@ void config_value_free(ConfigValue *v) {
         if (v->names) ll_free(v->names[i]);
     ll_free(v->names);
     ll_free(v->nums);
+    for (int i = 0; i < v->n; i++)
+        if (v->strs) ll_free(v->strs[i]);
+    ll_free(v->strs);
     memset(v, 0, sizeof *v);
 }
 
 void config_value_copy(ConfigValue *dst, const ConfigValue *src) {
     *dst = *src;
     dst->s = src->s ? ll_strdup(src->s) : NULL;
-    dst->names = NULL, dst->nums = NULL;
+    dst->names = NULL, dst->nums = NULL, dst->strs = NULL;
     if (src->names) {
         dst->names = ll_calloc((size_t)(src->n > 0 ? src->n : 1), sizeof(char *));
         for (int i = 0; i < src->n; i++) dst->names[i] = ll_strdup(src->names[i]);
+    }
+    if (src->strs) {
+        dst->strs = ll_calloc((size_t)(src->n > 0 ? src->n : 1), sizeof(char *));
+        for (int i = 0; i < src->n; i++) dst->strs[i] = ll_strdup(src->strs[i]);
     }
     if (src->nums) {
         dst->nums = ll_malloc((size_t)(src->n > 0 ? src->n : 1), sizeof(double));
@@ -328,6 +342,11 @@ void config_value_string(const ConfigValue *v, char *out, size_t cap) {
         }
         config_append(out, cap, &len, "}");
         break;
+    case CFG_STR_MAP:
+        config_append(out, cap, &len, "{");
+        for (int i = 0; i < v->n; i++) config_append(out, cap, &len, "%s%s:%s", i ? "," : "", v->names[i], v->strs[i]);
+        config_append(out, cap, &len, "}");
+        break;
     }
 }
 
@@ -350,10 +369,12 @@ int config_value_equal(const char *key, const ConfigValue *a, const ConfigValue 
     case CFG_STR_LIST:
     case CFG_INT_LIST:
     case CFG_NUM_MAP:
+    case CFG_STR_MAP:
         if (a->n != b->n) return 0;
         for (int i = 0; i < a->n; i++) {
             if (a->names && strcmp(a->names[i], b->names[i]) != 0) return 0;
             if (a->nums && a->nums[i] != b->nums[i]) return 0;
+            if (a->strs && strcmp(a->strs[i], b->strs[i]) != 0) return 0;
         }
         return 1;
     default: return 0;
@@ -369,6 +390,7 @@ const char *config_type_name(ConfigType t) {
     case CFG_STR_LIST: return "a list of strings";
     case CFG_INT_LIST: return "a list of whole numbers";
     case CFG_NUM_MAP: return "a mapping of names to numbers";
+    case CFG_STR_MAP: return "a mapping of names to strings";
     }
     return "?";
 }
@@ -518,6 +540,25 @@ int config_check_value(const KeySpec *ks, ConfigValue *v, char *msg, size_t cap)
                 bounds_text(ks, b, sizeof b);
                 snprintf(msg, cap, "%s: %s is not %s in %s", v->names[i], txt,
                          ks->flags & B_INTEGRAL ? "a whole number" : "a number", b);
+                return 0;
+            }
+        }
+        break;
+    case CFG_STR_MAP: /* task.eval_sets, the one key of this type */
+        if (v->n > CONFIG_MAX_EVAL_SETS) {
+            snprintf(msg, cap, "%d entries; at most %d", v->n, CONFIG_MAX_EVAL_SETS);
+            return 0;
+        }
+        for (int i = 0; i < v->n; i++) {
+            if (!store_eval_set_name_ok(v->names[i])) {
+                snprintf(msg, cap,
+                         "'%.60s' cannot name an eval set: 1-%d characters of letters, digits, '_', '.', '-' (not "
+                         "first), other than train, eval and test (it becomes the metrics' split)",
+                         v->names[i], STORE_SPLIT_MAX - 1);
+                return 0;
+            }
+            if (!v->strs[i][0]) {
+                snprintf(msg, cap, "%s: the folder is empty", v->names[i]);
                 return 0;
             }
         }

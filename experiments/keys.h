@@ -32,11 +32,13 @@ typedef enum {
     CFG_STRING,   /* any scalar */
     CFG_STR_LIST, /* a list of strings, or one scalar "a,b" split at commas */
     CFG_INT_LIST, /* a list of whole numbers, or one */
-    CFG_NUM_MAP   /* a mapping of string -> number */
+    CFG_NUM_MAP,  /* a mapping of string -> number */
+    CFG_STR_MAP   /* a mapping of string -> string (task.eval_sets: name -> folder) */
 } ConfigType;
 
-/* A typed value. Lists and maps keep n items in `names` (strings, map keys) and `nums` (int list
- * items, map values); ints and bools in i, floats in f, strings in s. Owned; config_value_free. */
+/* A typed value. Lists and maps keep n items in `names` (strings, map keys), `nums` (int list
+ * items, number map values) and `strs` (string map values); ints and bools in i, floats in f,
+ * strings in s. Owned; config_value_free. */
 typedef struct {
     ConfigType type;
     int64_t i;
@@ -45,6 +47,7 @@ typedef struct {
     int n;
     char **names;
     double *nums;
+    char **strs;
 } ConfigValue;
 
 /* Which engine struct a key's field lives in, and the field's C type. */

@@ -336,6 +336,50 @@ START_TEST(t_set_overrides) {
 }
 END_TEST
 
+/* task.eval_sets and train.diagnostics: read into the RunConfig in file order, out of the run key
+ * (the same key with and without them), not sweepable, and names that cannot be a metrics split
+ * refused with the rule. */
+START_TEST(t_eval_sets_and_diagnostics_keys) {
+    RunConfig rc;
+    resolve_ok(BASE, &rc);
+    ck_assert(rc.n_eval_sets == 0 && rc.diagnostics == 1);
+    char plain[17];
+    memcpy(plain, rc.key, 17);
+    run_config_free(&rc);
+    resolve_ok(BASE "task.eval_sets: {sotu: data/sotu, brown.v2: 2024}\ntrain: {diagnostics: false}\n", &rc);
+    ck_assert_int_eq(rc.n_eval_sets, 2);
+    ck_assert_str_eq(rc.eval_set_names[0], "sotu");
+    ck_assert_str_eq(rc.eval_set_paths[0], "data/sotu");
+    ck_assert_str_eq(rc.eval_set_names[1], "brown.v2");
+    ck_assert_str_eq(rc.eval_set_paths[1], "2024"); /* a plain number is a folder's name */
+    ck_assert_int_eq(rc.diagnostics, 0);
+    ck_assert_str_eq(rc.key, plain);
+    ck_assert_ptr_null(strstr(rc.canonical_json, "eval_sets"));
+    ck_assert_ptr_null(strstr(rc.canonical_json, "diagnostics"));
+    run_config_free(&rc);
+    const char *sets[] = {"task.eval_sets={moby: data/moby}", "train.diagnostics=off"};
+    LLError err;
+    CK_OK(load_resolve(BASE, sets, 2, &rc, &err));
+    ck_assert(rc.n_eval_sets == 1 && strcmp(rc.eval_set_paths[0], "data/moby") == 0 && rc.diagnostics == 0);
+    run_config_free(&rc);
+    const char *none[] = {"task.eval_sets={}"};
+    CK_OK(load_resolve(BASE "task.eval_sets: {a: b}\n", none, 1, &rc, &err));
+    ck_assert_int_eq(rc.n_eval_sets, 0);
+    run_config_free(&rc);
+
+    expect_error(BASE "task.eval_sets: {eval: data/x}\n", NULL, 0, "'eval' cannot name an eval set");
+    expect_error(BASE "task.eval_sets: {\"a b\": data/x}\n", NULL, 0, "cannot name an eval set");
+    expect_error(BASE "task.eval_sets: {.x: data/x}\n", NULL, 0, "cannot name an eval set");
+    expect_error(BASE "task.eval_sets: {x: ''}\n", NULL, 0, "x: the folder is empty");
+    expect_error(BASE "task.eval_sets: {x: }\n", NULL, 0, "'x' has no value");
+    expect_error(BASE "task.eval_sets: {x: a, x: b}\n", NULL, 0, "duplicate entry 'x'");
+    expect_error(BASE "task.eval_sets: [data/x]\n", NULL, 0, "expected a mapping of names to strings");
+    expect_error(BASE "task.eval_sets: {x: [a]}\n", NULL, 0, "expected a mapping of names to strings");
+    expect_error(BASE "train: {diagnostics: 3}\n", NULL, 0, "train.diagnostics");
+    expect_error(BASE "sweep: {grid: {train.diagnostics: [true, false]}}\n", NULL, 0, "is not a run setting");
+}
+END_TEST
+
 START_TEST(t_schema_lookups) {
     char k[CONFIG_KEY_MAX];
     LLError err;
@@ -533,6 +577,7 @@ Suite *config_suite(void) {
     tcase_add_test(core, t_method_variants);
     tcase_add_test(core, t_schema_lookups);
     tcase_add_test(core, t_early_stop_section);
+    tcase_add_test(core, t_eval_sets_and_diagnostics_keys);
     TCase *limits = tu_tcase(s, "limits", 0, 0);
     tcase_add_test(limits, t_unknown_key);
     tcase_add_test(limits, t_wrong_type);

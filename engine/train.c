@@ -151,13 +151,31 @@ static void emit(const TrainHooks *h, int step, const char *split, const char *n
     if (h && h->metric) h->metric(h->user, step, split, name, v);
 }
 
-static void emit_eval(const TrainHooks *h, int step, const EvalResult *e) {
-    emit(h, step, "eval", "loss", e->loss);
-    emit(h, step, "eval", "ppl", e->ppl);
+static void emit_eval(const TrainHooks *h, int step, const char *split, const EvalResult *e) {
+    emit(h, step, split, "loss", e->loss);
+    emit(h, step, split, "ppl", e->ppl);
     if (!isnan(e->accuracy)) {
-        emit(h, step, "eval", "accuracy", e->accuracy);
-        emit(h, step, "eval", "macro_f1", e->macro_f1);
+        emit(h, step, split, "accuracy", e->accuracy);
+        emit(h, step, split, "macro_f1", e->macro_f1);
     }
+}
+
+/* The validation split's evaluation at `step` into res (and the best copy), then the extra sets'. */
+static LLStatus evaluate(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *valid, const TrainHooks *hooks,
+                         int step, Batch *b, Snapshot *best, int keep_best, TrainResult *res, LLError *err) {
+    LLStatus st = eval_run(m, valid, b, tc->batch, tc->seq, tc->eval_batches, &res->eval, err);
+    if (st) return st;
+    if (train_eval_better(&res->eval, &res->best)) { /* copied before any hook runs */
+        res->best = res->eval, res->best_step = step;
+        if (keep_best) snapshot_take(best, m, a);
+    }
+    emit_eval(hooks, step, "eval", &res->eval);
+    for (int i = 0; hooks && i < hooks->n_eval_sets && !st; i++) {
+        EvalResult e;
+        st = eval_run(m, hooks->eval_sets[i], b, tc->batch, tc->seq, tc->eval_batches, &e, err);
+        if (!st) emit_eval(hooks, step, hooks->eval_set_names[i], &e);
+    }
+    return st;
 }
 
 void train_add_base_params(AdamW *o, Model *m) {
@@ -185,6 +203,7 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
      * surface only at the first evaluation (where eval_run refuses it too). */
     LLStatus fst = fits_head(c, train, err);
     if (!fst && valid) fst = fits_head(c, valid, err);
+    for (int i = 0; !fst && hooks && i < hooks->n_eval_sets; i++) fst = fits_head(c, hooks->eval_sets[i], err);
     if (fst) return fst;
     LLStatus pst = model_set_bf16(m, tc->bf16, err);
     if (pst) return pst;
@@ -220,12 +239,7 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
     LLStatus st = LL_OK;
     if (valid) { /* step 0: the starting weights, so that curves start at the base's loss */
         double e0 = ll_now();
-        st = eval_run(m, valid, &b, tc->batch, tc->seq, tc->eval_batches, &res->eval, err);
-        if (!st && train_eval_better(&res->eval, &res->best)) { /* copied before any hook runs */
-            res->best = res->eval, res->best_step = 0;
-            if (keep_best) snapshot_take(&best, m, a);
-        }
-        if (!st) emit_eval(hooks, 0, &res->eval);
+        st = evaluate(m, a, tc, valid, hooks, 0, &b, &best, keep_best, res, err);
         eval_time += ll_now() - e0;
     }
     for (int step = 0; step < tc->steps && !st; step++) {
@@ -272,13 +286,8 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
         }
         if (valid && ((tc->eval_every > 0 && (step + 1) % tc->eval_every == 0) || last)) {
             double e0 = ll_now();
-            st = eval_run(m, valid, &b, tc->batch, tc->seq, tc->eval_batches, &res->eval, err);
+            st = evaluate(m, a, tc, valid, hooks, step + 1, &b, &best, keep_best, res, err);
             if (st) break;
-            if (train_eval_better(&res->eval, &res->best)) {
-                res->best = res->eval, res->best_step = step + 1;
-                if (keep_best) snapshot_take(&best, m, a);
-            }
-            emit_eval(hooks, step + 1, &res->eval);
             eval_time += ll_now() - e0;
             if (!last && hooks && hooks->evaluated && hooks->evaluated(hooks->user, step + 1, &res->eval))
                 res->pruned_step = step + 1;

@@ -19,6 +19,11 @@
  * Step 0 is a candidate: when no update beat the starting weights on validation, those are kept.
  * Without a validation split, or when no evaluation was finite, the last weights stay.
  *
+ * More validation sets (TrainHooks.eval_sets: another domain's text, to measure forgetting) are
+ * evaluated right after valid at each of its evaluations (step 0 included), over the same number
+ * of batches (eval_batches), and reported through metric() under their own split names. They never
+ * choose the kept weights and never reach the evaluated hook; without valid they are not evaluated.
+ *
  * Metrics leave through hooks (the results store, a progress line); the engine prints nothing. */
 #ifndef LL_TRAIN_H
 #define LL_TRAIN_H
@@ -63,6 +68,10 @@ typedef struct {
      * there with LL_OK and res->pruned_step = step (early stopping); the kept weights are chosen as
      * at the end of a run. NULL: never. */
     int (*evaluated)(void *user, int step, const EvalResult *e);
+    /* More validation sets (see the header): eval_sets[i] reported as split eval_set_names[i]. */
+    const Dataset *const *eval_sets;
+    const char *const *eval_set_names;
+    int n_eval_sets;
 } TrainHooks;
 
 typedef struct {

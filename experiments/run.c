@@ -3,6 +3,7 @@
 #include "run.h"
 
 #include "adapter.h"
+#include "analysis/diagnostics.h"
 #include "checkpoint.h"
 #include "data.h"
 #include "model.h"
@@ -227,7 +228,7 @@ static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char
         RunEnv quiet = *env;
         quiet.store = NULL; /* the base is not a run of the sweep */
         h.env = &quiet;
-        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, NULL};
+        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, NULL, NULL, NULL, 0};
         TrainResult res;
         st = train_run(&m, NULL, &rc->base_train, &train, &valid, &hooks, &res, err);
         if (!st) {
@@ -276,6 +277,102 @@ LLStatus run_ensure_base(const RunConfig *rc, const RunEnv *env, char *path, siz
     return st;
 }
 
+/* ---- eval sets -------------------------------------------------------------------------------- */
+
+/* task.eval_sets: each folder's valid split, read like the task's (same kind, same tokenizer); a
+ * classification set must not name a label the head lacks (checked here, before anything runs). */
+static LLStatus load_eval_sets(const RunConfig *rc, const Tokenizer *tok, int n_labels, Dataset *sets, LLError *err) {
+    for (int i = 0; i < rc->n_eval_sets; i++) {
+        LLStatus st = load_split(rc->eval_set_paths[i], "valid", rc->task_cls, tok, &sets[i], err);
+        if (!st && rc->task_cls) st = data_check_labels(&sets[i], n_labels, err);
+        if (st) return ll_err_prefix(err, "task.eval_sets.%s", rc->eval_set_names[i]);
+    }
+    return LL_OK;
+}
+
+/* What a base evaluation depends on besides the set: the base folder, the precision of its
+ * products, the sequence length, how many rows are evaluated and, for classification, the seed of
+ * the head (the base has none of its own). Runs that share it share base_evals rows. */
+static void eval_context(const RunConfig *rc, const char *base, char *out, size_t cap) {
+    char rows[32] = "all", head[48] = "";
+    if (rc->train.eval_batches > 0) snprintf(rows, sizeof rows, "%lld", (long long)rc->train.eval_batches * rc->train.batch);
+    if (rc->task_cls) snprintf(head, sizeof head, " head_seed %llu", (unsigned long long)rc->adapter.seed);
+    snprintf(out, cap, "base %s precision %s seq %d rows %s%s", base, rc->train.bf16 ? "bf16" : "fp32", rc->train.seq,
+             rows, head);
+}
+
+/* The base model's numbers on each eval set, measured once per sweep and evaluation context: a run
+ * that finds them recorded reads them, else it evaluates the model it holds (before any adapter or
+ * quantization: the base itself) and records them. Two workers racing record the same numbers. */
+static LLStatus base_evals(const RunConfig *rc, const RunEnv *env, const char *base, Model *m, const Dataset *sets,
+                           LLError *err) {
+    if (!env->store || rc->n_eval_sets == 0) return LL_OK;
+    char ctx[1400];
+    eval_context(rc, base, ctx, sizeof ctx);
+    LLStatus st = store_set_eval_ctx(env->store, env->run_id, ctx, err);
+    if (!st) st = model_set_bf16(m, rc->train.bf16, err);
+    Batch b = {0};
+    int have_batch = 0;
+    for (int i = 0; i < rc->n_eval_sets && !st; i++) {
+        double v;
+        int found;
+        st = store_run_base_eval(env->store, env->run_id, rc->eval_set_names[i], "loss", &v, &found, err);
+        if (st || found) continue;
+        if (!have_batch) batch_alloc(&b, rc->train.batch, rc->train.seq), have_batch = 1;
+        EvalResult e;
+        st = eval_run(m, &sets[i], &b, rc->train.batch, rc->train.seq, rc->train.eval_batches, &e, err);
+        if (st) break;
+        ll_log(&env->log, LL_LOG_INFO, "base model on eval set %s: loss %.4f (ppl %.2f)", rc->eval_set_names[i], e.loss,
+               e.ppl);
+        const char *names[4] = {"loss", "ppl", "accuracy", "macro_f1"};
+        const double vals[4] = {e.loss, e.ppl, e.accuracy, e.macro_f1};
+        for (int k = 0; k < (rc->task_cls ? 4 : 2) && !st; k++)
+            st = store_add_base_eval(env->store, env->run_id, rc->eval_set_names[i], names[k], vals[k], err);
+    }
+    if (have_batch) batch_free(&b);
+    return st;
+}
+
+/* ---- spectral diagnostics ----------------------------------------------------------------------- */
+
+/* train.diagnostics: analysis/diagnostics.h on the kept weights, rows into the store. A failure to
+ * compute (a weight that is not finite, a base folder gone) is a warning: the run's result stands;
+ * a failure to store is the run's, as for its metrics. */
+static LLStatus run_diagnostics(const RunEnv *env, const char *base, Model *m, const Adapter *a, LLError *err) {
+    double t0 = ll_now();
+    DiagSite *ds = NULL;
+    int n = 0;
+    LLError de;
+    if (diag_model(base, m, a, -1, 0, &ds, &n, &de)) {
+        ll_log(&env->log, LL_LOG_WARN, "no spectral diagnostics: %s", de.msg);
+        return LL_OK;
+    }
+    int intruders = 0;
+    double eff = 0.0;
+    DiagnosticRow *rows = ll_calloc((size_t)n * DIAG_N_VALUES + 1, sizeof *rows);
+    for (int i = 0; i < n; i++) {
+        double v[DIAG_N_VALUES];
+        diag_site_values(&ds[i], v);
+        intruders += ds[i].d.intruders, eff += ds[i].d.eff_rank;
+        for (int k = 0; k < DIAG_N_VALUES; k++) {
+            DiagnosticRow *r = &rows[i * DIAG_N_VALUES + k];
+            r->layer = ds[i].layer;
+            snprintf(r->module, sizeof r->module, "%s", model_module_name(ds[i].mod));
+            snprintf(r->name, sizeof r->name, "%s", DIAG_VALUE_NAMES[k]);
+            r->value = v[k];
+        }
+    }
+    LLStatus st = env->store ? store_add_diagnostics(env->store, env->run_id, rows, n * DIAG_N_VALUES, err) : LL_OK;
+    ll_log(&env->log, LL_LOG_INFO,
+           "spectral diagnostics of %d matri%s in %.2f s: %d intruder dimension%s (k = %d, eps = %g), mean effective "
+           "rank of dW %.2f",
+           n, n == 1 ? "x" : "ces", ll_now() - t0, intruders, intruders == 1 ? "" : "s", DIAG_INTRUDER_K,
+           DIAG_INTRUDER_EPS, n ? eff / n : 0.0);
+    ll_free(rows);
+    ll_free(ds);
+    return st;
+}
+
 /* ---- one run -------------------------------------------------------------------------------- */
 
 static void record(const RunEnv *env, const RunOutcome *o, const char *error) {
@@ -311,6 +408,7 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
     char base[2048];
     LoadedModel lm = {0};
     Dataset train = {0}, valid = {0}, test = {0};
+    Dataset *sets = ll_calloc((size_t)rc->n_eval_sets + 1, sizeof *sets);
     int have_test = 0;
     Adapter *a = NULL;
     char **labels = NULL;
@@ -348,8 +446,10 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
         } else if (!st) {
             snprintf(out->test_note, sizeof out->test_note, "no test split: '%s' does not exist", test_path);
         }
+        if (!st) st = load_eval_sets(rc, lm.tok, n_labels, sets, err);
     }
     if (!st && m->head) model_init_head(m, rc->adapter.seed);
+    if (!st) st = base_evals(rc, env, base, m, sets, err);
     /* QLoRA: the base is quantized before the adapter is built (DoRA's magnitude and LoftQ's
      * residual are taken against dequant(Q)), and its fp32 linear weights dropped after */
     if (!st && rc->train.base_quant)
@@ -377,9 +477,13 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
             es_metric(sp->metric, &es.name, &es.p.higher_better);
             h.es = &es;
         }
-        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, on_evaluated};
+        const char **set_names = (const char **)rc->eval_set_names;
+        const Dataset **set_ptrs = ll_calloc((size_t)rc->n_eval_sets + 1, sizeof *set_ptrs);
+        for (int i = 0; i < rc->n_eval_sets; i++) set_ptrs[i] = &sets[i];
+        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, on_evaluated, set_ptrs, set_names, rc->n_eval_sets};
         TrainResult res;
         st = train_run(m, a, &rc->train, &train, &valid, &hooks, &res, err);
+        ll_free(set_ptrs);
         ll_free(es.steps);
         ll_free(es.values);
         out->pruned_step = res.pruned_step;
@@ -421,6 +525,7 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
                                     adalora_site_rank(a, s), s->r, err);
             }
         }
+        if (!st && rc->diagnostics) st = run_diagnostics(env, base, m, a, err);
         if (!st) {
             /* Only a finished run writes its folder, so a diverged or interrupted run never
              * replaces a good one; the weights in the model are the kept ones (train_run put the
@@ -443,6 +548,8 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
     data_free(&train);
     data_free(&valid);
     data_free(&test);
+    for (int i = 0; i < rc->n_eval_sets; i++) data_free(&sets[i]);
+    ll_free(sets);
     checkpoint_close(&lm);
     free_labels(labels);
     return st;

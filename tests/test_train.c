@@ -1,14 +1,15 @@
 /* Tests of engine/optim.c, engine/train.c and engine/checkpoint.c: AdamW against hand-computed
  * steps, learning-rate scales, learning-rate schedules, a tiny model overfitting one batch,
  * identical losses with 1 and 2 threads, divergence detection, the model folder round trip, and
- * keeping the best weights (train.keep) with an evaluation at step 0 and NaN evaluations.
+ * keeping the best weights (train.keep) with an evaluation at step 0 and NaN evaluations, and more
+ * validation sets (eval sets) that are reported at every evaluation and change nothing else.
  *
  * run: the same through experiments/run.c (run_execute), whose folder and row must describe the
  * kept weights: best_step, the best metric, kept_step and the test-split metrics in the store,
  * the folder's weights evaluated again give the recorded validation loss of the kept step and the
  * recorded test loss; train.keep: last; a task without a test split; SIGKILL of a run while it
  * writes its folder and while it trains past a new best (the folder is a complete one or absent,
- * never partial). */
+ * never partial); task.eval_sets (the base's loss on them, resumed runs) and train.diagnostics. */
 #define _XOPEN_SOURCE 700
 #define TU_TMP_NAME "train"
 #include <check.h>
@@ -25,6 +26,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include "analysis/diagnostics.h"
 #include "blas_probe.h"
 #include "checkpoint.h"
 #include "experiments/config.h"
@@ -346,7 +348,7 @@ static void keep_run(AdapterMethod method, TrainKeep keep, int poison_after, Tra
     train_config_defaults(&tc);
     tc.steps = KB_STEPS, tc.batch = 4, tc.seq = 8, tc.lr = full ? 3e-3f : 3e-2f, tc.eval_every = KB_EVERY;
     tc.schedule = SCHED_CONSTANT, tc.keep = keep, tc.seed = 4;
-    TrainHooks hooks = {keep_metric, NULL, NULL, k, NULL};
+    TrainHooks hooks = {keep_metric, NULL, NULL, k, NULL, NULL, NULL, 0};
     ck_assert_msg(train_run(&m, a, &tc, &train, &valid, &hooks, res, &err) == LL_OK, "%s", err.msg);
     ck_assert_int_eq(k->n_eval, KB_EVALS);
     /* the best finite evaluation, the earliest of equals */
@@ -376,6 +378,97 @@ static void keep_run(AdapterMethod method, TrainKeep keep, int poison_after, Tra
     adapter_free(a);
     model_free(&m);
 }
+
+/* Eval sets: reported under their own split at every evaluation (step 0 included), each value what
+ * evaluating the set by hand at that moment gives (a set equal to valid gives valid's loss); they
+ * change nothing else: weights, the validation curve and the best step are bitwise those of a run
+ * without them. */
+typedef struct {
+    Model *m;
+    const Dataset *other;
+    int n, n_valid;
+    int steps[16];
+    char split[16][16];
+    double loss[16], by_hand[16], valid_loss[16];
+} SetCtx;
+
+static void set_metric(void *user, int step, const char *split, const char *name, double value) {
+    SetCtx *c = user;
+    if (strcmp(name, "loss") != 0 || strcmp(split, "train") == 0) return;
+    if (strcmp(split, "eval") == 0) {
+        ck_assert_int_lt(c->n_valid, 16);
+        c->valid_loss[c->n_valid++] = value;
+        return;
+    }
+    ck_assert_int_lt(c->n, 16);
+    c->steps[c->n] = step;
+    snprintf(c->split[c->n], sizeof c->split[0], "%s", split);
+    c->loss[c->n] = value;
+    EvalResult e = {NAN, NAN, NAN, NAN, 0};
+    LLError err;
+    if (strcmp(split, "other") == 0) CK_OK(eval_split(c->m, c->other, 4, 8, &e, &err));
+    c->by_hand[c->n] = e.loss;
+    c->n++;
+}
+
+static void sets_run(int with_sets, SetCtx *c, float **params, size_t *n, TrainResult *res) {
+    Model m;
+    ModelConfig mc = tiny_config();
+    ModelOptions o = {4, 8, 1, 0};
+    LLError err;
+    CK_OK(model_init(&m, &mc, &o, &err));
+    model_init_weights(&m, 21);
+    AdapterConfig ac;
+    adapter_config_defaults(&ac, ADAPTER_LORA);
+    ac.r = 4, ac.alpha = 8.0f, ac.seed = 2;
+    Adapter *a;
+    CK_OK(adapter_create(&ac, &m, &a, &err));
+    Dataset train, valid, other;
+    keep_data(&train, &valid);
+    fake_lm(&other, 300, 33, 99);
+    memset(c, 0, sizeof *c);
+    c->m = &m, c->other = &other;
+    const Dataset *sets[2] = {&other, &valid};
+    const char *names[2] = {"other", "same"};
+    TrainConfig tc;
+    train_config_defaults(&tc);
+    tc.steps = 15, tc.batch = 4, tc.seq = 8, tc.lr = 3e-2f, tc.eval_every = 5, tc.schedule = SCHED_CONSTANT;
+    tc.keep = TRAIN_KEEP_BEST, tc.seed = 4;
+    TrainHooks hooks = {set_metric, NULL, NULL, c, NULL, with_sets ? sets : NULL, with_sets ? names : NULL,
+                        with_sets ? 2 : 0};
+    CK_OK(train_run(&m, a, &tc, &train, &valid, &hooks, res, &err));
+    *n = a->n_params;
+    *params = malloc(sizeof(float) * *n);
+    memcpy(*params, a->params, sizeof(float) * *n);
+    data_free(&train), data_free(&valid), data_free(&other);
+    adapter_free(a);
+    model_free(&m);
+}
+
+START_TEST(test_eval_sets) {
+    SetCtx with, without;
+    float *p1, *p0;
+    size_t n1, n0;
+    TrainResult r1, r0;
+    sets_run(1, &with, &p1, &n1, &r1);
+    sets_run(0, &without, &p0, &n0, &r0);
+    ck_assert_int_eq(without.n, 0);
+    ck_assert_int_eq(with.n, 8); /* 2 sets x steps 0, 5, 10, 15 */
+    ck_assert_int_eq(with.n_valid, 4);
+    for (int i = 0; i < with.n; i++) {
+        ck_assert_int_eq(with.steps[i], 5 * (i / 2));
+        ck_assert_str_eq(with.split[i], i % 2 ? "same" : "other");
+        if (i % 2) ck_assert(with.loss[i] == with.valid_loss[i / 2]);
+        else ck_assert_msg(with.loss[i] == with.by_hand[i], "step %d: %.9g reported, %.9g by hand", with.steps[i],
+                           with.loss[i], with.by_hand[i]);
+    }
+    ck_assert(with.loss[0] != with.loss[2] && with.loss[0] != with.loss[1]); /* a real, moving curve */
+    ck_assert(n1 == n0 && memcmp(p1, p0, sizeof(float) * n1) == 0);
+    ck_assert(memcmp(with.valid_loss, without.valid_loss, sizeof(double) * 4) == 0);
+    ck_assert(r1.best_step == r0.best_step && r1.kept_step == r0.kept_step);
+    free(p1), free(p0);
+}
+END_TEST
 
 /* A NaN evaluation after good ones never becomes best: the weights of the best good one stay. */
 START_TEST(test_keep_best_nan_after_good) {
@@ -453,8 +546,9 @@ static void resolve_text(const char *yaml, RunConfig *rc) {
 /* tu_dir/name/{base, data, out}: a base, and text whose train split repeats a few words while
  * valid and test share only some of them, so that validation improves first and then suffers
  * from the narrow training text. with_test 0: no test.txt. The run's YAML (keys `train` inside
- * train:) resolved into rc; out receives the output folder. */
-static void run_setup(const char *name, int with_test, const char *train, RunConfig *rc, char *out, size_t cap) {
+ * train:, `extra` lines after) resolved into rc; out receives the output folder. */
+static void run_setup_extra(const char *name, int with_test, const char *train, const char *extra, RunConfig *rc,
+                            char *out, size_t cap) {
     char sub[96], base[256], data[256], path[400], yaml[2048];
     char *made[2] = {base, data};
     for (int i = 0; i < 3; i++) { /* the base and data folders exist, the output one not yet */
@@ -476,9 +570,13 @@ static void run_setup(const char *name, int with_test, const char *train, RunCon
     snprintf(yaml, sizeof yaml,
              "name: %s\nbase: {path: %s}\ntask: {type: lm, data: %s}\n"
              "train: {batch: 2, seq: 16, schedule: constant, log_every: 10, seed: 1, %s}\n"
-             "adapter: {method: lora, r: 4, alpha: 16, targets: all-linear}\noutput: {dir: %s}\n",
-             name, base, data, train, out);
+             "adapter: {method: lora, r: 4, alpha: 16, targets: all-linear}\noutput: {dir: %s}\n%s",
+             name, base, data, train, out, extra);
     resolve_text(yaml, rc);
+}
+
+static void run_setup(const char *name, int with_test, const char *train, RunConfig *rc, char *out, size_t cap) {
+    run_setup_extra(name, with_test, train, "", rc, out, cap);
 }
 
 /* Runs rc recorded in the store at tu_dir/<name>.db; returns its row (store_free_runs) and the
@@ -617,6 +715,110 @@ START_TEST(test_run_without_test_split) {
     ck_assert_msg(r->test_note && strstr(r->test_note, "no test split") && strstr(r->test_note, "test.txt"), "%s",
                   r->test_note ? r->test_note : "(null)");
     store_free_runs(r, 1);
+    store_close(s);
+    run_config_free(&rc);
+}
+END_TEST
+
+/* The curve of split `split`, name loss: its steps into steps (at most 16), the value at step 0. */
+static int set_curve(Store *s, int64_t run, const char *split, int *out_steps, double *at0) {
+    int *steps, n;
+    double *v;
+    LLError err;
+    CK_OK(store_get_metrics(s, run, split, "loss", &steps, &v, &n, &err));
+    ck_assert_int_le(n, 16);
+    *at0 = NAN;
+    for (int i = 0; i < n; i++) {
+        out_steps[i] = steps[i];
+        if (steps[i] == 0) *at0 = v[i];
+    }
+    free(steps), free(v);
+    return n;
+}
+
+/* task.eval_sets and train.diagnostics through run_execute: an attempt stopped after its first
+ * step records the base's loss on the set (equal to the step-0 loss there: LoRA starts at the
+ * base) and its step-0 row; the attempt that resumes it re-evaluates from scratch (one row per
+ * evaluation, none left of the first attempt) and stores a diagnostics row per adapted matrix and
+ * value; with train.diagnostics: false none, and a second run of the sweep reads the base's loss
+ * (a sentinel written in its place stays), it does not measure it again. */
+START_TEST(test_run_eval_sets_and_diagnostics) {
+    char other[300], path[400], extra[600];
+    tu_subdir(other, sizeof other, "sets_other");
+    static const char *const words[] = {"a dog ", "ran far ", "and hid. ", "the end. "};
+    snprintf(path, sizeof path, "%s/valid.txt", other);
+    run_text(path, words, 4, 5, 500);
+    snprintf(extra, sizeof extra, "task.eval_sets: {other: %s}\n", other);
+    RunConfig rc;
+    char out[300], db[300];
+    run_setup_extra("sets", 0, "steps: 40, lr: 1.0e-2, eval_every: 10", extra, &rc, out, sizeof out);
+    ck_assert_int_eq(rc.n_eval_sets, 1);
+    Store *s = tu_store_open(tu_path(db, sizeof db, "sets.db"), 0);
+    LLError err;
+    int64_t sw, run;
+    int claimed;
+    RunInfo info = {rc.key, rc.canonical_json, "lora", "all", 4, 16, rc.train.lr, 1};
+    CK_OK(store_upsert_sweep(s, "sets", NULL, NULL, &sw, &err));
+    CK_OK(store_add_run(s, sw, &info, &run, &err));
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    volatile sig_atomic_t stop = 1;
+    RunEnv env = {0};
+    env.store = s, env.run_id = run, env.stop = &stop;
+    RunOutcome o;
+    ck_assert_int_eq(run_execute(&rc, &env, &o, &err), LL_ERR_INTERRUPTED);
+    int steps[16];
+    double at0, base;
+    int found;
+    ck_assert_int_eq(set_curve(s, run, "other", steps, &at0), 1);
+    CK_OK(store_run_base_eval(s, run, "other", "loss", &base, &found, &err));
+    ck_assert_msg(found && base == at0 && isfinite(base), "base %.9g, step 0 %.9g", base, at0);
+    DiagnosticRow *dr;
+    int nd;
+    CK_OK(store_list_diagnostics(s, run, &dr, &nd, &err));
+    ck_assert_int_eq(nd, 0);
+    free(dr);
+
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    ck_assert(claimed);
+    stop = 0;
+    CK_OK(run_execute(&rc, &env, &o, &err));
+    ck_assert_int_eq(set_curve(s, run, "other", steps, &at0), 5);
+    for (int i = 0; i < 5; i++) ck_assert_int_eq(steps[i], 10 * i);
+    ck_assert(at0 == base);
+    CK_OK(store_list_diagnostics(s, run, &dr, &nd, &err));
+    ck_assert_int_eq(nd, 2 * MOD_COUNT * DIAG_N_VALUES); /* all-linear on 2 layers */
+    for (int i = 0; i < nd; i++) {
+        if (strcmp(dr[i].name, "intruders") == 0) ck_assert(dr[i].value >= 0 && dr[i].value <= 10 && dr[i].value == floor(dr[i].value));
+        if (strcmp(dr[i].name, "eff_rank") == 0) ck_assert(dr[i].value > 0.5 && dr[i].value <= 4.0 + 1e-9);
+        if (strcmp(dr[i].name, "dw_fro") == 0) ck_assert(dr[i].value > 0);
+    }
+    free(dr);
+    RunRow *rows;
+    int n;
+    CK_OK(store_list_runs(s, "sets", &rows, &n, &err));
+    ck_assert_str_eq(rows[0].status, "done");
+    ck_assert_msg(rows[0].eval_ctx && strstr(rows[0].eval_ctx, "seq 16 rows all"), "%s", rows[0].eval_ctx);
+    store_free_runs(rows, n);
+    run_config_free(&rc);
+
+    /* diagnostics off: no rows; same base (and context) in the same sweep: read, not remeasured */
+    run_setup_extra("sets", 0, "steps: 20, lr: 2.0e-2, eval_every: 10, diagnostics: false", extra, &rc, out, sizeof out);
+    CK_OK(store_add_base_eval(s, run, "other", "loss", 123.0, &err)); /* a sentinel: read, or measured again? */
+    RunInfo info2 = {rc.key, rc.canonical_json, "lora", "all", 4, 16, rc.train.lr, 1};
+    CK_OK(store_add_run(s, sw, &info2, &run, &err));
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    env.run_id = run;
+    CK_OK(run_execute(&rc, &env, &o, &err));
+    CK_OK(store_list_diagnostics(s, run, &dr, &nd, &err));
+    ck_assert_int_eq(nd, 0);
+    free(dr);
+    ck_assert_int_eq(set_curve(s, run, "other", steps, &at0), 3);
+    ck_assert(at0 == base);
+    BaseEvalRow *be;
+    CK_OK(store_list_base_evals(s, "sets", &be, &n, &err));
+    ck_assert_int_eq(n, 2); /* loss and ppl, once */
+    ck_assert(strcmp(be[0].name, "loss") == 0 && be[0].value == 123.0);
+    store_free_base_evals(be, n);
     store_close(s);
     run_config_free(&rc);
 }
@@ -836,10 +1038,12 @@ Suite *train_suite(void) {
     tcase_add_test(keep, test_eval_better);
     tcase_add_test(keep, test_keep_best_nan_after_good);
     tcase_add_test(keep, test_keep_best_and_last);
+    tcase_add_test(keep, test_eval_sets);
     TCase *run = tu_tcase(s, "run", 1, 240);
     tcase_add_test(run, test_run_keeps_best);
     tcase_add_test(run, test_run_keep_last);
     tcase_add_test(run, test_run_without_test_split);
+    tcase_add_test(run, test_run_eval_sets_and_diagnostics);
     tcase_add_test(run, test_lr_ratio_key);
     tcase_add_test(run, test_run_killed);
     TCase *limits = tu_tcase(s, "limits", 0, 0);

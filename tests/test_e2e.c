@@ -57,6 +57,17 @@ static void setup(void) {
     write_text("data/train.txt", text);
     text[4000] = '\0';
     write_text("data/valid.txt", text);
+    /* another "domain" for task.eval_sets: other words, so the adapted model forgets some of it */
+    tu_subdir(data, sizeof data, "data2");
+    const char *other[] = {"a ", "cat ", "sat ", "on ", "the ", "mat ", "by ", "its ", "old ", "dog. "};
+    x = 5, n = 0;
+    while (n < 3000) {
+        const char *w = next_word(&x, other, 10);
+        memcpy(text + n, w, strlen(w));
+        n += strlen(w);
+    }
+    text[n] = '\0';
+    write_text("data2/valid.txt", text);
     ll_free(text);
     write_text("micro.yaml", "hidden_size: 32\nnum_hidden_layers: 2\nnum_attention_heads: 2\nnum_key_value_heads: 1\n"
                              "intermediate_size: 64\nmax_position_embeddings: 64\nrms_norm_eps: 1.0e-5\n"
@@ -64,11 +75,11 @@ static void setup(void) {
     char cfg[2048];
     snprintf(cfg, sizeof cfg,
              "name: e2e\nbase: {preset: %s/micro.yaml, data: %s/data, tokenizer: bytes, steps: 40, batch: 4, seq: 32,"
-             " lr: 0.003}\ntask: {type: lm, data: %s/data}\noutput: {dir: %s/out}\n"
+             " lr: 0.003}\ntask: {type: lm, data: %s/data, eval_sets: {other: %s/data2}}\noutput: {dir: %s/out}\n"
              "train: {steps: 150, batch: 4, seq: 32, log_every: 10, eval_every: 50, eval_batches: 4}\n"
              "adapter: {targets: [q_proj, v_proj]}\n"
              "sweep:\n  grid:\n    adapter.r: [1, 2, 4]\n    train.lr: [0.001, 0.002]\n  seeds: [0, 1]\n",
-             tu_dir, tu_dir, tu_dir, tu_dir);
+             tu_dir, tu_dir, tu_dir, tu_dir, tu_dir);
     write_text("e2e.yaml", cfg);
 }
 
@@ -178,6 +189,20 @@ START_TEST(test_sweep_killed_and_resumed) {
         ck_assert_int_eq(steps[0], 0);
         free(steps);
         free(vals);
+        /* the eval set: the same evaluations, no rows of a killed attempt; step 0 is the base's */
+        ck_assert_int_eq(store_get_metrics(s, rows[i].id, "other", "loss", &steps, &vals, &nm, &e), LL_OK);
+        ck_assert_int_eq(nm, 4);
+        for (int k = 0; k < nm; k++) ck_assert_int_eq(steps[k], 50 * k);
+        double base;
+        int found;
+        ck_assert_int_eq(store_run_base_eval(s, rows[i].id, "other", "loss", &base, &found, &e), LL_OK);
+        ck_assert_msg(found && base == vals[0], "run %s: base %.9g, step 0 %.9g", rows[i].key, base, vals[0]);
+        free(steps);
+        free(vals);
+        DiagnosticRow *dr;
+        ck_assert_int_eq(store_list_diagnostics(s, rows[i].id, &dr, &nm, &e), LL_OK);
+        ck_assert_int_eq(nm, 2 * 2 * 8); /* 2 layers x q, v x the values */
+        free(dr);
         char cfgp[1200];
         snprintf(cfgp, sizeof cfgp, "%s/adapter_config.json", rows[i].adapter_dir);
         ck_assert_msg(access(cfgp, R_OK) == 0, "no adapter folder for run %s", rows[i].key);
@@ -395,6 +420,9 @@ typedef struct {
     char key[17];
     char status[16];
     double eval_loss;
+    double other_last;   /* the eval set's loss at the last step */
+    int n_diag;          /* diagnostics rows */
+    double diag_sum;     /* and the sum of their values */
 } Final;
 
 static int read_finals(const char *db, Final *out, int cap) {
@@ -408,6 +436,16 @@ static int read_finals(const char *db, Final *out, int cap) {
         snprintf(out[i].key, sizeof out[i].key, "%s", rows[i].key);
         snprintf(out[i].status, sizeof out[i].status, "%s", rows[i].status);
         out[i].eval_loss = rows[i].eval_loss;
+        int *steps, nm;
+        double *vals;
+        ck_assert_int_eq(store_get_metrics(s, rows[i].id, "other", "loss", &steps, &vals, &nm, &e), LL_OK);
+        out[i].other_last = nm ? vals[nm - 1] : NAN;
+        free(steps), free(vals);
+        DiagnosticRow *dr;
+        ck_assert_int_eq(store_list_diagnostics(s, rows[i].id, &dr, &out[i].n_diag, &e), LL_OK);
+        out[i].diag_sum = 0.0;
+        for (int k = 0; k < out[i].n_diag; k++) out[i].diag_sum += dr[k].value;
+        free(dr);
     }
     store_free_runs(rows, n);
     store_close(s);
@@ -449,9 +487,21 @@ START_TEST(test_shards_merged_equal_unsharded) {
                 /* same seed, one thread a run: the very same numbers */
                 ck_assert_msg(a[i].eval_loss == b[j].eval_loss, "run %s: %.9g unsharded, %.9g sharded", a[i].key,
                               a[i].eval_loss, b[j].eval_loss);
+                ck_assert(isfinite(a[i].other_last) && a[i].other_last == b[j].other_last);
+                ck_assert(a[i].n_diag == 32 && b[j].n_diag == 32 && a[i].diag_sum == b[j].diag_sum);
             }
         ck_assert_msg(found, "run %s is missing from the merged database", a[i].key);
     }
+    /* the base's numbers on the eval set came along, once (both shards measured the same ones) */
+    LLError e;
+    Store *s = tu_store_open(tu_path(db, sizeof db, "merged.db"), 1);
+    BaseEvalRow *be;
+    int nbe;
+    ck_assert_int_eq(store_list_base_evals(s, "e2e", &be, &nbe, &e), LL_OK);
+    ck_assert_int_eq(nbe, 2);
+    ck_assert(strcmp(be[0].set, "other") == 0 && strcmp(be[0].name, "loss") == 0 && isfinite(be[0].value));
+    store_free_base_evals(be, nbe);
+    store_close(s);
 }
 END_TEST
 
@@ -480,7 +530,8 @@ START_TEST(test_merge_classifier) {
     ll_free(jsonl);
     char log[512];
     tu_path(log, sizeof log, "train-cls.log");
-    char *train[] = {"train", "e2e.yaml", "--set", "task.type=cls", "--set", "task.data=cls", "--set", "adapter.r=2",
+    char *train[] = {"train", "e2e.yaml", "--set", "task.type=cls", "--set", "task.data=cls", "--set", "task.eval_sets={}",
+                     "--set", "adapter.r=2",
                      "--set", "train.steps=20", "--set", "name=e2ecls", NULL};
     ck_assert_int_eq(run_wait(log, train), 0);
     char cmd[1024], adapter[512] = "", base[512] = "", line[512];

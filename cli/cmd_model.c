@@ -12,6 +12,7 @@
 #include "checkpoint.h"
 #include "commands.h"
 #include "data.h"
+#include "memory.h"
 #include "outdir.h"
 #include "rng.h"
 #include "train.h"
@@ -116,11 +117,43 @@ static int fail(const char *cmd, const LLError *e) {
     return e->code == LL_ERR_DIVERGED || e->code == LL_ERR_INTERRUPTED ? 1 : 2;
 }
 
-/* Opens the model (with n_labels for a classification task) and the adapter, if given. */
-static int open_model(const char *cmd, const Args *a, int B, int T, int n_labels, LoadedModel *lm, Adapter **ad) {
+/* Before anything is sized: the model folder's weights must match its config.json, the adapter's
+ * config must parse (ranks bounded), and model, adapter and a batch of B x T must fit the memory
+ * budget (memory.h), as train checks. `keys` says what the user can lower. */
+static int check_fit(const char *cmd, const Args *a, int B, int T, int n_labels, const char *keys) {
+    LLError e;
+    ModelConfig mc;
+    if (checkpoint_load_config(a->model, &mc, &e)) return fail(cmd, &e);
+    if (n_labels > 0) mc.n_labels = n_labels;
+    if (checkpoint_check_tensors(a->model, &mc, &e)) return fail(cmd, &e);
+    AdapterConfig ac;
+    if (a->adapter) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/adapter_config.json", a->adapter);
+        char *text;
+        size_t len;
+        if (ll_read_file(path, &text, &len, &e)) {
+            ll_err_prefix(&e, "loading adapter folder '%s'", a->adapter);
+            return fail(cmd, &e);
+        }
+        LLStatus st = adapter_config_parse(text, len, path, &ac, &e);
+        ll_free(text);
+        if (st) return fail(cmd, &e);
+    }
+    ModelOptions o = {B, T < mc.max_T ? T : mc.max_T, 0, 0};
+    if (memory_check_model(&mc, &o, a->adapter ? &ac : NULL, keys, &e)) return fail(cmd, &e);
+    return 0;
+}
+
+/* Opens the model (with n_labels for a classification task) and the adapter, if given, after
+ * check_fit. */
+static int open_model(const char *cmd, const Args *a, int B, int T, int n_labels, const char *keys, LoadedModel *lm,
+                      Adapter **ad) {
     LLError e;
     ModelOptions o = {B, T, 0, 0};
     *ad = NULL;
+    int rc = check_fit(cmd, a, B, T, n_labels, keys);
+    if (rc) return rc;
     if (checkpoint_open(a->model, &o, n_labels, lm, &e)) return fail(cmd, &e);
     if (model_quantize_base(&lm->model, a->quant, a->double_quant, &e)) {
         checkpoint_close(lm);
@@ -183,7 +216,7 @@ int cmd_eval(int argc, char **argv) {
     }
     LoadedModel lm;
     Adapter *ad;
-    int rc = open_model("eval", &a, a.batch, a.seq, n_labels, &lm, &ad);
+    int rc = open_model("eval", &a, a.batch, a.seq, n_labels, "--batch or --seq", &lm, &ad);
     if (rc) return rc;
     Dataset d;
     LLError e;
@@ -229,7 +262,7 @@ int cmd_generate(int argc, char **argv) {
     int T = mc.max_T < 256 ? mc.max_T : 256;
     LoadedModel lm;
     Adapter *ad;
-    int rc = open_model("generate", &a, 1, T, 0, &lm, &ad);
+    int rc = open_model("generate", &a, 1, T, 0, "the model or adapter size", &lm, &ad);
     if (rc) return rc;
     Model *m = &lm.model;
     int *ids = NULL;
@@ -346,7 +379,7 @@ int cmd_merge(int argc, char **argv) {
     LLError e;
     int n_labels = 0; /* a classification adapter carries its score head: the merged model keeps it */
     if (adapter_saved_labels(a.adapter, &n_labels, &e)) return fail("merge", &e);
-    int rc = open_model("merge", &a, 1, 2, n_labels, &lm, &ad);
+    int rc = open_model("merge", &a, 1, 2, n_labels, "the model or adapter size", &lm, &ad);
     if (rc) return rc;
     if (lm.model.quant) /* adapter_merge dequantizes: say so, the merged folder is fp32 */
         printf("merge: the base is held as %s%s, as in training: its linear weights are dequantized to fp32 and "

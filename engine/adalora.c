@@ -98,6 +98,18 @@ LLStatus adalora_validate(const AdapterConfig *c, LLError *err) {
     return LL_OK;
 }
 
+/* What adalora_init allocates: Ī, Ū and the export copy (each n_params), the scores and their
+ * sorted copy, the masks (bytes), A⊙E and its gradient. */
+static double adalora_state_floats(const Adapter *a) {
+    double r = a->cfg.init_r, n_active = 0.0, max_in = 1.0;
+    for (int i = 0; i < a->n_sites; i++)
+        if (a->sites[i].active) {
+            n_active++;
+            max_in = a->sites[i].in > max_in ? a->sites[i].in : max_in;
+        }
+    return 3.0 * (double)a->n_params + 2.0 * n_active * r + a->n_sites * r / sizeof(float) + 2.0 * r * max_in;
+}
+
 static LLStatus adalora_init(Adapter *a, Model *m, LLError *err) {
     (void)m;
     LLStatus st = adalora_validate(&a->cfg, err);
@@ -575,6 +587,7 @@ static const AdapterOps ADALORA_OPS = {
     .peft_type = "ADALORA",
     .site_size = adalora_site_size,
     .saved_per_row = adalora_saved_per_row,
+    .state_floats = adalora_state_floats,
     .init = adalora_init,
     .forward = adalora_forward,
     .backward = adalora_backward,

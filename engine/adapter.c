@@ -212,6 +212,63 @@ static const AdapterOps *ops_for(AdapterMethod m) {
     return NULL;
 }
 
+/* Site (l, mod) of a (a->cfg and a->mc set): its dims, and when the config targets it its rank
+ * and alpha (patterns applied), active and trainable float count n. Returns s->active. */
+static int site_resolve(Adapter *a, AdapterSite *s, int l, int mod) {
+    const AdapterConfig *cfg = &a->cfg;
+    s->layer = l, s->mod = mod;
+    model_module_dims(&a->mc, mod, &s->in, &s->out);
+    if (!(cfg->targets & (1u << mod)) || !layer_selected(cfg, l)) return 0;
+    char path[128];
+    adapter_site_path(s, path, sizeof path);
+    float v;
+    s->r = cfg->r;
+    s->alpha = cfg->alpha;
+    if (pattern_lookup(cfg->rank_pattern, cfg->n_rank_pattern, path, &v)) s->r = (int)v;
+    if (pattern_lookup(cfg->alpha_pattern, cfg->n_alpha_pattern, path, &v)) s->alpha = v;
+    s->active = 1;
+    s->n = a->ops->site_size(a, s);
+    return 1;
+}
+
+double adapter_memory_estimate(const AdapterConfig *cfg, const ModelConfig *mc, double N, int training) {
+    const AdapterOps *ops = ops_for(cfg->method);
+    if (!ops || mc->L < 1) return 0.0;
+    /* The same resolution as adapter_create, on a shell with no buffers: only the sites array
+     * (L x MOD_COUNT small structs) is allocated. */
+    Adapter a = {0};
+    a.ops = ops;
+    a.cfg = *cfg;
+    a.mc = *mc;
+    a.N_max = N < 2147483647.0 ? (int)N : 2147483647;
+    a.n_sites = mc->L * MOD_COUNT;
+    a.sites = ll_calloc((size_t)a.n_sites, sizeof(AdapterSite));
+    double params = 0.0, saved = 0.0, dropout = 0.0, wide = 0.0, rmax = 1.0;
+    for (int l = 0; l < mc->L; l++)
+        for (int mod = 0; mod < MOD_COUNT; mod++) {
+            AdapterSite *s = &a.sites[l * MOD_COUNT + mod];
+            if (!site_resolve(&a, s, l, mod) || s->r < 1) {
+                s->active = 0;
+                continue;
+            }
+            s->off = (size_t)params;
+            params += (double)s->n;
+            saved += N * (double)ops->saved_per_row(&a, s);
+            if (cfg->dropout > 0.0f) dropout += N * s->in * (sizeof(float) + 1.0) / sizeof(float);
+            double w = s->in > s->out ? s->in : s->out;
+            wide = w > wide ? w : wide;
+            rmax = s->r > rmax ? s->r : rmax;
+        }
+    a.n_params = (size_t)params;
+    /* params and grads always; AdamW's m and v and the best-weights snapshot when training */
+    double floats = params * (training ? 5.0 : 2.0);
+    floats += N * (wide > rmax ? wide : rmax) + N * rmax; /* scratch, scratch2 */
+    floats += saved + dropout;
+    if (ops->state_floats) floats += ops->state_floats(&a);
+    ll_free(a.sites);
+    return floats * sizeof(float);
+}
+
 LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLError *err) {
     *out = NULL;
     const AdapterOps *ops = ops_for(cfg->method);
@@ -243,23 +300,14 @@ LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLErr
     for (int l = 0; l < m->cfg.L; l++)
         for (int mod = 0; mod < MOD_COUNT; mod++) {
             AdapterSite *s = &a->sites[l * MOD_COUNT + mod];
-            s->layer = l, s->mod = mod;
             s->w0 = model_weight(m, l, mod);
             s->q0 = model_quant_weight(m, l, mod);
-            model_module_dims(&m->cfg, mod, &s->in, &s->out);
-            if (!(cfg->targets & (1u << mod)) || !layer_selected(cfg, l)) continue;
-            char path[128];
-            adapter_site_path(s, path, sizeof path);
-            float v;
-            s->r = cfg->r;
-            s->alpha = cfg->alpha;
-            if (pattern_lookup(cfg->rank_pattern, cfg->n_rank_pattern, path, &v)) s->r = (int)v;
-            if (pattern_lookup(cfg->alpha_pattern, cfg->n_alpha_pattern, path, &v)) s->alpha = v;
-            s->active = 1;
+            if (!site_resolve(a, s, l, mod)) continue;
             any = 1;
             s->off = total;
-            s->n = ops->site_size(a, s);
             if (s->r < 1) {
+                char path[128];
+                adapter_site_path(s, path, sizeof path);
                 LLStatus bad = ll_err(err, LL_ERR_CONFIG, "rank of %s is %d; it must be at least 1", path, s->r);
                 ll_free(a->sites); /* s points into it */
                 ll_free(a);
@@ -774,7 +822,13 @@ static LLStatus read_patterns(const cJSON *o, const char *key, AdapterPattern *p
  * converting a double outside int's range (r: 1e300) is undefined behaviour. */
 static LLStatus json_int(const cJSON *o, const char *key, int dflt, double lo, double hi, const char *path,
                          int *out, LLError *err) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (j && !cJSON_IsNull(j) && !cJSON_IsNumber(j) && !cJSON_IsBool(j))
+        return ll_err(err, LL_ERR_FORMAT, "%s: '%s' must be a whole number, not a %s", path, key,
+                      cJSON_IsString(j) ? "string" : cJSON_IsArray(j) ? "list" : "object");
     double v = json_num(o, key, dflt);
+    if (v != floor(v))
+        return ll_err(err, LL_ERR_FORMAT, "%s: '%s' is %g; it must be a whole number", path, key, v);
     if (!(v >= lo && v <= hi))
         return ll_err(err, LL_ERR_FORMAT, "%s: '%s' is %g; it must be in [%.0f, %.0f]", path, key, v, lo, hi);
     *out = (int)v;
@@ -798,13 +852,16 @@ static LLStatus config_from_json(const cJSON *c, const char *path, AdapterConfig
     /* Unknown keys are ignored and missing ones take PEFT's defaults (peft-spec.md section 5.2).
      * Ranks and steps must fit an int; flags are read as numbers (true = 1). */
     const double big = 2147483647.0;
+    /* ranks as the YAML bounds them (adapter.r, init_r, target_r, rank_pattern): every site's
+     * buffers scale with them, and 2^31 - 1 would ask for terabytes */
+    const double rank_max = ADAPTER_MAX_RANK;
     int rslora = 0, dora = 0, save_proj = 1;
     double key = json_num(c, "projection_prng_key", 0);
-    if (!st) st = json_int(c, "r", cfg->r, -big, big, path, &cfg->r, err);
+    if (!st) st = json_int(c, "r", cfg->r, -big, rank_max, path, &cfg->r, err);
     if (!st) st = json_int(c, "use_rslora", 0, -big, big, path, &rslora, err);
     if (!st) st = json_int(c, "use_dora", 0, -big, big, path, &dora, err);
-    if (!st) st = json_int(c, "init_r", cfg->init_r, -big, big, path, &cfg->init_r, err);
-    if (!st) st = json_int(c, "target_r", cfg->target_r, -big, big, path, &cfg->target_r, err);
+    if (!st) st = json_int(c, "init_r", cfg->init_r, -big, rank_max, path, &cfg->init_r, err);
+    if (!st) st = json_int(c, "target_r", cfg->target_r, -big, rank_max, path, &cfg->target_r, err);
     if (!st) st = json_int(c, "tinit", 0, -big, big, path, &cfg->tinit, err);
     if (!st) st = json_int(c, "tfinal", 0, -big, big, path, &cfg->tfinal, err);
     if (!st) st = json_int(c, "deltaT", 1, -big, big, path, &cfg->deltaT, err);
@@ -815,6 +872,10 @@ static LLStatus config_from_json(const cJSON *c, const char *path, AdapterConfig
     if (st) return st;
     cfg->use_rslora = rslora, cfg->use_dora = dora, cfg->save_projection = save_proj;
     cfg->projection_prng_key = (uint32_t)key;
+    const cJSON *la = cJSON_GetObjectItemCaseSensitive(c, "lora_alpha");
+    if (la && !cJSON_IsNull(la) && !(cJSON_IsNumber(la) && isfinite(la->valuedouble) && la->valuedouble >= 0.0))
+        return ll_err(err, LL_ERR_FORMAT, "%s: 'lora_alpha' must be a number >= 0%s", path,
+                      cJSON_IsNumber(la) ? "" : ", not a string or other value");
     cfg->alpha = (float)json_num(c, "lora_alpha", cfg->alpha);
     cfg->dropout = (float)json_num(c, method == ADAPTER_VERA ? "vera_dropout" : "lora_dropout", 0.0);
     cfg->beta1 = (float)json_num(c, "beta1", cfg->beta1);
@@ -863,9 +924,10 @@ static LLStatus config_from_json(const cJSON *c, const char *path, AdapterConfig
     if (!st && method == ADAPTER_LORA)
         st = read_patterns(c, "rank_pattern", cfg->rank_pattern, &cfg->n_rank_pattern, path, err);
     for (int i = 0; !st && i < cfg->n_rank_pattern; i++) /* becomes an int rank in adapter_create */
-        if (!(cfg->rank_pattern[i].value >= -big && cfg->rank_pattern[i].value <= big))
-            st = ll_err(err, LL_ERR_FORMAT, "rank_pattern '%s' is %g, not a rank", cfg->rank_pattern[i].key,
-                        (double)cfg->rank_pattern[i].value);
+        if (!(cfg->rank_pattern[i].value >= -big && cfg->rank_pattern[i].value <= rank_max) ||
+            cfg->rank_pattern[i].value != floorf(cfg->rank_pattern[i].value))
+            st = ll_err(err, LL_ERR_FORMAT, "rank_pattern '%s' is %g, not a rank (a whole number up to %.0f)",
+                        cfg->rank_pattern[i].key, (double)cfg->rank_pattern[i].value, rank_max);
     if (!st) st = read_patterns(c, "alpha_pattern", cfg->alpha_pattern, &cfg->n_alpha_pattern, path, err);
     if (!st) st = check_patterns(cfg->rank_pattern, cfg->n_rank_pattern, "rank_pattern", err);
     if (!st) st = check_patterns(cfg->alpha_pattern, cfg->n_alpha_pattern, "alpha_pattern", err);

@@ -29,7 +29,9 @@
 typedef enum { ADAPTER_FULL, ADAPTER_LORA, ADAPTER_ADALORA, ADAPTER_VERA } AdapterMethod;
 typedef enum { ADAPTER_INIT_KAIMING, ADAPTER_INIT_GAUSSIAN, ADAPTER_INIT_PISSA, ADAPTER_INIT_LOFTQ } AdapterInit;
 
-enum { ADAPTER_MAX_PATTERNS = 32, ADAPTER_MAX_LAYERS = 256 };
+/* ADAPTER_MAX_RANK: the largest rank adapter_config.json may name (r, init_r, target_r,
+ * rank_pattern values), the same bound as the YAML's adapter.r. */
+enum { ADAPTER_MAX_PATTERNS = 32, ADAPTER_MAX_LAYERS = 256, ADAPTER_MAX_RANK = 65536 };
 
 typedef struct {
     char key[128]; /* module name or suffix, matched by the regex (.*\.)?(key)$ */
@@ -145,6 +147,10 @@ typedef struct {
      * W + ΔW, so the merge is not additive). */
     void (*merge_site)(Adapter *a, AdapterSite *s, float *W, float sign);
     void (*free_priv)(Adapter *a);
+    /* Optional: the floats of method-private state that init will allocate (VeRA's projections,
+     * AdaLoRA's importance averages, LoRA's transposes and DoRA's norms), computed from the
+     * resolved sites, n_params and N_max alone (no buffer exists yet): adapter_memory_estimate. */
+    double (*state_floats)(const Adapter *a);
 } AdapterOps;
 
 struct Adapter {
@@ -167,6 +173,11 @@ struct Adapter {
 /* Builds an adapter for model m (sized for m's batch capacity), initialised, not yet attached. */
 LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLError *err);
 void adapter_free(Adapter *a);
+/* Bytes adapter_create (sized for N rows) will allocate for cfg on a model of config mc: params
+ * and grads, scratch, saved activations, dropout masks and method state (AdapterOps.state_floats),
+ * plus, when training, AdamW's two moments and train_run's best-weights snapshot. Allocates
+ * nothing that scales with the model; cfg is not validated (a site of rank < 1 counts 0). */
+double adapter_memory_estimate(const AdapterConfig *cfg, const ModelConfig *mc, double N, int training);
 void adapter_attach(Model *m, Adapter *a); /* NULL detaches: the base model alone */
 
 void adapter_forward(Adapter *a, int layer, int mod, const float *x, float *y, int N, int train);

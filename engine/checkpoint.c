@@ -141,6 +141,53 @@ LLStatus checkpoint_load_config(const char *dir, ModelConfig *c, LLError *err) {
     return LL_OK;
 }
 
+/* "[a, b]" or "[a]" into buf. */
+static const char *shape_text(char *buf, size_t cap, int ndim, const int64_t *shape) {
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int d = 0; d < ndim && n < cap; d++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+    return buf;
+}
+
+/* An untied LM head is a tensor of its own; a model opened with a classification head (n_labels)
+ * does not use it, and classification folders (checkpoint_save) do not write it. */
+static int lm_head_optional(const ModelConfig *c, const char *name) {
+    return c->n_labels > 0 && strcmp(name, "lm_head.weight") == 0;
+}
+
+LLStatus checkpoint_check_tensors(const char *dir, const ModelConfig *c, LLError *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    SafeTensors st;
+    LLStatus rc = st_map(path, &st, err);
+    if (rc == LL_ERR_IO) rc = st_load(path, &st, err); /* mapping failed: read it, as the copy path will */
+    if (rc) return rc;
+    for (int i = 0; i < model_config_n_tensors(c) && !rc; i++) {
+        ModelTensor t;
+        model_config_tensor(c, i, &t);
+        const StTensor *f = st_find(&st, t.name);
+        if (!f) {
+            if (lm_head_optional(c, t.name)) continue;
+            rc = ll_err(err, LL_ERR_FORMAT, "%s: tensor '%s' is missing%s", path, t.name,
+                        strcmp(t.name, "lm_head.weight") == 0
+                            ? " (config.json says tie_word_embeddings: false, so the LM head is a tensor of its own)"
+                            : "");
+            break;
+        }
+        int same = f->ndim == t.ndim;
+        for (int d = 0; same && d < t.ndim; d++) same = f->shape[d] == t.shape[d];
+        if (!same) {
+            char want[64], got[8 * 24];
+            rc = ll_err(err, LL_ERR_FORMAT, "%s: tensor '%s' has shape %s, but %s/config.json says %s", path, t.name,
+                        shape_text(got, sizeof got, f->ndim, f->shape), dir,
+                        shape_text(want, sizeof want, t.ndim, t.shape));
+        }
+    }
+    st_free(&st);
+    return rc;
+}
+
 LLStatus checkpoint_load_weights(const char *dir, Model *m, int *head_loaded, LLError *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -152,7 +199,7 @@ LLStatus checkpoint_load_weights(const char *dir, Model *m, int *head_loaded, LL
         ModelTensor t;
         model_tensor(m, i, &t);
         if (!st_find(&st, t.name)) {
-            if (strcmp(t.name, "lm_head.weight") == 0) continue; /* a seq-cls model has no LM head */
+            if (lm_head_optional(&m->cfg, t.name)) continue; /* a seq-cls model has no LM head */
             rc = ll_err(err, LL_ERR_FORMAT, "%s: tensor '%s' is missing", path, t.name);
             break;
         }
@@ -284,7 +331,8 @@ LLStatus checkpoint_open(const char *dir, const ModelOptions *o, int n_labels, L
     }
     ModelOptions opts = *o;
     if (opts.T > lm->cfg.max_T) opts.T = lm->cfg.max_T;
-    rc = model_init_unbacked(&lm->model, &lm->cfg, &opts, err);
+    rc = checkpoint_check_tensors(dir, &lm->cfg, err); /* before any buffer is sized from config.json */
+    if (!rc) rc = model_init_unbacked(&lm->model, &lm->cfg, &opts, err);
     if (!rc && !map_weights(dir, &lm->model)) { /* the copy path, as checkpoint_load_weights does */
         model_alloc_params(&lm->model);
         rc = checkpoint_load_weights(dir, &lm->model, NULL, err);

@@ -17,6 +17,13 @@
 
 /* Reads DIR/config.json into c (both rope_theta spellings of transformers v4/v5). */
 LLStatus checkpoint_load_config(const char *dir, ModelConfig *c, LLError *err);
+/* Checks DIR/model.safetensors' header (mapped, no data read) against config c: every tensor of
+ * the model present with the shape c gives it (an untied lm_head.weight is required unless c has
+ * a classification head). LL_ERR_FORMAT naming the file, the tensor and both shapes. checkpoint_open
+ * calls it before sizing any buffer; a command calls it before its memory check, so that a
+ * config.json that does not describe its weights ({} takes LlamaConfig's 7B defaults) is refused
+ * as what it is. */
+LLStatus checkpoint_check_tensors(const char *dir, const ModelConfig *c, LLError *err);
 /* Loads the weights of DIR into an initialised model of the same config. score.weight is loaded
  * when present and the model has a head; *head_loaded says so. */
 LLStatus checkpoint_load_weights(const char *dir, Model *m, int *head_loaded, LLError *err);

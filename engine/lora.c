@@ -190,6 +190,23 @@ static void lora_free_priv(Adapter *a) {
     a->priv = NULL;
 }
 
+/* What lora_init allocates (fp32 bases; a quantized base's DoRA scratch is a few rows more). */
+static double lora_state_floats(const Adapter *a) {
+    double t = 1.0, nv = 0.0, pr = 1.0, rr = 1.0, wide = 1.0;
+    for (int i = 0; i < a->n_sites; i++) {
+        const AdapterSite *s = &a->sites[i];
+        if (!s->active) continue;
+        double w = s->in > s->out ? s->in : s->out;
+        t = (double)s->r * w > t ? (double)s->r * w : t;
+        nv += s->out;
+        pr = (double)s->out * s->r > pr ? (double)s->out * s->r : pr;
+        rr = (double)s->r * s->r > rr ? (double)s->r * s->r : rr;
+        wide = w > wide ? w : wide;
+    }
+    if (!a->cfg.use_dora) return t;
+    return t + 2.0 * nv + pr + rr + (double)a->N_max * wide; /* t, ms, norm, P, G, work */
+}
+
 static LLStatus lora_init(Adapter *a, Model *m, LLError *err) {
     (void)m;
     Lora *p = ll_calloc(1, sizeof *p);
@@ -546,6 +563,7 @@ static const AdapterOps LORA_OPS = {
     .peft_type = "LORA",
     .site_size = lora_site_size,
     .saved_per_row = lora_saved_per_row,
+    .state_floats = lora_state_floats,
     .init = lora_init,
     .forward = lora_forward,
     .backward = lora_backward,

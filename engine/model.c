@@ -265,9 +265,7 @@ float *model_weight_grad(Model *m, int layer, int mod) {
     return m->grads ? m->grads + m->lay[layer].w[mod] : NULL;
 }
 
-int model_n_tensors(const Model *m) {
-    return 1 + m->cfg.L * (2 + MOD_COUNT) + 1 + (m->cfg.tied ? 0 : 1);
-}
+int model_n_tensors(const Model *m) { return model_config_n_tensors(&m->cfg); }
 
 /* The offset field of tensor i (model_tensor order): the one table both the reader
  * (model_tensor) and the writer (model_map_params) of the layout go through. */
@@ -318,12 +316,18 @@ void model_map_params(Model *m, void *map, size_t map_len, float *params, const 
     model_base_changed(m);
 }
 
+int model_config_n_tensors(const ModelConfig *c) { return 1 + c->L * (2 + MOD_COUNT) + 1 + (c->tied ? 0 : 1); }
+
 void model_tensor(const Model *m, int i, ModelTensor *t) {
-    const ModelConfig *c = &m->cfg;
-    LL_ASSERT(i >= 0 && i < model_n_tensors(m));
-    const int per = 2 + MOD_COUNT, j = (i - 1) % per;
+    model_config_tensor(&m->cfg, i, t);
     size_t off = *tensor_offset(m, i);
     t->data = m->params && off != SIZE_MAX ? m->params + off : NULL; /* SIZE_MAX: a released linear weight */
+}
+
+void model_config_tensor(const ModelConfig *c, int i, ModelTensor *t) {
+    LL_ASSERT(i >= 0 && i < model_config_n_tensors(c));
+    const int per = 2 + MOD_COUNT, j = (i - 1) % per;
+    t->data = NULL;
     int ndim = 2, rows = c->V, cols = c->C; /* the embedding and the LM head */
     if (i == 0) {
         snprintf(t->name, sizeof t->name, "model.embed_tokens.weight");

@@ -209,6 +209,9 @@ typedef struct {
 } ModelTensor;
 int model_n_tensors(const Model *m);
 void model_tensor(const Model *m, int i, ModelTensor *t);
+/* The same table from a config alone (data NULL), for checking a file before any model exists. */
+int model_config_n_tensors(const ModelConfig *c);
+void model_config_tensor(const ModelConfig *c, int i, ModelTensor *t);
 
 /* Forward over a batch (B <= capacity, T <= capacity). Returns the mean cross-entropy over counted
  * rows (NaN when none counted). With train set, adapters apply dropout. */

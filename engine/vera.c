@@ -64,6 +64,18 @@ static void vera_generate(Vera *v, uint32_t key) {
     kaiming_fill_torch(&g, v->B, (size_t)v->max_out * v->r, v->r);
 }
 
+/* What vera_init allocates: the shared projections A (r x max_in) and B (max_out x r). */
+static double vera_state_floats(const Adapter *a) {
+    double max_in = 0.0, max_out = 0.0;
+    for (int i = 0; i < a->n_sites; i++) {
+        const AdapterSite *s = &a->sites[i];
+        if (!s->active) continue;
+        max_in = s->in > max_in ? s->in : max_in;
+        max_out = s->out > max_out ? s->out : max_out;
+    }
+    return (double)a->cfg.r * (max_in + max_out);
+}
+
 static LLStatus vera_init(Adapter *a, Model *m, LLError *err) {
     (void)m;
     if (a->cfg.r < 1) return ll_err(err, LL_ERR_CONFIG, "VeRA rank r = %d must be at least 1", a->cfg.r);
@@ -233,6 +245,7 @@ static const AdapterOps VERA_OPS = {
     .peft_type = "VERA",
     .site_size = vera_site_size,
     .saved_per_row = vera_saved_per_row,
+    .state_floats = vera_state_floats,
     .init = vera_init,
     .forward = vera_forward,
     .backward = vera_backward,

@@ -6,6 +6,7 @@
 #include "analysis/diagnostics.h"
 #include "checkpoint.h"
 #include "data.h"
+#include "memory.h"
 #include "model.h"
 #include "tokenizer.h"
 #include "train.h"
@@ -33,40 +34,6 @@ static void set_threads(int threads) {
     if (threads <= 0) return;
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
-}
-
-/* ---- memory --------------------------------------------------------------------------------- */
-
-/* What the machine can give now: MemAvailable of /proc/meminfo (free memory plus what the kernel
- * can reclaim), else all physical memory; 0 when neither is known. */
-static double available_memory(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (f) {
-        char line[256];
-        unsigned long long kb;
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
-                fclose(f);
-                return (double)kb * 1024.0;
-            }
-        fclose(f);
-    }
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    return pages > 0 && page > 0 ? (double)pages * (double)page : 0.0;
-}
-
-/* Refuses a model and batch whose estimate (model_memory_estimate: weights, gradients and AdamW
- * state, activations) exceeds the available memory, before anything is allocated: a run that
- * would be killed by the OOM killer half-way, or swap for hours, fails at once with the numbers. */
-static LLStatus check_memory(const ModelConfig *c, const ModelOptions *o, const char *keys, LLError *err) {
-    const double gib = 1024.0 * 1024.0 * 1024.0;
-    double need = model_memory_estimate(c, o), have = available_memory();
-    if (have > 0 && need > have)
-        return ll_err(err, LL_ERR_NOMEM,
-                      "the model (%zu weights) with a batch of %d x %d tokens needs about %.1f GiB (estimate), but "
-                      "only %.1f GiB of memory is available; lower %s",
-                      model_param_count(c), o->B, o->T, need / gib, have / gib, keys);
-    return LL_OK;
 }
 
 /* ---- progress and metrics hooks ------------------------------------------------------------- */
@@ -220,7 +187,7 @@ static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char
     tok_set_max_length(tok, mc.max_T); /* model_max_length in tokenizer_config.json */
     ModelOptions mo = {rc->base_train.batch, rc->base_train.seq, 1, 1};
     Model m = {0};
-    if (!st && mo.T <= mc.max_T) st = check_memory(&mc, &mo, "base.batch or base.seq", err);
+    if (!st && mo.T <= mc.max_T) st = memory_check_model(&mc, &mo, NULL, "base.batch or base.seq", err);
     if (!st) st = model_init(&m, &mc, &mo, err);
     if (!st) {
         model_init_weights(&m, rc->base_train.seed);
@@ -429,7 +396,8 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
             ModelOptions fit = mo;
             if (n_labels > 0) bc.n_labels = n_labels;
             if (fit.T > bc.max_T) fit.T = bc.max_T; /* as checkpoint_open does */
-            st = check_memory(&bc, &fit, "train.batch or train.seq", err);
+            const char *keys = full ? "train.batch or train.seq" : "train.batch or train.seq, or the adapter's rank";
+            st = memory_check_model(&bc, &fit, full ? NULL : &rc->adapter, keys, err);
         }
     }
     if (!st) st = checkpoint_open(base, &mo, n_labels, &lm, err);

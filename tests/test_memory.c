@@ -208,6 +208,46 @@ START_TEST(t_config_defaults_refused) {
 }
 END_TEST
 
+/* Issue 22 item 3: an untied LM without lm_head.weight loaded a zero head (loss = ln V, exit 0).
+ * The folder: a classifier saved by checkpoint_save (no lm_head) whose config.json then says
+ * LlamaForCausalLM. */
+START_TEST(t_untied_head_missing_refused) {
+    char base[512], data[512], p[600];
+    tu_subdir(base, sizeof base, "head/base");
+    tu_subdir(data, sizeof data, "head/data");
+    make_text(data, 2000);
+    Tokenizer *tok = tok_new_bytes();
+    ModelConfig c = {0};
+    c.V = tok_vocab_size(tok), c.C = 16, c.L = 2, c.NH = 4, c.NKV = 4, c.HS = 4, c.F = 32, c.max_T = 64;
+    c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.02f, c.tied = 0, c.n_labels = 2;
+    c.bos_id = tok_bos(tok), c.eos_id = tok_eos(tok), c.pad_id = tok_pad(tok);
+    ModelOptions o = {1, 8, 0, 0};
+    Model m;
+    LLError err;
+    CK_OK(model_init(&m, &c, &o, &err));
+    model_init_weights(&m, 3);
+    CK_OK(checkpoint_save(&m, tok, NULL, base, &err));
+    model_free(&m);
+    c.n_labels = 0;
+    char *json = checkpoint_config_json(&c, NULL);
+    snprintf(p, sizeof p, "%s/config.json", base);
+    tu_write_text(p, json);
+    free(json);
+    tok_free(tok);
+    LoadedModel lm;
+    ck_assert_int_eq(checkpoint_open(base, &o, 0, &lm, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "model.safetensors: tensor 'lm_head.weight' is missing") &&
+                      strstr(err.msg, "tie_word_embeddings: false"),
+                  "%s", err.msg);
+    CK_OK(checkpoint_open(base, &o, 2, &lm, &err)); /* with a classification head it is not used */
+    checkpoint_close(&lm);
+    snprintf(p, sizeof p, "%s/valid.txt", data);
+    char *eval[] = {"eval", "--model", base, "--data", p, NULL};
+    const char *want[] = {"tensor 'lm_head.weight' is missing", NULL};
+    refused(eval, want);
+}
+END_TEST
+
 START_TEST(t_eval_batch_refused) {
     char base[512], data[512], p[600];
     tu_subdir(base, sizeof base, "batch/base");
@@ -389,6 +429,7 @@ Suite *memory_suite(void) {
     tcase_add_test(core, t_estimate_counts_adapter);
     TCase *limits = tu_tcase(s, "limits", 1, 120);
     tcase_add_test(limits, t_config_defaults_refused);
+    tcase_add_test(limits, t_untied_head_missing_refused);
     tcase_add_test(limits, t_eval_batch_refused);
     tcase_add_test(limits, t_adapter_rank_refused);
     tcase_add_test(limits, t_adapter_config_kinds);

@@ -22,6 +22,11 @@
  * AdaLoRA (init_r 12) and DoRA (r=8), each in its own process so that its peak RSS is its own.
  * with N = B·T tokens. Kernels that ran: OpenBLAS's config string and core name are printed.
  *
+ * 4. QLoRA: per model, the bytes of the blocks' linear weights held in fp32, Q8_0 and NF4 with double
+ *    quantization (embeddings and norms aside), and a LoRA r=8 q,v step on each (bf16 products
+ *    where the CPU has them), its time and its peak RSS (reset after quantization: the peak of the
+ *    step, not of the fp32 load before it). `bench STEPS SIZE qlora` runs only this table.
+ *
  * Writes the same figures to results/bench.json. */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
@@ -200,7 +205,17 @@ typedef struct {
 typedef struct {
     double step_s, tokens_per_s, gflops, frac, peak_mb, optim_mb;
     size_t trainable;
+    double base_bytes; /* the blocks' linear weights as held (model_linear_bytes) */
 } Result;
+
+/* Resets the peak RSS (VmHWM) to the current RSS, so that a later reading is the step's peak and
+ * not the fp32 load before quantization (Linux: clear_refs 5). 0 when it could not. */
+static int reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return 0;
+    int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
 
 static size_t peak_rss_mb(void) {
     struct rusage ru;
@@ -211,7 +226,7 @@ static size_t peak_rss_mb(void) {
 typedef enum { MODE_FULL, MODE_LORA, MODE_VERA, MODE_ADALORA, MODE_DORA } Mode;
 static const char *const mode_names[] = {"full", "lora", "vera", "adalora", "dora"};
 
-static Result bench_one(const Size *s, Mode mode, int bf16, int B, int T, int steps, double peak) {
+static Result bench_one(const Size *s, Mode mode, int bf16, QuantFormat quant, int B, int T, int steps, double peak) {
     const int lora = mode != MODE_FULL;
     ModelConfig c = {0};
     c.V = s->V, c.C = s->C, c.L = s->L, c.NH = s->NH, c.NKV = s->NH, c.HS = s->C / s->NH, c.F = s->F;
@@ -225,6 +240,10 @@ static Result bench_one(const Size *s, Mode mode, int bf16, int B, int T, int st
         exit(1);
     }
     model_init_weights(&m, 1);
+    if (quant && model_quantize_base(&m, quant, 1, &e)) {
+        fprintf(stderr, "bench: %s\n", e.msg);
+        exit(1);
+    }
     Adapter *a = NULL;
     if (lora) {
         AdapterConfig ac;
@@ -238,6 +257,8 @@ static Result bench_one(const Size *s, Mode mode, int bf16, int B, int T, int st
         }
         adapter_attach(&m, a);
     }
+    model_release_fp32(&m);
+    if (quant) reset_peak_rss();
     if (model_set_bf16(&m, bf16, &e)) {
         fprintf(stderr, "bench: %s\n", e.msg);
         exit(1);
@@ -278,6 +299,7 @@ static Result bench_one(const Size *s, Mode mode, int bf16, int B, int T, int st
     res.optim_mb = (double)adamw_state_bytes(&opt) / 1048576.0;
     res.trainable = opt.n;
     res.peak_mb = (double)peak_rss_mb();
+    res.base_bytes = (double)model_linear_bytes(&m);
     batch_free(&b);
     adamw_free(&opt);
     adapter_free(a);
@@ -332,12 +354,13 @@ typedef struct {
     Mode mode;
     int bf16, steps;
     double peak;
+    QuantFormat quant;
 } Job;
 
 static void measure_job(const void *arg, double *out) {
     const Job *j = arg;
-    Result r = bench_one(j->size, j->mode, j->bf16, 8, 256, j->steps, j->peak);
-    double v[8] = {r.step_s, r.tokens_per_s, r.gflops, r.frac, r.peak_mb, r.optim_mb, (double)r.trainable, 0};
+    Result r = bench_one(j->size, j->mode, j->bf16, j->quant, 8, 256, j->steps, j->peak);
+    double v[8] = {r.step_s, r.tokens_per_s, r.gflops, r.frac, r.peak_mb, r.optim_mb, (double)r.trainable, r.base_bytes};
     memcpy(out, v, sizeof v);
 }
 
@@ -402,13 +425,13 @@ int main(int argc, char **argv) {
             for (int bf = 0; bf < nb; bf++) {
                 if (only_mode && strcmp(only_mode, mode_names[mode]) != 0) continue;
                 if (only_base && strcmp(only_base, bf ? "bf16" : "fp32") != 0) continue;
-                Job job = {&sizes[i], (Mode)mode, bf, steps, peak};
+                Job job = {&sizes[i], (Mode)mode, bf, steps, peak, QUANT_NONE};
                 double v[8];
                 if (in_child(measure_job, &job, v, 8)) {
                     fprintf(stderr, "bench: %s %s failed\n", sizes[i].name, mode_names[mode]);
                     return 1;
                 }
-                Result r = {v[0], v[1], v[2], v[3], v[4], v[5], (size_t)v[6]};
+                Result r = {v[0], v[1], v[2], v[3], v[4], v[5], (size_t)v[6], v[7]};
                 const char *base = bf ? "bf16" : "fp32";
                 printf("%-7s %-8s %-5s %12zu %9.3f %11.0f %9.1f %6.1f%% %10.1f %9.0f\n", sizes[i].name, mode_names[mode],
                        base, r.trainable, r.step_s, r.tokens_per_s, r.gflops, 100 * r.frac, r.optim_mb, r.peak_mb);
@@ -418,6 +441,40 @@ int main(int argc, char **argv) {
                             r.tokens_per_s, r.gflops, r.frac, r.optim_mb, r.peak_mb);
                 first = 0;
             }
+    }
+    /* QLoRA: the frozen base held in fp32, Q8_0 and NF4 with double quantization; LoRA r=8 on q,v;
+     * products in bf16 where the CPU has AVX512_BF16. The quantized rows' peak RSS is reset after
+     * quantization (the fp32 load is not the step's). */
+    if (js) fprintf(js, "\n],\n\"qlora\": [\n");
+    first = 1;
+    if (!only_mode || strcmp(only_mode, "qlora") == 0) {
+        printf("\nQLoRA: frozen base memory (the blocks' linear weights; embeddings and norms aside) and a LoRA "
+               "r=8 q,v step, %s products\n", nb == 2 ? "bf16" : "fp32");
+        printf("%-7s %-8s %11s %9s %9s %9s\n", "model", "base", "base MB", "x fp32", "step s", "peak MB");
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            if (only_size && strcmp(only_size, sizes[i].name) != 0) continue;
+            const QuantFormat qs[3] = {QUANT_NONE, QUANT_Q8_0, QUANT_NF4};
+            double fp32_bytes = 0, step_none = 0;
+            for (int k = 0; k < 3; k++) {
+                Job job = {&sizes[i], MODE_LORA, nb == 2, steps, peak, qs[k]};
+                double v[8];
+                if (in_child(measure_job, &job, v, 8)) {
+                    fprintf(stderr, "bench: qlora %s %s failed\n", sizes[i].name, quant_format_name(qs[k]));
+                    return 1;
+                }
+                if (k == 0) fp32_bytes = v[7], step_none = v[0];
+                const char *name = k == 0 ? (nb == 2 ? "bf16" : "fp32") : k == 1 ? "q8_0" : "nf4+dq";
+                printf("%-7s %-8s %11.2f %9.3f %9.3f %9.0f\n", sizes[i].name, name, v[7] / 1048576.0, v[7] / fp32_bytes,
+                       v[0], v[4]);
+                if (k == 2)
+                    printf("%-7s nf4 step / %s step: %.2fx (target 1.5x at medium); nf4 base %.3f of fp32 (target 0.15)\n",
+                           sizes[i].name, nb == 2 ? "bf16" : "fp32", v[0] / step_none, v[7] / fp32_bytes);
+                if (js)
+                    fprintf(js, "%s  {\"model\": \"%s\", \"base\": \"%s\", \"base_bytes\": %.0f, \"fraction_of_fp32\": %.4f, \"step_s\": %.5f, \"peak_rss_mb\": %.1f}",
+                            first ? "" : ",\n", sizes[i].name, name, v[7], v[7] / fp32_bytes, v[0], v[4]);
+                first = 0;
+            }
+        }
     }
     printf("\npeak RSS of the whole benchmark: %zu MB\n", peak_rss_mb());
     if (js) {

@@ -323,6 +323,7 @@ void la_summary_free(LASummary *sum) {
     if (!sum) return;
     ll_free(sum->phi);
     ll_free(sum->amp);
+    ll_free(sum->diag);
     memset(sum, 0, sizeof *sum);
 }
 
@@ -537,6 +538,50 @@ static LLStatus write_amplification(const char *out_dir, const char *model_dir, 
     }
     LLStatus st = text_save(&md, out_dir, "amplification.md", err);
     LLStatus st2 = text_save(&tsv, out_dir, "amplification.tsv", st ? NULL : err);
+    return st ? st : st2;
+}
+
+static LLStatus write_diagnostics(const char *out_dir, const char *model_dir, const Loaded *ls, int n_loaded,
+                                  const LASummary *sum, LLError *err) {
+    Text md, tsv;
+    text_open(&md);
+    text_open(&tsv);
+    fputs("# Spectral diagnostics (intruder dimensions, effective rank, magnitude and direction)\n\nmodel: ", md.f);
+    put_md(md.f, model_dir);
+    fputs("  \n", md.f);
+    for (int i = 0; i < n_loaded; i++) {
+        fprintf(md.f, "adapter %d: ", i + 1);
+        put_md(md.f, ls[i].dir);
+        fputs("  \n", md.f);
+    }
+    fprintf(md.f,
+            "\nW0 is the model's weight, W1 = W0 + dW the adapted one. Intruders: how many of W1's top k left\n"
+            "singular vectors have a best |cos| below %g with every left singular vector of W0 (Shuttleworth et\n"
+            "al. 2024); \"min cos\" is the smallest of those k best |cos|. Effective rank of dW: exp of the\n"
+            "entropy of its normalised singular values (Roy and Vetterli 2007). dM and dD: mean change of the\n"
+            "row norms and mean 1 - cos between rows of W0 and W1 (DoRA, Liu et al. 2024, section 3).\n\n",
+            DIAG_INTRUDER_EPS);
+    fputs("| adapter | layer | module | intruders | k | min cos | eff. rank dW | ‖dW‖_F | ‖W0‖_F | dM | dD |\n", md.f);
+    fputs("|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|\n", md.f);
+    fputs("adapter\tadapter_dir\tlayer\tmodule", tsv.f);
+    for (int k = 0; k < DIAG_N_VALUES; k++) fprintf(tsv.f, "\t%s", DIAG_VALUE_NAMES[k]);
+    fputc('\n', tsv.f);
+    for (int i = 0; i < sum->n_diag; i++) {
+        const LADiagRow *row = &sum->diag[i];
+        const DiagSite *d = &row->site;
+        double v[DIAG_N_VALUES];
+        diag_site_values(d, v);
+        fprintf(md.f, "| %d | %d | %s | %d | %d", row->adapter, d->layer, model_module_name(d->mod), d->d.intruders, d->d.k);
+        for (int k = 2; k < DIAG_N_VALUES; k++) md_num(md.f, v[k]);
+        fputs(" |\n", md.f);
+        fprintf(tsv.f, "%d\t", row->adapter);
+        put_tsv(tsv.f, ls[row->adapter - 1].dir);
+        fprintf(tsv.f, "\t%d\t%s", d->layer, model_module_name(d->mod));
+        for (int k = 0; k < DIAG_N_VALUES; k++) fprintf(tsv.f, "\t%.9g", v[k]);
+        fputc('\n', tsv.f);
+    }
+    LLStatus st = text_save(&md, out_dir, "diagnostics.md", err);
+    LLStatus st2 = text_save(&tsv, out_dir, "diagnostics.tsv", st ? NULL : err);
     return st ? st : st2;
 }
 
@@ -759,6 +804,20 @@ LLStatus la_analyze(const LAOptions *o, LASummary *sum, LLError *err) {
                     o->layer >= 0 || o->modules ? " within --layer/--module" : "", t1[0] ? t1 : "nothing");
     }
     if (!st) st = write_amplification(o->out_dir, sum->model_dir, ls, n_loaded, sum, o->seed, err);
+    /* spectral diagnostics: per adapter, every adapted module within the filter */
+    for (int w = 0; w < n_loaded && !st; w++) {
+        DiagSite *ds = NULL;
+        int nd = 0;
+        st = diag_model(sum->model_dir, &m, ls[w].a, o->layer, o->modules, &ds, &nd, err);
+        if (st) {
+            ll_err_prefix(err, "adapter '%s'", ls[w].dir);
+            break;
+        }
+        sum->diag = ll_realloc(sum->diag, (size_t)(sum->n_diag + nd + 1), sizeof *sum->diag);
+        for (int i = 0; i < nd; i++) sum->diag[sum->n_diag++] = (LADiagRow){w + 1, ds[i]};
+        ll_free(ds);
+    }
+    if (!st) st = write_diagnostics(o->out_dir, sum->model_dir, ls, n_loaded, sum, err);
     for (int i = 0; i < 2; i++)
         if (ls[i].a) unload_adapter(&ls[i]);
     model_free(&m);

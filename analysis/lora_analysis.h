@@ -29,7 +29,13 @@
  *                                    .dat rows "i j phi", i-blocks separated by a blank line;
  *   phi_summary.{md,tsv}             per module: phi(1, 1) and phi(r1, r2) of A and B beside the
  *                                    random-subspace expectation, and rank-deficiency notes;
- *   amplification.{md,tsv}           one row per (adapter, layer, module): Table 7's numbers.
+ *   amplification.{md,tsv}           one row per (adapter, layer, module): Table 7's numbers;
+ *   diagnostics.{md,tsv}             one row per (adapter, adapted layer and module, within
+ *                                    --layer/--module): the spectral diagnostics of
+ *                                    analysis/diagnostics.h (intruder dimensions of W0 + dW among
+ *                                    the top k = 10, the smallest best |cos|, the effective rank of
+ *                                    dW, ||dW||_F against ||W0||_F, DoRA's magnitude and direction
+ *                                    change), the numbers a run stores in its diagnostics table.
  * Scripts start with `reset`, end with `unset output`, read their .dat by relative path, and run
  * as `gnuplot NAME.gp` in the folder (fork + exec, exit status checked). Without gnuplot the
  * scripts and data are written and the summary says so.
@@ -41,6 +47,7 @@
 #include <stdint.h>
 
 #include "core.h"
+#include "diagnostics.h"
 
 /* ---- the math ---------------------------------------------------------------------------------- */
 
@@ -128,6 +135,11 @@ typedef struct {
 } LAAmpRow;
 
 typedef struct {
+    int adapter; /* 1 or 2 */
+    DiagSite site;
+} LADiagRow;
+
+typedef struct {
     char model_dir[1024];     /* the model folder used */
     int n_phi;
     LAPhiRow *phi;            /* n_phi rows */
@@ -137,6 +149,8 @@ typedef struct {
     int gnuplot_missing;      /* rendering was asked for but no gnuplot is on PATH */
     int render_failed;        /* gnuplot failed on at least one script (the rest was written) */
     char unsandboxed[128];    /* "" when gnuplot ran under its seccomp filter, else why not (gnuplot.h) */
+    int n_diag;
+    LADiagRow *diag;          /* n_diag rows: spectral diagnostics per adapter and adapted module */
 } LASummary;
 
 /* Runs the analysis and writes the files above. LL_ERR_CONFIG: a refused method, no module left

@@ -1,7 +1,7 @@
 /* cmd_analyze: `loralab analyze --model DIR --adapter DIR [--adapter2 DIR] [--out DIR] [--layer L]
  * [--module q_proj[,v_proj]] [--seed S] [--no-render]`: the LoRA paper's section 7 tools on adapter
- * folders (analysis/lora_analysis.h): phi heatmaps of two adapters' A and B matrices and the
- * amplification table. The model folder defaults to the adapter's base_model_name_or_path (the
+ * folders (analysis/lora_analysis.h): phi heatmaps of two adapters' A and B matrices, the
+ * amplification table and the spectral diagnostics (analysis/diagnostics.h) of every adapted module. The model folder defaults to the adapter's base_model_name_or_path (the
  * base a sweep trained it on); the output folder to results/analysis/<adapter>[_vs_<adapter2>].
  * Exit status: 0 written (also without gnuplot: then scripts and data only), 1 gnuplot failed on a
  * script (everything else written), 2 bad usage or bad input (a refused method, a missing or
@@ -33,7 +33,10 @@ static void usage(FILE *f) {
             "                   amplification on q_proj and v_proj)\n"
             "  --seed S         seed of the random subspace in the amplification table (default 0)\n"
             "  --no-render      write the .gp scripts and .dat data without running gnuplot\n"
-            "writes phi_*.{dat,gp,pdf,svg,png}, phi_summary.{md,tsv}, amplification.{md,tsv}\n");
+            "  and the spectral diagnostics (intruder dimensions, effective rank of dW, magnitude and\n"
+            "  direction change) of every adapted module within --layer/--module\n"
+            "writes phi_*.{dat,gp,pdf,svg,png}, phi_summary.{md,tsv}, amplification.{md,tsv},\n"
+            "diagnostics.{md,tsv}\n");
 }
 
 static void folder_name(const char *dir, char *out, size_t cap) {
@@ -135,7 +138,20 @@ int cmd_analyze(int argc, char **argv) {
                model_module_name(a->mod), a->amp.r, a->amp.dw_fro, a->amp.w_fro, a->amp.proj_dw, a->amp.proj_w,
                a->amp.proj_random, a->amp.amplification);
     }
-    printf("  tables   %s/amplification.{md,tsv}%s\n", o.out_dir, sum.n_phi ? ", phi_summary.{md,tsv}" : "");
+    printf("spectral diagnostics: intruders among W1's top k singular vectors (best |cos| with W0's < %g),\n"
+           "effective rank of dW, DoRA's magnitude (dM) and direction (dD) change\n",
+           DIAG_INTRUDER_EPS);
+    printf("  %-3s %-5s %-9s %9s %8s %8s  %9s %9s  %9s %9s\n", "ad", "layer", "module", "intruders", "min cos",
+           "eff.rank", "||dW||", "||W0||", "dM", "dD");
+    for (int i = 0; i < sum.n_diag; i++) {
+        const LADiagRow *r = &sum.diag[i];
+        const DiagMatrix *d = &r->site.d;
+        printf("  %-3d %-5d %-9s %6d/%-2d %8.4f %8.3f  %9.4g %9.4g  %9.4g %9.4g\n", r->adapter, r->site.layer,
+               model_module_name(r->site.mod), d->intruders, d->k, d->min_max_cos, d->eff_rank, d->dw_fro,
+               r->site.w0_fro, d->d_mag, d->d_dir);
+    }
+    printf("  tables   %s/amplification.{md,tsv}, diagnostics.{md,tsv}%s\n", o.out_dir,
+           sum.n_phi ? ", phi_summary.{md,tsv}" : "");
     if (sum.n_figs)
         printf("  figures  %d of %d rendered: %s/phi_*.{pdf,svg,png} (scripts phi_*.gp, data phi_*.dat)\n",
                sum.n_rendered, sum.n_figs, o.out_dir);

@@ -604,6 +604,20 @@ START_TEST(test_e2e_writer) {
     ck_assert_int_eq(row->amp.r, 8);
     ck_assert(row->amp.proj_w >= row->amp.proj_dw - 1e-9); /* W's own directions hold the most of W */
     ck_assert(row->amp.proj_w <= row->amp.w_fro + 1e-9);
+    /* the spectral diagnostics: every adapted module of both adapters, dW the same as above */
+    ck_assert_int_eq(sum.n_diag, 8);
+    ck_assert_int_eq(lines_of(tu_path(p, sizeof p, "analysis/x/diagnostics.tsv")), 1 + 8);
+    ck_assert(exists_nonempty(tu_path(p, sizeof p, "analysis/x/diagnostics.md")));
+    const LADiagRow *dg = NULL;
+    for (int i = 0; i < sum.n_diag; i++) {
+        const DiagSite *d = &sum.diag[i].site;
+        ck_assert(d->d.intruders >= 0 && d->d.intruders <= d->d.k && d->d.k == 10);
+        ck_assert(d->d.eff_rank > 0.0 && d->d.eff_rank <= (sum.diag[i].adapter == 1 ? 2 : 8) + 1e-9);
+        if (sum.diag[i].adapter == 2 && d->layer == 1 && d->mod == MOD_Q) dg = &sum.diag[i];
+    }
+    ck_assert_ptr_nonnull(dg);
+    ck_assert_msg(fabs(dg->site.d.dw_fro - sqrt(ss)) < 1e-4 * sqrt(ss), "%.9g vs %.9g", dg->site.d.dw_fro, sqrt(ss));
+    ck_assert(fabs(dg->site.w0_fro - sqrt(ww)) < 1e-9 * sqrt(ww));
     adapter_free(ad);
     la_summary_free(&sum);
 
@@ -612,6 +626,8 @@ START_TEST(test_e2e_writer) {
     ck_assert_msg(la_analyze(&o, &sum, &e) == LL_OK, "%s", e.msg);
     ck_assert_int_eq(sum.n_phi, 1);
     ck_assert_int_eq(sum.n_amp, 2);
+    ck_assert_int_eq(sum.n_diag, 2); /* the filter applies to the diagnostics too */
+    ck_assert(sum.diag[0].site.layer == 0 && sum.diag[1].site.mod == MOD_Q);
     if (tu_have_program("gnuplot")) {
         ck_assert_int_eq(sum.gnuplot_missing, 0);
         ck_assert_int_eq(sum.n_rendered, 2);

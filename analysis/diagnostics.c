@@ -1,6 +1,7 @@
 /* diagnostics: see diagnostics.h. */
 #include "diagnostics.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,18 +40,29 @@ LLStatus diag_matrix(const double *W0, const double *W1, int out, int in, int k,
     if (st) return st;
     int p = out < in ? out : in;
     res->k = k < p ? k : p;
-    double *U0 = ll_malloc((size_t)out * p, sizeof *U0), *U1 = ll_malloc((size_t)out * p, sizeof *U1);
+    /* W's left singular vectors as the right ones of Wᵀ: la_svd then hands LAPACK the matrix tall
+     * or square with jobu (dgesvd's fast path; asking for the other side of a square or tall
+     * matrix measured 6-8x slower at 256 x 256 and 688 x 256), and each vector is a contiguous row. */
+    double *T0 = ll_malloc(n, sizeof *T0), *T1 = ll_malloc(n, sizeof *T1);
+    for (int r = 0; r < out; r++)
+        for (int c = 0; c < in; c++) {
+            T0[(size_t)c * out + r] = W0[(size_t)r * in + c];
+            T1[(size_t)c * out + r] = W1[(size_t)r * in + c];
+        }
+    double *U0 = ll_malloc((size_t)p * out, sizeof *U0), *U1 = ll_malloc((size_t)p * out, sizeof *U1);
     double *S = ll_malloc((size_t)p, sizeof *S), *dW = ll_malloc(n, sizeof *dW);
-    st = la_svd(W0, out, in, U0, S, NULL, err);
-    if (!st) st = la_svd(W1, out, in, U1, S, NULL, err);
+    st = la_svd(T0, in, out, NULL, S, U0, err);
+    if (!st) st = la_svd(T1, in, out, NULL, S, U1, err);
+    ll_free(T0), ll_free(T1);
     if (!st) {
-        /* U (out x p) row-major: column j is the j-th left singular vector */
+        /* U (p x out) row-major: row j is the j-th left singular vector */
         res->min_max_cos = 1.0;
         for (int i = 0; i < res->k; i++) {
             double best = 0.0;
             for (int j = 0; j < p; j++) {
+                const double *a = U1 + (size_t)i * out, *b = U0 + (size_t)j * out;
                 double dot = 0.0;
-                for (int r = 0; r < out; r++) dot += U1[(size_t)r * p + i] * U0[(size_t)r * p + j];
+                for (int r = 0; r < out; r++) dot += a[r] * b[r];
                 if (fabs(dot) > best) best = fabs(dot);
             }
             if (best < eps) res->intruders++;
@@ -111,6 +123,10 @@ LLStatus diag_model(const char *base_dir, Model *m, const Adapter *a, int layer,
     if (rc) return ll_err_prefix(err, "diagnostics need the base model's weights");
     const int L = m->cfg.L;
     DiagSite *out = ll_calloc((size_t)L * MOD_COUNT, sizeof *out);
+    /* One BLAS thread: LAPACK's SVD of these sizes is mostly level-2 work that a second thread does
+     * not speed up, and on a loaded machine the threads' waits made it 2-7x slower (measured). */
+    const int threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     int cnt = 0;
     for (int l = 0; l < L && !rc; l++) {
         if (layer >= 0 && l != layer) continue;
@@ -145,6 +161,7 @@ LLStatus diag_model(const char *base_dir, Model *m, const Adapter *a, int layer,
             if (!rc) cnt++;
         }
     }
+    openblas_set_num_threads(threads);
     st_free(&st);
     if (rc || cnt == 0) {
         ll_free(out);

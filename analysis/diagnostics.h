@@ -51,7 +51,9 @@ double diag_effective_rank(const double *s, int n);
  * residual, a quantized base. So on a quantized base ΔW includes the quantization error (full
  * rank: its effective rank is large), and PiSSA's ΔW is measured from the pretrained W, not from
  * the residual. Cost: three SVDs of an out x in matrix per layer (W0 and W1 with their left
- * singular vectors, ΔW's values), O(out·in·min(out, in)) each. */
+ * singular vectors, ΔW's values), O(out·in·min(out, in)) each, on one BLAS thread (the caller's
+ * thread count is restored after): 0.7 s for the 28 matrices of the tiny preset, 2.9 s for the 42
+ * of the small one, on the 2-core development machine under load. */
 
 typedef struct {
     int layer, mod, out, in;

@@ -1,9 +1,13 @@
 /* diagnostics: see diagnostics.h. */
+#define _DEFAULT_SOURCE /* madvise */
 #include "diagnostics.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "adapter.h"
@@ -21,6 +25,12 @@ double diag_effective_rank(const double *s, int n) {
         if (p > 0.0) h -= p * log(p);
     }
     return exp(h);
+}
+
+/* T (in x out) = Wᵀ of W (out x in), both row-major */
+static void transpose(const double *W, int out, int in, double *T) {
+    for (int r = 0; r < out; r++)
+        for (int c = 0; c < in; c++) T[(size_t)c * out + r] = W[(size_t)r * in + c];
 }
 
 static LLStatus finite_or_err(const double *x, size_t n, const char *what, LLError *err) {
@@ -42,27 +52,29 @@ LLStatus diag_matrix(const double *W0, const double *W1, int out, int in, int k,
     res->k = k < p ? k : p;
     /* W's left singular vectors as the right ones of Wᵀ: la_svd then hands LAPACK the matrix tall
      * or square with jobu (dgesvd's fast path; asking for the other side of a square or tall
-     * matrix measured 6-8x slower at 256 x 256 and 688 x 256), and each vector is a contiguous row. */
-    double *T0 = ll_malloc(n, sizeof *T0), *T1 = ll_malloc(n, sizeof *T1);
-    for (int r = 0; r < out; r++)
-        for (int c = 0; c < in; c++) {
-            T0[(size_t)c * out + r] = W0[(size_t)r * in + c];
-            T1[(size_t)c * out + r] = W1[(size_t)r * in + c];
-        }
-    double *U0 = ll_malloc((size_t)p * out, sizeof *U0), *U1 = ll_malloc((size_t)p * out, sizeof *U1);
-    double *S = ll_malloc((size_t)p, sizeof *S), *dW = ll_malloc(n, sizeof *dW);
-    st = la_svd(T0, in, out, NULL, S, U0, err);
-    if (!st) st = la_svd(T1, in, out, NULL, S, U1, err);
-    ll_free(T0), ll_free(T1);
+     * matrix measured 6-8x slower at 256 x 256 and 688 x 256), and each vector is a contiguous row.
+     * Memory is a full fine-tuning run's peak: one scratch matrix T (Wᵀ, then ΔW) overwritten by
+     * the SVDs, and of W1's vectors only the top k kept while W0's are computed. */
+    double *T = ll_malloc(n, sizeof *T), *dW = T;
+    double *U = ll_malloc((size_t)p * out, sizeof *U), *Uk = NULL;
+    double *S = ll_malloc((size_t)p, sizeof *S);
+    transpose(W1, out, in, T);
+    st = la_svd_destroy(T, in, out, NULL, S, U, err);
     if (!st) {
-        /* U (p x out) row-major: row j is the j-th left singular vector */
+        Uk = ll_malloc((size_t)res->k * out, sizeof *Uk);
+        memcpy(Uk, U, sizeof *Uk * (size_t)res->k * out);
+        transpose(W0, out, in, T);
+        st = la_svd_destroy(T, in, out, NULL, S, U, err);
+    }
+    if (!st) {
+        /* rows of Uk (W1's top k) and U (all of W0's) are left singular vectors */
         res->min_max_cos = 1.0;
         for (int i = 0; i < res->k; i++) {
             double best = 0.0;
             for (int j = 0; j < p; j++) {
-                const double *a = U1 + (size_t)i * out, *b = U0 + (size_t)j * out;
+                const double *x = Uk + (size_t)i * out, *y = U + (size_t)j * out;
                 double dot = 0.0;
-                for (int r = 0; r < out; r++) dot += a[r] * b[r];
+                for (int r = 0; r < out; r++) dot += x[r] * y[r];
                 if (fabs(dot) > best) best = fabs(dot);
             }
             if (best < eps) res->intruders++;
@@ -74,7 +86,7 @@ LLStatus diag_matrix(const double *W0, const double *W1, int out, int in, int k,
             fro += dW[i] * dW[i];
         }
         res->dw_fro = sqrt(fro);
-        st = la_svd(dW, out, in, NULL, S, NULL, err);
+        st = la_svd_destroy(dW, out, in, NULL, S, NULL, err);
         if (!st) res->eff_rank = diag_effective_rank(S, p);
     }
     if (!st) {
@@ -95,7 +107,7 @@ LLStatus diag_matrix(const double *W0, const double *W1, int out, int in, int k,
         res->d_mag = dm / out;
         res->d_dir = dd / out;
     }
-    ll_free(U0), ll_free(U1), ll_free(S), ll_free(dW);
+    ll_free(U), ll_free(Uk), ll_free(S), ll_free(T);
     return st;
 }
 
@@ -109,6 +121,23 @@ void diag_site_values(const DiagSite *s, double v[DIAG_N_VALUES]) {
     const double vals[DIAG_N_VALUES] = {d->intruders, d->k, d->min_max_cos, d->eff_rank, d->dw_fro, s->w0_fro,
                                         d->d_mag,     d->d_dir};
     memcpy(v, vals, sizeof vals);
+}
+
+/* Gives back the mapped pages of a tensor once read: the mapping is private and never written, so
+ * the kernel drops them and would read them again from the file. Without this, every matrix read
+ * stays resident until the file is unmapped: under full fine-tuning one more copy of the linear
+ * weights at the run's peak. */
+static void drop_pages(const SafeTensors *st, const char *name) {
+    const StTensor *t = st_find(st, name);
+    long page = sysconf(_SC_PAGESIZE);
+    if (!st->map || !t || page <= 0) return;
+    uintptr_t lo = (uintptr_t)(st->data + t->begin), hi = (uintptr_t)(st->data + t->end);
+    lo -= lo % (uintptr_t)page;
+    hi += (uintptr_t)page - 1, hi -= hi % (uintptr_t)page;
+    uintptr_t map_lo = (uintptr_t)st->map, map_hi = map_lo + st->map_len;
+    if (lo < map_lo) lo = map_lo;
+    if (hi > map_hi) hi = map_hi; /* the last page of the mapping is whole even when the file is not */
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 LLStatus diag_model(const char *base_dir, Model *m, const Adapter *a, int layer, unsigned modules, DiagSite **sites,
@@ -148,16 +177,18 @@ LLStatus diag_model(const char *base_dir, Model *m, const Adapter *a, int layer,
             const int64_t shape[2] = {ds->out, ds->in};
             rc = st_read_f32(&st, name, 2, shape, w, err);
             if (rc) ll_err_prefix(err, "base model folder '%s'", base_dir);
+            else drop_pages(&st, name);
             double fro = 0.0;
             for (size_t i = 0; !rc && i < nw; i++) W0[i] = w[i], fro += W0[i] * W0[i];
             ds->w0_fro = sqrt(fro);
+            if (!rc) adapter_effective_weight(a, m, l, mod, w);
+            for (size_t i = 0; !rc && i < nw; i++) W1[i] = w[i];
+            ll_free(w); /* before the SVDs' scratch: the peak is theirs */
             if (!rc) {
-                adapter_effective_weight(a, m, l, mod, w);
-                for (size_t i = 0; i < nw; i++) W1[i] = w[i];
                 rc = diag_matrix(W0, W1, ds->out, ds->in, DIAG_INTRUDER_K, DIAG_INTRUDER_EPS, &ds->d, err);
                 if (rc) ll_err_prefix(err, "diagnostics of layer %d %s", l, model_module_name(mod));
             }
-            ll_free(w), ll_free(W0), ll_free(W1);
+            ll_free(W0), ll_free(W1);
             if (!rc) cnt++;
         }
     }

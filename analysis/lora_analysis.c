@@ -55,14 +55,21 @@ static int all_finite(const double *x, size_t n) {
 
 LLStatus la_svd(const double *X, int m, int n, double *U, double *S, double *Vt, LLError *err) {
     if (m < 1 || n < 1) return ll_err(err, LL_ERR_CONFIG, "SVD of an empty %d x %d matrix", m, n);
-    if (!all_finite(X, (size_t)m * n))
+    double *a = ll_malloc((size_t)m * n, sizeof(double));
+    memcpy(a, X, sizeof(double) * (size_t)m * n);
+    LLStatus st = la_svd_destroy(a, m, n, U, S, Vt, err);
+    ll_free(a);
+    return st;
+}
+
+LLStatus la_svd_destroy(double *a, int m, int n, double *U, double *S, double *Vt, LLError *err) {
+    if (m < 1 || n < 1) return ll_err(err, LL_ERR_CONFIG, "SVD of an empty %d x %d matrix", m, n);
+    if (!all_finite(a, (size_t)m * n))
         return ll_err(err, LL_ERR_FORMAT, "the %d x %d matrix holds NaN or Inf (a diverged adapter?)", m, n);
     const int p = m < n ? m : n;
     /* Row-major X (m x n) is the column-major matrix Xᵀ (n x m). dgesvd of Xᵀ = U2·S·V2ᵀ gives
      * X = V2·S·U2ᵀ: U2 (n x p, column-major) has X's right singular vectors as columns, so its
      * memory read row-major (p x n) is Vt; V2ᵀ (p x m, column-major) read row-major (m x p) is U. */
-    double *a = ll_malloc((size_t)m * n, sizeof(double));
-    memcpy(a, X, sizeof(double) * (size_t)m * n);
     double dummy = 0.0;
     int m_ = n, n_ = m, lda = n, ldu = n, ldvt = p, lwork = -1, info = 0;
     const char *jobu = Vt ? "S" : "N", *jobvt = U ? "S" : "N";
@@ -75,7 +82,6 @@ LLStatus la_svd(const double *X, int m, int n, double *U, double *S, double *Vt,
         dgesvd_(jobu, jobvt, &m_, &n_, a, &lda, S, u2, &ldu, vt2, &ldvt, work, &lwork, &info, 1, 1);
         ll_free(work);
     }
-    ll_free(a);
     if (info != 0)
         return ll_err(err, LL_ERR_STATE, "the SVD of a %d x %d matrix did not converge (LAPACK dgesvd info %d)", m, n,
                       info);

@@ -55,6 +55,8 @@
  * U or Vt may be NULL when not wanted. LL_ERR_FORMAT when X holds NaN or Inf (a diverged
  * adapter), LL_ERR_STATE when LAPACK does not converge. */
 LLStatus la_svd(const double *X, int m, int n, double *U, double *S, double *Vt, LLError *err);
+/* la_svd without its copy of X: X is overwritten (for callers whose memory is tight). */
+LLStatus la_svd_destroy(double *X, int m, int n, double *U, double *S, double *Vt, LLError *err);
 
 /* phi of two orthonormal bases given as rows, V1 (r1 x k) and V2 (r2 x k), ordered by importance:
  * phi[(i-1)*r2 + (j-1)] = phi(i, j) for i in 1..r1, j in 1..r2 (the prefix-sum evaluation). */

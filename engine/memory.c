@@ -103,9 +103,20 @@ double memory_available(void) {
     return host;
 }
 
+double memory_diagnostics_estimate(const ModelConfig *c) {
+    double n = 0.0;
+    for (int mod = 0; mod < MOD_COUNT; mod++) {
+        int in, out;
+        model_module_dims(c, mod, &in, &out);
+        if ((double)in * out > n) n = (double)in * out;
+    }
+    return 52.0 * n;
+}
+
 double memory_estimate(const ModelConfig *c, const ModelOptions *o, const AdapterConfig *ac) {
     double bytes = model_memory_estimate(c, o);
     if (ac && ac->method != ADAPTER_FULL) bytes += adapter_memory_estimate(ac, c, o->B * (double)o->T, o->training);
+    if (o->training) bytes += memory_diagnostics_estimate(c);
     return bytes;
 }
 

@@ -13,7 +13,8 @@
  *     scheduler (SLURM) confines a job with a cgroup, so a run that fits the host but not its job
  *     is refused too. An unknown or unlimited source does not constrain; when no source is known
  *     at all the check passes.
- *   - The estimate (model_memory_estimate + adapter_memory_estimate) reads shapes only; it
+ *   - The estimate (model_memory_estimate + adapter_memory_estimate, and for a training run the
+ *     end-of-run spectral diagnostics: memory_diagnostics_estimate) reads shapes only; it
  *     allocates nothing that scales with the model.
  */
 #ifndef LL_MEMORY_H
@@ -30,8 +31,15 @@ double memory_available(void);
  * 0; -1 when DIR holds no limit or the limit is "max". */
 double memory_cgroup_room(const char *dir);
 /* The model (c, o) plus, when ac is not NULL, its adapter, sized as model_init and adapter_create
- * (and, when o->training, the optimizer and the best-weights snapshot) will size them. */
+ * (and, when o->training, the optimizer and the best-weights snapshot) will size them; when
+ * o->training, plus memory_diagnostics_estimate. */
 double memory_estimate(const ModelConfig *c, const ModelOptions *o, const AdapterConfig *ac);
+/* What a training run's spectral diagnostics (analysis/diagnostics.h, train.diagnostics) add at its
+ * end, one matrix at a time: for the largest linear matrix of n = out·in elements, W0 and W1 in
+ * double, a scratch matrix the SVDs overwrite, the singular vectors and LAPACK's and BLAS's
+ * workspaces, 52 bytes per element (measured 6.3 MiB over the run's peak at 688 x 256 = 7.3 MiB
+ * by this count). Counted whether or not the run has them on: it is small beside the model. */
+double memory_diagnostics_estimate(const ModelConfig *c);
 /* LL_ERR_NOMEM naming the estimate, the budget and what to lower (`keys`, e.g. "--batch or
  * --seq") when memory_estimate exceeds memory_available; LL_OK otherwise. */
 LLStatus memory_check_model(const ModelConfig *c, const ModelOptions *o, const AdapterConfig *ac, const char *keys,

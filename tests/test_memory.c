@@ -167,7 +167,8 @@ START_TEST(t_estimate_counts_adapter) {
         sum_io += in + out;
     }
     double base = memory_estimate(&c, &o, NULL);
-    ck_assert(base == model_memory_estimate(&c, &o));
+    ck_assert(base == model_memory_estimate(&c, &o) + memory_diagnostics_estimate(&c));
+    ck_assert(memory_diagnostics_estimate(&c) == 52.0 * 344 * 128); /* the largest: gate, up (down) */
     for (int r = 8; r <= 65536; r *= 16) {
         ac.r = r;
         double N = 8.0 * 128, params = c.L * sum_io * r, wide = c.F;

@@ -121,6 +121,12 @@ for _ in $(seq 600); do
   [ "${n:-0}" -gt 0 ] && break
   sleep 0.1
 done
+[ "${n:-0}" -gt 0 ] || fail "task 2 showed no running run within 60 s: $(cat results/slurm/st.task2.log 2>/dev/null)"
+# Freeze the task (SIGSTOP to the batch step and its children) before looking, so that it cannot
+# finish its runs between the check and the cancellation: a quiet machine trains these micro runs
+# in well under a second. scancel then sends SIGCONT and SIGTERM, and the runs stop mid-way.
+scancel --full --signal=STOP "$jid"
+sleep 0.5
 scancel "$jid"
 wait_job "$jid" 60
 status=$(sqlite3 results/st.shard2-of-3.db "SELECT group_concat(status) FROM runs WHERE status != 'pending'")

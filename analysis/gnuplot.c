@@ -75,14 +75,19 @@ void gp_script_head(TextBuf *b, const char *stem) {
 }
 
 void gp_formats_begin(TextBuf *b, const char *stem, double w_in, double h_in) {
-    LL_ASSERT(gp_stem_ok(stem));
+    gp_formats_begin_font(b, stem, w_in, h_in, 9);
+}
+
+void gp_formats_begin_font(TextBuf *b, const char *stem, double w_in, double h_in, int font_pt) {
+    LL_ASSERT(gp_stem_ok(stem) && font_pt > 0 && font_pt < 100);
     tb_puts(b, "if (!exists(\"formats\")) formats = \"pdf svg png\"\n");
     tb_puts(b, "do for [fmt in formats] {\n");
-    tb_printf(b, "    if (fmt eq \"pdf\") { set terminal pdfcairo size %.2fin,%.2fin font 'Sans,9' }\n", w_in, h_in);
-    tb_printf(b, "    if (fmt eq \"svg\") { set terminal svg size %d,%d font 'Sans,11' background '#ffffff' }\n",
-              (int)(w_in * 96), (int)(h_in * 96));
-    tb_printf(b, "    if (fmt eq \"png\") { set terminal pngcairo size %d,%d font 'Sans,13' }\n", (int)(w_in * 150),
-              (int)(h_in * 150));
+    tb_printf(b, "    if (fmt eq \"pdf\") { set terminal pdfcairo size %.2fin,%.2fin font 'Sans,%d' }\n", w_in, h_in,
+              font_pt);
+    tb_printf(b, "    if (fmt eq \"svg\") { set terminal svg size %d,%d font 'Sans,%d' background '#ffffff' }\n",
+              (int)(w_in * 96), (int)(h_in * 96), (font_pt * 11 + 4) / 9);
+    tb_printf(b, "    if (fmt eq \"png\") { set terminal pngcairo size %d,%d font 'Sans,%d' }\n", (int)(w_in * 150),
+              (int)(h_in * 150), (font_pt * 13 + 4) / 9);
     tb_puts(b, "    set termoption noenhanced\n");
     tb_printf(b, "    set output '%s.' . fmt\n", stem);
     tb_puts(b, "    reset\n");

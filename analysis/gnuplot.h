@@ -55,6 +55,9 @@ void gp_script_head(TextBuf *b, const char *stem);
  * `set output 'STEM.' . fmt`, then `reset` (which keeps terminal and output), so each format is
  * drawn from identical state. gp_formats_end closes it and the output. */
 void gp_formats_begin(TextBuf *b, const char *stem, double w_in, double h_in);
+/* The same with the PDF's font at font_pt points (gp_formats_begin: 9); SVG and PNG fonts scale
+ * with it as they do at 9 (11 and 13). */
+void gp_formats_begin_font(TextBuf *b, const char *stem, double w_in, double h_in, int font_pt);
 void gp_formats_end(TextBuf *b);
 
 /* ---- running --------------------------------------------------------------------------------- */

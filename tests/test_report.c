@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <ftw.h>
 #include <strings.h>
 
@@ -364,7 +365,11 @@ START_TEST(t_render_files) {
     ck_assert_int_eq(g_sum.n_diverged, 1);
     ck_assert_int_eq(g_sum.n_other, 1);
     ck_assert_int_eq(g_sum.n_groups, 7);
-    ck_assert_int_eq(g_sum.n_figs, N_FIGS);
+    ck_assert_int_eq(g_sum.n_figs, N_FIGS + 1); /* and lr, left out: one learning rate */
+    const ReportFigure *lr = summary_fig(&g_sum, "lr");
+    ck_assert_msg(lr && lr->skipped && strstr(lr->note, "every method ran at a single learning rate (full FT 0.001, "
+                                                        "LoRA 0.001, AdaLoRA 0.001)"),
+                  "lr: %s", lr ? lr->note : "absent");
     static const char *const always[] = {"table.md", "table.tex", "index.html"};
     char p[512], name[128];
     for (int i = 0; i < 3; i++) {
@@ -464,15 +469,17 @@ START_TEST(t_render_tables) {
     snprintf(p, sizeof p, "%s/table.md", g_out);
     char *md = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(md);
-    /* Best loss (full FT) and the fewest parameters (both r=4 rows) in bold; diverged runs said. */
-    ck_assert_msg(strstr(md, "| full FT | all | - | - | 0.001 | 1,000,000 | 100% | **1.5000 ± 0.1414 (n=2)** | 32.0 s | "
+    /* Means ± 95% intervals over two seeds (t = 12.7062): they all overlap, so nothing is bold;
+     * diverged runs are said; the time and parameter columns are never bold. */
+    ck_assert_msg(strstr(md, "| full FT | all | - | - | 0.001 | 1,000,000 | 100% | 1.5000 ± 1.2706 | 2 | 32.0 s | "
                              "400.0 MiB |") != NULL,
                   "table.md:\n%s", md);
-    ck_assert_msg(strstr(md, "| LoRA | q,v | 4 | 8 | 0.001 | **4,096** | **0.41%** | 2.2000 ± 0.2828 (n=2, 1 diverged) "
-                             "| **11.0 s** | **100.0 MiB** |") != NULL,
+    ck_assert_msg(strstr(md, "| LoRA | q,v | 4 | 8 | 0.001 | 4,096 | 0.41% | 2.2000 ± 2.5412 | 2 (+1 diverged) | "
+                             "11.0 s | 100.0 MiB |") != NULL,
                   "table.md:\n%s", md);
-    ck_assert_msg(strstr(md, "| AdaLoRA | q,v | 8 | 16 | 0.001 | 9,000 | 0.9% | 1.7000 (n=1) |") != NULL,
+    ck_assert_msg(strstr(md, "| AdaLoRA | q,v | 8 | 16 | 0.001 | 9,000 | 0.9% | 1.7000 | 1 |") != NULL,
                   "table.md:\n%s", md);
+    ck_assert_msg(strstr(md, "**") == NULL, "table.md:\n%s", md);
     /* No configuration shares its five fields with another: no variant column. */
     ck_assert_msg(strstr(md, "variant") == NULL, "table.md:\n%s", md);
     free(md);
@@ -481,13 +488,18 @@ START_TEST(t_render_tables) {
     ck_assert_ptr_nonnull(tex);
     ck_assert_ptr_nonnull(strstr(tex, "\\toprule"));
     ck_assert_ptr_nonnull(strstr(tex, "\\bottomrule"));
-    ck_assert_msg(strstr(tex, "\\textbf{1.5000 $\\pm$ 0.1414 (n=2)}") != NULL, "table.tex:\n%s", tex);
-    ck_assert_msg(strstr(tex, "\\textbf{0.41\\%}") != NULL, "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, "1.5000 $\\pm$ 1.2706") != NULL, "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, "\\textbf") == NULL, "table.tex:\n%s", tex);
+    /* Targets abbreviated, the letters explained in the caption. */
+    ck_assert_msg(strstr(tex, "LoRA & QKVO & 8 & 16 & 1.5300 $\\pm$ 0.3812 & 2 \\\\") != NULL,
+                  "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, "Targets: Q = q\\_proj, K = k\\_proj, V = v\\_proj, O = o\\_proj.}") != NULL,
+                  "table.tex:\n%s", tex);
     free(tex);
     snprintf(p, sizeof p, "%s/index.html", g_out);
     char *html = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(html);
-    ck_assert_ptr_nonnull(strstr(html, "<b>1.5000 ± 0.1414 (n=2)</b>"));
+    ck_assert_ptr_nonnull(strstr(html, "<td class=\"num\">1.5000 ± 1.2706</td>"));
     int imgs = 0;
     for (const char *q = html; (q = strstr(q, "<img ")); q++) imgs++;
     ck_assert_int_eq(imgs, g_have_gnuplot ? N_FIGS : 0);
@@ -610,7 +622,7 @@ START_TEST(t_skipped_figures) {
     static const struct {
         const char *name, *reason;
     } want[] = {{"rank", "fewer than 2 ranks in the runs (only r=8)"},
-                {"rank_alpha", "a single (rank, alpha) cell in the LoRA runs (r=8, alpha=16)"},
+                {"rank_alpha", "no rank was run with two alphas or more (r=8: alpha=16)"},
                 {"params", "fewer than 2 configurations"},
                 {"targets", "a single target-module set in the adapter runs (q,v)"},
                 {"adalora_ranks", "no AdaLoRA runs"}};
@@ -752,8 +764,13 @@ START_TEST(t_command) {
     snprintf(cmd, sizeof cmd, "PATH=/nonexistent %s report --db '%s' --out '%s' >/dev/null 2>&1", bin, db, out);
     rc = system(cmd);
     ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "no gnuplot: exit %d", WEXITSTATUS(rc));
-    snprintf(cmd, sizeof cmd, "%s/table.md", out);
+    /* One folder per sweep under --out, and an index linking them. */
+    snprintf(cmd, sizeof cmd, "%s/c/table.md", out);
     ck_assert_int_gt(file_size(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/index.html", out);
+    char *root = tu_slurp(cmd, NULL);
+    ck_assert_msg(root && strstr(root, "<a href=\"c/index.html\">"), "%s", root ? root : "(none)");
+    free(root);
 }
 END_TEST
 
@@ -860,6 +877,22 @@ static int run_argv(char *const argv[], const char *log) {
     return WIFEXITED(wst) ? WEXITSTATUS(wst) : -1;
 }
 
+/* The one folder in dir (hidden entries aside), as dir/NAME into out; 0 when there is not exactly one. */
+static int only_subdir(const char *dir, char *out, size_t cap) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode) && n++ == 0) snprintf(out, cap, "%s", p);
+    }
+    closedir(d);
+    return n == 1;
+}
+
 /* `loralab report` on the hostile database, through the real binary, with gnuplot when there is
  * one: exit 0, no PWNED file anywhere, every script and data file holds only what the report
  * writes (tests/gp_check.h), the tables and the index show the values as text. */
@@ -891,6 +924,10 @@ START_TEST(t_hostile_database) {
                       (unsigned char)*q, said);
     free(said);
     int have_gnuplot = tu_have_program("gnuplot");
+    /* The report of the one sweep is in its folder under out, named after the sweep as a file stem. */
+    ck_assert_msg(only_subdir(out, p, sizeof p), "no single unit folder in %s", out);
+    ck_assert_msg(strncmp(p + strlen(out) + 1, "sweep_system_", 13) == 0, "unit folder %s", p);
+    snprintf(out, sizeof out, "%s", p);
     /* Each written figure: a clean script and clean data; rendered when gnuplot exists. */
     ReportSummary sum;
     LLError err = {0};
@@ -1140,19 +1177,23 @@ START_TEST(t_variant_report) {
     ck_assert_msg(strstr(md, "| method | targets | r | α | lr | variant | trainable params |") != NULL, "table.md:\n%s",
                   md);
     ck_assert_msg(strstr(md, "| full FT | all | - | - | 0.001 | - | 1,000,000 |") != NULL, "table.md:\n%s", md);
-    ck_assert_msg(strstr(md, "| LoRA | q,v | 8 | 16 | 0.001 | dropout=0 | **8,192** | **0.819%** | "
-                             "2.1000 ± 0.1414 (n=2) |") != NULL,
+    /* mean ± t(0.975, 1) sd / sqrt(2): 12.7062 x 0.1414 / 1.4142 = 1.2706 */
+    ck_assert_msg(strstr(md, "| LoRA | q,v | 8 | 16 | 0.001 | dropout=0 | 8,192 | 0.819% | 2.1000 ± 1.2706 | 2 |") != NULL,
                   "table.md:\n%s", md);
-    ck_assert_msg(strstr(md, "| LoRA | q,v | 8 | 16 | 0.001 | dropout=0.1 | **8,192** | **0.819%** | "
-                             "1.7000 ± 0.2828 (n=2) |") != NULL,
+    ck_assert_msg(strstr(md, "| LoRA | q,v | 8 | 16 | 0.001 | dropout=0.1 | 8,192 | 0.819% | 1.7000 ± 2.5412 | 2 |") !=
+                      NULL,
                   "table.md:\n%s", md);
     free(md);
     snprintf(p, sizeof p, "%s/table.tex", out);
     char *tex = tu_slurp(p, NULL);
     ck_assert_ptr_nonnull(tex);
-    ck_assert_msg(strstr(tex, "\\begin{tabular}{llrrrlrrrrr}") != NULL, "table.tex:\n%s", tex);
-    ck_assert_msg(strstr(tex, " & lr & variant & ") != NULL, "table.tex:\n%s", tex);
-    ck_assert_msg(strstr(tex, " & 0.001 & dropout=0.1 & ") != NULL, "table.tex:\n%s", tex);
+    /* Compact: no parameter count, time or memory. */
+    /* ... and no column that holds one value in every row: the caption says it once. */
+    ck_assert_msg(strstr(tex, "\\begin{tabular}{llrrlrr}") != NULL, "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, " & variant & eval loss & n \\\\") != NULL, "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, " & $\\alpha$ & variant & ") != NULL, "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, " & 16 & dropout=0.1 & ") != NULL, "table.tex:\n%s", tex);
+    ck_assert_msg(strstr(tex, "All rows: lr = 0.001.") != NULL, "table.tex:\n%s", tex);
     free(tex);
     snprintf(p, sizeof p, "%s/index.html", out);
     char *html = tu_slurp(p, NULL);
@@ -1165,6 +1206,606 @@ START_TEST(t_variant_report) {
     ck_assert_ptr_nonnull(gp);
     ck_assert_msg(strstr(gp, "'q,v r=8 α=16 lr=0.001 dropout=0.1 (n=2)'") != NULL, "curves_lora.gp:\n%s", gp);
     free(gp);
+}
+END_TEST
+
+/* ---- paper: units, selection, styles, sizes, LaTeX ------------------------------------------- */
+
+/* One run of the paper fixtures: its sweep and task, its configuration, and its kept weights'
+ * validation and test values (accuracy for a classification fixture, loss otherwise). */
+typedef struct {
+    const char *sweep, *task, *method;
+    int r;
+    double alpha, lr;
+    int64_t seed;
+    double val, test; /* test NaN: none */
+    double wall_s;
+} SxRun;
+
+/* Writes the runs through the store as a sweep would: a canonical config with task.data, metrics,
+ * and the kept weights (best_metric = val; the last evaluation is worse by 0.01, so a report that
+ * read the last one instead would show it). */
+static void write_sx(const char *db, const SxRun *x, int n, int cls) {
+    LLError err = {0};
+    Store *s = tu_store_open(db, 0);
+    for (int i = 0; i < n; i++) {
+        int64_t sw = 0;
+        CK_OK(store_upsert_sweep(s, x[i].sweep, NULL, NULL, &sw, &err));
+        cJSON *cfg = cJSON_CreateObject();
+        cJSON_AddStringToObject(cfg, "adapter.method", x[i].method);
+        if (strcmp(x[i].method, "full") != 0) {
+            cJSON_AddNumberToObject(cfg, "adapter.r", x[i].r);
+            cJSON_AddNumberToObject(cfg, "adapter.alpha", x[i].alpha);
+            cJSON_AddStringToObject(cfg, "adapter.targets", "q_proj,v_proj");
+        }
+        cJSON_AddNumberToObject(cfg, "train.lr", x[i].lr);
+        cJSON_AddNumberToObject(cfg, "train.seed", (double)x[i].seed);
+        cJSON_AddStringToObject(cfg, "task.data", x[i].task);
+        cJSON_AddStringToObject(cfg, "task.type", cls ? "cls" : "lm");
+        char *json = cJSON_PrintUnformatted(cfg);
+        cJSON_Delete(cfg);
+        char key[64];
+        snprintf(key, sizeof key, "sx%d", i);
+        int full = strcmp(x[i].method, "full") == 0;
+        RunInfo in = {key, json, x[i].method, full ? "" : "q_proj,v_proj", full ? 0 : x[i].r, full ? 0 : x[i].alpha,
+                      x[i].lr, x[i].seed};
+        int64_t run = 0;
+        CK_OK(store_add_run(s, sw, &in, &run, &err));
+        cJSON_free(json);
+        int claimed = 0;
+        CK_OK(store_claim_run(s, run, &claimed, &err));
+        for (int step = 0; step <= 4; step++) {
+            CK_OK(store_add_metric(s, run, step, "train", "loss", 3.0 - 0.2 * step - 0.01 * i, &err));
+            if (step % 2 == 0) CK_OK(store_add_metric(s, run, step, "eval", "loss", 3.1 - 0.2 * step - 0.01 * i, &err));
+        }
+        double last = cls ? x[i].val - 0.01 : x[i].val + 0.01;
+        RunResult res = {"done", 1000.0, x[i].wall_s, full ? TOTAL_PARAMS : 1000 * (x[i].r + 1), TOTAL_PARAMS,
+                         100 << 20, 2.2, cls ? 0.5 : last, cls ? exp(0.5) : exp(last), cls ? last : NAN, NAN, NULL,
+                         NULL};
+        RunKept kept = {cls ? "accuracy" : "loss", 4, x[i].val, 1, 4, isfinite(x[i].test),
+                        cls ? 0.4 : x[i].test, cls ? x[i].test : NAN, NAN, NULL};
+        CK_OK(store_finish_run_kept(s, run, &res, &kept, &err));
+    }
+    store_close(s);
+}
+
+/* Runs `loralab report ARGS` in tu_dir (without gnuplot unless render), output into log; the exit status. */
+static int report_cli(const char *args, int render, const char *log) {
+    char cwd[900], cmd[2400];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    snprintf(cmd, sizeof cmd, "cd '%s' && %s'%s/build/loralab' report %s > '%s' 2>&1", tu_dir,
+             render ? "" : "PATH=/nonexistent ", cwd, args, log);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int have_cli(void) {
+    if (access("build/loralab", X_OK) == 0) return 1;
+    printf("SKIPPED: build/loralab not built: the command's reports not checked\n");
+    return 0;
+}
+
+static char *slurp_at(const char *dir, const char *name) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    char *t = tu_slurp(p, NULL);
+    ck_assert_msg(t != NULL, "%s missing", p);
+    return t;
+}
+
+static int count_str(const char *s, const char *needle) {
+    int n = 0;
+    for (const char *q = s; (q = strstr(q, needle)); q++) n++;
+    return n;
+}
+
+/* Three sweeps, two tasks (language modelling, two seeds): sotu-a (LoRA with alpha = 2r, full FT),
+ * moby (LoRA r x alpha grid, DoRA), sotu-b (LoRA r=16) on the same task as sotu-a. */
+static const SxRun UNITS[] = {
+    {"sotu-a", "data/sotu", "lora", 4, 8, 1e-3, 0, 2.0, NAN, 10},    {"sotu-a", "data/sotu", "lora", 4, 8, 1e-3, 1, 2.1, NAN, 11},
+    {"sotu-a", "data/sotu", "lora", 8, 16, 1e-3, 0, 1.8, NAN, 10},   {"sotu-a", "data/sotu", "lora", 8, 16, 1e-3, 1, 1.9, NAN, 11},
+    {"sotu-a", "data/sotu", "full", 0, 0, 1e-3, 0, 1.5, NAN, 30},    {"sotu-a", "data/sotu", "full", 0, 0, 1e-3, 1, 1.6, NAN, 31},
+    {"moby", "data/moby-dick", "lora", 4, 8, 1e-3, 0, 3.0, NAN, 10}, {"moby", "data/moby-dick", "lora", 4, 16, 1e-3, 0, 2.9, NAN, 10},
+    {"moby", "data/moby-dick", "lora", 8, 8, 1e-3, 0, 2.8, NAN, 10}, {"moby", "data/moby-dick", "lora", 8, 16, 1e-3, 0, 2.7, NAN, 10},
+    {"moby", "data/moby-dick", "dora", 8, 16, 1e-3, 0, 2.6, NAN, 12}, {"sotu-b", "data/sotu", "lora", 16, 32, 1e-3, 0, 1.7, NAN, 12},
+};
+#define N_UNITS_RUNS (int)(sizeof UNITS / sizeof UNITS[0])
+
+/* Issue 14 items 1, 8 and 10: one folder per sweep under results/report/<database name>, nothing of
+ * one sweep in another's figures or tables, the task in titles and captions; the rank x alpha map
+ * left out where alpha = 2r; --group-by task pools the sweeps of a task; --mix puts them together
+ * with a task column and the task in every legend. */
+START_TEST(t_units) {
+    if (!have_cli()) return;
+    char db[256], log[256], dir[512];
+    write_sx(tu_path(db, sizeof db, "units.db"), UNITS, N_UNITS_RUNS, 0);
+    tu_path(log, sizeof log, "units.log");
+    ck_assert_int_eq(report_cli("--db units.db", 0, log), 0);
+    char *said = tu_slurp(log, NULL);
+    ck_assert_msg(strstr(said, "3 units under results/report/units") != NULL, "%s", said);
+    ck_assert_msg(strstr(said, "left out rank_alpha     no rank was run with two alphas or more (r=4: alpha=8, r=8: "
+                               "alpha=16)") != NULL,
+                  "%s", said);
+    free(said);
+    snprintf(dir, sizeof dir, "%s/results/report/units", tu_dir);
+    char *root = slurp_at(dir, "index.html");
+    for (int i = 0; i < 3; i++) {
+        static const char *const names[] = {"sotu-a", "moby", "sotu-b"};
+        char want[64];
+        snprintf(want, sizeof want, "<a href=\"%s/index.html\">", names[i]);
+        ck_assert_msg(strstr(root, want) != NULL, "index.html lacks %s:\n%s", want, root);
+    }
+    free(root);
+    /* sotu-a holds its three configurations and nothing of moby or sotu-b. */
+    snprintf(dir, sizeof dir, "%s/results/report/units/sotu-a", tu_dir);
+    char *md = slurp_at(dir, "table.md");
+    ck_assert_int_eq(count_str(md, "\n| LoRA |") + count_str(md, "\n| full FT |") + count_str(md, "\n| DoRA |"), 3);
+    ck_assert_msg(strstr(md, "| q,v | 16 |") == NULL && strstr(md, "DoRA") == NULL, "table.md:\n%s", md);
+    ck_assert_msg(strstr(md, "task sotu (data/sotu), sweep sotu-a") != NULL, "table.md:\n%s", md);
+    free(md);
+    char *tex = slurp_at(dir, "table.tex");
+    ck_assert_msg(strstr(tex, "\\label{tab:sotu-a}") != NULL, "table.tex:\n%s", tex);
+    free(tex);
+    char *gp = slurp_at(dir, "rank.gp");
+    ck_assert_msg(strstr(gp, "set title 'sotu: final eval loss against rank'") != NULL, "rank.gp:\n%s", gp);
+    free(gp);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/rank_alpha.gp", dir);
+    ck_assert_int_eq(ll_file_exists(p), 0);
+    /* moby: DoRA beside LoRA, its grid of alphas drawn, its own label. */
+    snprintf(dir, sizeof dir, "%s/results/report/units/moby", tu_dir);
+    md = slurp_at(dir, "table.md");
+    ck_assert_msg(strstr(md, "| DoRA |") && !strstr(md, "full FT"), "table.md:\n%s", md);
+    free(md);
+    gp = slurp_at(dir, "rank_alpha.gp");
+    ck_assert_msg(strstr(gp, "moby-dick: LoRA, final eval loss by rank and alpha") != NULL, "%s", gp);
+    free(gp);
+    tex = slurp_at(dir, "table.tex");
+    ck_assert_msg(strstr(tex, "\\label{tab:moby}") != NULL, "table.tex:\n%s", tex);
+    free(tex);
+
+    /* --group-by task: the two sotu sweeps in one unit, moby-dick in another. */
+    ck_assert_int_eq(report_cli("--db units.db --group-by task --out bytask", 0, log), 0);
+    snprintf(dir, sizeof dir, "%s/bytask/sotu", tu_dir);
+    md = slurp_at(dir, "table.md");
+    ck_assert_msg(strstr(md, "| LoRA | q,v | 16 | 32 |") && strstr(md, "| LoRA | q,v | 4 | 8 |") && !strstr(md, "DoRA"),
+                  "table.md:\n%s", md);
+    ck_assert_msg(strstr(md, "task sotu (data/sotu), sweeps sotu-a, sotu-b") != NULL, "table.md:\n%s", md);
+    free(md);
+    snprintf(p, sizeof p, "%s/bytask/moby-dick/table.md", tu_dir);
+    ck_assert_int_gt(file_size(p), 0);
+
+    /* --mix: one unit, a task column, the task in every legend. */
+    ck_assert_int_eq(report_cli("--db units.db --mix --out mixed", 0, log), 0);
+    snprintf(dir, sizeof dir, "%s/mixed/all", tu_dir);
+    md = slurp_at(dir, "table.md");
+    ck_assert_msg(strstr(md, "| task | method |") && strstr(md, "| sotu | LoRA |") && strstr(md, "| moby-dick | DoRA |"),
+                  "table.md:\n%s", md);
+    free(md);
+    gp = slurp_at(dir, "curves_lora.gp");
+    ck_assert_msg(strstr(gp, "title 'sotu: q,v r=4") && strstr(gp, "title 'moby-dick: q,v r=8"), "curves_lora.gp:\n%s",
+                  gp);
+    free(gp);
+
+    /* An unknown --group-by key is refused with the key named. */
+    ck_assert_int_eq(report_cli("--db units.db --group-by rnak", 0, log), 2);
+    said = tu_slurp(log, NULL);
+    ck_assert_msg(strstr(said, "unknown name 'rnak'") != NULL, "%s", said);
+    free(said);
+}
+END_TEST
+
+/* Issue 13 item 4 on a classification sweep (accuracy) with three seeds: LoRA at three lrs and two
+ * ranks, VeRA at two lrs, full FT at one. LoRA's best test (lr 0.01) is not its best validation
+ * (lr 0.003): the table reports lr 0.003's test accuracy. */
+static const SxRun SEL[] = {
+#define SX3(m, r, a, lr, v, t)                                                                                        \
+    {"sel", "data/spam", m, r, a, lr, 0, v - 0.01, t - 0.01, 10}, {"sel", "data/spam", m, r, a, lr, 1, v, t, 20},     \
+        {"sel", "data/spam", m, r, a, lr, 2, v + 0.01, t + 0.01, 30}
+    SX3("lora", 8, 16, 1e-3, 0.81, 0.80), SX3("lora", 8, 16, 3e-3, 0.89, 0.91), SX3("lora", 8, 16, 1e-2, 0.86, 0.96),
+    SX3("lora", 4, 8, 3e-3, 0.85, 0.85),  SX3("vera", 256, 0, 1e-2, 0.71, 0.71), SX3("vera", 256, 0, 3e-2, 0.76, 0.75),
+    SX3("full", 0, 0, 1e-3, 0.87, 0.81),
+#undef SX3
+};
+#define N_SEL (int)(sizeof SEL / sizeof SEL[0])
+
+START_TEST(t_select_valid_report_test) {
+    if (!have_cli()) return;
+    char db[256], log[256], dir[512];
+    write_sx(tu_path(db, sizeof db, "sel.db"), SEL, N_SEL, 1);
+    tu_path(log, sizeof log, "sel.log");
+    ck_assert_int_eq(report_cli("--db sel.db --out o", 0, log), 0);
+    char *said = tu_slurp(log, NULL);
+    ck_assert_msg(strstr(said, "chosen on validation, reported on test") != NULL, "%s", said);
+    ck_assert_msg(strstr(said, "note     VeRA: the chosen lr 0.03 is the largest of its grid (2 values, 0.01 to 0.03)") !=
+                      NULL,
+                  "%s", said);
+    free(said);
+    snprintf(dir, sizeof dir, "%s/o/sel", tu_dir);
+    char *md = slurp_at(dir, "table.md");
+    /* 4.302653 x 0.01 / sqrt(3) = 0.0248; LoRA's interval is clear of full FT's: bold. */
+    ck_assert_msg(strstr(md, "| method | lr | r | α | test accuracy ± 95% CI | n | valid. accuracy | configs |") != NULL,
+                  "table.md:\n%s", md);
+    ck_assert_msg(strstr(md, "| full FT | 0.001 | - | - | 0.8100 ± 0.0248 | 3 | 0.8700 | 1 |") != NULL, "table.md:\n%s",
+                  md);
+    ck_assert_msg(strstr(md, "| LoRA | 0.003 | 8 | 16 | **0.9100 ± 0.0248** | 3 | 0.8900 | 4 |") != NULL,
+                  "table.md:\n%s", md);
+    ck_assert_msg(strstr(md, "| VeRA | 0.03 (max) | 256 | - | 0.7500 ± 0.0248 | 3 | 0.7600 | 2 |") != NULL,
+                  "table.md:\n%s", md);
+    ck_assert_int_eq(count_str(md, "**"), 2);
+    free(md);
+    /* Every configuration beside it, on validation (the best value, not the last one). */
+    md = slurp_at(dir, "configs.md");
+    ck_assert_msg(strstr(md, "| LoRA | q,v | 8 | 16 | 0.01 | 9,000 | 0.9% | 0.8600 ± 0.0248 | 3 |") != NULL,
+                  "configs.md:\n%s", md);
+    ck_assert_int_eq(count_str(md, "\n| "), 9); /* head, rule, 7 configurations */
+    free(md);
+    char *tex = slurp_at(dir, "configs.tex");
+    ck_assert_msg(strstr(tex, "\\label{tab:sel-configs}") != NULL, "%s", tex);
+    free(tex);
+    /* The lr figure: LoRA and VeRA drawn, full FT's single lr said. */
+    char *gp = slurp_at(dir, "lr.gp");
+    ck_assert_msg(strstr(gp, "set logscale x 10") && count_str(gp, "with yerrorlines") == 2, "lr.gp:\n%s", gp);
+    free(gp);
+    char *dat = slurp_at(dir, "lr.dat");
+    ck_assert_msg(strstr(dat, "\n0.003 0.89 0.01 3 8 16\n") != NULL, "lr.dat:\n%s", dat);
+    free(dat);
+    char *html = slurp_at(dir, "index.html");
+    ck_assert_msg(strstr(html, "one lr only, not drawn: full FT 0.001") && strstr(html, "VeRA 0.03 (largest)"),
+                  "index.html lacks the lr notes");
+    free(html);
+
+    /* --group-by r: a row per method and rank; one row per value is no comparison: no bold. */
+    ck_assert_int_eq(report_cli("--db sel.db --out g --group-by r", 0, log), 0);
+    snprintf(dir, sizeof dir, "%s/g/sel", tu_dir);
+    md = slurp_at(dir, "table.md");
+    ck_assert_msg(strstr(md, "| r | method | lr |") && strstr(md, "| 4 | LoRA | 0.003 |") &&
+                      strstr(md, "| 8 | LoRA | 0.003 |") && strstr(md, "| 256 | VeRA | 0.03 (max) |") &&
+                      strstr(md, "| default | full FT | 0.001 |"),
+                  "table.md:\n%s", md);
+    ck_assert_msg(strstr(md, "**") == NULL, "table.md:\n%s", md);
+    free(md);
+
+    /* --select all: the configurations are the table, and no configs.* is left from before. */
+    ck_assert_int_eq(report_cli("--db sel.db --out o --select all", 0, log), 0);
+    snprintf(dir, sizeof dir, "%s/o/sel", tu_dir);
+    md = slurp_at(dir, "table.md");
+    ck_assert_msg(strstr(md, "| LoRA | q,v | 8 | 16 | 0.01 |") != NULL, "table.md:\n%s", md);
+    free(md);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/configs.md", dir);
+    ck_assert_int_eq(ll_file_exists(p), 0);
+    ck_assert_int_eq(report_cli("--db sel.db --select best", 0, log), 2);
+}
+END_TEST
+
+/* The bold rule on a table: the best row only where its interval is clear of the next best's;
+ * times never (the fastest run here is not the best). */
+START_TEST(t_bold_rule) {
+    if (!have_cli()) return;
+    char db[256], log[256], dir[512];
+    static const SxRun sep[] = {
+        {"b", "data/x", "lora", 4, 8, 1e-3, 0, 1.00, NAN, 50}, {"b", "data/x", "lora", 4, 8, 1e-3, 1, 1.01, NAN, 50},
+        {"b", "data/x", "lora", 4, 8, 1e-3, 2, 1.02, NAN, 50}, {"b", "data/x", "lora", 8, 16, 1e-3, 0, 2.00, NAN, 5},
+        {"b", "data/x", "lora", 8, 16, 1e-3, 1, 2.01, NAN, 5}, {"b", "data/x", "lora", 8, 16, 1e-3, 2, 2.02, NAN, 5},
+        /* a second sweep whose best overlaps its next */
+        {"o", "data/x", "lora", 4, 8, 1e-3, 0, 1.00, NAN, 50}, {"o", "data/x", "lora", 4, 8, 1e-3, 1, 1.50, NAN, 50},
+        {"o", "data/x", "lora", 8, 16, 1e-3, 0, 1.20, NAN, 5}, {"o", "data/x", "lora", 8, 16, 1e-3, 1, 1.30, NAN, 5},
+    };
+    write_sx(tu_path(db, sizeof db, "bold.db"), sep, 10, 0);
+    tu_path(log, sizeof log, "bold.log");
+    ck_assert_int_eq(report_cli("--db bold.db --out o", 0, log), 0);
+    snprintf(dir, sizeof dir, "%s/o/b", tu_dir);
+    char *md = slurp_at(dir, "table.md");
+    ck_assert_msg(strstr(md, "| **1.0100 ± 0.0248** | 3 | 50.0 s |") && strstr(md, "| 2.0100 ± 0.0248 | 3 | 5.0 s |"),
+                  "table.md:\n%s", md);
+    ck_assert_int_eq(count_str(md, "**"), 2);
+    free(md);
+    char *tex = slurp_at(dir, "table.tex");
+    ck_assert_msg(strstr(tex, "\\textbf{1.0100 $\\pm$ 0.0248}") != NULL, "table.tex:\n%s", tex);
+    free(tex);
+    snprintf(dir, sizeof dir, "%s/o/o", tu_dir);
+    md = slurp_at(dir, "table.md");
+    ck_assert_msg(strstr(md, "**") == NULL, "table.md:\n%s", md);
+    free(md);
+}
+END_TEST
+
+/* ---- series styles: no two plotted series of a plot share (lc, dt, pt) ------------------------ */
+
+/* Relative luminance of #RRGGBB (sRGB, WCAG's formula). */
+static double luminance(const char *hex) {
+    double ch[3];
+    for (int i = 0; i < 3; i++) {
+        char b[3] = {hex[1 + 2 * i], hex[2 + 2 * i], 0};
+        double v = strtol(b, NULL, 16) / 255.0;
+        ch[i] = v <= 0.04045 ? v / 12.92 : pow((v + 0.055) / 1.055, 2.4);
+    }
+    return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2];
+}
+
+/* Reads `lc rgb 'X'`, `dt N`, `pt N` from one plot term; 0 when one is missing. */
+static int term_style(const char *t, size_t n, char lc[16], int *dt, int *pt) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%.*s", (int)(n < sizeof buf ? n : sizeof buf - 1), t);
+    const char *l = strstr(buf, " lc rgb '"), *d = strstr(buf, " dt "), *p = strstr(buf, " pt ");
+    if (!l || !d || !p) return 0;
+    snprintf(lc, 16, "%.7s", l + 9);
+    *dt = atoi(d + 4);
+    *pt = atoi(p + 4);
+    return 1;
+}
+
+/* 1 when every titled series (and keyentry) of every plot statement of the script has its own
+ * (lc, dt, pt) and its own (dt, pt), and no series is lighter than luminance 0.5 (no yellow on
+ * white); else 0 and why. Terms split at commas outside quotes and brackets; continuation lines
+ * joined. */
+static int gp_series_distinct(const char *gp, char *why, size_t cap) {
+    size_t len = strlen(gp);
+    char *s = malloc(len + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (gp[i] == '\\' && i + 1 < len && gp[i + 1] == '\n') {
+            i++;
+            continue;
+        }
+        s[o++] = gp[i];
+    }
+    s[o] = '\0';
+    int ok = 1;
+    for (char *line = s; ok && line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        char *e = strchr(line, '\n');
+        size_t n = e ? (size_t)(e - line) : strlen(line);
+        const char *q = line;
+        while (*q == ' ') q++;
+        if (strncmp(q, "plot ", 5) != 0) continue;
+        char lcs[32][16];
+        int dts[32], pts[32], ns = 0, depth = 0, quote = 0;
+        const char *term = q + 5;
+        for (const char *c = term;; c++) {
+            int end = (size_t)(c - line) >= n;
+            if (!end && quote) {
+                if (*c == '\'') quote = 0;
+                continue;
+            }
+            if (!end && *c == '\'') quote = 1;
+            else if (!end && (*c == '(' || *c == '[')) depth++;
+            else if (!end && (*c == ')' || *c == ']')) depth--;
+            if (end || (*c == ',' && depth == 0)) {
+                size_t tn = (size_t)(c - term);
+                char t[1024];
+                snprintf(t, sizeof t, "%.*s", (int)(tn < sizeof t ? tn : sizeof t - 1), term);
+                if (!strstr(t, " notitle") && (strstr(t, " title ") || strstr(t, "keyentry"))) {
+                    if (ns == 32 || !term_style(t, strlen(t), lcs[ns], &dts[ns], &pts[ns])) {
+                        snprintf(why, cap, "a series without lc rgb, dt and pt: %s", t);
+                        ok = 0;
+                        break;
+                    }
+                    if (luminance(lcs[ns]) > 0.5) {
+                        snprintf(why, cap, "a series too light for white paper (%s): %s", lcs[ns], t);
+                        ok = 0;
+                        break;
+                    }
+                    for (int j = 0; j < ns && ok; j++)
+                        if (dts[j] == dts[ns] && pts[j] == pts[ns]) {
+                            snprintf(why, cap, "two series share dt %d pt %d%s: %s", dts[ns], pts[ns],
+                                     strcmp(lcs[j], lcs[ns]) == 0 ? " and lc" : " (greyscale)", t);
+                            ok = 0;
+                        }
+                    ns++;
+                }
+                if (end) break;
+                term = c + 1;
+            }
+        }
+    }
+    free(s);
+    return ok;
+}
+
+/* Every .gp in dir passes gp_series_distinct; returns how many were checked. */
+static int check_series_in(const char *dir) {
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "cannot list %s", dir);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        if (l < 4 || strcmp(e->d_name + l - 3, ".gp") != 0) continue;
+        char *gp = slurp_at(dir, e->d_name);
+        char why[1200];
+        ck_assert_msg(gp_series_distinct(gp, why, sizeof why), "%s/%s: %s", dir, e->d_name, why);
+        free(gp);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Issue 14 item 2: sixteen methods on one axis keep sixteen styles; every script of the other
+ * reports too; and the checker does fail on a shared style and on yellow. */
+START_TEST(t_series_styles) {
+    const char *dup = "plot 'a.dat' index 0 using 1:2 with lines lc rgb '#0072B2' dt 1 pt 7 title 'a', \\\n"
+                      "     'a.dat' index 1 using 1:2 with lines lc rgb '#0072B2' dt 1 pt 7 title 'b'\n";
+    const char *grey = "plot 'a.dat' index 0 using 1:2 with lines lc rgb '#0072B2' dt 2 pt 7 title 'a', "
+                       "'' index 1 using 1:2 with lines lc rgb '#D55E00' dt 2 pt 7 title 'b'\n";
+    const char *yellow = "plot 'a.dat' using 1:2 with lines lc rgb '#F0E442' dt 1 pt 7 title 'a'\n";
+    const char *bare = "plot 'a.dat' using 1:2 with lines lt 3 title 'a'\n";
+    char why[1200];
+    ck_assert(!gp_series_distinct(dup, why, sizeof why) && strstr(why, "and lc"));
+    ck_assert(!gp_series_distinct(grey, why, sizeof why) && strstr(why, "greyscale"));
+    ck_assert(!gp_series_distinct(yellow, why, sizeof why));
+    ck_assert(!gp_series_distinct(bare, why, sizeof why));
+    /* Sixteen methods, two ranks each, two seeds. */
+    SxRun x[64];
+    char names[16][8];
+    int n = 0;
+    for (int m = 0; m < 16; m++) {
+        snprintf(names[m], sizeof names[m], "m%02d", m);
+        for (int r = 4; r <= 8; r += 4)
+            for (int seed = 0; seed < 2; seed++)
+                x[n++] = (SxRun){"s16", "data/x", names[m], r, 2 * r, 1e-3, seed, 2.0 - 0.01 * m - 0.02 * r + 0.01 * seed,
+                                 NAN, 10};
+    }
+    char db[256], out[256];
+    write_sx(tu_path(db, sizeof db, "s16.db"), x, n, 0);
+    LLError err = {0};
+    ReportSummary sum;
+    char *old_path = path_override("/nonexistent");
+    LLStatus st = report_write(db, NULL, tu_path(out, sizeof out, "s16"), &sum, &err);
+    path_restore(old_path);
+    CK_OK(st);
+    char *gp = slurp_at(out, "rank.gp");
+    ck_assert_int_eq(count_str(gp, "with yerrorlines"), 16);
+    free(gp);
+    gp = slurp_at(out, "curves.gp");
+    ck_assert_int_eq(count_str(gp, "title 'm"), 32); /* sixteen series in each panel */
+    free(gp);
+    ck_assert_int_ge(check_series_in(out), 4);
+    /* Every script of the fixture's report and of a report of several tasks mixed. */
+    write_fixture(tu_path(db, sizeof db, "fx16.db"), "fx", FX, N_FX);
+    old_path = path_override("/nonexistent");
+    st = report_write(db, NULL, tu_path(out, sizeof out, "fx16"), &sum, &err);
+    if (!st) {
+        write_sx(tu_path(db, sizeof db, "mix16.db"), UNITS, N_UNITS_RUNS, 0);
+        st = report_write(db, NULL, tu_path(out, sizeof out, "mix16"), &sum, &err);
+    }
+    path_restore(old_path);
+    CK_OK(st);
+    tu_path(out, sizeof out, "fx16");
+    ck_assert_int_ge(check_series_in(out), 6);
+    tu_path(out, sizeof out, "mix16");
+    ck_assert_int_ge(check_series_in(out), 5);
+}
+END_TEST
+
+/* ---- sizes and fonts ------------------------------------------------------------------------- */
+
+/* Issue 14 item 6: --size column and page set width and font; single plots default to a column,
+ * the two-panel curves to a page; the PDF embeds its fonts (pdffonts, where installed). */
+START_TEST(t_sizes) {
+    if (!have_cli()) return;
+    char db[256], log[256], dir[512];
+    write_sx(tu_path(db, sizeof db, "sz.db"), UNITS, 6, 0); /* sotu-a */
+    tu_path(log, sizeof log, "sz.log");
+    ck_assert_int_eq(report_cli("--db sz.db --out auto", 0, log), 0);
+    snprintf(dir, sizeof dir, "%s/auto/sotu-a", tu_dir);
+    char *gp = slurp_at(dir, "rank.gp");
+    ck_assert_msg(strstr(gp, "pdfcairo size 3.30in,") && strstr(gp, "font 'Sans,8'"), "rank.gp:\n%s", gp);
+    free(gp);
+    gp = slurp_at(dir, "curves.gp");
+    ck_assert_msg(strstr(gp, "pdfcairo size 6.80in,") && strstr(gp, "font 'Sans,9'") && strstr(gp, "layout 1,2"),
+                  "curves.gp:\n%s", gp);
+    free(gp);
+    ck_assert_int_eq(report_cli("--db sz.db --out col --size column", 0, log), 0);
+    snprintf(dir, sizeof dir, "%s/col/sotu-a", tu_dir);
+    gp = slurp_at(dir, "curves.gp");
+    ck_assert_msg(strstr(gp, "pdfcairo size 3.30in,") && strstr(gp, "font 'Sans,8'") && strstr(gp, "layout 2,1"),
+                  "curves.gp:\n%s", gp);
+    free(gp);
+    int render = tu_have_program("gnuplot");
+    ck_assert_int_eq(report_cli("--db sz.db --out page --size page", render, log), 0);
+    snprintf(dir, sizeof dir, "%s/page/sotu-a", tu_dir);
+    gp = slurp_at(dir, "rank.gp");
+    ck_assert_msg(strstr(gp, "pdfcairo size 6.80in,") && strstr(gp, "font 'Sans,9'"), "rank.gp:\n%s", gp);
+    free(gp);
+    if (!render) {
+        printf("SKIPPED: PDF fonts not checked: gnuplot not installed (scripts/deps.sh)\n");
+        return;
+    }
+    if (!tu_have_program("pdffonts")) {
+        printf("SKIPPED: PDF font embedding not checked: pdffonts not installed (scripts/deps.sh --latex)\n");
+        return;
+    }
+    char cmd[1200], fonts[600];
+    snprintf(fonts, sizeof fonts, "%s/fonts.txt", tu_dir);
+    snprintf(cmd, sizeof cmd, "pdffonts '%s/rank.pdf' > '%s' 2>&1", dir, fonts);
+    ck_assert_int_eq(system(cmd), 0);
+    char *t = tu_slurp(fonts, NULL);
+    /* name type encoding emb sub uni object ID: every font line says "yes" in the emb column. */
+    int lines = 0;
+    for (char *l = strstr(t, "\n---"); l && (l = strchr(l + 1, '\n')) && l[1];) {
+        char name[128], type[64], emb[8] = "";
+        if (sscanf(l + 1, "%127s %63s", name, type) != 2) continue;
+        ck_assert_msg(strstr(l + 1, " yes ") != NULL, "a font not embedded in rank.pdf:\n%s", t);
+        (void)emb;
+        lines++;
+    }
+    ck_assert_msg(lines > 0, "pdffonts listed no font:\n%s", t);
+    free(t);
+}
+END_TEST
+
+/* ---- LaTeX ----------------------------------------------------------------------------------- */
+
+/* Compiles tex_path in a two-column article (booktabs); 1 when pdflatex succeeded; *overfull is
+ * set when the log reports an overfull box (the table is wider than the column). */
+static int latex_compiles(const char *tex_path, int *overfull, char *log_out, size_t cap) {
+    char dir[512], doc[600], cmd[1400];
+    tu_tmpdir_new(dir, sizeof dir);
+    snprintf(doc, sizeof doc, "%s/doc.tex", dir);
+    FILE *f = fopen(doc, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "\\documentclass[twocolumn]{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
+               "\\begin{document}\n\\input{%s}\n\\end{document}\n",
+            tex_path);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "cd '%s' && pdflatex -interaction=nonstopmode -halt-on-error doc.tex > out.txt 2>&1", dir);
+    int rc = system(cmd);
+    snprintf(cmd, sizeof cmd, "%s/doc.log", dir);
+    char *log = tu_slurp(cmd, NULL);
+    *overfull = log && strstr(log, "Overfull \\hbox") != NULL;
+    snprintf(log_out, cap, "%s", log ? (strstr(log, "Overfull") ? strstr(log, "Overfull") : log + (strlen(log) > 800 ? strlen(log) - 800 : 0)) : "(no log)");
+    free(log);
+    tu_tmpdir_remove(dir);
+    return WIFEXITED(rc) && WEXITSTATUS(rc) == 0;
+}
+
+/* Issue 14 item 7: every table the report writes compiles with pdflatex, and the compact ones fit
+ * a column of a two-column paper; --wide adds the columns back. */
+START_TEST(t_latex_tables) {
+    if (!have_cli()) return;
+    char db[256], log[256];
+    write_sx(tu_path(db, sizeof db, "tex.db"), SEL, N_SEL, 1);
+    write_sx(db, UNITS, N_UNITS_RUNS, 0);
+    tu_path(log, sizeof log, "tex.log");
+    ck_assert_int_eq(report_cli("--db tex.db --out t", 0, log), 0);
+    ck_assert_int_eq(report_cli("--db tex.db --out w --wide", 0, log), 0);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/w/sel/table.tex", tu_dir);
+    char *wide = tu_slurp(p, NULL);
+    ck_assert_msg(wide && strstr(wide, " & time & memory \\\\") && strstr(wide, " & params & "), "%s", wide);
+    free(wide);
+    snprintf(p, sizeof p, "%s/t/sel/table.tex", tu_dir);
+    char *compact = tu_slurp(p, NULL);
+    ck_assert_msg(compact && !strstr(compact, "& time") && !strstr(compact, "memory") && strstr(compact, "\\footnotesize"),
+                  "%s", compact);
+    free(compact);
+    if (!tu_have_program("pdflatex")) {
+        printf("SKIPPED: LaTeX tables not compiled: pdflatex not installed (scripts/deps.sh --latex)\n");
+        return;
+    }
+    static const char *const tables[] = {"t/sel/table.tex", "t/sel/configs.tex", "t/sotu-a/table.tex", "t/moby/table.tex",
+                                         "t/sotu-b/table.tex", "w/sel/table.tex", "w/sel/configs.tex"};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        int overfull = 0;
+        char why[1000];
+        snprintf(p, sizeof p, "%s/%s", tu_dir, tables[i]);
+        ck_assert_msg(latex_compiles(p, &overfull, why, sizeof why), "%s does not compile:\n%s", tables[i], why);
+        if (tables[i][0] == 't')
+            ck_assert_msg(!overfull, "%s is wider than a column of a two-column paper:\n%s", tables[i], why);
+    }
+    /* The hostile database's values (LaTeX specials, \input, newlines) still make a valid table. */
+    char hdb[256], hout[256];
+    write_hostile_db(tu_path(hdb, sizeof hdb, "hostile.db"));
+    LLError err = {0};
+    char *old_path = path_override("/nonexistent");
+    LLStatus st = report_write(hdb, NULL, tu_path(hout, sizeof hout, "hostile-out"), NULL, &err);
+    path_restore(old_path);
+    CK_OK(st);
+    int overfull = 0;
+    char why[1000];
+    snprintf(p, sizeof p, "%s/table.tex", hout);
+    ck_assert_msg(latex_compiles(p, &overfull, why, sizeof why), "the hostile table does not compile:\n%s", why);
 }
 END_TEST
 
@@ -1197,6 +1838,14 @@ Suite *report_suite(void) {
     tcase_add_test(limits, t_newer_schema);
     tcase_add_test(limits, t_gnuplot_fails);
     tcase_add_test(limits, t_command);
+
+    TCase *paper = tu_tcase(s, "paper", 1, 120);
+    tcase_add_test(paper, t_units);
+    tcase_add_test(paper, t_select_valid_report_test);
+    tcase_add_test(paper, t_bold_rule);
+    tcase_add_test(paper, t_series_styles);
+    tcase_add_test(paper, t_sizes);
+    tcase_add_test(paper, t_latex_tables);
 
     TCase *hostile = tu_tcase(s, "hostile", 1, 120);
     tcase_add_test(hostile, t_hostile_database);

@@ -121,8 +121,8 @@ demo: check-deps
 	@[ -f data/brown/.complete ] && [ -f data/sotu/.complete ] || scripts/fetch-data.sh
 	$(MAKE) loralab
 	./loralab sweep configs/experiments/quickstart.yaml --db results/quickstart.db
-	./loralab report --db results/quickstart.db --out results/report/quickstart
-	@echo "figures and tables: results/report/quickstart/index.html (table.md, table.tex, *.pdf, *.png)"
+	./loralab report --db results/quickstart.db
+	@echo "figures and tables: results/report/quickstart/quickstart/index.html (table.md, table.tex, *.pdf, *.png)"
 
 # ---- bench-compare: loralab against PyTorch on the same weights and batch --------------------
 # Needs python3 with torch and numpy (scripts/deps.sh --bench); writes results/bench-compare.txt.

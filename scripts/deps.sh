@@ -6,6 +6,9 @@
 #   scripts/deps.sh --browser  also Chromium (the report's HTML test renders index.html in it)
 #   scripts/deps.sh --bench    also PyTorch (for `make bench-compare`)
 #   scripts/deps.sh --slurm    also SLURM and munge (`make test-slurm` starts a one-node cluster)
+#   scripts/deps.sh --latex    also pdflatex with booktabs (texlive's base and recommended sets) and
+#                              pdffonts (poppler-utils): the report's test compiles every table it writes
+#                              and checks that the figures' PDFs embed their fonts
 #   scripts/deps.sh --fuzz     also clang with libFuzzer (`make fuzz`) and valgrind (`make memcheck`);
 #                              libclang-rt-14-dev holds libFuzzer and the sanitizer runtimes (clang only
 #                              recommends it), libomp-14-dev clang's omp.h
@@ -19,7 +22,8 @@ for arg in "$@"; do
     --bench) pkgs="$pkgs python3-torch python3-numpy" ;;
     --fuzz) pkgs="$pkgs clang libclang-rt-14-dev libomp-14-dev valgrind" ;;
     --slurm) pkgs="$pkgs slurm-wlm munge" ;;
-    *) echo "deps.sh: unknown option '$arg' (known: --browser, --bench, --fuzz, --slurm)" >&2; exit 2 ;;
+    --latex) pkgs="$pkgs texlive-latex-base texlive-latex-recommended poppler-utils" ;;
+    *) echo "deps.sh: unknown option '$arg' (known: --browser, --bench, --fuzz, --slurm, --latex)" >&2; exit 2 ;;
   esac
 done
 

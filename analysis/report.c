@@ -200,7 +200,8 @@ LLStatus report_units(const char *db, const ReportOptions *o, ReportUnit **units
         for (int t = 1;; t++) {
             if (t == 1) snprintf(x->name, sizeof x->name, "%s", stem);
             else snprintf(x->name, sizeof x->name, "%s_%d", stem, t);
-            int taken = 0;
+            /* index.html is the root's own file: no unit folder may take its name. */
+            int taken = strcasecmp(x->name, "index.html") == 0;
             for (int j = 0; j < k && !taken; j++) taken = strcasecmp(u[j].name, x->name) == 0;
             if (!taken) break;
         }

@@ -582,6 +582,21 @@ static void adalora_state_set(Adapter *a, const void *buf) {
     memcpy(p->mask, b + 1, (size_t)a->n_sites * p->r);
 }
 
+/* The importance averages Ī and Ū: the next rank allocation reads them (a checkpoint's). */
+static size_t adalora_resume_bytes(const Adapter *a) { return 2 * sizeof(float) * a->n_params; }
+
+static void adalora_resume_get(const Adapter *a, void *buf) {
+    const AdaLora *p = a->priv;
+    memcpy(buf, p->ipt_avg, sizeof(float) * a->n_params);
+    memcpy((float *)buf + a->n_params, p->unc_avg, sizeof(float) * a->n_params);
+}
+
+static void adalora_resume_set(Adapter *a, const void *buf) {
+    AdaLora *p = a->priv;
+    memcpy(p->ipt_avg, buf, sizeof(float) * a->n_params);
+    memcpy(p->unc_avg, (const float *)buf + a->n_params, sizeof(float) * a->n_params);
+}
+
 static const AdapterOps ADALORA_OPS = {
     .name = "adalora",
     .peft_type = "ADALORA",
@@ -597,6 +612,9 @@ static const AdapterOps ADALORA_OPS = {
     .state_bytes = adalora_state_bytes,
     .state_get = adalora_state_get,
     .state_set = adalora_state_set,
+    .resume_bytes = adalora_resume_bytes,
+    .resume_get = adalora_resume_get,
+    .resume_set = adalora_resume_set,
     .export_tensors = adalora_export,
     .import_tensors = adalora_import,
     .config_json = adalora_config_json,

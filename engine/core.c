@@ -219,7 +219,7 @@ LLStatus ll_read_file(const char *path, char **out, size_t *len, LLError *err) {
     return LL_OK;
 }
 
-static void fsync_dir_of(const char *path) {
+void ll_fsync_dir_of(const char *path) {
     char *copy = ll_strdup(path);
     int fd = open(dirname(copy), O_RDONLY);
     if (fd >= 0) {
@@ -261,7 +261,7 @@ LLStatus ll_write_file_atomic(const char *path, const void *data, size_t len, LL
         unlink(tmp);
         return ll_err(err, LL_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(e));
     }
-    fsync_dir_of(path);
+    ll_fsync_dir_of(path);
     return LL_OK;
 }
 

@@ -88,6 +88,8 @@ LLStatus ll_read_file(const char *path, char **out, size_t *len, LLError *err);
  * is open for blocking reads, close-on-exec, and *size (if not NULL) is the file's size. */
 LLStatus ll_open_regular(const char *path, int *fd, size_t *size, LLError *err);
 LLStatus ll_write_file_atomic(const char *path, const void *data, size_t len, LLError *err);
+/* fsyncs the folder that holds path (after a rename into it), best effort. */
+void ll_fsync_dir_of(const char *path);
 /* Folders written whole, and the rule that only loralab's own are replaced: see outdir.h. */
 /* Creates a folder and its parents (mkdir -p). */
 LLStatus ll_mkdirs(const char *path, LLError *err);

@@ -1,6 +1,8 @@
 /* train: see train.h. */
 #include "train.h"
 
+#include "train_state.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -122,7 +124,7 @@ static void snapshot_init(Snapshot *s, Model *m, Adapter *a) {
     s->n_head = m->head ? m->n_head : 0;
     if (s->n_head) s->head = ll_alloc_floats(s->n_head);
     s->state_bytes = a ? adapter_state_bytes(a) : 0;
-    if (s->state_bytes) s->state = ll_malloc(s->state_bytes, 1);
+    if (s->state_bytes) s->state = ll_calloc(s->state_bytes, 1); /* zeroed: a checkpoint may hold it untaken */
 }
 
 static void snapshot_take(Snapshot *s, Model *m, Adapter *a) {
@@ -176,6 +178,118 @@ static LLStatus evaluate(Model *m, Adapter *a, const TrainConfig *tc, const Data
         if (!st) emit_eval(hooks, step, hooks->eval_set_names[i], &e);
     }
     return st;
+}
+
+/* ---- checkpoints (train_state.h) --------------------------------------------------------------- */
+
+/* The scalars a resumed run needs, as doubles (ints and longs well inside 2^53). */
+enum {
+    BK_STEP, BK_TRAIN_LOSS, BK_WINDOW_LOSS, BK_WINDOW_N, BK_ADAM_T, BK_EVAL, BK_BEST = BK_EVAL + 5,
+    BK_BEST_STEP = BK_BEST + 5, BK_N
+};
+
+typedef struct {
+    TrainStateSection sec[12];
+    int n;
+    double book[BK_N];
+    uint64_t rng[8]; /* the data stream, then the adapter's dropout stream */
+    unsigned char *state, *resume; /* the adapter's method and resume state, copied out and in */
+} CkptSet;
+
+static void eval_to_book(const EvalResult *e, double *b) {
+    b[0] = e->loss, b[1] = e->ppl, b[2] = e->accuracy, b[3] = e->macro_f1, b[4] = (double)e->n;
+}
+
+static void eval_from_book(const double *b, EvalResult *e) {
+    e->loss = b[0], e->ppl = b[1], e->accuracy = b[2], e->macro_f1 = b[3], e->n = (long)b[4];
+}
+
+/* The section list, in file order: views of the live buffers, sized before the loop. */
+static void ckpt_init(CkptSet *c, Model *m, Adapter *a, AdamW *o, Snapshot *best, int keep_best) {
+    memset(c, 0, sizeof *c);
+    size_t n_params;
+    float *params = trained_params(m, a, &n_params);
+    size_t sb = a ? adapter_state_bytes(a) : 0, rb = a ? adapter_resume_bytes(a) : 0;
+    if (sb) c->state = ll_calloc(sb, 1);
+    if (rb) c->resume = ll_calloc(rb, 1);
+    const TrainStateSection secs[] = {
+        {"book", c->book, sizeof c->book},
+        {"rng", c->rng, sizeof c->rng},
+        {"params", params, sizeof(float) * n_params},
+        {"head", m->head, sizeof(float) * (m->head ? m->n_head : 0)},
+        {"method.state", c->state, sb},
+        {"method.resume", c->resume, rb},
+        {"adamw.m", o->m, sizeof(float) * o->n},
+        {"adamw.v", o->v, sizeof(float) * o->n},
+        {"best.params", keep_best ? best->params : NULL, keep_best ? sizeof(float) * best->n : 0},
+        {"best.head", keep_best ? best->head : NULL, keep_best ? sizeof(float) * best->n_head : 0},
+        {"best.state", keep_best ? best->state : NULL, keep_best ? best->state_bytes : 0},
+    };
+    c->n = (int)(sizeof secs / sizeof secs[0]);
+    memcpy(c->sec, secs, sizeof secs);
+}
+
+static void ckpt_free(CkptSet *c) {
+    ll_free(c->state);
+    ll_free(c->resume);
+}
+
+static void ckpt_write(TrainCheckpoint *ck, CkptSet *c, Adapter *a, const AdamW *o, const Rng *rng,
+                       const TrainResult *res, double window_loss, int window_n, int steps) {
+    const int step = res->steps_done;
+    LLError e;
+    if (ck->sync && ck->sync(ck->user, step, &e)) {
+        ll_log(&ck->log, LL_LOG_WARN, "run %s: no checkpoint at step %d: %s", ck->tag, step, e.msg);
+        return;
+    }
+    c->book[BK_STEP] = step, c->book[BK_TRAIN_LOSS] = res->train_loss;
+    c->book[BK_WINDOW_LOSS] = window_loss, c->book[BK_WINDOW_N] = window_n, c->book[BK_ADAM_T] = o->t;
+    eval_to_book(&res->eval, c->book + BK_EVAL);
+    eval_to_book(&res->best, c->book + BK_BEST);
+    c->book[BK_BEST_STEP] = res->best_step;
+    memcpy(c->rng, rng->s, sizeof rng->s);
+    if (a) memcpy(c->rng + 4, a->drop_rng.s, sizeof a->drop_rng.s);
+    if (c->state) adapter_state_get(a, c->state);
+    if (c->resume) adapter_resume_get(a, c->resume);
+    if (train_state_save(ck->path, ck->tag, step, steps, c->sec, c->n, &e))
+        ll_log(&ck->log, LL_LOG_WARN, "run %s: no checkpoint at step %d: %s", ck->tag, step, e.msg);
+    else
+        ck->written++;
+}
+
+/* Resumes from ck->path when it holds a checkpoint that fits: returns the step to start at (0 for
+ * a fresh start). LL_ERR_STATE in *st only when the file was verified and then failed to read. */
+static int ckpt_resume(TrainCheckpoint *ck, CkptSet *c, Model *m, Adapter *a, AdamW *o, Rng *rng,
+                       TrainResult *res, double *window_loss, int *window_n, int steps, LLStatus *st, LLError *err) {
+    *st = LL_OK;
+    if (!ll_file_exists(ck->path)) return 0;
+    int step = 0;
+    LLError e;
+    LLStatus rst = train_state_load(ck->path, ck->tag, steps, c->sec, c->n, &step, &e);
+    if (rst == LL_ERR_STATE) {
+        *st = ll_err(err, LL_ERR_STATE, "%s", e.msg);
+        return 0;
+    }
+    if (rst) {
+        ll_log(&ck->log, LL_LOG_WARN, "run %s: checkpoint refused, so the run restarts from step 0: %s", ck->tag,
+               e.msg);
+        return 0;
+    }
+    res->steps_done = step;
+    res->train_loss = c->book[BK_TRAIN_LOSS];
+    *window_loss = c->book[BK_WINDOW_LOSS], *window_n = (int)c->book[BK_WINDOW_N];
+    o->t = (int)c->book[BK_ADAM_T];
+    eval_from_book(c->book + BK_EVAL, &res->eval);
+    eval_from_book(c->book + BK_BEST, &res->best);
+    res->best_step = (int)c->book[BK_BEST_STEP];
+    memcpy(rng->s, c->rng, sizeof rng->s);
+    if (a) memcpy(a->drop_rng.s, c->rng + 4, sizeof a->drop_rng.s);
+    if (c->state) adapter_state_set(a, c->state);
+    if (c->resume) adapter_resume_set(a, c->resume);
+    if (!a) model_base_changed(m); /* the bf16 packs follow the weights */
+    ll_log(&ck->log, LL_LOG_WARN, "run %s: resumed from the checkpoint '%s' at step %d of %d", ck->tag, ck->path,
+           step, steps);
+    return step;
 }
 
 void train_add_base_params(AdamW *o, Model *m) {
@@ -237,12 +351,22 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
     double t0 = ll_now(), eval_time = 0.0, window_loss = 0.0;
     int window_n = 0;
     LLStatus st = LL_OK;
-    if (valid) { /* step 0: the starting weights, so that curves start at the base's loss */
+    TrainCheckpoint *ck = hooks ? hooks->checkpoint : NULL;
+    CkptSet cs = {0};
+    int start = 0;
+    if (ck) {
+        ck->resumed_step = 0, ck->written = 0;
+        ckpt_init(&cs, m, a, &opt, &best, keep_best);
+        start = ckpt_resume(ck, &cs, m, a, &opt, &rng, res, &window_loss, &window_n, tc->steps, &st, err);
+        ck->resumed_step = start;
+        if (!st && ck->resumed) ck->resumed(ck->user, start);
+    }
+    if (valid && start == 0 && !st) { /* step 0: the starting weights, so that curves start at the base's loss */
         double e0 = ll_now();
         st = evaluate(m, a, tc, valid, hooks, 0, &b, &best, keep_best, res, err);
         eval_time += ll_now() - e0;
     }
-    for (int step = 0; step < tc->steps && !st; step++) {
+    for (int step = start; step < tc->steps && !st; step++) {
         float lr = lr_at(tc->schedule, step, tc->steps, tc->warmup, tc->lr, tc->min_lr_ratio);
         adamw_zero_grad(&opt);
         double loss = 0.0, reg = 0.0;
@@ -294,16 +418,22 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
         }
         double elapsed = ll_now() - t0, train_time = elapsed - eval_time;
         res->wall_s = elapsed;
-        res->tokens_per_s = (double)res->steps_done * tc->accum * tc->batch * tc->seq / (train_time > 0 ? train_time : 1e-9);
+        /* this attempt's steps only: a resumed run's clock starts at its resume */
+        res->tokens_per_s = (double)(res->steps_done - start) * tc->accum * tc->batch * tc->seq /
+                            (train_time > 0 ? train_time : 1e-9);
         if (hooks && hooks->progress)
             hooks->progress(hooks->user, step + 1, tc->steps, loss, res->tokens_per_s,
-                            elapsed / (step + 1) * (tc->steps - step - 1));
+                            elapsed / (step + 1 - start) * (tc->steps - step - 1));
         if (res->pruned_step > 0) break; /* after the bookkeeping above, as at a normal end */
-        if (!last && hooks && hooks->stop && hooks->stop(hooks->user)) {
+        const int stop = !last && hooks && hooks->stop && hooks->stop(hooks->user);
+        const int timed_out = !last && tc->max_minutes > 0 && elapsed > tc->max_minutes * 60.0;
+        if (ck && !last && (stop || timed_out || (tc->checkpoint_every > 0 && (step + 1) % tc->checkpoint_every == 0)))
+            ckpt_write(ck, &cs, a, &opt, &rng, res, window_loss, window_n, tc->steps);
+        if (stop) {
             st = ll_err(err, LL_ERR_INTERRUPTED, "interrupted at step %d of %d", step + 1, tc->steps);
             break;
         }
-        if (!last && tc->max_minutes > 0 && elapsed > tc->max_minutes * 60.0) {
+        if (timed_out) {
             st = ll_err(err, LL_ERR_INTERRUPTED, "stopped by train.max_minutes (%g) at step %d of %d",
                         tc->max_minutes, step + 1, tc->steps);
             break;
@@ -316,6 +446,7 @@ LLStatus train_run(Model *m, Adapter *a, const TrainConfig *tc, const Dataset *t
     }
     res->wall_s = ll_now() - t0;
     snapshot_free(&best);
+    ckpt_free(&cs);
     batch_free(&b);
     adamw_free(&opt);
     return st;

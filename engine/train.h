@@ -24,6 +24,21 @@
  * of batches (eval_batches), and reported through metric() under their own split names. They never
  * choose the kept weights and never reach the evaluated hook; without valid they are not evaluated.
  *
+ * Checkpoints (TrainHooks.checkpoint, the file's format in train_state.h): before anything is
+ * evaluated, train_run looks for a checkpoint at its path; one that fits (same tag, steps, sizes,
+ * checksum) is read and training continues at its step, with no step-0 evaluation (its rows are the
+ * earlier attempt's); one that does not is refused with a warning naming it and why, and the run
+ * starts from step 0 with the state it was given; none: a fresh start. The state is written there
+ * every checkpoint_every steps and when training stops early (the stop hook, max_minutes), after
+ * that step's metrics and evaluation, never after the last step (the caller removes the file once
+ * the run has ended). Saved: the step; the trained floats (adapter params, or every base weight
+ * under full fine-tuning) and the head; the adapter's method state and resume state (AdaLoRA's
+ * masks and importance averages); AdamW's moments and step count; the data RNG and the dropout
+ * RNG; the keep-best copy; the best and last evaluations, the best step and the train-loss window.
+ * Not saved: wall time. So a run stopped at step k and resumed computes bitwise the weights and
+ * metrics of the run that was never stopped (fp32, same thread count). A checkpoint that cannot
+ * be written is a warning: training goes on.
+ *
  * Metrics leave through hooks (the results store, a progress line); the engine prints nothing. */
 #ifndef LL_TRAIN_H
 #define LL_TRAIN_H
@@ -50,6 +65,7 @@ typedef struct {
     int base_quant;     /* QuantFormat of the frozen base (model_quantize_base; applied by the run) */
     int double_quant;   /* NF4: double quantization of the absmax values (QLoRA's default, 1) */
     TrainKeep keep;     /* weights left in the model at the end (default last; see above) */
+    int checkpoint_every; /* with TrainHooks.checkpoint: steps between checkpoints, 0 = only when stopped */
 } TrainConfig;
 
 void train_config_defaults(TrainConfig *c);
@@ -72,7 +88,24 @@ typedef struct {
     const Dataset *const *eval_sets;
     const char *const *eval_set_names;
     int n_eval_sets;
+    struct TrainCheckpoint *checkpoint; /* NULL: no checkpoint read or written */
 } TrainHooks;
+
+/* Where and how train_run checkpoints (see the header). */
+typedef struct TrainCheckpoint {
+    const char *path; /* the checkpoint file */
+    const char *tag;  /* the run's identity (its key, < 64 characters): another's file is refused */
+    LLLog log;        /* the refusal of a checkpoint, a resume and a failed write are logged here */
+    void *user;
+    /* Once, before the first metric of this attempt: step 0 on a fresh start (refused checkpoint
+     * included), else the step resumed at; metric rows past it are the earlier attempt's. */
+    void (*resumed)(void *user, int step);
+    /* Before each write: make the metrics of steps <= step durable (the store's buffer); non-zero
+     * skips this checkpoint (logged), so a checkpoint never claims rows that may be lost. NULL: none. */
+    LLStatus (*sync)(void *user, int step, LLError *err);
+    int resumed_step; /* OUT: as passed to resumed */
+    int written;      /* OUT: checkpoints written */
+} TrainCheckpoint;
 
 typedef struct {
     int steps_done;

@@ -195,7 +195,7 @@ static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char
         RunEnv quiet = *env;
         quiet.store = NULL; /* the base is not a run of the sweep */
         h.env = &quiet;
-        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, NULL, NULL, NULL, 0};
+        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, NULL, NULL, NULL, 0, NULL};
         TrainResult res;
         st = train_run(&m, NULL, &rc->base_train, &train, &valid, &hooks, &res, err);
         if (!st) {
@@ -448,7 +448,7 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
         const char **set_names = (const char **)rc->eval_set_names;
         const Dataset **set_ptrs = ll_calloc((size_t)rc->n_eval_sets + 1, sizeof *set_ptrs);
         for (int i = 0; i < rc->n_eval_sets; i++) set_ptrs[i] = &sets[i];
-        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, on_evaluated, set_ptrs, set_names, rc->n_eval_sets};
+        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, on_evaluated, set_ptrs, set_names, rc->n_eval_sets, NULL};
         TrainResult res;
         st = train_run(m, a, &rc->train, &train, &valid, &hooks, &res, err);
         ll_free(set_ptrs);

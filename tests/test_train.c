@@ -36,15 +36,8 @@
 #include "model.h"
 #include "optim.h"
 #include "train.h"
+#include "tiny.h"
 #include "util.h"
-
-static ModelConfig tiny_config(void) {
-    ModelConfig c = {0};
-    c.V = 40, c.C = 16, c.L = 2, c.NH = 4, c.NKV = 2, c.HS = 4, c.F = 24, c.max_T = 32;
-    c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.02f, c.tied = 0;
-    c.bos_id = 37, c.eos_id = 38, c.pad_id = 39;
-    return c;
-}
 
 /* A model of config c for batches of B x T, trainable (base included) when train, weights from
  * seed; asserts that model_init succeeded. */
@@ -115,16 +108,6 @@ START_TEST(test_lr_schedule) {
 END_TEST
 
 /* A fixed random "text" as a language-modelling dataset. */
-static void fake_lm(Dataset *d, int n, int V, uint64_t seed) {
-    memset(d, 0, sizeof *d);
-    d->kind = DATA_LM;
-    d->path = ll_strdup("fake");
-    d->n_tokens = (size_t)n;
-    d->tokens = ll_malloc((size_t)n, sizeof(int));
-    Rng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) d->tokens[i] = (int)rng_below(&r, (uint32_t)(V - 3));
-}
 
 START_TEST(test_overfit_one_batch) {
     /* One fixed batch of random tokens, trained on again and again: the model must memorise it. */
@@ -348,7 +331,7 @@ static void keep_run(AdapterMethod method, TrainKeep keep, int poison_after, Tra
     train_config_defaults(&tc);
     tc.steps = KB_STEPS, tc.batch = 4, tc.seq = 8, tc.lr = full ? 3e-3f : 3e-2f, tc.eval_every = KB_EVERY;
     tc.schedule = SCHED_CONSTANT, tc.keep = keep, tc.seed = 4;
-    TrainHooks hooks = {keep_metric, NULL, NULL, k, NULL, NULL, NULL, 0};
+    TrainHooks hooks = {keep_metric, NULL, NULL, k, NULL, NULL, NULL, 0, NULL};
     ck_assert_msg(train_run(&m, a, &tc, &train, &valid, &hooks, res, &err) == LL_OK, "%s", err.msg);
     ck_assert_int_eq(k->n_eval, KB_EVALS);
     /* the best finite evaluation, the earliest of equals */
@@ -435,7 +418,7 @@ static void sets_run(int with_sets, SetCtx *c, float **params, size_t *n, TrainR
     tc.steps = 15, tc.batch = 4, tc.seq = 8, tc.lr = 3e-2f, tc.eval_every = 5, tc.schedule = SCHED_CONSTANT;
     tc.keep = TRAIN_KEEP_BEST, tc.seed = 4;
     TrainHooks hooks = {set_metric, NULL, NULL, c, NULL, with_sets ? sets : NULL, with_sets ? names : NULL,
-                        with_sets ? 2 : 0};
+                        with_sets ? 2 : 0, NULL};
     CK_OK(train_run(&m, a, &tc, &train, &valid, &hooks, res, &err));
     *n = a->n_params;
     *params = malloc(sizeof(float) * *n);

@@ -6,12 +6,13 @@
  * every buffer forward/backward touches (saved activations, dropout masks, scratch) is sized for
  * N_max = B·T rows of the model the adapter was created for.
  *
- * Loading an adapter folder: adapter_config.json -> AdapterConfig (unknown keys ignored, missing
- * ones PEFT's defaults) -> adapter_create (sites, buffers, the method's init: PiSSA re-runs its SVD
+ * Loading an adapter folder: adapter_config.json -> AdapterConfig (every key checked against
+ * compat.h's table, missing ones PEFT's defaults) -> adapter_create (sites, buffers, the method's init: PiSSA re-runs its SVD
  * here) -> the method's config_load (AdaLoRA's rank_pattern) -> import_tensors from
  * adapter_model.safetensors (shapes checked) -> the score head, if the model has one. */
 #define _POSIX_C_SOURCE 200809L
 #include "adapter.h"
+#include "compat.h"
 #include "ops.h"
 #include "outdir.h"
 
@@ -858,8 +859,14 @@ static LLStatus config_from_json(const cJSON *c, const char *path, AdapterConfig
     else
         return ll_err(err, LL_ERR_FORMAT, "%s: peft_type '%s' is not supported (LORA, ADALORA, VERA are)", path,
                       pt->valuestring);
+    /* Every key understood, known irrelevant or refused by name (compat.h): nothing a file asks
+     * for is silently dropped. */
+    st = compat_check_keys(COMPAT_ADAPTER_CONFIG,
+                           method == ADAPTER_LORA ? COMPAT_LORA : method == ADAPTER_ADALORA ? COMPAT_ADALORA : COMPAT_VERA,
+                           c, path, err);
+    if (st) return st;
     adapter_config_defaults(cfg, method);
-    /* Unknown keys are ignored and missing ones take PEFT's defaults (peft-spec.md section 5.2).
+    /* Missing keys take PEFT's defaults (peft-spec.md section 5.2).
      * Ranks and steps must fit an int; flags are read as numbers (true = 1). */
     const double big = 2147483647.0;
     /* ranks as the YAML bounds them (adapter.r, init_r, target_r, rank_pattern): every site's

@@ -238,7 +238,7 @@ LLStatus adapter_config_read(const char *dir, char *path, size_t cap, cJSON **ou
  * the head is not loaded. */
 LLStatus adapter_saved_labels(const char *dir, int *n_labels, LLError *err);
 /* The first step of adapter_load, from text in memory: an adapter_config.json -> AdapterConfig
- * (missing keys take PEFT's defaults, unknown keys are ignored; ranks and steps outside int's
+ * (missing keys take PEFT's defaults, a key compat.h does not accept is refused by name; ranks and steps outside int's
  * range are refused). `path` only names the file in messages. LL_ERR_FORMAT or LL_ERR_CONFIG on
  * bad input. Not checked against a model: adapter_create does that. */
 LLStatus adapter_config_parse(const char *json, size_t len, const char *path, AdapterConfig *out, LLError *err);

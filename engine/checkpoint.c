@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "checkpoint.h"
 
+#include "compat.h"
 #include "outdir.h"
 #include "safetensors.h"
 
@@ -63,23 +64,24 @@ char *checkpoint_config_json(const ModelConfig *c, const char *const *label_name
     return text;
 }
 
-static int get_int(const cJSON *o, const char *key, int dflt, int *ok) {
+/* *bad names the first key of the wrong type (it stays NULL while all are fine). */
+static int get_int(const cJSON *o, const char *key, int dflt, const char **bad) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return dflt;
     /* range first: converting a double outside int's range (1e300) is undefined behaviour */
     if (!cJSON_IsNumber(v) || !(v->valuedouble >= INT_MIN && v->valuedouble <= INT_MAX) ||
         v->valuedouble != (double)(int)v->valuedouble) {
-        *ok = 0;
+        if (!*bad) *bad = key;
         return dflt;
     }
     return v->valueint;
 }
 
-static double get_num(const cJSON *o, const char *key, double dflt, int *ok) {
+static double get_num(const cJSON *o, const char *key, double dflt, const char **bad) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return dflt;
     if (!cJSON_IsNumber(v)) {
-        *ok = 0;
+        if (!*bad) *bad = key;
         return dflt;
     }
     return v->valuedouble;
@@ -97,46 +99,83 @@ LLStatus checkpoint_load_config(const char *dir, ModelConfig *c, LLError *err) {
         cJSON_Delete(o);
         return ll_err(err, LL_ERR_FORMAT, "%s: not a JSON object", path);
     }
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(o, "model_type");
-    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "llama") != 0) {
-        LLStatus st = ll_err(err, LL_ERR_FORMAT, "%s: model_type '%s' is not llama", path, mt->valuestring);
+    /* every key understood, known irrelevant or refused by name (compat.h) */
+    LLStatus st = compat_check_keys(COMPAT_MODEL_CONFIG, 0, o, path, err);
+    if (st) {
         cJSON_Delete(o);
         return st;
     }
-    int ok = 1;
+    const char *bad = NULL;
     memset(c, 0, sizeof *c);
     /* defaults: LlamaConfig's class defaults where a key is absent */
-    c->V = get_int(o, "vocab_size", 32000, &ok);
-    c->C = get_int(o, "hidden_size", 4096, &ok);
-    c->F = get_int(o, "intermediate_size", 11008, &ok);
-    c->L = get_int(o, "num_hidden_layers", 32, &ok);
-    c->NH = get_int(o, "num_attention_heads", 32, &ok);
-    c->NKV = get_int(o, "num_key_value_heads", c->NH, &ok);
-    c->HS = get_int(o, "head_dim", c->NH > 0 ? c->C / c->NH : 0, &ok);
-    c->max_T = get_int(o, "max_position_embeddings", 2048, &ok);
-    c->init_range = (float)get_num(o, "initializer_range", 0.02, &ok);
-    c->eps = (float)get_num(o, "rms_norm_eps", 1e-6, &ok);
-    c->rope_theta = (float)get_num(o, "rope_theta", 10000.0, &ok);
+    c->V = get_int(o, "vocab_size", 32000, &bad);
+    c->C = get_int(o, "hidden_size", 4096, &bad);
+    c->F = get_int(o, "intermediate_size", 11008, &bad);
+    c->L = get_int(o, "num_hidden_layers", 32, &bad);
+    c->NH = get_int(o, "num_attention_heads", 32, &bad);
+    c->NKV = get_int(o, "num_key_value_heads", c->NH, &bad);
+    c->HS = get_int(o, "head_dim", c->NH > 0 ? c->C / c->NH : 0, &bad);
+    c->max_T = get_int(o, "max_position_embeddings", 2048, &bad);
+    c->init_range = (float)get_num(o, "initializer_range", 0.02, &bad);
+    c->eps = (float)get_num(o, "rms_norm_eps", 1e-6, &bad);
+    c->rope_theta = (float)get_num(o, "rope_theta", 10000.0, &bad);
     const cJSON *rp = cJSON_GetObjectItemCaseSensitive(o, "rope_parameters"); /* transformers v5 */
-    if (cJSON_IsObject(rp)) c->rope_theta = (float)get_num(rp, "rope_theta", c->rope_theta, &ok);
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "rope_scaling");
-    if (rs && !cJSON_IsNull(rs)) {
-        cJSON_Delete(o);
-        return ll_err(err, LL_ERR_FORMAT, "%s: rope_scaling is not supported", path);
+    if (cJSON_IsObject(rp)) {
+        for (const cJSON *k = rp->child; k; k = k->next) {
+            int fine = strcmp(k->string, "rope_theta") == 0 ||
+                       (strcmp(k->string, "rope_type") == 0 && cJSON_IsString(k) && strcmp(k->valuestring, "default") == 0);
+            if (!fine) {
+                char *v = cJSON_PrintUnformatted(k);
+                st = ll_err(err, LL_ERR_FORMAT,
+                            "%s: key 'rope_parameters' holds '%s': %.60s, which loralab does not implement (plain RoPE "
+                            "only: rope_type \"default\" and rope_theta)", path, k->string, v ? v : "?");
+                cJSON_free(v);
+                cJSON_Delete(o);
+                return st;
+            }
+        }
+        c->rope_theta = (float)get_num(rp, "rope_theta", c->rope_theta, &bad);
+    } else if (rp && !cJSON_IsNull(rp) && !bad) {
+        bad = "rope_parameters";
     }
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(o, "tie_word_embeddings");
     c->tied = cJSON_IsTrue(tie);
-    c->bos_id = get_int(o, "bos_token_id", 1, &ok);
-    c->eos_id = get_int(o, "eos_token_id", 2, &ok);
-    c->pad_id = get_int(o, "pad_token_id", c->eos_id, &ok);
+    c->bos_id = get_int(o, "bos_token_id", 1, &bad);
+    c->eos_id = get_int(o, "eos_token_id", 2, &bad);
+    c->pad_id = get_int(o, "pad_token_id", c->eos_id, &bad);
     const cJSON *id2 = cJSON_GetObjectItemCaseSensitive(o, "id2label");
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(o, "architectures");
-    int is_cls = cJSON_IsArray(arch) && cJSON_IsString(arch->child) &&
-                 strstr(arch->child->valuestring, "SequenceClassification") != NULL;
-    c->n_labels = is_cls && cJSON_IsObject(id2) ? cJSON_GetArraySize(id2) : 0;
+    int is_cls = 0;
+    if (arch && !cJSON_IsNull(arch)) {
+        const char *a0 = cJSON_IsArray(arch) && cJSON_GetArraySize(arch) == 1 && cJSON_IsString(arch->child)
+                             ? arch->child->valuestring
+                             : NULL;
+        is_cls = a0 && strcmp(a0, "LlamaForSequenceClassification") == 0;
+        if (!a0 || (!is_cls && strcmp(a0, "LlamaForCausalLM") != 0)) {
+            char *v = cJSON_PrintUnformatted(arch);
+            st = ll_err(err, LL_ERR_FORMAT,
+                        "%s: key 'architectures' is %.80s; loralab implements [\"LlamaForCausalLM\"] and "
+                        "[\"LlamaForSequenceClassification\"]", path, v ? v : "?");
+            cJSON_free(v);
+            cJSON_Delete(o);
+            return st;
+        }
+    }
+    int num_labels = get_int(o, "num_labels", 0, &bad);
+    c->n_labels = !is_cls ? 0 : cJSON_IsObject(id2) ? cJSON_GetArraySize(id2) : num_labels;
+    if (bad) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, bad);
+        char *vt = v ? cJSON_PrintUnformatted(v) : NULL;
+        st = ll_err(err, LL_ERR_FORMAT, "%s: key '%s' is %.60s; it must be %s", path, bad, vt ? vt : "?",
+                    strcmp(bad, "eos_token_id") == 0 && cJSON_IsArray(v)
+                        ? "a single token id (a list of stop tokens is not implemented)"
+                        : strcmp(bad, "rope_parameters") == 0 ? "an object" : "a number of the right kind (a whole number for sizes and ids)");
+        cJSON_free(vt);
+        cJSON_Delete(o);
+        return st;
+    }
     cJSON_Delete(o);
-    if (!ok) return ll_err(err, LL_ERR_FORMAT, "%s: a size or id key has the wrong type", path);
-    LLStatus st = model_config_validate(c, err);
+    st = model_config_validate(c, err);
     if (st) return ll_err_prefix(err, "%s", path);
     return LL_OK;
 }

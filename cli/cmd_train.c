@@ -137,7 +137,7 @@ int cmd_train(int argc, char **argv) {
         LLStatus st = store_open(a.db, 0, &store, &e);
         if (!st) st = store_upsert_sweep(store, rc.name, a.config, doc->text, &sweep_id, &e);
         if (!st) st = store_add_run(store, sweep_id, &info, &run_id, &e);
-        if (!st) st = store_claim_run(store, run_id, &claimed, &e);
+        if (!st) st = store_claim_run_resuming(store, run_id, run_resume_step(&rc), &claimed, &e);
         if (!st && !claimed) {
             fprintf(stderr, "loralab train: run %s is already done (or running) in %s\n", rc.key, a.db);
             status = 0;

@@ -85,6 +85,9 @@ static const KeySpec KEYS[] = {
             "not part of run keys"),
     TRAIN(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED, "data order seed (adapter.seed follows it unless set)"),
     TRAIN(max_minutes, CFG_FLOAT, FK_F64, LOHI, 0, 1e7, "wall-clock bound in minutes (0: none)"),
+    TRAIN(checkpoint_every, CFG_INT, FK_INT, LOHI | B_NOT_RUN, 0, 1e9,
+          "save the run's training state every N steps, to resume after a kill (0: only when stopped by a "
+          "signal or train.max_minutes); not part of run keys"),
     SPECIAL("adapter.method", CFG_STRING, 0, 0, 0, "full|lora|adalora|vera|rslora|dora|pissa|loraplus", "lora",
             "fine-tuning method; rslora, dora, pissa, loraplus are LoRA with what they imply"),
     ADAPT(r, CFG_INT, FK_INT, LOHI, 1, 65536, "rank (LoRA, VeRA)"),

@@ -10,6 +10,7 @@
 #include "model.h"
 #include "tokenizer.h"
 #include "train.h"
+#include "train_state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +47,8 @@ typedef struct {
     void *es;        /* EsState of an early-stopped run, else NULL */
     double last_print;
     int milestones; /* without a terminal: a plain line at every 10% (long pretraining) */
+    double base_bytes; /* the step-0 row written before training, again after a full trim */
+    const char *ck_dir;  /* the checkpoint's folder, made before the first one is written */
 } HookCtx;
 
 static void on_metric(void *user, int step, const char *split, const char *name, double value) {
@@ -122,6 +125,64 @@ static int on_evaluated(void *user, int step, const EvalResult *e) {
     return d.stop;
 }
 
+/* ---- checkpoints ------------------------------------------------------------------------------ */
+
+void run_checkpoint_path(const RunConfig *rc, char *out, size_t cap) {
+    snprintf(out, cap, "%s/%s/%s.ckpt", rc->out_dir, rc->name, rc->key);
+}
+
+int run_resume_step(const RunConfig *rc) {
+    char path[2048];
+    run_checkpoint_path(rc, path, sizeof path);
+    TrainStateInfo info;
+    if (train_state_peek(path, &info, NULL)) return -1;
+    if (strcmp(info.tag, rc->key) != 0 || info.steps != rc->train.steps || info.step < 1 || info.step >= info.steps)
+        return -1;
+    return info.step;
+}
+
+/* Before this attempt's first metric: the rows past the step it resumed at are the earlier
+ * attempt's (all of them on a fresh start, but the base_bytes row, written again). The early
+ * stopping curve of the steps before is read back, so the median rule sees the whole run. */
+static void on_resumed(void *user, int step) {
+    HookCtx *h = user;
+    Store *s = h->env->store;
+    if (!s || h->store_rc) return;
+    h->store_rc = store_trim_metrics(s, h->env->run_id, step > 0 ? step : -1, &h->store_err);
+    if (!h->store_rc && step == 0)
+        h->store_rc = store_add_metric(s, h->env->run_id, 0, "train", "base_bytes", h->base_bytes, &h->store_err);
+    EsState *es = h->es;
+    if (h->store_rc || !es || step == 0) return;
+    int *steps = NULL, n = 0;
+    double *values = NULL;
+    h->store_rc = store_get_metrics(s, h->env->run_id, "eval", es->name, &steps, &values, &n, &h->store_err);
+    for (int i = 0; i < n && !h->store_rc; i++) {
+        if (steps[i] <= 0 || steps[i] > step) continue; /* the evaluated hook never sees step 0 */
+        if (es->n == es->cap) {
+            es->cap = es->cap ? 2 * es->cap : 32;
+            es->steps = ll_realloc(es->steps, (size_t)es->cap, sizeof *es->steps);
+            es->values = ll_realloc(es->values, (size_t)es->cap, sizeof *es->values);
+        }
+        es->steps[es->n] = steps[i], es->values[es->n] = values[i], es->n++;
+        es->prev_step = steps[i];
+    }
+    free(steps);
+    free(values);
+}
+
+/* Before a checkpoint of `step`: the rows it accounts for are committed. */
+static LLStatus on_sync(void *user, int step, LLError *err) {
+    HookCtx *h = user;
+    (void)step;
+    LLStatus st = ll_mkdirs(h->ck_dir, err);
+    if (st || !h->env->store) return st;
+    if (h->store_rc) {
+        *err = h->store_err;
+        return h->store_rc;
+    }
+    return store_flush(h->env->store, err);
+}
+
 /* ---- data ----------------------------------------------------------------------------------- */
 
 static LLStatus load_split(const char *folder, const char *split, int cls, const Tokenizer *tok, Dataset *d,
@@ -191,7 +252,7 @@ static LLStatus pretrain_base(const RunConfig *rc, const RunEnv *env, const char
     if (!st) st = model_init(&m, &mc, &mo, err);
     if (!st) {
         model_init_weights(&m, rc->base_train.seed);
-        HookCtx h = {env, "pretrain", LL_OK, {0}, NULL, 0, 1};
+        HookCtx h = {env, "pretrain", LL_OK, {0}, NULL, 0, 1, 0, NULL};
         RunEnv quiet = *env;
         quiet.store = NULL; /* the base is not a run of the sweep */
         h.env = &quiet;
@@ -371,6 +432,8 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
     out->trainable = out->total = out->peak_mem = -1;
     set_threads(env->threads);
     double t0 = ll_now();
+    char ck_path[2048];
+    run_checkpoint_path(rc, ck_path, sizeof ck_path);
 
     char base[2048];
     LoadedModel lm = {0};
@@ -437,7 +500,9 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
         char report[256];
         adapter_param_report(m, a, report, sizeof report);
         ll_log(&env->log, LL_LOG_INFO, "%s", report);
-        HookCtx h = {env, rc->name, LL_OK, {0}, NULL, 0, 0};
+        char ck_dir[2048]; /* the checkpoint goes beside the run's folder (written whole, at the end) */
+        snprintf(ck_dir, sizeof ck_dir, "%s/%s", rc->out_dir, rc->name);
+        HookCtx h = {env, rc->name, LL_OK, {0}, NULL, 0, 0, (double)model_linear_bytes(m), ck_dir};
         EsState es = {{ES_NONE, 0, 0, 0, 0, 0}, "loss", NULL, NULL, 0, 0, -1};
         if (env->early_stop && env->early_stop->type != ES_NONE && env->store) {
             const EarlyStopSpec *sp = env->early_stop;
@@ -448,7 +513,8 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
         const char **set_names = (const char **)rc->eval_set_names;
         const Dataset **set_ptrs = ll_calloc((size_t)rc->n_eval_sets + 1, sizeof *set_ptrs);
         for (int i = 0; i < rc->n_eval_sets; i++) set_ptrs[i] = &sets[i];
-        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, on_evaluated, set_ptrs, set_names, rc->n_eval_sets, NULL};
+        TrainCheckpoint ck = {ck_path, rc->key, env->log, &h, on_resumed, on_sync, 0, 0};
+        TrainHooks hooks = {on_metric, on_progress, on_stop, &h, on_evaluated, set_ptrs, set_names, rc->n_eval_sets, &ck};
         TrainResult res;
         st = train_run(m, a, &rc->train, &train, &valid, &hooks, &res, err);
         ll_free(set_ptrs);
@@ -514,6 +580,9 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
     out->peak_mem = peak_rss_bytes();
     if (!st) snprintf(out->status, sizeof out->status, "%s", out->pruned_step > 0 ? "pruned" : "done");
     record(env, out, st ? err->msg : NULL);
+    /* A run that ended for good needs its checkpoint no more; an interrupted or failed one resumes
+     * from it when it runs again. */
+    if (!st || st == LL_ERR_DIVERGED) unlink(ck_path);
     adapter_free(a);
     data_free(&train);
     data_free(&valid);

@@ -16,7 +16,16 @@
  * gets no test metrics: the run's test_note says so (no split is made up from another).
  *
  * A NaN/Inf loss ends the run as `diverged`, Ctrl-C (a stop flag) as `interrupted`; neither writes
- * an adapter folder, so a previous good one is left untouched. */
+ * an adapter folder, so a previous good one is left untouched.
+ *
+ * Preemption: the run checkpoints its training state (engine/train_state.h, train.h) to
+ * run_checkpoint_path every train.checkpoint_every steps and when the stop flag ends it (SIGTERM,
+ * SIGINT) or train.max_minutes does. Run again (the sweep re-runs interrupted and failed runs), it
+ * resumes from that checkpoint: its metric rows past the checkpoint's step are deleted (all of
+ * them when the checkpoint is refused: the run then starts from step 0, and the log says why),
+ * the early-stopping curve is read back, and it goes on to the numbers the uninterrupted run would
+ * have recorded (bitwise at fp32 and the same thread count). The log says "resumed from the
+ * checkpoint ... at step k". The checkpoint is removed when the run ends done, pruned or diverged. */
 #ifndef LL_RUN_H
 #define LL_RUN_H
 
@@ -57,6 +66,12 @@ typedef struct {
  * message, and out->status says failed / diverged / interrupted. With env->store, the outcome and
  * the metrics are recorded under env->run_id in every case. */
 LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LLError *err);
+
+/* The run's checkpoint (engine/train_state.h): OUT_DIR/NAME/KEY.ckpt, beside the run's folder. */
+void run_checkpoint_path(const RunConfig *rc, char *path, size_t cap);
+/* The step rc would resume at from its checkpoint (the header: this run's key and steps), or -1
+ * when it has none; for claiming the run (store_claim_run_resuming) before run_execute reads it. */
+int run_resume_step(const RunConfig *rc);
 
 /* Makes sure the base model of rc exists (pretraining it if needed); writes its folder into path. */
 LLStatus run_ensure_base(const RunConfig *rc, const RunEnv *env, char *path, size_t cap, LLError *err);

@@ -250,7 +250,7 @@ static const char *const STMT_SQL[ST_COUNT] = {
         " adapter_dir = ?15, best_step = ?16, best_metric = ?17, best_metric_name = ?18,"
         " kept_step = ?19, test_loss = ?20, test_accuracy = ?21, test_macro_f1 = ?22,"
         " test_note = ?23 WHERE id = ?1",
-    [ST_DEL_METRICS] = "DELETE FROM main.metrics WHERE run_id = ?1",
+    [ST_DEL_METRICS] = "DELETE FROM main.metrics WHERE run_id = ?1 AND step > ?2",
     [ST_DEL_RANKS] = "DELETE FROM main.adalora_ranks WHERE run_id = ?1",
     [ST_DEL_ARTIFACTS] = "DELETE FROM main.artifacts WHERE run_id = ?1",
     [ST_DEL_DIAGNOSTICS] = "DELETE FROM main.diagnostics WHERE run_id = ?1",
@@ -802,16 +802,20 @@ LLStatus store_run_status(Store *s, int64_t sweep_id, const char *key, char stat
 
 typedef struct {
     int64_t run_id;
+    int keep_through; /* metric rows of steps <= this survive the claim (-1: none) */
     int claimed;
 } ClaimCtx;
 
-static LLStatus delete_children(Store *s, int64_t run_id, LLError *err) {
+/* The run's rows of one attempt: every rank, artifact and diagnostic, and its metric rows past
+ * step keep_through (-1: all of them). */
+static LLStatus delete_children(Store *s, int64_t run_id, int keep_through, LLError *err) {
     static const StmtId dels[] = {ST_DEL_METRICS, ST_DEL_RANKS, ST_DEL_ARTIFACTS, ST_DEL_DIAGNOSTICS};
     for (size_t i = 0; i < sizeof dels / sizeof dels[0]; i++) {
         LLStatus st;
         sqlite3_stmt *q = stmt_get(s, dels[i], err, &st);
         if (!q) return st;
         sqlite3_bind_int64(q, 1, run_id);
+        if (dels[i] == ST_DEL_METRICS) sqlite3_bind_int64(q, 2, keep_through);
         int rc = step_once(q);
         if (rc != SQLITE_OK) return db_fail(s, rc, "deleting an earlier attempt's rows", err);
     }
@@ -850,28 +854,55 @@ static LLStatus claim_body(Store *s, void *vctx, LLError *err) {
     sqlite3_bind_double(q, 4, unix_now());
     rc = step_once(q);
     if (rc != SQLITE_OK) return db_fail(s, rc, "claiming a run", err);
-    /* A resumed run starts from scratch: no rows of an interrupted attempt may survive. */
-    if ((st = delete_children(s, c->run_id, err)) != LL_OK) return st;
+    /* No rows of an interrupted attempt survive, but the metrics up to the checkpoint a resuming
+     * run continues from. */
+    if ((st = delete_children(s, c->run_id, c->keep_through, err)) != LL_OK) return st;
     c->claimed = 1;
     return LL_OK;
 }
 
-/* Drops buffered (uncommitted) metric rows of one run. */
-static void drop_buffered(Store *s, int64_t run_id) {
+/* Drops buffered (uncommitted) metric rows of one run past step after (-1: all). */
+static void drop_buffered(Store *s, int64_t run_id, int after) {
     size_t k = 0;
     for (size_t i = 0; i < s->nbuf; i++)
-        if (s->buf[i].run_id != run_id) s->buf[k++] = s->buf[i];
+        if (s->buf[i].run_id != run_id || s->buf[i].step <= after) s->buf[k++] = s->buf[i];
     s->nbuf = k;
 }
 
-LLStatus store_claim_run(Store *s, int64_t run_id, int *claimed, LLError *err) {
-    ClaimCtx c = {run_id, 0};
+LLStatus store_claim_run_resuming(Store *s, int64_t run_id, int keep_through, int *claimed, LLError *err) {
+    ClaimCtx c = {run_id, keep_through < 0 ? -1 : keep_through, 0};
     *claimed = 0;
     LLStatus st = tx_run(s, "claiming a run", claim_body, &c, err);
     if (st != LL_OK) return st;
-    if (c.claimed) drop_buffered(s, run_id);
+    if (c.claimed) drop_buffered(s, run_id, c.keep_through);
     *claimed = c.claimed;
     return LL_OK;
+}
+
+LLStatus store_claim_run(Store *s, int64_t run_id, int *claimed, LLError *err) {
+    return store_claim_run_resuming(s, run_id, -1, claimed, err);
+}
+
+typedef struct {
+    int64_t run_id;
+    int after;
+} TrimCtx;
+
+static LLStatus trim_body(Store *s, void *vctx, LLError *err) {
+    TrimCtx *c = vctx;
+    LLStatus st;
+    sqlite3_stmt *q = stmt_get(s, ST_DEL_METRICS, err, &st);
+    if (!q) return st;
+    sqlite3_bind_int64(q, 1, c->run_id);
+    sqlite3_bind_int64(q, 2, c->after);
+    int rc = step_once(q);
+    return rc == SQLITE_OK ? LL_OK : db_fail(s, rc, "deleting an earlier attempt's metrics", err);
+}
+
+LLStatus store_trim_metrics(Store *s, int64_t run_id, int after, LLError *err) {
+    TrimCtx c = {run_id, after < 0 ? -1 : after};
+    drop_buffered(s, run_id, c.after);
+    return tx_run(s, "deleting an earlier attempt's metrics", trim_body, &c, err);
 }
 
 /* ---- metrics -------------------------------------------------------------------------------- */
@@ -1603,7 +1634,7 @@ static LLStatus merge_body(Store *s, void *vctx, LLError *err) {
             st = db_fail(s, rc, "replacing a run", err);
             break;
         }
-        if ((st = delete_children(s, out_id, err)) != LL_OK) break;
+        if ((st = delete_children(s, out_id, -1, err)) != LL_OK) break;
         st = copy_children(s, c, out_id, src_id, err);
         c->n.upgraded++;
     }

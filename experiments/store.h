@@ -94,7 +94,10 @@
  *     host (possible only in a merged database), may be claimed.
  *   - Claiming sets host, pid, started and attempt + 1, clears the previous attempt's finals,
  *     and deletes the run's metrics, ranks, artifacts and diagnostics, so a resumed run never
- *     mixes rows of an interrupted attempt with its own.
+ *     mixes rows of an interrupted attempt with its own; a run that resumes from a checkpoint of
+ *     step k (store_claim_run_resuming) keeps its metric rows of steps <= k, which that
+ *     checkpoint's state produced (the run then trims again once it has read the checkpoint:
+ *     store_trim_metrics, all rows when it refused it).
  *   - store_finish_run accepts `running` (and `interrupted`, for a worker that finishes after the
  *     sweep marked it on Ctrl-C; its real outcome wins) and writes, in one transaction, the
  *     buffered metrics, the final numbers, `ended` and the new status (done, failed, diverged,
@@ -157,6 +160,14 @@ LLStatus store_run_status(Store *s, int64_t sweep_id, const char *key, char stat
 /* Marks the run `running` for this host and process (see the state machine). claimed = 0 when it
  * is `done` or owned by a live process on this host. Unknown run id: LL_ERR_STATE. */
 LLStatus store_claim_run(Store *s, int64_t run_id, int *claimed /* OUT */, LLError *err);
+/* The same for a run that will resume from its checkpoint at step keep_through (run.h,
+ * run_resume_step): its metric rows of steps <= keep_through are kept, every later one deleted
+ * (keep_through < 0: all deleted, as store_claim_run). */
+LLStatus store_claim_run_resuming(Store *s, int64_t run_id, int keep_through, int *claimed /* OUT */,
+                                  LLError *err);
+/* Deletes the run's metric rows (buffered ones included) of steps past `after` (< 0: all): what
+ * a run that resumed at step `after` (or restarted, refusing its checkpoint) does not recompute. */
+LLStatus store_trim_metrics(Store *s, int64_t run_id, int after, LLError *err);
 
 /* Metrics are buffered and written STORE_METRIC_BATCH rows per transaction, on store_flush and on
  * store_finish_run. Any double is accepted (NaN and ±Inf round-trip). split is "train", "eval",

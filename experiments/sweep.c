@@ -290,8 +290,8 @@ static int worker_main(Runner *r, const SweepPoint *pt, int64_t run_id) {
         fprintf(r->log, "run %s: %s\n", pt->rc.key, e.msg);
         return WORKER_NO_STORE;
     }
-    int claimed = 0;
-    if (store_claim_run(s, run_id, &claimed, &e)) {
+    int claimed = 0; /* a run with a checkpoint keeps the metric rows it accounts for */
+    if (store_claim_run_resuming(s, run_id, run_resume_step(&pt->rc), &claimed, &e)) {
         fprintf(r->log, "run %s: %s\n", pt->rc.key, e.msg);
         store_close(s);
         return WORKER_NO_STORE;

@@ -12,10 +12,13 @@
  * child too, so no OpenMP/BLAS thread pool or SQLite lock state is ever copied into a worker.
  * A worker claims its run, runs it and records the outcome; if it dies (signal, exit) without
  * recording, the parent records the run as failed with the cause. SIGINT/SIGTERM: no new
- * workers; the signal is forwarded, workers stop at their next step and record `interrupted`; a
- * second signal kills them (SIGKILL); the parent then marks any run still `running` as
- * interrupted and returns LL_ERR_INTERRUPTED (exit 130). The handlers are installed for the
- * duration of sweep_run only (the stop flag is the one piece of static state).
+ * workers; the signal is forwarded, workers stop at their next step, write their run's checkpoint
+ * and record `interrupted`; a second signal kills them (SIGKILL); the parent then marks any run
+ * still `running` as interrupted and returns LL_ERR_INTERRUPTED (exit 130). The handlers are
+ * installed for the duration of sweep_run only (the stop flag is the one piece of static state).
+ * A worker claims a run that has a checkpoint keeping its metric rows up to the checkpoint's step
+ * (run_resume_step), and the run resumes from it (run.h): an interrupted, killed or requeued
+ * sweep, run again, continues each unfinished run where its checkpoint left it.
  */
 #ifndef LL_SWEEP_H
 #define LL_SWEEP_H

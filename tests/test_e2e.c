@@ -19,6 +19,7 @@
 
 #include "core.h"
 #include "store.h"
+#include "train_state.h"
 #include "util.h"
 
 static char g_bin[1024];
@@ -217,6 +218,98 @@ START_TEST(test_sweep_killed_and_resumed) {
 }
 END_TEST
 
+/* Preemption: a sweep of two runs (LoRA with dropout, an eval set, checkpoints every 20 steps) is
+ * sent SIGTERM, runner and worker at once as SLURM does, once its first run has checkpointed past
+ * step 40; the run stops at its next step, writes its checkpoint and records `interrupted` with its
+ * rows so far. Started again, the sweep resumes that run from its checkpoint (the log says at which
+ * step) and ends with every metric row, final number and diagnostic bitwise those of the same sweep
+ * run straight through; no checkpoint is left behind. */
+static void pre_yaml(void) {
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg,
+             "name: pre\nbase: {preset: %s/micro.yaml, data: %s/data, tokenizer: bytes, steps: 40, batch: 4, seq: 32,"
+             " lr: 0.003}\ntask: {type: lm, data: %s/data, eval_sets: {other: %s/data2}}\noutput: {dir: %s/out}\n"
+             "train: {steps: 150, batch: 4, seq: 32, log_every: 10, eval_every: 50, eval_batches: 4,"
+             " checkpoint_every: 20}\n"
+             "adapter: {targets: [q_proj, v_proj], dropout: 0.1}\n"
+             "sweep:\n  grid:\n    adapter.r: [2, 4]\n",
+             tu_dir, tu_dir, tu_dir, tu_dir, tu_dir);
+    write_text("pre.yaml", cfg);
+}
+
+static char *query(const char *db, const char *sql);
+
+START_TEST(test_sweep_sigterm_resumes) {
+    pre_yaml();
+    char log[512], ckdir[512];
+    char *ref[] = {"sweep", "pre.yaml", "--jobs", "1", "--threads", "1", "--db", "ref.db", NULL};
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "ref.log"), ref), 0);
+    char *keys = query("ref.db", "SELECT key FROM runs ORDER BY id");
+    char first[17] = "";
+    ck_assert_int_eq(sscanf(keys, "%16s", first), 1);
+    ll_free(keys);
+    char ck[700];
+    snprintf(ck, sizeof ck, "%s/%s.ckpt", tu_path(ckdir, sizeof ckdir, "out/pre"), first);
+    ck_assert_msg(access(ck, F_OK) != 0, "a finished run left its checkpoint %s", ck);
+
+    char *args[] = {"sweep", "pre.yaml", "--jobs", "1", "--threads", "1", "--db", "t.db", NULL};
+    pid_t pid = spawn(tu_path(log, sizeof log, "t1.log"), args);
+    TrainStateInfo info = {{0}, 0, 0};
+    LLError err;
+    for (int waited = 0; waited < 120000; waited += 20) {
+        int st;
+        ck_assert_msg(waitpid(pid, &st, WNOHANG) == 0, "the sweep ended before the signal (see %s)", log);
+        if (train_state_peek(ck, &info, &err) == LL_OK && info.step >= 40) break;
+        sleep_ms(20);
+    }
+    ck_assert_msg(info.step >= 40, "no checkpoint past step 40 at %s", ck);
+    ck_assert_int_eq(killpg(pid, SIGTERM), 0);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 130, "the sweep ended with wait status %d", st);
+    CK_OK(train_state_peek(ck, &info, &err));
+    ck_assert_msg(info.step > 40 && info.step < 150, "the stop wrote the checkpoint of step %d", info.step);
+    char *status = query("t.db", "SELECT status || ' ' || ifnull((SELECT max(step) FROM metrics m WHERE"
+                                 " m.run_id = runs.id), '-') FROM runs ORDER BY id");
+    char want[64];
+    snprintf(want, sizeof want, "interrupted %d\npending -\n", info.step / 10 * 10);
+    ck_assert_str_eq(status, want); /* its rows up to the step it stopped at (logged every 10) were recorded */
+    ll_free(status);
+
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "t2.log"), args), 0);
+    char *text = tu_slurp(log, NULL);
+    snprintf(want, sizeof want, "at step %d of 150", info.step);
+    ck_assert_msg(strstr(text, "resumed from the checkpoint") && strstr(text, ck) && strstr(text, want),
+                  "the log does not say the run resumed at step %d:\n%s", info.step, text);
+    ll_free(text);
+    ck_assert_msg(access(ck, F_OK) != 0, "the resumed run left its checkpoint %s", ck);
+    /* bitwise the straight sweep: every metric row, final numbers, diagnostics */
+    char *same = query("t.db", "ATTACH 'ref.db' AS r;"
+                               " SELECT (SELECT count(*) FROM main.metrics), (SELECT count(*) FROM r.metrics),"
+                               " (SELECT count(*) FROM main.metrics m JOIN main.runs a ON a.id = m.run_id JOIN r.runs b"
+                               " ON b.key = a.key JOIN r.metrics n ON n.run_id = b.id AND n.split = m.split AND"
+                               " n.name = m.name AND n.step = m.step WHERE m.value IS n.value AND m.is_nan = n.is_nan),"
+                               " (SELECT count(*) FROM main.runs a JOIN r.runs b ON b.key = a.key WHERE a.status ="
+                               " 'done' AND a.train_loss IS b.train_loss AND a.eval_loss IS b.eval_loss AND"
+                               " a.best_step IS b.best_step AND a.best_metric IS b.best_metric AND a.kept_step IS"
+                               " b.kept_step AND a.test_loss IS b.test_loss),"
+                               " (SELECT count(*) FROM main.diagnostics d JOIN main.runs a ON a.id = d.run_id JOIN"
+                               " r.runs b ON b.key = a.key JOIN r.diagnostics x ON x.run_id = b.id AND x.layer ="
+                               " d.layer AND x.module = d.module AND x.name = d.name WHERE x.value IS d.value),"
+                               " (SELECT count(*) FROM r.diagnostics), (SELECT attempt FROM main.runs ORDER BY id"
+                               " LIMIT 1)");
+    int n_rows, n_ref, n_same, n_final, n_diag, n_diag_ref, attempt;
+    ck_assert_int_eq(sscanf(same, "%d|%d|%d|%d|%d|%d|%d", &n_rows, &n_ref, &n_same, &n_final, &n_diag, &n_diag_ref,
+                            &attempt), 7);
+    ck_assert_msg(n_rows == n_ref && n_same == n_ref && n_ref > 50, "metric rows: %d resumed, %d straight, %d equal",
+                  n_rows, n_ref, n_same);
+    ck_assert_int_eq(n_final, 2);
+    ck_assert_msg(n_diag == n_diag_ref && n_diag_ref > 0, "diagnostics: %d equal of %d", n_diag, n_diag_ref);
+    ck_assert_int_eq(attempt, 2);
+    ll_free(same);
+}
+END_TEST
+
 /* Asserts that tu_dir/rel holds exactly text. */
 static void holds(const char *rel, const char *text) {
     char p[512];
@@ -361,7 +454,7 @@ static void es_yaml(const char *file, const char *early_stop) {
 }
 
 static char *query(const char *db, const char *sql) {
-    char cmd[1024], out[512];
+    char cmd[4096], out[512];
     tu_path(out, sizeof out, "query.txt");
     snprintf(cmd, sizeof cmd, "cd '%s' && sqlite3 '%s' \"%s\" > '%s'", tu_dir, db, sql, out);
     ck_assert_int_eq(system(cmd), 0);
@@ -571,6 +664,7 @@ Suite *e2e_suite(void) {
     TCase *tc = tu_tcase(s, "processes", 0, 300);
     tcase_add_checked_fixture(tc, setup, tu_tmpdir_teardown);
     tcase_add_test(tc, test_sweep_killed_and_resumed);
+    tcase_add_test(tc, test_sweep_sigterm_resumes);
     tcase_add_test(tc, test_commands_on_results);
     tcase_add_test(tc, test_shards_merged_equal_unsharded);
     tcase_add_test(tc, test_merge_classifier);

@@ -813,7 +813,11 @@ START_TEST(t_max_minutes_interrupts) {
                       strstr(err.msg, " of 1000000"),
                   "%s", err.msg);
     ck_assert_str_eq(o.out_dir, "");
-    ck_assert_int_eq(ll_file_exists(out), 0); /* an interrupted run writes no adapter folder */
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s/%s", out, rc.name, rc.key);
+    ck_assert_int_eq(ll_file_exists(path), 0); /* an interrupted run writes no adapter folder */
+    run_checkpoint_path(&rc, path, sizeof path); /* but its checkpoint, to resume from */
+    ck_assert_msg(ll_file_exists(path), "no checkpoint at %s", path);
     run_config_free(&rc);
 }
 END_TEST

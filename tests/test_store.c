@@ -241,6 +241,43 @@ START_TEST(t_state_machine) {
 }
 END_TEST
 
+/* A claim for a run resuming at step k keeps its metric rows of steps <= k (committed and
+ * buffered), deletes the later ones and every rank; store_trim_metrics cuts again, to nothing at -1. */
+START_TEST(t_claim_resuming) {
+    char p[256];
+    LLError err = {0};
+    int64_t sw, run;
+    RunInfo in = make_info("a", 4, 1);
+    Store *s = open_with_run(tu_path(p, sizeof p, "resume.db"), "rs", &in, &sw, &run);
+    int claimed = -1;
+    CK_OK(store_claim_run(s, run, &claimed, &err));
+    for (int step = 0; step <= 50; step += 10) CK_OK(store_add_metric(s, run, step, "train", "loss", step, &err));
+    CK_OK(store_add_rank(s, run, 0, "q_proj", 2, 4, &err));
+    RunResult res = done_result(1.0);
+    res.status = "interrupted";
+    CK_OK(store_finish_run(s, run, &res, &err));
+    CK_OK(store_claim_run_resuming(s, run, 30, &claimed, &err));
+    ck_assert_int_eq(claimed, 1);
+    int *steps = NULL, n = 0;
+    double *vals = NULL;
+    CK_OK(store_get_metrics(s, run, "train", "loss", &steps, &vals, &n, &err));
+    ck_assert_int_eq(n, 4); /* 0, 10, 20, 30 */
+    ck_assert(steps[3] == 30 && vals[3] == 30.0);
+    free(steps), free(vals);
+    RankRow *ranks = NULL;
+    CK_OK(store_list_ranks(s, run, &ranks, &n, &err));
+    ck_assert_int_eq(n, 0);
+    free(ranks);
+    CK_OK(store_add_metric(s, run, 40, "train", "loss", 40, &err)); /* buffered */
+    CK_OK(store_trim_metrics(s, run, 20, &err));
+    CK_OK(store_flush(s, &err));
+    ck_assert_int_eq(count_metrics(s, run, "train", "loss"), 3);
+    CK_OK(store_trim_metrics(s, run, -1, &err));
+    ck_assert_int_eq(count_metrics(s, run, "train", "loss"), 0);
+    store_close(s);
+}
+END_TEST
+
 START_TEST(t_metric_idempotent) {
     char p[256];
     LLError err = {0};
@@ -1260,6 +1297,7 @@ Suite *store_suite(void) {
     TCase *core = tu_tcase(s, "core", 1, 20);
     tcase_add_test(core, t_create_reopen);
     tcase_add_test(core, t_state_machine);
+    tcase_add_test(core, t_claim_resuming);
     tcase_add_test(core, t_metric_idempotent);
     tcase_add_test(core, t_nan_roundtrip);
     tcase_add_test(core, t_batched_flush);

@@ -721,8 +721,9 @@ static int set_curve(Store *s, int64_t run, const char *split, int *out_steps, d
 
 /* task.eval_sets and train.diagnostics through run_execute: an attempt stopped after its first
  * step records the base's loss on the set (equal to the step-0 loss there: LoRA starts at the
- * base) and its step-0 row; the attempt that resumes it re-evaluates from scratch (one row per
- * evaluation, none left of the first attempt) and stores a diagnostics row per adapted matrix and
+ * base) and its step-0 row; the attempt that resumes it from its checkpoint (claimed keeping the
+ * rows the checkpoint accounts for) continues with one row per evaluation, none doubled, the step-0
+ * row the first attempt's, and stores a diagnostics row per adapted matrix and
  * value; with train.diagnostics: false none, and a second run of the sweep reads the base's loss
  * (a sentinel written in its place stays), it does not measure it again. */
 START_TEST(test_run_eval_sets_and_diagnostics) {
@@ -761,7 +762,8 @@ START_TEST(test_run_eval_sets_and_diagnostics) {
     ck_assert_int_eq(nd, 0);
     free(dr);
 
-    CK_OK(store_claim_run(s, run, &claimed, &err));
+    ck_assert_int_eq(run_resume_step(&rc), 1);
+    CK_OK(store_claim_run_resuming(s, run, run_resume_step(&rc), &claimed, &err));
     ck_assert(claimed);
     stop = 0;
     CK_OK(run_execute(&rc, &env, &o, &err));

@@ -4,8 +4,9 @@
 # emitted as a 3-task array and submitted with sbatch from another folder; then:
 #   1. the merged shard databases equal the reference run for run (status, final eval loss to the bit);
 #   2. one task re-submitted alone (--array=1) changes nothing;
-#   3. a task cancelled mid-run (scancel) and re-submitted finishes every run of its shard, with the
-#      same numbers as the reference;
+#   3. a task cancelled mid-run (scancel) leaves its running run `interrupted` with a checkpoint;
+#      re-submitted, that run resumes from the checkpoint (its log names the step) and every run of
+#      the shard ends with the reference's numbers, the resumed run's metric rows bitwise;
 #   4. merging the shards twice reports added, then unchanged, runs.
 # Prints what it checked; exits 1 on the first failure. Where SLURM cannot start (not root, packages
 # missing), it says "skipped" and why, and exits 0: CI's log shows it.
@@ -60,7 +61,7 @@ name: st
 base: {preset: $co/micro.yaml, data: $co/data, tokenizer: bytes, steps: 40, batch: 4, seq: 32, lr: 0.003}
 task: {type: lm, data: $co/data}
 output: {dir: $co/out}
-train: {steps: 400, batch: 4, seq: 32, log_every: 20, eval_every: 100, eval_batches: 4}
+train: {steps: 400, batch: 4, seq: 32, log_every: 20, eval_every: 100, eval_batches: 4, checkpoint_every: 50}
 adapter: {targets: [q_proj, v_proj]}
 sweep:
   grid:
@@ -114,28 +115,51 @@ grep -q "task 1 of 3" results/slurm/st.task1.log || fail "task 1's log: $(cat re
 ok "task 1 re-submitted alone: shard 1 of 3 again, nothing changed, its log appended"
 
 # ---- 3. a task cancelled mid-run, then re-submitted -----------------------------------------------
-rm -f results/st.shard*-of-3.db results/st.shard*-of-3.db-*
+# A run's checkpoint (train.checkpoint_every: 50) exists from its step 50 until it ends. Freeze the
+# task (SIGSTOP to the batch step and its children) as soon as one appears, then look: a quiet
+# machine trains these micro runs in about a second, and a frozen task cannot finish a run between
+# the look and the cancellation. Caught at a run's very end (its checkpoint gone), thaw and wait for
+# the next. scancel then sends SIGCONT and SIGTERM: the run stops at its next step and checkpoints.
+rm -f results/st.shard*-of-3.db results/st.shard*-of-3.db-* out/st/*.ckpt
 jid=$(sbatch --parsable --array=2 st.sbatch)
-for _ in $(seq 600); do
-  n=$(sqlite3 "results/st.shard2-of-3.db" "SELECT count(*) FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.status = 'running'" 2>/dev/null || echo 0)
-  [ "${n:-0}" -gt 0 ] && break
-  sleep 0.1
+key=""
+for _ in $(seq 3000); do
+  if compgen -G "out/st/*.ckpt" > /dev/null; then
+    scancel --full --signal=STOP "$jid"
+    sleep 0.5
+    key=$(sqlite3 results/st.shard2-of-3.db "SELECT key FROM runs WHERE status = 'running'" 2>/dev/null || true)
+    [ -n "$key" ] && [ -f "out/st/$key.ckpt" ] && break
+    key=""
+    scancel --full --signal=CONT "$jid"
+  fi
+  sleep 0.02
 done
-[ "${n:-0}" -gt 0 ] || fail "task 2 showed no running run within 60 s: $(cat results/slurm/st.task2.log 2>/dev/null)"
-# Freeze the task (SIGSTOP to the batch step and its children) before looking, so that it cannot
-# finish its runs between the check and the cancellation: a quiet machine trains these micro runs
-# in well under a second. scancel then sends SIGCONT and SIGTERM, and the runs stop mid-way.
-scancel --full --signal=STOP "$jid"
-sleep 0.5
+[ -n "$key" ] || fail "task 2 showed no run with a checkpoint within 60 s: $(cat results/slurm/st.task2.log 2>/dev/null)"
 scancel "$jid"
 wait_job "$jid" 60
-status=$(sqlite3 results/st.shard2-of-3.db "SELECT group_concat(status) FROM runs WHERE status != 'pending'")
-case "$status" in *done,done*) fail "task 2 finished before it could be cancelled ($status)";; esac
+status=$(sqlite3 results/st.shard2-of-3.db "SELECT status FROM runs WHERE key = '$key'")
+[ "$status" = interrupted ] || fail "the cancelled run $key is '$status', not interrupted"
+ck="$co/out/st/$key.ckpt"
+[ -f "$ck" ] || fail "the cancelled run $key left no checkpoint at $ck"
+step=$(od -An -t u4 -j 80 -N 4 "$ck" | tr -d ' ')
+[ "$step" -gt 0 ] && [ "$step" -lt 400 ] || fail "the checkpoint $ck is of step '$step'"
 jid=$(sbatch --parsable --array=2 st.sbatch)
 wait_job "$jid"
+grep -qF "run $key: resumed from the checkpoint '$ck' at step $step of 400" results/slurm/st.task2.log \
+  || fail "task 2's log does not say that run $key resumed at step $step: $(tail -n 20 results/slurm/st.task2.log)"
+[ ! -e "$ck" ] || fail "the resumed run $key left its checkpoint $ck"
 want=$(finals results/reference.db | grep -F -f <(sqlite3 results/st.shard2-of-3.db "SELECT key FROM runs"))
 [ "$(finals results/st.shard2-of-3.db)" = "$want" ] \
   || fail "after scancel and re-submission shard 2 differs from the reference:
 $(diff <(echo "$want") <(finals results/st.shard2-of-3.db))"
-ok "task 2 cancelled mid-run (runs: $status), re-submitted: its runs finished, equal to the reference"
+rows=$(sqlite3 results/st.shard2-of-3.db "ATTACH 'results/reference.db' AS r;
+  SELECT (SELECT count(*) FROM r.metrics n JOIN r.runs b ON b.id = n.run_id WHERE b.key = '$key') || ' ' ||
+         (SELECT count(*) FROM main.metrics m JOIN main.runs a ON a.id = m.run_id JOIN r.runs b ON b.key = a.key
+          JOIN r.metrics n ON n.run_id = b.id AND n.split = m.split AND n.name = m.name AND n.step = m.step
+          WHERE a.key = '$key' AND m.value IS n.value) || ' ' ||
+         (SELECT count(*) FROM main.metrics m JOIN main.runs a ON a.id = m.run_id WHERE a.key = '$key')")
+read -r n_ref n_same n_run <<< "$rows"
+[ "$n_ref" -gt 0 ] && [ "$n_same" -eq "$n_ref" ] && [ "$n_run" -eq "$n_ref" ] \
+  || fail "run $key's metric rows: $n_run, $n_same of the reference's $n_ref equal"
+ok "task 2 cancelled mid-run; run $key resumed from its checkpoint at step $step of 400, re-submitted: every run equals the reference, its $n_ref metric rows bitwise"
 echo "test-slurm: all checks passed"

@@ -7,6 +7,7 @@
 #define _XOPEN_SOURCE 700
 #define TU_TMP_NAME "e2e"
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -441,15 +442,15 @@ END_TEST
  * replay of the policy on that: the replay stops exactly the runs, at exactly the steps, the online
  * sweep did. Pruned runs keep their curves and their kept adapter; every decision is a row
  * with its threshold; a second invocation re-runs nothing, --retry-pruned reruns them. */
-static void es_yaml(const char *file, const char *early_stop) {
+static void es_yaml(const char *file, const char *train_more, const char *early_stop) {
     char cfg[2048];
     snprintf(cfg, sizeof cfg,
              "name: es\nbase: {preset: %s/micro.yaml, data: %s/data, tokenizer: bytes, steps: 40, batch: 4, seq: 32,"
              " lr: 0.003}\ntask: {type: lm, data: %s/data}\noutput: {dir: %s/out}\n"
-             "train: {steps: 160, batch: 4, seq: 32, log_every: 20, eval_every: 20, eval_batches: 2}\n"
+             "train: {%s steps: 160, batch: 4, seq: 32, log_every: 20, eval_every: 20, eval_batches: 2}\n"
              "adapter: {targets: [q_proj, v_proj]}\n"
              "sweep:\n  grid:\n    train.lr: [0.0001, 0.001, 0.01]\n    adapter.r: [1, 4]\n%s",
-             tu_dir, tu_dir, tu_dir, tu_dir, early_stop);
+             tu_dir, tu_dir, tu_dir, tu_dir, train_more, early_stop);
     write_text(file, cfg);
 }
 
@@ -462,8 +463,8 @@ static char *query(const char *db, const char *sql) {
 }
 
 START_TEST(test_early_stop_online_equals_replay) {
-    es_yaml("es.yaml", "  early_stop: {type: asha, metric: eval_loss, min_steps: 40, reduction_factor: 2}\n");
-    es_yaml("es-full.yaml", "");
+    es_yaml("es.yaml", "", "  early_stop: {type: asha, metric: eval_loss, min_steps: 40, reduction_factor: 2}\n");
+    es_yaml("es-full.yaml", "", "");
     char log[512];
     char *online[] = {"sweep", "es.yaml", "--jobs", "1", "--threads", "1", "--db", "online.db", NULL};
     ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "es1.log"), online), 0);
@@ -505,6 +506,73 @@ START_TEST(test_early_stop_online_equals_replay) {
     text = tu_slurp(log, NULL);
     ck_assert_msg(strstr(text, "0 to run"), "%s", text);
     ll_free(text);
+}
+END_TEST
+
+/* Early stopping across a preemption: the ASHA sweep above with a checkpoint every 20 steps, sent
+ * SIGTERM once a run has passed its rung at step 40 (its checkpoint of step 40 exists: it was kept
+ * there), then run again. The resumed run must know that it already reached rung 40 (the step of
+ * its last evaluation is read back with its curve), so it takes no decision twice, and the whole
+ * sweep ends with the decisions, statuses and metric rows of the same sweep run straight through. */
+START_TEST(test_early_stop_resumed_after_sigterm) {
+    es_yaml("es.yaml", " checkpoint_every: 20,",
+            "  early_stop: {type: asha, metric: eval_loss, min_steps: 40, reduction_factor: 2}\n");
+    char log[512], dir[512];
+    char *ref[] = {"sweep", "es.yaml", "--jobs", "1", "--threads", "1", "--db", "ref.db", NULL};
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "ref.log"), ref), 0);
+    char *args[] = {"sweep", "es.yaml", "--jobs", "1", "--threads", "1", "--db", "t.db", NULL};
+    pid_t pid = spawn(tu_path(log, sizeof log, "t1.log"), args);
+    tu_path(dir, sizeof dir, "out/es");
+    char ck[1024] = "";
+    TrainStateInfo info = {{0}, 0, 0};
+    LLError err;
+    for (int waited = 0; waited < 120000 && !ck[0]; waited += 2) {
+        int st;
+        ck_assert_msg(waitpid(pid, &st, WNOHANG) == 0, "the sweep ended before the signal (see %s)", log);
+        DIR *d = opendir(dir);
+        for (struct dirent *e; d && (e = readdir(d));) {
+            size_t n = strlen(e->d_name);
+            if (n < 5 || strcmp(e->d_name + n - 5, ".ckpt") != 0) continue;
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            if (train_state_peek(p, &info, &err) == LL_OK && info.step >= 40) snprintf(ck, sizeof ck, "%s", p);
+        }
+        if (d) closedir(d);
+        if (!ck[0]) sleep_ms(2);
+    }
+    ck_assert_msg(ck[0], "no run checkpointed past its rung at step 40");
+    ck_assert_int_eq(killpg(pid, SIGTERM), 0);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 130, "the sweep ended with wait status %d", st);
+    CK_OK(train_state_peek(ck, &info, &err));
+    ck_assert_msg(info.step > 40 && info.step < 60, "stopped at step %d: not between rung 40 and the next evaluation",
+                  info.step);
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "t2.log"), args), 0);
+    char *text = tu_slurp(log, NULL);
+    ck_assert_msg(strstr(text, "resumed from the checkpoint") && strstr(text, ck), "%s", text);
+    ll_free(text);
+    char *same = query("t.db", "ATTACH 'ref.db' AS r;"
+                               " SELECT (SELECT count(*) FROM r.decisions), (SELECT count(*) FROM main.decisions),"
+                               " (SELECT count(*) FROM main.decisions d JOIN main.runs a ON a.id = d.run_id JOIN r.runs"
+                               " b ON b.key = a.key JOIN r.decisions x ON x.run_id = b.id AND x.step = d.step WHERE"
+                               " x.rung IS d.rung AND x.value IS d.value AND x.threshold IS d.threshold AND"
+                               " x.n_compared = d.n_compared AND x.decision = d.decision),"
+                               " (SELECT count(*) FROM main.runs a JOIN r.runs b ON b.key = a.key WHERE"
+                               " a.status = b.status AND a.eval_loss IS b.eval_loss AND a.kept_step IS b.kept_step),"
+                               " (SELECT count(*) FROM r.metrics), (SELECT count(*) FROM main.metrics),"
+                               " (SELECT count(*) FROM main.metrics m JOIN main.runs a ON a.id = m.run_id JOIN r.runs b"
+                               " ON b.key = a.key JOIN r.metrics n ON n.run_id = b.id AND n.split = m.split AND"
+                               " n.name = m.name AND n.step = m.step WHERE m.value IS n.value)");
+    int d_ref, d_got, d_same, runs_same, m_ref, m_got, m_same;
+    ck_assert_int_eq(sscanf(same, "%d|%d|%d|%d|%d|%d|%d", &d_ref, &d_got, &d_same, &runs_same, &m_ref, &m_got, &m_same),
+                     7);
+    ck_assert_msg(d_ref > 0 && d_got == d_ref && d_same == d_ref, "decisions: %d straight, %d resumed, %d equal", d_ref,
+                  d_got, d_same);
+    ck_assert_int_eq(runs_same, 6);
+    ck_assert_msg(m_got == m_ref && m_same == m_ref, "metric rows: %d straight, %d resumed, %d equal", m_ref, m_got,
+                  m_same);
+    ll_free(same);
 }
 END_TEST
 
@@ -669,5 +737,6 @@ Suite *e2e_suite(void) {
     tcase_add_test(tc, test_shards_merged_equal_unsharded);
     tcase_add_test(tc, test_merge_classifier);
     tcase_add_test(tc, test_early_stop_online_equals_replay);
+    tcase_add_test(tc, test_early_stop_resumed_after_sigterm);
     return s;
 }

@@ -39,8 +39,8 @@
 typedef struct {
     int r;               /* init_r */
     int n_active;
-    float *ipt_avg;      /* Ī, same layout as params */
-    float *unc_avg;      /* Ū */
+    float *ipt_avg;      /* Ī, same layout as params, then Ū in the same allocation */
+    float *unc_avg;      /* Ū = ipt_avg + n_params */
     float *scores;       /* init_bgt triplet scores, site order */
     float *sorted;       /* copy of scores for the threshold */
     uint8_t *mask;       /* n_sites x r: 1 = kept; meaningful when has_pattern */
@@ -123,8 +123,8 @@ static LLStatus adalora_init(Adapter *a, Model *m, LLError *err) {
             p->n_active++;
             max_in = a->sites[i].in > max_in ? a->sites[i].in : max_in;
         }
-    p->ipt_avg = ll_alloc_floats(a->n_params);
-    p->unc_avg = ll_alloc_floats(a->n_params);
+    p->ipt_avg = ll_alloc_floats(2 * a->n_params); /* Ī then Ū, one buffer (adalora_resume_state) */
+    p->unc_avg = p->ipt_avg + a->n_params;
     p->scores = ll_alloc_floats((size_t)p->n_active * p->r);
     p->sorted = ll_alloc_floats((size_t)p->n_active * p->r);
     p->mask = ll_malloc((size_t)a->n_sites * p->r, 1);
@@ -148,8 +148,7 @@ static LLStatus adalora_init(Adapter *a, Model *m, LLError *err) {
 static void adalora_free_priv(Adapter *a) {
     AdaLora *p = a->priv;
     if (!p) return;
-    ll_free(p->ipt_avg);
-    ll_free(p->unc_avg);
+    ll_free(p->ipt_avg); /* Ū lives in the same buffer */
     ll_free(p->scores);
     ll_free(p->sorted);
     ll_free(p->mask);
@@ -582,19 +581,11 @@ static void adalora_state_set(Adapter *a, const void *buf) {
     memcpy(p->mask, b + 1, (size_t)a->n_sites * p->r);
 }
 
-/* The importance averages Ī and Ū: the next rank allocation reads them (a checkpoint's). */
-static size_t adalora_resume_bytes(const Adapter *a) { return 2 * sizeof(float) * a->n_params; }
-
-static void adalora_resume_get(const Adapter *a, void *buf) {
-    const AdaLora *p = a->priv;
-    memcpy(buf, p->ipt_avg, sizeof(float) * a->n_params);
-    memcpy((float *)buf + a->n_params, p->unc_avg, sizeof(float) * a->n_params);
-}
-
-static void adalora_resume_set(Adapter *a, const void *buf) {
+/* The importance averages Ī and Ū, one buffer: the next rank allocation reads them. */
+static void *adalora_resume_state(Adapter *a, size_t *bytes) {
     AdaLora *p = a->priv;
-    memcpy(p->ipt_avg, buf, sizeof(float) * a->n_params);
-    memcpy(p->unc_avg, (const float *)buf + a->n_params, sizeof(float) * a->n_params);
+    *bytes = 2 * sizeof(float) * a->n_params;
+    return p->ipt_avg;
 }
 
 static const AdapterOps ADALORA_OPS = {
@@ -612,9 +603,7 @@ static const AdapterOps ADALORA_OPS = {
     .state_bytes = adalora_state_bytes,
     .state_get = adalora_state_get,
     .state_set = adalora_state_set,
-    .resume_bytes = adalora_resume_bytes,
-    .resume_get = adalora_resume_get,
-    .resume_set = adalora_resume_set,
+    .resume_state = adalora_resume_state,
     .export_tensors = adalora_export,
     .import_tensors = adalora_import,
     .config_json = adalora_config_json,

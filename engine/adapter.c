@@ -444,14 +444,9 @@ void adapter_state_set(Adapter *a, const void *buf) {
     if (adapter_state_bytes(a) > 0) a->ops->state_set(a, buf);
 }
 
-size_t adapter_resume_bytes(const Adapter *a) { return a->ops->resume_bytes ? a->ops->resume_bytes(a) : 0; }
-
-void adapter_resume_get(const Adapter *a, void *buf) {
-    if (adapter_resume_bytes(a) > 0) a->ops->resume_get(a, buf);
-}
-
-void adapter_resume_set(Adapter *a, const void *buf) {
-    if (adapter_resume_bytes(a) > 0) a->ops->resume_set(a, buf);
+void *adapter_resume_state(Adapter *a, size_t *bytes) {
+    *bytes = 0;
+    return a->ops->resume_state ? a->ops->resume_state(a, bytes) : NULL;
 }
 
 const float *adapter_dropout(Adapter *a, AdapterSite *s, const float *x, int N, int train) {

@@ -132,11 +132,11 @@ typedef struct {
     void (*state_get)(const Adapter *a, void *buf);
     void (*state_set)(Adapter *a, const void *buf);
     /* Optional: state beyond params and state_* that the next training step depends on but saving
-     * does not (AdaLoRA's importance averages), for a run's checkpoint (train_state.h). NULL or
-     * 0 bytes: none; the method's other private state is then recomputed from params each step. */
-    size_t (*resume_bytes)(const Adapter *a);
-    void (*resume_get)(const Adapter *a, void *buf);
-    void (*resume_set)(Adapter *a, const void *buf);
+     * does not (AdaLoRA's importance averages), for a run's checkpoint (train_state.h): the
+     * method's own contiguous buffer (*bytes long), written out and read back in place, so a
+     * checkpoint costs no copy of it. NULL: none; the method's other private state is recomputed
+     * from params each step. */
+    void *(*resume_state)(Adapter *a, size_t *bytes);
     /* Export trainable (and, for VeRA, shared) tensors for saving. */
     void (*export_tensors)(const Adapter *a, AdapterTensorFn fn, void *ctx);
     /* Import from a loaded adapter file (adapter_read_site_tensor reads a site tensor by its
@@ -204,10 +204,9 @@ int adapter_lr_ranges(const Adapter *a, AdapterLrRange **out);
 size_t adapter_state_bytes(const Adapter *a);
 void adapter_state_get(const Adapter *a, void *buf);
 void adapter_state_set(Adapter *a, const void *buf);
-/* Training state beyond that (see AdapterOps.resume_bytes), for a run's checkpoint. */
-size_t adapter_resume_bytes(const Adapter *a);
-void adapter_resume_get(const Adapter *a, void *buf);
-void adapter_resume_set(Adapter *a, const void *buf);
+/* Training state beyond that (see AdapterOps.resume_state), for a run's checkpoint: the buffer
+ * and its size, or NULL and 0. */
+void *adapter_resume_state(Adapter *a, size_t *bytes);
 
 /* W += ΔW for every active site (merge) or W -= ΔW (unmerge). The adapter's forward is skipped
  * while merged. A quantized base is first turned into fp32 dequant(Q) (model_dequantize_base):

@@ -193,7 +193,7 @@ typedef struct {
     int n;
     double book[BK_N];
     uint64_t rng[8]; /* the data stream, then the adapter's dropout stream */
-    unsigned char *state, *resume; /* the adapter's method and resume state, copied out and in */
+    unsigned char *state; /* the adapter's method state, copied out and in (its resume state is not) */
 } CkptSet;
 
 static void eval_to_book(const EvalResult *e, double *b) {
@@ -209,16 +209,16 @@ static void ckpt_init(CkptSet *c, Model *m, Adapter *a, AdamW *o, Snapshot *best
     memset(c, 0, sizeof *c);
     size_t n_params;
     float *params = trained_params(m, a, &n_params);
-    size_t sb = a ? adapter_state_bytes(a) : 0, rb = a ? adapter_resume_bytes(a) : 0;
+    size_t sb = a ? adapter_state_bytes(a) : 0, rb = 0;
+    void *resume = a ? adapter_resume_state(a, &rb) : NULL;
     if (sb) c->state = ll_calloc(sb, 1);
-    if (rb) c->resume = ll_calloc(rb, 1);
     const TrainStateSection secs[] = {
         {"book", c->book, sizeof c->book},
         {"rng", c->rng, sizeof c->rng},
         {"params", params, sizeof(float) * n_params},
         {"head", m->head, sizeof(float) * (m->head ? m->n_head : 0)},
         {"method.state", c->state, sb},
-        {"method.resume", c->resume, rb},
+        {"method.resume", resume, rb},
         {"adamw.m", o->m, sizeof(float) * o->n},
         {"adamw.v", o->v, sizeof(float) * o->n},
         {"best.params", keep_best ? best->params : NULL, keep_best ? sizeof(float) * best->n : 0},
@@ -229,10 +229,7 @@ static void ckpt_init(CkptSet *c, Model *m, Adapter *a, AdamW *o, Snapshot *best
     memcpy(c->sec, secs, sizeof secs);
 }
 
-static void ckpt_free(CkptSet *c) {
-    ll_free(c->state);
-    ll_free(c->resume);
-}
+static void ckpt_free(CkptSet *c) { ll_free(c->state); }
 
 static void ckpt_write(TrainCheckpoint *ck, CkptSet *c, Adapter *a, const AdamW *o, const Rng *rng,
                        const TrainResult *res, double window_loss, int window_n, int steps) {
@@ -250,7 +247,6 @@ static void ckpt_write(TrainCheckpoint *ck, CkptSet *c, Adapter *a, const AdamW 
     memcpy(c->rng, rng->s, sizeof rng->s);
     if (a) memcpy(c->rng + 4, a->drop_rng.s, sizeof a->drop_rng.s);
     if (c->state) adapter_state_get(a, c->state);
-    if (c->resume) adapter_resume_get(a, c->resume);
     if (train_state_save(ck->path, ck->tag, step, steps, c->sec, c->n, &e))
         ll_log(&ck->log, LL_LOG_WARN, "run %s: no checkpoint at step %d: %s", ck->tag, step, e.msg);
     else
@@ -285,7 +281,6 @@ static int ckpt_resume(TrainCheckpoint *ck, CkptSet *c, Model *m, Adapter *a, Ad
     memcpy(rng->s, c->rng, sizeof rng->s);
     if (a) memcpy(a->drop_rng.s, c->rng + 4, sizeof a->drop_rng.s);
     if (c->state) adapter_state_set(a, c->state);
-    if (c->resume) adapter_resume_set(a, c->resume);
     if (!a) model_base_changed(m); /* the bf16 packs follow the weights */
     ll_log(&ck->log, LL_LOG_WARN, "run %s: resumed from the checkpoint '%s' at step %d of %d", ck->tag, ck->path,
            step, steps);

@@ -155,11 +155,13 @@ static void attempt(Variant v, int r, const char *ck_path, const char *tag, int 
     o->n = n, o->n_head = m.head ? m.n_head : 0;
     o->trained = malloc(sizeof(float) * n);
     memcpy(o->trained, a ? a->params : m.params, sizeof(float) * n);
-    o->state_bytes = a ? adapter_state_bytes(a) + adapter_resume_bytes(a) : 0;
+    size_t rb = 0;
+    const void *resume = a ? adapter_resume_state(a, &rb) : NULL;
+    o->state_bytes = (a ? adapter_state_bytes(a) : 0) + rb;
     o->state = malloc(o->state_bytes + 1);
     if (a) {
         adapter_state_get(a, o->state);
-        adapter_resume_get(a, o->state + adapter_state_bytes(a));
+        if (rb) memcpy(o->state + adapter_state_bytes(a), resume, rb);
     }
     o->resumed_step = ck.resumed_step, o->written = ck.written;
     o->rows = c->rows;

@@ -2,11 +2,11 @@
  * k (through the stop hook, which writes a checkpoint) and resumed from that checkpoint in a fresh
  * process state (model, adapter and optimizer rebuilt from their seeds) ends with bitwise the
  * weights, method state, result and metric rows of the run that was never stopped, for LoRA (with
- * dropout), AdaLoRA (masks and importance averages across the stop), VeRA, DoRA and full
- * fine-tuning; a periodic checkpoint (train.checkpoint_every) resumed after a "kill" (the rows past
- * it dropped) gives the same; a truncated, corrupt or foreign checkpoint, or one of another adapter
- * size, is refused with a message naming it, and the run starts from step 0 and still ends like
- * the uninterrupted run. */
+ * dropout), AdaLoRA (masks and importance averages across the stop), VeRA, DoRA, full fine-tuning
+ * and LoRA on a classifier (its head, accuracy and macro-F1 rows); a periodic checkpoint
+ * (train.checkpoint_every) resumed after a "kill" (the rows past it dropped) gives the same; a
+ * truncated, corrupt or foreign checkpoint, or one of another adapter size, is refused with a
+ * message naming it, and the run starts from step 0 and still ends like the uninterrupted run. */
 #define _XOPEN_SOURCE 700
 #define TU_TMP_NAME "train_state"
 #include <check.h>
@@ -26,8 +26,32 @@
 
 enum { RS_STEPS = 20, RS_EVERY = 5, RS_LOG = 3, RS_STOP = 7, RS_MAX_ROWS = 512 };
 
-typedef enum { V_LORA, V_ADALORA, V_VERA, V_DORA, V_FULL } Variant;
-static const char *const VARIANT_NAMES[] = {"lora", "adalora", "vera", "dora", "full"};
+typedef enum { V_LORA, V_ADALORA, V_VERA, V_DORA, V_FULL, V_CLS } Variant;
+static const char *const VARIANT_NAMES[] = {"lora", "adalora", "vera", "dora", "full", "cls"};
+
+/* n classification examples of 3 to 8 tokens below 30, labelled by their first token mod 3 (so
+ * there is something to learn). */
+static void fake_cls(Dataset *d, int n, uint64_t seed) {
+    memset(d, 0, sizeof *d);
+    d->kind = DATA_CLS;
+    d->path = ll_strdup("fake.jsonl");
+    d->n_ex = n, d->n_labels = 3;
+    d->ex_off = ll_malloc((size_t)n, sizeof(size_t));
+    d->ex_len = ll_malloc((size_t)n, sizeof(int));
+    d->ex_label = ll_malloc((size_t)n, sizeof(int));
+    d->ex_line = ll_malloc((size_t)n, sizeof(int));
+    d->ex_tokens = ll_malloc((size_t)n * 8, sizeof(int));
+    Rng r;
+    rng_seed(&r, seed);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        int len = 3 + (int)rng_below(&r, 6);
+        d->ex_off[i] = off, d->ex_len[i] = len, d->ex_line[i] = i + 1;
+        for (int k = 0; k < len; k++) d->ex_tokens[off + k] = (int)rng_below(&r, 30);
+        d->ex_label[i] = d->ex_tokens[off] % 3;
+        off += (size_t)len;
+    }
+}
 
 /* The metric rows a run handed out, as a store would keep them: (step, split, name) -> value;
  * `resumed` drops the rows past the step resumed at, as run.c trims the store. */
@@ -124,10 +148,12 @@ static void attempt(Variant v, int r, const char *ck_path, const char *tag, int 
     const int full = v == V_FULL;
     Model m;
     ModelConfig mc = tiny_config();
+    if (v == V_CLS) mc.n_labels = 3;
     ModelOptions mo = {4, 8, 1, full};
     LLError err;
     CK_OK(model_init(&m, &mc, &mo, &err));
     model_init_weights(&m, 21);
+    if (m.head) model_init_head(&m, 5);
     Adapter *a = NULL;
     if (!full) {
         AdapterConfig ac;
@@ -138,8 +164,8 @@ static void attempt(Variant v, int r, const char *ck_path, const char *tag, int 
         CK_OK(adapter_create(&ac, &m, &a, &err));
     }
     Dataset train, valid;
-    fake_lm(&train, 3000, 33, 12);
-    fake_lm(&valid, 400, 33, 13);
+    if (v == V_CLS) fake_cls(&train, 300, 12), fake_cls(&valid, 40, 13);
+    else fake_lm(&train, 3000, 33, 12), fake_lm(&valid, 400, 33, 13);
     TrainConfig tc;
     train_config_defaults(&tc);
     tc.steps = RS_STEPS, tc.batch = 4, tc.seq = 8, tc.lr = full ? 3e-3f : 3e-2f, tc.eval_every = RS_EVERY;
@@ -155,6 +181,8 @@ static void attempt(Variant v, int r, const char *ck_path, const char *tag, int 
     o->n = n, o->n_head = m.head ? m.n_head : 0;
     o->trained = malloc(sizeof(float) * n);
     memcpy(o->trained, a ? a->params : m.params, sizeof(float) * n);
+    o->head = malloc(sizeof(float) * (o->n_head + 1));
+    if (o->n_head) memcpy(o->head, m.head, sizeof(float) * o->n_head);
     size_t rb = 0;
     const void *resume = a ? adapter_resume_state(a, &rb) : NULL;
     o->state_bytes = (a ? adapter_state_bytes(a) : 0) + rb;
@@ -190,7 +218,9 @@ static void same_rows(const Rows *got, const Rows *want, const char *what) {
 
 static void same_run(const Outcome *got, const Outcome *want, const char *what) {
     ck_assert_msg(got->st == LL_OK, "%s: status %s", what, ll_status_name(got->st));
-    ck_assert(got->n == want->n && got->state_bytes == want->state_bytes);
+    ck_assert(got->n == want->n && got->state_bytes == want->state_bytes && got->n_head == want->n_head);
+    ck_assert_msg(memcmp(got->head, want->head, sizeof(float) * want->n_head) == 0,
+                  "%s: the classification head differs from the uninterrupted run's", what);
     ck_assert_msg(memcmp(got->trained, want->trained, sizeof(float) * want->n) == 0,
                   "%s: the final weights differ from the uninterrupted run's", what);
     ck_assert_msg(memcmp(got->state, want->state, want->state_bytes) == 0,
@@ -239,6 +269,8 @@ END_TEST
 START_TEST(test_resume_dora) { stop_and_resume(V_DORA); }
 END_TEST
 START_TEST(test_resume_full) { stop_and_resume(V_FULL); }
+END_TEST
+START_TEST(test_resume_cls) { stop_and_resume(V_CLS); }
 END_TEST
 
 /* checkpoint_every 4: the file of step 8, copied aside before the run went on (as a kill at step 9
@@ -341,6 +373,7 @@ Suite *train_state_suite(void) {
     tcase_add_test(core, test_resume_vera);
     tcase_add_test(core, test_resume_dora);
     tcase_add_test(core, test_resume_full);
+    tcase_add_test(core, test_resume_cls);
     tcase_add_test(core, test_resume_periodic);
     TCase *limits = tu_tcase(s, "limits", 1, 120);
     tcase_add_test(limits, test_refused);

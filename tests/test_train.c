@@ -9,7 +9,8 @@
  * the folder's weights evaluated again give the recorded validation loss of the kept step and the
  * recorded test loss; train.keep: last; a task without a test split; SIGKILL of a run while it
  * writes its folder and while it trains past a new best (the folder is a complete one or absent,
- * never partial); task.eval_sets (the base's loss on them, resumed runs) and train.diagnostics. */
+ * never partial); task.eval_sets (the base's loss on them, resumed runs) and train.diagnostics; a
+ * truncated checkpoint refused by a resumed run, which restarts from step 0 with each row once. */
 #define _XOPEN_SOURCE 700
 #define TU_TMP_NAME "train"
 #include <check.h>
@@ -24,6 +25,7 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "analysis/diagnostics.h"
@@ -719,6 +721,73 @@ static int set_curve(Store *s, int64_t run, const char *split, int *out_steps, d
     return n;
 }
 
+/* The store tu_dir/<name>.db holding rc as a claimed run of sweep `name` (ids in *sw, *run). */
+static Store *claimed_run(const RunConfig *rc, const char *name, int64_t *sw, int64_t *run) {
+    char file[100], db[300];
+    snprintf(file, sizeof file, "%s.db", name);
+    Store *s = tu_store_open(tu_path(db, sizeof db, file), 0);
+    LLError err;
+    int claimed;
+    RunInfo info = {rc->key, rc->canonical_json, "lora", "all", 4, 16, rc->train.lr, 1};
+    CK_OK(store_upsert_sweep(s, name, NULL, NULL, sw, &err));
+    CK_OK(store_add_run(s, *sw, &info, run, &err));
+    CK_OK(store_claim_run(s, *run, &claimed, &err));
+    ck_assert(claimed);
+    return s;
+}
+
+/* A checkpoint whose header is fine but whose body is cut short: the sweep claims the run keeping
+ * the rows up to its step (run_resume_step reads the header alone), the run then refuses the file,
+ * says so in the log naming it, starts from step 0 and records each row once, the base_bytes row
+ * included; the file is removed when the run is done. */
+static void log_into(void *user, LLLogLevel level, const char *msg) {
+    char *buf = user;
+    size_t used = strlen(buf);
+    snprintf(buf + used, 4096 - used, "%d %s\n", (int)level, msg);
+}
+
+START_TEST(test_run_refused_checkpoint) {
+    RunConfig rc;
+    char out[300], ck[2048];
+    run_setup("refuse", 0, "steps: 20, lr: 1.0e-2, eval_every: 5", &rc, out, sizeof out);
+    int64_t sw, run;
+    Store *s = claimed_run(&rc, "refuse", &sw, &run);
+    LLError err;
+    int claimed;
+    volatile sig_atomic_t stop = 1;
+    static char log[4096];
+    RunEnv env = {0};
+    env.store = s, env.run_id = run, env.stop = &stop, env.log = (LLLog){log_into, log};
+    RunOutcome o;
+    ck_assert_int_eq(run_execute(&rc, &env, &o, &err), LL_ERR_INTERRUPTED);
+    run_checkpoint_path(&rc, ck, sizeof ck);
+    struct stat sb;
+    ck_assert_int_eq(stat(ck, &sb), 0);
+    ck_assert_int_eq(truncate(ck, sb.st_size - 8), 0);
+    ck_assert_int_eq(run_resume_step(&rc), 1);
+    CK_OK(store_claim_run_resuming(s, run, run_resume_step(&rc), &claimed, &err));
+    stop = 0;
+    log[0] = '\0';
+    CK_OK(run_execute(&rc, &env, &o, &err));
+    ck_assert_msg(strstr(log, "checkpoint refused, so the run restarts from step 0") && strstr(log, ck) &&
+                      strstr(log, "truncated"),
+                  "%s", log);
+    int steps[16];
+    double at0;
+    ck_assert_int_eq(set_curve(s, run, "eval", steps, &at0), 5);
+    for (int i = 0; i < 5; i++) ck_assert_int_eq(steps[i], 5 * i);
+    int *st_steps, n;
+    double *v;
+    CK_OK(store_get_metrics(s, run, "train", "base_bytes", &st_steps, &v, &n, &err));
+    ck_assert_int_eq(n, 1);
+    ck_assert(st_steps[0] == 0 && v[0] > 0);
+    free(st_steps), free(v);
+    ck_assert_msg(access(ck, F_OK) != 0, "the finished run left its checkpoint %s", ck);
+    store_close(s);
+    run_config_free(&rc);
+}
+END_TEST
+
 /* task.eval_sets and train.diagnostics through run_execute: an attempt stopped after its first
  * step records the base's loss on the set (equal to the step-0 loss there: LoRA starts at the
  * base) and its step-0 row; the attempt that resumes it from its checkpoint (claimed keeping the
@@ -734,17 +803,13 @@ START_TEST(test_run_eval_sets_and_diagnostics) {
     run_text(path, words, 4, 5, 500);
     snprintf(extra, sizeof extra, "task.eval_sets: {other: %s}\n", other);
     RunConfig rc;
-    char out[300], db[300];
+    char out[300];
     run_setup_extra("sets", 0, "steps: 40, lr: 1.0e-2, eval_every: 10", extra, &rc, out, sizeof out);
     ck_assert_int_eq(rc.n_eval_sets, 1);
-    Store *s = tu_store_open(tu_path(db, sizeof db, "sets.db"), 0);
-    LLError err;
     int64_t sw, run;
+    Store *s = claimed_run(&rc, "sets", &sw, &run);
+    LLError err;
     int claimed;
-    RunInfo info = {rc.key, rc.canonical_json, "lora", "all", 4, 16, rc.train.lr, 1};
-    CK_OK(store_upsert_sweep(s, "sets", NULL, NULL, &sw, &err));
-    CK_OK(store_add_run(s, sw, &info, &run, &err));
-    CK_OK(store_claim_run(s, run, &claimed, &err));
     volatile sig_atomic_t stop = 1;
     RunEnv env = {0};
     env.store = s, env.run_id = run, env.stop = &stop;
@@ -1029,6 +1094,7 @@ Suite *train_suite(void) {
     tcase_add_test(run, test_run_keep_last);
     tcase_add_test(run, test_run_without_test_split);
     tcase_add_test(run, test_run_eval_sets_and_diagnostics);
+    tcase_add_test(run, test_run_refused_checkpoint);
     tcase_add_test(run, test_lr_ratio_key);
     tcase_add_test(run, test_run_killed);
     TCase *limits = tu_tcase(s, "limits", 0, 0);

@@ -20,6 +20,7 @@
 typedef struct {
     const char *model, *adapter, *data, *prompt, *out;
     int json, max_new, top_k, batch, seq;
+    int ids; /* generate --ids: print the token ids too */
     int force; /* merge --force: replace an existing model folder that loralab wrote */
     int bf16; /* --precision bf16: the base's linear products in bf16 (train.precision) */
     QuantFormat quant; /* --base-quant: the base held as training held it (train.base_quant) */
@@ -68,7 +69,7 @@ static int int_flag(const char *cmd, int argc, char **argv, int *i, Args *a, int
 /* Parses the flags these commands share; returns 0 or prints a message and returns 2. */
 static int parse(const char *cmd, int argc, char **argv, Args *a) {
     memset(a, 0, sizeof *a);
-    a->max_new = 200, a->top_k = 40, a->temperature = 0.8f, a->batch = 8, a->seq = 128;
+    a->max_new = 200, a->top_k = 40, a->temperature = 0.8f, a->batch = 8, a->seq = 0; /* seq 0: 128, or the context when shorter */
     const char *precision = "fp32", *base_quant = "none";
     a->double_quant = 1;
     for (int i = 1; i < argc; i++) {
@@ -77,6 +78,7 @@ static int parse(const char *cmd, int argc, char **argv, Args *a) {
         int rc = 0;
         char msg[256];
         if (strcmp(argv[i], "--json") == 0) a->json = 1;
+        else if (strcmp(argv[i], "--ids") == 0) a->ids = 1;
         else if (strcmp(argv[i], "--force") == 0) a->force = 1;
         else if (strcmp(argv[i], "--no-double-quant") == 0) a->double_quant = 0;
         else if (cli_flag(argc, argv, &i, "--base-quant", &v)) base_quant = v;
@@ -214,6 +216,15 @@ int cmd_eval(int argc, char **argv) {
             return 2;
         }
     }
+    ModelConfig mc;
+    LLError ce;
+    if (checkpoint_load_config(a.model, &mc, &ce)) return fail("eval", &ce);
+    if (a.seq == 0) a.seq = mc.max_T < 128 ? mc.max_T : 128;
+    if (a.seq > mc.max_T) { /* HF would index positions past its RoPE table: refuse, never shorten */
+        fprintf(stderr, "loralab eval: --seq %d is longer than the model's context: max_position_embeddings is %d in "
+                "%s/config.json (give --seq %d or less)\n", a.seq, mc.max_T, a.model, mc.max_T);
+        return 2;
+    }
     LoadedModel lm;
     Adapter *ad;
     int rc = open_model("eval", &a, a.batch, a.seq, n_labels, "--batch or --seq", &lm, &ad);
@@ -259,19 +270,44 @@ int cmd_generate(int argc, char **argv) {
     LLError e;
     if (checkpoint_load_config(a.model, &mc, &e)) return fail("generate", &e);
     if (mc.n_labels > 0) return bad_usage("generate", "the model is a classifier; generation needs a causal LM");
-    int T = mc.max_T < 256 ? mc.max_T : 256;
+    /* The prompt exactly as transformers' tokenizer(prompt) encodes it on this folder: a BOS only
+     * where tokenizer_config.json asks for one (tok_add_bos). */
+    Tokenizer *tok;
+    if (tok_load(a.model, &tok, &e)) return fail("generate", &e);
+    int *ids = NULL;
+    size_t cap = 0;
+    size_t n = tok_encode(tok, a.prompt, strlen(a.prompt), &ids, &cap);
+    int bos = tok_add_bos(tok), bos_id = tok_bos(tok); /* the tokenizer's BOS, as transformers' */
+    tok_free(tok);
+    size_t want = n + (size_t)bos + (size_t)a.max_new;
+    if (n + (size_t)bos == 0) {
+        ll_free(ids);
+        return bad_usage("generate", "the prompt encodes to no token (give a non-empty --prompt)");
+    }
+    if (n + (size_t)bos > (size_t)mc.max_T) {
+        fprintf(stderr, "loralab generate: the prompt is %zu tokens, longer than the model's context "
+                "(max_position_embeddings %d in %s/config.json)\n", n + (size_t)bos, mc.max_T, a.model);
+        ll_free(ids);
+        return 2;
+    }
+    /* One forward over the whole sequence per token (no KV cache: the models here are small), with
+     * positions 0.. as transformers' generate; it stops at the context length rather than slide a
+     * window whose positions would restart. */
+    int T = want < (size_t)mc.max_T ? (int)want : mc.max_T;
     LoadedModel lm;
     Adapter *ad;
     int rc = open_model("generate", &a, 1, T, 0, "the model or adapter size", &lm, &ad);
-    if (rc) return rc;
+    if (rc) {
+        ll_free(ids);
+        return rc;
+    }
     Model *m = &lm.model;
-    int *ids = NULL;
-    size_t cap = 0;
-    size_t n = tok_encode(lm.tok, a.prompt, strlen(a.prompt), &ids, &cap);
-    int *ctx = ll_malloc((size_t)n + (size_t)a.max_new + 1, sizeof(int));
-    ctx[0] = mc.bos_id;
-    memcpy(ctx + 1, ids, n * sizeof(int));
-    size_t len = n + 1;
+    int *ctx = ll_malloc(want + 1, sizeof(int));
+    size_t len = 0;
+    if (bos) ctx[len++] = bos_id;
+    memcpy(ctx + len, ids, n * sizeof(int));
+    len += n;
+    const size_t n_prompt = len;
     Batch b;
     batch_alloc(&b, 1, T);
     Rng r;
@@ -279,12 +315,15 @@ int cmd_generate(int argc, char **argv) {
     float *probs = ll_alloc_floats((size_t)mc.V);
     int *order = ll_malloc((size_t)mc.V, sizeof(int));
     fputs(a.prompt, stdout);
+    int at_context = 0;
     for (int step = 0; step < a.max_new; step++) {
-        /* The window is the last T tokens; no KV cache: the models here are small. */
-        size_t start = len > (size_t)T ? len - (size_t)T : 0;
-        int t = (int)(len - start);
+        if (len >= (size_t)mc.max_T) {
+            at_context = 1;
+            break;
+        }
+        int t = (int)len;
         b.B = 1, b.T = t;
-        memcpy(b.ids, ctx + start, sizeof(int) * (size_t)t);
+        memcpy(b.ids, ctx, sizeof(int) * (size_t)t);
         for (int i = 0; i < t; i++) b.targets[i] = -1;
         model_forward(m, &b, 0);
         const float *z = model_logits(m, 0, t - 1);
@@ -319,6 +358,16 @@ int cmd_generate(int argc, char **argv) {
         fflush(stdout);
     }
     fputc('\n', stdout);
+    if (a.ids) { /* the whole sequence, as transformers' generate returns it: prompt | continuation */
+        fputs("ids:", stdout);
+        for (size_t i = 0; i < len; i++) printf("%s %d", i == n_prompt ? " |" : "", ctx[i]);
+        if (len == n_prompt) fputs(" |", stdout);
+        fputc('\n', stdout);
+    }
+    fflush(stdout); /* the text and ids first, then the note, also where both go to one file */
+    if (at_context)
+        fprintf(stderr, "loralab generate: stopped at the model's context length (max_position_embeddings %d) after "
+                "%zu new tokens\n", mc.max_T, len - n_prompt);
     ll_free(ids), ll_free(ctx), ll_free(probs), ll_free(order);
     batch_free(&b);
     adapter_free(ad);
@@ -385,6 +434,12 @@ int cmd_merge(int argc, char **argv) {
         printf("merge: the base is held as %s%s, as in training: its linear weights are dequantized to fp32 and "
                "the adapter merged onto them\n", quant_format_name(lm.model.quant),
                lm.model.double_quant ? " (double quantization)" : "");
+    LLStatus mst = adapter_merge_check(ad, &lm.model, &e);
+    if (mst) {
+        adapter_free(ad);
+        checkpoint_close(&lm);
+        return fail("merge", &e);
+    }
     adapter_merge(ad, &lm.model);
     adapter_attach(&lm.model, NULL);
     LLStatus st = checkpoint_save(&lm.model, lm.tok, NULL, a.out, &e);

@@ -17,7 +17,7 @@ static const Command commands[] = {
     {"runs", cmd_runs, "runs [--db FILE] [--sweep NAME] [--diff] [--csv | --json] [RUN...]   runs, what differs, exports"},
     {"report", cmd_report, "report --db FILE [--sweep NAME] [--out DIR]   figures, tables, index.html"},
     {"eval", cmd_eval, "eval --model DIR [--adapter DIR] --data FILE [--batch B] [--seq T] [--precision fp32|bf16] [--base-quant none|q8_0|nf4 [--no-double-quant]] [--json]"},
-    {"generate", cmd_generate, "generate --model DIR [--adapter DIR] --prompt TEXT [--max-new N] [--temperature X] [--top-k K] [--seed S] [--precision fp32|bf16] [--base-quant none|q8_0|nf4]"},
+    {"generate", cmd_generate, "generate --model DIR [--adapter DIR] --prompt TEXT [--max-new N] [--temperature X] [--top-k K] [--seed S] [--ids] [--precision fp32|bf16] [--base-quant none|q8_0|nf4]"},
     {"tokenize", cmd_tokenize, "tokenize --model DIR                     text on stdin -> token ids on stdout"},
     {"merge", cmd_merge, "merge --model DIR --adapter DIR --out DIR [--base-quant none|q8_0|nf4] [--force]   a merged model folder (a quantized base: dequant(Q) + ΔW)"},
     {"merge-db", cmd_merge_db, "merge-db OUT.db IN.db...                 join shard databases"},

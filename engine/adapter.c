@@ -282,6 +282,10 @@ LLStatus adapter_create(const AdapterConfig *cfg, Model *m, Adapter **out, LLErr
         return ll_err(err, LL_ERR_CONFIG, "dropout %g must be in [0, 1)", cfg->dropout);
     if (!(isfinite(cfg->lr_ratio) && cfg->lr_ratio > 0.0f))
         return ll_err(err, LL_ERR_CONFIG, "lr_ratio %g must be a positive number (1: plain LoRA)", cfg->lr_ratio);
+    if (cfg->lora_bias && (cfg->method != ADAPTER_LORA || cfg->use_dora || cfg->init != ADAPTER_INIT_KAIMING))
+        return ll_err(err, LL_ERR_CONFIG,
+                      "lora_bias applies to plain LoRA with init_lora_weights true or false (PEFT's rule): not to %s",
+                      cfg->method != ADAPTER_LORA ? adapter_method_name(cfg->method) : cfg->use_dora ? "DoRA" : "this init");
     if (cfg->lr_ratio != 1.0f && !ops->ratio_from)
         return ll_err(err, LL_ERR_CONFIG, "lr_ratio %g is LoRA+, which applies to LoRA-family methods, not %s",
                       cfg->lr_ratio, adapter_method_name(cfg->method));
@@ -491,6 +495,11 @@ static void merge_sign(Adapter *a, Model *m, float sign) {
         AdapterSite *s = &a->sites[i];
         if (!s->active) continue;
         float *W = model_weight(m, s->layer, s->mod);
+        if (a->ops->site_has_bias && a->ops->site_has_bias(a)) {
+            float *b = model_bias(m, s->layer, s->mod);
+            LL_ASSERT(b); /* adapter_merge_check */
+            a->ops->merge_bias(a, s, b, sign);
+        }
         if (a->ops->merge_site) {
             a->ops->merge_site(a, s, W, sign);
             continue;
@@ -522,6 +531,19 @@ void adapter_effective_weight(const Adapter *a, Model *m, int layer, int mod, fl
     a->ops->delta(a, s, dW);
     for (size_t i = 0; i < n; i++) W[i] += dW[i];
     ll_free(dW);
+}
+
+LLStatus adapter_merge_check(const Adapter *a, const Model *m, LLError *err) {
+    if (!a->ops->site_has_bias || !a->ops->site_has_bias(a)) return LL_OK;
+    for (int i = 0; i < a->n_sites; i++) {
+        const AdapterSite *s = &a->sites[i];
+        if (s->active && !model_has_bias(&m->cfg, s->mod))
+            return ll_err(err, LL_ERR_CONFIG,
+                          "the adapter has lora_bias, and layer %d %s of the base has no bias to merge it into (%s is "
+                          "false in config.json; PEFT refuses this merge too): use the adapter unmerged", s->layer,
+                          model_module_name(s->mod), s->mod <= MOD_O ? "attention_bias" : "mlp_bias");
+    }
+    return LL_OK;
 }
 
 void adapter_merge(Adapter *a, Model *m) {
@@ -872,6 +894,7 @@ static LLStatus config_from_json(const cJSON *c, const char *path, AdapterConfig
     if (!st) st = json_int(c, "r", cfg->r, -big, rank_max, path, &cfg->r, err);
     if (!st) st = json_int(c, "use_rslora", 0, -big, big, path, &rslora, err);
     if (!st) st = json_int(c, "use_dora", 0, -big, big, path, &dora, err);
+    if (!st) st = json_int(c, "lora_bias", 0, 0, 1, path, &cfg->lora_bias, err);
     if (!st) st = json_int(c, "init_r", cfg->init_r, -big, rank_max, path, &cfg->init_r, err);
     if (!st) st = json_int(c, "target_r", cfg->target_r, -big, rank_max, path, &cfg->target_r, err);
     if (!st) st = json_int(c, "tinit", 0, -big, big, path, &cfg->tinit, err);

@@ -45,6 +45,7 @@ typedef struct {
     float dropout;    /* lora_dropout / vera_dropout */
     int use_rslora;   /* scale alpha/sqrt(r) */
     int use_dora;     /* weight-decomposed LoRA (magnitude vector) */
+    int lora_bias;    /* PEFT's lora_bias: lora_B has a bias b (out), y += s·(B·A·x + b); LoRA only, not DoRA */
     AdapterInit init; /* init_lora_weights */
     unsigned targets; /* bit (1u << MOD_*) per targeted module */
     int n_layers;     /* layers_to_transform; 0 = every layer */
@@ -152,6 +153,10 @@ typedef struct {
      * When NULL, merge adds sign·ΔW from `delta`; DoRA needs its own (the magnitude rescales
      * W + ΔW, so the merge is not additive). */
     void (*merge_site)(Adapter *a, AdapterSite *s, float *W, float sign);
+    /* Optional: merge (sign +1) or unmerge (-1) the site's own bias into the base layer's bias b (out)
+     * (LoRA's lora_bias: b += sign·s·b_B). Called only when the site has one (site_has_bias). */
+    void (*merge_bias)(Adapter *a, AdapterSite *s, float *b, float sign);
+    int (*site_has_bias)(const Adapter *a);
     void (*free_priv)(Adapter *a);
     /* Optional: the floats of method-private state that init will allocate (VeRA's projections,
      * AdaLoRA's importance averages, LoRA's transposes and DoRA's norms), computed from the
@@ -212,6 +217,10 @@ void *adapter_resume_state(Adapter *a, size_t *bytes);
  * while merged. A quantized base is first turned into fp32 dequant(Q) (model_dequantize_base):
  * the merged weights are what the adapted model computed with. */
 void adapter_merge(Adapter *a, Model *m);
+/* LL_OK when adapter_merge can fold everything of a into m: an adapter with its own biases
+ * (lora_bias) needs a bias in every base layer it adapts (attention_bias / mlp_bias), as PEFT,
+ * which refuses the merge otherwise. LL_ERR_CONFIG naming the layer. */
+LLStatus adapter_merge_check(const Adapter *a, const Model *m, LLError *err);
 void adapter_unmerge(Adapter *a, Model *m);
 
 /* The weight (out x in, model_module_dims) that linear layer (layer, mod) computes with: the base

@@ -3,6 +3,7 @@
 #include "checkpoint.h"
 
 #include "compat.h"
+#include "ops.h"
 #include "outdir.h"
 #include "safetensors.h"
 
@@ -29,15 +30,15 @@ char *checkpoint_config_json(const ModelConfig *c, const char *const *label_name
     cJSON_AddNumberToObject(o, "num_attention_heads", c->NH);
     cJSON_AddNumberToObject(o, "num_key_value_heads", c->NKV);
     cJSON_AddNumberToObject(o, "head_dim", c->HS);
-    cJSON_AddStringToObject(o, "hidden_act", "silu");
+    cJSON_AddStringToObject(o, "hidden_act", act_name((Activation)c->act));
     cJSON_AddNumberToObject(o, "max_position_embeddings", c->max_T);
     cJSON_AddNumberToObject(o, "initializer_range", c->init_range);
     cJSON_AddNumberToObject(o, "rms_norm_eps", c->eps);
     cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
     cJSON_AddItemToObject(o, "rope_scaling", cJSON_CreateNull());
-    cJSON_AddBoolToObject(o, "attention_bias", 0);
+    cJSON_AddBoolToObject(o, "attention_bias", c->attn_bias);
     cJSON_AddNumberToObject(o, "attention_dropout", 0.0);
-    cJSON_AddBoolToObject(o, "mlp_bias", 0);
+    cJSON_AddBoolToObject(o, "mlp_bias", c->mlp_bias);
     cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied);
     cJSON_AddNumberToObject(o, "pretraining_tp", 1);
     cJSON_AddNumberToObject(o, "bos_token_id", c->bos_id);
@@ -138,6 +139,12 @@ LLStatus checkpoint_load_config(const char *dir, ModelConfig *c, LLError *err) {
     } else if (rp && !cJSON_IsNull(rp) && !bad) {
         bad = "rope_parameters";
     }
+    const cJSON *ha = cJSON_GetObjectItemCaseSensitive(o, "hidden_act");
+    Activation act = ACT_SILU;
+    if (cJSON_IsString(ha)) act_from_name(ha->valuestring, &act); /* the name is one of compat's list */
+    c->act = (int)act;
+    c->attn_bias = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "attention_bias"));
+    c->mlp_bias = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "mlp_bias"));
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(o, "tie_word_embeddings");
     c->tied = cJSON_IsTrue(tie);
     c->bos_id = get_int(o, "bos_token_id", 1, &bad);

@@ -2,9 +2,14 @@
  * (Liu et al. 2024, arXiv 2402.09353) and PiSSA init (Meng et al. 2024, arXiv 2404.02948), as
  * PEFT computes them (peft-spec.md sections 1 and 4).
  *
- * Per site, trainable floats [A (r x in) | B (out x r) | m (out), DoRA only], ΔW = s·B·A with
+ * Per site, trainable floats [A (r x in) | B (out x r) | m (out), DoRA only | b (out), lora_bias
+ * only], ΔW = s·B·A with
  * s = alpha/r, or alpha/sqrt(r) under rsLoRA. LoRA+ (lr_ratio): [B | m] train at lr·lr_ratio, A at
  * lr (ratio_from; the optimizer's ranges come from adapter_lr_ranges).
+ *
+ * lora_bias (PEFT >= 0.14): lora_B is a Linear with a bias, so y += s·(u·Bᵀ + b); db += s·Σ_rows g;
+ * merge adds s·b to the base layer's bias (b_base += s·b; PEFT refuses a base without one). Zero
+ * at init. Not with DoRA (PEFT's rule).
  *
  * LoRA. Forward: y += s·(drop(x)·Aᵀ)·Bᵀ as two skinny products (register tiles, ops_tile.c); B·A is
  * only ever formed for merge.
@@ -64,7 +69,8 @@ typedef struct {
 
 static size_t lora_site_size(Adapter *a, AdapterSite *s) {
     s->scale = a->cfg.use_rslora ? s->alpha / sqrtf((float)s->r) : s->alpha / (float)s->r;
-    return (size_t)s->r * s->in + (size_t)s->out * s->r + (a->cfg.use_dora ? (size_t)s->out : 0);
+    return (size_t)s->r * s->in + (size_t)s->out * s->r + (a->cfg.use_dora ? (size_t)s->out : 0) +
+           (a->cfg.lora_bias ? (size_t)s->out : 0);
 }
 
 static size_t lora_saved_per_row(const Adapter *a, const AdapterSite *s) {
@@ -74,6 +80,10 @@ static size_t lora_saved_per_row(const Adapter *a, const AdapterSite *s) {
 static float *lora_A(const Adapter *a, const AdapterSite *s) { return a->params + s->off; }
 static float *lora_B(const Adapter *a, const AdapterSite *s) { return a->params + s->off + (size_t)s->r * s->in; }
 static float *lora_m(const Adapter *a, const AdapterSite *s) {
+    return a->params + s->off + (size_t)s->r * s->in + (size_t)s->out * s->r;
+}
+
+static float *lora_b(const Adapter *a, const AdapterSite *s) { /* lora_bias only: DoRA excludes it */
     return a->params + s->off + (size_t)s->r * s->in + (size_t)s->out * s->r;
 }
 
@@ -309,6 +319,7 @@ static LLStatus lora_init(Adapter *a, Model *m, LLError *err) {
             }
             memset(lora_B(a, s), 0, sizeof(float) * (size_t)s->out * s->r); /* B = 0: a no-op at step 0 */
         }
+        if (a->cfg.lora_bias) memset(lora_b(a, s), 0, sizeof(float) * (size_t)s->out); /* PEFT: zeros */
         /* DoRA: m = ‖W0 + s·B·A‖_row after the LoRA init (PiSSA included), computed by the very
          * function the forward uses, so that m/‖·‖ is exactly 1 at step 0. */
         if (a->cfg.use_dora) dora_row_norm(a, s, s->q0 ? NULL : s->w0, lora_m(a, s));
@@ -329,6 +340,13 @@ static void lora_forward(Adapter *a, AdapterSite *s, const float *x, float *y, i
     if (!a->cfg.use_dora) {
         gemm_transpose(p->t, lora_B(a, s), s->out, s->r, s->r);
         gemm_small(N, s->out, s->r, s->scale, u, s->r, 1, p->t, s->out, y, s->out, 1);
+        if (a->cfg.lora_bias) {
+            const float *b = lora_b(a, s), sc = s->scale;
+            const int out = s->out;
+            #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
+            for (int n = 0; n < N; n++)
+                for (int o = 0; o < out; o++) y[(size_t)n * out + o] += sc * b[o];
+        }
         return;
     }
     const int out = s->out;
@@ -402,6 +420,15 @@ static void lora_backward(Adapter *a, AdapterSite *s, const float *x, const floa
     gemm_small(out, s->r, N, s->scale, g, 1, out, u, s->r, gB, s->r, 1);
     gemm_small(N, s->r, out, s->scale, g, out, 1, lora_B(a, s), s->r, du, s->r, 0);
     gemm_small(s->r, s->in, N, 1.0f, du, 1, s->r, xd, s->in, gA, s->in, 1);
+    if (a->cfg.lora_bias) { /* db[o] += s·Σ_n g[n,o]; each thread owns its o */
+        float *gb = gB + (size_t)out * s->r;
+        #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
+        for (int o = 0; o < out; o++) {
+            double acc = 0.0;
+            for (int n = 0; n < N; n++) acc += g[(size_t)n * out + o];
+            gb[o] += (float)(s->scale * acc);
+        }
+    }
     if (!dx) return;
     float *gz = NULL; /* DoRA: (ms − 1) ⊙ dy, W0's extra path */
     if (ms) {
@@ -503,6 +530,7 @@ static void lora_export(const Adapter *a, AdapterTensorFn fn, void *ctx) {
         fn(ctx, s, "lora_A.weight", 2, sa, lora_A(a, s));
         fn(ctx, s, "lora_B.weight", 2, sb, lora_B(a, s));
         if (a->cfg.use_dora) fn(ctx, s, "lora_magnitude_vector", 1, sm, lora_m(a, s)); /* no .weight (PEFT) */
+        if (a->cfg.lora_bias) fn(ctx, s, "lora_B.bias", 1, sm, lora_b(a, s));
     }
 }
 
@@ -515,6 +543,7 @@ static LLStatus lora_import(Adapter *a, const SafeTensors *st, const char *path,
         if (!rc) rc = adapter_read_site_tensor(st, path, s, "lora_B.weight", 2, sb, lora_B(a, s), err);
         if (!rc && a->cfg.use_dora)
             rc = adapter_read_site_tensor(st, path, s, "lora_magnitude_vector", 1, sm, lora_m(a, s), err);
+        if (!rc && a->cfg.lora_bias) rc = adapter_read_site_tensor(st, path, s, "lora_B.bias", 1, sm, lora_b(a, s), err);
         if (rc) return rc;
     }
     return LL_OK;
@@ -532,7 +561,7 @@ static void lora_config_json(const Adapter *a, cJSON *c) {
     cJSON_AddNumberToObject(c, "lora_dropout", adapter_json_float(a->cfg.dropout));
     cJSON_AddBoolToObject(c, "use_rslora", a->cfg.use_rslora);
     cJSON_AddBoolToObject(c, "use_dora", a->cfg.use_dora);
-    cJSON_AddBoolToObject(c, "lora_bias", 0);
+    cJSON_AddBoolToObject(c, "lora_bias", a->cfg.lora_bias);
     if (a->cfg.init == ADAPTER_INIT_GAUSSIAN) cJSON_AddStringToObject(c, "init_lora_weights", "gaussian");
     else if (a->cfg.init == ADAPTER_INIT_PISSA) cJSON_AddStringToObject(c, "init_lora_weights", "pissa");
     else if (a->cfg.init == ADAPTER_INIT_LOFTQ) cJSON_AddStringToObject(c, "init_lora_weights", "loftq");
@@ -551,7 +580,14 @@ static void lora_config_json(const Adapter *a, cJSON *c) {
     cJSON_AddItemToObject(c, "loftq_config", lq);
 }
 
-/* LoRA+: B and DoRA's magnitude train at lr·lr_ratio (see adapter_lr_ranges); they follow A in
+static int lora_site_has_bias(const Adapter *a) { return a->cfg.lora_bias; }
+
+static void lora_merge_bias(Adapter *a, AdapterSite *s, float *b, float sign) {
+    const float *lb = lora_b(a, s);
+    for (int o = 0; o < s->out; o++) b[o] += sign * s->scale * lb[o];
+}
+
+/* LoRA+: B and DoRA's magnitude (and lora_bias's b) train at lr·lr_ratio (see adapter_lr_ranges); they follow A in
  * the site's layout [A | B | m]. */
 static size_t lora_ratio_from(const Adapter *a, const AdapterSite *s) {
     (void)a;
@@ -569,6 +605,8 @@ static const AdapterOps LORA_OPS = {
     .backward = lora_backward,
     .delta = lora_delta,
     .merge_site = lora_merge_site,
+    .merge_bias = lora_merge_bias,
+    .site_has_bias = lora_site_has_bias,
     .ratio_from = lora_ratio_from,
     .export_tensors = lora_export,
     .import_tensors = lora_import,

@@ -56,6 +56,7 @@ LLStatus model_config_validate(const ModelConfig *c, LLError *err) {
     if (c->NH % c->NKV != 0)
         return ll_err(err, LL_ERR_CONFIG,
                       "num_attention_heads (%d) must be a multiple of num_key_value_heads (%d)", c->NH, c->NKV);
+    if (c->act < 0 || c->act >= ACT_COUNT) return ll_err(err, LL_ERR_CONFIG, "hidden_act %d is not an activation", c->act);
     if (c->HS % 2 != 0) return ll_err(err, LL_ERR_CONFIG, "head_dim (%d) must be even for RoPE", c->HS);
     if (!(c->eps > 0.0f) || !(c->rope_theta > 1.0f) || !(c->init_range > 0.0f))
         return ll_err(err, LL_ERR_CONFIG, "rms_norm_eps, rope_theta and initializer_range must be positive");
@@ -66,12 +67,24 @@ LLStatus model_config_validate(const ModelConfig *c, LLError *err) {
     return LL_OK;
 }
 
+int model_has_bias(const ModelConfig *c, int mod) { return mod <= MOD_O ? c->attn_bias != 0 : c->mlp_bias != 0; }
+
+static int n_biased_mods(const ModelConfig *c) { return (c->attn_bias ? 4 : 0) + (c->mlp_bias ? 3 : 0); }
+
+/* the k-th module with a bias (k < n_biased_mods) */
+static int biased_mod(const ModelConfig *c, int k) {
+    for (int mod = 0; mod < MOD_COUNT; mod++)
+        if (model_has_bias(c, mod) && k-- == 0) return mod;
+    LL_ASSERT(0);
+    return -1;
+}
+
 static size_t layer_size(const ModelConfig *c) {
     size_t n = 2 * (size_t)c->C;
     for (int mod = 0; mod < MOD_COUNT; mod++) {
         int in, out;
         model_module_dims(c, mod, &in, &out);
-        n += (size_t)in * out;
+        n += (size_t)in * out + (model_has_bias(c, mod) ? (size_t)out : 0);
     }
     return n;
 }
@@ -188,6 +201,13 @@ LLStatus model_init_unbacked(Model *m, const ModelConfig *c, const ModelOptions 
     off += c->C;
     m->off_lm = c->tied ? m->off_embed : off;
     if (!c->tied) off += (size_t)c->V * c->C;
+    for (int l = 0; l < c->L; l++) /* the biases last, as in model_tensor */
+        for (int mod = 0; mod < MOD_COUNT; mod++) {
+            int in, out;
+            model_module_dims(c, mod, &in, &out);
+            m->lay[l].b[mod] = model_has_bias(c, mod) ? off : SIZE_MAX;
+            off += model_has_bias(c, mod) ? (size_t)out : 0;
+        }
     LL_ASSERT(off == model_param_count(c));
     m->n_params = m->n_params_held = off;
     if (o->train_base) m->grads = ll_alloc_floats(off);
@@ -242,6 +262,12 @@ void model_init_weights(Model *m, uint64_t seed) {
     }
     for (int i = 0; i < c->C; i++) m->params[m->off_lnf + i] = 1.0f;
     if (!c->tied) rng_fill_normal(&r, m->params + m->off_lm, (size_t)c->V * c->C, c->init_range);
+    for (int l = 0; l < c->L; l++) /* HF's _init_weights zeroes Linear biases */
+        for (int mod = 0; mod < MOD_COUNT; mod++) {
+            int in, out;
+            model_module_dims(c, mod, &in, &out);
+            if (model_has_bias(c, mod)) memset(m->params + m->lay[l].b[mod], 0, sizeof(float) * (size_t)out);
+        }
     model_init_head(m, seed);
     model_base_changed(m);
 }
@@ -265,13 +291,25 @@ float *model_weight_grad(Model *m, int layer, int mod) {
     return m->grads ? m->grads + m->lay[layer].w[mod] : NULL;
 }
 
+float *model_bias(Model *m, int layer, int mod) {
+    return m->lay[layer].b[mod] == SIZE_MAX ? NULL : m->params + m->lay[layer].b[mod];
+}
+
+static float *bias_grad(Model *m, int layer, int mod) {
+    return m->grads && m->lay[layer].b[mod] != SIZE_MAX ? m->grads + m->lay[layer].b[mod] : NULL;
+}
+
 int model_n_tensors(const Model *m) { return model_config_n_tensors(&m->cfg); }
 
 /* The offset field of tensor i (model_tensor order): the one table both the reader
  * (model_tensor) and the writer (model_map_params) of the layout go through. */
 static const size_t *tensor_offset(const Model *m, int i) {
-    const int per = 2 + MOD_COUNT;
+    const int per = 2 + MOD_COUNT, n_plain = 1 + m->cfg.L * per + 1 + (m->cfg.tied ? 0 : 1);
     LL_ASSERT(i >= 0 && i < model_n_tensors(m));
+    if (i >= n_plain) { /* a bias: layer by layer, the biased modules in module order */
+        int nb = n_biased_mods(&m->cfg);
+        return &m->lay[(i - n_plain) / nb].b[biased_mod(&m->cfg, (i - n_plain) % nb)];
+    }
     if (i == 0) return &m->off_embed;
     i -= 1;
     if (i < m->cfg.L * per) {
@@ -316,7 +354,9 @@ void model_map_params(Model *m, void *map, size_t map_len, float *params, const 
     model_base_changed(m);
 }
 
-int model_config_n_tensors(const ModelConfig *c) { return 1 + c->L * (2 + MOD_COUNT) + 1 + (c->tied ? 0 : 1); }
+static int n_plain_tensors(const ModelConfig *c) { return 1 + c->L * (2 + MOD_COUNT) + 1 + (c->tied ? 0 : 1); }
+
+int model_config_n_tensors(const ModelConfig *c) { return n_plain_tensors(c) + c->L * n_biased_mods(c); }
 
 void model_tensor(const Model *m, int i, ModelTensor *t) {
     model_config_tensor(&m->cfg, i, t);
@@ -328,6 +368,15 @@ void model_config_tensor(const ModelConfig *c, int i, ModelTensor *t) {
     LL_ASSERT(i >= 0 && i < model_config_n_tensors(c));
     const int per = 2 + MOD_COUNT, j = (i - 1) % per;
     t->data = NULL;
+    if (i >= n_plain_tensors(c)) {
+        int nb = n_biased_mods(c), l = (i - n_plain_tensors(c)) / nb, mod = biased_mod(c, (i - n_plain_tensors(c)) % nb);
+        int in, out;
+        model_module_dims(c, mod, &in, &out);
+        snprintf(t->name, sizeof t->name, "model.layers.%d.%s.%s.bias", l, mod <= MOD_O ? "self_attn" : "mlp",
+                 module_names[mod]);
+        t->ndim = 1, t->shape[0] = out, t->shape[1] = 1, t->numel = (size_t)out;
+        return;
+    }
     int ndim = 2, rows = c->V, cols = c->C; /* the embedding and the LM head */
     if (i == 0) {
         snprintf(t->name, sizeof t->name, "model.embed_tokens.weight");
@@ -600,6 +649,8 @@ static void linear_forward(Model *m, int l, int mod, const float *x, float *y, i
     model_module_dims(&m->cfg, mod, &in, &out);
     base_forward(m, l * MOD_COUNT + mod, model_weight(m, l, mod), x, y, N, in, out);
     if (m->adapter) adapter_forward(m->adapter, l, mod, x, y, N, train);
+    const float *bias = model_bias(m, l, mod);
+    if (bias) bias_forward(y, bias, N, out);
 }
 
 float model_forward(Model *m, const Batch *b, int train) {
@@ -631,7 +682,7 @@ float model_forward(Model *m, const Batch *b, int train) {
         rmsnorm_forward(ln2, a->rstd2 + l * sN, x2, m->params + lo->ln2, N, C, c->eps);
         linear_forward(m, l, MOD_GATE, ln2, g, N, train);
         linear_forward(m, l, MOD_UP, ln2, u, N, train);
-        swiglu_forward(s, g, u, (size_t)N * F);
+        glu_forward(s, g, u, (size_t)N * F, (Activation)c->act);
         linear_forward(m, l, MOD_DOWN, s, xo, N, train);
         residual_forward(xo, xo, x2, (size_t)N * C);
     }
@@ -667,6 +718,8 @@ static void linear_backward(Model *m, int l, int mod, const float *x, const floa
     model_module_dims(&m->cfg, mod, &in, &out);
     base_backward(m, l * MOD_COUNT + mod, model_weight(m, l, mod), model_weight_grad(m, l, mod), x, dy, dx, N,
                   in, out, acc);
+    float *db = bias_grad(m, l, mod);
+    if (db) bias_backward(db, dy, N, out);
     if (m->adapter) adapter_backward(m->adapter, l, mod, x, dy, dx, N);
 }
 
@@ -710,7 +763,7 @@ void model_backward(Model *m, const Batch *b, float dloss) {
         /* MLP: dres is d(x3); down, SwiGLU, gate/up, then RMSNorm back into dres (the residual
          * path passes dres through unchanged, so norm gradients accumulate onto it). */
         linear_backward(m, l, MOD_DOWN, s, a->dres, a->ds, N, 0);
-        swiglu_backward(a->dg, a->du, a->ds, g, u, (size_t)N * F);
+        glu_backward(a->dg, a->du, a->ds, g, u, (size_t)N * F, (Activation)c->act);
         linear_backward(m, l, MOD_GATE, ln2, a->dg, a->dln, N, 0);
         linear_backward(m, l, MOD_UP, ln2, a->du, a->dln, N, 1);
         rmsnorm_backward(a->dres, g_params ? g_params + lo->ln2 : NULL, a->dln, x2, m->params + lo->ln2,

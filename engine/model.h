@@ -7,8 +7,13 @@
  *
  * Block (HF Llama, fp32): h = E[ids]; per layer: a = RMSNorm(h); q,k,v = a·Wqᵀ, a·Wkᵀ, a·Wvᵀ;
  * RoPE on q,k (rotate-half); causal softmax attention; h += o·Woᵀ; b = RMSNorm(h);
- * h += (SiLU(b·Wgᵀ) ⊙ b·Wuᵀ)·Wdᵀ; then RMSNorm and the LM head (tied to E or not), or, with
+ * h += (act(b·Wgᵀ) ⊙ b·Wuᵀ)·Wdᵀ (act: SiLU, or GELU / ReLU as hidden_act says); then RMSNorm and the LM head (tied to E or not), or, with
  * n_labels > 0, the `score` head pooled at each row's last non-pad token.
+ *
+ * Biases (attention_bias, mlp_bias): y = x·Wᵀ + b, the bias added after the adapter's delta (so DoRA
+ * rescales x·W0ᵀ alone, as PEFT, which takes the bias out first). They are tensors of their own,
+ * listed after every other tensor (model_tensor order), zero-initialised, trained under full
+ * fine-tuning without weight decay, and never quantized.
  *
  * Memory: the base weights are one contiguous buffer (`params`, HF names via model_tensor);
  * where each tensor sits in it is recorded in the offsets (off_embed, lay[l], off_lnf, off_lm),
@@ -51,10 +56,14 @@ typedef struct {
     int tied;         /* tie_word_embeddings */
     int n_labels;     /* 0: causal LM; > 0: sequence classification with a `score` head */
     int bos_id, eos_id, pad_id;
+    int act;          /* hidden_act: an Activation (ops.h); 0 is silu */
+    int attn_bias;    /* attention_bias: q/k/v/o_proj have a .bias (out) */
+    int mlp_bias;     /* mlp_bias: gate/up/down_proj have a .bias (out) */
 } ModelConfig;
 
 typedef struct {
     size_t ln1, ln2, w[MOD_COUNT];
+    size_t b[MOD_COUNT]; /* the linear layer's bias, SIZE_MAX when it has none */
 } LayerOffsets;
 
 /* One batch. LM: targets[B*T] are the next-token ids already shifted (position t predicts
@@ -197,6 +206,8 @@ size_t model_linear_bytes(const Model *m);
 const QuantTensor *model_quant_weight(const Model *m, int layer, int mod);
 float *model_weight(Model *m, int layer, int mod);     /* W (out, in) of a linear layer; NULL once released */
 float *model_weight_grad(Model *m, int layer, int mod); /* NULL when frozen */
+int model_has_bias(const ModelConfig *c, int mod);     /* attention_bias for q..o, mlp_bias for gate..down */
+float *model_bias(Model *m, int layer, int mod);       /* b (out) of a linear layer; NULL when it has none */
 /* The tensor table in HF names (score excluded; a tied LM head is the embedding, not a tensor of
  * its own): tensor i's name, shape (a vector has ndim 1 and shape[1] = 1), element count and data
  * (NULL before the model has a weight buffer). */

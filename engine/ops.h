@@ -27,6 +27,10 @@
 /* ---- linear: y[N,out] = x[N,in] · W[out,in]ᵀ ---------------------------------------------- */
 void matmul_forward(float *y, const float *x, const float *W, int N, int in, int out);
 void matmul_forward_naive(float *y, const float *x, const float *W, int N, int in, int out);
+/* The bias of a linear layer: y[N,out] += b (every row); db[out] += Σ_rows dy (parallel over the
+ * columns, each thread owning its slice of db, rows summed in order). */
+void bias_forward(float *y, const float *b, int N, int out);
+void bias_backward(float *db, const float *dy, int N, int out);
 /* dx[N,in] (+)= dy·W  (skipped when dx is NULL); dW[out,in] += dyᵀ·x  (skipped when dW is NULL) */
 void matmul_backward(float *dx, float *dW, const float *dy, const float *x, const float *W, int N,
                      int in, int out, int acc);
@@ -121,6 +125,15 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
 /* ---- SwiGLU: out = SiLU(g) ⊙ u, SiLU(z) = z·σ(z) ----------------------------------------- */
 void swiglu_forward(float *out, const float *g, const float *u, size_t n);
 void swiglu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n);
+/* The gated MLP with the activation config.json's hidden_act names (HF's ACT2FN): out = act(g) ⊙ u.
+ * ACT_SILU is swiglu_*; ACT_GELU the exact z·Φ(z) (erf), ACT_GELU_TANH PyTorch's tanh approximation
+ * 0.5·z·(1 + tanh(√(2/π)·(z + 0.044715·z³))), ACT_RELU max(z, 0) (derivative 0 at 0, as PyTorch).
+ * The non-SiLU activations are evaluated in double per element and rounded once. */
+typedef enum { ACT_SILU, ACT_GELU, ACT_GELU_TANH, ACT_RELU, ACT_COUNT } Activation;
+const char *act_name(Activation a); /* "silu", "gelu", "gelu_pytorch_tanh", "relu" */
+int act_from_name(const char *name, Activation *out); /* 0 when unknown */
+void glu_forward(float *out, const float *g, const float *u, size_t n, Activation act);
+void glu_backward(float *dg, float *du, const float *dout, const float *g, const float *u, size_t n, Activation act);
 
 /* ---- residual: y = a + b ------------------------------------------------------------------ */
 void residual_forward(float *y, const float *a, const float *b, size_t n);

@@ -33,3 +33,18 @@ void residual_forward(float *y, const float *a, const float *b, size_t n) {
     #pragma omp parallel for schedule(static) if (n >= LL_OMP_MIN_WORK)
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
+
+void bias_forward(float *y, const float *b, int N, int out) {
+    #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++) y[(size_t)n * out + o] += b[o];
+}
+
+void bias_backward(float *db, const float *dy, int N, int out) {
+    #pragma omp parallel for schedule(static) if ((size_t)N * out >= LL_OMP_MIN_WORK)
+    for (int o = 0; o < out; o++) {
+        float s = 0.0f;
+        for (int n = 0; n < N; n++) s += dy[(size_t)n * out + o];
+        db[o] += s;
+    }
+}

@@ -378,6 +378,7 @@ struct Tokenizer {
     int *special_ids; /* matched in text, longest first */
     unsigned char special_first[256];
     int max_length;
+    int add_bos; /* tokenizer_config.json asks for a BOS before a text encoded for the model */
 };
 
 /* Builds a tokenizer from per-id bytes (arena/off/len, copied), special flags, byte ids and
@@ -490,6 +491,7 @@ int tok_eos(const Tokenizer *t) { return t->eos; }
 int tok_pad(const Tokenizer *t) { return t->pad; }
 int tok_n_merges(const Tokenizer *t) { return t->n_merges; }
 int tok_max_length(const Tokenizer *t) { return t->max_length; }
+int tok_add_bos(const Tokenizer *t) { return t->add_bos; }
 
 void tok_set_max_length(Tokenizer *t, int n) {
     LL_ASSERT(n > 0);
@@ -1598,6 +1600,13 @@ static LLStatus load_config(Tokenizer *t, const char *path, LLError *err) {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model_max_length");
     long n = json_id(m, 1L << 30);
     if (n > 0) t->max_length = (int)n;
+    /* tokenizer.json has no post-processor (check_pipeline refuses one), so only this file can
+     * ask for a BOS: add_bos_token true, or absent with a Llama tokenizer class, whose default
+     * is true (transformers' LlamaTokenizer(Fast) then installs a post-processor that adds it). */
+    const cJSON *ab = cJSON_GetObjectItemCaseSensitive(root, "add_bos_token");
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(root, "tokenizer_class");
+    if (ab && !cJSON_IsNull(ab)) t->add_bos = cJSON_IsTrue(ab);
+    else t->add_bos = cJSON_IsString(cls) && strncmp(cls->valuestring, "LlamaTokenizer", 14) == 0;
     cJSON_Delete(root);
     return LL_OK;
 }

@@ -73,6 +73,10 @@ int tok_bos(const Tokenizer *t);
 int tok_eos(const Tokenizer *t);
 int tok_pad(const Tokenizer *t);
 int tok_n_merges(const Tokenizer *t);
+/* 1 when tokenizer_config.json asks for a BOS before every encoded text (add_bos_token true, or
+ * absent with tokenizer_class LlamaTokenizer/LlamaTokenizerFast, whose default it is): what
+ * transformers' tokenizer(text) does on this folder. tok_encode itself never adds one. */
+int tok_add_bos(const Tokenizer *t);
 /* Merge of rank r (0 = first learned): left + right -> result ids. r must be < tok_n_merges. */
 void tok_merge(const Tokenizer *t, int rank, int *left, int *right, int *result);
 /* The bytes of a token (not NUL-terminated; a special's content text); NULL for a bad id. */

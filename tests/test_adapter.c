@@ -31,6 +31,11 @@
 
 enum { TB = 2, TT = 5 };
 
+/* config.json options of the tiny model (issue 15): hidden_act and both biases; a test that sets
+ * them runs in its own forked process, so they never leak into another test. */
+static Activation tiny_act = ACT_SILU;
+static int tiny_biases = 0;
+
 static ModelConfig tiny_config(void) {
     ModelConfig c;
     memset(&c, 0, sizeof c);
@@ -38,6 +43,7 @@ static ModelConfig tiny_config(void) {
     c.eps = 1e-5f, c.rope_theta = 10000.0f;
     c.init_range = 0.25f; /* larger than HF's 0.02 so that gradients are far above float noise */
     c.tied = 0, c.n_labels = 0, c.bos_id = 1, c.eos_id = 2, c.pad_id = 0;
+    c.act = (int)tiny_act, c.attn_bias = c.mlp_bias = tiny_biases;
     return c;
 }
 
@@ -48,6 +54,15 @@ static void make_model(Model *m, int train_base, int tied) {
     LLError err;
     ck_assert_msg(model_init(m, &c, &o, &err) == LL_OK, "%s", err.msg);
     model_init_weights(m, 1234);
+    if (tiny_biases) /* zero at init (HF): non-zero here, so that the forward's use of them is checked */
+        for (int l = 0; l < c.L; l++)
+            for (int mod = 0; mod < MOD_COUNT; mod++) {
+                int in, out;
+                model_module_dims(&c, mod, &in, &out);
+                Rng r;
+                rng_seed(&r, (uint64_t)(l * MOD_COUNT + mod + 1));
+                rng_fill_normal(&r, model_bias(m, l, mod), (size_t)out, 0.3f);
+            }
 }
 
 typedef struct {
@@ -252,6 +267,8 @@ static void analytic_grads(FdCtx *f) {
     model_backward(f->m, &f->tb->b, 1.0f);
 }
 
+static void check_base_grads(int tied);
+
 static void check_adapter_grads(AdapterConfig c, const char *what, int train) {
     Model m;
     make_model(&m, 0, 0);
@@ -287,6 +304,32 @@ START_TEST(test_grad_lora) {
     check_adapter_grads(c, "rslora q,v with rank_pattern", 1);
     c = lora_cfg(13, 16.0f); /* more rows than one register tile (12) in the products over r */
     check_adapter_grads(c, "lora q,v r=13", 1);
+}
+END_TEST
+
+/* Issue 15: PEFT's lora_bias (y += s·(B·A·x + b)) and a base with attention_bias, mlp_bias and
+ * each hidden_act: every gradient against finite differences (the adapter's, and under full
+ * fine-tuning the base's, biases included). */
+START_TEST(test_grad_hf_options) {
+    AdapterConfig c = lora_cfg(3, 6.0f);
+    c.targets = (1u << MOD_COUNT) - 1;
+    c.lora_bias = 1;
+    check_adapter_grads(c, "lora_bias all-linear", 1);
+    c.dropout = 0.25f;
+    check_adapter_grads(c, "lora_bias all-linear, dropout 0.25", 1);
+    tiny_biases = 1;
+    for (int act = 0; act < ACT_COUNT; act++) {
+        tiny_act = (Activation)act;
+        /* ReLU: a step of 1e-2 in a weight moves some pre-activations across the kink, where the
+         * central difference averages the two slopes (and smaller steps drown in the float loss's
+         * rounding): its gradient is checked at the op (test_ops, away from 0) and its forward by
+         * the parity fixture (test_parity's test_hf_options) */
+        if (act == ACT_RELU) continue;
+        check_base_grads(0);
+        c.dropout = 0.0f;
+        check_adapter_grads(c, act_name((Activation)act), 1);
+    }
+    tiny_biases = 0, tiny_act = ACT_SILU;
 }
 END_TEST
 
@@ -511,6 +554,66 @@ static void check_merge(AdapterConfig c) {
     adapter_free(a);
     model_free(&m);
 }
+
+static cJSON *read_json(const char *dir);
+static Adapter *roundtrip(Adapter *a, Model *m, const char *dir, Model *m2);
+
+/* lora_bias merges into the base's bias (attention_bias, mlp_bias), and is refused, naming the
+ * layer, on a base without one (as PEFT). Saved and loaded with PEFT's names (lora_B.bias). */
+START_TEST(test_lora_bias_merge_save_load) {
+    AdapterConfig c = lora_cfg(4, 8.0f);
+    c.targets = (1u << MOD_COUNT) - 1;
+    c.lora_bias = 1;
+    Model m;
+    make_model(&m, 0, 0);
+    Adapter *a = make_adapter(&c, &m);
+    LLError err;
+    ck_assert_int_eq(adapter_merge_check(a, &m, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "lora_bias") && strstr(err.msg, "attention_bias"), "%s", err.msg);
+    adapter_free(a);
+    model_free(&m);
+    tiny_biases = 1, tiny_act = ACT_GELU_TANH;
+    make_model(&m, 0, 0);
+    a = make_adapter(&c, &m);
+    CK_OK(adapter_merge_check(a, &m, &err));
+    adapter_free(a);
+    model_free(&m);
+    check_merge(c); /* merged forward = unmerged, unmerge restores W and b */
+    char dir[256];
+    tu_tmpdir_new(dir, sizeof dir);
+    Model m2;
+    make_model(&m, 0, 0);
+    a = make_adapter(&c, &m);
+    adapter_attach(&m, a);
+    randomize(a->params, a->n_params, 0.3f, 12);
+    Adapter *b = roundtrip(a, &m, dir, &m2);
+    ck_assert(b->cfg.lora_bias == 1);
+    cJSON *j = read_json(dir);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "lora_bias")));
+    cJSON_Delete(j);
+    char path[512];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    SafeTensors st;
+    CK_OK(st_load(path, &st, &err));
+    const StTensor *t = st_find(&st, "base_model.model.model.layers.1.mlp.down_proj.lora_B.bias");
+    ck_assert(t && t->ndim == 1 && t->shape[0] == 16);
+    ck_assert_int_eq(st.n, 2 * MOD_COUNT * 3);
+    st_free(&st);
+    /* lora_bias with DoRA, or on AdaLoRA, is refused (PEFT's rule) */
+    c.use_dora = 1;
+    Adapter *refused = NULL;
+    ck_assert_int_eq(adapter_create(&c, &m2, &refused, &err), LL_ERR_CONFIG);
+    ck_assert_ptr_null(refused);
+    c.use_dora = 0, c.method = ADAPTER_ADALORA;
+    ck_assert_int_eq(adapter_create(&c, &m2, &refused, &err), LL_ERR_CONFIG);
+    adapter_free(b);
+    adapter_free(a);
+    model_free(&m2);
+    model_free(&m);
+    tu_tmpdir_remove(dir);
+    tiny_biases = 0, tiny_act = ACT_SILU;
+}
+END_TEST
 
 START_TEST(test_merge_unmerge) {
     AdapterMethod ms[3] = {ADAPTER_LORA, ADAPTER_VERA, ADAPTER_ADALORA};
@@ -1946,6 +2049,7 @@ Suite *adapter_suite(void) {
     tcase_add_test(core, test_switch_adapters);
     tcase_add_test(core, test_frozen_base_unchanged);
     tcase_add_test(core, test_merge_unmerge);
+    tcase_add_test(core, test_lora_bias_merge_save_load);
     tcase_add_test(core, test_bf16_model);
     tcase_add_test(core, test_param_counts);
     tcase_add_test(core, test_report_string);
@@ -1972,6 +2076,7 @@ Suite *adapter_suite(void) {
     tcase_add_test(grad, test_grad_base_model);
     tcase_add_test(grad, test_grad_base_with_adapter);
     tcase_add_test(grad, test_grad_lora);
+    tcase_add_test(grad, test_grad_hf_options);
     tcase_add_test(grad, test_grad_vera);
     tcase_add_test(grad, test_grad_adalora);
     tcase_add_test(grad, test_grad_adalora_regulariser);

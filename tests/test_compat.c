@@ -16,6 +16,9 @@
 #include "adapter.h"
 #include "checkpoint.h"
 #include "compat.h"
+#include "ops.h"
+#include "rng.h"
+#include "tokenizer.h"
 #include "util.h"
 
 static const char *const llama_keys[] = {
@@ -196,6 +199,70 @@ START_TEST(t_adapter_config_refusals) {
 }
 END_TEST
 
+/* A model folder with attention_bias, mlp_bias and hidden_act gelu_pytorch_tanh: config.json says
+ * so, model.safetensors holds HF's .bias tensors, and the folder opens to the same logits (both the
+ * mapped and the copy path read the biases). */
+START_TEST(t_biased_model_folder) {
+    LLError err;
+    ModelConfig c = {0};
+    c.V = 300, c.C = 16, c.L = 2, c.NH = 2, c.NKV = 1, c.HS = 8, c.F = 24, c.max_T = 8;
+    c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.1f, c.tied = 0, c.bos_id = 256, c.eos_id = 257, c.pad_id = 258;
+    c.act = ACT_GELU_TANH, c.attn_bias = 1, c.mlp_bias = 1;
+    Model m;
+    ModelOptions o = {1, 8, 0, 0};
+    CK_OK(model_init(&m, &c, &o, &err));
+    model_init_weights(&m, 5);
+    Rng r;
+    rng_seed(&r, 6);
+    for (int l = 0; l < c.L; l++)
+        for (int mod = 0; mod < MOD_COUNT; mod++) {
+            int in, out;
+            model_module_dims(&c, mod, &in, &out);
+            rng_fill_normal(&r, model_bias(&m, l, mod), (size_t)out, 0.5f);
+        }
+    int ids[8] = {1, 2, 3, 4, 5, 6, 7, 8}, tg[8] = {2, 3, 4, 5, 6, 7, 8, 9};
+    Batch b = {.B = 1, .T = 8, .ids = ids, .targets = tg};
+    float want = model_forward(&m, &b, 0);
+    Tokenizer *tok = tok_new_bytes();
+    char dir[512];
+    CK_OK(checkpoint_save(&m, tok, NULL, tu_path(dir, sizeof dir, "biased"), &err));
+    tok_free(tok);
+    ModelConfig back;
+    CK_OK(checkpoint_load_config(dir, &back, &err));
+    ck_assert(back.attn_bias == 1 && back.mlp_bias == 1 && back.act == ACT_GELU_TANH);
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text = tu_slurp(path, NULL);
+    cJSON *cj = cJSON_Parse(text);
+    ck_assert_msg(cJSON_IsTrue(cJSON_GetObjectItem(cj, "attention_bias")) && cJSON_IsTrue(cJSON_GetObjectItem(cj, "mlp_bias")) &&
+                      strcmp(cJSON_GetObjectItem(cj, "hidden_act")->valuestring, "gelu_pytorch_tanh") == 0,
+                  "%s", text);
+    cJSON_Delete(cj);
+    ll_free(text);
+    LoadedModel lm;
+    CK_OK(checkpoint_open(dir, &o, 0, &lm, &err));
+    ck_assert(model_forward(&lm.model, &b, 0) == want);
+    ck_assert_ptr_nonnull(model_bias(&lm.model, 1, MOD_DOWN));
+    ck_assert(model_bias(&lm.model, 1, MOD_DOWN)[3] == model_bias(&m, 1, MOD_DOWN)[3]);
+    checkpoint_close(&lm);
+    model_free(&m);
+    /* a config that asks for biases its file lacks is refused, naming the tensor */
+    ModelConfig p = {0};
+    p.V = 300, p.C = 16, p.L = 1, p.NH = 2, p.NKV = 2, p.HS = 8, p.F = 32, p.max_T = 64;
+    p.eps = 1e-5f, p.rope_theta = 10000.0f, p.init_range = 0.02f, p.tied = 1, p.bos_id = 256, p.eos_id = 257, p.pad_id = 258;
+    CK_OK(model_init(&m, &p, &o, &err));
+    model_init_weights(&m, 5);
+    tok = tok_new_bytes();
+    CK_OK(checkpoint_save(&m, tok, NULL, tu_path(dir, sizeof dir, "plain"), &err));
+    tok_free(tok);
+    model_free(&m);
+    write_model_config(dir, "attention_bias", "true"); /* the same config as p, but with biases */
+    CK_OK(checkpoint_load_config(dir, &back, &err));
+    ck_assert_int_eq(checkpoint_check_tensors(dir, &back, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "model.layers.0.self_attn.q_proj.bias' is missing"), "%s", err.msg);
+}
+END_TEST
+
 Suite *compat_suite(void) {
     Suite *s = suite_create("compat");
     TCase *tc = tu_tcase(s, "core", 0, 0);
@@ -203,5 +270,6 @@ Suite *compat_suite(void) {
     TCase *lim = tu_tcase(s, "limits", 1, 0);
     tcase_add_test(lim, t_model_config_refusals);
     tcase_add_test(lim, t_adapter_config_refusals);
+    tcase_add_test(lim, t_biased_model_folder);
     return s;
 }

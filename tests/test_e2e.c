@@ -23,6 +23,8 @@
 #include "train_state.h"
 #include "util.h"
 
+#include <cjson/cJSON.h>
+
 static char g_bin[1024];
 
 /* Writes text to tu_dir/name; asserts it was written. */
@@ -378,6 +380,83 @@ static void check_outputs_never_destroy(const char *base, const char *adapter) {
     ck_assert_int_eq(tu_count_entries(tu_dir, "merged"), 1);
 }
 
+/* The ids generate --ids printed (prompt | continuation) into ids[], the prompt's count into *n_prompt;
+ * returns the total. */
+static int generated_ids(const char *text, int *ids, int cap, int *n_prompt) {
+    const char *p = strstr(text, "ids:");
+    ck_assert_msg(p != NULL, "generate --ids printed no ids: %s", text);
+    int n = 0;
+    *n_prompt = -1;
+    for (p += 4; *p && *p != '\n';) {
+        if (*p == ' ') {
+            p++;
+        } else if (*p == '|') {
+            *n_prompt = n, p++;
+        } else {
+            char *end;
+            long v = strtol(p, &end, 10);
+            ck_assert_msg(end != p && n < cap, "bad ids line: %s", text);
+            ids[n++] = (int)v, p = end;
+        }
+    }
+    ck_assert_msg(*n_prompt >= 0, "no '|' between prompt and continuation: %s", text);
+    return n;
+}
+
+/* A log of generated text, NUL bytes (a sampled byte token 0) shown as '?' so that it reads as one string */
+static char *slurp_log(const char *path) {
+    size_t len;
+    char *text = tu_slurp(path, &len);
+    for (size_t i = 0; i < len; i++) text[i] = text[i] ? text[i] : '?';
+    return text;
+}
+
+/* Issue 15: eval --seq beyond max_position_embeddings is refused, naming the limit; generate encodes
+ * the prompt as tokenize does (a BOS only where tokenizer_config.json asks for one), keeps absolute
+ * positions by stopping at the context length, and --ids prints the ids. The micro model's context
+ * is 64 and its tokenizer the bytes (id b is byte b, BOS 256). */
+static void check_generate_and_context(const char *base) {
+    char *too_long[] = {"eval", "--model", (char *)base, "--data", "data/valid.txt", "--seq", "65", NULL};
+    refused("max_position_embeddings is 64", too_long);
+    char log[512];
+    int ids[128], n_prompt;
+    char *g[] = {"generate", "--model", (char *)base, "--prompt", "the state", "--max-new", "3", "--temperature", "0",
+                 "--ids", NULL};
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "gen-ids.log"), g), 0);
+    char *text = slurp_log(log);
+    int n = generated_ids(text, ids, 128, &n_prompt);
+    const char *prompt = "the state";
+    ck_assert_msg(n_prompt == 9 && n <= 12, "%d prompt ids, %d in all: %s", n_prompt, n, text);
+    for (int i = 0; i < 9; i++) ck_assert_int_eq(ids[i], (unsigned char)prompt[i]); /* no BOS */
+    ll_free(text);
+    /* past the context: at most 64 ids, and a message when it stopped there */
+    char *g2[] = {"generate", "--model", (char *)base, "--prompt", "the state", "--max-new", "100", "--seed", "3",
+                  "--ids", NULL};
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "gen-long.log"), g2), 0);
+    text = slurp_log(log);
+    n = generated_ids(text, ids, 128, &n_prompt);
+    ck_assert_msg(n <= 64, "%d ids from a model of context 64", n);
+    if (n == 64) ck_assert_msg(strstr(text, "stopped at the model's context length (max_position_embeddings 64)"), "%s", text);
+    ll_free(text);
+    /* a folder whose tokenizer_config.json says add_bos_token: true gets the BOS first, as transformers' tokenizer */
+    char path[512];
+    tu_path(path, sizeof path, "merged/tokenizer_config.json");
+    char *cfg = tu_slurp(path, NULL);
+    cJSON *o = cJSON_Parse(cfg);
+    ll_free(cfg);
+    cJSON_AddTrueToObject(o, "add_bos_token");
+    cfg = cJSON_Print(o);
+    cJSON_Delete(o);
+    tu_write_text(path, cfg);
+    cJSON_free(cfg);
+    char *g3[] = {"generate", "--model", "merged", "--prompt", "the state", "--max-new", "2", "--ids", NULL};
+    ck_assert_int_eq(run_wait(tu_path(log, sizeof log, "gen-bos.log"), g3), 0);
+    text = slurp_log(log);
+    n = generated_ids(text, ids, 128, &n_prompt);
+    ck_assert_msg(n_prompt == 10 && ids[0] == 256 && ids[1] == 't', "with add_bos_token: %s", text);
+    ll_free(text);
+}
+
 START_TEST(test_commands_on_results) {
     char log[512];
     tu_path(log, sizeof log, "train.log");
@@ -417,6 +496,7 @@ START_TEST(test_commands_on_results) {
     ck_assert_msg(fabs(a - b) < 1e-4, "adapter loss %.6f, merged loss %.6f", a, b);
     ll_free(t1);
     ll_free(t2);
+    check_generate_and_context(base);
     check_outputs_never_destroy(base, adapter);
     /* bad input: exit 2 with a message naming the problem */
     char *missing[] = {"eval", "--model", "nowhere", "--data", "data/valid.txt", NULL};

@@ -31,6 +31,7 @@
 #include "checkpoint.h"
 #include "data.h"
 #include "model.h"
+#include "ops.h"
 #include "optim.h"
 #include "train.h"
 #include "util.h"
@@ -237,6 +238,82 @@ START_TEST(test_full_steps) {
 }
 END_TEST
 
+/* ---- config.json and PEFT options beyond the plain Llama (issue 15) -----------------------------
+ * attention_bias and mlp_bias (every linear layer with a .bias), hidden_act silu / gelu /
+ * gelu_pytorch_tanh / relu, and a PEFT LoRA adapter with lora_bias on q_proj, v_proj and down_proj,
+ * against tests/fixtures/hf_options_ref.py: the same model in float64 Python, written from HF's
+ * and PEFT's definitions (no loralab code), with the same splitmix64 weights. Every weight is drawn
+ * from a range with power-of-two ends, so both sides start from the same floats exactly.
+ * Regenerate with `python3 tests/fixtures/hf_options_ref.py` (only when the fixture changes). */
+static const char *const OPT_ACTS[4] = {"silu", "gelu", "gelu_pytorch_tanh", "relu"};
+static const double GOLD_OPT_BASE[4] = {4.67285764741, 4.56951689263, 4.56986875995, 4.44030619154};
+static const double GOLD_OPT_LORA[4] = {3.66949421293, 3.69359406444, 3.69370282923, 3.69387926641};
+
+static void options_model(Model *m, Activation act) {
+    ModelConfig c = {0};
+    c.V = 16, c.C = 8, c.L = 1, c.NH = 2, c.NKV = 1, c.HS = 4, c.F = 12, c.max_T = 8;
+    c.eps = 1e-5f, c.rope_theta = 10000.0f, c.init_range = 0.02f, c.tied = 1;
+    c.bos_id = 0, c.eos_id = 1, c.pad_id = 2;
+    c.act = (int)act, c.attn_bias = 1, c.mlp_bias = 1;
+    ModelOptions o = {1, 5, 1, 0};
+    LLError e;
+    ck_assert_msg(model_init(m, &c, &o, &e) == LL_OK, "%s", e.msg);
+    uint64_t s = 15;
+    for (int i = 0; i < model_n_tensors(m); i++) { /* model_tensor order: embedding, layers, norm, biases */
+        ModelTensor t;
+        model_tensor(m, i, &t);
+        int bias = strstr(t.name, ".bias") != NULL;
+        for (size_t k = 0; k < t.numel; k++)
+            t.data[k] = i == 0 ? mix_uniform(&s, -1.0f, 1.0f)
+                        : bias || t.ndim == 2 ? mix_uniform(&s, -0.5f, 0.5f)
+                                              : mix_uniform(&s, 0.75f, 1.25f);
+    }
+    model_base_changed(m);
+}
+
+static Adapter *options_lora(Model *m) {
+    AdapterConfig ac;
+    adapter_config_defaults(&ac, ADAPTER_LORA);
+    ac.r = 2, ac.alpha = 4, ac.lora_bias = 1, ac.seed = 1;
+    ac.targets = (1u << MOD_Q) | (1u << MOD_V) | (1u << MOD_DOWN);
+    Adapter *a = NULL;
+    LLError e;
+    ck_assert_msg(adapter_create(&ac, m, &a, &e) == LL_OK, "%s", e.msg);
+    uint64_t s = 16;
+    for (int i = 0; i < a->n_sites; i++) { /* per site [A | B | b] (lora.c) */
+        const AdapterSite *st = &a->sites[i];
+        for (size_t k = 0; st->active && k < st->n; k++) a->params[st->off + k] = mix_uniform(&s, -0.5f, 0.5f);
+    }
+    return a;
+}
+
+START_TEST(test_hf_options) {
+    int ids[5] = {3, 7, 1, 12, 5}, targets[5] = {7, 1, 12, 5, -100};
+    Batch b = {.B = 1, .T = 5, .ids = ids, .targets = targets};
+    for (int k = 0; k < 4; k++) {
+        Activation act;
+        ck_assert(act_from_name(OPT_ACTS[k], &act));
+        Model m;
+        options_model(&m, act);
+        double base = model_forward(&m, &b, 0);
+        Adapter *a = options_lora(&m);
+        adapter_attach(&m, a);
+        double lora = model_forward(&m, &b, 0);
+        if (getenv("LL_PARITY_PRINT")) fprintf(stderr, "%s: base %.9g lora %.9g\n", OPT_ACTS[k], base, lora);
+        check_close(OPT_ACTS[k], 0, base, GOLD_OPT_BASE[k], 1e-6, 1e-5);
+        check_close(OPT_ACTS[k], 1, lora, GOLD_OPT_LORA[k], 1e-6, 1e-5);
+        /* merged into the biased base: the same loss (lora_bias folds into the bias) */
+        LLError e;
+        ck_assert(adapter_merge_check(a, &m, &e) == LL_OK);
+        adapter_merge(a, &m);
+        double merged = model_forward(&m, &b, 0);
+        check_close(OPT_ACTS[k], 2, merged, lora, 1e-6, 1e-5);
+        adapter_free(a);
+        model_free(&m);
+    }
+}
+END_TEST
+
 START_TEST(test_thread_count) {
     /* The engine promises results independent of the thread count (STYLE.md, rule 3), as far as
      * the BLAS kernels themselves are (blas_probe.h). */
@@ -261,6 +338,7 @@ Suite *parity_suite(void) {
     tcase_add_test(tc, test_base_forward);
     tcase_add_test(tc, test_lora_steps);
     tcase_add_test(tc, test_full_steps);
+    tcase_add_test(tc, test_hf_options);
     TCase *th = tu_tcase(s, "threads", 0, 60);
     tcase_add_test(th, test_thread_count);
     return s;

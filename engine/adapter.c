@@ -196,6 +196,38 @@ static int pattern_lookup(const AdapterPattern *pats, int n, const char *path, f
     return 0;
 }
 
+/* re.fullmatch(pattern, name) with POSIX ERE: ^(pattern)$. -1 when the pattern does not compile. */
+static int regex_fullmatch(const char *pattern, const char *name) {
+    char rx[300];
+    snprintf(rx, sizeof rx, "^(%s)$", pattern);
+    regex_t re;
+    if (regcomp(&re, rx, REG_EXTENDED | REG_NOSUB) != 0) return -1;
+    int hit = regexec(&re, name, 0, NULL, 0) == 0;
+    regfree(&re);
+    return hit;
+}
+
+LLStatus adapter_check_target_regex(const char *p, LLError *err) {
+    const char *why = NULL;
+    for (const char *c = p; *c && !why; c++) {
+        if (c[0] == '(' && c[1] == '?') why = "a (?...) group";
+        else if (c[0] == '\\' && c[1] && strchr("dDwWsSbBAZ", c[1])) why = "a Python character class or anchor (\\d, \\w, \\s, \\b, \\A, \\Z; write [0-9], [A-Za-z0-9_], ...)";
+        else if (c[0] == '\\' && c[1]) c++;
+        else if (strchr("*+?}", c[0]) && c[1] == '?') why = "a lazy quantifier (*?, +? or ?\?)";
+    }
+    if (!why && strlen(p) > 200) why = "more than 200 characters";
+    if (!why && pattern_too_costly(p)) why = "too many nested or stacked repetitions";
+    if (!why && regex_fullmatch(p, "x") < 0) why = "a pattern POSIX extended regular expressions cannot compile";
+    const char *outside[] = {"lm_head", "score", "model.embed_tokens", "model.norm"};
+    for (size_t i = 0; !why && i < sizeof outside / sizeof outside[0]; i++)
+        if (regex_fullmatch(p, outside[i]) == 1) why = outside[i][0] == 'l' ? "it matches lm_head, which loralab does not adapt"
+                                                   : outside[i][0] == 's' ? "it matches score, which loralab does not adapt"
+                                                                          : "it matches a module loralab does not adapt";
+    if (why)
+        return ll_err(err, LL_ERR_FORMAT, "target_modules regular expression '%.80s' is refused: %s", p, why);
+    return LL_OK;
+}
+
 static int layer_selected(const AdapterConfig *c, int layer) {
     if (c->n_layers == 0) return 1;
     for (int i = 0; i < c->n_layers; i++)
@@ -222,6 +254,7 @@ static int site_resolve(Adapter *a, AdapterSite *s, int l, int mod) {
     if (!(cfg->targets & (1u << mod)) || !layer_selected(cfg, l)) return 0;
     char path[128];
     adapter_site_path(s, path, sizeof path);
+    if (cfg->target_regex[0] && regex_fullmatch(cfg->target_regex, path) != 1) return 0;
     float v;
     s->r = cfg->r;
     s->alpha = cfg->alpha;
@@ -777,10 +810,14 @@ static LLStatus adapter_write(const Adapter *a, const Model *m, const char *dir,
     cJSON_AddBoolToObject(c, "inference_mode", 1);
     cJSON_AddStringToObject(c, "bias", "none");
     cJSON_AddBoolToObject(c, "fan_in_fan_out", 0);
-    cJSON *targets = cJSON_CreateArray();
-    for (int mod = 0; mod < MOD_COUNT; mod++)
-        if (a->cfg.targets & (1u << mod)) cJSON_AddItemToArray(targets, cJSON_CreateString(model_module_name(mod)));
-    cJSON_AddItemToObject(c, "target_modules", targets);
+    if (a->cfg.target_regex[0]) {
+        cJSON_AddStringToObject(c, "target_modules", a->cfg.target_regex);
+    } else {
+        cJSON *targets = cJSON_CreateArray();
+        for (int mod = 0; mod < MOD_COUNT; mod++)
+            if (a->cfg.targets & (1u << mod)) cJSON_AddItemToArray(targets, cJSON_CreateString(model_module_name(mod)));
+        cJSON_AddItemToObject(c, "target_modules", targets);
+    }
     if (a->cfg.n_layers > 0) {
         cJSON *ls = cJSON_CreateArray();
         for (int i = 0; i < a->cfg.n_layers; i++) cJSON_AddItemToArray(ls, cJSON_CreateNumber(a->cfg.layers[i]));
@@ -939,8 +976,18 @@ static LLStatus config_from_json(const cJSON *c, const char *path, AdapterConfig
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(c, "target_modules");
     if (st) {
         /* reported below */
-    } else if (cJSON_IsString(tm)) {
-        st = adapter_parse_targets(tm->valuestring, &cfg->targets, err);
+    } else if (cJSON_IsString(tm) && strcasecmp(tm->valuestring, "all-linear") == 0) {
+        cfg->targets = (1u << MOD_COUNT) - 1;
+    } else if (cJSON_IsString(tm)) { /* PEFT: re.fullmatch(target_modules, module name) */
+        st = adapter_check_target_regex(tm->valuestring, err);
+        const cJSON *lt = cJSON_GetObjectItemCaseSensitive(c, "layers_to_transform");
+        if (!st && lt && !cJSON_IsNull(lt))
+            st = ll_err(err, LL_ERR_FORMAT, "layers_to_transform cannot be used with a regular-expression target_modules "
+                        "(PEFT refuses it too)");
+        if (!st) {
+            snprintf(cfg->target_regex, sizeof cfg->target_regex, "%s", tm->valuestring);
+            cfg->targets = (1u << MOD_COUNT) - 1; /* the pattern decides, site by site */
+        }
     } else if (cJSON_IsArray(tm)) {
         cfg->targets = 0;
         for (const cJSON *t = tm->child; t && !st; t = t->next) {

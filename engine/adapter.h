@@ -48,6 +48,11 @@ typedef struct {
     int lora_bias;    /* PEFT's lora_bias: lora_B has a bias b (out), y += s·(B·A·x + b); LoRA only, not DoRA */
     AdapterInit init; /* init_lora_weights */
     unsigned targets; /* bit (1u << MOD_*) per targeted module */
+    /* target_modules given as one string (PEFT: a regular expression matched with re.fullmatch
+     * against the module's full name, "model.layers.3.self_attn.q_proj"): the pattern, "" when
+     * target_modules is a list. A site is then adapted when its module is in targets AND its name
+     * matches. POSIX ERE (regex.h) anchored as ^(pattern)$; Python-only syntax is refused. */
+    char target_regex[256];
     int n_layers;     /* layers_to_transform; 0 = every layer */
     int layers[ADAPTER_MAX_LAYERS];
     int n_rank_pattern, n_alpha_pattern;
@@ -77,6 +82,11 @@ int adapter_method_from_name(const char *name, AdapterMethod *out);
 /* Parses "q_proj,v_proj", "all-linear", "q,v" style lists into a target mask; an unknown name
  * fails and lists the names that exist. */
 LLStatus adapter_parse_targets(const char *list, unsigned *mask, LLError *err);
+/* Checks a regex-string target_modules (see AdapterConfig.target_regex): Python-only syntax ((?...),
+ * \d \w \s \b and their capitals, \A \Z, lazy quantifiers) and patterns regcomp cannot take or that
+ * would cost too much are refused, and so is a pattern that matches a module loralab cannot adapt
+ * (lm_head, score, model.embed_tokens). The message names the pattern and what is wrong. */
+LLStatus adapter_check_target_regex(const char *pattern, LLError *err);
 void adapter_targets_string(unsigned mask, char *out, size_t cap);
 
 typedef struct AdapterSite {

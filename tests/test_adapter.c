@@ -615,6 +615,74 @@ START_TEST(test_lora_bias_merge_save_load) {
 }
 END_TEST
 
+/* target_modules as a regular expression (PEFT: re.fullmatch against the module's full name):
+ * the sites it selects, the same adapter as the list form when it names the same modules, written
+ * back as the string, its gradients, and Python-only syntax or modules loralab cannot adapt refused
+ * by name. */
+START_TEST(test_target_regex) {
+    LLError err;
+    AdapterConfig c;
+    const char *json = "{\"peft_type\": \"LORA\", \"r\": 2, \"target_modules\": \"model\\\\.layers\\\\.1\\\\..*(q|down)_proj\"}";
+    CK_OK(adapter_config_parse(json, strlen(json), "x/adapter_config.json", &c, &err));
+    ck_assert_str_eq(c.target_regex, "model\\.layers\\.1\\..*(q|down)_proj");
+    Model m;
+    make_model(&m, 0, 0);
+    Adapter *a = make_adapter(&c, &m);
+    for (int i = 0; i < a->n_sites; i++)
+        ck_assert_msg(a->sites[i].active == (i == MOD_COUNT + MOD_Q || i == MOD_COUNT + MOD_DOWN), "site %d", i);
+    char dir[256];
+    tu_tmpdir_new(dir, sizeof dir);
+    CK_OK(adapter_save(a, &m, dir, NULL, &err));
+    cJSON *j = read_json(dir);
+    ck_assert_str_eq(cJSON_GetObjectItem(j, "target_modules")->valuestring, c.target_regex);
+    cJSON_Delete(j);
+    Adapter *b = NULL;
+    CK_OK(adapter_load(dir, &m, &b, &err));
+    ck_assert_uint_eq(b->n_params, a->n_params);
+    adapter_free(b);
+    adapter_free(a);
+    tu_tmpdir_remove(dir);
+    /* the same sites as the list form: the same parameters, bitwise the same logits */
+    const char *rx = "{\"peft_type\": \"LORA\", \"r\": 2, \"target_modules\": \".*\\\\.(q_proj|v_proj)\"}";
+    const char *ls = "{\"peft_type\": \"LORA\", \"r\": 2, \"target_modules\": [\"q_proj\", \"v_proj\"]}";
+    AdapterConfig cr, cl;
+    CK_OK(adapter_config_parse(rx, strlen(rx), "rx", &cr, &err));
+    CK_OK(adapter_config_parse(ls, strlen(ls), "ls", &cl, &err));
+    Adapter *ar = make_adapter(&cr, &m), *al = make_adapter(&cl, &m);
+    ck_assert_uint_eq(ar->n_params, al->n_params);
+    ck_assert(memcmp(ar->params, al->params, sizeof(float) * ar->n_params) == 0);
+    adapter_free(ar);
+    adapter_free(al);
+    model_free(&m);
+    check_adapter_grads(cr, "regex target_modules", 1);
+    const char *bad[][2] = {
+        {"model\\\\.layers\\\\.\\\\d+\\\\.self_attn\\\\.q_proj", "Python character class"},
+        {"(?:.*q_proj)", "(?...) group"},
+        {".*q_proj.*?", "lazy quantifier"},
+        {".*", "lm_head"},
+        {".*(proj|score)", "score"},
+        {"q_proj(", "cannot compile"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "{\"peft_type\": \"LORA\", \"target_modules\": \"%s\"}", bad[i][0]);
+        ck_assert_int_eq(adapter_config_parse(text, strlen(text), "x/adapter_config.json", &c, &err), LL_ERR_FORMAT);
+        ck_assert_msg(strstr(err.msg, "x/adapter_config.json") && strstr(err.msg, "target_modules") && strstr(err.msg, bad[i][1]),
+                      "%s: %s", bad[i][0], err.msg);
+    }
+    const char *with_layers = "{\"peft_type\": \"LORA\", \"target_modules\": \".*q_proj\", \"layers_to_transform\": [0]}";
+    ck_assert_int_eq(adapter_config_parse(with_layers, strlen(with_layers), "x", &c, &err), LL_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, "layers_to_transform"), "%s", err.msg);
+    /* a pattern that selects no layer of this model */
+    const char *none = "{\"peft_type\": \"LORA\", \"target_modules\": \"model\\\\.layers\\\\.7\\\\..*\"}";
+    CK_OK(adapter_config_parse(none, strlen(none), "x", &c, &err));
+    make_model(&m, 0, 0);
+    Adapter *z = NULL;
+    ck_assert_int_eq(adapter_create(&c, &m, &z, &err), LL_ERR_CONFIG);
+    model_free(&m);
+}
+END_TEST
+
 START_TEST(test_merge_unmerge) {
     AdapterMethod ms[3] = {ADAPTER_LORA, ADAPTER_VERA, ADAPTER_ADALORA};
     for (int i = 0; i < 3; i++) {
@@ -1970,7 +2038,7 @@ START_TEST(test_limits_load) {
     adapter_free(a);
     tu_write_text(cfg, "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\", \"k_proj\"]}");
     expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "k_proj.lora_A.weight' is missing");
-    tu_write_text(cfg, "{\"peft_type\": \"LORA\", \"r\": 5, \"target_modules\": \"q_proj,v_proj\"}");
+    tu_write_text(cfg, "{\"peft_type\": \"LORA\", \"r\": 5, \"target_modules\": \".*\\\\.(q_proj|v_proj)\"}");
     expect_adapter_error(NULL, dir, LL_ERR_FORMAT, "q_proj.lora_A.weight");
     /* AdaLoRA: a rank_pattern naming a module that is not adapted, or of the wrong length */
     AdapterConfig d = adalora_cfg();
@@ -2050,6 +2118,7 @@ Suite *adapter_suite(void) {
     tcase_add_test(core, test_frozen_base_unchanged);
     tcase_add_test(core, test_merge_unmerge);
     tcase_add_test(core, test_lora_bias_merge_save_load);
+    tcase_add_test(core, test_target_regex);
     tcase_add_test(core, test_bf16_model);
     tcase_add_test(core, test_param_counts);
     tcase_add_test(core, test_report_string);

@@ -98,7 +98,7 @@ LLStatus train_state_save(const char *path, const char *tag, int step, int steps
                           int n, LLError *err) {
     LL_ASSERT(n >= 0 && n <= TRAIN_STATE_MAX_SECTIONS && strlen(tag) < TRAIN_STATE_TAG);
     char tmp[4096];
-    int len = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int len = snprintf(tmp, sizeof tmp, "%s.tmp", path);
     if (len < 0 || (size_t)len >= sizeof tmp) return ll_err(err, LL_ERR_IO, "checkpoint path too long: '%s'", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return ll_err(err, LL_ERR_IO, "cannot create the checkpoint '%s': %s", tmp, strerror(errno));
@@ -275,4 +275,11 @@ out:
     ll_free(buf);
     close(fd);
     return st;
+}
+
+void train_state_remove(const char *path) {
+    char tmp[4096];
+    int len = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (len > 0 && (size_t)len < sizeof tmp) unlink(tmp);
+    unlink(path);
 }

@@ -23,8 +23,11 @@
  * name and byte count, or not at all.
  *
  * Invariants:
- * - Atomic: written to PATH.tmp.PID, fsynced, renamed over PATH, and the folder fsynced; a kill at
- *   any moment leaves the previous checkpoint (or none) at PATH, never a partial one.
+ * - Atomic: written to PATH.tmp, fsynced, renamed over PATH, and the folder fsynced; a kill at any
+ *   moment leaves the previous checkpoint (or none) at PATH, never a partial one. One process
+ *   writes a run's checkpoint (the one that claimed the run), so the temporary name is fixed: a
+ *   stale one left by a kill is overwritten by the next write, and removed with the checkpoint
+ *   (train_state_remove).
  * - All or nothing: train_state_load first checks the header (magic, version, byte order, tag,
  *   total steps, step in [1, steps)), that the section table names exactly the caller's sections
  *   with their byte counts, that the file's size is what the table says, and the checksum over the
@@ -70,6 +73,9 @@ LLStatus train_state_save(const char *path, const char *tag, int step, int steps
  * error): the buffers are then partly overwritten and must not be trained on. */
 LLStatus train_state_load(const char *path, const char *tag, int steps, const TrainStateSection *secs, int n,
                           int *step, LLError *err);
+
+/* Removes the checkpoint at path and a temporary file a killed write left beside it. */
+void train_state_remove(const char *path);
 
 /* The header alone (tag, step, steps), for deciding before a run starts whether it will resume.
  * LL_ERR_IO when absent or unreadable, LL_ERR_FORMAT when it is not a checkpoint of this version. */

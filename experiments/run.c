@@ -582,7 +582,7 @@ LLStatus run_execute(const RunConfig *rc, const RunEnv *env, RunOutcome *out, LL
     record(env, out, st ? err->msg : NULL);
     /* A run that ended for good needs its checkpoint no more; an interrupted or failed one resumes
      * from it when it runs again. */
-    if (!st || st == LL_ERR_DIVERGED) unlink(ck_path);
+    if (!st || st == LL_ERR_DIVERGED) train_state_remove(ck_path);
     adapter_free(a);
     data_free(&train);
     data_free(&valid);

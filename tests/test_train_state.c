@@ -360,7 +360,13 @@ START_TEST(test_load_untouched) {
     ck_assert_int_eq(step, 3);
     ck_assert(memcmp(a, a2, sizeof a) == 0 && memcmp(b, b2, sizeof b) == 0);
     ck_assert_int_eq(train_state_load("/nonexistent/x.ckpt", "tag", 10, in, 2, &step, &err), LL_ERR_IO);
-    ck_assert_int_eq(tu_count_entries(tu_dir, ".tmp."), 0); /* no temporary file left behind */
+    ck_assert_int_eq(tu_count_entries(tu_dir, ".tmp"), 0); /* no temporary file left behind */
+    /* a stale temporary file (a write killed half-way) goes with the checkpoint */
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    tu_write_text(tmp, "half a checkpoint");
+    train_state_remove(path);
+    ck_assert_int_eq(tu_count_entries(tu_dir, "s.ckpt"), 0);
 }
 END_TEST
 

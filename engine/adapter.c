@@ -1051,6 +1051,33 @@ LLStatus adapter_saved_labels(const char *dir, int *n_labels, LLError *err) {
     return st;
 }
 
+/* Every tensor of an adapter file is used: one of an adapted module (lora_B.bias only with
+ * lora_bias), the shared VeRA projections, or the score head. A tensor of a module the config does
+ * not adapt, or a lora_B bias the config does not declare, would be dropped silently (PEFT warns
+ * and drops it): refused by name. */
+static LLStatus check_all_used(const Adapter *a, const SafeTensors *sf, const char *path, LLError *err) {
+    for (int i = 0; i < sf->n; i++) {
+        const char *n = sf->tensors[i].name, *s = n;
+        if (strncmp(s, PEFT_PREFIX, strlen(PEFT_PREFIX)) == 0) s += strlen(PEFT_PREFIX);
+        if (strcmp(s, "score.weight") == 0 || strncmp(n, "base_model.vera_", 16) == 0) continue;
+        int layer = -1, used = 0;
+        char part[16], mod[16];
+        if (sscanf(s, "model.layers.%d.%15[a-z_].%15[a-z_]", &layer, part, mod) == 3 && layer >= 0 && layer < a->mc.L &&
+            model_module_from_name(mod) >= 0)
+            used = a->sites[layer * MOD_COUNT + model_module_from_name(mod)].active;
+        if (!used)
+            return ll_err(err, LL_ERR_FORMAT,
+                          "%s: tensor '%s' belongs to no module adapter_config.json adapts (target_modules, "
+                          "layers_to_transform): it would be ignored", path, n);
+        size_t len = strlen(n);
+        if (!a->cfg.lora_bias && len > 12 && strcmp(n + len - 12, ".lora_B.bias") == 0)
+            return ll_err(err, LL_ERR_FORMAT,
+                          "%s: tensor '%s' is a bias of lora_B, but adapter_config.json says lora_bias is false: the "
+                          "bias would be dropped", path, n);
+    }
+    return LL_OK;
+}
+
 LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err) {
     *out = NULL;
     char path[4096];
@@ -1077,6 +1104,7 @@ LLStatus adapter_load(const char *dir, Model *m, Adapter **out, LLError *err) {
     st = st_load(path, &sf, err);
     if (!st) {
         st = a->ops->import_tensors(a, &sf, path, err);
+        if (!st) st = check_all_used(a, &sf, path, err);
         if (!st && m->head) {
             int64_t shape[2] = {m->cfg.n_labels, m->cfg.C};
             const char *hn = PEFT_PREFIX "score.weight";

@@ -599,6 +599,21 @@ START_TEST(test_lora_bias_merge_save_load) {
     ck_assert(t && t->ndim == 1 && t->shape[0] == 16);
     ck_assert_int_eq(st.n, 2 * MOD_COUNT * 3);
     st_free(&st);
+    /* a tensor the config would not use is refused, not dropped: lora_B.bias without lora_bias, a
+     * module outside target_modules */
+    char cfgp[512];
+    snprintf(cfgp, sizeof cfgp, "%s/adapter_config.json", dir);
+    const char *unused[][2] = {
+        {"{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": \"all-linear\"}", "lora_bias is false"},
+        {"{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"lora_bias\": true, \"target_modules\": [\"q_proj\"]}",
+         "belongs to no module"},
+    };
+    for (int i = 0; i < 2; i++) {
+        tu_write_text(cfgp, unused[i][0]);
+        Adapter *u = NULL;
+        ck_assert_int_eq(adapter_load(dir, &m2, &u, &err), LL_ERR_FORMAT);
+        ck_assert_msg(strstr(err.msg, unused[i][1]) && strstr(err.msg, "adapter_model.safetensors"), "%s", err.msg);
+    }
     /* lora_bias with DoRA, or on AdaLoRA, is refused (PEFT's rule) */
     c.use_dora = 1;
     Adapter *refused = NULL;

@@ -156,7 +156,7 @@ static void maybe_dump_fixture(Model *m, Adapter *a, const Batch *b) {
 /* |got - want| <= atol + rtol·|want| */
 static void check_close(const char *what, int i, double got, double want, double atol, double rtol) {
     ck_assert_msg(fabs(got - want) <= atol + rtol * fabs(want),
-                  "%s[%d]: loralab %.9g, PyTorch %.9g (difference %.3g, allowed %.3g)", what, i, got, want,
+                  "%s[%d]: loralab %.9g, reference %.9g (difference %.3g, allowed %.3g)", what, i, got, want,
                   fabs(got - want), atol + rtol * fabs(want));
 }
 

@@ -54,6 +54,17 @@ $(FLAGS_STAMP): FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(CC) $(CFLAGS) $(LDLIBS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDLIBS)' > $@
 
+# The git commit the binary is built from (engine/buildinfo.h): rewritten only when HEAD or the
+# tree's cleanliness changes, so an unchanged checkout rebuilds nothing.
+GITREV := $(BUILD)/gitrev.h
+$(GITREV): FORCE
+	@mkdir -p $(BUILD)
+	@rev=$$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown); \
+	 line="#define LORALAB_GIT \"$$rev\""; \
+	 echo "$$line" | cmp -s - $@ || echo "$$line" > $@
+$(BUILD)/engine/buildinfo.o: $(GITREV)
+$(BUILD)/engine/buildinfo.o: CFLAGS += -I$(BUILD)
+
 $(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@

@@ -137,7 +137,8 @@ int cmd_sweep(int argc, char **argv) {
         usage(stderr);
         goto done;
     }
-    if (config_load(file, sets, n_sets, &doc, &err) || sweep_expand(doc, &plan, &err)) {
+    if (config_load(file, sets, n_sets, &doc, &err) || sweep_expand(doc, &plan, &err) ||
+        sweep_check_data(doc, &plan, &err)) {
         fprintf(stderr, "loralab sweep: %s\n", err.msg);
         goto done;
     }

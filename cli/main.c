@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "buildinfo.h"
 #include "commands.h"
 
 typedef struct {
@@ -25,7 +26,7 @@ static const Command commands[] = {
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: loralab COMMAND [ARGS]\n\ncommands:\n");
+    fprintf(f, "usage: loralab COMMAND [ARGS]   (loralab --version: the build, BLAS kernels and CPU)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) fprintf(f, "  loralab %s\n", commands[i].usage);
     fprintf(f, "\nexit status: 0 success, 1 a run failed, 2 bad usage or bad input\n");
 }
@@ -37,6 +38,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        build_info_print(stdout);
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

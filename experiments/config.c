@@ -151,6 +151,9 @@ static LLStatus node_value(const Src *src, yaml_node_t *n, const KeySpec *ks, Co
     memset(out, 0, sizeof *out);
     if (is_null(n)) return ll_err(err, LL_ERR_CONFIG, "%s: %s: no value given", loc, ks->key);
     if (n->type == YAML_SCALAR_NODE) {
+        if (strcmp(ks->key, "sweep.seeds") == 0) /* "seeds: 2" reads as two seeds to some, seed 2 to others */
+            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.seeds: expected a list, got '%s': write [%s] for that one "
+                          "seed, or [0, 1, ...] for several", loc, scalar(n), scalar(n));
         scalar_value(n, out);
         if ((ks->type == CFG_STRING || ks->type == CFG_STR_LIST) && out->type != CFG_STRING) {
             /* a plain 2024 or true under a string key is its text */

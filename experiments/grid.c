@@ -11,9 +11,11 @@
 #include "grid.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- expressions ----------------------------------------------------------------------------- */
 
@@ -199,7 +201,10 @@ static const ConfigValue *point_value(const ConfigDoc *d, const ConfigAssign *a,
     return doc_value(d, key);
 }
 
-static int excluded(const ConfigDoc *d, const ConfigAssign *a, int n) {
+/* 1 when some sweep.exclude entry matches the point; every entry that matches counts a hit in
+ * hits[e] (not only the first), so an entry never hit is one that matches nothing. */
+static int excluded(const ConfigDoc *d, const ConfigAssign *a, int n, int *hits) {
+    int out = 0;
     for (int e = 0; e < d->sweep.n_exclude; e++) {
         const SweepExclude *ex = &d->sweep.exclude[e];
         int all = 1;
@@ -214,9 +219,9 @@ static int excluded(const ConfigDoc *d, const ConfigAssign *a, int n) {
                 any = strcmp(ex->match[j].key, key) == 0 && config_value_equal(key, v, &ex->match[j].value);
             all = any;
         }
-        if (all) return 1;
+        if (all) hits[e]++, out = 1;
     }
-    return 0;
+    return out;
 }
 
 static void describe_point(const ConfigAssign *a, int n, char *out, size_t cap) {
@@ -281,6 +286,16 @@ static int methods_narrowed(const ConfigDoc *d) {
     for (int i = 0; i < d->n_entries; i++)
         for (size_t k = 0; k < sizeof VARIANT_KEYS / sizeof VARIANT_KEYS[0]; k++)
             if (d->entries[i].from_set && strcmp(d->entries[i].key, VARIANT_KEYS[k]) == 0) return 1;
+    return 0;
+}
+
+/* 1 when --set fixed a key the exclude entry names (or a key deciding the method): the entry may
+ * then rightly match nothing. */
+static int exclude_narrowed(const ConfigDoc *d, const SweepExclude *ex) {
+    if (methods_narrowed(d)) return 1;
+    for (int i = 0; i < d->n_entries; i++)
+        for (int k = 0; d->entries[i].from_set && k < ex->n; k++)
+            if (strcmp(d->entries[i].key, ex->match[k].key) == 0) return 1;
     return 0;
 }
 
@@ -486,6 +501,7 @@ LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err) {
     while (set.cap < 2 * (size_t)total + 16) set.cap *= 2;
     set.slot = ll_calloc(set.cap, sizeof(uint64_t));
     long raw = 0;
+    int *ex_hits = ll_calloc((size_t)sw->n_exclude + 1, sizeof(int));
     /* Loops, outermost first: seed, grid axes, the method's own axes, random samples. */
     for (long b = 0; b < nb && !st; b++) {
         const SweepMethod *pm = pm_of[b] >= 0 ? &sw->per_method[pm_of[b]] : NULL;
@@ -509,7 +525,7 @@ LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err) {
                     push_assign(&a, &na, pm->space[k].key, &pm_samples[pm_of[b]][(size_t)j * pm->n_space + k]);
                 st = eval_axes(doc, a, na, err);
                 if (!st) st = add_derived(doc, &a, &na, err);
-                if (!st && excluded(doc, a, na)) {
+                if (!st && excluded(doc, a, na, ex_hits)) {
                     plan->n_excluded++;
                     config_assign_free(a, na);
                     continue;
@@ -548,6 +564,17 @@ LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err) {
             }
     }
     plan->n_raw = (int)raw;
+    /* An entry that matched no point is a typo or a stale line (it would silently leave runs in);
+     * random search draws its values, so there a miss can be chance and is not refused. */
+    for (int e = 0; !st && !sw->random_n && e < sw->n_exclude; e++)
+        if (!ex_hits[e] && !exclude_narrowed(doc, &sw->exclude[e])) {
+            char what[512];
+            describe_point(sw->exclude[e].match, sw->exclude[e].n, what, sizeof what);
+            st = ll_err(err, LL_ERR_CONFIG,
+                        "%s:%d: sweep.exclude: the entry {%s} matches no point of the sweep (a typo in a key's "
+                        "value? every run it was meant to drop would run)", doc->path, sw->exclude[e].line, what);
+        }
+    ll_free(ex_hits);
     for (int i = 0; i < n_rand * ns; i++) config_value_free(&samples[i]);
     ll_free(samples);
     for (int m = 0; m < sw->n_per_method; m++) {
@@ -558,5 +585,52 @@ LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err) {
     ll_free(pm_of);
     ll_free(set.slot);
     if (st) sweep_plan_free(plan);
+    return st;
+}
+
+/* ---- inputs that must exist before anything runs ------------------------------------------- */
+
+/* Splits a folder of `what` must hold: a missing one names the folder, the file and the key. */
+static LLStatus check_split(const char *doc_path, const char *what, const char *dir, const char *split,
+                            const char *ext, LLError *err) {
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return ll_err(err, LL_ERR_CONFIG, "%s: %s '%s': %s (the project's corpora are fetched by "
+                      "scripts/fetch-data.sh, or `make data`)", doc_path, what, dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return ll_err(err, LL_ERR_CONFIG, "%s: %s '%s' is not a folder (a corpus folder holds train, valid and "
+                      "test splits)", doc_path, what, dir);
+    char path[2100];
+    snprintf(path, sizeof path, "%s/%s.%s", dir, split, ext);
+    int found = stat(path, &sb) == 0;
+    if (!found || !S_ISREG(sb.st_mode))
+        return ll_err(err, LL_ERR_CONFIG, "%s: %s '%s' has no %s split: %s %s", doc_path, what, dir, split, path,
+                      found ? "is not a regular file" : "is missing");
+    return LL_OK;
+}
+
+LLStatus sweep_check_data(const ConfigDoc *doc, const SweepPlan *plan, LLError *err) {
+    LLStatus st = LL_OK;
+    for (int i = 0; i < plan->n && !st; i++) {
+        const RunConfig *rc = &plan->points[i].rc;
+        /* a point's folders are usually its predecessor's: look once */
+        const RunConfig *prev = i ? &plan->points[i - 1].rc : NULL;
+        char cfg[1100];
+        snprintf(cfg, sizeof cfg, "%s/config.json", rc->base_path);
+        if (rc->pretrain && !ll_file_exists(cfg) && !(prev && strcmp(prev->base_data, rc->base_data) == 0 && prev->pretrain)) {
+            st = check_split(doc->path, "base.data", rc->base_data, "train", "txt", err);
+            if (!st) st = check_split(doc->path, "base.data", rc->base_data, "valid", "txt", err);
+        }
+        const char *ext = rc->task_cls ? "jsonl" : "txt";
+        if (!st && !(prev && strcmp(prev->task_data, rc->task_data) == 0)) {
+            st = check_split(doc->path, "task.data", rc->task_data, "train", ext, err);
+            if (!st) st = check_split(doc->path, "task.data", rc->task_data, "valid", ext, err);
+        }
+        for (int k = 0; !st && k < rc->n_eval_sets; k++) {
+            char what[300];
+            snprintf(what, sizeof what, "task.eval_sets.%s", rc->eval_set_names[k]);
+            st = check_split(doc->path, what, rc->eval_set_paths[k], "valid", ext, err);
+        }
+    }
     return st;
 }

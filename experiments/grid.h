@@ -59,6 +59,12 @@ typedef struct {
 LLStatus sweep_expand(const ConfigDoc *doc, SweepPlan *plan, LLError *err);
 void sweep_plan_free(SweepPlan *plan);
 
+/* Before anything runs (the dry run included): every point's corpus folders exist and hold the
+ * splits a run reads (task.data: train and valid; each task.eval_sets folder: valid; base.data:
+ * train and valid, unless the base is already cached). A missing one is LL_ERR_CONFIG naming the
+ * file, the key and the folder: a typo would otherwise fail every run of the sweep one by one. */
+LLStatus sweep_check_data(const ConfigDoc *doc, const SweepPlan *plan, LLError *err);
+
 /* Evaluates a derived expression for a point (overrides = the point's assignments so far). */
 LLStatus sweep_eval_expr(const char *expr, const ConfigDoc *doc, const ConfigAssign *a, int n, double *out,
                          LLError *err);

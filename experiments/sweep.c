@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "buildinfo.h"
 
 /* ---- shards ---------------------------------------------------------------------------------- */
 
@@ -146,21 +147,43 @@ void sweep_options_defaults(SweepOptions *o) {
     o->progress = -1;
 }
 
-void sweep_pick_parallelism(int n_runs, int *jobs, int *threads) {
+const char *sweep_pick_parallelism(int n_runs, int *jobs, int *threads) {
+    static char why[200];
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1) cores = 1;
     if (n_runs < 1) n_runs = 1;
-    if (*jobs <= 0 && *threads <= 0) {
+    int given_j = *jobs > 0, given_t = *threads > 0;
+    if (!given_j && !given_t) {
         *jobs = (int)(cores < n_runs ? cores : n_runs);
         *threads = (int)(cores / *jobs);
-    } else if (*jobs <= 0) {
+    } else if (!given_j) {
         *jobs = (int)(cores / *threads);
         if (*jobs < 1) *jobs = 1;
         if (*jobs > n_runs) *jobs = n_runs;
-    } else if (*threads <= 0) {
+    } else if (!given_t) {
         *threads = (int)(cores / *jobs);
     }
     if (*threads < 1) *threads = 1;
+    if (!given_j && !given_t && *jobs < cores)
+        snprintf(why, sizeof why, "default: %d run%s to do on %ld cores, the cores shared out", n_runs,
+                 n_runs == 1 ? "" : "s", cores);
+    else if (!given_j && !given_t)
+        snprintf(why, sizeof why, "default: one single-threaded job per core (%ld cores), the fastest split for "
+                 "small models", cores);
+    else if (!given_t && *jobs == 1)
+        snprintf(why, sizeof why, "--jobs 1: the one job gets all %ld cores (--threads to change)", cores);
+    else if (!given_t)
+        snprintf(why, sizeof why, "--jobs %d: the %ld cores shared out (--threads to change)", *jobs, cores);
+    else if (!given_j)
+        snprintf(why, sizeof why, "--threads %d: as many jobs as %ld cores hold", *threads, cores);
+    else
+        snprintf(why, sizeof why, "as given");
+    if ((long)*jobs * *threads > cores) {
+        size_t len = strlen(why);
+        snprintf(why + len, sizeof why - len, "; %d threads on %ld cores: oversubscribed, runs will be slower",
+                 *jobs * *threads, cores);
+    }
+    return why;
 }
 
 typedef struct {
@@ -597,14 +620,15 @@ LLStatus sweep_run(const ConfigDoc *doc, const SweepPlan *plan, const SweepOptio
     r.total = n_sel;
     r.finished = sum->skipped;
     r.jobs = o->jobs, r.threads = o->threads;
-    sweep_pick_parallelism(n_todo, &r.jobs, &r.threads);
+    const char *split = sweep_pick_parallelism(n_todo, &r.jobs, &r.threads);
     if (st) goto out;
     char shard[64] = "";
     if (o->shard_n > 0) snprintf(shard, sizeof shard, " (shard %d/%d of %d)", o->shard_i, o->shard_n, plan->n);
-    logf_line(&r, "sweep %s: %d run%s%s, %d done before%s, %d to run on %d job%s x %d thread%s; database %s", r.name,
-              n_sel, n_sel == 1 ? "" : "s", shard, sum->skipped - prior_diverged,
+    logf_line(&r, "sweep %s: %d run%s%s, %d done before%s, %d to run on %d job%s x %d thread%s (%s); database %s",
+              r.name, n_sel, n_sel == 1 ? "" : "s", shard, sum->skipped - prior_diverged,
               prior_diverged ? " (+ diverged ones, not retried)" : "", n_todo, r.jobs, r.jobs == 1 ? "" : "s",
-              r.threads, r.threads == 1 ? "" : "s", r.db);
+              r.threads, r.threads == 1 ? "" : "s", split, r.db);
+    logf_line(&r, "sweep %s: build: %s", r.name, build_info());
     if (doc->sweep.early_stop.type != ES_NONE) {
         const EarlyStopSpec *es = &doc->sweep.early_stop;
         logf_line(&r, "sweep %s: early stopping: %s on %s from step %d (reduction factor %d, grace %d runs), within "

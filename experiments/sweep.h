@@ -72,8 +72,10 @@ typedef struct {
 } SweepSummary;
 
 /* jobs x threads for a given number of runs: both 0 -> jobs = min(cores, runs), threads =
- * cores / jobs (tiny models run best one thread a process); one given -> the other from cores. */
-void sweep_pick_parallelism(int n_runs, int *jobs, int *threads);
+ * cores / jobs (tiny models run best one thread a process); one given -> the other from cores
+ * (--jobs 1 alone: the one job gets every core). Returns why, in words, for the sweep's first
+ * line (a static buffer), with a warning when jobs x threads oversubscribes the cores. */
+const char *sweep_pick_parallelism(int n_runs, int *jobs, int *threads);
 
 /* Runs the plan (see the header comment). Returns LL_OK when the sweep went through (individual
  * runs may have failed: see sum->exit_code), LL_ERR_INTERRUPTED on a signal, or the error that

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buildinfo.h"
 #include "core.h"
 #include "experiments/config.h"
 #include "experiments/store.h"
@@ -235,6 +236,92 @@ START_TEST(t_exclude) {
     ck_assert_int_eq(p.n, 1);
     sweep_plan_free(&p);
     config_doc_free(d);
+}
+END_TEST
+
+/* An exclude entry that drops nothing is refused (a typo would leave the runs it meant to drop), by
+ * file and line, unless --set fixed a key it names; `seeds: 2` is refused for a list. */
+START_TEST(t_exclude_and_seeds_typos) {
+    LLError err;
+    SweepPlan p;
+    const char *text = BASE "sweep:\n  grid:\n    adapter.r: [4, 8]\n  exclude:\n    - {adapter.r: 8}\n"
+                            "    - {adapter.r: 6}\n";
+    ConfigDoc *d = load(text, NULL, 0);
+    ck_assert_int_eq(sweep_expand(d, &p, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "s.yaml:8: sweep.exclude: the entry {adapter.r=6} matches no point"), "%s", err.msg);
+    config_doc_free(d);
+    /* the same entries with r fixed on the command line: not refused */
+    const char *sets[] = {"adapter.r=4"};
+    d = load(text, sets, 1);
+    expand(d, &p);
+    ck_assert_int_eq(p.n, 1);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+    /* an entry whose points an earlier entry already drops still counts as matching */
+    d = load(BASE "sweep:\n  grid:\n    adapter.r: [4, 8]\n    train.lr: [0.001, 0.002]\n  exclude:\n"
+                  "    - {adapter.r: 8}\n    - {adapter.r: 8, train.lr: 0.001}\n", NULL, 0);
+    expand(d, &p);
+    ck_assert_int_eq(p.n, 2);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+    d = NULL;
+    ck_assert_int_eq(config_load_text("s.yaml", BASE "sweep:\n  grid: {adapter.r: [4]}\n  seeds: 2\n", NULL, 0, &d, &err),
+                     LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "s.yaml:5: sweep.seeds: expected a list, got '2': write [2]"), "%s", err.msg);
+    config_doc_free(d);
+}
+END_TEST
+
+/* sweep_check_data: a corpus folder that is missing, not a folder, or lacks a split is refused
+ * before anything runs, naming the key and the folder; a complete one passes. */
+START_TEST(t_check_data) {
+    char dir[] = "/tmp/loralab-data-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char text[4096], path[600];
+    LLError err;
+    SweepPlan p;
+    snprintf(text, sizeof text,
+             "base: {path: models/base}\ntask: {data: %s/none}\nsweep:\n  grid: {adapter.r: [4, 8]}\n", dir);
+    ConfigDoc *d = load(text, NULL, 0);
+    expand(d, &p);
+    ck_assert_int_eq(sweep_check_data(d, &p, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "s.yaml: task.data '") && strstr(err.msg, "/none': No such file"), "%s", err.msg);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+    snprintf(path, sizeof path, "%s/c", dir);
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/c/train.txt", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("some text\n", f);
+    fclose(f);
+    snprintf(text, sizeof text, "base: {path: models/base}\ntask: {data: %s/c}\n", dir);
+    d = load(text, NULL, 0);
+    expand(d, &p);
+    ck_assert_int_eq(sweep_check_data(d, &p, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "has no valid split") && strstr(err.msg, "/c/valid.txt is missing"), "%s", err.msg);
+    snprintf(path, sizeof path, "%s/c/valid.txt", dir);
+    ck_assert_int_eq(mkdir(path, 0755), 0); /* a folder where the split's file belongs */
+    ck_assert_int_eq(sweep_check_data(d, &p, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "/c/valid.txt is not a regular file"), "%s", err.msg);
+    ck_assert_int_eq(rmdir(path), 0);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    ck_assert_int_eq(sweep_check_data(d, &p, &err), LL_OK);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+    /* an eval set, named by its key */
+    snprintf(text, sizeof text, "base: {path: models/base}\ntask: {data: %s/c, eval_sets: {other: %s/c/train.txt}}\n",
+             dir, dir);
+    d = load(text, NULL, 0);
+    expand(d, &p);
+    ck_assert_int_eq(sweep_check_data(d, &p, &err), LL_ERR_CONFIG);
+    ck_assert_msg(strstr(err.msg, "task.eval_sets.other '") && strstr(err.msg, "is not a folder"), "%s", err.msg);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+    snprintf(path, sizeof path, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(path), 0);
 }
 END_TEST
 
@@ -976,6 +1063,22 @@ START_TEST(t_parallelism) {
     j = 0, t = 2;
     sweep_pick_parallelism(100, &j, &t);
     ck_assert_int_eq(j, cores / 2 > 0 ? cores / 2 : 1);
+    /* the reasons the sweep prints */
+    j = 1, t = 0;
+    const char *why = sweep_pick_parallelism(100, &j, &t);
+    ck_assert_int_eq(t, cores);
+    ck_assert_msg(strstr(why, "--jobs 1: the one job gets all") != NULL, "%s", why);
+    j = 0, t = 0;
+    why = sweep_pick_parallelism(100, &j, &t);
+    ck_assert_msg(strstr(why, "default: one single-threaded job per core") != NULL, "%s", why);
+    j = (int)cores, t = 2;
+    why = sweep_pick_parallelism(100, &j, &t);
+    ck_assert_msg(strstr(why, "oversubscribed") != NULL, "%s", why);
+    /* the build line the sweep prints and --version spells out */
+    const char *b = build_info();
+    ck_assert_msg(strncmp(b, "loralab " LORALAB_VERSION " (git ", 16) == 0 && strstr(b, "; bf16 ") && strstr(b, "kernels "),
+                  "%s", b);
+    ck_assert_str_ne(build_git_commit(), "");
 }
 END_TEST
 
@@ -988,6 +1091,8 @@ Suite *sweep_suite(void) {
     tcase_add_test(core, t_derived);
     tcase_add_test(core, t_grid_expressions);
     tcase_add_test(core, t_exclude);
+    tcase_add_test(core, t_exclude_and_seeds_typos);
+    tcase_add_test(core, t_check_data);
     tcase_add_test(core, t_random_search);
     tcase_add_test(core, t_set_collapses_axis);
     tcase_add_test(core, t_per_method_grid);

@@ -176,6 +176,9 @@ $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
+$(FUZZ_BUILD)/engine/buildinfo.o: $(GITREV)
+$(FUZZ_BUILD)/engine/buildinfo.o: FUZZ_CFLAGS += -I$(BUILD)
+
 $(FUZZ_BUILD)/libloralab_fuzz.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

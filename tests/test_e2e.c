@@ -820,6 +820,25 @@ START_TEST(test_merge_classifier) {
 }
 END_TEST
 
+/* Every subcommand answers --help with exit 0 and its usage (issue 14 item 10). */
+START_TEST(test_every_command_help) {
+    const char *cmds[] = {"pretrain", "train", "sweep", "runs", "report", "eval", "generate", "tokenize",
+                          "merge", "merge-db", "analyze"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char log[512], text[8192] = "";
+        tu_path(log, sizeof log, "help.log");
+        char *argv[] = {(char *)cmds[i], "--help", NULL};
+        ck_assert_msg(run_wait(log, argv) == 0, "loralab %s --help did not exit 0", cmds[i]);
+        FILE *f = fopen(log, "r");
+        ck_assert_ptr_nonnull(f);
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        text[n] = '\0';
+        fclose(f);
+        ck_assert_msg(strstr(text, "usage") != NULL, "loralab %s --help printed:\n%s", cmds[i], text);
+    }
+}
+END_TEST
+
 Suite *e2e_suite(void) {
     Suite *s = suite_create("e2e");
     TCase *tc = tu_tcase(s, "processes", 0, 300);
@@ -827,6 +846,7 @@ Suite *e2e_suite(void) {
     tcase_add_test(tc, test_sweep_killed_and_resumed);
     tcase_add_test(tc, test_sweep_sigterm_resumes);
     tcase_add_test(tc, test_commands_on_results);
+    tcase_add_test(tc, test_every_command_help);
     tcase_add_test(tc, test_shards_merged_equal_unsharded);
     tcase_add_test(tc, test_merge_classifier);
     tcase_add_test(tc, test_early_stop_online_equals_replay);

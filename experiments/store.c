@@ -14,6 +14,7 @@
  */
 #define _XOPEN_SOURCE 700
 #include "store.h"
+#include "buildinfo.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -168,6 +169,10 @@ static const char SCHEMA_V4[] =
     "  PRIMARY KEY (run_id, layer, module, name)"
     ") STRICT, WITHOUT ROWID;";
 
+/* Version 5: the build that ran a run (engine/buildinfo.h: version, git commit, compiler, BLAS and
+ * its kernels, bf16 kernel, CPU), written when the run is claimed; NULL for older runs. */
+static const char SCHEMA_V5[] = "ALTER TABLE runs ADD COLUMN build TEXT;";
+
 static LLStatus rewrite_status_check(Store *s, LLError *err);
 static LLStatus rewrite_split_check(Store *s, LLError *err);
 
@@ -186,6 +191,7 @@ static const Migration MIGRATIONS[STORE_SCHEMA_VERSION] = {
     {SCHEMA_V2, NULL},
     {SCHEMA_V3, rewrite_status_check},
     {SCHEMA_V4, rewrite_split_check},
+    {SCHEMA_V5, NULL},
 };
 
 /* ---- prepared statements ------------------------------------------------------------------- */
@@ -219,7 +225,7 @@ typedef enum {
     "config_json, method, r, alpha, targets, lr, seed, status, attempt, created, started, ended, " \
     "host, pid, trainable_params, total_params, peak_mem_bytes, tokens_per_s, wall_s, "           \
     "train_loss, eval_loss, eval_ppl, accuracy, macro_f1, error, adapter_dir, best_step, "       \
-    "best_metric, best_metric_name, kept_step, test_loss, test_accuracy, test_macro_f1, test_note, bracket, eval_ctx"
+    "best_metric, best_metric_name, kept_step, test_loss, test_accuracy, test_macro_f1, test_note, bracket, eval_ctx, build"
 
 static const char *const STMT_SQL[ST_COUNT] = {
     [ST_SWEEP_UPSERT] =
@@ -242,7 +248,7 @@ static const char *const STMT_SQL[ST_COUNT] = {
         " eval_loss = NULL, eval_ppl = NULL, accuracy = NULL, macro_f1 = NULL, error = NULL,"
         " adapter_dir = NULL, best_step = NULL, best_metric = NULL, best_metric_name = NULL,"
         " kept_step = NULL, test_loss = NULL, test_accuracy = NULL, test_macro_f1 = NULL,"
-        " test_note = NULL WHERE id = ?1",
+        " test_note = NULL, build = ?5 WHERE id = ?1",
     [ST_RUN_FINISH] =
         "UPDATE main.runs SET status = ?2, ended = ?3, tokens_per_s = ?4, wall_s = ?5,"
         " trainable_params = ?6, total_params = ?7, peak_mem_bytes = ?8, train_loss = ?9,"
@@ -852,6 +858,7 @@ static LLStatus claim_body(Store *s, void *vctx, LLError *err) {
     sqlite3_bind_text(q, 2, s->host, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(q, 3, (int64_t)getpid());
     sqlite3_bind_double(q, 4, unix_now());
+    sqlite3_bind_text(q, 5, build_info(), -1, SQLITE_STATIC);
     rc = step_once(q);
     if (rc != SQLITE_OK) return db_fail(s, rc, "claiming a run", err);
     /* No rows of an interrupted attempt survive, but the metrics up to the checkpoint a resuming

@@ -117,7 +117,7 @@
 #include "core.h"
 #include "early_stop.h"
 
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 #define STORE_DEFAULT_PATH "results/loralab.db"
 #define STORE_DEFAULT_BUSY_MS 15000
 #define STORE_METRIC_BATCH 64 /* buffered metric rows written per transaction */

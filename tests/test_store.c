@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "buildinfo.h"
 #include "core.h"
 #include "experiments/store.h"
 #include "util.h"
@@ -198,6 +199,17 @@ START_TEST(t_state_machine) {
     ck_assert_str_eq(r->adapter_dir, "results/sm/a/adapter");
     store_free_runs(rows, n);
     ck_assert_int_eq(count_metrics(s, run, "train", "loss"), 1);
+    { /* the claim recorded the build that ran it (schema 5) */
+        sqlite3 *db;
+        sqlite3_stmt *q;
+        ck_assert_int_eq(sqlite3_open(p, &db), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT build FROM runs WHERE id = ?1", -1, &q, NULL), SQLITE_OK);
+        sqlite3_bind_int64(q, 1, run);
+        ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+        ck_assert_str_eq((const char *)sqlite3_column_text(q, 0), build_info());
+        sqlite3_finalize(q);
+        sqlite3_close(db);
+    }
     ArtifactRow *arts = NULL;
     CK_OK(store_list_artifacts(s, run, &arts, &n, &err));
     ck_assert_int_eq(n, 1);
@@ -858,9 +870,9 @@ START_TEST(t_migrate_v1) {
     Store *s = NULL;
     /* read-only: refused with the way out */
     ck_assert_int_eq(store_open(p, 1, &s, &err), LL_ERR_FORMAT);
-    ck_assert_msg(strstr(err.msg, "schema version 1 and needs migrating to 4"), "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, "schema version 1 and needs migrating to 5"), "%s", err.msg);
     s = tu_store_open(p, 0);
-    ck_assert_int_eq(store_schema_version(s), 4);
+    ck_assert_int_eq(store_schema_version(s), 5);
     RunRow *rows;
     int n;
     CK_OK(store_list_runs(s, "old", &rows, &n, &err));

@@ -117,8 +117,7 @@ int cmd_train(int argc, char **argv) {
     ConfigDoc *doc;
     RunConfig rc;
     if (load("train", &a, &doc, &rc)) return 2;
-    const SweepSpec *sw = &doc->sweep;
-    if (sw->n_axes || sw->n_seeds || sw->n_space || sw->n_per_method || sw->n_exclude || sw->random_n)
+    if (config_has_sweep(doc))
         fprintf(stderr, "loralab train: %s has a sweep section; train runs the file's own values and ignores it "
                 "(loralab sweep %s runs the grid)\n", a.config, a.config);
     signal(SIGINT, on_signal);

@@ -151,9 +151,9 @@ static LLStatus node_value(const Src *src, yaml_node_t *n, const KeySpec *ks, Co
     memset(out, 0, sizeof *out);
     if (is_null(n)) return ll_err(err, LL_ERR_CONFIG, "%s: %s: no value given", loc, ks->key);
     if (n->type == YAML_SCALAR_NODE) {
-        if (strcmp(ks->key, "sweep.seeds") == 0) /* "seeds: 2" reads as two seeds to some, seed 2 to others */
-            return ll_err(err, LL_ERR_CONFIG, "%s: sweep.seeds: expected a list, got '%s': write [%s] for that one "
-                          "seed, or [0, 1, ...] for several", loc, scalar(n), scalar(n));
+        if (ks->flags & B_LIST_ONLY)
+            return ll_err(err, LL_ERR_CONFIG, "%s: %s: expected a list, got '%s': write [%s] for that one value, or "
+                          "[a, b, ...] for several", loc, ks->key, scalar(n), scalar(n));
         scalar_value(n, out);
         if ((ks->type == CFG_STRING || ks->type == CFG_STR_LIST) && out->type != CFG_STRING) {
             /* a plain 2024 or true under a string key is its text */
@@ -1022,6 +1022,12 @@ static LLStatus apply_set(ConfigDoc *d, const char *set, LLError *err) {
         sw->seeds = NULL, sw->n_seeds = 0;
     }
     return LL_OK;
+}
+
+int config_has_sweep(const ConfigDoc *d) {
+    const SweepSpec *sw = &d->sweep;
+    return sw->n_axes || sw->n_seeds || sw->n_space || sw->random_n || sw->n_derived || sw->n_exclude ||
+           sw->n_per_method || sw->early_stop.type != ES_NONE;
 }
 
 void config_doc_free(ConfigDoc *d) {

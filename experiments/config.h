@@ -184,6 +184,10 @@ typedef struct RunConfig {
 /* Reads, parses and validates path (flat values, sweep section) and applies the --set overrides
  * ("key=value" strings). Every error is LL_ERR_CONFIG (LL_ERR_IO for an unreadable file) with a
  * message naming file:line and key. */
+/* 1 when the file has a sweep section (grid, seeds, random search, derived keys, exclusions,
+ * per-method axes or early stopping), which only `loralab sweep` acts on. */
+int config_has_sweep(const struct ConfigDoc *doc);
+
 LLStatus config_load(const char *path, const char *const *sets, int n_sets, struct ConfigDoc **doc,
                      LLError *err);
 /* The same from text already in memory; `path` is only used in messages and for the default name. */

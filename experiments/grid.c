@@ -612,20 +612,16 @@ static LLStatus check_split(const char *doc_path, const char *what, const char *
 LLStatus sweep_check_data(const ConfigDoc *doc, const SweepPlan *plan, LLError *err) {
     LLStatus st = LL_OK;
     for (int i = 0; i < plan->n && !st; i++) {
-        const RunConfig *rc = &plan->points[i].rc;
-        /* a point's folders are usually its predecessor's: look once */
-        const RunConfig *prev = i ? &plan->points[i - 1].rc : NULL;
+        const RunConfig *rc = &plan->points[i].rc; /* a few stat calls a point: no need to skip repeats */
         char cfg[1100];
         snprintf(cfg, sizeof cfg, "%s/config.json", rc->base_path);
-        if (rc->pretrain && !ll_file_exists(cfg) && !(prev && strcmp(prev->base_data, rc->base_data) == 0 && prev->pretrain)) {
+        if (rc->pretrain && !ll_file_exists(cfg)) {
             st = check_split(doc->path, "base.data", rc->base_data, "train", "txt", err);
             if (!st) st = check_split(doc->path, "base.data", rc->base_data, "valid", "txt", err);
         }
         const char *ext = rc->task_cls ? "jsonl" : "txt";
-        if (!st && !(prev && strcmp(prev->task_data, rc->task_data) == 0)) {
-            st = check_split(doc->path, "task.data", rc->task_data, "train", ext, err);
-            if (!st) st = check_split(doc->path, "task.data", rc->task_data, "valid", ext, err);
-        }
+        if (!st) st = check_split(doc->path, "task.data", rc->task_data, "train", ext, err);
+        if (!st) st = check_split(doc->path, "task.data", rc->task_data, "valid", ext, err);
         for (int k = 0; !st && k < rc->n_eval_sets; k++) {
             char what[300];
             snprintf(what, sizeof what, "task.eval_sets.%s", rc->eval_set_names[k]);

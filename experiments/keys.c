@@ -120,7 +120,7 @@ static const KeySpec KEYS[] = {
     ADAPT(d_initial, CFG_FLOAT, FK_F32, LOHI, -1e6, 1e6, "VeRA initial lambda_d"),
     ADAPT(seed, CFG_INT, FK_U64, LOHI, 0, MAX_SEED,
           "adapter init, dropout and classification-head seed (default: train.seed)"),
-    SPECIAL("sweep.seeds", CFG_INT_LIST, LOHI | B_NOT_RUN, 0, MAX_SEED, NULL, NULL,
+    SPECIAL("sweep.seeds", CFG_INT_LIST, LOHI | B_NOT_RUN | B_LIST_ONLY, 0, MAX_SEED, NULL, NULL,
             "a train.seed axis (the slowest one)"),
     SPECIAL("sweep.random.n", CFG_INT, LOHI | B_NOT_RUN, 1, 1e6, NULL, NULL, "random-search points"),
     SPECIAL("sweep.random.seed", CFG_INT, LOHI | B_NOT_RUN, 0, MAX_SEED, NULL, "0", "random-search seed"),

@@ -59,7 +59,8 @@ enum {
     B_LO_OPEN = 4,   /* value > lo */
     B_HI_OPEN = 8,   /* value < hi */
     B_INTEGRAL = 16, /* map values must be whole numbers */
-    B_NOT_RUN = 32   /* not part of a run (labels, sweep section): never swept, never hashed */
+    B_NOT_RUN = 32,  /* not part of a run (labels, sweep section): never swept, never hashed */
+    B_LIST_ONLY = 64 /* a list key that refuses one scalar (`seeds: 2` reads as two seeds or as seed 2) */
 };
 
 typedef struct {

@@ -283,6 +283,7 @@ START_TEST(t_check_data) {
     snprintf(text, sizeof text,
              "base: {path: models/base}\ntask: {data: %s/none}\nsweep:\n  grid: {adapter.r: [4, 8]}\n", dir);
     ConfigDoc *d = load(text, NULL, 0);
+    ck_assert_int_eq(config_has_sweep(d), 1); /* what `loralab train` says it ignores */
     expand(d, &p);
     ck_assert_int_eq(sweep_check_data(d, &p, &err), LL_ERR_CONFIG);
     ck_assert_msg(strstr(err.msg, "s.yaml: task.data '") && strstr(err.msg, "/none': No such file"), "%s", err.msg);
@@ -297,6 +298,7 @@ START_TEST(t_check_data) {
     fclose(f);
     snprintf(text, sizeof text, "base: {path: models/base}\ntask: {data: %s/c}\n", dir);
     d = load(text, NULL, 0);
+    ck_assert_int_eq(config_has_sweep(d), 0);
     expand(d, &p);
     ck_assert_int_eq(sweep_check_data(d, &p, &err), LL_ERR_CONFIG);
     ck_assert_msg(strstr(err.msg, "has no valid split") && strstr(err.msg, "/c/valid.txt is missing"), "%s", err.msg);

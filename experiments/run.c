@@ -98,19 +98,24 @@ static double es_value(const char *name, const EvalResult *e) {
                                                                                       : e->loss;
 }
 
-static int on_evaluated(void *user, int step, const EvalResult *e) {
-    HookCtx *h = user;
-    EsState *es = h->es;
-    if (!es || !h->env->store || h->store_rc) return 0;
-    double v = es_value(es->name, e);
+/* Appends one evaluation to the run's own curve; prev_step becomes its step. */
+static void es_push(EsState *es, int step, double v) {
     if (es->n == es->cap) {
         es->cap = es->cap ? 2 * es->cap : 32;
         es->steps = ll_realloc(es->steps, (size_t)es->cap, sizeof *es->steps);
         es->values = ll_realloc(es->values, (size_t)es->cap, sizeof *es->values);
     }
     es->steps[es->n] = step, es->values[es->n] = v, es->n++;
-    int rung = -1, prev = es->prev_step;
     es->prev_step = step;
+}
+
+static int on_evaluated(void *user, int step, const EvalResult *e) {
+    HookCtx *h = user;
+    EsState *es = h->es;
+    if (!es || !h->env->store || h->store_rc) return 0;
+    double v = es_value(es->name, e);
+    int rung = -1, prev = es->prev_step;
+    es_push(es, step, v);
     if (es->p.type == ES_ASHA && (rung = es_asha_rung_at(&es->p, prev, step)) < 0) return 0;
     if (es->p.type == ES_MEDIAN && step < es->p.min_steps) return 0;
     EsCurve own = {es->steps, es->values, es->n};
@@ -158,13 +163,7 @@ static void on_resumed(void *user, int step) {
     h->store_rc = store_get_metrics(s, h->env->run_id, "eval", es->name, &steps, &values, &n, &h->store_err);
     for (int i = 0; i < n && !h->store_rc; i++) {
         if (steps[i] <= 0 || steps[i] > step) continue; /* the evaluated hook never sees step 0 */
-        if (es->n == es->cap) {
-            es->cap = es->cap ? 2 * es->cap : 32;
-            es->steps = ll_realloc(es->steps, (size_t)es->cap, sizeof *es->steps);
-            es->values = ll_realloc(es->values, (size_t)es->cap, sizeof *es->values);
-        }
-        es->steps[es->n] = steps[i], es->values[es->n] = values[i], es->n++;
-        es->prev_step = steps[i];
+        es_push(es, steps[i], values[i]);
     }
     free(steps);
     free(values);

@@ -155,6 +155,7 @@ int cmd_sweep(int argc, char **argv) {
         char out[256];
         snprintf(out, sizeof out, "%s.sbatch", plan.n ? plan.points[0].rc.name : "sweep");
         so.threads = o.threads > 0 ? o.threads : 1;
+        slurm_options_from_doc(doc, &so);
         if (slurm_emit(&plan, file, sets, n_sets, &so, out, &err)) {
             fprintf(stderr, "loralab sweep: %s\n", err.msg);
             goto done;
@@ -183,6 +184,7 @@ int cmd_sweep(int argc, char **argv) {
     if (st) fprintf(stderr, "loralab sweep: %s\n", err.msg);
     code = st == LL_ERR_INTERRUPTED ? 130 : st ? 1 : sum.exit_code;
 done:
+    slurm_options_free(&so);
     sweep_plan_free(&plan);
     config_doc_free(doc);
     free(sets);

@@ -1024,6 +1024,12 @@ static LLStatus apply_set(ConfigDoc *d, const char *set, LLError *err) {
     return LL_OK;
 }
 
+const ConfigValue *config_doc_value(const ConfigDoc *d, const char *key) {
+    for (int i = 0; i < d->n_entries; i++)
+        if (strcmp(d->entries[i].key, key) == 0) return &d->entries[i].value;
+    return NULL;
+}
+
 int config_has_sweep(const ConfigDoc *d) {
     const SweepSpec *sw = &d->sweep;
     return sw->n_axes || sw->n_seeds || sw->n_space || sw->random_n || sw->n_derived || sw->n_exclude ||

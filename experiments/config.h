@@ -184,6 +184,9 @@ typedef struct RunConfig {
 /* Reads, parses and validates path (flat values, sweep section) and applies the --set overrides
  * ("key=value" strings). Every error is LL_ERR_CONFIG (LL_ERR_IO for an unreadable file) with a
  * message naming file:line and key. */
+/* The value the file (or --set) gives key, NULL when it gives none (defaults are not filled in). */
+const ConfigValue *config_doc_value(const struct ConfigDoc *doc, const char *key);
+
 /* 1 when the file has a sweep section (grid, seeds, random search, derived keys, exclusions,
  * per-method axes or early stopping), which only `loralab sweep` acts on. */
 int config_has_sweep(const struct ConfigDoc *doc);

@@ -189,16 +189,10 @@ static LLStatus draw(const SweepSpace *sp, uint64_t seed, int j, ConfigValue *ou
 
 /* ---- expansion ------------------------------------------------------------------------------- */
 
-static const ConfigValue *doc_value(const ConfigDoc *d, const char *key) {
-    for (int i = 0; i < d->n_entries; i++)
-        if (strcmp(d->entries[i].key, key) == 0) return &d->entries[i].value;
-    return NULL;
-}
-
 static const ConfigValue *point_value(const ConfigDoc *d, const ConfigAssign *a, int n, const char *key) {
     for (int i = n - 1; i >= 0; i--)
         if (strcmp(a[i].key, key) == 0) return &a[i].value;
-    return doc_value(d, key);
+    return config_doc_value(d, key);
 }
 
 /* 1 when some sweep.exclude entry matches the point; every entry that matches counts a hit in

@@ -124,6 +124,15 @@ static const KeySpec KEYS[] = {
             "a train.seed axis (the slowest one)"),
     SPECIAL("sweep.random.n", CFG_INT, LOHI | B_NOT_RUN, 1, 1e6, NULL, NULL, "random-search points"),
     SPECIAL("sweep.random.seed", CFG_INT, LOHI | B_NOT_RUN, 0, MAX_SEED, NULL, "0", "random-search seed"),
+    /* --emit-slurm's script (slurm.h); the command line's flags win over these */
+    SPECIAL("slurm.partition", CFG_STRING, B_NOT_RUN, 0, 0, NULL, NULL, "#SBATCH --partition (--partition)"),
+    SPECIAL("slurm.account", CFG_STRING, B_NOT_RUN, 0, 0, NULL, NULL, "#SBATCH --account (--account)"),
+    SPECIAL("slurm.time", CFG_INT, LOHI | B_NOT_RUN, 1, 1e6, NULL, NULL, "minutes a task may run (--time; default: estimated)"),
+    SPECIAL("slurm.mem", CFG_INT, LOHI | B_NOT_RUN, 1, 1e9, NULL, NULL, "MB a task may use (--mem; default: estimated)"),
+    SPECIAL("slurm.local_db", CFG_BOOL, B_NOT_RUN, 0, 0, NULL, "false",
+            "each task's database on node-local disk, copied back at its end (--local-db)"),
+    SPECIAL("slurm.extra", CFG_STRING, B_NOT_RUN, 0, 0, NULL, NULL,
+            "shell lines run before loralab in each task, one per line (module loads; a YAML block `|`)"),
 };
 #define N_KEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 

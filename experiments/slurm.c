@@ -17,6 +17,35 @@ void slurm_options_defaults(SlurmOptions *o) {
     o->threads = 1;
 }
 
+void slurm_options_from_doc(const ConfigDoc *doc, SlurmOptions *o) {
+    const ConfigValue *v;
+    if (!o->partition && (v = config_doc_value(doc, "slurm.partition"))) o->partition = v->s;
+    if (!o->account && (v = config_doc_value(doc, "slurm.account"))) o->account = v->s;
+    if (!o->time_minutes && (v = config_doc_value(doc, "slurm.time"))) o->time_minutes = (int)v->i;
+    if (!o->mem_mb && (v = config_doc_value(doc, "slurm.mem"))) o->mem_mb = (int)v->i;
+    if (!o->local_db && (v = config_doc_value(doc, "slurm.local_db"))) o->local_db = v->i != 0;
+    if (o->n_extra || !(v = config_doc_value(doc, "slurm.extra"))) return;
+    /* one buffer: the pointer array, then the text with its newlines turned into ends of strings */
+    size_t len = strlen(v->s), n = 1;
+    for (size_t i = 0; i < len; i++) n += v->s[i] == '\n';
+    o->extra_owned = ll_malloc(n * sizeof(char *) + len + 1, 1);
+    const char **lines = (const char **)(void *)o->extra_owned;
+    char *text = o->extra_owned + n * sizeof(char *);
+    memcpy(text, v->s, len + 1);
+    int k = 0;
+    for (char *line = text, *end; line; line = end ? end + 1 : NULL) {
+        end = strchr(line, '\n');
+        if (end) *end = '\0';
+        if (line[strspn(line, " \t\r")]) lines[k++] = line; /* blank lines dropped */
+    }
+    o->extra = lines, o->n_extra = k;
+}
+
+void slurm_options_free(SlurmOptions *o) {
+    ll_free(o->extra_owned);
+    o->extra_owned = NULL, o->extra = NULL, o->n_extra = 0;
+}
+
 void slurm_shard_db(const char *name, int shard_i, int shard_n, char *out, size_t cap) {
     snprintf(out, cap, "results/%s.shard%d-of-%d.db", name, shard_i, shard_n);
 }

@@ -36,9 +36,15 @@ typedef struct {
     int local_db;            /* database on node-local disk, copied back at the end */
     const char *const *extra; /* shell lines run before loralab (module loads); no newlines */
     int n_extra;
+    char *extra_owned;        /* slurm.extra split into lines (slurm_options_from_doc), or NULL */
 } SlurmOptions;
 
 void slurm_options_defaults(SlurmOptions *o);
+/* Fills from the file's slurm section (slurm.partition, account, time, mem, local_db, extra) what o
+ * leaves unset, so the command line's flags win; slurm.extra's lines (a block of text, one command a
+ * line, blank lines dropped) become o->extra. slurm_options_free releases them. */
+void slurm_options_from_doc(const ConfigDoc *doc, SlurmOptions *o);
+void slurm_options_free(SlurmOptions *o);
 
 /* The shard database of a sweep: "results/<name>.shard<I>-of-<N>.db". */
 void slurm_shard_db(const char *name, int shard_i, int shard_n, char *out, size_t cap);

@@ -146,11 +146,46 @@ START_TEST(t_script_runs_quoted) {
 }
 END_TEST
 
+/* The file's slurm section reaches the script; a flag given on the command line wins over it. */
+START_TEST(t_slurm_section) {
+    ConfigDoc *d;
+    SweepPlan p;
+    plan_of("name: sec\n" BASE "slurm:\n  partition: gpu\n  account: lab7\n  time: 45\n  mem: 3000\n"
+            "  local_db: true\n  extra: |\n    module load gcc\n\n    source env.sh\n"
+            "sweep: {grid: {adapter.r: [1, 2]}}\n", &d, &p);
+    SlurmOptions o;
+    slurm_options_defaults(&o);
+    o.tasks = 2;
+    o.chdir = tu_dir;
+    o.account = "cli-account"; /* as --account would set it */
+    slurm_options_from_doc(d, &o);
+    ck_assert_int_eq(o.n_extra, 2);
+    ck_assert_str_eq(o.extra[0], "module load gcc");
+    ck_assert_str_eq(o.extra[1], "source env.sh");
+    char path[512];
+    tu_path(path, sizeof path, "sec.sbatch");
+    LLError err;
+    ck_assert_msg(slurm_emit(&p, "x.yaml", NULL, 0, &o, path, &err) == LL_OK, "%s", err.msg);
+    char *text = tu_slurp(path, NULL);
+    const char *lines[] = {"#SBATCH --partition=gpu\n", "#SBATCH --account=cli-account\n", "#SBATCH --time=0:45:00\n",
+                           "#SBATCH --mem=3000M\n", "\nmodule load gcc\nsource env.sh\n", "LOCAL="};
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        ck_assert_msg(strstr(text, lines[i]) != NULL, "no '%s' in:\n%s", lines[i], text);
+    ck_assert_msg(strstr(text, "lab7") == NULL, "the file's account beat --account:\n%s", text);
+    ll_free(text);
+    slurm_options_free(&o);
+    ck_assert_int_eq(o.n_extra, 0);
+    sweep_plan_free(&p);
+    config_doc_free(d);
+}
+END_TEST
+
 Suite *slurm_suite(void) {
     Suite *s = suite_create("slurm");
     TCase *tc = tu_tcase(s, "core", 0, 30);
     tcase_add_checked_fixture(tc, tu_tmpdir_setup, tu_tmpdir_teardown);
     tcase_add_test(tc, t_script_text);
     tcase_add_test(tc, t_script_runs_quoted);
+    tcase_add_test(tc, t_slurm_section);
     return s;
 }
